@@ -1,0 +1,125 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// GenGate: a self-hosted gateway for AI generation jobs.
+/// `Shared/` holds the libraries the services share, one per concern; `Services/` holds one
+/// folder per executable. Services never import each other.
+let package = Package(
+    name: "GenGate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "gengate", targets: ["gengate"]),
+        .executable(name: "api-ingress", targets: ["api-ingress"]),
+        .executable(name: "dispatcher", targets: ["dispatcher"]),
+        .executable(name: "poller", targets: ["poller"]),
+        .executable(name: "uploader", targets: ["uploader"]),
+        .executable(name: "monitor", targets: ["monitor"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
+    ],
+    targets: [
+        // C shims
+        .systemLibrary(
+            name: "CZeroMQ",
+            path: "Shared/CZeroMQ",
+            pkgConfig: "libzmq",
+            providers: [.apt(["libzmq3-dev"])]
+        ),
+
+        // Shared libraries
+        .target(
+            name: "GenGateCore",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            path: "Shared/GenGateCore"
+        ),
+        .target(
+            name: "GenGateBus",
+            dependencies: ["CZeroMQ", "GenGateCore"],
+            path: "Shared/GenGateBus"
+        ),
+        .target(
+            name: "GenGateStore",
+            dependencies: ["GenGateCore", .product(name: "GRDB", package: "GRDB.swift")],
+            path: "Shared/GenGateStore"
+        ),
+        .target(
+            name: "GenGateObjects",
+            dependencies: ["GenGateCore"],
+            path: "Shared/GenGateObjects"
+        ),
+        .target(
+            name: "GenGateProviders",
+            dependencies: ["GenGateCore"],
+            path: "Shared/GenGateProviders"
+        ),
+        .target(
+            name: "GenGateRuntime",
+            dependencies: [
+                "GenGateCore", "GenGateBus", "GenGateStore", "GenGateObjects", "GenGateProviders",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Shared/GenGateRuntime"
+        ),
+
+        // Executables
+        .executableTarget(
+            name: "api-ingress",
+            dependencies: [
+                "GenGateRuntime",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Services/api-ingress"
+        ),
+        .executableTarget(name: "dispatcher", dependencies: ["GenGateRuntime"], path: "Services/dispatcher"),
+        .executableTarget(name: "poller", dependencies: ["GenGateRuntime"], path: "Services/poller"),
+        .executableTarget(name: "uploader", dependencies: ["GenGateRuntime"], path: "Services/uploader"),
+        .executableTarget(
+            name: "monitor",
+            dependencies: [
+                "GenGateRuntime",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Services/monitor"
+        ),
+        .executableTarget(
+            name: "gengate",
+            dependencies: [
+                "GenGateRuntime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Services/gengate"
+        ),
+
+        // Tests
+        .testTarget(name: "GenGateCoreTests", dependencies: ["GenGateCore"]),
+        .testTarget(name: "GenGateBusTests", dependencies: ["GenGateBus"]),
+        .testTarget(name: "GenGateStoreTests", dependencies: ["GenGateStore"]),
+        .testTarget(name: "GenGateProvidersTests", dependencies: ["GenGateProviders", "GenGateObjects"]),
+        .testTarget(name: "GenGateRuntimeTests", dependencies: ["GenGateRuntime"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: [
+                "GenGateCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+    ]
+)

@@ -1,0 +1,47 @@
+import ArgumentParser
+import GenGateBus
+import GenGateRuntime
+import Hummingbird
+import ServiceLifecycle
+
+/// api-ingress: the HTTP API for applications. Validates, authenticates, commits, answers at
+/// once with an id, and tells the dispatchers.
+@main
+struct ApiIngressCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "api-ingress", abstract: "GenGate HTTP API")
+
+    @OptionGroup var options: ServiceOptions
+
+    func run() async throws {
+        let environment = try await ServiceEnvironment.start(service: "api-ingress", options: options)
+        let config = environment.config
+        let dispatch = try await WorkProducer.connect(context: environment.zmq, queue: .dispatch,
+                                                      endpoint: environment.topology.producerEndpoint(.dispatch),
+                                                      source: environment.instance)
+        let router = Router(context: GateContext.self)
+        router.middlewares.add(ErrorMiddleware(maxBodyBytes: config.http.maxBodyBytes))
+        router.get("health") { _, _ in
+            do {
+                _ = try await environment.store.apiKeyCount()
+            } catch {
+                throw APIError.unavailable
+            }
+            return JSONResponse.make(status: .ok, ["status": .string("ok"), "service": .string(environment.instance)])
+        }
+        let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
+        let validator = SubmissionValidator(providers: environment.providers, defaultDeadlineSeconds: config.jobs.defaultDeadlineSeconds,
+                                            maxDeadlineSeconds: config.jobs.maxDeadlineSeconds)
+        GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator).register(on: api)
+
+        let app = Application(router: router, configuration: .init(address: .hostname(config.http.host, port: config.http.port),
+                                                                   serverName: "GenGate"),
+                              logger: environment.logger)
+        environment.logger.info("api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: app), .init(service: Heartbeat(environment: environment))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
+        try await group.run()
+        await dispatch.close()
+        await environment.events.close()
+    }
+}

@@ -1,0 +1,40 @@
+import GenGateStore
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Turns every error into the API's JSON error shape: ours as they are, Hummingbird's (unknown
+/// route, wrong method, body too large) translated, anything else a logged 500 that says nothing
+/// about internals.
+struct ErrorMiddleware: RouterMiddleware {
+    typealias Context = GateContext
+    let maxBodyBytes: Int
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            return try error.response(from: request, context: context)
+        } catch is NIOTooManyBytesError {
+            return try APIError.payloadTooLarge(limit: maxBodyBytes).response(from: request, context: context)
+        } catch let error as HTTPError {
+            let translated: APIError
+            switch error.status {
+            case .notFound:
+                translated = .notFound("no such endpoint: \(request.method) \(request.uri.path)")
+            case .methodNotAllowed:
+                translated = APIError(status: .methodNotAllowed, code: "method_not_allowed",
+                                      message: "\(request.method) is not allowed on \(request.uri.path)")
+            case .contentTooLarge:
+                translated = .payloadTooLarge(limit: maxBodyBytes)
+            default:
+                translated = APIError(status: error.status, code: "http_\(error.status.code)",
+                                      message: error.body ?? error.status.reasonPhrase)
+            }
+            return try translated.response(from: request, context: context)
+        } catch {
+            context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return try APIError.internalError.response(from: request, context: context)
+        }
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import GenGateBus
+import GenGateCore
+import GenGateObjects
+import GenGateRuntime
+import GenGateStore
+import Hummingbird
+import NIOCore
+
+/// The application-facing API: submit, read, list, cancel, and fetch outputs. A key sees only
+/// its own generations; anyone else's are answered 404, as if they did not exist.
+struct GenerationRoutes: Sendable {
+    let environment: ServiceEnvironment
+    let dispatch: WorkProducer
+    let validator: SubmissionValidator
+
+    var store: any GenerationStore { environment.store }
+    var baseURL: String { environment.config.publicBaseURL }
+
+    func register(on group: RouterGroup<GateContext>) {
+        group.post("generations") { request, context in try await create(request, context) }
+        group.get("generations") { request, context in try await list(request, context) }
+        group.get("generations/:id") { _, context in try await show(context) }
+        group.post("generations/:id/cancel") { _, context in try await cancel(context) }
+        group.get("generations/:id/outputs/:index") { _, context in try await output(context) }
+        group.post("admin/keys") { request, context in try await createKey(request, context) }
+    }
+
+    /// 202 `{id, status}`, sent only after the generation is committed.
+    func create(_ request: Request, _ context: GateContext) async throws -> Response {
+        let key = try context.requireKey()
+        let body = try await JSONBody.read(request, limit: environment.config.http.maxBodyBytes)
+        let (generationRequest, model) = try validator.validate(body)
+        let now = Date()
+        let generation = Generation(
+            id: Identifier.make("gen", at: now), ownerKeyID: key.id, request: generationRequest, provider: model.provider,
+            status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
+            leaseExpiresAt: nil, nextActionAt: now,
+            deadlineAt: now.addingTimeInterval(Double(generationRequest.deadlineSeconds ?? environment.config.jobs.defaultDeadlineSeconds)),
+            createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [])
+        let event = Event(.generationCreated, generationID: generation.id, at: now, payload: [
+            "model": .string(model.id), "provider": .string(model.provider), "n": .number(Double(generationRequest.n)),
+        ])
+        do {
+            try await store.insert(generation, event: event)
+        } catch {
+            context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
+            throw APIError.unavailable
+        }
+        environment.publish([event])
+        dispatch.send(generationID: generation.id, reason: "created")
+        return JSONResponse.make(status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
+                                 headers: [.location: "/v1/generations/\(generation.id)"])
+    }
+
+    func show(_ context: GateContext) async throws -> Response {
+        let generation = try await owned(context)
+        return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
+    }
+
+    func list(_ request: Request, _ context: GateContext) async throws -> Response {
+        let key = try context.requireKey()
+        let query = request.uri.queryParameters
+        var details: [APIError.Detail] = []
+        var status: GenerationStatus?
+        if let text = query.get("status") {
+            status = GenerationStatus(rawValue: text)
+            if status == nil {
+                details.append(.init(path: "status", message: "must be one of \(GenerationStatus.allCases.map(\.rawValue).joined(separator: ", "))"))
+            }
+        }
+        var limit = 20
+        if let text = query.get("limit") {
+            if let value = Int(text), (1...100).contains(value) { limit = value } else {
+                details.append(.init(path: "limit", message: "must be an integer between 1 and 100"))
+            }
+        }
+        let cursor = query.get("cursor")
+        if let cursor, !cursor.hasPrefix("gen_") || cursor.count > 64 {
+            details.append(.init(path: "cursor", message: "not a cursor returned by this endpoint"))
+        }
+        guard details.isEmpty else { throw APIError.invalidRequest("invalid list query", details: details) }
+        // One extra row says whether another page exists.
+        let rows = try await store.list(ownerKeyID: key.id, status: status, after: cursor, limit: limit + 1)
+        let page = Array(rows.prefix(limit))
+        let next: JSONValue = rows.count > limit ? .string(page.last!.id) : .null
+        return JSONResponse.make(status: .ok, [
+            "object": .string("list"),
+            "data": .array(page.map { .object(GenerationView.render($0, baseURL: baseURL)) }),
+            "next_cursor": next,
+        ])
+    }
+
+    /// Cancels a generation that has not ended; cancelling a cancelled one again is fine, while a
+    /// completed or failed one answers 409.
+    func cancel(_ context: GateContext) async throws -> Response {
+        var generation = try await owned(context)
+        for _ in 0..<20 {
+            switch generation.status {
+            case .cancelled:
+                return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
+            case .completed, .failed:
+                throw APIError.conflict("generation \(generation.id) is \(generation.status.rawValue) and can no longer be cancelled")
+            default:
+                break
+            }
+            var change = Transition.of(generation, to: .cancelled)
+            change.error = .some(GenGateError(.cancelled, "cancelled by the client"))
+            change.events = [Event(.generationCancelled, generationID: generation.id, payload: [
+                "previous_status": .string(generation.status.rawValue),
+            ])]
+            if let cancelled = try await environment.apply(change) {
+                return JSONResponse.make(status: .ok, GenerationView.render(cancelled, baseURL: baseURL))
+            }
+            generation = try await owned(context)  // it moved on meanwhile; look again
+        }
+        throw APIError.conflict("generation \(generation.id) is changing too fast to cancel; try again")
+    }
+
+    /// The bytes of one stored output, to its owner.
+    func output(_ context: GateContext) async throws -> Response {
+        let generation = try await owned(context)
+        guard let text = context.parameters.get("index"), let index = Int(text) else {
+            throw APIError.notFound("no such output")
+        }
+        guard let output = generation.outputs.first(where: { $0.index == index }), output.isStored, let key = output.objectKey else {
+            throw APIError.notFound("output \(index) of \(generation.id) is not stored (yet)")
+        }
+        guard let data = try await environment.objects.get(key: key) else {
+            context.logger.error("stored output is missing from object storage", metadata: ["key": "\(key)"])
+            throw APIError.notFound("output \(index) of \(generation.id) is missing from object storage")
+        }
+        var headers: HTTPFields = [.contentType: output.contentType, .cacheControl: "private, max-age=31536000, immutable"]
+        if let sha = output.sha256 { headers[.eTag] = "\"\(sha)\"" }
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    /// Admin only: creates an API key and shows its secret, once.
+    func createKey(_ request: Request, _ context: GateContext) async throws -> Response {
+        guard try context.requireKey().isAdmin else { throw APIError.forbidden }
+        let body = try await JSONBody.read(request, limit: environment.config.http.maxBodyBytes)
+        guard case .object(let fields) = body else { throw APIError.invalidRequest("the body must be a JSON object") }
+        var details: [APIError.Detail] = []
+        for name in fields.keys.sorted() where !["name", "admin"].contains(name) {
+            details.append(.init(path: name, message: "unknown field"))
+        }
+        let name = fields["name"]?.stringValue ?? ""
+        if name.trimmingCharacters(in: .whitespaces).isEmpty || name.count > 200 {
+            details.append(.init(path: "name", message: "required: a string of 1 to 200 characters"))
+        }
+        var admin = false
+        if let value = fields["admin"] {
+            guard case .bool(let flag) = value else {
+                throw APIError.invalidRequest("invalid key request", details: details + [.init(path: "admin", message: "must be a boolean")])
+            }
+            admin = flag
+        }
+        guard details.isEmpty else { throw APIError.invalidRequest("invalid key request", details: details) }
+        let (key, secret) = try await store.createAPIKey(name: name, isAdmin: admin)
+        return JSONResponse.make(status: .created, [
+            "id": .string(key.id), "name": .string(key.name), "admin": .bool(key.isAdmin), "key": .string(secret),
+            "created_at": .string(Timestamp.format(key.createdAt)),
+        ])
+    }
+
+    /// The generation named in the path, if the caller's key owns it.
+    func owned(_ context: GateContext) async throws -> Generation {
+        let key = try context.requireKey()
+        guard let id = context.parameters.get("id"), id.count <= 64,
+              let generation = try await store.generation(id: id), generation.ownerKeyID == key.id else {
+            throw APIError.notFound("no generation \(context.parameters.get("id") ?? "") for this key")
+        }
+        return generation
+    }
+}
+
+/// Reads a JSON request body, bounded in size.
+enum JSONBody {
+    /// The Content-Type is not checked: `curl -d` says form-urlencoded while sending JSON, and a
+    /// body that is not JSON gets a clear `invalid_json` either way.
+    static func read(_ request: Request, limit: Int) async throws -> JSONValue {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
+            throw APIError.payloadTooLarge(limit: limit)
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            throw APIError.payloadTooLarge(limit: limit)
+        }
+        guard buffer.readableBytes > 0 else { throw APIError.invalidJSON("the request body is empty; send a JSON object") }
+        do {
+            return try JSONCoding.decoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
+        } catch {
+            throw APIError.invalidJSON("the request body is not valid JSON")
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+import GenGateCore
+import Metrics
+
+/// The last heartbeat of every service instance, and what it says about health.
+actor ServiceTable {
+    struct Instance {
+        var service: String
+        var instance: String
+        var pid: Int?
+        var startedAt: String?
+        var lastSeen: ContinuousClock.Instant
+        var lastSeenDate: Date
+    }
+
+    /// The services a complete deployment runs.
+    static let expected = ["api-ingress", "dispatcher", "poller", "uploader", "monitor"]
+
+    private var instances: [String: Instance] = [:]
+    let staleAfter: Double
+
+    init(staleAfter: Double) {
+        self.staleAfter = staleAfter
+    }
+
+    func heartbeat(_ event: Event, source: String) {
+        let service = event.payload["service"]?.stringValue ?? "unknown"
+        let instance = event.payload["instance"]?.stringValue ?? source
+        if event.payload["stopping"] == .bool(true) {
+            instances[instance] = nil
+            return
+        }
+        instances[instance] = Instance(service: service, instance: instance, pid: event.payload["pid"]?.intValue,
+                                       startedAt: event.payload["started_at"]?.stringValue, lastSeen: .now, lastSeenDate: Date())
+    }
+
+    private func age(_ instance: Instance) -> Double {
+        let elapsed = ContinuousClock.now - instance.lastSeen
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    /// Sets `gengate_service_heartbeat_age_seconds` per service (its freshest instance) and
+    /// `gengate_service_up`, just before a scrape.
+    func recordAges() {
+        for service in Set(Self.expected + instances.values.map(\.service)) {
+            let ages = instances.values.filter { $0.service == service }.map(age)
+            let freshest = ages.min()
+            Gauge(label: "gengate_service_heartbeat_age_seconds", dimensions: [("service", service)]).record(freshest ?? -1)
+            Gauge(label: "gengate_service_up", dimensions: [("service", service)])
+                .record(freshest.map { $0 <= staleAfter ? 1 : 0 } ?? 0)
+        }
+    }
+
+    /// Health per service; healthy when every expected service has a fresh heartbeat.
+    func report() -> (healthy: Bool, json: Data) {
+        var services: [String: JSONValue] = [:]
+        var healthy = true
+        for service in Set(Self.expected + instances.values.map(\.service)).sorted() {
+            let members = instances.values.filter { $0.service == service }.sorted { $0.instance < $1.instance }
+            let rendered = members.map { member -> JSONValue in
+                let age = age(member)
+                return .object([
+                    "instance": .string(member.instance),
+                    "pid": member.pid.map { .number(Double($0)) } ?? .null,
+                    "started_at": member.startedAt.map(JSONValue.string) ?? .null,
+                    "last_heartbeat_at": .string(Timestamp.format(member.lastSeenDate)),
+                    "heartbeat_age_seconds": .number((age * 1_000).rounded() / 1_000),
+                    "status": .string(age <= staleAfter ? "ok" : "stale"),
+                ])
+            }
+            let fresh = members.contains { age($0) <= staleAfter }
+            if Self.expected.contains(service) && !fresh { healthy = false }
+            services[service] = .object([
+                "status": .string(fresh ? "ok" : (members.isEmpty ? "missing" : "stale")),
+                "instances": .array(rendered),
+            ])
+        }
+        let body: JSONValue = .object([
+            "status": .string(healthy ? "ok" : "degraded"),
+            "stale_after_seconds": .number(staleAfter),
+            "services": .object(services),
+        ])
+        return (healthy, (try? JSONCoding.encode(body)) ?? Data())
+    }
+}

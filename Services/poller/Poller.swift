@@ -1,0 +1,32 @@
+import ArgumentParser
+import GenGateBus
+import GenGateRuntime
+import ServiceLifecycle
+
+/// The poller: watches provider tasks with back-off until they finish, then hands the outputs to
+/// the uploaders. Any number of pollers share the `poll` queue.
+@main
+struct PollerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "poller", abstract: "GenGate poller")
+
+    @OptionGroup var options: ServiceOptions
+
+    func run() async throws {
+        let environment = try await ServiceEnvironment.start(service: "poller", options: options)
+        let topology = environment.topology
+        let consumer = try await WorkConsumer.connect(context: environment.zmq, queue: .poll, endpoint: topology.consumerEndpoint(.poll))
+        let upload = try await WorkProducer.connect(context: environment.zmq, queue: .upload,
+                                                    endpoint: topology.producerEndpoint(.upload), source: environment.instance)
+        let watcher = TaskWatcher(environment: environment, upload: upload)
+        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, logger: environment.logger) { item in
+            await watcher.handle(item)
+        }
+        environment.logger.info("poller started")
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: loop), .init(service: Heartbeat(environment: environment))],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
+        try await group.run()
+        await upload.close()
+        await environment.events.close()
+    }
+}

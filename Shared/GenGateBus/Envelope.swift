@@ -1,0 +1,58 @@
+import Foundation
+import GenGateCore
+
+/// The versioned JSON envelope every bus message travels in:
+/// `{"v":1,"type":"work.poll","id":"msg_…","at":"…","source":"poller-1234","payload":{…}}`.
+///
+/// A receiver reads `v` and `type` first and rejects a version it does not speak with
+/// `BusError.unsupportedVersion` instead of guessing at the payload.
+public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
+    /// The schema version this build writes and reads.
+    public static var schemaVersion: Int { 1 }
+
+    public var v: Int
+    public var type: String
+    public var id: String
+    public var at: Date
+    /// The service instance that sent it, e.g. "dispatcher-4242".
+    public var source: String
+    public var payload: Payload
+
+    public init(type: String, source: String, payload: Payload, at: Date = Date()) {
+        self.v = Self.schemaVersion
+        self.type = type
+        self.id = Identifier.make("msg", at: at)
+        self.at = at
+        self.source = source
+        self.payload = payload
+    }
+
+    public func encoded() throws -> Data {
+        try JSONCoding.encode(self)
+    }
+
+    /// Decodes an envelope of `expectedType`; throws `BusError` for anything else.
+    public static func decode(_ data: Data, expectedType: String) throws -> Envelope {
+        let header: EnvelopeHeader
+        do {
+            header = try JSONCoding.decoder().decode(EnvelopeHeader.self, from: data)
+        } catch {
+            throw BusError.malformedMessage("not a GenGate envelope (\(data.count) bytes)")
+        }
+        guard header.v == schemaVersion else { throw BusError.unsupportedVersion(version: header.v, type: header.type) }
+        guard header.type == expectedType else {
+            throw BusError.malformedMessage("expected a \(expectedType) message, got \(header.type)")
+        }
+        do {
+            return try JSONCoding.decoder().decode(Envelope.self, from: data)
+        } catch {
+            throw BusError.malformedMessage("\(header.type) payload does not decode: \(error)")
+        }
+    }
+}
+
+/// The part of an envelope read before anything else.
+struct EnvelopeHeader: Decodable {
+    var v: Int
+    var type: String
+}

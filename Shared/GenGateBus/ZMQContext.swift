@@ -1,0 +1,26 @@
+import CZeroMQ
+
+/// A libzmq context. libzmq contexts are thread-safe, so one context is shared by every socket of
+/// a process. `terminate()` waits for every socket of the context to be closed, which is bounded
+/// because GenGate sockets always close with a bounded linger.
+public final class ZMQContext: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    public init(ioThreads: Int32 = 1) throws {
+        guard let handle = zmq_ctx_new() else { throw ZMQError.last("zmq_ctx_new") }
+        zmq_ctx_set(handle, ZMQ_IO_THREADS, ioThreads)
+        self.handle = handle
+    }
+
+    /// Ends the context; blocks until all its sockets are closed. Call once, from a thread that may block.
+    public func terminate() {
+        while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {}
+    }
+
+    /// The libzmq version this process runs against, e.g. "4.3.4".
+    public static var libraryVersion: String {
+        var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+        zmq_version(&major, &minor, &patch)
+        return "\(major).\(minor).\(patch)"
+    }
+}

@@ -1,0 +1,61 @@
+import Foundation
+
+/// One generation job as the store holds it: the request, where it is in its lifecycle, who owns
+/// it (lease) or when it is next due, and what it produced. A value: read it, decide, then ask the
+/// store to compare-and-set on (`id`, `status`, `version`).
+public struct Generation: Codable, Sendable, Equatable {
+    public var id: String
+    /// The API key that created it; only that key can see it.
+    public var ownerKeyID: String
+    public var request: GenerationRequest
+    public var provider: String
+    public var status: GenerationStatus
+    /// Bumped by every state change; the token of compare-and-set.
+    public var version: Int
+    public var progress: Int
+    /// Provider submissions made so far.
+    public var attempts: Int
+    public var error: GenGateError?
+    /// The provider's id for the current attempt's task, once it is known.
+    public var providerTaskID: String?
+    public var leaseOwner: String?
+    public var leaseExpiresAt: Date?
+    /// When the job is next due for work when nobody holds it.
+    public var nextActionAt: Date?
+    public var deadlineAt: Date
+    public var createdAt: Date
+    public var updatedAt: Date
+    /// The time each state was last entered.
+    public var phaseTimes: [GenerationStatus: Date]
+    public var outputs: [Output]
+
+    public init(id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
+                version: Int, progress: Int, attempts: Int, error: GenGateError?, providerTaskID: String?,
+                leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
+                updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output]) {
+        self.id = id
+        self.ownerKeyID = ownerKeyID
+        self.request = request
+        self.provider = provider
+        self.status = status
+        self.version = version
+        self.progress = progress
+        self.attempts = attempts
+        self.error = error
+        self.providerTaskID = providerTaskID
+        self.leaseOwner = leaseOwner
+        self.leaseExpiresAt = leaseExpiresAt
+        self.nextActionAt = nextActionAt
+        self.deadlineAt = deadlineAt
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+        self.phaseTimes = phaseTimes
+        self.outputs = outputs
+    }
+
+    /// Output indexes (0..<n) not yet stored in object storage.
+    public var missingOutputIndexes: [Int] {
+        let stored = Set(outputs.filter { $0.isStored }.map(\.index))
+        return (0..<request.n).filter { !stored.contains($0) }
+    }
+}

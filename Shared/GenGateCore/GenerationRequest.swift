@@ -1,0 +1,36 @@
+import Foundation
+
+/// What an application asked for, after validation: the model, the prompt and the knobs GenGate
+/// understands itself. Provider-specific extras travel in `params` untouched.
+public struct GenerationRequest: Codable, Sendable, Equatable {
+    public var model: String
+    public var prompt: String
+    /// Number of outputs wanted (1...10).
+    public var n: Int
+    public var seed: Int?
+    public var width: Int?
+    public var height: Int?
+    public var params: [String: JSONValue]
+    /// Seconds from creation after which the generation fails with `task_timeout`.
+    public var deadlineSeconds: Int?
+    /// Free-form data the application attaches and gets back untouched.
+    public var metadata: [String: JSONValue]
+
+    public init(model: String, prompt: String, n: Int = 1, seed: Int? = nil, width: Int? = nil, height: Int? = nil,
+                params: [String: JSONValue] = [:], deadlineSeconds: Int? = nil, metadata: [String: JSONValue] = [:]) {
+        self.model = model
+        self.prompt = prompt
+        self.n = n
+        self.seed = seed
+        self.width = width
+        self.height = height
+        self.params = params
+        self.deadlineSeconds = deadlineSeconds
+        self.metadata = metadata
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case model, prompt, n, seed, width, height, params, metadata
+        case deadlineSeconds = "deadline_seconds"
+    }
+}

@@ -1,0 +1,25 @@
+/// Where a generation is in its lifecycle (DESIGN.md "Generation lifecycle").
+///
+/// pending → dispatching → running → uploading → completed, with `retryWait` between attempts and
+/// `failed` / `cancelled` as the other ends. Terminal states are final.
+public enum GenerationStatus: String, Codable, Sendable, CaseIterable {
+    case pending
+    case dispatching
+    case running
+    case uploading
+    case retryWait = "retry_wait"
+    case completed
+    case failed
+    case cancelled
+
+    /// Completed, failed and cancelled never change again.
+    public var isTerminal: Bool {
+        switch self {
+        case .completed, .failed, .cancelled: return true
+        default: return false
+        }
+    }
+
+    /// Every state that may still change.
+    public static let active: [GenerationStatus] = allCases.filter { !$0.isTerminal }
+}

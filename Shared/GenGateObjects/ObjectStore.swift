@@ -1,0 +1,54 @@
+import Foundation
+import GenGateCore
+
+/// Where outputs live (DESIGN.md "Objects"): the local directory by default, an S3-compatible
+/// service when configured. Writes are whole-or-nothing: a reader never sees half an object.
+public protocol ObjectStore: Sendable {
+    /// Stores `data` under `key`, replacing what was there. Returns what was stored.
+    func put(key: String, data: Data, contentType: String) async throws -> StoredObject
+    /// The object's bytes, or nil if there is none under `key`.
+    func get(key: String) async throws -> Data?
+}
+
+/// An object as stored: where, how big, and its checksum.
+public struct StoredObject: Sendable, Equatable {
+    public var key: String
+    public var bytes: Int
+    public var sha256: String
+    public var contentType: String
+
+    public init(key: String, bytes: Int, sha256: String, contentType: String) {
+        self.key = key
+        self.bytes = bytes
+        self.sha256 = sha256
+        self.contentType = contentType
+    }
+}
+
+/// The predictable object keys of DESIGN.md: `prefix/yyyy/mm/dd/<generation>/<index>.<ext>`,
+/// dated by the generation's creation (UTC) so every output of one job sits together.
+public enum ObjectKey {
+    public static func forOutput(prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day], from: createdAt)
+        let date = String(format: "%04d/%02d/%02d", parts.year ?? 1970, parts.month ?? 1, parts.day ?? 1)
+        let trimmed = prefix.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        let head = trimmed.isEmpty ? "" : trimmed + "/"
+        return "\(head)\(date)/\(generationID)/\(index).\(fileExtension(for: contentType))"
+    }
+
+    public static func fileExtension(for contentType: String) -> String {
+        switch contentType.split(separator: ";").first.map({ $0.trimmingCharacters(in: .whitespaces).lowercased() }) {
+        case "image/png": return "png"
+        case "image/jpeg": return "jpg"
+        case "image/webp": return "webp"
+        case "image/gif": return "gif"
+        case "video/mp4": return "mp4"
+        case "video/webm": return "webm"
+        case "text/plain": return "txt"
+        case "application/json": return "json"
+        default: return "bin"
+        }
+    }
+}

@@ -1,0 +1,121 @@
+import Foundation
+import GenGateCore
+
+/// What a provider can do; shared code adapts to it (DESIGN.md "Providers").
+public struct ProviderCapabilities: Sendable, Equatable {
+    /// Submissions return a task to poll (false: the answer comes in the submit response).
+    public var asynchronous: Bool
+    public var streaming: Bool
+    public var cancel: Bool
+    /// Outputs one submission can ask for.
+    public var maxOutputsPerCall: Int
+    public var inputImages: Bool
+    /// The provider can find a submission by our client reference, so recovery can tell
+    /// whether a crashed submission reached it before submitting again.
+    public var findsSubmissionByReference: Bool
+
+    public init(asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
+                findsSubmissionByReference: Bool) {
+        self.asynchronous = asynchronous
+        self.streaming = streaming
+        self.cancel = cancel
+        self.maxOutputsPerCall = maxOutputsPerCall
+        self.inputImages = inputImages
+        self.findsSubmissionByReference = findsSubmissionByReference
+    }
+}
+
+/// A model GenGate offers, and which provider serves it.
+public struct ModelInfo: Sendable, Equatable {
+    public enum Kind: String, Sendable, Codable {
+        case image, video, text
+    }
+
+    /// The public model name, e.g. `sim/image`.
+    public var id: String
+    public var provider: String
+    public var kind: Kind
+    /// Most outputs one generation may ask for.
+    public var maxOutputs: Int
+
+    public init(id: String, provider: String, kind: Kind, maxOutputs: Int) {
+        self.id = id
+        self.provider = provider
+        self.kind = kind
+        self.maxOutputs = maxOutputs
+    }
+}
+
+/// One submission as the adapter sees it.
+public struct ProviderRequest: Sendable, Equatable {
+    public var generationID: String
+    /// Our id for this submission; adapters send it where the provider accepts one.
+    public var clientReference: String
+    public var model: String
+    public var prompt: String
+    /// Output indexes of the generation this call is for (their count is the number asked).
+    public var outputIndexes: [Int]
+    public var seed: Int?
+    public var width: Int?
+    public var height: Int?
+    public var params: [String: JSONValue]
+
+    public init(generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
+                seed: Int?, width: Int?, height: Int?, params: [String: JSONValue]) {
+        self.generationID = generationID
+        self.clientReference = clientReference
+        self.model = model
+        self.prompt = prompt
+        self.outputIndexes = outputIndexes
+        self.seed = seed
+        self.width = width
+        self.height = height
+        self.params = params
+    }
+
+    public init(generation: Generation, clientReference: String, outputIndexes: [Int]) {
+        let request = generation.request
+        self.init(generationID: generation.id, clientReference: clientReference, model: request.model, prompt: request.prompt,
+                  outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
+                  params: request.params)
+    }
+}
+
+/// A provider task as last seen.
+public enum ProviderTaskState: Sendable, Equatable {
+    case queued
+    case running(progress: Int?)
+    /// Finished; `outputs` carry the generation's output indexes.
+    case succeeded(outputs: [Output])
+    case failed(GenGateError)
+    case cancelled
+}
+
+/// A provider adapter does only three things (DESIGN.md): submit, check status, cancel; plus
+/// fetching an output's bytes where the provider needs its own way (auth headers, references).
+/// Polling, retries, uploads and validation are shared and live elsewhere. Adapters know nothing
+/// of the store or the bus. Errors they throw are `GenGateError`s, classified once, here.
+public protocol ProviderAdapter: Sendable {
+    var name: String { get }
+    var capabilities: ProviderCapabilities { get }
+    var models: [ModelInfo] { get }
+
+    /// Submits and returns the provider's task id.
+    func submit(_ request: ProviderRequest) async throws -> String
+    /// The task's state now.
+    func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState
+    /// Asks the provider to stop the task (only where `capabilities.cancel`).
+    func cancel(taskID: String) async throws
+    /// The task id of an earlier submission with this client reference, if the provider has one.
+    func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String?
+    /// The bytes and content type of an output the provider reported.
+    func fetch(_ output: Output) async throws -> (data: Data, contentType: String)
+}
+
+extension ProviderAdapter {
+    public func cancel(taskID: String) async throws {
+        throw GenGateError(.invalidRequest, "\(name) cannot cancel a task", retryable: false)
+    }
+
+    public func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? { nil }
+}

@@ -1,0 +1,107 @@
+import Foundation
+import GenGateCore
+
+/// The built-in simulated provider behind `sim/image` and `sim/text`, so the default
+/// configuration works with no keys and no network.
+///
+/// It behaves like a real asynchronous provider: submit returns a task id at once, the task runs
+/// for `latency`, polling reports progress, and on success it yields outputs to fetch. Because
+/// the dispatcher, pollers and uploaders are separate processes, the simulated "server state"
+/// travels inside the task id (submission time, ready time, outcome), so any process, even one
+/// restarted after a crash, sees the same task. Outputs are deterministic: PNG images from prompt,
+/// seed and index; text likewise.
+public struct SimProvider: ProviderAdapter {
+    public struct Settings: Sendable, Equatable {
+        /// How long a task takes from submission to success or failure.
+        public var latency: Duration
+        /// Share of tasks (0...1) that end in a retryable provider error.
+        public var failureRate: Double
+
+        public init(latency: Duration = .milliseconds(1_500), failureRate: Double = 0) {
+            self.latency = latency
+            self.failureRate = failureRate
+        }
+    }
+
+    public let name = "sim"
+    public let settings: Settings
+    public let capabilities = ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 10,
+                                                   inputImages: false, findsSubmissionByReference: false)
+    public let models = [
+        ModelInfo(id: "sim/image", provider: "sim", kind: .image, maxOutputs: 10),
+        ModelInfo(id: "sim/text", provider: "sim", kind: .text, maxOutputs: 10),
+    ]
+
+    public init(settings: Settings = Settings()) {
+        self.settings = settings
+    }
+
+    public func submit(_ request: ProviderRequest) async throws -> String {
+        guard models.contains(where: { $0.id == request.model }) else {
+            throw GenGateError(.invalidRequest, "sim does not serve model \(request.model)")
+        }
+        let now = Date()
+        let latencyMs = Int64(settings.latency.components.seconds * 1_000 + settings.latency.components.attoseconds / 1_000_000_000_000_000)
+        let fails = Double.random(in: 0..<1) < settings.failureRate
+        let task = SimTask(id: Identifier.make("simt", at: now), submittedMs: Int64(now.timeIntervalSince1970 * 1_000),
+                           readyMs: Int64(now.timeIntervalSince1970 * 1_000) + latencyMs, fails: fails)
+        return task.encoded
+    }
+
+    public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
+        guard let task = SimTask(encoded: taskID) else {
+            throw GenGateError(.providerError, "sim: unknown task \(taskID)", retryable: false)
+        }
+        let nowMs = Int64(Date().timeIntervalSince1970 * 1_000)
+        if nowMs < task.readyMs {
+            let span = max(1, task.readyMs - task.submittedMs)
+            return .running(progress: Int(min(99, max(0, (nowMs - task.submittedMs) * 100 / span))))
+        }
+        if task.fails {
+            return .failed(GenGateError(.providerError, "sim: simulated provider failure", retryable: true))
+        }
+        let isText = request.model == "sim/text"
+        let outputs = request.outputIndexes.map { index in
+            Output(index: index, source: SimOutput(kind: isText ? .text : .image, request: request, index: index).source,
+                   contentType: isText ? "text/plain; charset=utf-8" : "image/png")
+        }
+        return .succeeded(outputs: outputs)
+    }
+
+    public func cancel(taskID: String) async throws {
+        guard SimTask(encoded: taskID) != nil else {
+            throw GenGateError(.providerError, "sim: unknown task \(taskID)", retryable: false)
+        }
+    }
+
+    public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
+        guard let description = SimOutput(source: output.source) else {
+            throw GenGateError(.uploadFailed, "sim: cannot read output source", retryable: false)
+        }
+        return (description.render(), description.contentType)
+    }
+}
+
+/// The simulated task's state, carried in its id: `simt_<ulid>.<submitted ms>.<ready ms>.<o|f>`.
+struct SimTask: Equatable {
+    var id: String
+    var submittedMs: Int64
+    var readyMs: Int64
+    var fails: Bool
+
+    init(id: String, submittedMs: Int64, readyMs: Int64, fails: Bool) {
+        self.id = id
+        self.submittedMs = submittedMs
+        self.readyMs = readyMs
+        self.fails = fails
+    }
+
+    init?(encoded: String) {
+        let parts = encoded.split(separator: ".")
+        guard parts.count == 4, parts[0].hasPrefix("simt_"), let submitted = Int64(parts[1]), let ready = Int64(parts[2]),
+              parts[3] == "o" || parts[3] == "f" else { return nil }
+        self.init(id: String(parts[0]), submittedMs: submitted, readyMs: ready, fails: parts[3] == "f")
+    }
+
+    var encoded: String { "\(id).\(submittedMs).\(readyMs).\(fails ? "f" : "o")" }
+}

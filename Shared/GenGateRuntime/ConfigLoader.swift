@@ -1,0 +1,164 @@
+import Foundation
+import GenGateCore
+
+/// Reads the configuration: defaults, then a JSON file, then `GENGATE_*` environment variables,
+/// then overrides from the command line. Unknown keys and bad values are errors that say where.
+public enum ConfigLoader {
+    /// Environment variables and the setting each overrides.
+    public static let environmentKeys: [String: [String]] = [
+        "GENGATE_DATA_DIR": ["data_dir"],
+        "GENGATE_HTTP_HOST": ["http", "host"],
+        "GENGATE_HTTP_PORT": ["http", "port"],
+        "GENGATE_PUBLIC_URL": ["http", "public_url"],
+        "GENGATE_MONITOR_PORT": ["monitor", "port"],
+        "GENGATE_EVENTS_PORT": ["bus", "events_port"],
+        "GENGATE_STORE_PATH": ["store", "path"],
+        "GENGATE_STORE_DURABILITY": ["store", "durability"],
+        "GENGATE_OBJECTS_DIR": ["objects", "directory"],
+        "GENGATE_LOG_LEVEL": ["log", "level"],
+        "GENGATE_LOG_FORMAT": ["log", "format"],
+        "GENGATE_LEASE_SECONDS": ["jobs", "lease_seconds"],
+        "GENGATE_SWEEP_INTERVAL_SECONDS": ["jobs", "sweep_interval_seconds"],
+        "GENGATE_STALE_AFTER_SECONDS": ["jobs", "stale_after_seconds"],
+        "GENGATE_MAX_ATTEMPTS": ["jobs", "max_attempts"],
+        "GENGATE_RETRY_BASE_SECONDS": ["jobs", "retry_base_seconds"],
+        "GENGATE_HEARTBEAT_SECONDS": ["bus", "heartbeat_seconds"],
+        "GENGATE_SIM_LATENCY_MS": ["sim", "latency_ms"],
+        "GENGATE_SIM_FAILURE_RATE": ["sim", "failure_rate"],
+    ]
+
+    /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
+    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+                            overrides: [([String], JSONValue)] = []) throws -> GenGateConfig {
+        let encoder = JSONCoding.encoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        var tree = try JSONCoding.decoder().decode(JSONValue.self, from: encoder.encode(GenGateConfig()))
+
+        if let file = file ?? environment["GENGATE_CONFIG"], !file.isEmpty {
+            guard let data = FileManager.default.contents(atPath: file) else {
+                throw ConfigError("cannot read configuration file \(file)")
+            }
+            let fileTree: JSONValue
+            do {
+                fileTree = try JSONCoding.decoder().decode(JSONValue.self, from: data)
+            } catch {
+                throw ConfigError("configuration file \(file) is not valid JSON: \(error)")
+            }
+            tree = try merge(fileTree, into: tree, path: [], origin: file)
+        }
+        for (name, path) in environmentKeys.sorted(by: { $0.key < $1.key }) {
+            guard let text = environment[name] else { continue }
+            tree = try set(path, to: try parse(text, like: value(at: path, in: tree), name: name), in: tree)
+        }
+        for (path, value) in overrides {
+            tree = try set(path, to: value, in: tree)
+        }
+        let decoder = JSONCoding.decoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let config: GenGateConfig
+        do {
+            config = try decoder.decode(GenGateConfig.self, from: JSONCoding.encode(tree))
+        } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
+            throw ConfigError("setting \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
+        }
+        try validate(config)
+        return config
+    }
+
+    static func validate(_ config: GenGateConfig) throws {
+        func port(_ value: Int, _ name: String) throws {
+            guard (1...65_535).contains(value) else { throw ConfigError("\(name) must be a port in 1...65535, got \(value)") }
+        }
+        try port(config.http.port, "http.port")
+        try port(config.monitor.port, "monitor.port")
+        try port(config.bus.eventsPort, "bus.events_port")
+        guard !config.dataDir.isEmpty else { throw ConfigError("data_dir must not be empty") }
+        guard (0...1).contains(config.sim.failureRate) else {
+            throw ConfigError("sim.failure_rate must be between 0 and 1, got \(config.sim.failureRate)")
+        }
+        guard config.sim.latencyMs >= 0 else { throw ConfigError("sim.latency_ms must not be negative") }
+        guard ["full", "normal"].contains(config.store.durability) else {
+            throw ConfigError("store.durability must be full or normal, got \(config.store.durability)")
+        }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(config.log.level) else {
+            throw ConfigError("log.level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        guard ["human", "json"].contains(config.log.format) else { throw ConfigError("log.format must be human or json") }
+        let jobs = config.jobs
+        guard jobs.leaseSeconds >= 0.5, jobs.sweepIntervalSeconds > 0, jobs.staleAfterSeconds >= 0, jobs.maxAttempts >= 1,
+              jobs.retryBaseSeconds >= 0, jobs.retryMaxSeconds >= jobs.retryBaseSeconds, jobs.pollInitialMilliseconds >= 1,
+              jobs.pollMaxMilliseconds >= jobs.pollInitialMilliseconds, jobs.concurrency >= 1,
+              jobs.defaultDeadlineSeconds >= 1, jobs.maxDeadlineSeconds >= jobs.defaultDeadlineSeconds else {
+            throw ConfigError("jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, poll_max ≥ poll_initial, concurrency ≥ 1, deadlines ≥ 1)")
+        }
+        guard config.bus.heartbeatSeconds > 0 else { throw ConfigError("bus.heartbeat_seconds must be positive") }
+        let knownEndpoints = Set(BusTopology.endpointNames)
+        for name in config.bus.endpoints.keys where !knownEndpoints.contains(name) {
+            throw ConfigError("bus.endpoints.\(name) is not a bus endpoint (known: \(BusTopology.endpointNames.joined(separator: ", ")))")
+        }
+    }
+
+    /// Settings without a default value (absent from the encoded defaults).
+    static let optionalSettings: Set<String> = ["http.public_url", "store.path", "objects.directory"]
+
+    /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside
+    /// free-form maps (whose default is an empty object).
+    static func merge(_ file: JSONValue, into base: JSONValue, path: [String], origin: String) throws -> JSONValue {
+        guard case .object(let fileObject) = file else {
+            return file
+        }
+        guard case .object(var baseObject) = base else {
+            throw ConfigError("\(origin): \(path.joined(separator: ".")) must not be an object")
+        }
+        let freeForm = baseObject.isEmpty && !path.isEmpty
+        for (key, value) in fileObject {
+            guard let existing = baseObject[key] else {
+                if freeForm || optionalSettings.contains((path + [key]).joined(separator: ".")) {
+                    baseObject[key] = value
+                    continue
+                }
+                throw ConfigError("\(origin): unknown setting \((path + [key]).joined(separator: "."))")
+            }
+            baseObject[key] = try merge(value, into: existing, path: path + [key], origin: origin)
+        }
+        return .object(baseObject)
+    }
+
+    static func value(at path: [String], in tree: JSONValue) -> JSONValue? {
+        var node: JSONValue? = tree
+        for key in path { node = node?[key] }
+        return node
+    }
+
+    static func set(_ path: [String], to value: JSONValue, in tree: JSONValue) throws -> JSONValue {
+        guard let key = path.first else { return value }
+        guard case .object(var object) = tree else { throw ConfigError("cannot set \(path.joined(separator: "."))") }
+        object[key] = try set(Array(path.dropFirst()), to: value, in: object[key] ?? .object([:]))
+        return .object(object)
+    }
+
+    /// Environment values are text; numbers and booleans are read as such where the setting is one.
+    static func parse(_ text: String, like current: JSONValue?, name: String) throws -> JSONValue {
+        switch current {
+        case .number:
+            guard let number = Double(text.trimmingCharacters(in: .whitespaces)) else {
+                throw ConfigError("\(name) must be a number, got \"\(text)\"")
+            }
+            return .number(number)
+        case .bool:
+            switch text.lowercased() {
+            case "1", "true", "yes": return .bool(true)
+            case "0", "false", "no": return .bool(false)
+            default: throw ConfigError("\(name) must be true or false, got \"\(text)\"")
+            }
+        default:
+            return .string(text)
+        }
+    }
+}
+
+/// A configuration problem, said in terms of the setting at fault.
+public struct ConfigError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

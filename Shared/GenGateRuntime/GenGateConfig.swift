@@ -1,0 +1,111 @@
+import Foundation
+
+/// Every setting of a GenGate deployment, as one typed value: read once at start (defaults, then
+/// the file, then the environment, then command-line flags), validated, then passed down.
+/// Nothing deeper reads the environment. Provider secrets never live here.
+public struct GenGateConfig: Codable, Sendable, Equatable {
+    public var dataDir: String = ".gengate"
+    public var http = HTTP()
+    public var monitor = Monitor()
+    public var bus = Bus()
+    public var store = Store()
+    public var objects = Objects()
+    public var log = Log()
+    public var jobs = Jobs()
+    public var sim = Sim()
+
+    public init() {}
+
+    public struct HTTP: Codable, Sendable, Equatable {
+        public var host = "127.0.0.1"
+        public var port = 8080
+        /// The base of output URLs handed to clients; default `http://<host>:<port>`.
+        public var publicUrl: String?
+        /// Largest request body accepted; larger ones get 413.
+        public var maxBodyBytes = 1_048_576
+    }
+
+    public struct Monitor: Codable, Sendable, Equatable {
+        public var host = "127.0.0.1"
+        public var port = 9464
+        /// A service whose last heartbeat is older than this is reported stale.
+        public var staleAfterSeconds = 10.0
+    }
+
+    public struct Bus: Codable, Sendable, Equatable {
+        /// The public event stream (XPUB) for outside subscribers, on 127.0.0.1.
+        public var eventsHost = "127.0.0.1"
+        public var eventsPort = 5560
+        /// Internal endpoints; unset means `ipc://` sockets under the data dir's `run/`.
+        public var endpoints: [String: String] = [:]
+        public var heartbeatSeconds = 2.0
+    }
+
+    public struct Store: Codable, Sendable, Equatable {
+        /// SQLite file; default `<data dir>/gengate.sqlite`.
+        public var path: String?
+        /// `full` survives power loss; `normal` only a process crash, and commits faster.
+        public var durability = "full"
+        public var busyTimeoutSeconds = 10.0
+    }
+
+    public struct Objects: Codable, Sendable, Equatable {
+        /// Local object directory; default `<data dir>/objects`.
+        public var directory: String?
+        public var prefix = "outputs"
+    }
+
+    public struct Log: Codable, Sendable, Equatable {
+        /// trace, debug, info, notice, warning, error, critical
+        public var level = "info"
+        /// `human` or `json`
+        public var format = "human"
+    }
+
+    public struct Jobs: Codable, Sendable, Equatable {
+        /// How long a worker owns a job before others may take it over.
+        public var leaseSeconds = 30.0
+        /// How often the dispatcher looks for lost or due work.
+        public var sweepIntervalSeconds = 1.0
+        /// An unleased job due this long ago is assumed to have lost its message.
+        public var staleAfterSeconds = 5.0
+        public var defaultDeadlineSeconds = 1_800
+        public var maxDeadlineSeconds = 86_400
+        /// Provider submissions per generation before it fails.
+        public var maxAttempts = 4
+        public var retryBaseSeconds = 2.0
+        public var retryMaxSeconds = 60.0
+        public var pollInitialMilliseconds = 250
+        public var pollMaxMilliseconds = 5_000
+        /// Jobs one dispatcher, poller or uploader works on at once.
+        public var concurrency = 64
+    }
+
+    public struct Sim: Codable, Sendable, Equatable {
+        public var latencyMs = 1_500
+        /// Share of tasks (0...1) that fail retryably.
+        public var failureRate = 0.0
+    }
+}
+
+extension GenGateConfig {
+    /// The data directory as an absolute path.
+    public var dataDirectory: URL {
+        URL(fileURLWithPath: dataDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+    }
+
+    public var runDirectory: URL { dataDirectory.appendingPathComponent("run") }
+
+    public var storePath: String { store.path ?? dataDirectory.appendingPathComponent("gengate.sqlite").path }
+
+    public var objectsDirectory: URL {
+        objects.directory.map { URL(fileURLWithPath: $0) } ?? dataDirectory.appendingPathComponent("objects")
+    }
+
+    public var adminKeyPath: URL { dataDirectory.appendingPathComponent("admin.key") }
+
+    public var publicBaseURL: String {
+        let base = http.publicUrl ?? "http://\(http.host):\(http.port)"
+        return base.hasSuffix("/") ? String(base.dropLast()) : base
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import GenGateCore
+import ServiceLifecycle
+
+/// Publishes `service.heartbeat` every `bus.heartbeat_seconds` until graceful shutdown, then one
+/// last beat saying the service is stopping. The monitor reports each service's heartbeat age.
+public struct Heartbeat: Service {
+    let environment: ServiceEnvironment
+
+    public init(environment: ServiceEnvironment) {
+        self.environment = environment
+    }
+
+    public func run() async throws {
+        let interval = Duration.milliseconds(Int(environment.config.bus.heartbeatSeconds * 1_000))
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                environment.events.publish(beat(stopping: false))
+                try? await Task.sleep(for: interval)
+            }
+        }
+        environment.events.publish(beat(stopping: true))
+    }
+
+    func beat(stopping: Bool) -> Event {
+        Event(.serviceHeartbeat, payload: [
+            "service": .string(environment.service),
+            "instance": .string(environment.instance),
+            "pid": .number(Double(getpid())),
+            "started_at": .string(Timestamp.format(environment.startedAt)),
+            "stopping": .bool(stopping),
+        ])
+    }
+}

@@ -1,0 +1,107 @@
+import ArgumentParser
+import Foundation
+import GenGateBus
+import GenGateCore
+import GenGateObjects
+import GenGateProviders
+import GenGateStore
+import Logging
+
+/// The command-line options every service executable takes.
+public struct ServiceOptions: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (JSON); GENGATE_CONFIG also sets it.")
+    public var config: String?
+
+    @Option(name: .long, help: "Data directory (default ./.gengate; GENGATE_DATA_DIR).")
+    public var dataDir: String?
+
+    public init() {}
+
+    /// The configuration these options select.
+    public func load() throws -> GenGateConfig {
+        var overrides: [([String], JSONValue)] = []
+        if let dataDir { overrides.append((["data_dir"], .string(dataDir))) }
+        return try ConfigLoader.load(file: config, overrides: overrides)
+    }
+}
+
+/// Everything a service is given at start: its configuration, logger, store, object storage,
+/// providers, bus context and event publisher. Built once in `start`, then passed down.
+public struct ServiceEnvironment: Sendable {
+    /// "dispatcher", "poller", …
+    public let service: String
+    /// Unique per process: "poller-4242@host".
+    public let instance: String
+    public let config: GenGateConfig
+    public let logger: Logger
+    public let topology: BusTopology
+    public let zmq: ZMQContext
+    public let store: any GenerationStore
+    public let objects: any ObjectStore
+    public let providers: ProviderRegistry
+    public let events: EventPublisher
+    public let startedAt: Date
+
+    /// Loads configuration, sets up logging, opens the store (which must be migrated already),
+    /// and connects the event publisher. Throws with a message that says what to fix.
+    public static func start(service: String, options: ServiceOptions) async throws -> ServiceEnvironment {
+        ParentWatch.install()
+        let config = try options.load()
+        let host = ProcessInfo.processInfo.hostName
+        let instance = "\(service)-\(getpid())@\(host)"
+        LogSetup.bootstrap(config: config, service: service, instance: instance)
+        var logger = Logger(label: "gengate.\(service)")
+        logger[metadataKey: "service"] = "\(service)"
+        let topology = BusTopology(config: config)
+        let zmq = try ZMQContext()
+        let store = try SQLiteStore(path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
+                                    busyTimeout: config.store.busyTimeoutSeconds)
+        let objects = try LocalObjectStore(root: config.objectsDirectory)
+        let events = try await EventPublisher.connect(context: zmq, endpoint: topology.eventsPublisherEndpoint, source: instance)
+        return ServiceEnvironment(service: service, instance: instance, config: config, logger: logger, topology: topology,
+                                  zmq: zmq, store: store, objects: objects, providers: Self.providers(config: config),
+                                  events: events, startedAt: Date())
+    }
+
+    /// The providers this configuration offers.
+    public static func providers(config: GenGateConfig) -> ProviderRegistry {
+        let sim = SimProvider(settings: .init(latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate))
+        return ProviderRegistry(adapters: [sim])
+    }
+
+    /// Publishes `events` (already committed to the store) on the event stream.
+    public func publish(_ events: [Event]) {
+        for event in events { self.events.publish(event) }
+    }
+}
+
+/// Makes a supervised child exit when its supervisor dies, so a killed `gengate up` leaves no
+/// orphans holding ports and the database.
+///
+/// The supervisor gives each child a pipe as standard input and never writes to it; when the
+/// supervisor dies, however it dies, the pipe reports end-of-file and the child shuts down
+/// (SIGTERM to itself, and a hard exit if that has not finished in 15 s). `prctl(PR_SET_PDEATHSIG)`
+/// is not used: it fires when the *thread* that spawned the child exits, and Foundation spawns
+/// from pool threads that come and go (seen here: every child got SIGTERM after ~5 s).
+enum ParentWatch {
+    static func install() {
+        guard let text = ProcessInfo.processInfo.environment["GENGATE_SUPERVISOR_PID"], let supervisor = Int32(text) else { return }
+        if getppid() != supervisor {
+            FileHandle.standardError.write(Data("supervisor \(supervisor) is gone; exiting\n".utf8))
+            exit(1)
+        }
+        let watcher = Thread {
+            var byte: UInt8 = 0
+            while true {
+                let count = read(STDIN_FILENO, &byte, 1)
+                if count > 0 || (count < 0 && errno == EINTR) { continue }
+                FileHandle.standardError.write(Data("supervisor \(supervisor) is gone; shutting down\n".utf8))
+                kill(getpid(), SIGTERM)
+                sleep(15)
+                _exit(1)
+            }
+        }
+        watcher.name = "parent-watch"
+        watcher.start()
+    }
+}
