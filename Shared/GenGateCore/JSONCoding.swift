@@ -35,7 +35,14 @@ public enum JSONCoding {
 /// ISO 8601 timestamps with millisecond precision, always in UTC.
 public enum Timestamp {
     public static func format(_ date: Date) -> String {
-        date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true).timeZone(separator: .omitted))
+        // Round to whole milliseconds first: formatting the fraction directly truncates, so
+        // x.123 stored as x.12299… would print as .122.
+        let milliseconds = Int64((date.timeIntervalSince1970 * 1_000).rounded())
+        let (seconds, fraction) = milliseconds.quotientAndRemainder(dividingBy: 1_000)
+        let (wholeSeconds, millis) = fraction < 0 ? (seconds - 1, fraction + 1_000) : (seconds, fraction)
+        let base = Date(timeIntervalSince1970: Double(wholeSeconds))
+            .formatted(.iso8601.year().month().day().time(includingFractionalSeconds: false).timeZone(separator: .omitted))
+        return base.dropLast() + String(format: ".%03dZ", Int(millis))
     }
 
     public static func parse(_ text: String) -> Date? {

@@ -1,4 +1,5 @@
 import Foundation
+import GenGateCore
 import Logging
 
 /// Sets up swift-log for a service: every line names the service and instance; `json` writes
@@ -33,7 +34,7 @@ struct LineLogHandler: LogHandler {
     func log(event: LogEvent) {
         var merged = metadata
         if let extra = event.metadata { merged.merge(extra) { $1 } }
-        let time = Date().formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+        let time = Timestamp.format(Date())
         let line: String
         if json {
             var object: [String: Any] = ["ts": time, "level": event.level.rawValue, "service": service, "instance": instance,

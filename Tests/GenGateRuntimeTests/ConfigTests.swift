@@ -1,0 +1,85 @@
+import Foundation
+import XCTest
+import GenGateCore
+@testable import GenGateRuntime
+
+final class ConfigTests: XCTestCase {
+    func file(_ text: String) throws -> String {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("gg-config-\(UUID().uuidString).json")
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url.path
+    }
+
+    func testDefaultsNeedNoFile() throws {
+        let config = try ConfigLoader.load(file: nil, environment: [:])
+        XCTAssertEqual(config.http.port, 8080)
+        XCTAssertEqual(config.monitor.port, 9464)
+        XCTAssertEqual(config.bus.eventsPort, 5560)
+        XCTAssertEqual(config.dataDir, ".gengate")
+        XCTAssertEqual(config.publicBaseURL, "http://127.0.0.1:8080")
+    }
+
+    func testFileThenEnvironmentThenFlags() throws {
+        let path = try file(#"{"http": {"port": 9000, "public_url": "https://gate.example/"}, "sim": {"latency_ms": 10}, "log": {"format": "json"}}"#)
+        let fromFile = try ConfigLoader.load(file: path, environment: [:])
+        XCTAssertEqual(fromFile.http.port, 9000)
+        XCTAssertEqual(fromFile.sim.latencyMs, 10)
+        XCTAssertEqual(fromFile.publicBaseURL, "https://gate.example")
+        let fromEnvironment = try ConfigLoader.load(file: path, environment: ["GENGATE_HTTP_PORT": "9100", "GENGATE_SIM_FAILURE_RATE": "0.25"])
+        XCTAssertEqual(fromEnvironment.http.port, 9100)
+        XCTAssertEqual(fromEnvironment.sim.failureRate, 0.25)
+        let fromFlags = try ConfigLoader.load(file: path, environment: ["GENGATE_HTTP_PORT": "9100"],
+                                              overrides: [(["http", "port"], .number(9200))])
+        XCTAssertEqual(fromFlags.http.port, 9200)
+        let viaVariable = try ConfigLoader.load(file: nil, environment: ["GENGATE_CONFIG": path])
+        XCTAssertEqual(viaVariable.http.port, 9000)
+    }
+
+    func testBadConfigurationSaysWhatIsWrong() throws {
+        func message(_ body: () throws -> GenGateConfig) -> String {
+            do {
+                _ = try body()
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertTrue(message { try ConfigLoader.load(file: try file(#"{"http": {"prot": 1}}"#), environment: [:]) }
+            .contains("unknown setting http.prot"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: try file("{nope"), environment: [:]) }.contains("not valid JSON"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: "/nonexistent.json", environment: [:]) }.contains("cannot read"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: nil, environment: ["GENGATE_HTTP_PORT": "eighty"]) }
+            .contains("GENGATE_HTTP_PORT must be a number"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: nil, environment: ["GENGATE_HTTP_PORT": "70000"]) }.contains("http.port"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: nil, environment: ["GENGATE_SIM_FAILURE_RATE": "1.5"]) }
+            .contains("sim.failure_rate"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: try file(#"{"http": {"port": "x"}}"#), environment: [:]) }
+            .contains("http.port"))
+        XCTAssertTrue(message { try ConfigLoader.load(file: try file(#"{"bus": {"endpoints": {"bogus": "ipc://x"}}}"#), environment: [:]) }
+            .contains("bus.endpoints.bogus"))
+    }
+
+    func testIPCSocketsMoveToAShortDirectoryWhenTheDataDirIsDeep() throws {
+        var config = GenGateConfig()
+        config.dataDir = "/tmp/short"
+        XCTAssertEqual(BusTopology(config: config).endpoints["poll-in"], "ipc:///tmp/short/run/poll-in.sock")
+        config.dataDir = "/tmp/" + String(repeating: "deep/", count: 25)
+        let endpoint = try XCTUnwrap(BusTopology(config: config).endpoints["dispatch-out"])
+        XCTAssertTrue(endpoint.hasPrefix("ipc:///tmp/gengate-"), endpoint)
+        XCTAssertLessThanOrEqual(endpoint.dropFirst("ipc://".count).utf8.count, 107)
+        config.bus.endpoints["poll-in"] = "tcp://10.0.0.1:7000"
+        XCTAssertEqual(BusTopology(config: config).producerEndpoint(.poll), "tcp://10.0.0.1:7000")
+    }
+
+    func testBackoffGrowsWithJitterUnderACapAndHonoursRetryAfter() {
+        let backoff = Backoff(base: 2, cap: 60)
+        let low = { (range: ClosedRange<Double>) in range.lowerBound }
+        let high = { (range: ClosedRange<Double>) in range.upperBound }
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: low), 1)
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: high), 2)
+        XCTAssertEqual(backoff.delay(afterAttempt: 3, random: high), 8)
+        XCTAssertEqual(backoff.delay(afterAttempt: 30, random: high), 60)
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, retryAfter: 30, random: low), 30)
+    }
+}
