@@ -118,7 +118,10 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "GenGateCore",
+                "GenGateBus",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
     ]

@@ -4,7 +4,7 @@ import Logging
 import NIOCore
 
 /// Turns every error into the API's JSON error shape: ours as they are, Hummingbird's (unknown
-/// route, wrong method, body too large) translated, anything else a logged 500 that says nothing
+/// route or method, body too large) translated, anything else a logged 500 that says nothing
 /// about internals.
 struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GateContext
@@ -21,10 +21,8 @@ struct ErrorMiddleware: RouterMiddleware {
             let translated: APIError
             switch error.status {
             case .notFound:
+                // Hummingbird's router also answers an unknown method on a known path this way.
                 translated = .notFound("no such endpoint: \(request.method) \(request.uri.path)")
-            case .methodNotAllowed:
-                translated = APIError(status: .methodNotAllowed, code: "method_not_allowed",
-                                      message: "\(request.method) is not allowed on \(request.uri.path)")
             case .contentTooLarge:
                 translated = .payloadTooLarge(limit: maxBodyBytes)
             default:

@@ -1,0 +1,199 @@
+import AsyncHTTPClient
+import Foundation
+import GenGateCore
+import NIOCore
+import NIOHTTP1
+import XCTest
+
+/// A whole GenGate (`gengate up`) started for a test: built binaries from `.build/debug` (or
+/// `GENGATE_BIN_DIR`), free ports, a fresh data dir under /tmp (short, so `ipc://` paths fit).
+/// `stop()` kills everything it started, even after a failure.
+final class GenGateSystem: @unchecked Sendable {
+    let dataDir: URL
+    let httpPort: Int
+    let monitorPort: Int
+    let eventsPort: Int
+    let process: Process
+    let adminKey: String
+    let logFile: URL
+
+    struct Answer {
+        var status: Int
+        var body: Data
+        var headers: HTTPHeaders
+        var json: JSONValue { (try? JSONCoding.decoder().decode(JSONValue.self, from: body)) ?? .null }
+    }
+
+    static var binDirectory: URL {
+        if let path = ProcessInfo.processInfo.environment["GENGATE_BIN_DIR"] { return URL(fileURLWithPath: path) }
+        // Tests/IntegrationTests/GenGateSystem.swift → package root
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug")
+    }
+
+    static func start(environment extra: [String: String] = [:]) async throws -> GenGateSystem {
+        let ports = try FreePorts.take(3)
+        let dataDir = URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
+        try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
+        let logFile = dataDir.appendingPathComponent("gengate.log")
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let process = Process()
+        process.executableURL = binDirectory.appendingPathComponent("gengate")
+        process.arguments = ["up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
+                             "--events-port", "\(ports[2])"]
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GENGATE_") }
+        environment["GENGATE_HEARTBEAT_SECONDS"] = "0.5"
+        environment.merge(extra) { $1 }
+        process.environment = environment
+        let log = try FileHandle(forWritingTo: logFile)
+        process.standardOutput = log
+        process.standardError = log
+        guard FileManager.default.isExecutableFile(atPath: process.executableURL!.path) else {
+            throw SystemError("no gengate binary at \(process.executableURL!.path): run `swift build` first")
+        }
+        try process.run()
+
+        let adminKeyFile = dataDir.appendingPathComponent("admin.key")
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if !process.isRunning {
+                throw SystemError("gengate up exited with \(process.terminationStatus):\n\(tail(logFile))")
+            }
+            if let key = try? String(contentsOf: adminKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+               !key.isEmpty,
+               let health = try? await rawRequest(.GET, "http://127.0.0.1:\(ports[0])/health", body: nil, key: nil),
+               health.status == 200 {
+                return GenGateSystem(dataDir: dataDir, httpPort: ports[0], monitorPort: ports[1], eventsPort: ports[2],
+                                     process: process, adminKey: key, logFile: logFile)
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let system = GenGateSystem(dataDir: dataDir, httpPort: ports[0], monitorPort: ports[1], eventsPort: ports[2],
+                                   process: process, adminKey: "", logFile: logFile)
+        system.stop()
+        throw SystemError("gengate did not become healthy within 60 s:\n\(tail(logFile))")
+    }
+
+    private init(dataDir: URL, httpPort: Int, monitorPort: Int, eventsPort: Int, process: Process, adminKey: String, logFile: URL) {
+        self.dataDir = dataDir
+        self.httpPort = httpPort
+        self.monitorPort = monitorPort
+        self.eventsPort = eventsPort
+        self.process = process
+        self.adminKey = adminKey
+        self.logFile = logFile
+    }
+
+    var baseURL: String { "http://127.0.0.1:\(httpPort)" }
+
+    /// The pid of a service's current process, from the supervisor's pid file.
+    func pid(of service: String) -> Int32? {
+        let text = try? String(contentsOf: dataDir.appendingPathComponent("run/\(service).pid"), encoding: .utf8)
+        return text.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    var childPIDs: [Int32] {
+        ["api-ingress", "dispatcher", "poller", "uploader", "monitor"].compactMap(pid(of:))
+    }
+
+    /// SIGTERM to the supervisor, then SIGKILL to anything left after 15 s. Removes the data dir.
+    func stop(keepData: Bool = false) {
+        let children = childPIDs
+        if process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            let deadline = Date().addingTimeInterval(15)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        for pid in children where kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        if !keepData { try? FileManager.default.removeItem(at: dataDir) }
+    }
+
+    func request(_ method: HTTPMethod, _ path: String, body: String? = nil, key: String?? = .none,
+                 headers: [(String, String)] = []) async throws -> Answer {
+        let chosen: String? = key ?? adminKey
+        return try await Self.rawRequest(method, baseURL + path, body: body.map { Data($0.utf8) }, key: chosen, headers: headers)
+    }
+
+    func monitor(_ path: String) async throws -> Answer {
+        try await Self.rawRequest(.GET, "http://127.0.0.1:\(monitorPort)\(path)", body: nil, key: nil)
+    }
+
+    static func rawRequest(_ method: HTTPMethod, _ url: String, body: Data?, key: String?,
+                           headers: [(String, String)] = []) async throws -> Answer {
+        var request = HTTPClientRequest(url: url)
+        request.method = method
+        if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        for (name, value) in headers { request.headers.add(name: name, value: value) }
+        if let body {
+            if !headers.contains(where: { $0.0.lowercased() == "content-type" }) {
+                request.headers.add(name: "Content-Type", value: "application/json")
+            }
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        let bytes = try await response.body.collect(upTo: 64 * 1_024 * 1_024)
+        return Answer(status: Int(response.status.code), body: Data(bytes.readableBytesView), headers: response.headers)
+    }
+
+    /// Submits and returns the new generation's id, failing the test on anything but 202.
+    func submit(_ body: String, key: String? = nil, file: StaticString = #filePath, line: UInt = #line) async throws -> String {
+        let answer = try await request(.POST, "/v1/generations", body: body, key: key.map { .some($0) } ?? .none)
+        XCTAssertEqual(answer.status, 202, "submit answered \(answer.status): \(String(decoding: answer.body, as: UTF8.self))",
+                       file: file, line: line)
+        return try XCTUnwrap(answer.json["id"]?.stringValue, file: file, line: line)
+    }
+
+    /// Polls a generation until `done` says so, or fails with its last state and the log.
+    func waitFor(_ id: String, key: String? = nil, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
+                 _ done: (JSONValue) -> Bool) async throws -> JSONValue {
+        let deadline = ContinuousClock.now + timeout
+        var last: JSONValue = .null
+        while ContinuousClock.now < deadline {
+            last = try await request(.GET, "/v1/generations/\(id)", key: key.map { .some($0) } ?? .none).json
+            if done(last) { return last }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        XCTFail("generation \(id) did not get there within \(timeout); last: \(last)\n\(Self.tail(logFile))", file: file, line: line)
+        throw SystemError("timeout")
+    }
+
+    func waitForStatus(_ id: String, _ status: String, key: String? = nil, timeout: Duration = .seconds(30),
+                       file: StaticString = #filePath, line: UInt = #line) async throws -> JSONValue {
+        try await waitFor(id, key: key, timeout: timeout, file: file, line: line) { $0["status"]?.stringValue == status }
+    }
+
+    static func tail(_ url: URL, lines: Int = 60) -> String {
+        let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
+    }
+}
+
+struct SystemError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Free TCP ports on 127.0.0.1, found by binding port 0 and reading what the kernel chose.
+enum FreePorts {
+    static func take(_ count: Int) throws -> [Int] {
+        var sockets: [Int32] = []
+        defer { sockets.forEach { close($0) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw SystemError("socket failed") }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = 0
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+            guard bound == 0 else { throw SystemError("bind failed") }
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        }
+        return ports
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import GenGateCore
+import NIOHTTP1
+import XCTest
+
+/// Starting, running side by side, and stopping whole systems.
+final class LifecycleTests: XCTestCase {
+    func testTwoInstancesRunSideBySide() async throws {
+        let first = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200"])
+        defer { first.stop() }
+        let second = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200"])
+        defer { second.stop() }
+        let a = try await first.submit(#"{"model": "sim/text", "prompt": "on the first"}"#)
+        let b = try await second.submit(#"{"model": "sim/text", "prompt": "on the second"}"#)
+        _ = try await first.waitForStatus(a, "completed")
+        _ = try await second.waitForStatus(b, "completed")
+        let crossed = try await first.request(.GET, "/v1/generations/\(a)", key: second.adminKey)
+        XCTAssertEqual(crossed.status, 401, "each instance has its own keys")
+    }
+
+    func testSecondUpOnTheSameDataDirIsRefused() async throws {
+        let system = try await GenGateSystem.start()
+        defer { system.stop() }
+        let process = Process()
+        process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
+        process.arguments = ["up", "--data-dir", system.dataDir.path, "--http-port", "1", "--monitor-port", "2", "--events-port", "3"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(text.contains("already running"), text)
+    }
+
+    func testSIGTERMStopsEveryServiceAndSIGKILLLeavesNoOrphans() async throws {
+        let graceful = try await GenGateSystem.start()
+        let children = graceful.childPIDs
+        XCTAssertEqual(children.count, 5)
+        let started = ContinuousClock.now
+        kill(graceful.process.processIdentifier, SIGTERM)
+        graceful.process.waitUntilExit()
+        print("graceful shutdown took \(ContinuousClock.now - started)")
+        XCTAssertEqual(graceful.process.terminationStatus, 0)
+        for pid in children { XCTAssertNotEqual(kill(pid, 0), 0, "child \(pid) outlived a graceful shutdown") }
+        graceful.stop()
+
+        let killed = try await GenGateSystem.start()
+        defer { killed.stop() }
+        let orphans = killed.childPIDs
+        XCTAssertEqual(orphans.count, 5)
+        kill(killed.process.processIdentifier, SIGKILL)
+        var alive = orphans
+        for _ in 0..<100 where !alive.isEmpty {
+            try await Task.sleep(for: .milliseconds(100))
+            alive = alive.filter { kill($0, 0) == 0 && !isZombie($0) }
+        }
+        XCTAssertEqual(alive, [], "children must exit when the supervisor is killed")
+    }
+
+    /// A child that exited but was not reaped yet (its parent is gone) still answers kill(0).
+    private func isZombie(_ pid: Int32) -> Bool {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        return status.contains("State:\tZ") || status.isEmpty
+    }
+}
