@@ -1,4 +1,3 @@
-import GenGateStore
 import Hummingbird
 import Logging
 import NIOCore

@@ -7,6 +7,6 @@ struct GenGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gengate",
         abstract: "A self-hosted gateway for AI generation jobs.",
-        subcommands: [UpCommand.self, MigrateCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
+        subcommands: [UpCommand.self, MigrateCommand.self, ConfigCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
                       CancelCommand.self])
 }

@@ -40,10 +40,8 @@ enum Preparation {
     /// The configuration as resolved here (file, environment, flags), for the children, so that
     /// every service sees exactly what the supervisor saw.
     static func writeResolvedConfig(_ config: GenGateConfig) throws -> String {
-        let encoder = JSONCoding.encoder(pretty: true)
-        encoder.keyEncodingStrategy = .convertToSnakeCase
         let url = config.runDirectory.appendingPathComponent("config.json")
-        try encoder.encode(config).write(to: url, options: .atomic)
+        try ConfigLoader.encoded(config).write(to: url, options: .atomic)
         return url.path
     }
 }

@@ -30,9 +30,7 @@ public enum ConfigLoader {
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
     public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
                             overrides: [([String], JSONValue)] = []) throws -> GenGateConfig {
-        let encoder = JSONCoding.encoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        var tree = try JSONCoding.decoder().decode(JSONValue.self, from: encoder.encode(GenGateConfig()))
+        var tree = try JSONCoding.decoder().decode(JSONValue.self, from: encoded(GenGateConfig()))
 
         if let file = file ?? environment["GENGATE_CONFIG"], !file.isEmpty {
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -63,6 +61,13 @@ public enum ConfigLoader {
         }
         try validate(config)
         return config
+    }
+
+    /// `config` in the file format (snake_case keys, pretty-printed).
+    public static func encoded(_ config: GenGateConfig) throws -> Data {
+        let encoder = JSONCoding.encoder(pretty: true)
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return try encoder.encode(config)
     }
 
     static func validate(_ config: GenGateConfig) throws {

@@ -83,3 +83,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(backoff.delay(afterAttempt: 1, retryAfter: 30, random: low), 30)
     }
 }
+
+final class DeployExampleTests: XCTestCase {
+    /// deploy/gengate.example.json documents every setting with its default; keep it true.
+    func testTheExampleConfigurationIsTheDefaults() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let example = root.appendingPathComponent("deploy/gengate.example.json").path
+        XCTAssertEqual(try ConfigLoader.load(file: example, environment: [:]), GenGateConfig())
+        XCTAssertEqual(try String(contentsOfFile: example, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+                       String(decoding: try ConfigLoader.encoded(GenGateConfig()), as: UTF8.self),
+                       "regenerate it with `gengate config > deploy/gengate.example.json`")
+    }
+}

@@ -197,8 +197,11 @@ final class SQLiteStoreTests: XCTestCase {
     func testAPIKeysAreStoredHashed() async throws {
         let (key, secret) = try await store.createAPIKey(name: "app", isAdmin: true)
         XCTAssertTrue(secret.hasPrefix("gg_"))
-        let found = try await store.apiKey(secret: secret)
-        XCTAssertEqual(found, key)
+        let found = try await XCTUnwrapAsync(try await store.apiKey(secret: secret))
+        XCTAssertEqual(found.id, key.id)
+        XCTAssertEqual(found.name, "app")
+        XCTAssertTrue(found.isAdmin)
+        XCTAssertEqual(found.createdAt.timeIntervalSince1970, key.createdAt.timeIntervalSince1970, accuracy: 0.001)
         let unknown = try await store.apiKey(secret: "gg_nope")
         XCTAssertNil(unknown)
         store = nil  // close, so the file holds everything
