@@ -8,7 +8,9 @@ import ServiceLifecycle
 /// re-send a message for every job whose lease expired or whose message was probably lost, so a
 /// killed process or a dropped message delays a job by at most one lease period.
 /// Several dispatchers may sweep at once; compare-and-set makes that harmless.
-struct RecoverySweep: Service {
+struct RecoverySweep: Service, CustomStringConvertible {
+    var description: String { "RecoverySweep" }
+
     let environment: ServiceEnvironment
     let producers: [WorkQueue: WorkProducer]
 

@@ -85,11 +85,16 @@ struct Submitter: Sendable {
         environment.publish([environment.providerCall(provider: adapter.name, model: generation.request.model,
                                                       operation: "submit", started: started, error: nil)])
         try await store.updateAttempt(generationID: id, number: number, state: .submitted, providerTaskID: taskID, error: nil, at: Date())
-        try await startPolling(dispatching, taskID: taskID, attempt: number)
+        if try await !startPolling(dispatching, taskID: taskID, attempt: number),
+           try await store.generation(id: id)?.status == .cancelled, adapter.capabilities.cancel {
+            // Cancelled while we were submitting: stop the provider's task rather than pay for it.
+            try? await adapter.cancel(taskID: taskID)
+        }
     }
 
-    /// Moves a submitted job to `running` and tells the pollers.
-    func startPolling(_ generation: Generation, taskID: String, attempt: Int) async throws {
+    /// Moves a submitted job to `running` and tells the pollers. False if the job moved on.
+    @discardableResult
+    func startPolling(_ generation: Generation, taskID: String, attempt: Int) async throws -> Bool {
         var change = Transition.of(generation, to: .running)
         change.providerTaskID = .some(taskID)
         change.lease = .release
@@ -99,9 +104,9 @@ struct Submitter: Sendable {
             "attempt": .number(Double(attempt)), "provider": .string(generation.provider),
             "model": .string(generation.request.model), "provider_task_id": .string(taskID),
         ])]
-        if try await environment.apply(change) != nil {
-            poll.send(generationID: generation.id, reason: "submitted")
-        }
+        guard try await environment.apply(change) != nil else { return false }
+        poll.send(generationID: generation.id, reason: "submitted")
+        return true
     }
 
     enum Recovery {

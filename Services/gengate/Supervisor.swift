@@ -9,7 +9,9 @@ import Synchronization
 /// gets SIGTERM, and SIGKILL if it has not exited within `stopTimeout`. Children watch a pipe
 /// from the supervisor and shut down when it dies (see `ParentWatch`), so none outlives it.
 /// Each child's pid is written to `<data dir>/run/<service>.pid`.
-struct Supervisor: Service {
+struct Supervisor: Service, CustomStringConvertible {
+    var description: String { "Supervisor(\(services.joined(separator: ", ")))" }
+
     static let allServices = ["monitor", "dispatcher", "poller", "uploader", "api-ingress"]
     static let stopTimeout: Duration = .seconds(10)
 

@@ -7,7 +7,9 @@ import ServiceLifecycle
 
 /// Reads the event stream and turns each event into metrics; heartbeats go to the service table.
 /// Events may be lost (PUB/SUB), so these counts are for operators, never for decisions.
-struct EventCounter: Service {
+struct EventCounter: Service, CustomStringConvertible {
+    var description: String { "EventCounter" }
+
     let subscriber: EventSubscriber
     let services: ServiceTable
     let logger: Logger

@@ -27,6 +27,13 @@ struct MonitorCommand: AsyncParsableCommand {
         let router = Router()
         router.get("metrics") { _, _ in
             await services.recordAges()
+            do {
+                for (status, count) in try await environment.store.activeCounts() {
+                    Gauge(label: "gengate_generations_active", dimensions: [("status", status.rawValue)]).record(count)
+                }
+            } catch {
+                environment.logger.warning("cannot count active generations", metadata: ["error": "\(error)"])
+            }
             var buffer: [UInt8] = []
             buffer.reserveCapacity(16_384)
             registry.emit(into: &buffer)

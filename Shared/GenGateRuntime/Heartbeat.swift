@@ -4,7 +4,9 @@ import ServiceLifecycle
 
 /// Publishes `service.heartbeat` every `bus.heartbeat_seconds` until graceful shutdown, then one
 /// last beat saying the service is stopping. The monitor reports each service's heartbeat age.
-public struct Heartbeat: Service {
+public struct Heartbeat: Service, CustomStringConvertible {
+    public var description: String { "Heartbeat(\(environment.instance))" }
+
     let environment: ServiceEnvironment
 
     public init(environment: ServiceEnvironment) {

@@ -8,7 +8,9 @@ import Synchronization
 /// at once and never two for the same generation in this process (duplicates are dropped:
 /// the store makes them harmless anyway). On graceful shutdown it stops taking messages and
 /// cancels the handlers, which give up their leases so another worker takes over at once.
-public struct WorkLoop: Service {
+public struct WorkLoop: Service, CustomStringConvertible {
+    public var description: String { "WorkLoop(\(consumer.queue.rawValue))" }
+
     let consumer: WorkConsumer
     let concurrency: Int
     let logger: Logger

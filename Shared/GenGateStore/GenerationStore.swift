@@ -55,6 +55,8 @@ public protocol GenerationStore: Sendable {
     /// Non-terminal generations whose lease expired, or that are unleased and were due before
     /// `staleBefore` (so their message was probably lost), or in `retry_wait` and due by `now`.
     func dueWork(now: Date, staleBefore: Date, limit: Int) async throws -> [DueWork]
+    /// How many generations are in each non-terminal state now.
+    func activeCounts() async throws -> [GenerationStatus: Int]
     /// Non-terminal generations past their deadline.
     func pastDeadline(now: Date, limit: Int) async throws -> [Generation]
 

@@ -295,6 +295,20 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
+    public func activeCounts() async throws -> [GenerationStatus: Int] {
+        try await pool.read { db in
+            var counts: [GenerationStatus: Int] = [:]
+            for status in GenerationStatus.active { counts[status] = 0 }
+            for row in try Row.fetchAll(db, sql: """
+                SELECT status, COUNT(*) AS count FROM generations
+                WHERE status NOT IN ('completed', 'failed', 'cancelled') GROUP BY status
+                """) {
+                if let status = GenerationStatus(rawValue: row["status"]) { counts[status] = row["count"] }
+            }
+            return counts
+        }
+    }
+
     public func pastDeadline(now: Date, limit: Int) async throws -> [Generation] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: """

@@ -171,6 +171,16 @@ final class SQLiteStoreTests: XCTestCase {
         XCTAssertEqual(byID[waiting.id]?.status, .retryWait, "a retry is due at its time, with no staleness grace")
     }
 
+    func testActiveCountsCoverEveryNonTerminalState() async throws {
+        let first = try await inserted()
+        _ = try await inserted()
+        _ = try await store.transition(Transition.of(first, to: .cancelled))
+        let counts = try await store.activeCounts()
+        XCTAssertEqual(counts[.pending], 1)
+        XCTAssertEqual(counts[.running], 0)
+        XCTAssertNil(counts[.cancelled], "terminal states are counted by the monitor's counters, not here")
+    }
+
     func testPastDeadline() async throws {
         let now = Date()
         let late = try await inserted(makeGeneration(now: now - 100, deadline: 50))

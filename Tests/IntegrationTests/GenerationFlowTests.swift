@@ -223,6 +223,7 @@ final class GenerationFlowTests: XCTestCase {
         XCTAssertTrue(metrics.contains(#"gengate_generations_completed_total{provider="sim",model="sim/text"}"#), metrics)
         XCTAssertTrue(metrics.contains("gengate_provider_calls_total{"), metrics)
         XCTAssertTrue(metrics.contains(#"gengate_service_up{service="poller"} 1"#), metrics)
+        XCTAssertTrue(metrics.contains(#"gengate_generations_active{status="pending"}"#), metrics)
     }
 
     func testPublicEventStreamCarriesLifecycleEvents() async throws {

@@ -39,4 +39,20 @@ final class RecoveryTests: XCTestCase {
         }
         print("3 jobs recovered \(ContinuousClock.now - killedAt) after the poller was killed (lease 2 s)")
     }
+
+    func testRetryableFailuresAreRetriedWithBackOffThenFail() async throws {
+        let system = try await GenGateSystem.start(environment: [
+            "GENGATE_SIM_LATENCY_MS": "100", "GENGATE_SIM_FAILURE_RATE": "1", "GENGATE_MAX_ATTEMPTS": "3",
+            "GENGATE_RETRY_BASE_SECONDS": "0.2", "GENGATE_SWEEP_INTERVAL_SECONDS": "0.2",
+        ])
+        defer { system.stop() }
+        let id = try await system.submit(#"{"model": "sim/image", "prompt": "always fails", "n": 2}"#)
+        let failed = try await system.waitForStatus(id, "failed", timeout: .seconds(20))
+        XCTAssertEqual(failed["attempts"]?.intValue, 3, "every allowed attempt is made")
+        XCTAssertEqual(failed["error"]?["code"]?.stringValue, "provider_error")
+        XCTAssertEqual(failed["error"]?["retryable"], .bool(false), "no retries are left")
+        XCTAssertTrue(failed["error"]?["message"]?.stringValue?.contains("gave up after 3 attempts") ?? false, "\(failed)")
+        XCTAssertNotNil(failed["retry_wait_at"]?.stringValue, "it waited between attempts")
+        XCTAssertEqual(failed["outputs"], .array([]))
+    }
 }
