@@ -2,7 +2,6 @@ import ArgumentParser
 import GenGateBus
 import GenGateRuntime
 import Hummingbird
-import ServiceLifecycle
 
 /// api-ingress: the HTTP API for applications. Validates, authenticates, commits, answers at
 /// once with an id, and tells the dispatchers.
@@ -37,11 +36,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
                                                                    serverName: "GenGate"),
                               logger: environment.logger)
         environment.logger.info("api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: Heartbeat(environment: environment))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
-        try await group.run()
+        try await environment.run([app])
         await dispatch.close()
-        await environment.events.close()
     }
 }

@@ -1,7 +1,6 @@
 import ArgumentParser
 import GenGateBus
 import GenGateRuntime
-import ServiceLifecycle
 
 /// The dispatcher: claims pending work, submits it to the provider, hands provider tasks to the
 /// pollers, schedules retries, and runs the recovery sweep.
@@ -27,11 +26,7 @@ struct DispatcherCommand: AsyncParsableCommand {
         }
         let sweep = RecoverySweep(environment: environment, producers: producers)
         environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storePath)"])
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: loop), .init(service: sweep), .init(service: Heartbeat(environment: environment))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
-        try await group.run()
+        try await environment.run([loop, sweep])
         for producer in producers.values { await producer.close() }
-        await environment.events.close()
     }
 }

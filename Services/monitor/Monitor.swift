@@ -4,7 +4,6 @@ import GenGateRuntime
 import Hummingbird
 import Metrics
 import Prometheus
-import ServiceLifecycle
 
 /// monitor: subscribes to every event, counts them into Prometheus metrics, and reports each
 /// service's heartbeat age. Serves `GET /metrics` and `GET /health`.
@@ -50,10 +49,6 @@ struct MonitorCommand: AsyncParsableCommand {
                                                                    serverName: "GenGate monitor"),
                               logger: environment.logger)
         environment.logger.info("monitor listening", metadata: ["address": "\(config.monitor.host):\(config.monitor.port)"])
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: app), .init(service: counter), .init(service: Heartbeat(environment: environment))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
-        try await group.run()
-        await environment.events.close()
+        try await environment.run([app, counter])
     }
 }

@@ -1,7 +1,6 @@
 import ArgumentParser
 import GenGateBus
 import GenGateRuntime
-import ServiceLifecycle
 
 /// The poller: watches provider tasks with back-off until they finish, then hands the outputs to
 /// the uploaders. Any number of pollers share the `poll` queue.
@@ -22,11 +21,7 @@ struct PollerCommand: AsyncParsableCommand {
             await watcher.handle(item)
         }
         environment.logger.info("poller started")
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: loop), .init(service: Heartbeat(environment: environment))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
-        try await group.run()
+        try await environment.run([loop])
         await upload.close()
-        await environment.events.close()
     }
 }

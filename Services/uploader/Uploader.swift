@@ -1,7 +1,6 @@
 import ArgumentParser
 import GenGateBus
 import GenGateRuntime
-import ServiceLifecycle
 
 /// The uploader: fetches each output from the provider and writes it to object storage,
 /// checkpointing every output as it lands. Any number of uploaders share the `upload` queue.
@@ -21,10 +20,6 @@ struct UploaderCommand: AsyncParsableCommand {
             await transfer.handle(item)
         }
         environment.logger.info("uploader started", metadata: ["objects": "\(environment.config.objectsDirectory.path)"])
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: loop), .init(service: Heartbeat(environment: environment))],
-            gracefulShutdownSignals: [.sigterm, .sigint], logger: environment.logger))
-        try await group.run()
-        await environment.events.close()
+        try await environment.run([loop])
     }
 }

@@ -34,3 +34,20 @@ public struct Heartbeat: Service, CustomStringConvertible {
         ])
     }
 }
+
+extension ServiceEnvironment {
+    /// Runs `services` and this process's heartbeat until SIGTERM or SIGINT asks for a graceful
+    /// shutdown (or one of them fails), then closes the event publisher.
+    public func run(_ services: [any Service]) async throws {
+        let all: [any Service] = services + [Heartbeat(environment: self)]
+        let group = ServiceGroup(configuration: .init(services: all.map { .init(service: $0) },
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            await events.close()
+            throw error
+        }
+        await events.close()
+    }
+}
