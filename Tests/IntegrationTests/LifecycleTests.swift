@@ -8,7 +8,7 @@ final class LifecycleTests: XCTestCase {
     func testTwoInstancesRunSideBySide() async throws {
         let first = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200"])
         defer { first.stop() }
-        let second = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200"])
+        let second = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200", "GENGATE_LOG_FORMAT": "json"])
         defer { second.stop() }
         let a = try await first.submit(#"{"model": "sim/text", "prompt": "on the first"}"#)
         let b = try await second.submit(#"{"model": "sim/text", "prompt": "on the second"}"#)
@@ -16,6 +16,24 @@ final class LifecycleTests: XCTestCase {
         _ = try await second.waitForStatus(b, "completed")
         let crossed = try await first.request(.GET, "/v1/generations/\(a)", key: second.adminKey)
         XCTAssertEqual(crossed.status, 401, "each instance has its own keys")
+
+        // The admin key is readable by its owner only, and never logged.
+        let mode = try FileManager.default.attributesOfItem(atPath: first.dataDir.appendingPathComponent("admin.key").path)[.posixPermissions]
+        XCTAssertEqual((mode as? NSNumber)?.intValue, 0o600)
+        for system in [first, second] {
+            let log = try String(contentsOf: system.logFile, encoding: .utf8)
+            XCTAssertFalse(log.contains(system.adminKey), "an API key reached the log")
+        }
+        // JSON logs: one object per line, naming the service.
+        let lines = try String(contentsOf: second.logFile, encoding: .utf8).split(separator: "\n")
+        XCTAssertFalse(lines.isEmpty)
+        var services = Set<String>()
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            XCTAssertNotNil(object?["msg"], "not a JSON log line: \(line)")
+            if let service = object?["service"] as? String { services.insert(service) }
+        }
+        XCTAssertTrue(services.isSuperset(of: ["gengate", "api-ingress", "dispatcher", "poller", "uploader", "monitor"]), "\(services)")
     }
 
     func testSecondUpOnTheSameDataDirIsRefused() async throws {
