@@ -7,6 +7,7 @@ import Logging
 /// What happens once, before any service starts: directories, migrations, the first admin key.
 enum Preparation {
     static func prepare(config: GenGateConfig, logger: Logger) async throws {
+        try checkPortsAreFree(config)
         let files = FileManager.default
         try files.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true)
         try files.createDirectory(at: config.runDirectory, withIntermediateDirectories: true)
@@ -15,6 +16,29 @@ enum Preparation {
         let store = try SQLiteStore(path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
                                     busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
         try await bootstrapAdminKey(store: store, path: config.adminKeyPath, logger: logger)
+    }
+
+    /// Fails at once, with the flag to change, when a port is taken; otherwise the service that
+    /// cannot bind it would crash and be restarted forever.
+    static func checkPortsAreFree(_ config: GenGateConfig) throws {
+        for (host, port, flag) in [(config.http.host, config.http.port, "--http-port"),
+                                   (config.monitor.host, config.monitor.port, "--monitor-port")] {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { continue }  // names: let the service resolve them
+            var reuse: Int32 = 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if bound != 0 {
+                throw ConfigError("\(host):\(port) is already in use (errno \(errno)); choose another port with \(flag)")
+            }
+        }
     }
 
     /// On first start, when no key exists, creates an admin key and writes it to `admin.key`

@@ -52,6 +52,39 @@ final class LifecycleTests: XCTestCase {
         XCTAssertTrue(text.contains("already running"), text)
     }
 
+    func testATakenPortFailsAtOnceNamingTheFlag() throws {
+        let system = try XCTUnwrap(Self.occupiedPortProbe())
+        let process = Process()
+        process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
+        let dataDir = "/tmp/ggt-port-\(UUID().uuidString.prefix(6))"
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let ports = try FreePorts.take(2)
+        process.arguments = ["up", "--data-dir", dataDir, "--http-port", "\(system.port)", "--monitor-port", "\(ports[0])",
+                             "--events-port", "\(ports[1])"]
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        close(system.fd)
+        XCTAssertNotEqual(process.terminationStatus, 0)
+        XCTAssertTrue(text.contains("already in use") && text.contains("--http-port"), text)
+    }
+
+    /// A listening socket on a free port, held until closed.
+    static func occupiedPortProbe() -> (fd: Int32, port: Int)? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        guard bound == 0, listen(fd, 1) == 0 else { return nil }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
+    }
+
     func testSIGTERMStopsEveryServiceAndSIGKILLLeavesNoOrphans() async throws {
         let graceful = try await GenGateSystem.start()
         let children = graceful.childPIDs
