@@ -55,7 +55,7 @@ struct APIClient {
         do {
             response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
         } catch {
-            throw ValidationError("cannot reach GenGate at \(baseURL): \(error)")
+            throw ClientError("cannot reach GenGate at \(baseURL): \(error)")
         }
         let bytes = try await response.body.collect(upTo: 16 * 1_024 * 1_024)
         let value = (try? JSONCoding.decoder().decode(JSONValue.self, from: Data(bytes.readableBytesView))) ?? .null
@@ -67,10 +67,17 @@ struct APIClient {
         guard (200..<300).contains(answer.status) else {
             let code = answer.body["error"]?["code"]?.stringValue ?? "http_\(answer.status)"
             let message = answer.body["error"]?["message"]?.stringValue ?? "HTTP \(answer.status)"
-            throw ValidationError("\(code): \(message)")
+            throw ClientError("\(code): \(message)")
         }
         return answer.body
     }
+}
+
+/// A failure of a client command: printed as `Error: <text>`, exit status 1, no usage text
+/// (that is for mistakes in the command line itself, which stay `ValidationError`s).
+struct ClientError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 enum Printer {

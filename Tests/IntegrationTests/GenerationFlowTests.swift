@@ -259,23 +259,41 @@ final class GenerationFlowTests: XCTestCase {
         XCTAssertEqual(types.last, .generationCompleted, "\(types)")
     }
 
-    func testCLISubmitWaitPrintsTheFinishedGeneration() async throws {
+    /// Runs `gengate <arguments>` against the shared system; returns (status, stdout, stderr).
+    func cli(_ arguments: [String]) async throws -> (Int32, Data, String) {
         let system = try await system
         let process = Process()
         process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
-        process.arguments = ["submit", "--url", system.baseURL, "--key", system.adminKey, "--model", "sim/image",
-                             "--prompt", "from the command line", "-n", "2", "--wait"]
-        let output = Pipe()
+        process.arguments = arguments + ["--url", system.baseURL, "--key", system.adminKey]
+        let output = Pipe(), errors = Pipe()
         process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
+        process.standardError = errors
         try process.run()
         let data = output.fileHandleForReading.readDataToEndOfFile()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0)
+        return (process.terminationStatus, data, text)
+    }
+
+    func testCLISubmitWaitStatusAndCancel() async throws {
+        let (status, data, _) = try await cli(["submit", "--model", "sim/image", "--prompt", "from the command line", "-n", "2", "--wait"])
+        XCTAssertEqual(status, 0)
         let printed = try JSONCoding.decoder().decode(JSONValue.self, from: data)
         XCTAssertEqual(printed["status"]?.stringValue, "completed")
         guard case .array(let outputs)? = printed["outputs"] else { return XCTFail("\(printed)") }
         XCTAssertEqual(outputs.count, 2)
+        let id = try XCTUnwrap(printed["id"]?.stringValue)
+
+        let (shown, shownData, _) = try await cli(["status", id])
+        XCTAssertEqual(shown, 0)
+        XCTAssertEqual(try JSONCoding.decoder().decode(JSONValue.self, from: shownData)["id"]?.stringValue, id)
+        let (refused, _, refusal) = try await cli(["cancel", id])
+        XCTAssertEqual(refused, 1, "a finished job cannot be cancelled")
+        XCTAssertTrue(refusal.contains("conflict"), refusal)
+        XCTAssertFalse(refusal.contains("Usage"), "an API error is not a usage error: \(refusal)")
+        let (missing, _, complaint) = try await cli(["status", "gen_nope"])
+        XCTAssertEqual(missing, 1)
+        XCTAssertTrue(complaint.contains("not_found"), complaint)
     }
 }
 
