@@ -119,6 +119,7 @@ let package = Package(
             dependencies: [
                 "GenGateCore",
                 "GenGateBus",
+                "GenGateStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
