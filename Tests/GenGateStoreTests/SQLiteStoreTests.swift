@@ -3,208 +3,24 @@ import XCTest
 import GenGateCore
 @testable import GenGateStore
 
+/// What is SQLite's own, beyond the contract (which runs against SQLite by default).
 final class SQLiteStoreTests: XCTestCase {
     var directory: URL!
     var store: SQLiteStore!
-    var owner: APIKey!
+
+    var path: String { directory.appendingPathComponent("store.sqlite").path }
 
     override func setUp() async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("gg-store-\(UUID().uuidString)")
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("gg-sqlite-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         store = try SQLiteStore(path: path, migrate: true)
-        owner = try await store.createAPIKey(name: "test", isAdmin: false).key
     }
 
     override func tearDown() {
         try? FileManager.default.removeItem(at: directory)
     }
 
-    var path: String { directory.appendingPathComponent("store.sqlite").path }
-
-    func makeGeneration(n: Int = 2, now: Date = Date(), deadline: TimeInterval = 600, owner: APIKey? = nil) -> Generation {
-        Generation(id: Identifier.make("gen", at: now), ownerKeyID: (owner ?? self.owner).id,
-                   request: GenerationRequest(model: "sim/image", prompt: "a fox", n: n, seed: 3), provider: "sim",
-                   status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
-                   leaseExpiresAt: nil, nextActionAt: now, deadlineAt: now.addingTimeInterval(deadline), createdAt: now, updatedAt: now,
-                   phaseTimes: [.pending: now], outputs: [])
-    }
-
-    func inserted(_ generation: Generation? = nil) async throws -> Generation {
-        let generation = generation ?? makeGeneration()
-        try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id))
-        return generation
-    }
-
-    func testInsertAndReadBack() async throws {
-        let generation = try await inserted()
-        let read = try await XCTUnwrapAsync(try await store.generation(id: generation.id))
-        XCTAssertEqual(read.request, generation.request)
-        XCTAssertEqual(read.status, .pending)
-        XCTAssertEqual(read.ownerKeyID, owner.id)
-        XCTAssertEqual(read.createdAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970, accuracy: 0.001)
-        let events = try await store.events(generationID: generation.id)
-        XCTAssertEqual(events.map(\.type), [.generationCreated], "the created event is committed with the generation")
-        do {
-            try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id))
-            XCTFail("a duplicate id must be refused")
-        } catch let error as StoreError {
-            XCTAssertEqual(error, .duplicateID(generation.id))
-        }
-    }
-
-    func testOnlyOneOfTwoClaimantsWinsAndAnExpiredLeaseCanBeTakenOver() async throws {
-        let generation = try await inserted()
-        let now = Date()
-        let first: SQLiteStore = store
-        let second = try SQLiteStore(path: path)  // another process's connection
-        async let a = first.claim(id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 30, now: now)
-        async let b = second.claim(id: generation.id, statuses: [.pending], owner: "b", leaseUntil: now + 30, now: now)
-        let winners = [try await a, try await b].compactMap { $0 }
-        XCTAssertEqual(winners.count, 1, "exactly one claimant may win")
-        XCTAssertEqual(winners[0].version, 2)
-
-        let notYet = try await store.claim(id: generation.id, statuses: [.pending], owner: "c", leaseUntil: now + 60, now: now + 10)
-        XCTAssertNil(notYet, "a live lease keeps others out")
-        let takeover = try await store.claim(id: generation.id, statuses: [.pending], owner: "c", leaseUntil: now + 90, now: now + 31)
-        XCTAssertEqual(takeover?.leaseOwner, "c", "an expired lease can be taken over")
-    }
-
-    func testClaimWaitsForNextActionTime() async throws {
-        let now = Date()
-        var generation = makeGeneration(now: now)
-        generation.nextActionAt = now + 60
-        _ = try await inserted(generation)
-        let early = try await store.claim(id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 30, now: now)
-        XCTAssertNil(early)
-        let due = try await store.claim(id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 90, now: now + 61)
-        XCTAssertNotNil(due)
-    }
-
-    func testTransitionIsCompareAndSet() async throws {
-        let generation = try await inserted()
-        var change = Transition.of(generation, to: .dispatching)
-        change.attempts = 1
-        change.events = [Event(.generationStarted, generationID: generation.id)]
-        let moved = try await XCTUnwrapAsync(try await store.transition(change))
-        XCTAssertEqual(moved.status, .dispatching)
-        XCTAssertEqual(moved.version, generation.version + 1)
-        XCTAssertEqual(moved.attempts, 1)
-        XCTAssertNotNil(moved.phaseTimes[.dispatching])
-
-        let stale = try await store.transition(change)
-        XCTAssertNil(stale, "a change based on an old version must not apply")
-        let events = try await store.events(generationID: generation.id)
-        XCTAssertEqual(events.map(\.type), [.generationCreated, .generationStarted], "a refused change writes no event")
-    }
-
-    func testTerminalStateClearsLeaseAndNextAction() async throws {
-        let generation = try await inserted()
-        let now = Date()
-        let claimed = try await XCTUnwrapAsync(try await store.claim(id: generation.id, statuses: [.pending], owner: "a",
-                                                                     leaseUntil: now + 30, now: now))
-        var change = Transition.of(claimed, to: .failed)
-        change.error = .some(GenGateError(.contentPolicy, "no"))
-        let failed = try await XCTUnwrapAsync(try await store.transition(change))
-        XCTAssertNil(failed.leaseOwner)
-        XCTAssertNil(failed.nextActionAt)
-        XCTAssertEqual(failed.error?.code, .contentPolicy)
-        let due = try await store.dueWork(now: now + 3_600, staleBefore: now + 3_600, limit: 10)
-        XCTAssertFalse(due.contains { $0.id == generation.id }, "terminal jobs are never due")
-    }
-
-    func testOutputsAreCheckpointedOneByOne() async throws {
-        let generation = try await inserted(makeGeneration(n: 3))
-        var change = Transition.of(generation, to: .uploading)
-        change.newOutputs = (0..<3).map { Output(index: $0, source: "sim://\($0)", contentType: "image/png") }
-        let uploading = try await XCTUnwrapAsync(try await store.transition(change))
-        XCTAssertEqual(uploading.outputs.count, 3)
-        XCTAssertEqual(uploading.missingOutputIndexes, [0, 1, 2])
-
-        var stored = uploading.outputs[1]
-        stored.objectKey = "k/1.png"
-        stored.bytes = 10
-        stored.sha256 = "abc"
-        stored.storedAt = Date()
-        let recorded = try await store.recordStoredOutput(generationID: generation.id, output: stored,
-                                                          event: Event(.generationOutput, generationID: generation.id))
-        XCTAssertTrue(recorded)
-        let after = try await XCTUnwrapAsync(try await store.generation(id: generation.id))
-        XCTAssertEqual(after.missingOutputIndexes, [0, 2])
-        XCTAssertEqual(after.outputs[1].sha256, "abc")
-
-        // A retry's fresh source replaces only outputs not yet stored.
-        var retry = Transition.of(after, to: .uploading)
-        retry.newOutputs = (0..<3).map { Output(index: $0, source: "sim://new\($0)", contentType: "image/png") }
-        let refreshed = try await XCTUnwrapAsync(try await store.transition(retry))
-        XCTAssertEqual(refreshed.outputs.map(\.source), ["sim://new0", "sim://1", "sim://new2"])
-    }
-
-    func testCheckpointIsRefusedOnceCancelled() async throws {
-        let generation = try await inserted(makeGeneration(n: 1))
-        var change = Transition.of(generation, to: .uploading)
-        change.newOutputs = [Output(index: 0, source: "s", contentType: "image/png")]
-        let uploading = try await XCTUnwrapAsync(try await store.transition(change))
-        _ = try await store.transition(Transition.of(uploading, to: .cancelled))
-        var output = uploading.outputs[0]
-        output.objectKey = "k"
-        output.storedAt = Date()
-        let recorded = try await store.recordStoredOutput(generationID: generation.id, output: output, event: Event(.generationOutput))
-        XCTAssertFalse(recorded, "a cancelled job is final")
-    }
-
-    func testDueWorkFindsExpiredLeasesStaleMessagesAndDueRetries() async throws {
-        let now = Date()
-        let fresh = try await inserted(makeGeneration(now: now))
-        let stale = try await inserted(makeGeneration(now: now - 60))
-        let leased = try await inserted(makeGeneration(now: now - 60))
-        _ = try await store.claim(id: leased.id, statuses: [.pending], owner: "dead", leaseUntil: now - 1, now: now - 60)
-        let waiting = try await inserted(makeGeneration(now: now - 60))
-        var retry = Transition.of(waiting, to: .retryWait)
-        retry.nextActionAt = .some(now - 0.5)
-        _ = try await store.transition(retry)
-
-        let due = try await store.dueWork(now: now, staleBefore: now - 5, limit: 10)
-        let byID = Dictionary(uniqueKeysWithValues: due.map { ($0.id, $0) })
-        XCTAssertNil(byID[fresh.id], "a job whose message was just sent is not due yet")
-        XCTAssertEqual(byID[stale.id]?.status, .pending)
-        XCTAssertEqual(byID[leased.id]?.leaseExpired, true)
-        XCTAssertEqual(byID[waiting.id]?.status, .retryWait, "a retry is due at its time, with no staleness grace")
-    }
-
-    func testActiveCountsCoverEveryNonTerminalState() async throws {
-        let first = try await inserted()
-        _ = try await inserted()
-        _ = try await store.transition(Transition.of(first, to: .cancelled))
-        let counts = try await store.activeCounts()
-        XCTAssertEqual(counts[.pending], 1)
-        XCTAssertEqual(counts[.running], 0)
-        XCTAssertNil(counts[.cancelled], "terminal states are counted by the monitor's counters, not here")
-    }
-
-    func testPastDeadline() async throws {
-        let now = Date()
-        let late = try await inserted(makeGeneration(now: now - 100, deadline: 50))
-        _ = try await inserted(makeGeneration(now: now, deadline: 600))
-        let overdue = try await store.pastDeadline(now: now, limit: 10)
-        XCTAssertEqual(overdue.map(\.id), [late.id])
-    }
-
-    func testListIsPerOwnerNewestFirstWithCursorAndStatusFilter() async throws {
-        let other = try await store.createAPIKey(name: "other", isAdmin: false).key
-        var ids: [String] = []
-        for i in 0..<5 {
-            ids.append(try await inserted(makeGeneration(now: Date(timeIntervalSinceNow: Double(i)))).id)
-        }
-        _ = try await inserted(makeGeneration(owner: other))
-        let first = try await store.list(ownerKeyID: owner.id, status: nil, after: nil, limit: 3)
-        XCTAssertEqual(first.map(\.id), Array(ids.reversed().prefix(3)))
-        let second = try await store.list(ownerKeyID: owner.id, status: nil, after: first.last!.id, limit: 3)
-        XCTAssertEqual(second.map(\.id), Array(ids.reversed().suffix(2)))
-        let completed = try await store.list(ownerKeyID: owner.id, status: .completed, after: nil, limit: 10)
-        XCTAssertTrue(completed.isEmpty)
-    }
-
-    func testAPIKeysAreStoredHashed() async throws {
+    func testAPIKeysAreStoredHashedInTheFile() async throws {
         let (key, secret) = try await store.createAPIKey(name: "app", isAdmin: true)
         XCTAssertTrue(secret.hasPrefix("gg_"))
         let found = try await XCTUnwrapAsync(try await store.apiKey(secret: secret))
@@ -230,20 +46,4 @@ final class SQLiteStoreTests: XCTestCase {
         }
     }
 
-    func testReleaseLeaseMakesTheJobDueAgain() async throws {
-        let generation = try await inserted()
-        let now = Date()
-        let claimed = try await XCTUnwrapAsync(try await store.claim(id: generation.id, statuses: [.pending], owner: "a",
-                                                                     leaseUntil: now + 30, now: now))
-        let wrongOwner = try await store.releaseLease(id: generation.id, owner: "b", version: claimed.version, nextActionAt: now)
-        XCTAssertFalse(wrongOwner)
-        let released = try await store.releaseLease(id: generation.id, owner: "a", version: claimed.version, nextActionAt: now)
-        XCTAssertTrue(released)
-        let again = try await store.claim(id: generation.id, statuses: [.pending], owner: "b", leaseUntil: now + 30, now: now)
-        XCTAssertEqual(again?.leaseOwner, "b")
-    }
-}
-
-func XCTUnwrapAsync<T>(_ value: T?, file: StaticString = #filePath, line: UInt = #line) async throws -> T {
-    try XCTUnwrap(value, file: file, line: line)
 }
