@@ -40,7 +40,6 @@ struct Submitter: Sendable {
             _ = try await environment.fail(generation, error: GenGateError.wrap(error))
             return
         }
-        var request: ProviderRequest?
         if generation.status == .dispatching {
             // A dispatcher died between recording an attempt and finishing it.
             switch try await recover(generation, adapter: adapter) {
@@ -60,7 +59,7 @@ struct Submitter: Sendable {
         let number = generation.attempts + 1
         let outputIndexes = Array(missing.prefix(adapter.capabilities.maxOutputsPerCall))
         let reference = "\(id)-a\(number)"
-        request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
+        let request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
 
         var change = Transition.of(generation, to: .dispatching)
         change.attempts = number
@@ -73,7 +72,7 @@ struct Submitter: Sendable {
         let started = ContinuousClock.now
         let taskID: String
         do {
-            taskID = try await adapter.submit(request!)
+            taskID = try await environment.keepingLease(dispatching) { try await adapter.submit(request) }
         } catch {
             let failure = GenGateError.wrap(error)
             environment.publish([environment.providerCall(provider: adapter.name, model: generation.request.model,

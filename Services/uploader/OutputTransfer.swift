@@ -43,10 +43,13 @@ struct OutputTransfer: Sendable {
                     return
                 }
                 do {
-                    let fetched = try await adapter.fetch(output)
-                    let key = ObjectKey.forOutput(prefix: environment.config.objects.prefix, generationID: id,
-                                                  createdAt: generation.createdAt, index: output.index, contentType: fetched.contentType)
-                    stored = try await environment.objects.put(key: key, data: fetched.data, contentType: fetched.contentType)
+                    stored = try await environment.keepingLease(generation) {
+                        let fetched = try await adapter.fetch(output)
+                        let key = ObjectKey.forOutput(prefix: environment.config.objects.prefix, generationID: id,
+                                                      createdAt: generation.createdAt, index: output.index,
+                                                      contentType: fetched.contentType)
+                        return try await environment.objects.put(key: key, data: fetched.data, contentType: fetched.contentType)
+                    }
                     break
                 } catch {
                     lastError = GenGateError.wrap(error)

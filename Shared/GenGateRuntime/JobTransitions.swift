@@ -89,3 +89,27 @@ extension ServiceEnvironment {
         return Event(.providerCall, payload: payload)
     }
 }
+
+extension ServiceEnvironment {
+    /// Runs `operation` (a provider call, a download) while renewing `generation`'s lease every
+    /// third of the lease period, so a slow call never lets another worker take the job over and
+    /// repeat it. The lease is held at `generation.version`; if that changes (the job was
+    /// cancelled) renewing stops and the operation's result will find the job moved on.
+    public func keepingLease<T>(_ generation: Generation, _ operation: () async throws -> T) async throws -> T {
+        let store = self.store, owner = instance
+        let period = config.jobs.leaseSeconds
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: .milliseconds(Int(period * 1_000 / 3)))
+                    let until = Date().addingTimeInterval(period)
+                    guard try await store.renewLease(id: generation.id, owner: owner, version: generation.version, until: until) else {
+                        return
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            return try await operation()
+        }
+    }
+}
