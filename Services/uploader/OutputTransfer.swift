@@ -13,8 +13,9 @@ struct OutputTransfer: Sendable {
 
     var store: any GenerationStore { environment.store }
 
-    /// Tries per output before the generation's upload counts as failed.
+    /// Tries per output in one go; after that a retryable failure waits `retryLater` seconds.
     static let triesPerOutput = 3
+    static let retryLater = 10.0
 
     func handle(_ item: WorkItem) async {
         do {
@@ -64,7 +65,17 @@ struct OutputTransfer: Sendable {
                 }
             }
             guard let stored else {
-                _ = try await environment.fail(generation, error: lastError)
+                if lastError.retryable {
+                    // Object storage or the provider's file host may be down for a while: leave the
+                    // job due later (the sweep re-drives it); its deadline bounds how long.
+                    var later = Transition.of(generation, to: .uploading)
+                    later.error = .some(lastError)
+                    later.lease = .release
+                    later.nextActionAt = .some(Date().addingTimeInterval(Self.retryLater))
+                    _ = try await environment.apply(later)
+                } else {
+                    _ = try await environment.fail(generation, error: lastError)
+                }
                 return
             }
             var checkpoint = output
@@ -97,6 +108,7 @@ struct OutputTransfer: Sendable {
         }
         var change = Transition.of(generation, to: .completed)
         change.progress = 100
+        change.error = .some(nil)
         change.events = [Event(.generationCompleted, generationID: id, payload: [
             "outputs": .number(Double(generation.outputs.count)),
             "attempts": .number(Double(generation.attempts)),
