@@ -55,10 +55,10 @@ public final class ZMQSocket {
 
     /// The endpoint last bound, with the real port when bound to `tcp://host:*`.
     public var lastEndpoint: String {
-        var buffer = [CChar](repeating: 0, count: 512)
+        var buffer = [UInt8](repeating: 0, count: 512)
         var size = buffer.count
         guard zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size) == 0 else { return "" }
-        return String(cString: buffer)
+        return String(decoding: buffer.prefix { $0 != 0 }, as: UTF8.self)
     }
 
     public func setOption(_ option: Int32, _ value: Int32) throws {

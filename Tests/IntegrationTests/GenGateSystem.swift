@@ -36,7 +36,9 @@ final class GenGateSystem: @unchecked Sendable {
         let dataDir = URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
         let logFile = dataDir.appendingPathComponent("gengate.log")
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        guard FileManager.default.createFile(atPath: logFile.path, contents: nil) else {
+            throw SystemError("cannot create \(logFile.path)")
+        }
         let process = Process()
         process.executableURL = binDirectory.appendingPathComponent("gengate")
         process.arguments = ["up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
