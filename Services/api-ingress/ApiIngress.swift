@@ -18,6 +18,8 @@ struct ApiIngressCommand: AsyncParsableCommand {
                                                       endpoint: environment.topology.producerEndpoint(.dispatch),
                                                       source: environment.instance)
         let router = Router(context: GateContext.self)
+        // One line per request at debug level (headers left out, so keys never reach the log).
+        router.middlewares.add(LogRequestsMiddleware(.debug))
         router.middlewares.add(ErrorMiddleware(maxBodyBytes: config.http.maxBodyBytes))
         router.get("health") { _, _ in
             do {
