@@ -165,6 +165,33 @@ final class GenGateSystem: @unchecked Sendable {
         try await waitFor(id, key: key, timeout: timeout, file: file, line: line) { $0["status"]?.stringValue == status }
     }
 
+    /// The monitor's metrics once they contain `text` (events reach it asynchronously), or the
+    /// last scrape after 5 s.
+    func metrics(containing text: String) async throws -> String {
+        var metrics = ""
+        for _ in 0..<50 {
+            metrics = String(decoding: try await monitor("/metrics").body, as: UTF8.self)
+            if metrics.contains(text) { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return metrics
+    }
+
+    /// Runs the `gengate` binary to its end: exit status, standard output, standard error.
+    static func command(_ arguments: [String]) throws -> (status: Int32, output: Data, errors: String) {
+        let process = Process()
+        process.executableURL = binDirectory.appendingPathComponent("gengate")
+        process.arguments = arguments
+        let output = Pipe(), errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, data, text)
+    }
+
     static func tail(_ url: URL, lines: Int = 60) -> String {
         let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").suffix(lines).joined(separator: "\n")

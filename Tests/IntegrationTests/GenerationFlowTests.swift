@@ -214,12 +214,7 @@ final class GenerationFlowTests: XCTestCase {
             XCTAssertEqual(health.json["services"]?[service]?["status"]?.stringValue, "ok", "\(service) in \(health.json)")
             XCTAssertNotNil(health.json["services"]?[service]?["instances"]?.arrayFirst?["heartbeat_age_seconds"]?.doubleValue)
         }
-        var metrics = ""
-        for _ in 0..<50 {
-            metrics = String(decoding: try await system.monitor("/metrics").body, as: UTF8.self)
-            if metrics.contains("gengate_generations_completed_total{") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let metrics = try await system.metrics(containing: "gengate_generations_completed_total{")
         XCTAssertTrue(metrics.contains(#"gengate_generations_completed_total{provider="sim",model="sim/text"}"#), metrics)
         XCTAssertTrue(metrics.contains("gengate_provider_calls_total{"), metrics)
         XCTAssertTrue(metrics.contains(#"gengate_service_up{service="poller"} 1"#), metrics)
@@ -259,20 +254,10 @@ final class GenerationFlowTests: XCTestCase {
         XCTAssertEqual(types.last, .generationCompleted, "\(types)")
     }
 
-    /// Runs `gengate <arguments>` against the shared system; returns (status, stdout, stderr).
+    /// Runs `gengate <arguments>` against the shared system.
     func cli(_ arguments: [String]) async throws -> (Int32, Data, String) {
         let system = try await system
-        let process = Process()
-        process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
-        process.arguments = arguments + ["--url", system.baseURL, "--key", system.adminKey]
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, data, text)
+        return try GenGateSystem.command(arguments + ["--url", system.baseURL, "--key", system.adminKey])
     }
 
     func testCLISubmitWaitStatusAndCancel() async throws {

@@ -39,36 +39,21 @@ final class LifecycleTests: XCTestCase {
     func testSecondUpOnTheSameDataDirIsRefused() async throws {
         let system = try await GenGateSystem.start()
         defer { system.stop() }
-        let process = Process()
-        process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
-        process.arguments = ["up", "--data-dir", system.dataDir.path, "--http-port", "1", "--monitor-port", "2", "--events-port", "3"]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertNotEqual(process.terminationStatus, 0)
+        let (status, _, text) = try GenGateSystem.command(["up", "--data-dir", system.dataDir.path, "--http-port", "1",
+                                                           "--monitor-port", "2", "--events-port", "3"])
+        XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains("already running"), text)
     }
 
     func testATakenPortFailsAtOnceNamingTheFlag() throws {
-        let system = try XCTUnwrap(Self.occupiedPortProbe())
-        let process = Process()
-        process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
+        let taken = try XCTUnwrap(Self.occupiedPortProbe())
+        defer { close(taken.fd) }
         let dataDir = "/tmp/ggt-port-\(UUID().uuidString.prefix(6))"
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
         let ports = try FreePorts.take(2)
-        process.arguments = ["up", "--data-dir", dataDir, "--http-port", "\(system.port)", "--monitor-port", "\(ports[0])",
-                             "--events-port", "\(ports[1])"]
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let text = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        close(system.fd)
-        XCTAssertNotEqual(process.terminationStatus, 0)
+        let (status, _, text) = try GenGateSystem.command(["up", "--data-dir", dataDir, "--http-port", "\(taken.port)",
+                                                           "--monitor-port", "\(ports[0])", "--events-port", "\(ports[1])"])
+        XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains("already in use") && text.contains("--http-port"), text)
     }
 

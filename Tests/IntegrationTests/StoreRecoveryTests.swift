@@ -60,12 +60,7 @@ final class StoreRecoveryTests: XCTestCase {
         let attempts = try await store.attempts(generationID: left.id)
         XCTAssertEqual(attempts.map(\.state), [.abandoned, .succeeded])
 
-        var metrics = ""
-        for _ in 0..<50 {
-            metrics = String(decoding: try await system.monitor("/metrics").body, as: UTF8.self)
-            if metrics.contains("gengate_possible_double_charges_total") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let metrics = try await system.metrics(containing: "gengate_possible_double_charges_total")
         XCTAssertTrue(metrics.contains(#"gengate_possible_double_charges_total{provider="sim"} 1"#), metrics)
     }
 
@@ -101,12 +96,7 @@ final class StoreRecoveryTests: XCTestCase {
             work.send(frames)
             events.send([Data("generation.completed".utf8)] + frames)
         }
-        var metrics = ""
-        for _ in 0..<50 {
-            metrics = String(decoding: try await system.monitor("/metrics").body, as: UTF8.self)
-            if metrics.contains("gengate_bus_rejected_messages_total") { break }
-            try await Task.sleep(for: .milliseconds(100))
-        }
+        let metrics = try await system.metrics(containing: "gengate_bus_rejected_messages_total")
         XCTAssertTrue(metrics.contains(#"gengate_bus_rejected_messages_total{channel="events"}"#), metrics)
         await work.close()
         await events.close()
