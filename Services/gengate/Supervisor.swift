@@ -57,7 +57,7 @@ struct Supervisor: Service, CustomStringConvertible {
             let lifeline = Pipe()
             process.standardInput = lifeline
             let started = ContinuousClock.now
-            let status: Int32
+            let status: String
             do {
                 status = try await children.run(process, service: service) { pid in
                     try? "\(pid)\n".write(to: pidFile, atomically: true, encoding: .utf8)
@@ -65,11 +65,11 @@ struct Supervisor: Service, CustomStringConvertible {
                 }
             } catch {
                 logger.error("cannot start \(service)", metadata: ["executable": "\(executable.path)", "error": "\(error)"])
-                status = -1
+                status = "not started"
             }
             if children.isShuttingDown { break }
             if ContinuousClock.now - started > .seconds(30) { backoff = .milliseconds(250) }
-            logger.warning("\(service) exited; restarting", metadata: ["status": "\(status)", "in": "\(backoff)"])
+            logger.warning("\(service) ended (\(status)); restarting", metadata: ["in": "\(backoff)"])
             try? await Task.sleep(for: backoff)
             backoff = min(backoff * 2, .seconds(10))
         }
@@ -107,11 +107,12 @@ final class ChildTable: Sendable {
 
     var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
-    /// Runs `process` until it exits and returns its exit status (or terminating signal).
-    func run(_ process: Process, service: String, onStart: (Int32) -> Void) async throws -> Int32 {
-        let (exits, continuation) = AsyncStream<Int32>.makeStream()
+    /// Runs `process` until it ends and says how: "exit 1", "signal 9".
+    func run(_ process: Process, service: String, onStart: (Int32) -> Void) async throws -> String {
+        let (exits, continuation) = AsyncStream<String>.makeStream()
         process.terminationHandler = { finished in
-            continuation.yield(finished.terminationStatus)
+            let how = finished.terminationReason == .uncaughtSignal ? "signal" : "exit"
+            continuation.yield("\(how) \(finished.terminationStatus)")
             continuation.finish()
         }
         let refused = state.withLock { state -> Bool in
@@ -119,7 +120,7 @@ final class ChildTable: Sendable {
             state.running[service] = process
             return false
         }
-        if refused { return 0 }
+        if refused { return "not started: shutting down" }
         do {
             try process.run()
         } catch {
@@ -127,8 +128,8 @@ final class ChildTable: Sendable {
             throw error
         }
         onStart(process.processIdentifier)
-        var status: Int32 = -1
-        for await code in exits { status = code }
+        var status = "unknown"
+        for await how in exits { status = how }
         // The child's standard input (see `ParentWatch`): our write end stays open while it runs.
         try? (process.standardInput as? Pipe)?.fileHandleForWriting.close()
         _ = state.withLock { $0.running.removeValue(forKey: service) }
