@@ -84,10 +84,9 @@ struct Submitter: Sendable {
         environment.publish([environment.providerCall(provider: adapter.name, model: generation.request.model,
                                                       operation: "submit", started: started, error: nil)])
         try await store.updateAttempt(generationID: id, number: number, state: .submitted, providerTaskID: taskID, error: nil, at: Date())
-        if try await !startPolling(dispatching, taskID: taskID, attempt: number),
-           try await store.generation(id: id)?.status == .cancelled, adapter.capabilities.cancel {
-            // Cancelled while we were submitting: stop the provider's task rather than pay for it.
-            try? await adapter.cancel(taskID: taskID)
+        if try await !startPolling(dispatching, taskID: taskID, attempt: number) {
+            // Cancelled (or timed out) while we were submitting: stop the task rather than pay for it.
+            try await environment.cancelProviderTaskIfEnded(id, adapter: adapter, taskID: taskID)
         }
     }
 

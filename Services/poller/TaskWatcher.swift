@@ -48,7 +48,7 @@ struct TaskWatcher: Sendable {
                 return
             }
             if Date() >= generation.deadlineAt {
-                try await cancelAtProvider(adapter, taskID: taskID)
+                await environment.cancelProviderTask(adapter, taskID: taskID)
                 _ = try await environment.fail(generation, error: GenGateError(.taskTimeout, "the provider task did not finish before the deadline"))
                 return
             }
@@ -87,13 +87,13 @@ struct TaskWatcher: Sendable {
                     change.lease = .hold(owner: environment.instance, until: environment.leaseUntil())
                     change.events = [Event(.generationProgress, generationID: id, payload: ["progress": .number(Double(progress))])]
                     guard let updated = try await environment.apply(change) else {
-                        try await stopIfEnded(id, adapter: adapter, taskID: taskID)
+                        try await environment.cancelProviderTaskIfEnded(id, adapter: adapter, taskID: taskID)
                         return
                     }
                     generation = updated
                 } else {
                     guard let renewed = try await keep(generation) else {
-                        try await stopIfEnded(id, adapter: adapter, taskID: taskID)
+                        try await environment.cancelProviderTaskIfEnded(id, adapter: adapter, taskID: taskID)
                         return
                     }
                     generation = renewed
@@ -111,7 +111,7 @@ struct TaskWatcher: Sendable {
                 if try await environment.apply(change) != nil {
                     upload.send(generationID: id, reason: "task succeeded")
                 } else {
-                    try await stopIfEnded(id, adapter: adapter, taskID: taskID)
+                    try await environment.cancelProviderTaskIfEnded(id, adapter: adapter, taskID: taskID)
                 }
                 return
 
@@ -151,22 +151,5 @@ struct TaskWatcher: Sendable {
     func finishAttempt(_ id: String, _ attempt: Attempt?, state: Attempt.State, error: GenGateError?) async throws {
         guard let attempt else { return }
         try await store.updateAttempt(generationID: id, number: attempt.number, state: state, providerTaskID: nil, error: error, at: Date())
-    }
-
-    /// When our compare-and-set lost, find out why: a job that ended meanwhile (cancelled, or
-    /// failed past its deadline) has its provider task cancelled too, so nobody pays for it.
-    func stopIfEnded(_ id: String, adapter: any ProviderAdapter, taskID: String) async throws {
-        if let current = try await store.generation(id: id), current.status.isTerminal, current.status != .completed {
-            try await cancelAtProvider(adapter, taskID: taskID)
-        }
-    }
-
-    func cancelAtProvider(_ adapter: any ProviderAdapter, taskID: String) async throws {
-        guard adapter.capabilities.cancel else { return }
-        do {
-            try await adapter.cancel(taskID: taskID)
-        } catch {
-            environment.logger.notice("provider cancel failed", metadata: ["task": "\(taskID)", "error": "\(error)"])
-        }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateProviders
 import GenGateStore
 
 /// The moves every worker makes on a job, written once: apply a compare-and-set and publish its
@@ -110,6 +111,26 @@ extension ServiceEnvironment {
             }
             defer { group.cancelAll() }
             return try await operation()
+        }
+    }
+}
+
+extension ServiceEnvironment {
+    /// After a compare-and-set lost, finds out why: a job that ended meanwhile (cancelled, or
+    /// failed past its deadline) has its provider task cancelled too, so nobody pays for it.
+    public func cancelProviderTaskIfEnded(_ generationID: String, adapter: any ProviderAdapter, taskID: String) async throws {
+        if let current = try await store.generation(id: generationID), current.status.isTerminal, current.status != .completed {
+            await cancelProviderTask(adapter, taskID: taskID)
+        }
+    }
+
+    /// Asks the provider to stop a task, where it can; a refusal is logged, not thrown.
+    public func cancelProviderTask(_ adapter: any ProviderAdapter, taskID: String) async {
+        guard adapter.capabilities.cancel else { return }
+        do {
+            try await adapter.cancel(taskID: taskID)
+        } catch {
+            logger.notice("provider cancel failed", metadata: ["task": "\(taskID)", "error": "\(error)"])
         }
     }
 }
