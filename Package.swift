@@ -63,9 +63,18 @@ let package = Package(
             path: "Shared/GenGateProviders"
         ),
         .target(
+            name: "GenGateJobs",
+            dependencies: [
+                "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Shared/GenGateJobs"
+        ),
+        .target(
             name: "GenGateRuntime",
             dependencies: [
-                "GenGateCore", "GenGateBus", "GenGateStore", "GenGateObjects", "GenGateProviders",
+                "GenGateCore", "GenGateBus", "GenGateStore", "GenGateObjects", "GenGateProviders", "GenGateJobs",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -113,6 +122,10 @@ let package = Package(
         .testTarget(name: "GenGateBusTests", dependencies: ["GenGateBus"]),
         .testTarget(name: "GenGateStoreTests", dependencies: ["GenGateStore"]),
         .testTarget(name: "GenGateProvidersTests", dependencies: ["GenGateProviders", "GenGateObjects"]),
+        .testTarget(
+            name: "GenGateJobsTests",
+            dependencies: ["GenGateJobs", "GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "GenGateRuntimeTests", dependencies: ["GenGateRuntime"]),
         .testTarget(
             name: "IntegrationTests",

@@ -32,7 +32,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
         let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
         let validator = SubmissionValidator(providers: environment.providers, defaultDeadlineSeconds: config.jobs.defaultDeadlineSeconds,
                                             maxDeadlineSeconds: config.jobs.maxDeadlineSeconds)
-        GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator).register(on: api)
+        GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs()).register(on: api)
 
         let app = Application(router: router, configuration: .init(address: .hostname(config.http.host, port: config.http.port),
                                                                    serverName: "GenGate"),

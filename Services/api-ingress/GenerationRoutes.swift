@@ -1,6 +1,7 @@
 import Foundation
 import GenGateBus
 import GenGateCore
+import GenGateJobs
 import GenGateObjects
 import GenGateRuntime
 import GenGateStore
@@ -13,6 +14,7 @@ struct GenerationRoutes: Sendable {
     let environment: ServiceEnvironment
     let dispatch: WorkProducer
     let validator: SubmissionValidator
+    let jobs: JobContext
 
     var store: any GenerationStore { environment.store }
     var baseURL: String { environment.config.publicBaseURL }
@@ -94,27 +96,14 @@ struct GenerationRoutes: Sendable {
     /// Cancels a generation that has not ended; cancelling a cancelled one again is fine, while a
     /// completed or failed one answers 409.
     func cancel(_ context: GateContext) async throws -> Response {
-        var generation = try await owned(context)
-        for _ in 0..<20 {
-            switch generation.status {
-            case .cancelled:
-                return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
-            case .completed, .failed:
-                throw APIError.conflict("generation \(generation.id) is \(generation.status.rawValue) and can no longer be cancelled")
-            default:
-                break
-            }
-            var change = Transition.of(generation, to: .cancelled)
-            change.error = .some(GenGateError(.cancelled, "cancelled by the client"))
-            change.events = [Event(.generationCancelled, generationID: generation.id, payload: [
-                "previous_status": .string(generation.status.rawValue),
-            ])]
-            if let cancelled = try await environment.apply(change) {
-                return JSONResponse.make(status: .ok, GenerationView.render(cancelled, baseURL: baseURL))
-            }
-            generation = try await owned(context)  // it moved on meanwhile; look again
+        switch try await jobs.cancel(try await owned(context)) {
+        case .cancelled(let generation):
+            return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
+        case .ended(let generation):
+            throw APIError.conflict("generation \(generation.id) is \(generation.status.rawValue) and can no longer be cancelled")
+        case .busy(let generation):
+            throw APIError.conflict("generation \(generation.id) is changing too fast to cancel; try again")
         }
-        throw APIError.conflict("generation \(generation.id) is changing too fast to cancel; try again")
     }
 
     /// The bytes of one stored output, to its owner.

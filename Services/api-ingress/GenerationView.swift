@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateJobs
 import GenGateRuntime
 
 /// A generation as the API shows it. Internal bookkeeping (leases, versions, sources) stays out.

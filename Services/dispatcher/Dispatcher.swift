@@ -1,9 +1,10 @@
 import ArgumentParser
 import GenGateBus
+import GenGateJobs
 import GenGateRuntime
 
-/// The dispatcher: claims pending work, submits it to the provider, hands provider tasks to the
-/// pollers, schedules retries, and runs the recovery sweep.
+/// The dispatcher: claims due work, submits it to the provider, hands provider tasks to the
+/// pollers, schedules retries, and runs the recovery sweep (one dispatcher at a time sweeps).
 @main
 struct DispatcherCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "dispatcher", abstract: "GenGate dispatcher")
@@ -12,21 +13,17 @@ struct DispatcherCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "dispatcher", options: options)
-        let topology = environment.topology
         let consumer = try await WorkConsumer.connect(context: environment.zmq, queue: .dispatch,
-                                                      endpoint: topology.consumerEndpoint(.dispatch))
-        var producers: [WorkQueue: WorkProducer] = [:]
-        for queue in WorkQueue.allCases {
-            producers[queue] = try await WorkProducer.connect(context: environment.zmq, queue: queue,
-                                                              endpoint: topology.producerEndpoint(queue), source: environment.instance)
+                                                      endpoint: environment.topology.consumerEndpoint(.dispatch))
+        let producers = try await WorkProducers.connect(environment)
+        let jobs = environment.jobs(notify: producers.notify)
+        let submission = Submission(context: jobs)
+        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,
+                            logger: environment.logger) { id in
+            await submission.handle(id)
         }
-        let submitter = Submitter(environment: environment, poll: producers[.poll]!, upload: producers[.upload]!)
-        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, logger: environment.logger) { item in
-            await submitter.handle(item)
-        }
-        let sweep = RecoverySweep(environment: environment, producers: producers)
         environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storePath)"])
-        try await environment.run([loop, sweep])
-        for producer in producers.values { await producer.close() }
+        try await environment.run([loop, RecoverySweep(context: jobs)])
+        await producers.close()
     }
 }

@@ -6,16 +6,21 @@ import Logging
 
 /// What happens once, before any service starts: directories, migrations, the first admin key.
 enum Preparation {
-    static func prepare(config: GenGateConfig, logger: Logger) async throws {
+    /// Returns the store, migrated.
+    @discardableResult
+    static func prepare(config: GenGateConfig, logger: Logger) async throws -> SQLiteStore {
         try checkPortsAreFree(config)
         let files = FileManager.default
-        try files.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true)
-        try files.createDirectory(at: config.runDirectory, withIntermediateDirectories: true)
+        try files.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        // Prompts, outputs and key hashes live here: private, as PostgreSQL insists of its own.
+        try files.setAttributes([.posixPermissions: 0o700], ofItemAtPath: config.dataDirectory.path)
+        try files.createDirectory(at: config.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         try files.createDirectory(atPath: BusTopology.socketDirectory(for: config), withIntermediateDirectories: true,
                                   attributes: [.posixPermissions: 0o700])
         let store = try SQLiteStore(path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
                                     busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
         try await bootstrapAdminKey(store: store, path: config.adminKeyPath, logger: logger)
+        return store
     }
 
     /// Fails at once, with the flag to change, when a port is taken; otherwise the service that
@@ -77,7 +82,7 @@ struct DataDirectoryLock {
     static func acquire(config: GenGateConfig) throws -> DataDirectoryLock {
         try FileManager.default.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true)
         let path = config.dataDirectory.appendingPathComponent("gengate.lock").path
-        let fd = open(path, O_RDWR | O_CREAT, 0o644)
+        let fd = open(path, O_RDWR | O_CREAT, 0o600)
         guard fd >= 0 else { throw ConfigError("cannot open \(path): errno \(errno)") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             close(fd)

@@ -13,19 +13,23 @@ struct Supervisor: Service, CustomStringConvertible {
     var description: String { "Supervisor(\(services.joined(separator: ", ")))" }
 
     static let allServices = ["monitor", "dispatcher", "poller", "uploader", "api-ingress"]
-    static let stopTimeout: Duration = .seconds(10)
 
     let config: GenGateConfig
     let configPath: String
     let services: [String]
     let logger: Logger
-    let children = ChildTable()
+    /// Where the leases of a child that exited are voided, so its jobs move on at once.
+    let leases: LeaseReaper
+    let children: ChildTable
 
-    init(config: GenGateConfig, configPath: String, services: [String], logger: Logger) {
+    init(config: GenGateConfig, configPath: String, services: [String], logger: Logger, leases: LeaseReaper) {
         self.config = config
         self.configPath = configPath
         self.services = services
         self.logger = logger
+        self.leases = leases
+        // A child drains for `drain_seconds` on SIGTERM; it is killed only if it takes longer.
+        self.children = ChildTable(stopTimeout: .milliseconds(Int(config.jobs.drainSeconds * 1_000)) + .seconds(10))
     }
 
     func run() async throws {
@@ -58,8 +62,10 @@ struct Supervisor: Service, CustomStringConvertible {
             process.standardInput = lifeline
             let started = ContinuousClock.now
             let status: String
+            var childPID: Int32?
             do {
                 status = try await children.run(process, service: service) { pid in
+                    childPID = pid
                     try? "\(pid)\n".write(to: pidFile, atomically: true, encoding: .utf8)
                     logger.info("started \(service)", metadata: ["pid": "\(pid)"])
                 }
@@ -67,6 +73,7 @@ struct Supervisor: Service, CustomStringConvertible {
                 logger.error("cannot start \(service)", metadata: ["executable": "\(executable.path)", "error": "\(error)"])
                 status = "not started"
             }
+            if let childPID { await leases.processEnded(ServiceEnvironment.instanceName(service: service, pid: childPID)) }
             if children.isShuttingDown { break }
             if ContinuousClock.now - started > .seconds(30) { backoff = .milliseconds(250) }
             logger.warning("\(service) ended (\(status)); restarting", metadata: ["in": "\(backoff)"])
@@ -104,6 +111,11 @@ final class ChildTable: Sendable {
     }
 
     private let state = Mutex(State())
+    let stopTimeout: Duration
+
+    init(stopTimeout: Duration) {
+        self.stopTimeout = stopTimeout
+    }
 
     var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
 
@@ -147,7 +159,7 @@ final class ChildTable: Sendable {
             kill(process.processIdentifier, SIGTERM)
         }
         Task.detached { [self] in
-            try? await Task.sleep(for: Supervisor.stopTimeout)
+            try? await Task.sleep(for: stopTimeout)
             let stragglers = state.withLock { Array($0.running) }
             for (service, process) in stragglers where process.isRunning {
                 logger.warning("\(service) did not stop in time; killing it", metadata: ["pid": "\(process.processIdentifier)"])

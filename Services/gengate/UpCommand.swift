@@ -41,14 +41,19 @@ struct UpCommand: AsyncParsableCommand {
         }
         LogSetup.bootstrap(config: config, service: "gengate", instance: "gengate-\(getpid())")
         let logger = Logger(label: "gengate.supervisor")
+        // Everything this process and its children create (the store, outputs, sockets, keys)
+        // is readable by this user only.
+        umask(0o077)
 
         let lock = try DataDirectoryLock.acquire(config: config)
         defer { lock.release() }
-        try await Preparation.prepare(config: config, logger: logger)
+        let store = try await Preparation.prepare(config: config, logger: logger)
         let configPath = try Preparation.writeResolvedConfig(config)
         let devices = try await BusDevices.start(config: config, logger: logger)
 
-        let supervisor = Supervisor(config: config, configPath: configPath, services: services, logger: logger)
+        let leases = LeaseReaper(store: store, staleAfterSeconds: config.jobs.staleAfterSeconds, logger: logger)
+        await leases.reapGoneProcesses()
+        let supervisor = Supervisor(config: config, configPath: configPath, services: services, logger: logger, leases: leases)
         logger.info("GenGate is starting", metadata: [
             "http": "\(config.http.host):\(config.http.port)", "monitor": "\(config.monitor.host):\(config.monitor.port)",
             "events": "\(devices.publicEvents)", "data_dir": "\(config.dataDirectory.path)",
@@ -70,6 +75,7 @@ struct MigrateCommand: AsyncParsableCommand {
     func run() async throws {
         let config = try options.load()
         LogSetup.bootstrap(config: config, service: "gengate", instance: "gengate-\(getpid())")
-        try await Preparation.prepare(config: config, logger: Logger(label: "gengate.migrate"))
+        umask(0o077)
+        _ = try await Preparation.prepare(config: config, logger: Logger(label: "gengate.migrate"))
     }
 }

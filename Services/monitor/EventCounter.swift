@@ -70,7 +70,8 @@ struct EventCounter: Service, CustomStringConvertible {
                     .recordNanoseconds(Int64(milliseconds * 1_000_000))
             }
         case .providerPossibleDoubleCharge:
-            Counter(label: "gengate_possible_double_charges_total", dimensions: [("provider", provider)]).increment()
+            // Counted from the store at each scrape (see Monitor), where no event can be lost.
+            logger.warning("possible double charge", metadata: ["generation": "\(event.generationID ?? "")", "provider": "\(provider)"])
         case .generationStarted, .generationProgress, .generationStreamChunk:
             break
         }

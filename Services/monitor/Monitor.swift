@@ -30,6 +30,10 @@ struct MonitorCommand: AsyncParsableCommand {
                 for (status, count) in try await environment.store.activeCounts() {
                     Gauge(label: "gengate_generations_active", dimensions: [("status", status.rawValue)]).record(count)
                 }
+                // From the store, not the event stream: a lost event must not hide a double charge.
+                for (provider, count) in try await environment.store.possibleDoubleCharges() {
+                    Gauge(label: "gengate_possible_double_charges_total", dimensions: [("provider", provider)]).record(count)
+                }
             } catch {
                 environment.logger.warning("cannot count active generations", metadata: ["error": "\(error)"])
             }

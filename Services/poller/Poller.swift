@@ -1,9 +1,12 @@
 import ArgumentParser
 import GenGateBus
+import GenGateJobs
 import GenGateRuntime
+import ServiceLifecycle
 
-/// The poller: watches provider tasks with back-off until they finish, then hands the outputs to
-/// the uploaders. Any number of pollers share the `poll` queue.
+/// The poller: checks running provider tasks when their next check is due, each check a short
+/// action, then hands finished outputs to the uploaders. Any number of pollers share the due
+/// checks through the store; `poll` messages only wake them early.
 @main
 struct PollerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "poller", abstract: "GenGate poller")
@@ -12,16 +15,29 @@ struct PollerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "poller", options: options)
-        let topology = environment.topology
-        let consumer = try await WorkConsumer.connect(context: environment.zmq, queue: .poll, endpoint: topology.consumerEndpoint(.poll))
-        let upload = try await WorkProducer.connect(context: environment.zmq, queue: .upload,
-                                                    endpoint: topology.producerEndpoint(.upload), source: environment.instance)
-        let watcher = TaskWatcher(environment: environment, upload: upload)
-        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, logger: environment.logger) { item in
-            await watcher.handle(item)
-        }
+        let hints = try await WorkConsumer.connect(context: environment.zmq, queue: .poll,
+                                                   endpoint: environment.topology.consumerEndpoint(.poll))
+        let producers = try await WorkProducers.connect(environment)
+        let checks = StatusChecks(context: environment.jobs(notify: producers.notify))
         environment.logger.info("poller started")
-        try await environment.run([loop])
-        await upload.close()
+        try await environment.run([checks, WakeOnHints(hints: hints, wake: checks.wake)])
+        await producers.close()
+    }
+}
+
+/// Rings the status checks' doorbell for every `poll` message, until graceful shutdown.
+struct WakeOnHints: Service, CustomStringConvertible {
+    var description: String { "WakeOnHints" }
+
+    let hints: WorkConsumer
+    let wake: @Sendable () -> Void
+
+    func run() async throws {
+        await withGracefulShutdownHandler {
+            for await _ in hints.items { wake() }
+        } onGracefulShutdown: { [hints] in
+            Task { await hints.close() }
+        }
+        await hints.close()
     }
 }

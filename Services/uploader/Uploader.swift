@@ -1,5 +1,6 @@
 import ArgumentParser
 import GenGateBus
+import GenGateJobs
 import GenGateRuntime
 
 /// The uploader: fetches each output from the provider and writes it to object storage,
@@ -12,14 +13,16 @@ struct UploaderCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "uploader", options: options)
-        let topology = environment.topology
         let consumer = try await WorkConsumer.connect(context: environment.zmq, queue: .upload,
-                                                      endpoint: topology.consumerEndpoint(.upload))
-        let transfer = OutputTransfer(environment: environment)
-        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, logger: environment.logger) { item in
-            await transfer.handle(item)
+                                                      endpoint: environment.topology.consumerEndpoint(.upload))
+        let producers = try await WorkProducers.connect(environment)
+        let transfer = OutputTransfer(context: environment.jobs(notify: producers.notify))
+        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,
+                            logger: environment.logger) { id in
+            await transfer.handle(id)
         }
         environment.logger.info("uploader started", metadata: ["objects": "\(environment.config.objectsDirectory.path)"])
         try await environment.run([loop])
+        await producers.close()
     }
 }

@@ -28,11 +28,14 @@ public struct Generation: Codable, Sendable, Equatable {
     /// The time each state was last entered.
     public var phaseTimes: [GenerationStatus: Date]
     public var outputs: [Output]
+    /// Status checks of the current provider task so far, and how many failed in a row.
+    public var checks: Int
+    public var checkFailures: Int
 
     public init(id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
                 version: Int, progress: Int, attempts: Int, error: GenGateError?, providerTaskID: String?,
                 leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
-                updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output]) {
+                updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0, checkFailures: Int = 0) {
         self.id = id
         self.ownerKeyID = ownerKeyID
         self.request = request
@@ -51,6 +54,8 @@ public struct Generation: Codable, Sendable, Equatable {
         self.updatedAt = updatedAt
         self.phaseTimes = phaseTimes
         self.outputs = outputs
+        self.checks = checks
+        self.checkFailures = checkFailures
     }
 
     /// Output indexes (0..<n) not yet stored in object storage.

@@ -16,17 +16,30 @@ public struct SimProvider: ProviderAdapter {
         public var latency: Duration
         /// Share of tasks (0...1) that end in a retryable provider error.
         public var failureRate: Double
+        /// How long a submission takes to be answered. The submission counts as received (and
+        /// charged) when it arrives, as with a real provider, not when it is answered.
+        public var submitLatency: Duration
+        public var maxOutputsPerCall: Int
+        /// Where every received submission is recorded, a line each (client reference, task id).
+        /// With a ledger the sim also finds submissions by client reference.
+        public var ledger: URL?
 
-        public init(latency: Duration = .milliseconds(1_500), failureRate: Double = 0) {
+        public init(latency: Duration = .milliseconds(1_500), failureRate: Double = 0, submitLatency: Duration = .zero,
+                    maxOutputsPerCall: Int = 10, ledger: URL? = nil) {
             self.latency = latency
             self.failureRate = failureRate
+            self.submitLatency = submitLatency
+            self.maxOutputsPerCall = maxOutputsPerCall
+            self.ledger = ledger
         }
     }
 
     public let name = "sim"
     public let settings: Settings
-    public let capabilities = ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 10,
-                                                   inputImages: false, findsSubmissionByReference: false)
+    public var capabilities: ProviderCapabilities {
+        ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: settings.maxOutputsPerCall,
+                             inputImages: false, findsSubmissionByReference: settings.ledger != nil)
+    }
     public let models = [
         ModelInfo(id: "sim/image", provider: "sim", kind: .image, maxOutputs: 10),
         ModelInfo(id: "sim/text", provider: "sim", kind: .text, maxOutputs: 10),
@@ -41,11 +54,24 @@ public struct SimProvider: ProviderAdapter {
             throw GenGateError(.invalidRequest, "sim does not serve model \(request.model)")
         }
         let now = Date()
-        let latencyMs = Int64(settings.latency.components.seconds * 1_000 + settings.latency.components.attoseconds / 1_000_000_000_000_000)
+        let latencyMs = Self.milliseconds(settings.latency) + Self.milliseconds(settings.submitLatency)
         let fails = Double.random(in: 0..<1) < settings.failureRate
         let task = SimTask(id: Identifier.make("simt", at: now), submittedMs: Int64(now.timeIntervalSince1970 * 1_000),
                            readyMs: Int64(now.timeIntervalSince1970 * 1_000) + latencyMs, fails: fails)
+        if let ledger = settings.ledger { try SimLedger(url: ledger).record(reference: request.clientReference, taskID: task.encoded) }
+        if settings.submitLatency > .zero {
+            try await Task.sleep(for: settings.submitLatency)
+        }
         return task.encoded
+    }
+
+    public func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? {
+        guard let ledger = settings.ledger else { return nil }
+        return try SimLedger(url: ledger).taskID(reference: clientReference)
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        duration.components.seconds * 1_000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
@@ -104,4 +130,37 @@ struct SimTask: Equatable {
     }
 
     var encoded: String { "\(id).\(submittedMs).\(readyMs).\(fails ? "f" : "o")" }
+}
+
+/// The sim's record of the submissions it received: a line `<client reference> <task id>` each,
+/// appended with one `write` (atomic for lines this short) so that several processes share it.
+public struct SimLedger: Sendable {
+    public let url: URL
+
+    public init(url: URL) {
+        self.url = url
+    }
+
+    func record(reference: String, taskID: String) throws {
+        let fd = open(url.path, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        guard fd >= 0 else { throw GenGateError(.providerUnavailable, "sim: cannot open its ledger (errno \(errno))") }
+        defer { close(fd) }
+        let line = Array("\(reference) \(taskID)\n".utf8)
+        guard write(fd, line, line.count) == line.count else {
+            throw GenGateError(.providerUnavailable, "sim: cannot write its ledger (errno \(errno))")
+        }
+    }
+
+    /// Every submission received, in order: (client reference, task id).
+    public func submissions() throws -> [(reference: String, taskID: String)] {
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line in
+            let parts = line.split(separator: " ")
+            return parts.count == 2 ? (String(parts[0]), String(parts[1])) : nil
+        }
+    }
+
+    func taskID(reference: String) throws -> String? {
+        try submissions().last { $0.reference == reference }?.taskID
+    }
 }

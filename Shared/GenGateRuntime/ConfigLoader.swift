@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateJobs
 
 /// Reads the configuration: defaults, then a JSON file, then `GENGATE_*` environment variables,
 /// then overrides from the command line. Unknown keys and bad values are errors that say where.
@@ -22,9 +23,13 @@ public enum ConfigLoader {
         "GENGATE_STALE_AFTER_SECONDS": ["jobs", "stale_after_seconds"],
         "GENGATE_MAX_ATTEMPTS": ["jobs", "max_attempts"],
         "GENGATE_RETRY_BASE_SECONDS": ["jobs", "retry_base_seconds"],
+        "GENGATE_DRAIN_SECONDS": ["jobs", "drain_seconds"],
         "GENGATE_HEARTBEAT_SECONDS": ["bus", "heartbeat_seconds"],
         "GENGATE_SIM_LATENCY_MS": ["sim", "latency_ms"],
         "GENGATE_SIM_FAILURE_RATE": ["sim", "failure_rate"],
+        "GENGATE_SIM_SUBMIT_LATENCY_MS": ["sim", "submit_latency_ms"],
+        "GENGATE_SIM_LEDGER": ["sim", "ledger"],
+        "GENGATE_SIM_MAX_OUTPUTS_PER_CALL": ["sim", "max_outputs_per_call"],
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -91,11 +96,19 @@ public enum ConfigLoader {
         guard ["human", "json"].contains(config.log.format) else { throw ConfigError("log.format must be human or json") }
         let jobs = config.jobs
         guard jobs.leaseSeconds >= 0.5, jobs.sweepIntervalSeconds > 0, jobs.staleAfterSeconds >= 0, jobs.maxAttempts >= 1,
-              jobs.retryBaseSeconds >= 0, jobs.retryMaxSeconds >= jobs.retryBaseSeconds, jobs.pollInitialMilliseconds >= 1,
-              jobs.pollMaxMilliseconds >= jobs.pollInitialMilliseconds, jobs.concurrency >= 1,
-              jobs.defaultDeadlineSeconds >= 1, jobs.maxDeadlineSeconds >= jobs.defaultDeadlineSeconds else {
-            throw ConfigError("jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, poll_max ≥ poll_initial, concurrency ≥ 1, deadlines ≥ 1)")
+              jobs.retryBaseSeconds >= 0, jobs.retryMaxSeconds >= jobs.retryBaseSeconds, jobs.concurrency >= 1,
+              jobs.checkConcurrency >= 1, jobs.checkBatch >= 1, jobs.maxCheckFailures >= 1, jobs.maxHandlerFailures >= 1,
+              jobs.drainSeconds >= 0, jobs.defaultDeadlineSeconds >= 1, jobs.maxDeadlineSeconds >= jobs.defaultDeadlineSeconds else {
+            throw ConfigError("jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)")
         }
+        let schedules = [("image", jobs.checkSchedules.image), ("video", jobs.checkSchedules.video), ("text", jobs.checkSchedules.text)]
+            .map { ("jobs.check_schedules.\($0.0)", $0.1) }
+            + jobs.modelCheckSchedules.sorted { $0.key < $1.key }.map { ("jobs.model_check_schedules.\($0.key)", $0.value) }
+        for (name, schedule) in schedules {
+            if let problem = schedule.problem(named: name) { throw ConfigError(problem) }
+        }
+        guard config.sim.submitLatencyMs >= 0 else { throw ConfigError("sim.submit_latency_ms must not be negative") }
+        guard (1...10).contains(config.sim.maxOutputsPerCall) else { throw ConfigError("sim.max_outputs_per_call must be 1 to 10") }
         guard config.bus.heartbeatSeconds > 0 else { throw ConfigError("bus.heartbeat_seconds must be positive") }
         let knownEndpoints = Set(BusTopology.endpointNames)
         for name in config.bus.endpoints.keys where !knownEndpoints.contains(name) {
@@ -104,7 +117,7 @@ public enum ConfigLoader {
     }
 
     /// Settings without a default value (absent from the encoded defaults).
-    static let optionalSettings: Set<String> = ["http.public_url", "store.path", "objects.directory"]
+    static let optionalSettings: Set<String> = ["http.public_url", "store.path", "objects.directory", "sim.ledger"]
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside
     /// free-form maps (whose default is an empty object).

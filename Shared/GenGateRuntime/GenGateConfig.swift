@@ -1,4 +1,5 @@
 import Foundation
+import GenGateJobs
 
 /// Every setting of a GenGate deployment, as one typed value: read once at start (defaults, then
 /// the file, then the environment, then command-line flags), validated, then passed down.
@@ -63,28 +64,55 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     }
 
     public struct Jobs: Codable, Sendable, Equatable {
-        /// How long a worker owns a job before others may take it over.
+        /// How long a worker owns a job while it acts on it before others may take it over.
         public var leaseSeconds = 30.0
-        /// How often the dispatcher looks for lost or due work.
+        /// How often the recovery sweep looks for lost or due work.
         public var sweepIntervalSeconds = 1.0
         /// An unleased job due this long ago is assumed to have lost its message.
         public var staleAfterSeconds = 5.0
+        /// On SIGTERM, how long in-flight work may take to finish before it is cancelled.
+        /// Provider submissions already made are always recorded, however long that takes.
+        public var drainSeconds = 20.0
         public var defaultDeadlineSeconds = 1_800
         public var maxDeadlineSeconds = 86_400
         /// Provider submissions per generation before it fails.
         public var maxAttempts = 4
         public var retryBaseSeconds = 2.0
         public var retryMaxSeconds = 60.0
-        public var pollInitialMilliseconds = 250
-        public var pollMaxMilliseconds = 5_000
-        /// Jobs one dispatcher, poller or uploader works on at once.
+        /// Jobs one dispatcher or uploader works on at once.
         public var concurrency = 64
+        /// Status calls one poller makes to one provider at once.
+        public var checkConcurrency = 64
+        /// Due status checks a poller claims in one go.
+        public var checkBatch = 256
+        /// Status calls that may fail in a row before the attempt counts as failed.
+        public var maxCheckFailures = 5
+        /// Unexpected handler errors on one job before it fails with internal_error.
+        public var maxHandlerFailures = 5
+        /// When running provider tasks are checked, by kind of model.
+        public var checkSchedules = CheckSchedules()
+        /// Check schedules of single models (by model id), over their kind's.
+        public var modelCheckSchedules: [String: CheckSchedule] = [:]
+    }
+
+    public struct CheckSchedules: Codable, Sendable, Equatable {
+        public var image = CheckSchedule.image
+        public var video = CheckSchedule.video
+        public var text = CheckSchedule.text
     }
 
     public struct Sim: Codable, Sendable, Equatable {
         public var latencyMs = 1_500
         /// Share of tasks (0...1) that fail retryably.
         public var failureRate = 0.0
+        /// How long a submission takes to answer (real providers take a second or two).
+        public var submitLatencyMs = 0
+        /// Outputs one submission yields; a generation with more makes several submissions.
+        public var maxOutputsPerCall = 10
+        /// A file where the sim records every submission it receives (client reference and task
+        /// id, one line each), as a provider's own records would; it then also finds submissions
+        /// by client reference. For tests and demonstrations that count what was submitted.
+        public var ledger: String?
     }
 }
 
@@ -107,5 +135,19 @@ extension GenGateConfig {
     public var publicBaseURL: String {
         let base = http.publicUrl ?? "http://\(http.host):\(http.port)"
         return base.hasSuffix("/") ? String(base.dropLast()) : base
+    }
+}
+
+extension GenGateConfig {
+    /// The job engine's numbers, as one value.
+    public var policy: JobPolicy {
+        JobPolicy(
+            leaseSeconds: jobs.leaseSeconds, sweepIntervalSeconds: jobs.sweepIntervalSeconds, staleAfterSeconds: jobs.staleAfterSeconds,
+            drainSeconds: jobs.drainSeconds,
+            retry: RetryPolicy(maxAttempts: jobs.maxAttempts, baseSeconds: jobs.retryBaseSeconds, maxSeconds: jobs.retryMaxSeconds),
+            modelSchedules: jobs.modelCheckSchedules,
+            kindSchedules: [.image: jobs.checkSchedules.image, .video: jobs.checkSchedules.video, .text: jobs.checkSchedules.text],
+            maxCheckFailures: jobs.maxCheckFailures, checkConcurrency: jobs.checkConcurrency, checkBatch: jobs.checkBatch,
+            maxHandlerFailures: jobs.maxHandlerFailures)
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GenGateBus
 import GenGateCore
+import GenGateJobs
 import GenGateObjects
 import GenGateProviders
 import GenGateStore
@@ -41,14 +42,15 @@ public struct ServiceEnvironment: Sendable {
     public let providers: ProviderRegistry
     public let events: EventPublisher
     public let startedAt: Date
+    /// Test-only fail points, armed by `GENGATE_FAILPOINTS` (see `FailPoints`).
+    public let failPoints: FailPoints
 
     /// Loads configuration, sets up logging, opens the store (which must be migrated already),
     /// and connects the event publisher. Throws with a message that says what to fix.
     public static func start(service: String, options: ServiceOptions) async throws -> ServiceEnvironment {
         ParentWatch.install()
         let config = try options.load()
-        let host = ProcessInfo.processInfo.hostName
-        let instance = "\(service)-\(getpid())@\(host)"
+        let instance = instanceName(service: service, pid: getpid())
         LogSetup.bootstrap(config: config, service: service, instance: instance)
         var logger = Logger(label: "gengate.\(service)")
         logger[metadataKey: "service"] = "\(service)"
@@ -57,16 +59,44 @@ public struct ServiceEnvironment: Sendable {
         let store = try SQLiteStore(path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
                                     busyTimeout: config.store.busyTimeoutSeconds)
         let objects = try LocalObjectStore(root: config.objectsDirectory)
+        let failPoints = try FailPoints(spec: ProcessInfo.processInfo.environment["GENGATE_FAILPOINTS"] ?? "",
+                                        markerDirectory: config.runDirectory)
         let events = try await EventPublisher.connect(context: zmq, endpoint: topology.eventsPublisherEndpoint, source: instance)
         return ServiceEnvironment(service: service, instance: instance, config: config, logger: logger, topology: topology,
                                   zmq: zmq, store: store, objects: objects, providers: Self.providers(config: config),
-                                  events: events, startedAt: Date())
+                                  events: events, startedAt: Date(), failPoints: failPoints)
+    }
+
+    public static let hostName = ProcessInfo.processInfo.hostName
+
+    /// The name a service process goes by, as owner of the leases it takes: "poller-4242@host".
+    public static func instanceName(service: String, pid: Int32) -> String { "\(service)-\(pid)@\(hostName)" }
+
+    /// The parts of an instance name, or nil if it is not one.
+    public static func parseInstance(_ name: String) -> (service: String, pid: Int32, host: String)? {
+        guard let at = name.lastIndex(of: "@") else { return nil }
+        let head = name[..<at]
+        guard let dash = head.lastIndex(of: "-"), let pid = Int32(head[head.index(after: dash)...]) else { return nil }
+        return (String(head[..<dash]), pid, String(name[name.index(after: at)...]))
     }
 
     /// The providers this configuration offers.
     public static func providers(config: GenGateConfig) -> ProviderRegistry {
-        let sim = SimProvider(settings: .init(latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate))
+        let sim = SimProvider(settings: .init(
+            latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate,
+            submitLatency: .milliseconds(config.sim.submitLatencyMs), maxOutputsPerCall: config.sim.maxOutputsPerCall,
+            ledger: config.sim.ledger.map { URL(fileURLWithPath: $0) }))
         return ProviderRegistry(adapters: [sim])
+    }
+
+    /// How long a stopping service lets its in-flight work finish.
+    public var drain: Duration { .milliseconds(Int(config.jobs.drainSeconds * 1_000)) }
+
+    /// The job engine's view of this service; `notify` sends its hints to the work queues.
+    public func jobs(notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }) -> JobContext {
+        JobContext(instance: instance, store: store, providers: providers, objects: objects, policy: config.policy, logger: logger,
+                   failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
+                   publish: { [events] in for event in $0 { events.publish(event) } }, notify: notify)
     }
 
     /// Publishes `events` (already committed to the store) on the event stream.

@@ -1,12 +1,15 @@
 import Foundation
 import GenGateCore
 
-/// The durable truth about every job (DESIGN.md "The store is the truth; messages are hints").
+/// The durable truth about every job (docs/ARCHITECTURE.md, "The store is the truth").
 ///
 /// Every state change is a compare-and-set on (id, expected status, version), so handlers are
 /// idempotent and a duplicate message is harmless. Every non-terminal job is either leased to an
-/// owner until a time, or waiting for a next-action time; `dueWork` finds the ones nobody is
-/// looking after. Events of a change are written in the same transaction as the change.
+/// owner until a time, or waiting for a next-action time; `dueWork` and `claimDue` find them by
+/// index. A change commits together with its attempt writes and its events, and is durable when
+/// the call returns, even if the calling task was cancelled meanwhile. The store itself refuses
+/// what must never happen: a terminal job changing, an attempt's submission going back, more
+/// outputs than asked for.
 ///
 /// Implementations: `SQLiteStore` (one host, shared by the services through WAL); a PostgreSQL
 /// backend implements the same protocol for several hosts. All methods are safe to call
@@ -32,21 +35,44 @@ public protocol GenerationStore: Sendable {
     /// expired) and that is due. Returns it with its new version, or nil if someone else has it,
     /// it moved on, or it is not due yet.
     func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date) async throws -> Generation?
+    /// Takes leases on up to `limit` unleased jobs in `status` that are due by `now`, earliest
+    /// first, skipping `excludingProviders`; returns them with their new versions.
+    func claimDue(status: GenerationStatus, owner: String, leaseUntil: Date, now: Date, limit: Int,
+                  excludingProviders: Set<String>) async throws -> [Generation]
+    /// When the earliest unleased job in `status` is due, if any.
+    func nextDue(status: GenerationStatus) async throws -> Date?
     /// Extends a lease still held at `version`; false when lost (cancelled, expired and taken).
     func renewLease(id: String, owner: String, version: Int, until: Date) async throws -> Bool
     /// Gives up a lease still held at `version`, leaving the job due at `nextActionAt` for
     /// whoever comes next. False if the lease was already lost.
     func releaseLease(id: String, owner: String, version: Int, nextActionAt: Date) async throws -> Bool
-    /// Applies `change` if the generation is still at (`from`, `version`); nil otherwise.
+    /// Voids every lease held by `owners` (processes known to be gone), leaving their jobs due at
+    /// `dueAt`. Returns how many leases were voided.
+    func releaseLeases(owners: [String], dueAt: Date) async throws -> Int
+    /// Voids leases that ran out before `now` (their holder is gone or stuck), leaving the jobs
+    /// due at once and bumping their versions so a late holder can write nothing. Returns them.
+    func releaseExpiredLeases(now: Date, limit: Int) async throws -> [DueWork]
+    /// Everyone holding a lease now.
+    func leaseOwners() async throws -> [String]
+    /// Applies `change` if the generation is still at (`from`, `version`) and its attempt update,
+    /// if any, still finds the attempt in an expected state; nil otherwise (nothing written).
     func transition(_ change: Transition) async throws -> Generation?
+    /// Counts one unexpected handler failure on a generation; at `limit` failures it fails the
+    /// generation with `internal_error` (and `event`). Returns the count, or nil if the
+    /// generation is gone or already ended.
+    func recordHandlerFailure(id: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int?
+
+    /// Takes a named lease that only one process holds at a time (e.g. the sweep's), or renews it.
+    func lead(_ name: String, owner: String, until: Date, now: Date) async throws -> Bool
 
     // MARK: Attempts and outputs
 
-    /// Records a submission before the provider call is made.
+    /// Records a submission before the provider call is made (normally part of a `Transition`).
     func recordAttempt(_ attempt: Attempt) async throws
-    func updateAttempt(generationID: String, number: Int, state: Attempt.State, providerTaskID: String?, error: GenGateError?, at: Date) async throws
+    /// Applies `update` alone, if the attempt is still in one of its expected states.
+    func updateAttempt(_ update: AttemptUpdate) async throws -> Bool
     func attempts(generationID: String) async throws -> [Attempt]
-    /// Checkpoints one stored output (DESIGN.md rule 5) while the generation is uploading,
+    /// Checkpoints one stored output (rule 5 of docs/ARCHITECTURE.md) while the generation is uploading,
     /// with its `generation.output` event. False if the generation is no longer uploading.
     func recordStoredOutput(generationID: String, output: Output, event: Event) async throws -> Bool
 
@@ -54,7 +80,14 @@ public protocol GenerationStore: Sendable {
 
     /// Non-terminal generations whose lease expired, or that are unleased and were due before
     /// `staleBefore` (so their message was probably lost), or in `retry_wait` and due by `now`.
+    /// Running generations are not in it unless their lease expired: pollers find due checks
+    /// themselves (`claimDue`).
     func dueWork(now: Date, staleBefore: Date, limit: Int) async throws -> [DueWork]
+    /// Attempts whose provider task may still be running while their generation has ended
+    /// (cancelled, or failed at its deadline, with nobody left to stop the task).
+    func openAttemptsOfEndedGenerations(limit: Int) async throws -> [Attempt]
+    /// Submissions recorded as possibly made twice, by provider.
+    func possibleDoubleCharges() async throws -> [String: Int]
     /// How many generations are in each non-terminal state now.
     func activeCounts() async throws -> [GenerationStatus: Int]
     /// Non-terminal generations past their deadline.
@@ -91,57 +124,6 @@ public struct DueWork: Sendable, Equatable {
         self.id = id
         self.status = status
         self.leaseExpired = leaseExpired
-    }
-}
-
-/// A compare-and-set change of one generation: applied only if it is still at (`from`, `version`).
-/// Fields left nil keep their value.
-public struct Transition: Sendable {
-    public enum LeaseChange: Sendable, Equatable {
-        case keep
-        case release
-        case hold(owner: String, until: Date)
-    }
-
-    public var id: String
-    public var from: GenerationStatus
-    public var version: Int
-    public var to: GenerationStatus
-    public var at: Date
-    public var progress: Int?
-    public var attempts: Int?
-    /// `.some(nil)` clears the error.
-    public var error: GenGateError??
-    public var providerTaskID: String??
-    public var lease: LeaseChange
-    /// `.some(nil)` clears it.
-    public var nextActionAt: Date??
-    /// Outputs the provider produced, recorded if not yet known (by index).
-    public var newOutputs: [Output]
-    /// Written with the change, in the same transaction.
-    public var events: [Event]
-
-    public init(id: String, from: GenerationStatus, version: Int, to: GenerationStatus, at: Date = Date(),
-                progress: Int? = nil, attempts: Int? = nil, error: GenGateError?? = nil, providerTaskID: String?? = nil,
-                lease: LeaseChange = .keep, nextActionAt: Date?? = nil, newOutputs: [Output] = [], events: [Event] = []) {
-        self.id = id
-        self.from = from
-        self.version = version
-        self.to = to
-        self.at = at
-        self.progress = progress
-        self.attempts = attempts
-        self.error = error
-        self.providerTaskID = providerTaskID
-        self.lease = lease
-        self.nextActionAt = nextActionAt
-        self.newOutputs = newOutputs
-        self.events = events
-    }
-
-    /// A change of `generation` as last read.
-    public static func of(_ generation: Generation, to: GenerationStatus, at: Date = Date()) -> Transition {
-        Transition(id: generation.id, from: generation.status, version: generation.version, to: to, at: at)
     }
 }
 

@@ -3,6 +3,10 @@ import GRDB
 /// The schema of the SQLite store, as named migrations registered in order. Never edit a
 /// migration that has shipped; add a new one.
 enum SQLiteSchema {
+    /// Every status but the terminal ones. Partial indexes and the queries that use them repeat
+    /// it word for word: SQLite uses a partial index only when the query states its condition.
+    static let active = "status NOT IN ('completed', 'failed', 'cancelled')"
+
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-foundation") { db in
@@ -81,6 +85,50 @@ enum SQLiteSchema {
                     payload TEXT NOT NULL
                 );
                 CREATE INDEX events_generation ON events(generation_id, seq);
+                """)
+        }
+        migrator.registerMigration("v2-job-engine") { db in
+            try db.execute(sql: """
+                ALTER TABLE generations ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
+                UPDATE generations SET n = COALESCE(json_extract(request, '$.n'), 1);
+                ALTER TABLE generations ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE generations ADD COLUMN check_failures INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE generations ADD COLUMN handler_failures INTEGER NOT NULL DEFAULT 0;
+                ALTER TABLE attempts ADD COLUMN possible_double_charge INTEGER NOT NULL DEFAULT 0;
+
+                -- Due work and expired leases are found by index, never by a scan of every job.
+                CREATE INDEX generations_unleased_due ON generations(status, next_action_at)
+                    WHERE lease_owner IS NULL AND \(active);
+                CREATE INDEX generations_leased ON generations(lease_expires_at) WHERE lease_owner IS NOT NULL;
+                CREATE INDEX generations_deadline ON generations(deadline_at) WHERE \(active);
+                CREATE INDEX attempts_open ON attempts(generation_id) WHERE state IN ('submitting', 'submitted');
+                CREATE INDEX attempts_double_charged ON attempts(provider) WHERE possible_double_charge = 1;
+
+                -- Named leases held by one process at a time (the recovery sweep's).
+                CREATE TABLE leader_leases (
+                    name TEXT PRIMARY KEY,
+                    owner TEXT NOT NULL,
+                    expires_at REAL NOT NULL
+                );
+
+                -- What must never happen, refused by the store itself.
+                CREATE TRIGGER generations_terminal_is_final BEFORE UPDATE ON generations
+                WHEN OLD.status IN ('completed', 'failed', 'cancelled')
+                BEGIN
+                    SELECT RAISE(ABORT, 'a completed, failed or cancelled generation never changes');
+                END;
+                CREATE TRIGGER attempts_never_go_back BEFORE UPDATE ON attempts
+                WHEN (OLD.state != 'submitting' AND NEW.state = 'submitting')
+                  OR (OLD.provider_task_id IS NOT NULL AND NEW.provider_task_id IS NOT OLD.provider_task_id)
+                  OR (OLD.state IN ('succeeded', 'failed', 'abandoned') AND NEW.state != OLD.state)
+                BEGIN
+                    SELECT RAISE(ABORT, 'an attempt never goes back: its submission and outcome are final once recorded');
+                END;
+                CREATE TRIGGER outputs_within_n BEFORE INSERT ON outputs
+                WHEN NEW.idx < 0 OR NEW.idx >= (SELECT n FROM generations WHERE id = NEW.generation_id)
+                BEGIN
+                    SELECT RAISE(ABORT, 'a generation never has more outputs than it asked for');
+                END;
                 """)
         }
         return migrator

@@ -4,10 +4,12 @@ import GenGateCore
 
 /// The embedded store: one SQLite file in WAL mode, shared by every service on the host.
 ///
-/// Each process opens its own `DatabasePool`; writers queue on SQLite's lock for up to
-/// `busyTimeout` instead of failing (GRDB opens write transactions IMMEDIATE). Transactions are
-/// short and never span a network call. Migrations run only through `migrate()` (from
-/// `gengate up` or `gengate migrate`), never concurrently from several services.
+/// Each process opens its own `DatabasePool` and sends every write through one `WriteBatcher`
+/// (group commit: concurrent writes share a transaction and an fsync). While another process
+/// holds the writer lock, a writer waits in short, frequent sleeps (see `busyWait`) rather than
+/// SQLite's default of up to 100 ms a time. Reads (and decoding a generation's request) happen
+/// outside the writer lock. Migrations run only through `migrate` (from `gengate up` or
+/// `gengate migrate`), never concurrently from several services.
 public final class SQLiteStore: GenerationStore {
     /// How hard a commit is on the disk: `full` survives power loss, `normal` a process crash.
     public enum Durability: String, Codable, Sendable {
@@ -16,17 +18,23 @@ public final class SQLiteStore: GenerationStore {
     }
 
     let pool: DatabasePool
+    let batcher: WriteBatcher
 
     /// Opens the database at `path`. Unless `migrate` is true, the schema must already be
     /// current, or this throws `StoreError.schemaMismatch` saying what to run.
     public init(path: String, durability: Durability = .full, busyTimeout: TimeInterval = 10, migrate: Bool = false) throws {
         var configuration = Configuration()
-        configuration.busyMode = .timeout(busyTimeout)
+        configuration.busyMode = .callback(Self.busyWait(timeout: busyTimeout))
         configuration.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         pool = try DatabasePool(path: path, configuration: configuration)
+        // Here, not in prepareDatabase: opening the pool switches the file to WAL, and GRDB sets
+        // `synchronous = NORMAL` on the writer when it does, after prepareDatabase ran.
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+        }
+        batcher = WriteBatcher(pool: pool)
         let migrator = SQLiteSchema.migrator
         if migrate {
             try migrator.migrate(pool)
@@ -42,13 +50,39 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
+    /// SQLite's busy handler, called while another connection holds the lock: sleeps 50 µs at
+    /// first, then 250 µs, then 1 ms a try, and gives up after about `timeout` seconds. SQLite's
+    /// own handler sleeps up to 100 ms a time, which is where multi-process commit tails came from.
+    static func busyWait(timeout: TimeInterval) -> Database.BusyCallback {
+        { tries in
+            let waited: Double
+            switch tries {
+            case ..<20:
+                usleep(50)
+                waited = Double(tries) * 0.000_05
+            case ..<200:
+                usleep(250)
+                waited = 0.001 + Double(tries - 20) * 0.000_25
+            default:
+                usleep(1_000)
+                waited = 0.046 + Double(tries - 200) * 0.001
+            }
+            return waited < timeout
+        }
+    }
+
+    /// `PRAGMA synchronous` as the writer connection has it (2 is FULL, 1 NORMAL).
+    public func writerSynchronous() async throws -> Int {
+        try await pool.writeWithoutTransaction { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+
     // MARK: API keys
 
     public func createAPIKey(name: String, isAdmin: Bool) async throws -> (key: APIKey, secret: String) {
         let key = APIKey(id: Identifier.make("key"), name: name, isAdmin: isAdmin, createdAt: Date())
         let secret = "gg_" + Identifier.randomToken(count: 40)
         let hash = Digest.sha256Hex(secret)
-        try await pool.write { db in
+        try await batcher.write { db in
             try db.execute(
                 sql: "INSERT INTO api_keys (id, name, secret_hash, is_admin, created_at) VALUES (?, ?, ?, ?, ?)",
                 arguments: [key.id, key.name, hash, key.isAdmin, key.createdAt.timeIntervalSince1970])
@@ -74,23 +108,24 @@ public final class SQLiteStore: GenerationStore {
     // MARK: Generations
 
     public func insert(_ generation: Generation, event: Event) async throws {
-        let request = try JSONCoding.encode(generation.request)
-        try await pool.write { db in
+        let request = String(decoding: try JSONCoding.encode(generation.request), as: UTF8.self)
+        let events = try EncodedEvent.encode([event])
+        try await batcher.write { db in
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM generations WHERE id = ?", arguments: [generation.id]) != nil {
                 throw StoreError.duplicateID(generation.id)
             }
             try db.execute(sql: """
-                INSERT INTO generations (id, owner_key_id, model, provider, request, status, version, progress, attempts,
+                INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
                     next_action_at, deadline_at, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """, arguments: [
-                    generation.id, generation.ownerKeyID, generation.request.model, generation.provider,
-                    String(decoding: request, as: UTF8.self), generation.status.rawValue, generation.version,
-                    generation.progress, generation.attempts, generation.nextActionAt?.timeIntervalSince1970,
+                    generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
+                    generation.request.n, generation.status.rawValue, generation.version, generation.progress,
+                    generation.attempts, generation.nextActionAt?.timeIntervalSince1970,
                     generation.deadlineAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970,
                     generation.updatedAt.timeIntervalSince1970,
                 ])
-            try Self.append([event], db: db)
+            try Self.append(events, db: db)
         }
     }
 
@@ -119,24 +154,67 @@ public final class SQLiteStore: GenerationStore {
 
     public func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date) async throws -> Generation? {
         let statusList = statuses.map(\.rawValue)
-        return try await pool.write { db in
-            let placeholders = databaseQuestionMarks(count: statusList.count)
-            var arguments: StatementArguments = [owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, id]
-            arguments += StatementArguments(statusList)
-            arguments += [now.timeIntervalSince1970, now.timeIntervalSince1970]
-            try db.execute(sql: """
-                UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
-                WHERE id = ? AND status IN (\(placeholders))
-                  AND (lease_owner IS NULL OR lease_expires_at < ?)
-                  AND (next_action_at IS NULL OR next_action_at <= ? OR lease_owner IS NOT NULL)
-                """, arguments: arguments)
-            guard db.changesCount == 1 else { return nil }
-            return try Self.fetchGeneration(id: id, db: db)
+        var arguments: StatementArguments = [owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, id]
+        arguments += StatementArguments(statusList)
+        arguments += [now.timeIntervalSince1970, now.timeIntervalSince1970]
+        let sql = """
+            UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
+            WHERE id = ? AND status IN (\(databaseQuestionMarks(count: statusList.count)))
+              AND (lease_owner IS NULL OR lease_expires_at < ?)
+              AND (next_action_at IS NULL OR next_action_at <= ? OR lease_owner IS NOT NULL)
+            RETURNING version
+            """
+        let claimArguments = arguments
+        let claimed = try await batcher.write { db in try Int.fetchOne(db, sql: sql, arguments: claimArguments) }
+        guard let claimed else { return nil }
+        // Decoded after the commit, outside the writer lock. A job that moved on meanwhile was
+        // taken from us (cancelled): nothing to do.
+        guard let generation = try await generation(id: id), generation.version == claimed else { return nil }
+        return generation
+    }
+
+    public func claimDue(status: GenerationStatus, owner: String, leaseUntil: Date, now: Date, limit: Int,
+                         excludingProviders: Set<String>) async throws -> [Generation] {
+        guard limit > 0 else { return [] }
+        var arguments: StatementArguments = [owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970,
+                                             status.rawValue, now.timeIntervalSince1970]
+        var excluded = ""
+        if !excludingProviders.isEmpty {
+            excluded = "AND provider NOT IN (\(databaseQuestionMarks(count: excludingProviders.count)))"
+            arguments += StatementArguments(excludingProviders.sorted())
+        }
+        arguments += [limit]
+        let sql = """
+            UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
+            WHERE id IN (SELECT id FROM generations INDEXED BY generations_unleased_due
+                         WHERE lease_owner IS NULL AND \(Self.active) AND status = ? AND next_action_at <= ? \(excluded)
+                         ORDER BY next_action_at LIMIT ?)
+            RETURNING id, version
+            """
+        let claimArguments = arguments
+        let claimed = try await batcher.write { db in
+            try Row.fetchAll(db, sql: sql, arguments: claimArguments).map { (id: $0["id"] as String, version: $0["version"] as Int) }
+        }
+        guard !claimed.isEmpty else { return [] }
+        let versions = Dictionary(uniqueKeysWithValues: claimed.map { ($0.id, $0.version) })
+        return try await pool.read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM generations WHERE id IN (\(databaseQuestionMarks(count: claimed.count)))",
+                                        arguments: StatementArguments(claimed.map(\.id)))
+            return try rows.map { try Self.decodeGeneration($0, db: db) }.filter { versions[$0.id] == $0.version }
+        }
+    }
+
+    public func nextDue(status: GenerationStatus) async throws -> Date? {
+        try await pool.read { db in
+            try Double.fetchOne(db, sql: """
+                SELECT MIN(next_action_at) FROM generations INDEXED BY generations_unleased_due
+                WHERE lease_owner IS NULL AND \(Self.active) AND status = ?
+                """, arguments: [status.rawValue]).map(Date.init(timeIntervalSince1970:))
         }
     }
 
     public func renewLease(id: String, owner: String, version: Int, until: Date) async throws -> Bool {
-        try await pool.write { db in
+        try await batcher.write { db in
             try db.execute(
                 sql: "UPDATE generations SET lease_expires_at = ? WHERE id = ? AND lease_owner = ? AND version = ?",
                 arguments: [until.timeIntervalSince1970, id, owner, version])
@@ -145,12 +223,45 @@ public final class SQLiteStore: GenerationStore {
     }
 
     public func releaseLease(id: String, owner: String, version: Int, nextActionAt: Date) async throws -> Bool {
-        try await pool.write { db in
+        try await batcher.write { db in
             try db.execute(sql: """
                 UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = ?
                 WHERE id = ? AND lease_owner = ? AND version = ?
                 """, arguments: [nextActionAt.timeIntervalSince1970, id, owner, version])
             return db.changesCount == 1
+        }
+    }
+
+    public func releaseLeases(owners: [String], dueAt: Date) async throws -> Int {
+        guard !owners.isEmpty else { return 0 }
+        let arguments = [dueAt.timeIntervalSince1970] + StatementArguments(owners)
+        let sql = """
+            UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = ?, version = version + 1
+            WHERE lease_owner IN (\(databaseQuestionMarks(count: owners.count)))
+            """
+        return try await batcher.write { db in
+            try db.execute(sql: sql, arguments: arguments)
+            return db.changesCount
+        }
+    }
+
+    public func releaseExpiredLeases(now: Date, limit: Int) async throws -> [DueWork] {
+        try await batcher.write { db in
+            try Row.fetchAll(db, sql: """
+                UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = :now, version = version + 1
+                WHERE id IN (SELECT id FROM generations INDEXED BY generations_leased
+                             WHERE lease_owner IS NOT NULL AND lease_expires_at < :now ORDER BY lease_expires_at LIMIT :limit)
+                RETURNING id, status
+                """, arguments: ["now": now.timeIntervalSince1970, "limit": limit])
+                .compactMap { row in
+                    GenerationStatus(rawValue: row["status"]).map { DueWork(id: row["id"], status: $0, leaseExpired: true) }
+                }
+        }
+    }
+
+    public func leaseOwners() async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(db, sql: "SELECT DISTINCT lease_owner FROM generations INDEXED BY generations_leased WHERE lease_owner IS NOT NULL")
         }
     }
 
@@ -178,6 +289,14 @@ public final class SQLiteStore: GenerationStore {
             assignments.append("provider_task_id = ?")
             arguments += [taskID]
         }
+        if let checks = change.checks {
+            assignments.append("checks = ?")
+            arguments += [checks]
+        }
+        if let failures = change.checkFailures {
+            assignments.append("check_failures = ?")
+            arguments += [failures]
+        }
         switch change.lease {
         case .keep:
             break
@@ -196,73 +315,91 @@ public final class SQLiteStore: GenerationStore {
         arguments += [change.id, change.from.rawValue, change.version]
         let sql = "UPDATE generations SET \(assignments.joined(separator: ", ")) WHERE id = ? AND status = ? AND version = ?"
         let finalArguments = arguments
-        return try await pool.write { db in
-            try db.execute(sql: sql, arguments: finalArguments)
-            guard db.changesCount == 1 else { return nil }
-            for output in change.newOutputs {
-                try db.execute(sql: """
-                    INSERT OR IGNORE INTO outputs (generation_id, idx, source, content_type) VALUES (?, ?, ?, ?)
-                    """, arguments: [change.id, output.index, output.source, output.contentType])
-                // A retried attempt may bring a fresh source for an output not stored yet.
-                try db.execute(sql: """
-                    UPDATE outputs SET source = ?, content_type = ? WHERE generation_id = ? AND idx = ? AND stored_at IS NULL
-                    """, arguments: [output.source, output.contentType, change.id, output.index])
+        let events = try EncodedEvent.encode(change.events)
+        let newAttempt = try change.newAttempt.map(EncodedAttempt.init)
+        let attemptUpdate = try change.attemptUpdate.map(EncodedAttemptUpdate.init)
+        do {
+            let applied = try await batcher.write { db -> Bool in
+                try db.execute(sql: sql, arguments: finalArguments)
+                guard db.changesCount == 1 else { return false }
+                if let newAttempt { try newAttempt.insert(db) }
+                // Refusing rolls the whole change back: the job and its attempt move together.
+                if let attemptUpdate, try !attemptUpdate.apply(db) { throw RefusedChange() }
+                for output in change.newOutputs {
+                    try db.execute(sql: """
+                        INSERT OR IGNORE INTO outputs (generation_id, idx, source, content_type) VALUES (?, ?, ?, ?)
+                        """, arguments: [change.id, output.index, output.source, output.contentType])
+                    // A retried attempt may bring a fresh source for an output not stored yet.
+                    try db.execute(sql: """
+                        UPDATE outputs SET source = ?, content_type = ? WHERE generation_id = ? AND idx = ? AND stored_at IS NULL
+                        """, arguments: [output.source, output.contentType, change.id, output.index])
+                }
+                try Self.append(events, db: db)
+                return true
             }
-            try Self.append(change.events, db: db)
-            return try Self.fetchGeneration(id: change.id, db: db)
+            guard applied else { return nil }
+        } catch is RefusedChange {
+            return nil
+        }
+        if let base = change.base { return base.applying(change) }
+        return try await generation(id: change.id)
+    }
+
+    public func recordHandlerFailure(id: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int? {
+        let events = try EncodedEvent.encode([event])
+        let error = String(decoding: try JSONCoding.encode(GenGateError(.internalError, message, retryable: false)), as: UTF8.self)
+        return try await batcher.write { db -> Int? in
+            guard let count = try Int.fetchOne(db, sql: """
+                UPDATE generations SET handler_failures = handler_failures + 1, lease_owner = NULL, lease_expires_at = NULL,
+                    next_action_at = ? + (1 << MIN(handler_failures, 10)), version = version + 1, updated_at = ?
+                WHERE id = ? AND \(Self.active)
+                RETURNING handler_failures
+                """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, id]) else { return nil }
+            if count >= limit {
+                try db.execute(sql: """
+                    UPDATE generations SET status = 'failed', version = version + 1, updated_at = ?, failed_at = ?, error = ?,
+                        next_action_at = NULL
+                    WHERE id = ?
+                    """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, error, id])
+                try Self.append(events, db: db)
+            }
+            return count
+        }
+    }
+
+    public func lead(_ name: String, owner: String, until: Date, now: Date) async throws -> Bool {
+        try await batcher.write { db in
+            try db.execute(sql: """
+                INSERT INTO leader_leases (name, owner, expires_at) VALUES (?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+                WHERE leader_leases.owner = excluded.owner OR leader_leases.expires_at < ?
+                """, arguments: [name, owner, until.timeIntervalSince1970, now.timeIntervalSince1970])
+            return db.changesCount == 1
         }
     }
 
     // MARK: Attempts and outputs
 
     public func recordAttempt(_ attempt: Attempt) async throws {
-        let indexes = String(decoding: try JSONCoding.encode(attempt.outputIndexes), as: UTF8.self)
-        let error = try attempt.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
-        try await pool.write { db in
-            try db.execute(sql: """
-                INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
-                    state, error, created_at, finished_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [
-                    attempt.generationID, attempt.number, attempt.provider, attempt.clientReference, attempt.providerTaskID,
-                    indexes, attempt.state.rawValue, error, attempt.createdAt.timeIntervalSince1970,
-                    attempt.finishedAt?.timeIntervalSince1970,
-                ])
-        }
+        let encoded = try EncodedAttempt(attempt)
+        try await batcher.write { db in try encoded.insert(db) }
     }
 
-    public func updateAttempt(generationID: String, number: Int, state: Attempt.State, providerTaskID: String?,
-                              error: GenGateError?, at: Date) async throws {
-        let errorText = try error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
-        let finished: Double? = (state == .submitting || state == .submitted) ? nil : at.timeIntervalSince1970
-        try await pool.write { db in
-            try db.execute(sql: """
-                UPDATE attempts SET state = ?, provider_task_id = COALESCE(?, provider_task_id), error = COALESCE(?, error),
-                    finished_at = COALESCE(?, finished_at)
-                WHERE generation_id = ? AND number = ?
-                """, arguments: [state.rawValue, providerTaskID, errorText, finished, generationID, number])
-        }
+    public func updateAttempt(_ update: AttemptUpdate) async throws -> Bool {
+        let encoded = try EncodedAttemptUpdate(update)
+        return try await batcher.write { db in try encoded.apply(db) }
     }
 
     public func attempts(generationID: String) async throws -> [Attempt] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE generation_id = ? ORDER BY number", arguments: [generationID])
-                .map { row in
-                    let indexes: String = row["output_indexes"]
-                    return Attempt(
-                        generationID: row["generation_id"], number: row["number"], provider: row["provider"],
-                        clientReference: row["client_reference"], providerTaskID: row["provider_task_id"],
-                        outputIndexes: try JSONCoding.decoder().decode([Int].self, from: Data(indexes.utf8)),
-                        state: Attempt.State(rawValue: row["state"]) ?? .abandoned,
-                        error: try Self.decodeError(row["error"]),
-                        createdAt: Date(timeIntervalSince1970: row["created_at"]),
-                        finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
-                }
+                .map(Self.decodeAttempt)
         }
     }
 
     public func recordStoredOutput(generationID: String, output: Output, event: Event) async throws -> Bool {
-        try await pool.write { db in
+        let events = try EncodedEvent.encode([event])
+        return try await batcher.write { db in
             let status = try String.fetchOne(db, sql: "SELECT status FROM generations WHERE id = ?", arguments: [generationID])
             guard status == GenerationStatus.uploading.rawValue else { return false }
             try db.execute(sql: """
@@ -271,7 +408,7 @@ public final class SQLiteStore: GenerationStore {
                 """, arguments: [output.objectKey, output.bytes, output.sha256, output.contentType,
                                  (output.storedAt ?? Date()).timeIntervalSince1970, generationID, output.index])
             guard db.changesCount == 1 else { return false }
-            try Self.append([event], db: db)
+            try Self.append(events, db: db)
             return true
         }
     }
@@ -281,16 +418,16 @@ public final class SQLiteStore: GenerationStore {
     public func dueWork(now: Date, staleBefore: Date, limit: Int) async throws -> [DueWork] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT id, status, lease_owner IS NOT NULL AS leased FROM generations
-                WHERE status NOT IN ('completed', 'failed', 'cancelled')
-                  AND ((lease_owner IS NOT NULL AND lease_expires_at < :now)
-                    OR (lease_owner IS NULL AND status = 'retry_wait' AND next_action_at <= :now)
-                    OR (lease_owner IS NULL AND status != 'retry_wait' AND next_action_at <= :stale))
+                SELECT id, status, next_action_at FROM generations INDEXED BY generations_unleased_due
+                WHERE lease_owner IS NULL AND \(Self.active) AND status = 'retry_wait' AND next_action_at <= :now
+                UNION ALL
+                SELECT id, status, next_action_at FROM generations INDEXED BY generations_unleased_due
+                WHERE lease_owner IS NULL AND \(Self.active) AND status IN ('pending', 'dispatching', 'uploading')
+                  AND next_action_at <= :stale
                 ORDER BY next_action_at LIMIT :limit
                 """, arguments: ["now": now.timeIntervalSince1970, "stale": staleBefore.timeIntervalSince1970, "limit": limit])
                 .compactMap { row in
-                    guard let status = GenerationStatus(rawValue: row["status"]) else { return nil }
-                    return DueWork(id: row["id"], status: status, leaseExpired: row["leased"])
+                    GenerationStatus(rawValue: row["status"]).map { DueWork(id: row["id"], status: $0, leaseExpired: false) }
                 }
         }
     }
@@ -300,8 +437,7 @@ public final class SQLiteStore: GenerationStore {
             var counts: [GenerationStatus: Int] = [:]
             for status in GenerationStatus.active { counts[status] = 0 }
             for row in try Row.fetchAll(db, sql: """
-                SELECT status, COUNT(*) AS count FROM generations
-                WHERE status NOT IN ('completed', 'failed', 'cancelled') GROUP BY status
+                SELECT status, COUNT(*) AS count FROM generations WHERE \(Self.active) GROUP BY status
                 """) {
                 if let status = GenerationStatus(rawValue: row["status"]) { counts[status] = row["count"] }
             }
@@ -312,10 +448,33 @@ public final class SQLiteStore: GenerationStore {
     public func pastDeadline(now: Date, limit: Int) async throws -> [Generation] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT * FROM generations WHERE status NOT IN ('completed', 'failed', 'cancelled') AND deadline_at < ?
+                SELECT * FROM generations INDEXED BY generations_deadline WHERE \(Self.active) AND deadline_at < ?
                 ORDER BY deadline_at LIMIT ?
                 """, arguments: [now.timeIntervalSince1970, limit])
                 .map { try Self.decodeGeneration($0, db: db) }
+        }
+    }
+
+    public func openAttemptsOfEndedGenerations(limit: Int) async throws -> [Attempt] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT a.* FROM attempts a INDEXED BY attempts_open JOIN generations g ON g.id = a.generation_id
+                WHERE a.state IN ('submitting', 'submitted') AND a.state = 'submitted' AND g.status IN ('failed', 'cancelled')
+                LIMIT ?
+                """, arguments: [limit])
+                .map(Self.decodeAttempt)
+        }
+    }
+
+    public func possibleDoubleCharges() async throws -> [String: Int] {
+        try await pool.read { db in
+            var counts: [String: Int] = [:]
+            for row in try Row.fetchAll(db, sql: """
+                SELECT provider, COUNT(*) AS count FROM attempts WHERE possible_double_charge = 1 GROUP BY provider
+                """) {
+                counts[row["provider"]] = row["count"]
+            }
+            return counts
         }
     }
 
@@ -335,12 +494,27 @@ public final class SQLiteStore: GenerationStore {
 
     // MARK: Rows
 
-    static func append(_ events: [Event], db: Database) throws {
+    /// Every status but the terminal ones, word for word as in the partial indexes' WHERE
+    /// clauses: SQLite uses a partial index only for queries that repeat its condition.
+    static let active = SQLiteSchema.active
+
+    static func append(_ events: [EncodedEvent], db: Database) throws {
         for event in events {
-            let payload = String(decoding: try JSONCoding.encode(event.payload), as: UTF8.self)
             try db.execute(sql: "INSERT INTO events (generation_id, type, at, payload) VALUES (?, ?, ?, ?)",
-                           arguments: [event.generationID, event.type.rawValue, event.at.timeIntervalSince1970, payload])
+                           arguments: [event.generationID, event.type, event.at, event.payload])
         }
+    }
+
+    static func decodeAttempt(_ row: Row) throws -> Attempt {
+        let indexes: String = row["output_indexes"]
+        return Attempt(
+            generationID: row["generation_id"], number: row["number"], provider: row["provider"],
+            clientReference: row["client_reference"], providerTaskID: row["provider_task_id"],
+            outputIndexes: try JSONCoding.decoder().decode([Int].self, from: Data(indexes.utf8)),
+            state: Attempt.State(rawValue: row["state"]) ?? .abandoned,
+            error: try decodeError(row["error"]),
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     static func fetchGeneration(id: String, db: Database) throws -> Generation? {
@@ -381,6 +555,77 @@ public final class SQLiteStore: GenerationStore {
             error: try decodeError(row["error"]), providerTaskID: row["provider_task_id"],
             leaseOwner: row["lease_owner"], leaseExpiresAt: date("lease_expires_at"), nextActionAt: date("next_action_at"),
             deadlineAt: date("deadline_at") ?? Date.distantFuture, createdAt: date("created_at") ?? Date(),
-            updatedAt: date("updated_at") ?? Date(), phaseTimes: phases, outputs: outputs)
+            updatedAt: date("updated_at") ?? Date(), phaseTimes: phases, outputs: outputs, checks: row["checks"],
+            checkFailures: row["check_failures"])
+    }
+}
+
+/// A change the store refused part-way (an attempt no longer in an expected state); thrown to
+/// roll the change back, never seen by callers.
+struct RefusedChange: Error {}
+
+/// An event in the form the events table keeps, encoded before the writer lock is taken.
+struct EncodedEvent: Sendable {
+    var generationID: String?
+    var type: String
+    var at: Double
+    var payload: String
+
+    static func encode(_ events: [Event]) throws -> [EncodedEvent] {
+        try events.map { event in
+            EncodedEvent(generationID: event.generationID, type: event.type.rawValue, at: event.at.timeIntervalSince1970,
+                         payload: String(decoding: try JSONCoding.encode(event.payload), as: UTF8.self))
+        }
+    }
+}
+
+/// An attempt row, encoded before the writer lock is taken.
+struct EncodedAttempt: Sendable {
+    var attempt: Attempt
+    var indexes: String
+    var error: String?
+
+    init(_ attempt: Attempt) throws {
+        self.attempt = attempt
+        indexes = String(decoding: try JSONCoding.encode(attempt.outputIndexes), as: UTF8.self)
+        error = try attempt.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
+    }
+
+    func insert(_ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
+                state, error, created_at, finished_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [
+                attempt.generationID, attempt.number, attempt.provider, attempt.clientReference, attempt.providerTaskID,
+                indexes, attempt.state.rawValue, error, attempt.createdAt.timeIntervalSince1970,
+                attempt.finishedAt?.timeIntervalSince1970,
+            ])
+    }
+}
+
+/// An attempt's compare-and-set, encoded before the writer lock is taken.
+struct EncodedAttemptUpdate: Sendable {
+    var update: AttemptUpdate
+    var error: String?
+
+    init(_ update: AttemptUpdate) throws {
+        self.update = update
+        error = try update.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
+    }
+
+    /// False if the attempt is not in one of the expected states (nothing written).
+    func apply(_ db: Database) throws -> Bool {
+        let finished: Double? = (update.to == .submitting || update.to == .submitted) ? nil : update.at.timeIntervalSince1970
+        let expected = update.from.map(\.rawValue).sorted()
+        var arguments: StatementArguments = [update.to.rawValue, update.providerTaskID, error, finished, update.possibleDoubleCharge,
+                                             update.generationID, update.number]
+        arguments += StatementArguments(expected)
+        try db.execute(sql: """
+            UPDATE attempts SET state = ?, provider_task_id = COALESCE(?, provider_task_id), error = COALESCE(?, error),
+                finished_at = COALESCE(?, finished_at), possible_double_charge = MAX(possible_double_charge, ?)
+            WHERE generation_id = ? AND number = ? AND state IN (\(databaseQuestionMarks(count: expected.count)))
+            """, arguments: arguments)
+        return db.changesCount == 1
     }
 }

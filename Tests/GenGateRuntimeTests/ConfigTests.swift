@@ -71,17 +71,6 @@ final class ConfigTests: XCTestCase {
         config.bus.endpoints["poll-in"] = "tcp://10.0.0.1:7000"
         XCTAssertEqual(BusTopology(config: config).producerEndpoint(.poll), "tcp://10.0.0.1:7000")
     }
-
-    func testBackoffGrowsWithJitterUnderACapAndHonoursRetryAfter() {
-        let backoff = Backoff(base: 2, cap: 60)
-        let low = { (range: ClosedRange<Double>) in range.lowerBound }
-        let high = { (range: ClosedRange<Double>) in range.upperBound }
-        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: low), 1)
-        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: high), 2)
-        XCTAssertEqual(backoff.delay(afterAttempt: 3, random: high), 8)
-        XCTAssertEqual(backoff.delay(afterAttempt: 30, random: high), 60)
-        XCTAssertEqual(backoff.delay(afterAttempt: 1, retryAfter: 30, random: low), 30)
-    }
 }
 
 final class DeployExampleTests: XCTestCase {

@@ -165,7 +165,7 @@ class GenerationStoreContractTests: XCTestCase {
         XCTAssertFalse(recorded, "a cancelled job is final")
     }
 
-    func testDueWorkFindsExpiredLeasesStaleMessagesAndDueRetries() async throws {
+    func testExpiredLeasesAreVoidedAndDueWorkFindsStaleMessagesAndDueRetries() async throws {
         let now = Date()
         let fresh = try await inserted(makeGeneration(now: now))
         let stale = try await inserted(makeGeneration(now: now - 60))
@@ -176,11 +176,18 @@ class GenerationStoreContractTests: XCTestCase {
         retry.nextActionAt = .some(now - 0.5)
         _ = try await store.transition(retry)
 
+        let expired = try await store.releaseExpiredLeases(now: now, limit: 10)
+        XCTAssertEqual(expired, [DueWork(id: leased.id, status: .pending, leaseExpired: true)])
+        let voided = try await store.generation(id: leased.id)
+        XCTAssertNil(voided?.leaseOwner, "an expired lease is voided")
+        let lateWrite = try await store.renewLease(id: leased.id, owner: "dead", version: 2, until: now + 30)
+        XCTAssertFalse(lateWrite, "its holder, if it still lives, can write nothing")
+
         let due = try await store.dueWork(now: now, staleBefore: now - 5, limit: 10)
         let byID = Dictionary(uniqueKeysWithValues: due.map { ($0.id, $0) })
         XCTAssertNil(byID[fresh.id], "a job whose message was just sent is not due yet")
         XCTAssertEqual(byID[stale.id]?.status, .pending)
-        XCTAssertEqual(byID[leased.id]?.leaseExpired, true)
+        XCTAssertNil(byID[leased.id], "voided just now: due at once, within the staleness grace")
         XCTAssertEqual(byID[waiting.id]?.status, .retryWait, "a retry is due at its time, with no staleness grace")
     }
 

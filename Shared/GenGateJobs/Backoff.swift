@@ -1,6 +1,6 @@
 import Foundation
 
-/// Exponential back-off with full jitter and a cap (DESIGN.md "Errors"): attempt 1 waits about
+/// Exponential back-off with full jitter and a cap (docs/ARCHITECTURE.md, "Retries"): attempt 1 waits about
 /// `base`, each next one up to twice as long, never more than `cap`. A provider's Retry-After
 /// sets a floor.
 public struct Backoff: Sendable, Equatable {

@@ -1,38 +1,36 @@
 import Foundation
-import GenGateBus
 import GenGateCore
 import GenGateObjects
 import GenGateProviders
-import GenGateRuntime
 import GenGateStore
 
-/// Moves one generation's outputs from the provider to object storage, one at a time, each
-/// checkpointed as it lands (DESIGN.md rule 5), then completes the generation.
-struct OutputTransfer: Sendable {
-    let environment: ServiceEnvironment
+/// The uploader's step: moves one generation's outputs from the provider to object storage, one
+/// at a time, each checkpointed as it lands (rule 5), then completes the generation, or sends it
+/// back to the dispatcher when the model makes several calls for its n outputs.
+public struct OutputTransfer: Sendable {
+    public let context: JobContext
 
-    var store: any GenerationStore { environment.store }
+    public init(context: JobContext) {
+        self.context = context
+    }
+
+    var store: any GenerationStore { context.store }
 
     /// Tries per output in one go; after that a retryable failure waits `retryLater` seconds.
     static let triesPerOutput = 3
     static let retryLater = 10.0
 
-    func handle(_ item: WorkItem) async {
-        do {
-            try await transfer(item.generationID)
-        } catch is CancellationError {
-            return
-        } catch {
-            environment.logger.error("upload failed", metadata: ["generation": "\(item.generationID)", "error": "\(error)"])
-        }
+    /// Handles a "look at this job" hint for the upload step.
+    public func handle(_ generationID: String) async {
+        await context.guarding(generationID, step: .upload) { try await transfer(generationID) }
     }
 
-    func transfer(_ id: String) async throws {
+    public func transfer(_ id: String) async throws {
         let now = Date()
-        guard var generation = try await store.claim(id: id, statuses: [.uploading], owner: environment.instance,
-                                                     leaseUntil: environment.leaseUntil(now), now: now)
+        guard var generation = try await store.claim(id: id, statuses: Lifecycle.Step.upload.claims, owner: context.instance,
+                                                     leaseUntil: context.leaseUntil(now), now: now)
         else { return }
-        let adapter = try environment.providers.adapter(generation.provider)
+        let adapter = try context.providers.adapter(generation.provider)
         let backoff = Backoff(base: 0.5, cap: 5)
 
         for output in generation.outputs where !output.isStored {
@@ -40,24 +38,26 @@ struct OutputTransfer: Sendable {
             var lastError = GenGateError(.uploadFailed, "not tried")
             for attempt in 1...Self.triesPerOutput {
                 if Task.isCancelled {
-                    await environment.releaseLease(generation)
+                    await context.releaseLease(generation)
                     return
                 }
                 do {
-                    stored = try await environment.keepingLease(generation) {
+                    let createdAt = generation.createdAt
+                    stored = try await context.keepingLease(generation) {
                         let fetched = try await adapter.fetch(output)
-                        let key = ObjectKey.forOutput(prefix: environment.config.objects.prefix, generationID: id,
-                                                      createdAt: generation.createdAt, index: output.index,
+                        let key = ObjectKey.forOutput(prefix: context.objectPrefix, generationID: id,
+                                                      createdAt: createdAt, index: output.index,
                                                       contentType: fetched.contentType)
-                        return try await environment.objects.put(key: key, data: fetched.data, contentType: fetched.contentType)
+                        return try await context.objects.put(key: key, data: fetched.data, contentType: fetched.contentType)
                     }
+                    context.failPoints.reached(.afterStore)
                     break
                 } catch {
                     lastError = GenGateError.wrap(error)
                     if lastError.code != .uploadFailed {
                         lastError = GenGateError(.uploadFailed, "output \(output.index): \(lastError.message)", retryable: lastError.retryable)
                     }
-                    environment.logger.warning("output transfer failed", metadata: [
+                    context.logger.warning("output transfer failed", metadata: [
                         "generation": "\(id)", "index": "\(output.index)", "try": "\(attempt)", "error": "\(lastError)",
                     ])
                     guard lastError.retryable, attempt < Self.triesPerOutput else { break }
@@ -72,9 +72,9 @@ struct OutputTransfer: Sendable {
                     later.error = .some(lastError)
                     later.lease = .release
                     later.nextActionAt = .some(Date().addingTimeInterval(Self.retryLater))
-                    _ = try await environment.apply(later)
+                    _ = try await context.apply(later)
                 } else {
-                    _ = try await environment.fail(generation, error: lastError)
+                    _ = try await context.fail(generation, error: lastError)
                 }
                 return
             }
@@ -87,23 +87,35 @@ struct OutputTransfer: Sendable {
             let event = Event(.generationOutput, generationID: id, payload: [
                 "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
                 "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
-                "url": .string(OutputURL.make(base: environment.config.publicBaseURL, generationID: id, index: output.index)),
+                "url": .string(OutputURL.make(base: context.publicBaseURL, generationID: id, index: output.index)),
             ])
             guard try await store.recordStoredOutput(generationID: id, output: checkpoint, event: event) else {
                 return  // cancelled meanwhile
             }
-            environment.publish([event])
-            guard try await store.renewLease(id: id, owner: environment.instance, version: generation.version,
-                                             until: environment.leaseUntil()) else { return }
+            context.publish([event])
+            guard try await store.renewLease(id: id, owner: context.instance, version: generation.version,
+                                             until: context.leaseUntil()) else { return }
         }
 
         guard let current = try await store.generation(id: id), current.version == generation.version else { return }
         generation = current
         let missing = generation.missingOutputIndexes
         if !missing.isEmpty {
-            // The provider returned fewer outputs than asked: ask again for the rest only.
-            environment.logger.notice("outputs missing after upload; dispatching again", metadata: ["generation": "\(id)", "missing": "\(missing)"])
-            _ = try await environment.failOrRetry(generation, error: GenGateError(.providerError, "the provider returned \(generation.request.n - missing.count) of \(generation.request.n) outputs"))
+            let last = try await store.attempts(generationID: id).last
+            let delivered = last.map { attempt in attempt.state == .succeeded && attempt.outputIndexes.allSatisfy { !missing.contains($0) } }
+            if delivered == true {
+                // The provider gives fewer outputs per call than asked for: the next call asks
+                // for the rest. Not a failure.
+                var change = Transition.of(generation, to: .pending)
+                change.lease = .release
+                change.nextActionAt = .some(Date())
+                change.error = .some(nil)
+                if try await context.apply(change) != nil { context.notify(.submit, id, "more outputs to ask for") }
+                return
+            }
+            // The provider returned fewer outputs than this attempt asked for: ask again for the rest only.
+            context.logger.notice("outputs missing after upload; dispatching again", metadata: ["generation": "\(id)", "missing": "\(missing)"])
+            _ = try await context.failOrRetry(generation, error: GenGateError(.providerError, "the provider returned \(generation.request.n - missing.count) of \(generation.request.n) outputs"))
             return
         }
         var change = Transition.of(generation, to: .completed)
@@ -116,6 +128,6 @@ struct OutputTransfer: Sendable {
             "model": .string(generation.request.model),
             "duration_ms": .number((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()),
         ])]
-        _ = try await environment.apply(change)
+        _ = try await context.apply(change)
     }
 }

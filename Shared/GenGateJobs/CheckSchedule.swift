@@ -1,0 +1,43 @@
+import Foundation
+
+/// When a running provider task is checked: the first check `firstSeconds` after submission,
+/// each next one `factor` times later than the one before, never more than `maxSeconds` apart,
+/// every delay stretched or shrunk at random by up to `jitter` (a fraction) so that tasks
+/// submitted together do not all check together. A provider's Retry-After is a floor.
+public struct CheckSchedule: Codable, Sendable, Equatable {
+    public var firstSeconds: Double
+    public var factor: Double
+    public var maxSeconds: Double
+    public var jitter: Double
+
+    public init(firstSeconds: Double, factor: Double, maxSeconds: Double, jitter: Double) {
+        self.firstSeconds = firstSeconds
+        self.factor = factor
+        self.maxSeconds = maxSeconds
+        self.jitter = jitter
+    }
+
+    /// Images usually finish in seconds: check within a second, never wait more than 5 s.
+    public static let image = CheckSchedule(firstSeconds: 0.5, factor: 1.5, maxSeconds: 5, jitter: 0.2)
+    /// Videos take minutes: start late, back off to two minutes.
+    public static let video = CheckSchedule(firstSeconds: 15, factor: 1.5, maxSeconds: 120, jitter: 0.2)
+    /// Text is quick.
+    public static let text = CheckSchedule(firstSeconds: 0.25, factor: 1.5, maxSeconds: 5, jitter: 0.2)
+
+    /// Seconds from check number `checks` (0: the submission) to the next one.
+    public func delay(afterCheck checks: Int, retryAfter: Double? = nil,
+                      random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Double {
+        let exponent = Double(min(max(checks, 0), 60))
+        let planned = min(maxSeconds, firstSeconds * pow(factor, exponent))
+        let spread = jitter > 0 ? random((1 - jitter)...(1 + jitter)) : 1
+        return max(planned * spread, retryAfter ?? 0)
+    }
+
+    /// A problem with these numbers, said in terms of `name`, or nil.
+    public func problem(named name: String) -> String? {
+        guard firstSeconds > 0, factor >= 1, maxSeconds >= firstSeconds, (0..<1).contains(jitter) else {
+            return "\(name): first_seconds > 0, factor ≥ 1, max_seconds ≥ first_seconds and 0 ≤ jitter < 1"
+        }
+        return nil
+    }
+}

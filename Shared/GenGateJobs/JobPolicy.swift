@@ -1,0 +1,93 @@
+import Foundation
+import GenGateCore
+import GenGateProviders
+
+/// Every number the job engine runs by, in one value built once from configuration: leases,
+/// the sweep, draining on shutdown, retries, the check schedule and the bounds on checks.
+public struct JobPolicy: Sendable, Equatable {
+    /// How long a worker owns a job while it acts on it before others may take it over.
+    public var leaseSeconds: Double
+    public var sweepIntervalSeconds: Double
+    /// An unleased job due this long ago is assumed to have lost its message.
+    public var staleAfterSeconds: Double
+    /// How long a stopping service lets in-flight work finish before cancelling it. Provider
+    /// submissions under way are never cancelled: their answer is always recorded.
+    public var drainSeconds: Double
+    public var retry: RetryPolicy
+    /// Check schedules by model id, then by kind of model.
+    public var modelSchedules: [String: CheckSchedule]
+    public var kindSchedules: [ModelInfo.Kind: CheckSchedule]
+    /// Consecutive failed status calls before the attempt counts as failed.
+    public var maxCheckFailures: Int
+    /// Status calls one poller makes to one provider at once.
+    public var checkConcurrency: Int
+    /// Due checks one poller claims in one go.
+    public var checkBatch: Int
+    /// Times a handler may fail on one job (an unexpected error, not a provider's) before the job
+    /// fails with `internal_error` instead of being tried forever.
+    public var maxHandlerFailures: Int
+
+    public init(leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
+                drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(), modelSchedules: [String: CheckSchedule] = [:],
+                kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
+                maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5) {
+        self.leaseSeconds = leaseSeconds
+        self.sweepIntervalSeconds = sweepIntervalSeconds
+        self.staleAfterSeconds = staleAfterSeconds
+        self.drainSeconds = drainSeconds
+        self.retry = retry
+        self.modelSchedules = modelSchedules
+        self.kindSchedules = kindSchedules
+        self.maxCheckFailures = maxCheckFailures
+        self.checkConcurrency = checkConcurrency
+        self.checkBatch = checkBatch
+        self.maxHandlerFailures = maxHandlerFailures
+    }
+
+    /// The check schedule of `model`: its own, else its kind's, else the image one.
+    public func schedule(model: String, kind: ModelInfo.Kind?) -> CheckSchedule {
+        modelSchedules[model] ?? kind.flatMap { kindSchedules[$0] } ?? .image
+    }
+
+    /// Until when a lease taken at `now` lasts.
+    public func leaseUntil(_ now: Date) -> Date { now.addingTimeInterval(leaseSeconds) }
+}
+
+/// How failed attempts are retried: exponential back-off with jitter and a cap, a provider's
+/// Retry-After as a floor, at most `maxAttempts` submissions, never past the deadline.
+public struct RetryPolicy: Sendable, Equatable {
+    public var maxAttempts: Int
+    public var baseSeconds: Double
+    public var maxSeconds: Double
+
+    public init(maxAttempts: Int = 4, baseSeconds: Double = 2, maxSeconds: Double = 60) {
+        self.maxAttempts = maxAttempts
+        self.baseSeconds = baseSeconds
+        self.maxSeconds = maxSeconds
+    }
+
+    public enum Decision: Sendable, Equatable {
+        case retry(at: Date)
+        /// Fail with this error (the one given, told that no retries are left where that is why).
+        case fail(GenGateError)
+    }
+
+    /// What to do after attempt number `attempts` failed with `error`.
+    public func decide(after error: GenGateError, attempts: Int, deadline: Date, now: Date,
+                       random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Decision {
+        let wait = Backoff(base: baseSeconds, cap: maxSeconds).delay(afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
+        let retryAt = now.addingTimeInterval(wait)
+        if error.retryable && attempts < maxAttempts && retryAt < deadline {
+            return .retry(at: retryAt)
+        }
+        var final = error
+        if error.retryable && attempts >= maxAttempts {
+            final.message = "\(error.message) (gave up after \(attempts) attempts)"
+            final.retryable = false
+        } else if error.retryable {
+            final.message = "\(error.message) (no time left before the deadline to try again)"
+            final.retryable = false
+        }
+        return .fail(final)
+    }
+}

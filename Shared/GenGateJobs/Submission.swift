@@ -1,0 +1,210 @@
+import Foundation
+import GenGateCore
+import GenGateProviders
+import GenGateStore
+import ServiceLifecycle
+
+/// The dispatcher's step: takes one due job through a provider submission. Claim it; recover an
+/// interrupted submission first if there is one; record the attempt (with the move to
+/// `dispatching`) before the provider hears of it; submit; record the outcome together with the
+/// move to `running` (or to `retry_wait` / `failed`) in one transaction.
+///
+/// Where a stop lands (docs/ARCHITECTURE.md, "Stopping"): before the attempt is recorded,
+/// nothing happened. Between the record and the provider's answer, the provider may or may not
+/// have the task: recovery asks it by client reference where it can, and otherwise submits again
+/// and counts a possible double charge in the store. Once the call is made, shutdown does not
+/// cancel it: the call and its record run to the end in a task of their own, which a draining
+/// process waits for.
+public struct Submission: Sendable {
+    public let context: JobContext
+
+    public init(context: JobContext) {
+        self.context = context
+    }
+
+    var store: any GenerationStore { context.store }
+
+    /// Handles a "look at this job" hint for the submit step.
+    public func handle(_ generationID: String) async {
+        await context.guarding(generationID, step: .submit) { try await dispatch(generationID) }
+    }
+
+    /// One pass of the step over `id`. Returns quietly when the job is not due or not ours.
+    public func dispatch(_ id: String, now: Date = Date()) async throws {
+        guard var generation = try await store.claim(id: id, statuses: Lifecycle.Step.submit.claims, owner: context.instance,
+                                                     leaseUntil: context.leaseUntil(now), now: now)
+        else { return }
+        if now >= generation.deadlineAt {
+            _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "deadline passed before dispatch"))
+            return
+        }
+        let adapter: any ProviderAdapter
+        do {
+            adapter = try context.providers.adapter(generation.provider)
+        } catch {
+            _ = try await context.fail(generation, error: GenGateError.wrap(error))
+            return
+        }
+        if Task.isShuttingDownGracefully {
+            // Draining: start nothing new; whoever comes next takes it at once.
+            await context.releaseLease(generation)
+            return
+        }
+        var abandoned: AttemptUpdate?
+        if generation.status == .dispatching {
+            switch try await recover(generation, adapter: adapter) {
+            case .done:
+                return
+            case .resubmit(let updated, let abandoning):
+                generation = updated
+                abandoned = abandoning
+            }
+        }
+        let missing = generation.missingOutputIndexes
+        if missing.isEmpty {
+            // Every output was stored by earlier attempts: let the uploader complete it.
+            var change = Transition.of(generation, to: .uploading)
+            change.lease = .release
+            change.nextActionAt = .some(Date())
+            change.attemptUpdate = abandoned
+            if try await context.apply(change) != nil { context.notify(.upload, id, "all outputs stored") }
+            return
+        }
+        let number = generation.attempts + 1
+        let outputIndexes = Array(missing.prefix(adapter.capabilities.maxOutputsPerCall))
+        let reference = "\(id)-a\(number)"
+        let request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
+
+        // Rule 4: the attempt is on record before the provider hears of it, in one transaction
+        // with the move to `dispatching` (and with closing an interrupted attempt, if any).
+        var change = Transition.of(generation, to: .dispatching)
+        change.attempts = number
+        change.newAttempt = Attempt(generationID: id, number: number, provider: adapter.name, clientReference: reference,
+                                    providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
+                                    createdAt: Date(), finishedAt: nil)
+        change.attemptUpdate = abandoned
+        guard let dispatching = try await context.apply(change) else { return }
+        if let abandoned, abandoned.possibleDoubleCharge { reportPossibleDoubleCharge(generation, attempt: abandoned) }
+        context.failPoints.reached(.beforeSubmit)
+
+        // From here the provider may charge: the call and its record run to the end in a task
+        // that shutdown does not cancel.
+        let context = self.context
+        try await Task {
+            try await Submission(context: context).submitAndRecord(dispatching, adapter: adapter, request: request, attempt: number)
+        }.value
+    }
+
+    func submitAndRecord(_ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int) async throws {
+        let id = dispatching.id
+        let started = ContinuousClock.now
+        let taskID: String
+        do {
+            taskID = try await context.keepingLease(dispatching) { try await adapter.submit(request) }
+        } catch {
+            let failure = GenGateError.wrap(error)
+            context.publish([context.providerCall(provider: adapter.name, model: request.model, operation: "submit", started: started,
+                                                  error: failure)])
+            let closed = AttemptUpdate(generationID: id, number: number, from: [.submitting], to: .failed, error: failure)
+            if try await context.failOrRetry(dispatching, error: failure, attempt: closed) == nil {
+                _ = try await store.updateAttempt(closed)  // the job moved on; the attempt still ends
+            }
+            return
+        }
+        context.publish([context.providerCall(provider: adapter.name, model: request.model, operation: "submit", started: started,
+                                              error: nil)])
+        context.failPoints.reached(.afterSubmit)
+        let submitted = AttemptUpdate(generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
+        if try await startChecks(dispatching, taskID: taskID, attempt: number, record: submitted) {
+            context.failPoints.reached(.afterRecord)
+            return
+        }
+        // The job moved on while the provider answered: cancelled, past its deadline, or our
+        // lease was voided and another worker took over. Put the task on record; the sweep stops
+        // the tasks of ended jobs, and a worker recovering the job resumes it.
+        if try await !store.updateAttempt(submitted) {
+            // The worker that took over gave this attempt up and submitted again: nobody will
+            // ever use this task.
+            context.logger.warning("submission answered after its attempt was abandoned; cancelling it",
+                                   metadata: ["generation": "\(id)", "attempt": "\(number)"])
+            await context.cancelProviderTask(adapter, taskID: taskID)
+        }
+    }
+
+    /// Moves a submitted job to `running` with its first check time, recording `record` in the
+    /// same transaction. False if the job moved on.
+    func startChecks(_ generation: Generation, taskID: String, attempt: Int, record: AttemptUpdate?) async throws -> Bool {
+        let now = Date()
+        let kind = context.providers.model(generation.request.model)?.kind
+        let schedule = context.policy.schedule(model: generation.request.model, kind: kind)
+        var change = Transition.of(generation, to: .running, at: now)
+        change.providerTaskID = .some(taskID)
+        change.lease = .release
+        change.nextActionAt = .some(TaskCheck.firstCheck(after: now, schedule: schedule, deadline: generation.deadlineAt))
+        change.error = .some(nil)
+        change.checks = 0
+        change.checkFailures = 0
+        change.attemptUpdate = record
+        change.events = [Event(.generationStarted, generationID: generation.id, at: now, payload: [
+            "attempt": .number(Double(attempt)), "provider": .string(generation.provider),
+            "model": .string(generation.request.model), "provider_task_id": .string(taskID),
+        ])]
+        guard try await context.apply(change) != nil else { return false }
+        context.notify(.check, generation.id, "submitted")
+        return true
+    }
+
+    enum Recovery {
+        /// The job is taken care of (polling resumed).
+        case done
+        /// Submit again; `abandoning` closes the interrupted attempt in the same transaction.
+        case resubmit(Generation, abandoning: AttemptUpdate?)
+    }
+
+    /// Rule 4 after a crash: never submit again what is on record, ask the provider where it can
+    /// tell, and count a possible double charge where it cannot.
+    func recover(_ generation: Generation, adapter: any ProviderAdapter) async throws -> Recovery {
+        let last = try await store.attempts(generationID: generation.id).last
+        var action = SubmissionRecovery.decide(last: last, providerFindsByReference: adapter.capabilities.findsSubmissionByReference)
+        if case .askProvider(let attempt) = action {
+            let request = ProviderRequest(generation: generation, clientReference: attempt.clientReference,
+                                          outputIndexes: attempt.outputIndexes)
+            do {
+                let found = try await context.keepingLease(generation) {
+                    try await adapter.findSubmission(clientReference: attempt.clientReference, request: request)
+                }
+                action = SubmissionRecovery.afterAsking(attempt, found: found, askFailed: false)
+            } catch {
+                context.logger.warning("could not ask the provider about an interrupted submission",
+                                       metadata: ["generation": "\(generation.id)", "error": "\(error)"])
+                action = SubmissionRecovery.afterAsking(attempt, found: nil, askFailed: true)
+            }
+        }
+        switch action {
+        case .resume(let taskID, let number):
+            let record = last?.state == .submitting
+                ? AttemptUpdate(generationID: generation.id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
+                : nil
+            _ = try await startChecks(generation, taskID: taskID, attempt: number, record: record)
+            return .done
+        case .resubmit(let abandoning, let possibleDoubleCharge):
+            let update = abandoning.map {
+                AttemptUpdate(generationID: generation.id, number: $0.number, from: [.submitting, .submitted], to: .abandoned,
+                              error: GenGateError(.internalError, "a worker stopped during this submission"),
+                              possibleDoubleCharge: possibleDoubleCharge)
+            }
+            return .resubmit(generation, abandoning: update)
+        case .askProvider:
+            return .resubmit(generation, abandoning: nil)  // unreachable: asked above
+        }
+    }
+
+    func reportPossibleDoubleCharge(_ generation: Generation, attempt: AttemptUpdate) {
+        context.publish([Event(.providerPossibleDoubleCharge, generationID: generation.id, payload: [
+            "provider": .string(generation.provider), "model": .string(generation.request.model),
+            "attempt": .number(Double(attempt.number)), "client_reference": .string("\(generation.id)-a\(attempt.number)"),
+        ])])
+        context.logger.warning("submitting again after an interrupted submission; the provider may charge twice",
+                               metadata: ["generation": "\(generation.id)", "attempt": "\(attempt.number)"])
+    }
+}

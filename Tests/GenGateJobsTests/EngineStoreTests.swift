@@ -1,0 +1,139 @@
+import Foundation
+import GenGateCore
+import GenGateJobs
+@testable import GenGateStore
+import GRDB
+import XCTest
+
+/// What the store promises the engine: real durability, group commit that survives its
+/// callers' cancellation, what must never happen refused, and due work found by index.
+final class EngineStoreTests: XCTestCase {
+    func testDurabilityFullIsWhatTheWriterConnectionRuns() async throws {
+        let harness = try await Harness()
+        let synchronous = try await harness.store.writerSynchronous()
+        XCTAssertEqual(synchronous, 2, "PRAGMA synchronous must be FULL (2) on the writer, where commits happen")
+        let normal = try SQLiteStore(path: harness.directory.appendingPathComponent("gengate.sqlite").path, durability: .normal)
+        let relaxed = try await normal.writerSynchronous()
+        XCTAssertEqual(relaxed, 1)
+    }
+
+    func testConcurrentWritesShareCommitsAndEachCallerSeesItsOwnResult() async throws {
+        let harness = try await Harness()
+        let jobs = try await withThrowingTaskGroup(of: Generation.self) { group in
+            for _ in 0..<300 { group.addTask { try await harness.submit() } }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        XCTAssertEqual(jobs.count, 300)
+        let counts = try await harness.store.activeCounts()
+        XCTAssertEqual(counts[.pending], 300)
+        // One duplicate among good writes fails alone.
+        async let duplicate: Void = harness.store.insert(jobs[0], event: Event(.generationCreated, generationID: jobs[0].id))
+        async let fresh = harness.submit()
+        do {
+            try await duplicate
+            XCTFail("a duplicate id must be refused")
+        } catch let error as StoreError {
+            XCTAssertEqual(error, .duplicateID(jobs[0].id))
+        }
+        let kept = try await fresh
+        let found = try await harness.store.generation(id: kept.id)
+        XCTAssertNotNil(found)
+    }
+
+    func testAWriteStartedByACancelledTaskStillCommits() async throws {
+        let harness = try await Harness()
+        let writes = (0..<50).map { _ in Task { try await harness.submit() } }
+        for write in writes { write.cancel() }
+        var committed = 0
+        for write in writes where (try? await write.value) != nil { committed += 1 }
+        let counts = try await harness.store.activeCounts()
+        XCTAssertEqual(counts[.pending], committed, "every write that returned is in the store")
+    }
+
+    func testATerminalJobNeverChangesEvenByHand() async throws {
+        let harness = try await Harness()
+        let job = try await harness.submit()
+        let outcome = try await harness.context().cancel(job)
+        guard case .cancelled = outcome else { return XCTFail() }
+        do {
+            try await harness.store.pool.write { db in
+                try db.execute(sql: "UPDATE generations SET status = 'pending' WHERE id = ?", arguments: [job.id])
+            }
+            XCTFail("the store must refuse it")
+        } catch let error as DatabaseError {
+            XCTAssertTrue(error.message?.contains("never changes") ?? false, "\(error)")
+        }
+    }
+
+    func testAnAttemptsSubmissionNeverGoesBack() async throws {
+        let harness = try await Harness()
+        let job = try await harness.submit()
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        for sql in ["UPDATE attempts SET state = 'submitting'", "UPDATE attempts SET provider_task_id = 'other'",
+                    "UPDATE attempts SET provider_task_id = NULL"] {
+            do {
+                try await harness.store.pool.write { db in try db.execute(sql: sql) }
+                XCTFail("\(sql) must be refused")
+            } catch let error as DatabaseError {
+                XCTAssertTrue(error.message?.contains("never goes back") ?? false, "\(error)")
+            }
+        }
+        let moved = try await harness.store.updateAttempt(AttemptUpdate(generationID: job.id, number: 1, from: [.submitting],
+                                                                        to: .failed))
+        XCTAssertFalse(moved, "an attempt update is a compare-and-set on its state")
+    }
+
+    func testAJobNeverHasMoreOutputsThanItAskedFor() async throws {
+        let harness = try await Harness()
+        let job = try await harness.submit(n: 2)
+        do {
+            try await harness.store.pool.write { db in
+                try db.execute(sql: "INSERT INTO outputs (generation_id, idx, source, content_type) VALUES (?, 2, 's', 'image/png')",
+                               arguments: [job.id])
+            }
+            XCTFail("output index 2 of n=2 must be refused")
+        } catch let error as DatabaseError {
+            XCTAssertTrue(error.message?.contains("more outputs") ?? false, "\(error)")
+        }
+    }
+
+    func testDueWorkIsFoundByIndexNotByAScan() async throws {
+        let harness = try await Harness()
+        let plans = try await harness.store.pool.read { db -> [String] in
+            let now = Date().timeIntervalSince1970
+            let queries = [
+                "SELECT id FROM generations INDEXED BY generations_unleased_due WHERE lease_owner IS NULL AND \(SQLiteSchema.active) AND status = 'running' AND next_action_at <= \(now) ORDER BY next_action_at LIMIT 10",
+                "SELECT id FROM generations INDEXED BY generations_leased WHERE lease_owner IS NOT NULL AND lease_expires_at < \(now)",
+                "SELECT id FROM generations INDEXED BY generations_deadline WHERE \(SQLiteSchema.active) AND deadline_at < \(now)",
+            ]
+            return try queries.map { query in
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + query).map { $0["detail"] as String }.joined(separator: "; ")
+            }
+        }
+        for plan in plans {
+            XCTAssertTrue(plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"), plan)
+            XCTAssertFalse(plan.contains("SCAN generations"), plan)
+        }
+    }
+
+    func testOnlyOneProcessLeadsTheSweepAtATime() async throws {
+        let harness = try await Harness()
+        let now = Date()
+        let a = try await harness.store.lead("sweep", owner: "a", until: now + 3, now: now)
+        let b = try await harness.store.lead("sweep", owner: "b", until: now + 3, now: now)
+        let renewed = try await harness.store.lead("sweep", owner: "a", until: now + 6, now: now + 1)
+        let takenOver = try await harness.store.lead("sweep", owner: "b", until: now + 10, now: now + 7)
+        XCTAssertEqual([a, b, renewed, takenOver], [true, false, true, true])
+    }
+
+    func testBackoffGrowsWithJitterUnderACapAndHonoursRetryAfter() {
+        let backoff = Backoff(base: 2, cap: 60)
+        let low = { (range: ClosedRange<Double>) in range.lowerBound }
+        let high = { (range: ClosedRange<Double>) in range.upperBound }
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: low), 1)
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: high), 2)
+        XCTAssertEqual(backoff.delay(afterAttempt: 3, random: high), 8)
+        XCTAssertEqual(backoff.delay(afterAttempt: 30, random: high), 60)
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, retryAfter: 30, random: low), 30)
+    }
+}

@@ -1,0 +1,143 @@
+import Foundation
+import GenGateCore
+import GenGateJobs
+import GenGateObjects
+import GenGateProviders
+@testable import GenGateStore
+import Logging
+import Synchronization
+import XCTest
+
+/// A provider for engine tests: counts what it is asked, answers submissions after `submitDelay`,
+/// answers status checks from a script (then "running"), and finds submissions by reference when
+/// `findsByReference`.
+final class ScriptedProvider: ProviderAdapter, Sendable {
+    struct State {
+        var submissions: [String] = []
+        var statusCalls = 0
+        var cancelled: [String] = []
+        var script: [ProviderTaskState] = []
+    }
+
+    let name = "scripted"
+    let capabilities: ProviderCapabilities
+    let models = [ModelInfo(id: "scripted/image", provider: "scripted", kind: .image, maxOutputs: 10)]
+    let submitDelay: Duration
+    let state = Mutex(State())
+
+    init(submitDelay: Duration = .zero, findsByReference: Bool = false, maxOutputsPerCall: Int = 10) {
+        self.submitDelay = submitDelay
+        capabilities = ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: maxOutputsPerCall,
+                                            inputImages: false, findsSubmissionByReference: findsByReference)
+    }
+
+    var submissions: [String] { state.withLock { $0.submissions } }
+    var cancelled: [String] { state.withLock { $0.cancelled } }
+    var statusCalls: Int { state.withLock { $0.statusCalls } }
+
+    func script(_ states: ProviderTaskState...) { state.withLock { $0.script.append(contentsOf: states) } }
+
+    func submit(_ request: ProviderRequest) async throws -> String {
+        state.withLock { $0.submissions.append(request.clientReference) }  // received, and charged
+        if submitDelay > .zero {
+            // Like a real provider the work goes on whatever the caller does meanwhile.
+            try? await Task.sleep(for: submitDelay)
+        }
+        return "task-\(request.clientReference)"
+    }
+
+    func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
+        state.withLock { state in
+            state.statusCalls += 1
+            return state.script.isEmpty ? .running(progress: nil) : state.script.removeFirst()
+        }
+    }
+
+    func cancel(taskID: String) async throws { state.withLock { $0.cancelled.append(taskID) } }
+
+    func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? {
+        submissions.contains(clientReference) ? "task-\(clientReference)" : nil
+    }
+
+    func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
+        (Data("bytes of \(output.source)".utf8), output.contentType)
+    }
+
+    static func outputs(_ indexes: [Int]) -> [Output] {
+        indexes.map { Output(index: $0, source: "src-\($0)", contentType: "image/png") }
+    }
+}
+
+/// A temporary store, object directory and engine context around one provider.
+final class Harness: Sendable {
+    let directory: URL
+    let store: SQLiteStore
+    let provider: ScriptedProvider
+    let owner: APIKey
+    let notices = Notices()
+    let policy: JobPolicy
+
+    init(provider: ScriptedProvider = ScriptedProvider(), policy: JobPolicy = JobPolicy(leaseSeconds: 30)) async throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("gg-jobs-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        store = try SQLiteStore(path: directory.appendingPathComponent("gengate.sqlite").path, migrate: true)
+        self.provider = provider
+        self.policy = policy
+        owner = try await store.createAPIKey(name: "test", isAdmin: false).key
+    }
+
+    deinit { try? FileManager.default.removeItem(at: directory) }
+
+    func context(_ instance: String = "worker-a", policy: JobPolicy? = nil) throws -> JobContext {
+        JobContext(instance: instance, store: store, providers: ProviderRegistry(adapters: [provider]),
+                   objects: try LocalObjectStore(root: directory.appendingPathComponent("objects")), policy: policy ?? self.policy,
+                   logger: Logger(label: "test"), notify: { [notices] step, id, _ in notices.list.withLock { $0.append((step, id)) } })
+    }
+
+    func noticed(_ step: Lifecycle.Step) -> [String] { notices.list.withLock { $0.filter { $0.0 == step }.map(\.1) } }
+
+    /// Takes up to `limit` due checks for `owner`, as a poller does.
+    func claimDue(owner: String = "poller-a", limit: Int = 100) async throws -> [Generation] {
+        try await store.claimDue(status: .running, owner: owner, leaseUntil: Date() + 30, now: Date(), limit: limit,
+                                 excludingProviders: [])
+    }
+
+    /// A new pending job, committed.
+    func submit(n: Int = 1, deadline: TimeInterval = 600, created: Date = Date()) async throws -> Generation {
+        let generation = Generation(
+            id: Identifier.make("gen", at: created), ownerKeyID: owner.id,
+            request: GenerationRequest(model: "scripted/image", prompt: "a test", n: n), provider: "scripted", status: .pending,
+            version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil,
+            nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created, updatedAt: created,
+            phaseTimes: [.pending: created], outputs: [])
+        try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id))
+        return generation
+    }
+
+    func job(_ id: String) async throws -> Generation {
+        let found = try await store.generation(id: id)
+        return try XCTUnwrap(found, "no generation \(id)")
+    }
+
+    /// Makes a running job's next check due now.
+    func makeCheckDue(_ id: String) async throws {
+        try await store.pool.write { db in
+            try db.execute(sql: "UPDATE generations SET next_action_at = ? WHERE id = ?", arguments: [Date().timeIntervalSince1970 - 1, id])
+        }
+    }
+
+    /// Waits until `condition` holds, for up to `timeout`.
+    func until(_ timeout: Duration = .seconds(5), _ condition: () async throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        XCTFail("condition not met within \(timeout)")
+    }
+}
+
+/// The hints the engine sent, in order.
+final class Notices: Sendable {
+    let list = Mutex<[(Lifecycle.Step, String)]>([])
+}

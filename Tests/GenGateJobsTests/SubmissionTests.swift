@@ -1,0 +1,180 @@
+import Foundation
+import GenGateCore
+import GenGateJobs
+import GenGateProviders
+import GenGateStore
+import XCTest
+
+/// The dispatcher's step against a real (temporary) SQLite store: what is recorded when, and
+/// what happens wherever a stop, a cancel or a lost lease lands.
+final class SubmissionTests: XCTestCase {
+    func testASubmissionIsRecordedWithTheMoveToRunningAndItsFirstCheckIsScheduled() async throws {
+        let harness = try await Harness()
+        let job = try await harness.submit(n: 2)
+        let before = Date()
+        try await Submission(context: harness.context()).dispatch(job.id)
+
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running)
+        XCTAssertEqual(running.attempts, 1)
+        XCTAssertNil(running.leaseOwner, "nothing is held while the provider works")
+        XCTAssertEqual(running.providerTaskID, "task-\(job.id)-a1")
+        let firstCheck = try XCTUnwrap(running.nextActionAt).timeIntervalSince(before)
+        XCTAssertGreaterThan(firstCheck, 0.3, "the image schedule's first check, jittered")
+        XCTAssertLessThan(firstCheck, 0.8)
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.submitted])
+        XCTAssertEqual(attempts.first?.providerTaskID, running.providerTaskID)
+        XCTAssertEqual(harness.provider.submissions, ["\(job.id)-a1"])
+        XCTAssertEqual(harness.noticed(.check), [job.id])
+    }
+
+    func testAShutdownCancellingTheHandlerMidCallStillRecordsTheSubmission() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(submitDelay: .milliseconds(400)))
+        let job = try await harness.submit()
+        let submission = Submission(context: try harness.context())
+        let handler = Task { await submission.handle(job.id) }
+        try await harness.until { harness.provider.submissions.count == 1 }
+        handler.cancel()  // what ServiceLifecycle does to a handler when its drain time is up
+        await handler.value
+
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running, "the provider's answer was recorded although the handler was cancelled")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.submitted])
+
+        // And nothing is submitted again: the job is simply checked.
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+        XCTAssertEqual(harness.provider.submissions.count, 1)
+    }
+
+    func testAStopBetweenRecordAndAnswerIsRecoveredByAskingTheProvider() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(findsByReference: true))
+        let job = try await leftMidSubmission(harness, reachedProvider: true)
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running)
+        XCTAssertEqual(running.attempts, 1)
+        XCTAssertEqual(harness.provider.submissions.count, 1, "found by reference, not submitted again")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.submitted])
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, [:])
+    }
+
+    func testAProviderThatNeverGotTheSubmissionIsSubmittedToWithoutCountingADoubleCharge() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(findsByReference: true))
+        let job = try await leftMidSubmission(harness, reachedProvider: false)
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned, .submitted])
+        XCTAssertEqual(harness.provider.submissions.count, 1)
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, [:])
+    }
+
+    func testWhereTheProviderCannotTellTheResubmissionIsCountedInTheStore() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(findsByReference: false))
+        let job = try await leftMidSubmission(harness, reachedProvider: true)
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running)
+        XCTAssertEqual(running.attempts, 2)
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned, .submitted])
+        XCTAssertEqual(harness.provider.submissions.count, 2)
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, ["scripted": 1])
+    }
+
+    func testAnAnswerArrivingAfterAnotherWorkerTookOverWritesNothingAndItsTaskIsCancelled() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(submitDelay: .milliseconds(600)),
+                                        policy: JobPolicy(leaseSeconds: 30))
+        let job = try await harness.submit()
+        let slow = Task { try await Submission(context: try harness.context("worker-a")).dispatch(job.id) }
+        try await harness.until { harness.provider.submissions.count == 1 }
+        // Worker A is judged gone (its lease voided); worker B recovers the job meanwhile.
+        _ = try await harness.store.releaseLeases(owners: ["worker-a"], dueAt: Date())
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+        try await slow.value
+
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running)
+        XCTAssertEqual(running.providerTaskID, "task-\(job.id)-a2", "B's submission is the one being followed")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned, .submitted])
+        XCTAssertNil(attempts[0].providerTaskID, "A's late answer wrote nothing over B")
+        XCTAssertEqual(harness.provider.cancelled, ["task-\(job.id)-a1"], "A's orphaned task is stopped")
+    }
+
+    func testCancellingDuringASubmissionStopsTheProviderTaskThroughTheSweep() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(submitDelay: .milliseconds(300)))
+        let job = try await harness.submit()
+        let context = try harness.context()
+        let dispatching = Task { try await Submission(context: context).dispatch(job.id) }
+        try await harness.until { harness.provider.submissions.count == 1 }
+        let current = try await harness.job(job.id)
+        guard case .cancelled = try await context.cancel(current) else { return XCTFail("not cancelled") }
+        try await dispatching.value
+
+        var attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.submitted], "the task is on record although the job ended")
+        try await RecoverySweep(context: context).sweepOnce()
+        XCTAssertEqual(harness.provider.cancelled, ["task-\(job.id)-a1"])
+        attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned])
+        let cancelled = try await harness.job(job.id)
+        XCTAssertEqual(cancelled.status, .cancelled)
+    }
+
+    func testAJobThatBreaksItsHandlerRepeatedlyFailsInsteadOfLooping() async throws {
+        let harness = try await Harness(policy: JobPolicy(maxHandlerFailures: 3))
+        let job = try await harness.submit()
+        let context = try harness.context()
+        struct Broken: Error {}
+        for _ in 0..<3 {
+            await context.guarding(job.id, step: .submit) { throw Broken() }
+        }
+        let failed = try await harness.job(job.id)
+        XCTAssertEqual(failed.status, .failed)
+        XCTAssertEqual(failed.error?.code, .internalError)
+        XCTAssertTrue(failed.error?.message.contains("submit failed unexpectedly") ?? false, "\(String(describing: failed.error))")
+    }
+
+    func testKeepingLeaseOutlivesASlowOperation() async throws {
+        let harness = try await Harness(policy: JobPolicy(leaseSeconds: 0.6))
+        let job = try await harness.submit()
+        let context = try harness.context()
+        let claimed = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "worker-a",
+                                                    leaseUntil: context.leaseUntil(), now: Date())
+        let result = try await context.keepingLease(try XCTUnwrap(claimed)) {
+            try await Task.sleep(for: .milliseconds(1_500))  // 2.5 lease periods
+            return "done"
+        }
+        XCTAssertEqual(result, "done")
+        let stolen = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "worker-b", leaseUntil: Date() + 10, now: Date())
+        XCTAssertNil(stolen, "the lease was renewed while the operation ran, so nobody could take the job")
+    }
+
+    /// What a worker that stopped mid-submission leaves: the job in `dispatching`, nobody holding
+    /// it, attempt 1 `submitting`; the provider got it or not.
+    func leftMidSubmission(_ harness: Harness, reachedProvider: Bool) async throws -> Generation {
+        let job = try await harness.submit()
+        let claimed = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "gone", leaseUntil: Date() + 30, now: Date())
+        var change = Transition.of(try XCTUnwrap(claimed), to: .dispatching)
+        change.attempts = 1
+        change.newAttempt = Attempt(generationID: job.id, number: 1, provider: "scripted", clientReference: "\(job.id)-a1",
+                                    providerTaskID: nil, outputIndexes: [0], state: .submitting, error: nil, createdAt: Date(),
+                                    finishedAt: nil)
+        _ = try await harness.store.transition(change)
+        if reachedProvider {
+            _ = try await harness.provider.submit(ProviderRequest(generationID: job.id, clientReference: "\(job.id)-a1",
+                                                                  model: "scripted/image", prompt: "", outputIndexes: [0],
+                                                                  seed: nil, width: nil, height: nil, params: [:]))
+        }
+        _ = try await harness.store.releaseLeases(owners: ["gone"], dueAt: Date())
+        return try await harness.job(job.id)
+    }
+}
