@@ -21,16 +21,18 @@ public struct SimProvider: ProviderAdapter {
         public var submitLatency: Duration
         public var maxOutputsPerCall: Int
         /// Where every received submission is recorded, a line each (client reference, task id).
-        /// With a ledger the sim also finds submissions by client reference.
         public var ledger: URL?
+        /// Whether submissions can be found by client reference (in the ledger).
+        public var findsByReference: Bool
 
         public init(latency: Duration = .milliseconds(1_500), failureRate: Double = 0, submitLatency: Duration = .zero,
-                    maxOutputsPerCall: Int = 10, ledger: URL? = nil) {
+                    maxOutputsPerCall: Int = 10, ledger: URL? = nil, findsByReference: Bool = false) {
             self.latency = latency
             self.failureRate = failureRate
             self.submitLatency = submitLatency
             self.maxOutputsPerCall = maxOutputsPerCall
             self.ledger = ledger
+            self.findsByReference = findsByReference && ledger != nil
         }
     }
 
@@ -38,7 +40,7 @@ public struct SimProvider: ProviderAdapter {
     public let settings: Settings
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: settings.maxOutputsPerCall,
-                             inputImages: false, findsSubmissionByReference: settings.ledger != nil)
+                             inputImages: false, findsSubmissionByReference: settings.findsByReference)
     }
     public let models = [
         ModelInfo(id: "sim/image", provider: "sim", kind: .image, maxOutputs: 10),
@@ -66,7 +68,7 @@ public struct SimProvider: ProviderAdapter {
     }
 
     public func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? {
-        guard let ledger = settings.ledger else { return nil }
+        guard settings.findsByReference, let ledger = settings.ledger else { return nil }
         return try SimLedger(url: ledger).taskID(reference: clientReference)
     }
 

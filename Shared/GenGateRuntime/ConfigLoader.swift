@@ -30,6 +30,7 @@ public enum ConfigLoader {
         "GENGATE_SIM_SUBMIT_LATENCY_MS": ["sim", "submit_latency_ms"],
         "GENGATE_SIM_LEDGER": ["sim", "ledger"],
         "GENGATE_SIM_MAX_OUTPUTS_PER_CALL": ["sim", "max_outputs_per_call"],
+        "GENGATE_SIM_FINDS_BY_REFERENCE": ["sim", "finds_by_reference"],
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -108,6 +109,9 @@ public enum ConfigLoader {
             if let problem = schedule.problem(named: name) { throw ConfigError(problem) }
         }
         guard config.sim.submitLatencyMs >= 0 else { throw ConfigError("sim.submit_latency_ms must not be negative") }
+        guard !config.sim.findsByReference || config.sim.ledger != nil else {
+            throw ConfigError("sim.finds_by_reference needs sim.ledger, where the sim keeps its submissions")
+        }
         guard (1...10).contains(config.sim.maxOutputsPerCall) else { throw ConfigError("sim.max_outputs_per_call must be 1 to 10") }
         guard config.bus.heartbeatSeconds > 0 else { throw ConfigError("bus.heartbeat_seconds must be positive") }
         let knownEndpoints = Set(BusTopology.endpointNames)

@@ -110,9 +110,12 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// Outputs one submission yields; a generation with more makes several submissions.
         public var maxOutputsPerCall = 10
         /// A file where the sim records every submission it receives (client reference and task
-        /// id, one line each), as a provider's own records would; it then also finds submissions
-        /// by client reference. For tests and demonstrations that count what was submitted.
+        /// id, one line each), as a provider's own records would. For tests and demonstrations
+        /// that count what was submitted.
         public var ledger: String?
+        /// Whether the sim, like some real providers, finds a submission by our client reference
+        /// (needs `ledger`); recovery then asks it before submitting again.
+        public var findsByReference = false
     }
 }
 

@@ -85,7 +85,7 @@ public struct ServiceEnvironment: Sendable {
         let sim = SimProvider(settings: .init(
             latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate,
             submitLatency: .milliseconds(config.sim.submitLatencyMs), maxOutputsPerCall: config.sim.maxOutputsPerCall,
-            ledger: config.sim.ledger.map { URL(fileURLWithPath: $0) }))
+            ledger: config.sim.ledger.map { URL(fileURLWithPath: $0) }, findsByReference: config.sim.findsByReference))
         return ProviderRegistry(adapters: [sim])
     }
 

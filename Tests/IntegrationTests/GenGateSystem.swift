@@ -31,11 +31,16 @@ final class GenGateSystem: @unchecked Sendable {
         return root.appendingPathComponent(".build/debug")
     }
 
-    static func start(environment extra: [String: String] = [:]) async throws -> GenGateSystem {
+    /// Starts a system; on `dataDir`, an earlier system's data directory, it starts again where
+    /// that one stopped.
+    static func start(environment extra: [String: String] = [:], dataDir existing: URL? = nil) async throws -> GenGateSystem {
         let ports = try FreePorts.take(3)
-        let dataDir = URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
+        let dataDir = existing ?? URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
         let logFile = dataDir.appendingPathComponent("gengate.log")
+        if existing != nil, let old = try? Data(contentsOf: logFile) {
+            try old.write(to: dataDir.appendingPathComponent("gengate.\(Int(Date().timeIntervalSince1970 * 1_000)).log"))
+        }
         guard FileManager.default.createFile(atPath: logFile.path, contents: nil) else {
             throw SystemError("cannot create \(logFile.path)")
         }
@@ -96,6 +101,33 @@ final class GenGateSystem: @unchecked Sendable {
 
     var childPIDs: [Int32] {
         ["api-ingress", "dispatcher", "poller", "uploader", "monitor"].compactMap(pid(of:))
+    }
+
+    /// SIGKILL to the supervisor and every service at once, as a power cut would leave them.
+    func killEverything() {
+        let children = childPIDs
+        kill(process.processIdentifier, SIGKILL)
+        for pid in children { kill(pid, SIGKILL) }
+        process.waitUntilExit()
+        for pid in children { while kill(pid, 0) == 0 { usleep(10_000) } }
+    }
+
+    /// SIGTERM to the supervisor and the time it took to stop everything.
+    func terminate(timeout: TimeInterval = 60) -> Duration {
+        let started = ContinuousClock.now
+        let children = childPIDs
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(timeout)
+        while (process.isRunning || children.contains { kill($0, 0) == 0 }) && Date() < deadline { usleep(20_000) }
+        return ContinuousClock.now - started
+    }
+
+    /// What the sim's ledger says was submitted (needs `GENGATE_SIM_LEDGER` at `ledger`).
+    var ledger: URL { dataDir.appendingPathComponent("sim-ledger") }
+
+    func submissions() -> [String] {
+        let text = (try? String(contentsOf: ledger, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
     }
 
     /// SIGTERM to the supervisor, then SIGKILL to anything left after 15 s. Removes the data dir.
