@@ -40,8 +40,9 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     func submit(_ request: ProviderRequest) async throws -> String {
         state.withLock { $0.submissions.append(request.clientReference) }  // received, and charged
         if submitDelay > .zero {
-            // Like a real provider the work goes on whatever the caller does meanwhile.
-            try? await Task.sleep(for: submitDelay)
+            // As with an HTTP client, cancelling the caller abandons the call (it throws), while
+            // the provider, which already has the submission, goes on with it.
+            try await Task.sleep(for: submitDelay)
         }
         return "task-\(request.clientReference)"
     }

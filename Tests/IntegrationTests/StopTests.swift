@@ -94,11 +94,14 @@ final class StopTests: XCTestCase {
     }
 
     /// SIGTERM to `gengate up` while 20 submissions are in flight at a provider that takes 1.5 s
-    /// to answer: the stack drains them, and after a restart every job completes, each paid once.
+    /// to answer, with a drain time (0.5 s) shorter than that: the handlers are cancelled, but
+    /// calls already made are not, and their answers are recorded. After a restart every job
+    /// completes, each paid once.
     func testStoppingTheWholeStackMidSubmissionPaysForEachJobOnce() async throws {
         let dataDir = URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
         let ledger = dataDir.appendingPathComponent("sim-ledger")
-        let settings = environment(ledger, extra: ["GENGATE_SIM_SUBMIT_LATENCY_MS": "1500", "GENGATE_SIM_LATENCY_MS": "500"])
+        let settings = environment(ledger, extra: ["GENGATE_SIM_SUBMIT_LATENCY_MS": "1500", "GENGATE_SIM_LATENCY_MS": "500",
+                                                   "GENGATE_DRAIN_SECONDS": "0.5"])
         let system = try await GenGateSystem.start(environment: settings, dataDir: dataDir)
         var ids: [String] = []
         for i in 0..<20 { ids.append(try await system.submit(#"{"model": "sim/image", "prompt": "in flight \#(i)"}"#)) }
