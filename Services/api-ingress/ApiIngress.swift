@@ -34,8 +34,10 @@ struct ApiIngressCommand: AsyncParsableCommand {
                                             maxDeadlineSeconds: config.jobs.maxDeadlineSeconds)
         GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs()).register(on: api)
 
-        let app = Application(router: router, configuration: .init(address: .hostname(config.http.host, port: config.http.port),
-                                                                   serverName: "GenGate"),
+        // An idle timeout closes connections of clients that stopped talking (and is the last
+        // resort for one that never reads its answer).
+        let app = Application(router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+                              configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "GenGate"),
                               logger: environment.logger)
         environment.logger.info("api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
         try await environment.run([app])

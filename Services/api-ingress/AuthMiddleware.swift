@@ -5,7 +5,8 @@ import Hummingbird
 import Synchronization
 
 /// Checks `Authorization: Bearer <key>` against the store's hashed keys. Known keys are cached
-/// for a minute by hash (never by the secret itself) so a request costs no store read.
+/// for a second by hash (never by the secret itself): a busy client costs one store read a
+/// second, and a revoked key stops working within a second.
 struct AuthMiddleware: RouterMiddleware {
     typealias Context = GateContext
     let store: any GenerationStore
@@ -47,7 +48,7 @@ final class KeyCache: Sendable {
     private let entries = Mutex<[String: (key: APIKey, until: ContinuousClock.Instant)]>([:])
     let ttl: Duration
 
-    init(ttl: Duration = .seconds(60)) {
+    init(ttl: Duration = .seconds(1)) {
         self.ttl = ttl
     }
 

@@ -12,6 +12,15 @@ struct ErrorMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
             return try await next(request, context)
+        } catch {
+            await RequestBodyReader.drainUnread(request, context: context)
+            return try response(for: error, request, context)
+        }
+    }
+
+    func response(for error: any Error, _ request: Request, _ context: Context) throws -> Response {
+        do {
+            throw error
         } catch let error as APIError {
             return try error.response(from: request, context: context)
         } catch is NIOTooManyBytesError {

@@ -6,6 +6,8 @@ import Hummingbird
 struct GateContext: RequestContext {
     var coreContext: CoreRequestContextStorage
     var apiKey: APIKey?
+    /// Whether the body was read; see `RequestBodyReader`.
+    let body = BodyReading()
 
     init(source: Source) {
         coreContext = .init(source: source)

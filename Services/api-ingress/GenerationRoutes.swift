@@ -5,6 +5,7 @@ import GenGateJobs
 import GenGateObjects
 import GenGateRuntime
 import GenGateStore
+import HTTPTypes
 import Hummingbird
 import NIOCore
 
@@ -26,12 +27,17 @@ struct GenerationRoutes: Sendable {
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
         group.get("generations/:id/outputs/:index") { _, context in try await output(context) }
         group.post("admin/keys") { request, context in try await createKey(request, context) }
+        group.delete("admin/keys/:id") { _, context in try await revokeKey(context) }
     }
 
-    /// 202 `{id, status}`, sent only after the generation is committed.
+    /// 202 `{id, status}`, sent only after the generation is committed. With an
+    /// `Idempotency-Key`, a repeat of the same request (same key, same body, within the window)
+    /// answers the original generation instead of making another; the key with another body is
+    /// a 409.
     func create(_ request: Request, _ context: GateContext) async throws -> Response {
         let key = try context.requireKey()
-        let body = try await JSONBody.read(request, limit: environment.config.http.maxBodyBytes)
+        let idempotencyKey = try Self.idempotencyKey(request)
+        let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
         let (generationRequest, model) = try validator.validate(body)
         let now = Date()
         let generation = Generation(
@@ -43,16 +49,46 @@ struct GenerationRoutes: Sendable {
         let event = Event(.generationCreated, generationID: generation.id, at: now, payload: [
             "model": .string(model.id), "provider": .string(model.provider), "n": .number(Double(generationRequest.n)),
         ])
+        let idempotency = try idempotencyKey.map {
+            IdempotencyKey(key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(generationRequest)),
+                           window: environment.config.http.idempotencyWindowSeconds)
+        }
+        let outcome: InsertOutcome
         do {
-            try await store.insert(generation, event: event)
+            outcome = try await store.insert(generation, event: event, idempotency: idempotency)
         } catch {
             context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
             throw APIError.unavailable
+        }
+        switch outcome {
+        case .inserted:
+            break
+        case .replayed(let original):
+            let status = try await store.generation(id: original)?.status ?? .pending
+            return JSONResponse.make(status: .accepted, ["id": .string(original), "status": .string(status.rawValue)],
+                                     headers: [.location: "/v1/generations/\(original)", Self.replayed: "true"])
+        case .keyReused(let original):
+            throw APIError(status: .conflict, code: "idempotency_key_reused",
+                           message: "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request")
         }
         environment.publish([event])
         dispatch.send(generationID: generation.id, reason: "created")
         return JSONResponse.make(status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
                                  headers: [.location: "/v1/generations/\(generation.id)"])
+    }
+
+    static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
+    static let replayed = HTTPField.Name("Idempotent-Replayed")!
+
+    /// The request's `Idempotency-Key`: 1 to 255 visible ASCII characters, or none.
+    static func idempotencyKey(_ request: Request) throws -> String? {
+        guard let value = request.headers[idempotencyHeader] else { return nil }
+        guard (1...255).contains(value.utf8.count), value.utf8.allSatisfy({ (0x21...0x7e).contains($0) }) else {
+            throw APIError.invalidRequest("invalid Idempotency-Key", details: [
+                .init(path: "Idempotency-Key", message: "must be 1 to 255 visible ASCII characters (a UUID is a good choice)"),
+            ])
+        }
+        return value
     }
 
     func show(_ context: GateContext) async throws -> Response {
@@ -127,7 +163,7 @@ struct GenerationRoutes: Sendable {
     /// Admin only: creates an API key and shows its secret, once.
     func createKey(_ request: Request, _ context: GateContext) async throws -> Response {
         guard try context.requireKey().isAdmin else { throw APIError.forbidden }
-        let body = try await JSONBody.read(request, limit: environment.config.http.maxBodyBytes)
+        let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
         guard case .object(let fields) = body else { throw APIError.invalidRequest("the body must be a JSON object") }
         var details: [APIError.Detail] = []
         for name in fields.keys.sorted() where !["name", "admin"].contains(name) {
@@ -152,6 +188,19 @@ struct GenerationRoutes: Sendable {
         ])
     }
 
+    /// Admin only: revokes a key. Every api-ingress stops accepting it within a second (its
+    /// key cache holds an entry that long). A key cannot revoke itself.
+    func revokeKey(_ context: GateContext) async throws -> Response {
+        let caller = try context.requireKey()
+        guard caller.isAdmin else { throw APIError.forbidden }
+        guard let id = context.parameters.get("id"), id.count <= 64 else { throw APIError.notFound("no such key") }
+        guard id != caller.id else { throw APIError.conflict("a key cannot revoke itself; revoke it with another admin key") }
+        let now = Date()
+        guard try await store.revokeAPIKey(id: id, at: now) else { throw APIError.notFound("no key \(id), or it is revoked already") }
+        context.logger.notice("API key revoked", metadata: ["revoked": "\(id)"])
+        return JSONResponse.make(status: .ok, ["id": .string(id), "revoked": .bool(true), "revoked_at": .string(Timestamp.format(now))])
+    }
+
     /// The generation named in the path, if the caller's key owns it.
     func owned(_ context: GateContext) async throws -> Generation {
         let key = try context.requireKey()
@@ -167,19 +216,11 @@ struct GenerationRoutes: Sendable {
 enum JSONBody {
     /// The Content-Type is not checked: `curl -d` says form-urlencoded while sending JSON, and a
     /// body that is not JSON gets a clear `invalid_json` either way.
-    static func read(_ request: Request, limit: Int) async throws -> JSONValue {
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > limit {
-            throw APIError.payloadTooLarge(limit: limit)
-        }
-        let buffer: ByteBuffer
-        do {
-            buffer = try await request.body.collect(upTo: limit)
-        } catch is NIOTooManyBytesError {
-            throw APIError.payloadTooLarge(limit: limit)
-        }
+    static func read(_ request: Request, context: GateContext, limit: Int) async throws -> (value: JSONValue, bytes: ByteBuffer) {
+        let buffer = try await RequestBodyReader.collect(request, context: context, limit: limit)
         guard buffer.readableBytes > 0 else { throw APIError.invalidJSON("the request body is empty; send a JSON object") }
         do {
-            return try JSONCoding.decoder().decode(JSONValue.self, from: Data(buffer.readableBytesView))
+            return (try JSONCoding.decoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)), buffer)
         } catch {
             throw APIError.invalidJSON("the request body is not valid JSON")
         }

@@ -1,7 +1,7 @@
 import Foundation
 import GenGateCore
 
-/// The three work queues (DESIGN.md "Channels"). A work message only says "look at generation X
+/// The three work queues (docs/ARCHITECTURE.md, "Channels"). A work message only says "look at generation X
 /// now"; the store says what to do with it.
 public enum WorkQueue: String, Sendable, CaseIterable, Codable {
     case dispatch

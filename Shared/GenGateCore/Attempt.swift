@@ -1,7 +1,7 @@
 import Foundation
 
 /// One submission of a generation to a provider. It is recorded, with a client reference, before
-/// the HTTP call (DESIGN.md rule 4), so that after a crash recovery knows a submission may exist.
+/// the HTTP call (rule 4 of docs/ARCHITECTURE.md), so that after a crash recovery knows a submission may exist.
 public struct Attempt: Codable, Sendable, Equatable {
     public enum State: String, Codable, Sendable {
         /// Recorded; the provider call may or may not have reached the provider.

@@ -1,4 +1,4 @@
-/// The one error taxonomy of GenGate (DESIGN.md, seeds/003 §8). Each class knows whether it is
+/// The one error taxonomy of GenGate. Each class knows whether it is
 /// worth retrying; adapters classify provider answers into these once, in one place.
 public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case invalidRequest = "invalid_request"

@@ -22,7 +22,7 @@ public struct Event: Codable, Sendable, Equatable {
     }
 }
 
-/// The kinds of event (DESIGN.md "Channels"). Raw values are the public, versioned topic names.
+/// The kinds of event (docs/ARCHITECTURE.md, "Channels"). Raw values are the public, versioned topic names.
 public enum EventType: String, Codable, Sendable, CaseIterable {
     case generationCreated = "generation.created"
     case generationStarted = "generation.started"

@@ -1,4 +1,5 @@
-/// Where a generation is in its lifecycle (DESIGN.md "Generation lifecycle").
+/// Where a generation is in its lifecycle (docs/ARCHITECTURE.md, "Lifecycle"). The legal moves
+/// are `Lifecycle` in GenGateJobs.
 ///
 /// pending → dispatching → running → uploading → completed, with `retryWait` between attempts and
 /// `failed` / `cancelled` as the other ends. Terminal states are final.

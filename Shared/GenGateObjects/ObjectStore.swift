@@ -1,7 +1,7 @@
 import Foundation
 import GenGateCore
 
-/// Where outputs live (DESIGN.md "Objects"): the local directory by default, an S3-compatible
+/// Where outputs live: the local directory by default, an S3-compatible
 /// service when configured. Writes are whole-or-nothing: a reader never sees half an object.
 public protocol ObjectStore: Sendable {
     /// Stores `data` under `key`, replacing what was there. Returns what was stored.
@@ -25,7 +25,7 @@ public struct StoredObject: Sendable, Equatable {
     }
 }
 
-/// The predictable object keys of DESIGN.md: `prefix/yyyy/mm/dd/<generation>/<index>.<ext>`,
+/// Predictable object keys: `prefix/yyyy/mm/dd/<generation>/<index>.<ext>`,
 /// dated by the generation's creation (UTC) so every output of one job sits together.
 public enum ObjectKey {
     public static func forOutput(prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String) -> String {

@@ -1,7 +1,7 @@
 import Foundation
 import GenGateCore
 
-/// What a provider can do; shared code adapts to it (DESIGN.md "Providers").
+/// What a provider can do; shared code adapts to it (docs/ARCHITECTURE.md).
 public struct ProviderCapabilities: Sendable, Equatable {
     /// Submissions return a task to poll (false: the answer comes in the submit response).
     public var asynchronous: Bool
@@ -91,7 +91,7 @@ public enum ProviderTaskState: Sendable, Equatable {
     case cancelled
 }
 
-/// A provider adapter does only three things (DESIGN.md): submit, check status, cancel; plus
+/// A provider adapter does only three things: submit, check status, cancel; plus
 /// fetching an output's bytes where the provider needs its own way (auth headers, references).
 /// Polling, retries, uploads and validation are shared and live elsewhere. Adapters know nothing
 /// of the store or the bus. Errors they throw are `GenGateError`s, classified once, here.

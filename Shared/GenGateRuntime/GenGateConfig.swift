@@ -24,6 +24,8 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var publicUrl: String?
         /// Largest request body accepted; larger ones get 413.
         public var maxBodyBytes = 1_048_576
+        /// How long an `Idempotency-Key` is remembered (per API key).
+        public var idempotencyWindowSeconds = 86_400.0
     }
 
     public struct Monitor: Codable, Sendable, Equatable {

@@ -22,11 +22,16 @@ public protocol GenerationStore: Sendable {
     /// The key whose secret this is, unless unknown or revoked.
     func apiKey(secret: String) async throws -> APIKey?
     func apiKeyCount() async throws -> Int
+    /// Revokes a key: from now on it authenticates nothing. False if there is no such key or it
+    /// was revoked already.
+    func revokeAPIKey(id: String, at: Date) async throws -> Bool
 
     // MARK: Generations
 
-    /// Commits a new generation and its `generation.created` event durably.
-    func insert(_ generation: Generation, event: Event) async throws
+    /// Commits a new generation and its `generation.created` event durably. With `idempotency`,
+    /// a request repeated under the same key (of the same API key) within its window is not
+    /// inserted again: the original is named instead; another request under that key is refused.
+    func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws -> InsertOutcome
     func generation(id: String) async throws -> Generation?
     /// A key's generations, newest first, optionally of one status, after `cursor` (an id).
     func list(ownerKeyID: String, status: GenerationStatus?, after cursor: String?, limit: Int) async throws -> [Generation]
@@ -97,6 +102,37 @@ public protocol GenerationStore: Sendable {
 
     /// The event log of one generation, oldest first.
     func events(generationID: String) async throws -> [Event]
+}
+
+extension GenerationStore {
+    /// Commits a new generation with no idempotency key.
+    public func insert(_ generation: Generation, event: Event) async throws {
+        _ = try await insert(generation, event: event, idempotency: nil)
+    }
+}
+
+/// An application's `Idempotency-Key` for one submission.
+public struct IdempotencyKey: Sendable, Equatable {
+    public var key: String
+    /// A digest of the request as validated: a repeat must match it.
+    public var requestHash: String
+    /// How long a key is remembered.
+    public var window: TimeInterval
+
+    public init(key: String, requestHash: String, window: TimeInterval) {
+        self.key = key
+        self.requestHash = requestHash
+        self.window = window
+    }
+}
+
+/// What `insert` did.
+public enum InsertOutcome: Sendable, Equatable {
+    case inserted
+    /// The same request was made under this key before: this is its generation.
+    case replayed(generationID: String)
+    /// Another request was made under this key: this is its generation.
+    case keyReused(generationID: String)
 }
 
 /// An application's API key (the secret itself is never stored).

@@ -111,6 +111,17 @@ enum SQLiteSchema {
                     expires_at REAL NOT NULL
                 );
 
+                -- Idempotency-Key of submissions, per API key, remembered for a window.
+                CREATE TABLE idempotency_keys (
+                    key_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    request_hash TEXT NOT NULL,
+                    generation_id TEXT NOT NULL,
+                    created_at REAL NOT NULL,
+                    PRIMARY KEY (key_id, key)
+                );
+                CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
+
                 -- What must never happen, refused by the store itself.
                 CREATE TRIGGER generations_terminal_is_final BEFORE UPDATE ON generations
                 WHEN OLD.status IN ('completed', 'failed', 'cancelled')

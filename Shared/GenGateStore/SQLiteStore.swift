@@ -107,10 +107,35 @@ public final class SQLiteStore: GenerationStore {
 
     // MARK: Generations
 
-    public func insert(_ generation: Generation, event: Event) async throws {
+    public func revokeAPIKey(id: String, at: Date) async throws -> Bool {
+        try await batcher.write { db in
+            try db.execute(sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                           arguments: [at.timeIntervalSince1970, id])
+            return db.changesCount == 1
+        }
+    }
+
+    public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws -> InsertOutcome {
         let request = String(decoding: try JSONCoding.encode(generation.request), as: UTF8.self)
         let events = try EncodedEvent.encode([event])
-        try await batcher.write { db in
+        return try await batcher.write { db -> InsertOutcome in
+            if let idempotency {
+                let now = generation.createdAt.timeIntervalSince1970
+                if let row = try Row.fetchOne(db, sql: """
+                    SELECT request_hash, generation_id, created_at FROM idempotency_keys WHERE key_id = ? AND key = ?
+                    """, arguments: [generation.ownerKeyID, idempotency.key]) {
+                    if (row["created_at"] as Double) >= now - idempotency.window {
+                        let original: String = row["generation_id"]
+                        return (row["request_hash"] as String) == idempotency.requestHash
+                            ? .replayed(generationID: original) : .keyReused(generationID: original)
+                    }
+                    try db.execute(sql: "DELETE FROM idempotency_keys WHERE key_id = ? AND key = ?",
+                                   arguments: [generation.ownerKeyID, idempotency.key])
+                }
+                try db.execute(sql: """
+                    INSERT INTO idempotency_keys (key_id, key, request_hash, generation_id, created_at) VALUES (?, ?, ?, ?, ?)
+                    """, arguments: [generation.ownerKeyID, idempotency.key, idempotency.requestHash, generation.id, now])
+            }
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM generations WHERE id = ?", arguments: [generation.id]) != nil {
                 throw StoreError.duplicateID(generation.id)
             }
@@ -126,6 +151,7 @@ public final class SQLiteStore: GenerationStore {
                     generation.updatedAt.timeIntervalSince1970,
                 ])
             try Self.append(events, db: db)
+            return .inserted
         }
     }
 

@@ -48,7 +48,7 @@ final class StoreRecoveryTests: XCTestCase {
         return try XCTUnwrap(dispatching)
     }
 
-    /// DESIGN.md rule 4: a dispatcher died after recording an attempt, before the provider
+    /// Rule 4 (docs/ARCHITECTURE.md): a dispatcher died after recording an attempt, before the provider
     /// answered. The sim cannot be asked whether the submission arrived, so the job is submitted
     /// again and the possible double charge is counted.
     func testAnInterruptedSubmissionIsResubmittedAndCountedAsAPossibleDoubleCharge() async throws {
