@@ -140,6 +140,8 @@ final class ChildTable: Sendable {
             throw error
         }
         onStart(process.processIdentifier)
+        // A shutdown that began while this child was starting did not signal it: do it now.
+        if isShuttingDown { kill(process.processIdentifier, SIGTERM) }
         var status = "unknown"
         for await how in exits { status = how }
         // The child's standard input (see `ParentWatch`): our write end stays open while it runs.

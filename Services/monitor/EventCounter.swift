@@ -72,6 +72,13 @@ struct EventCounter: Service, CustomStringConvertible {
         case .providerPossibleDoubleCharge:
             // Counted from the store at each scrape (see Monitor), where no event can be lost.
             logger.warning("possible double charge", metadata: ["generation": "\(event.generationID ?? "")", "provider": "\(provider)"])
+        case .pollerChecks:
+            if let calls = payload["status_calls"]?.intValue {
+                Counter(label: "gengate_status_calls_total").increment(by: calls)
+            }
+            if let late = payload["lateness_max"]?.doubleValue {
+                Gauge(label: "gengate_check_lateness_max_seconds").record(late)
+            }
         case .generationStarted, .generationProgress, .generationStreamChunk:
             break
         }

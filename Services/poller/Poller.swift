@@ -1,5 +1,6 @@
 import ArgumentParser
 import GenGateBus
+import GenGateCore
 import GenGateJobs
 import GenGateRuntime
 import ServiceLifecycle
@@ -20,8 +21,29 @@ struct PollerCommand: AsyncParsableCommand {
         let producers = try await WorkProducers.connect(environment)
         let checks = StatusChecks(context: environment.jobs(notify: producers.notify))
         environment.logger.info("poller started")
-        try await environment.run([checks, WakeOnHints(hints: hints, wake: checks.wake)])
+        let report = CheckReport(stats: checks.stats, every: .milliseconds(Int(environment.config.bus.heartbeatSeconds * 1_000)),
+                                 publish: { environment.events.publish(Event(.pollerChecks, payload: $0)) })
+        try await environment.run([checks, WakeOnHints(hints: hints, wake: checks.wake), report])
         await producers.close()
+    }
+}
+
+/// Publishes what the checks did (`poller.checks`) every heartbeat interval, until shutdown.
+struct CheckReport: Service, CustomStringConvertible {
+    var description: String { "CheckReport" }
+
+    let stats: CheckStats
+    let every: Duration
+    let publish: @Sendable ([String: JSONValue]) -> Void
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: every)
+                publish(stats.drain())
+            }
+        }
+        publish(stats.drain())
     }
 }
 

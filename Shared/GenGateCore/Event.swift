@@ -38,4 +38,6 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     /// A submission that may have been made twice (recovery could not rule it out).
     case providerPossibleDoubleCharge = "provider.possible_double_charge"
     case serviceHeartbeat = "service.heartbeat"
+    /// A poller's checks since its last report: status calls and how late checks were.
+    case pollerChecks = "poller.checks"
 }

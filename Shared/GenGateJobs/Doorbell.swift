@@ -47,6 +47,5 @@ public final class Doorbell: Sendable {
         } onCancel: {
             self.ring()
         }
-        state.withLock { $0.rung = false }
     }
 }

@@ -117,8 +117,14 @@ public struct JobContext: Sendable {
                 while true {
                     try await Task.sleep(for: .milliseconds(Int(period * 1_000 / 3)))
                     let until = Date().addingTimeInterval(period)
-                    guard try await store.renewLease(id: generation.id, owner: owner, version: generation.version, until: until) else {
+                    do {
+                        guard try await store.renewLease(id: generation.id, owner: owner, version: generation.version, until: until) else {
+                            return  // lost: the job moved on
+                        }
+                    } catch is CancellationError {
                         return
+                    } catch {
+                        continue  // a passing store error: try again at the next third
                     }
                 }
             }
@@ -127,19 +133,34 @@ public struct JobContext: Sendable {
         }
     }
 
-    /// Asks the provider to stop a task, where it can; a refusal is logged, not thrown.
-    public func cancelProviderTask(_ adapter: any ProviderAdapter, taskID: String) async {
-        guard adapter.capabilities.cancel else { return }
+    public enum CancelResult: Sendable, Equatable {
+        case cancelled
+        /// The provider offers no way to cancel: the task runs to its end.
+        case unsupported
+        /// The provider refused for good (e.g. the task already ended).
+        case refused
+        /// The provider could not be asked now; asking again later may work.
+        case failed
+    }
+
+    /// Asks the provider to stop a task, where it can; a failure is logged and returned, not thrown.
+    @discardableResult
+    public func cancelProviderTask(_ adapter: any ProviderAdapter, taskID: String) async -> CancelResult {
+        guard adapter.capabilities.cancel else { return .unsupported }
         do {
             try await adapter.cancel(taskID: taskID)
+            return .cancelled
         } catch {
             logger.notice("provider cancel failed", metadata: ["task": "\(taskID)", "error": "\(error)"])
+            if error is CancellationError { return .failed }
+            return GenGateError.wrap(error).retryable ? .failed : .refused
         }
     }
 
     /// Runs one step's handler on one job; an unexpected error (not a provider's answer, which
-    /// the steps handle) is counted on the job, and after `maxHandlerFailures` of them the job
-    /// fails with `internal_error` instead of being retried forever.
+    /// the steps handle) is counted on the job if the handler still holds its lease (so a
+    /// store hiccup before the claim counts nothing), and after `maxHandlerFailures` of them
+    /// the job fails with `internal_error` instead of being retried forever.
     public func guarding(_ generationID: String, step: Lifecycle.Step, _ body: () async throws -> Void) async {
         do {
             try await body()
@@ -151,8 +172,8 @@ public struct JobContext: Sendable {
             let failed = Event(.generationFailed, generationID: generationID, payload: [
                 "error": Self.errorPayload(GenGateError(.internalError, message, retryable: false)),
             ])
-            if let count = try? await store.recordHandlerFailure(id: generationID, message: message, limit: policy.maxHandlerFailures,
-                                                                 event: failed, at: Date()),
+            if let count = try? await store.recordHandlerFailure(id: generationID, owner: instance, message: message,
+                                                                 limit: policy.maxHandlerFailures, event: failed, at: Date()),
                count >= policy.maxHandlerFailures {
                 publish([failed])
             }

@@ -53,6 +53,11 @@ public struct OutputTransfer: Sendable {
                     context.failPoints.reached(.afterStore)
                     break
                 } catch {
+                    if error is CancellationError || Task.isCancelled {
+                        // Stopping: not the output's fault. Whoever comes next takes it over.
+                        await context.releaseLease(generation)
+                        return
+                    }
                     lastError = GenGateError.wrap(error)
                     if lastError.code != .uploadFailed {
                         lastError = GenGateError(.uploadFailed, "output \(output.index): \(lastError.message)", retryable: lastError.retryable)

@@ -44,8 +44,8 @@ public final class ProviderSlots: Sendable {
         next?.resume()
     }
 
-    /// Providers whose slots are all taken and that have callers waiting.
+    /// Providers whose slots are all taken (callers may be waiting too).
     public func saturated() -> Set<String> {
-        slots.withLock { all in Set(all.filter { $0.value.inUse >= limit }.keys) }
+        slots.withLock { all in Set(all.filter { $0.value.inUse + $0.value.waiters.count >= limit }.keys) }
     }
 }

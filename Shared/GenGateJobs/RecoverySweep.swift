@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateProviders
 import GenGateStore
 import ServiceLifecycle
 
@@ -48,8 +49,11 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         let holdFor = max(3 * policy.sweepIntervalSeconds, 2)
         guard try await store.lead("sweep", owner: context.instance, until: now.addingTimeInterval(holdFor), now: now) else { return }
 
+        // Each item on its own: one that fails must not hold up the rest of the pass.
         for generation in try await store.pastDeadline(now: now, limit: 500) {
-            _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "the generation passed its deadline"), now: now)
+            await each(generation.id) {
+                _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "the generation passed its deadline"), now: now)
+            }
         }
         for work in try await store.releaseExpiredLeases(now: now, limit: 1_000) {
             context.logger.notice("lease expired; re-driving", metadata: ["generation": "\(work.id)", "status": "\(work.status.rawValue)"])
@@ -59,27 +63,48 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         for work in try await store.dueWork(now: now, staleBefore: stale, limit: 1_000) {
             if let step = Lifecycle.Step.working(on: work.status) { context.notify(step, work.id, "sweep") }
         }
-        for attempt in try await store.openAttemptsOfEndedGenerations(limit: 100) {
-            try await stopTask(of: attempt)
+        // A submission still `submitting` a lease period after it began has no worker left.
+        let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
+        for attempt in try await store.openAttemptsOfEndedGenerations(submittingBefore: orphanedBefore, limit: 100) {
+            await each(attempt.generationID) { try await stopTask(of: attempt) }
         }
     }
 
-    /// Cancels the provider task of an attempt whose job ended, then closes the attempt. A
-    /// provider that is unreachable now is asked again at the next sweep.
+    func each(_ generationID: String, _ body: () async throws -> Void) async {
+        do {
+            try await body()
+        } catch {
+            context.logger.error("recovery sweep failed on a job", metadata: ["generation": "\(generationID)", "error": "\(error)"])
+        }
+    }
+
+    /// Cancels the provider task of an attempt whose job ended, then closes the attempt. An
+    /// attempt still `submitting` is first looked up by client reference where the provider can
+    /// (it may or may not have the task). A provider that cannot be reached now is asked again at
+    /// the next sweep.
     func stopTask(of attempt: Attempt) async throws {
-        guard let taskID = attempt.providerTaskID, let adapter = try? context.providers.adapter(attempt.provider) else { return }
-        if adapter.capabilities.cancel {
-            do {
-                try await adapter.cancel(taskID: taskID)
-            } catch let error as GenGateError where error.retryable {
-                context.logger.notice("provider cancel failed; will try again", metadata: ["task": "\(taskID)", "error": "\(error)"])
-                return
-            } catch {
-                context.logger.notice("provider refused to cancel", metadata: ["task": "\(taskID)", "error": "\(error)"])
+        var taskID = attempt.providerTaskID
+        if let adapter = try? context.providers.adapter(attempt.provider) {
+            if taskID == nil, adapter.capabilities.findsSubmissionByReference,
+               let generation = try await store.generation(id: attempt.generationID) {
+                let request = ProviderRequest(generation: generation, clientReference: attempt.clientReference,
+                                              outputIndexes: attempt.outputIndexes)
+                do {
+                    taskID = try await adapter.findSubmission(clientReference: attempt.clientReference, request: request)
+                } catch let error as GenGateError where !error.retryable {
+                    context.logger.notice("provider cannot find a submission", metadata: ["generation": "\(attempt.generationID)"])
+                } catch {
+                    return  // ask again next sweep
+                }
             }
+            if let taskID, await context.cancelProviderTask(adapter, taskID: taskID) == .failed { return }
+        } else {
+            context.logger.warning("cannot stop the task of an ended job: its provider is not configured here",
+                                   metadata: ["generation": "\(attempt.generationID)", "provider": "\(attempt.provider)"])
         }
         _ = try await store.updateAttempt(AttemptUpdate(
-            generationID: attempt.generationID, number: attempt.number, from: [.submitted], to: .abandoned,
-            error: GenGateError(.cancelled, "its generation ended; the provider task was cancelled")))
+            generationID: attempt.generationID, number: attempt.number, from: [attempt.state], to: .abandoned,
+            providerTaskID: attempt.providerTaskID == nil ? taskID : nil,
+            error: GenGateError(.cancelled, "its generation ended; the provider task was stopped where the provider allows")))
     }
 }

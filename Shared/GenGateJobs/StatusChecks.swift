@@ -17,6 +17,8 @@ public struct StatusChecks: Service, CustomStringConvertible {
     public var description: String { "StatusChecks" }
 
     public let context: JobContext
+    /// What the checks did, for the `poller.checks` event.
+    public let stats = CheckStats()
     let doorbell = Doorbell()
     let slots: ProviderSlots
     /// Longest sleep between two looks at the store when nothing is due (work may come from
@@ -39,30 +41,35 @@ public struct StatusChecks: Service, CustomStringConvertible {
         let batchLimit = context.policy.checkBatch
         await withDiscardingTaskGroup { group in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                let room = batchLimit - inFlight.count.withLock { $0 }
+                // At most one provider's worth of slots a round, so claimed checks do not wait for a
+                // slot long enough for their leases to run out.
+                let room = min(batchLimit - inFlight.count.withLock { $0 }, context.policy.checkConcurrency)
+                let saturated = slots.saturated()
                 var claimed: [Generation] = []
                 if room > 0 {
                     do {
                         let now = Date()
                         claimed = try await store.claimDue(status: .running, owner: context.instance, leaseUntil: context.leaseUntil(now),
-                                                           now: now, limit: room, excludingProviders: slots.saturated())
+                                                           now: now, limit: room, excludingProviders: saturated)
                     } catch {
                         context.logger.error("cannot claim due checks", metadata: ["error": "\(error)"])
                     }
                 }
+                let claimedAt = Date()
                 for generation in claimed {
+                    stats.claimed(lateness: max(0, claimedAt.timeIntervalSince(generation.nextActionAt ?? claimedAt)))
                     inFlight.count.withLock { $0 += 1 }
                     group.addTask {
                         await check(generation)
-                        let wasFull = inFlight.count.withLock { count -> Bool in
-                            count -= 1
-                            return count + 1 >= batchLimit
-                        }
-                        if wasFull { doorbell.ring() }
+                        inFlight.count.withLock { $0 -= 1 }
+                        doorbell.ring()  // a slot is free
                     }
                 }
                 if room > 0 && claimed.count == room { continue }  // more may be due
-                await doorbell.wait(upTo: await sleepUntilNextDue())
+                // Full, or some provider's slots all taken (its due checks wait): the next finished
+                // check rings. Otherwise sleep until the next check is due.
+                let full = room <= 0 || !saturated.isEmpty || !slots.saturated().isEmpty
+                await doorbell.wait(upTo: full ? idleLook : await sleepUntilNextDue())
             }
         }
     }
@@ -103,6 +110,7 @@ public struct StatusChecks: Service, CustomStringConvertible {
             let started = ContinuousClock.now
             let result: Result<ProviderTaskState, GenGateError>
             await slots.acquire(generation.provider)
+            stats.statusCall()
             do {
                 result = .success(try await adapter.status(taskID: taskID, request: request))
             } catch is CancellationError {
@@ -148,10 +156,19 @@ public struct StatusChecks: Service, CustomStringConvertible {
                                                   started: ContinuousClock.now, error: error)])
             _ = try await context.failOrRetry(generation, error: error, attempt: closing(.failed, error))
 
+        case .checksFailed(let error):
+            // The task may still be working: stop it before anything is submitted again. If it
+            // cannot be stopped, a retry may pay twice, and that is put on record.
+            let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
+            var closed = closing(.failed, error)
+            closed?.possibleDoubleCharge = stopped != .cancelled && stopped != .refused
+            _ = try await context.failOrRetry(generation, error: error, attempt: closed)
+
         case .timedOut:
-            await context.cancelProviderTask(adapter, taskID: taskID)
+            // Closed only once stopped; otherwise it stays `submitted` and the sweep asks again.
+            let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
             let timeout = GenGateError(.taskTimeout, "the provider task did not finish before the deadline")
-            _ = try await context.fail(generation, error: timeout, attempt: closing(.failed, timeout))
+            _ = try await context.fail(generation, error: timeout, attempt: stopped == .failed ? nil : closing(.failed, timeout))
         }
     }
 }

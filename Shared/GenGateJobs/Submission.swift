@@ -55,6 +55,10 @@ public struct Submission: Sendable {
             switch try await recover(generation, adapter: adapter) {
             case .done:
                 return
+            case .askAgainLater:
+                let later = Date().addingTimeInterval(max(1, context.policy.retry.baseSeconds))
+                await context.releaseLease(generation, nextActionAt: min(later, generation.deadlineAt))
+                return
             case .resubmit(let updated, let abandoning):
                 generation = updated
                 abandoned = abandoning
@@ -83,7 +87,15 @@ public struct Submission: Sendable {
                                     providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
                                     createdAt: Date(), finishedAt: nil)
         change.attemptUpdate = abandoned
-        guard let dispatching = try await context.apply(change) else { return }
+        guard let dispatching = try await context.apply(change) else {
+            if abandoned != nil {
+                // Refused because the interrupted attempt was recorded meanwhile (or the job moved
+                // on): let go and look again; recovery then resumes that task.
+                await context.releaseLease(generation)
+                context.notify(.submit, id, "attempt recorded meanwhile")
+            }
+            return
+        }
         if let abandoned, abandoned.possibleDoubleCharge { reportPossibleDoubleCharge(generation, attempt: abandoned) }
         context.failPoints.reached(.beforeSubmit)
 
@@ -115,20 +127,40 @@ public struct Submission: Sendable {
                                               error: nil)])
         context.failPoints.reached(.afterSubmit)
         let submitted = AttemptUpdate(generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
-        if try await startChecks(dispatching, taskID: taskID, attempt: number, record: submitted) {
+        // The answer must reach the store: a passing store error (a busy lock) is tried again.
+        if try await persistently({ try await startChecks(dispatching, taskID: taskID, attempt: number, record: submitted) }) {
             context.failPoints.reached(.afterRecord)
             return
         }
         // The job moved on while the provider answered: cancelled, past its deadline, or our
         // lease was voided and another worker took over. Put the task on record; the sweep stops
         // the tasks of ended jobs, and a worker recovering the job resumes it.
-        if try await !store.updateAttempt(submitted) {
-            // The worker that took over gave this attempt up and submitted again: nobody will
-            // ever use this task.
-            context.logger.warning("submission answered after its attempt was abandoned; cancelling it",
-                                   metadata: ["generation": "\(id)", "attempt": "\(number)"])
-            await context.cancelProviderTask(adapter, taskID: taskID)
+        if try await persistently({ try await store.updateAttempt(submitted) }) { return }
+        // The worker that took over gave this attempt up and submitted again: nobody will ever
+        // use this task. Stop it, and keep its id (and, if it cannot be stopped, the charge) on record.
+        context.logger.warning("submission answered after its attempt was abandoned; cancelling it",
+                               metadata: ["generation": "\(id)", "attempt": "\(number)"])
+        let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
+        _ = try await persistently({
+            try await store.updateAttempt(AttemptUpdate(generationID: id, number: number, from: [.abandoned], to: .abandoned,
+                                                        providerTaskID: taskID, possibleDoubleCharge: stopped != .cancelled))
+        })
+    }
+
+    /// Runs a store write until it goes through: up to 6 tries over about 6 s for errors that pass
+    /// (a writer lock held too long), since the answer it records cannot be asked for again.
+    func persistently<T>(_ write: () async throws -> T) async throws -> T {
+        var delay: Duration = .milliseconds(200)
+        for _ in 1..<6 {
+            do {
+                return try await write()
+            } catch {
+                context.logger.warning("recording a provider's answer failed; trying again", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: delay)
+                delay *= 2
+            }
         }
+        return try await write()
     }
 
     /// Moves a submitted job to `running` with its first check time, recording `record` in the
@@ -157,6 +189,8 @@ public struct Submission: Sendable {
     enum Recovery {
         /// The job is taken care of (polling resumed).
         case done
+        /// The provider could not say whether it has the submission: let go, ask again later.
+        case askAgainLater
         /// Submit again; `abandoning` closes the interrupted attempt in the same transaction.
         case resubmit(Generation, abandoning: AttemptUpdate?)
     }
@@ -175,9 +209,13 @@ public struct Submission: Sendable {
                 }
                 action = SubmissionRecovery.afterAsking(attempt, found: found, askFailed: false)
             } catch {
+                let failure = error is CancellationError ? nil : GenGateError.wrap(error)
                 context.logger.warning("could not ask the provider about an interrupted submission",
                                        metadata: ["generation": "\(generation.id)", "error": "\(error)"])
-                action = SubmissionRecovery.afterAsking(attempt, found: nil, askFailed: true)
+                // Stopping, or the provider could not say for now: ask again later rather than
+                // risk paying twice. Only a provider that will never say gets a resubmission.
+                action = failure?.retryable == false
+                    ? SubmissionRecovery.afterAsking(attempt, found: nil, askFailed: true) : .askAgainLater
             }
         }
         switch action {
@@ -185,17 +223,24 @@ public struct Submission: Sendable {
             let record = last?.state == .submitting
                 ? AttemptUpdate(generationID: generation.id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
                 : nil
-            _ = try await startChecks(generation, taskID: taskID, attempt: number, record: record)
+            if try await !startChecks(generation, taskID: taskID, attempt: number, record: record), let record {
+                // The job ended meanwhile: the task goes on record all the same, for the sweep to stop.
+                _ = try await store.updateAttempt(record)
+            }
             return .done
         case .resubmit(let abandoning, let possibleDoubleCharge):
+            // Only from the state this decision saw: if the worker that made the attempt recorded
+            // its answer meanwhile, the change is refused and the next look resumes that task.
             let update = abandoning.map {
-                AttemptUpdate(generationID: generation.id, number: $0.number, from: [.submitting, .submitted], to: .abandoned,
+                AttemptUpdate(generationID: generation.id, number: $0.number, from: [$0.state], to: .abandoned,
                               error: GenGateError(.internalError, "a worker stopped during this submission"),
                               possibleDoubleCharge: possibleDoubleCharge)
             }
             return .resubmit(generation, abandoning: update)
         case .askProvider:
             return .resubmit(generation, abandoning: nil)  // unreachable: asked above
+        case .askAgainLater:
+            return .askAgainLater
         }
     }
 

@@ -13,6 +13,8 @@ public enum SubmissionRecovery {
         /// Submit again. `abandoning` is the interrupted attempt, if any, to close;
         /// `possibleDoubleCharge` says whether the provider may now be doing the work twice.
         case resubmit(abandoning: Attempt?, possibleDoubleCharge: Bool)
+        /// The provider could not say now whether it has the submission: ask again later.
+        case askAgainLater
     }
 
     /// The decision from the job's last attempt.
@@ -30,8 +32,8 @@ public enum SubmissionRecovery {
         }
     }
 
-    /// The decision once the provider answered whether it has `attempt` (`taskID`), or could
-    /// not say (`nil` answer with `askFailed`).
+    /// The decision once the provider answered whether it has `attempt` (`taskID`), or will
+    /// never be able to say (`askFailed`: a non-retryable error).
     public static func afterAsking(_ attempt: Attempt, found taskID: String?, askFailed: Bool) -> Action {
         if let taskID { return .resume(taskID: taskID, attempt: attempt.number) }
         return .resubmit(abandoning: attempt, possibleDoubleCharge: askFailed)

@@ -35,6 +35,9 @@ public struct TaskCheck: Sendable, Equatable {
         case upload([Output])
         /// The attempt failed; retry or fail the job as the retry policy says.
         case attemptFailed(GenGateError)
+        /// Status calls kept failing: the task's fate is unknown. Stop it where possible (it may
+        /// still finish and be charged) before retrying or failing the job.
+        case checksFailed(GenGateError)
         /// The job's deadline passed: cancel the task and fail the job.
         case timedOut
     }
@@ -56,7 +59,7 @@ public struct TaskCheck: Sendable, Equatable {
         switch result {
         case .failure(let error):
             failures += 1
-            if !error.retryable || failures >= maxFailures { return .attemptFailed(error) }
+            if !error.retryable || failures >= maxFailures { return .checksFailed(error) }
             return .checkAgain(at: next(now, retryAfter: error.retryAfter, random: random), progressChanged: false)
         case .success(let state):
             failures = 0

@@ -1,7 +1,7 @@
 import Foundation
 import GenGateCore
 
-/// The built-in simulated provider behind `sim/image` and `sim/text`, so the default
+/// The built-in simulated provider behind `sim/image`, `sim/video` and `sim/text`, so the default
 /// configuration works with no keys and no network.
 ///
 /// It behaves like a real asynchronous provider: submit returns a task id at once, the task runs
@@ -45,6 +45,9 @@ public struct SimProvider: ProviderAdapter {
     public let models = [
         ModelInfo(id: "sim/image", provider: "sim", kind: .image, maxOutputs: 10),
         ModelInfo(id: "sim/text", provider: "sim", kind: .text, maxOutputs: 10),
+        // A video model as the engine sees one (checked on the video schedule); its output is
+        // one PNG frame, as the sim renders no video.
+        ModelInfo(id: "sim/video", provider: "sim", kind: .video, maxOutputs: 4),
     ]
 
     public init(settings: Settings = Settings()) {

@@ -48,8 +48,8 @@ public struct ServiceEnvironment: Sendable {
     /// Loads configuration, sets up logging, opens the store (which must be migrated already),
     /// and connects the event publisher. Throws with a message that says what to fix.
     public static func start(service: String, options: ServiceOptions) async throws -> ServiceEnvironment {
-        ParentWatch.install()
         let config = try options.load()
+        ParentWatch.install(graceSeconds: config.jobs.drainSeconds + 5)
         let instance = instanceName(service: service, pid: getpid())
         LogSetup.bootstrap(config: config, service: service, instance: instance)
         var logger = Logger(label: "gengate.\(service)")
@@ -110,11 +110,11 @@ public struct ServiceEnvironment: Sendable {
 ///
 /// The supervisor gives each child a pipe as standard input and never writes to it; when the
 /// supervisor dies, however it dies, the pipe reports end-of-file and the child shuts down
-/// (SIGTERM to itself, and a hard exit if that has not finished in 15 s). `prctl(PR_SET_PDEATHSIG)`
+/// (SIGTERM to itself, and a hard exit if it has not drained within its drain time and 5 s). `prctl(PR_SET_PDEATHSIG)`
 /// is not used: it fires when the *thread* that spawned the child exits, and Foundation spawns
 /// from pool threads that come and go (seen here: every child got SIGTERM after ~5 s).
 enum ParentWatch {
-    static func install() {
+    static func install(graceSeconds: Double) {
         guard let text = ProcessInfo.processInfo.environment["GENGATE_SUPERVISOR_PID"], let supervisor = Int32(text) else { return }
         if getppid() != supervisor {
             FileHandle.standardError.write(Data("supervisor \(supervisor) is gone; exiting\n".utf8))
@@ -127,7 +127,7 @@ enum ParentWatch {
                 if count > 0 || (count < 0 && errno == EINTR) { continue }
                 FileHandle.standardError.write(Data("supervisor \(supervisor) is gone; shutting down\n".utf8))
                 kill(getpid(), SIGTERM)
-                sleep(15)
+                Thread.sleep(forTimeInterval: graceSeconds)
                 _exit(1)
             }
         }

@@ -62,10 +62,10 @@ public protocol GenerationStore: Sendable {
     /// Applies `change` if the generation is still at (`from`, `version`) and its attempt update,
     /// if any, still finds the attempt in an expected state; nil otherwise (nothing written).
     func transition(_ change: Transition) async throws -> Generation?
-    /// Counts one unexpected handler failure on a generation; at `limit` failures it fails the
-    /// generation with `internal_error` (and `event`). Returns the count, or nil if the
-    /// generation is gone or already ended.
-    func recordHandlerFailure(id: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int?
+    /// Counts one unexpected handler failure on a generation that `owner` holds, and lets go of
+    /// it; at `limit` failures it fails the generation with `internal_error` (and `event`).
+    /// Returns the count, or nil if `owner` does not hold it (or it ended).
+    func recordHandlerFailure(id: String, owner: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int?
 
     /// Takes a named lease that only one process holds at a time (e.g. the sweep's), or renews it.
     func lead(_ name: String, owner: String, until: Date, now: Date) async throws -> Bool
@@ -89,8 +89,9 @@ public protocol GenerationStore: Sendable {
     /// themselves (`claimDue`).
     func dueWork(now: Date, staleBefore: Date, limit: Int) async throws -> [DueWork]
     /// Attempts whose provider task may still be running while their generation has ended
-    /// (cancelled, or failed at its deadline, with nobody left to stop the task).
-    func openAttemptsOfEndedGenerations(limit: Int) async throws -> [Attempt]
+    /// (cancelled, or failed at its deadline, with nobody left to stop the task): submitted
+    /// ones, and submitting ones made before `submittingBefore` (whose worker is surely gone).
+    func openAttemptsOfEndedGenerations(submittingBefore: Date, limit: Int) async throws -> [Attempt]
     /// Submissions recorded as possibly made twice, by provider.
     func possibleDoubleCharges() async throws -> [String: Int]
     /// How many generations are in each non-terminal state now.

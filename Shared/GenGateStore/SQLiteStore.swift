@@ -371,16 +371,16 @@ public final class SQLiteStore: GenerationStore {
         return try await generation(id: change.id)
     }
 
-    public func recordHandlerFailure(id: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int? {
+    public func recordHandlerFailure(id: String, owner: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int? {
         let events = try EncodedEvent.encode([event])
         let error = String(decoding: try JSONCoding.encode(GenGateError(.internalError, message, retryable: false)), as: UTF8.self)
         return try await batcher.write { db -> Int? in
             guard let count = try Int.fetchOne(db, sql: """
                 UPDATE generations SET handler_failures = handler_failures + 1, lease_owner = NULL, lease_expires_at = NULL,
                     next_action_at = ? + (1 << MIN(handler_failures, 10)), version = version + 1, updated_at = ?
-                WHERE id = ? AND \(Self.active)
+                WHERE id = ? AND lease_owner = ? AND \(Self.active)
                 RETURNING handler_failures
-                """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, id]) else { return nil }
+                """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, id, owner]) else { return nil }
             if count >= limit {
                 try db.execute(sql: """
                     UPDATE generations SET status = 'failed', version = version + 1, updated_at = ?, failed_at = ?, error = ?,
@@ -477,17 +477,19 @@ public final class SQLiteStore: GenerationStore {
                 SELECT * FROM generations INDEXED BY generations_deadline WHERE \(Self.active) AND deadline_at < ?
                 ORDER BY deadline_at LIMIT ?
                 """, arguments: [now.timeIntervalSince1970, limit])
-                .map { try Self.decodeGeneration($0, db: db) }
+                .compactMap { try? Self.decodeGeneration($0, db: db) }  // one unreadable row must not hold up the rest
         }
     }
 
-    public func openAttemptsOfEndedGenerations(limit: Int) async throws -> [Attempt] {
+    public func openAttemptsOfEndedGenerations(submittingBefore: Date, limit: Int) async throws -> [Attempt] {
         try await pool.read { db in
+            // In random order, so that a provider that cannot be reached does not hold up the rest.
             try Row.fetchAll(db, sql: """
                 SELECT a.* FROM attempts a INDEXED BY attempts_open JOIN generations g ON g.id = a.generation_id
-                WHERE a.state IN ('submitting', 'submitted') AND a.state = 'submitted' AND g.status IN ('failed', 'cancelled')
-                LIMIT ?
-                """, arguments: [limit])
+                WHERE a.state IN ('submitting', 'submitted') AND g.status IN ('failed', 'cancelled')
+                  AND (a.state = 'submitted' OR a.created_at < ?)
+                ORDER BY RANDOM() LIMIT ?
+                """, arguments: [submittingBefore.timeIntervalSince1970, limit])
                 .map(Self.decodeAttempt)
         }
     }

@@ -17,6 +17,8 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         var statusCalls = 0
         var cancelled: [String] = []
         var script: [ProviderTaskState] = []
+        var statusError: GenGateError?
+        var fetchDelay: Duration = .zero
     }
 
     let name = "scripted"
@@ -48,10 +50,12 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     }
 
     func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
-        state.withLock { state in
+        let answer = state.withLock { state -> Result<ProviderTaskState, GenGateError> in
             state.statusCalls += 1
-            return state.script.isEmpty ? .running(progress: nil) : state.script.removeFirst()
+            if let error = state.statusError { return .failure(error) }
+            return .success(state.script.isEmpty ? .running(progress: nil) : state.script.removeFirst())
         }
+        return try answer.get()
     }
 
     func cancel(taskID: String) async throws { state.withLock { $0.cancelled.append(taskID) } }
@@ -61,7 +65,9 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     }
 
     func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        (Data("bytes of \(output.source)".utf8), output.contentType)
+        let delay = state.withLock { $0.fetchDelay }
+        if delay > .zero { try await Task.sleep(for: delay) }  // throws when cancelled, as a download does
+        return (Data("bytes of \(output.source)".utf8), output.contentType)
     }
 
     static func outputs(_ indexes: [Int]) -> [Output] {

@@ -117,6 +117,36 @@ final class StatusCheckTests: XCTestCase {
         XCTAssertEqual(harness.provider.statusCalls, 0, "no status call is worth making past the deadline")
     }
 
+    func testATaskWhoseStatusCannotBeReadIsStoppedBeforeItIsSubmittedAgain() async throws {
+        let harness = try await Harness(policy: JobPolicy(retry: RetryPolicy(maxAttempts: 3, baseSeconds: 0.1, maxSeconds: 1),
+                                                          maxCheckFailures: 1))
+        let job = try await running(harness)
+        harness.provider.state.withLock { $0.statusError = GenGateError(.providerUnavailable, "502", retryable: true) }
+        await StatusChecks(context: try harness.context()).check(try await claimFirst(harness))
+        let waiting = try await harness.job(job.id)
+        XCTAssertEqual(waiting.status, .retryWait)
+        XCTAssertEqual(harness.provider.cancelled, ["task-\(job.id)-a1"], "stopped, so a retry does not pay twice")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.failed])
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, [:])
+    }
+
+    func testAnUploadCancelledByShutdownLetsGoInsteadOfFailing() async throws {
+        let harness = try await Harness()
+        let job = try await running(harness)
+        harness.provider.script(.succeeded(outputs: ScriptedProvider.outputs([0])))
+        await StatusChecks(context: try harness.context()).check(try await claimFirst(harness))
+        harness.provider.state.withLock { $0.fetchDelay = .seconds(5) }
+        let transfer = Task { try await OutputTransfer(context: try harness.context("uploader-a")).transfer(job.id) }
+        try await Task.sleep(for: .milliseconds(200))
+        transfer.cancel()
+        try await transfer.value
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading, "a paid task's outputs are not given up because a process stopped")
+        XCTAssertNil(after.leaseOwner)
+    }
+
     func testTheCheckLoopFollowsManyTasksToTheEnd() async throws {
         let harness = try await Harness(policy: JobPolicy(kindSchedules: [.image: CheckSchedule(firstSeconds: 0.05, factor: 1.5,
                                                                                                   maxSeconds: 0.2, jitter: 0.2)]))

@@ -3,6 +3,8 @@ import GenGateCore
 import GenGateJobs
 import GenGateProviders
 import GenGateStore
+import GenGateObjects
+import Logging
 import XCTest
 
 /// The dispatcher's step against a real (temporary) SQLite store: what is recorded when, and
@@ -104,9 +106,11 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(running.status, .running)
         XCTAssertEqual(running.providerTaskID, "task-\(job.id)-a2", "B's submission is the one being followed")
         let attempts = try await harness.store.attempts(generationID: job.id)
-        XCTAssertEqual(attempts.map(\.state), [.abandoned, .submitted])
-        XCTAssertNil(attempts[0].providerTaskID, "A's late answer wrote nothing over B")
+        XCTAssertEqual(attempts.map(\.state), [.abandoned, .submitted], "A's late answer moved nothing B owns")
+        XCTAssertEqual(attempts[0].providerTaskID, "task-\(job.id)-a1", "A's task is kept on record, abandoned")
         XCTAssertEqual(harness.provider.cancelled, ["task-\(job.id)-a1"], "A's orphaned task is stopped")
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, ["scripted": 1], "B could not rule out A's submission, and said so")
     }
 
     func testCancellingDuringASubmissionStopsTheProviderTaskThroughTheSweep() async throws {
@@ -129,13 +133,62 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(cancelled.status, .cancelled)
     }
 
+    func testTheSweepStopsAnInterruptedSubmissionOfAJobThatEnded() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(findsByReference: true), policy: JobPolicy(leaseSeconds: 0.5))
+        let job = try await leftMidSubmission(harness, reachedProvider: true)
+        let context = try harness.context()
+        guard case .cancelled = try await context.cancel(job) else { return XCTFail("not cancelled") }
+        try await RecoverySweep(context: context).sweepOnce()
+        XCTAssertEqual(harness.provider.cancelled, [], "a submission this young may still have its worker")
+        try await Task.sleep(for: .milliseconds(600))
+        try await RecoverySweep(context: context).sweepOnce()
+        XCTAssertEqual(harness.provider.cancelled, ["task-\(job.id)-a1"], "found by reference and stopped")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned])
+        XCTAssertEqual(attempts.first?.providerTaskID, "task-\(job.id)-a1")
+    }
+
+    func testAProviderThatCannotSayNowIsAskedAgainLaterNotResubmitted() async throws {
+        final class Unreachable: ProviderAdapter, Sendable {
+            let inner = ScriptedProvider(findsByReference: true)
+            var name: String { inner.name }
+            var capabilities: ProviderCapabilities { inner.capabilities }
+            var models: [ModelInfo] { inner.models }
+            func submit(_ request: ProviderRequest) async throws -> String { try await inner.submit(request) }
+            func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState { .queued }
+            func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? {
+                throw GenGateError(.providerUnavailable, "503", retryable: true)
+            }
+            func fetch(_ output: Output) async throws -> (data: Data, contentType: String) { (Data(), "image/png") }
+        }
+        let harness = try await Harness()
+        let job = try await leftMidSubmission(harness, reachedProvider: false)
+        let unreachable = Unreachable()
+        let context = JobContext(instance: "worker-b", store: harness.store, providers: ProviderRegistry(adapters: [unreachable]),
+                                 objects: try LocalObjectStore(root: harness.directory), policy: JobPolicy(),
+                                 logger: Logger(label: "test"))
+        try await Submission(context: context).dispatch(job.id)
+        let waiting = try await harness.job(job.id)
+        XCTAssertEqual(waiting.status, .dispatching)
+        XCTAssertNil(waiting.leaseOwner, "let go, to ask again")
+        XCTAssertGreaterThan(waiting.nextActionAt ?? .distantPast, Date())
+        XCTAssertEqual(unreachable.inner.submissions, [], "nothing submitted while the provider cannot say")
+    }
+
     func testAJobThatBreaksItsHandlerRepeatedlyFailsInsteadOfLooping() async throws {
         let harness = try await Harness(policy: JobPolicy(maxHandlerFailures: 3))
         let job = try await harness.submit()
         let context = try harness.context()
         struct Broken: Error {}
+        await context.guarding(job.id, step: .submit) { throw Broken() }
+        let unheld = try await harness.job(job.id)
+        XCTAssertEqual(unheld.status, .pending, "a failure before the claim (a store hiccup) counts nothing")
         for _ in 0..<3 {
-            await context.guarding(job.id, step: .submit) { throw Broken() }
+            await context.guarding(job.id, step: .submit) {
+                _ = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "worker-a", leaseUntil: Date() + 30,
+                                                  now: Date() + 3_600)
+                throw Broken()
+            }
         }
         let failed = try await harness.job(job.id)
         XCTAssertEqual(failed.status, .failed)

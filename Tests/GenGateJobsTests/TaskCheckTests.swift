@@ -71,10 +71,10 @@ final class TaskCheckTests: XCTestCase {
         XCTAssertEqual(task.failures, 0, "a good answer resets the run")
         _ = task.observe(.failure(flaky), now: start)
         _ = task.observe(.failure(flaky), now: start)
-        XCTAssertEqual(task.observe(.failure(flaky), now: start), .attemptFailed(flaky), "the third in a row ends it")
+        XCTAssertEqual(task.observe(.failure(flaky), now: start), .checksFailed(flaky), "the third in a row ends it")
 
         var other = check()
         let fatal = GenGateError(.authenticationFailed, "bad key")
-        XCTAssertEqual(other.observe(.failure(fatal), now: start), .attemptFailed(fatal), "a non-retryable error ends it at once")
+        XCTAssertEqual(other.observe(.failure(fatal), now: start), .checksFailed(fatal), "a non-retryable error ends it at once")
     }
 }

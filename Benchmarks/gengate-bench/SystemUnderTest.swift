@@ -1,0 +1,113 @@
+import Foundation
+
+/// One `gengate up` started for a scenario: release binaries, free ports, a fresh private data
+/// directory, the configuration the scenario asks for. `stop()` ends it and removes its data.
+final class SystemUnderTest: @unchecked Sendable {
+    let dataDir: URL
+    let httpPort: Int
+    let eventsPort: Int
+    let process: Process
+    let adminKey: String
+
+    var baseURL: String { "http://127.0.0.1:\(httpPort)" }
+    var storePath: String { dataDir.appendingPathComponent("gengate.sqlite").path }
+
+    static func start(binaries: URL, environment extra: [String: String], config: String? = nil) async throws -> SystemUnderTest {
+        let ports = try FreePorts.take(3)
+        let dataDir = URL(fileURLWithPath: "/tmp/ggbench-\(UUID().uuidString.prefix(8).lowercased())")
+        try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
+        var arguments = ["up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
+                         "--events-port", "\(ports[2])"]
+        if let config {
+            let file = dataDir.appendingPathComponent("bench-config.json")
+            try config.write(to: file, atomically: true, encoding: .utf8)
+            arguments += ["--config", file.path]
+        }
+        let process = Process()
+        process.executableURL = binaries.appendingPathComponent("gengate")
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GENGATE_") }
+        environment["GENGATE_LOG_LEVEL"] = "warning"
+        environment.merge(extra) { $1 }
+        process.environment = environment
+        let log = dataDir.appendingPathComponent("gengate.log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            if !process.isRunning { throw BenchError("gengate up exited: \(try String(contentsOf: log, encoding: .utf8))") }
+            if let key = try? String(contentsOf: dataDir.appendingPathComponent("admin.key"), encoding: .utf8)
+                .trimmingCharacters(in: .whitespacesAndNewlines), !key.isEmpty,
+               (try? await HTTPLoad.get("http://127.0.0.1:\(ports[0])/health")) == 200 {
+                let system = SystemUnderTest(dataDir: dataDir, httpPort: ports[0], eventsPort: ports[2], process: process, adminKey: key)
+                try await Task.sleep(for: .seconds(1))  // every service up and connected
+                return system
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        process.terminate()
+        throw BenchError("gengate up did not become healthy in 60 s")
+    }
+
+    private init(dataDir: URL, httpPort: Int, eventsPort: Int, process: Process, adminKey: String) {
+        self.dataDir = dataDir
+        self.httpPort = httpPort
+        self.eventsPort = eventsPort
+        self.process = process
+        self.adminKey = adminKey
+    }
+
+    func pid(of service: String) -> Int32? {
+        let text = try? String(contentsOf: dataDir.appendingPathComponent("run/\(service).pid"), encoding: .utf8)
+        return text.flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
+    /// Resident memory of a service now, in MiB.
+    func rss(of service: String) -> Double? {
+        guard let pid = pid(of: service), let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+        return kib / 1_024
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            let deadline = Date().addingTimeInterval(40)
+            while process.isRunning && Date() < deadline { usleep(50_000) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        try? FileManager.default.removeItem(at: dataDir)
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Free TCP ports on 127.0.0.1, found by binding port 0.
+enum FreePorts {
+    static func take(_ count: Int) throws -> [Int] {
+        var sockets: [Int32] = []
+        defer { sockets.forEach { close($0) } }
+        var ports: [Int] = []
+        for _ in 0..<count {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            guard fd >= 0 else { throw BenchError("socket failed") }
+            sockets.append(fd)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+            guard bound == 0 else { throw BenchError("bind failed") }
+            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+            ports.append(Int(UInt16(bigEndian: address.sin_port)))
+        }
+        return ports
+    }
+}
