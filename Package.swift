@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "poller", targets: ["poller"]),
         .executable(name: "uploader", targets: ["uploader"]),
         .executable(name: "monitor", targets: ["monitor"]),
+        .executable(name: "gengate-bench", targets: ["gengate-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
@@ -117,6 +118,21 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Services/gengate"
+        ),
+
+        // Benchmarks
+        .executableTarget(
+            name: "gengate-bench",
+            dependencies: [
+                "GenGateCore",
+                "GenGateBus",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Benchmarks/gengate-bench"
         ),
 
         // Tests

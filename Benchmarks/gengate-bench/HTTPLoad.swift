@@ -48,14 +48,14 @@ enum HTTPLoad {
     /// `clients` clients submitting back to back until `count` submissions or `duration`.
     static func closedLoop(_ system: SystemUnderTest, clients: Int, duration: Duration, count: Int = .max,
                            body: @escaping @Sendable (Int) -> String) async -> Result {
-        let taken = Mutex(0)
+        let taken = Counter()
         let started = ContinuousClock.now
         let parts = await withTaskGroup(of: Result.self) { group in
             for _ in 0..<clients {
                 group.addTask {
                     var mine = Result()
                     while ContinuousClock.now - started < duration {
-                        let number = taken.withLock { value -> Int in
+                        let number = taken.value.withLock { value -> Int in
                             value += 1
                             return value
                         }
@@ -121,4 +121,8 @@ extension Array where Element == Double {
         let sorted = self.sorted()
         return sorted[Swift.min(sorted.count - 1, Swift.max(0, Int((q * Double(sorted.count)).rounded(.up)) - 1))]
     }
+}
+
+final class Counter: Sendable {
+    let value = Mutex(0)
 }
