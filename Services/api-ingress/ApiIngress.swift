@@ -42,5 +42,6 @@ struct ApiIngressCommand: AsyncParsableCommand {
         environment.logger.info("api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
         try await environment.run([app])
         await dispatch.close()
+        await environment.finish()
     }
 }

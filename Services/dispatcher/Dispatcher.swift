@@ -25,5 +25,6 @@ struct DispatcherCommand: AsyncParsableCommand {
         environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storePath)"])
         try await environment.run([loop, RecoverySweep(context: jobs)])
         await producers.close()
+        await environment.finish()
     }
 }

@@ -38,6 +38,15 @@ struct EventCounter: Service, CustomStringConvertible {
         switch event.type {
         case .serviceHeartbeat:
             await services.heartbeat(event, source: received.source)
+            // Every message a service's bus sockets dropped since it started (they only say
+            // how many so far: a gauge per service and socket).
+            if case .object(let drops)? = payload["bus_dropped"] {
+                let service = payload["service"]?.stringValue ?? "unknown"
+                for (socket, count) in drops {
+                    Gauge(label: "gengate_bus_dropped_messages", dimensions: [("service", service), ("socket", socket)])
+                        .record(count.doubleValue ?? 0)
+                }
+            }
         case .generationCreated:
             Counter(label: "gengate_generations_created_total", dimensions: [("provider", provider), ("model", model)]).increment()
         case .generationCompleted:

@@ -54,5 +54,6 @@ struct MonitorCommand: AsyncParsableCommand {
                               logger: environment.logger)
         environment.logger.info("monitor listening", metadata: ["address": "\(config.monitor.host):\(config.monitor.port)"])
         try await environment.run([app, counter])
+        await environment.finish()
     }
 }

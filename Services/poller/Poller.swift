@@ -25,6 +25,7 @@ struct PollerCommand: AsyncParsableCommand {
                                  publish: { environment.events.publish(Event(.pollerChecks, payload: $0)) })
         try await environment.run([checks, WakeOnHints(hints: hints, wake: checks.wake), report])
         await producers.close()
+        await environment.finish()
     }
 }
 

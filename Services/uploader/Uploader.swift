@@ -24,5 +24,6 @@ struct UploaderCommand: AsyncParsableCommand {
         environment.logger.info("uploader started", metadata: ["objects": "\(environment.config.objectsDirectory.path)"])
         try await environment.run([loop])
         await producers.close()
+        await environment.finish()
     }
 }

@@ -41,9 +41,13 @@ public final class BusDevice: Sendable {
         Glibc.close(stopWrite)
     }
 
-    /// Binds both sides and starts forwarding. Throws when an endpoint cannot be bound.
+    /// Binds both sides and starts forwarding. Throws when an endpoint cannot be bound. A failure
+    /// while forwarding is told to `onFailure` and forwarding starts again (a message it held is
+    /// kept); only stopping, or the context's termination, ends the device.
     public static func start(context: ZMQContext, kind: Kind, name: String, frontend: [String], backend: [String],
-                             highWaterMark: Int32 = 100_000) async throws -> BusDevice {
+                             highWaterMark: Int32 = 100_000,
+                             onFailure: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
+        async throws -> BusDevice {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ZMQError("pipe", errno: errno) }
         let readFD = fds[0], writeFD = fds[1]
@@ -80,7 +84,8 @@ public final class BusDevice: Sendable {
                     return
                 }
                 ready.resume(returning: (frontBound, backBound))
-                BusDevice.forward(kind: kind, front: front, back: back, stopFD: readFD)
+                let report: @Sendable (ZMQError) -> Void = { onFailure("bus device \(name) failed (\($0)); forwarding again") }
+                BusDevice.forward(kind: kind, front: front, back: back, stopFD: readFD, report: report)
                 front.close()
                 back.close()
                 completion.markDone()
@@ -100,19 +105,34 @@ public final class BusDevice: Sendable {
         await completion.wait()
     }
 
-    private static func forward(kind: Kind, front: ZMQSocket, back: ZMQSocket, stopFD: Int32) {
+    private static func forward(kind: Kind, front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void) {
         switch kind {
-        case .queue: forwardQueue(front: front, back: back, stopFD: stopFD)
-        case .forwarder: forwardEvents(front: front, back: back, stopFD: stopFD)
+        case .queue: forwardQueue(front: front, back: back, stopFD: stopFD, report: report)
+        case .forwarder: forwardEvents(front: front, back: back, stopFD: stopFD, report: report)
+        }
+    }
+
+    /// Polls `items`; a failure is reported and, unless the context is gone, answered with a short
+    /// pause and an empty result (the caller's loop goes on). Nil means stop.
+    private static func poll(_ items: [ZMQPollItem], report: @Sendable (ZMQError) -> Void) -> [ZMQPollResult]? {
+        do {
+            return try zmqPoll(items, timeoutMilliseconds: 1_000)
+        } catch let error as ZMQError {
+            if error.isTerminated { return nil }
+            report(error)
+            usleep(100_000)
+            return items.map { _ in ZMQPollResult(readable: false, writable: false) }
+        } catch {
+            return nil
         }
     }
 
     /// A message moves only when a consumer takes it: one refused message is held here and offered
     /// again when the backend has room, never dropped.
-    private static func forwardQueue(front: ZMQSocket, back: ZMQSocket, stopFD: Int32) {
+    private static func forwardQueue(front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void) {
         let stop = ZMQPollItem(.fileDescriptor(stopFD), readable: true)
         while true {
-            guard let ready = try? zmqPoll([ZMQPollItem(.socket(front)), stop], timeoutMilliseconds: 1_000) else { return }
+            guard let ready = poll([ZMQPollItem(.socket(front)), stop], report: report) else { return }
             if ready[1].readable { return }
             var held = ready[0].readable ? (try? front.receive(wait: false)) ?? nil : nil
             while let message = held {
@@ -121,17 +141,17 @@ public final class BusDevice: Sendable {
                     continue
                 }
                 let writable = ZMQPollItem(.socket(back), readable: false, writable: true)
-                guard let room = try? zmqPoll([writable, stop], timeoutMilliseconds: 1_000) else { return }
+                guard let room = poll([writable, stop], report: report) else { return }
                 if room[1].readable { return }
             }
         }
     }
 
     /// Events go downstream, subscriptions upstream; XPUB drops for subscribers at their mark.
-    private static func forwardEvents(front: ZMQSocket, back: ZMQSocket, stopFD: Int32) {
+    private static func forwardEvents(front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void) {
         let items = [ZMQPollItem(.socket(front)), ZMQPollItem(.socket(back)), ZMQPollItem(.fileDescriptor(stopFD))]
         while true {
-            guard let ready = try? zmqPoll(items, timeoutMilliseconds: 1_000) else { return }
+            guard let ready = poll(items, report: report) else { return }
             if ready[2].readable { return }
             if ready[0].readable {
                 while let message = (try? front.receive(wait: false)) ?? nil {

@@ -24,7 +24,9 @@ public struct BusSocketOptions: Sendable {
     public var handOffTimeout: Duration = .seconds(2)
     /// Messages waiting in this process to be sent, beyond which `send` refuses.
     public var outboxLimit: Int = 10_000
-    /// Messages received but not yet consumed, beyond which new ones are dropped.
+    /// Messages received but not yet consumed. At this many a PULL socket stops reading, so its
+    /// ZeroMQ high-water mark pushes back on the senders; any other socket drops (and counts)
+    /// what arrives beyond it.
     public var inboxLimit: Int = 10_000
 
     public init() {}
@@ -41,11 +43,11 @@ public final class BusSocket: Sendable {
     public let type: ZMQSocketType
     /// Endpoints as bound, with real ports for `tcp://host:*`.
     public let boundEndpoints: [String]
-    /// Every message received, each as its frames. Finishes when the socket closes.
-    public let messages: AsyncStream<[Data]>
+    /// Every message received, each as its frames. Finishes when the socket closes. One consumer.
+    public let messages: BusInbox
     private let core: Core
 
-    private init(name: String, type: ZMQSocketType, boundEndpoints: [String], messages: AsyncStream<[Data]>, core: Core) {
+    private init(name: String, type: ZMQSocketType, boundEndpoints: [String], messages: BusInbox, core: Core) {
         self.name = name
         self.type = type
         self.boundEndpoints = boundEndpoints
@@ -60,7 +62,7 @@ public final class BusSocket: Sendable {
         options: BusSocketOptions = BusSocketOptions()
     ) async throws -> BusSocket {
         let (stream, continuation) = AsyncStream<[Data]>.makeStream(bufferingPolicy: .bufferingOldest(options.inboxLimit))
-        let core = try Core(options: options)
+        let core = try Core(options: options, name: name)
         let bound: [String] = try await withCheckedThrowingContinuation { ready in
             let thread = Thread {
                 core.run(context: context, type: type, endpoints: endpoints, inbox: continuation, ready: ready)
@@ -68,7 +70,7 @@ public final class BusSocket: Sendable {
             thread.name = "zmq-\(name)"
             thread.start()
         }
-        return BusSocket(name: name, type: type, boundEndpoints: bound, messages: stream, core: core)
+        return BusSocket(name: name, type: type, boundEndpoints: bound, messages: BusInbox(stream: stream, core: core), core: core)
     }
 
     /// Queues a message for sending. Returns false when the socket is closed or its outbox is full.
@@ -100,6 +102,8 @@ extension BusSocket {
             var finished = false
             var waiters: [CheckedContinuation<Void, Never>] = []
             var dropped = 0
+            /// Received and not yet taken by the consumer.
+            var unconsumed = 0
         }
 
         let options: BusSocketOptions
@@ -107,7 +111,10 @@ extension BusSocket {
         let wakeRead: Int32
         let wakeWrite: Int32
 
-        init(options: BusSocketOptions) throws {
+        let name: String
+
+        init(options: BusSocketOptions, name: String) throws {
+            self.name = name
             var fds: [Int32] = [0, 0]
             guard pipe(&fds) == 0 else { throw ZMQError("pipe", errno: errno) }
             _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
@@ -123,6 +130,20 @@ extension BusSocket {
         }
 
         var droppedMessages: Int { state.withLock { $0.dropped } }
+
+        /// The consumer took a message: room for another; wakes the thread if it had stopped reading.
+        func consumed() {
+            let wasFull = state.withLock { state -> Bool in
+                state.unconsumed -= 1
+                return state.unconsumed + 1 >= options.inboxLimit
+            }
+            if wasFull { wake() }
+        }
+
+        private func dropped() {
+            state.withLock { $0.dropped += 1 }
+            BusStatistics.shared.dropped(name)
+        }
 
         func enqueue(_ frames: [Data]) -> Bool {
             let deadline = ContinuousClock.now.advanced(by: options.handOffTimeout)
@@ -150,7 +171,7 @@ extension BusSocket {
             }
         }
 
-        private func wake() {
+        fileprivate func wake() {
             var byte: UInt8 = 1
             _ = write(wakeWrite, &byte, 1)  // a full pipe already means "wake up"
         }
@@ -233,7 +254,7 @@ extension BusSocket {
                     do {
                         if try socket.send(pending.frames, wait: false) { continue }
                     } catch {
-                        state.withLock { $0.dropped += 1 }
+                        dropped()
                         continue
                     }
                     stalled = true
@@ -241,24 +262,30 @@ extension BusSocket {
                 }
                 backlog = kept.filter { pending in
                     if pending.deadline < now {
-                        state.withLock { $0.dropped += 1 }
+                        dropped()
                         return false
                     }
                     return true
                 }
 
+                // A PULL socket whose consumer is behind stops reading: ZeroMQ then holds what
+                // comes, up to its high-water mark, and pushes back on the senders.
+                let holding = type == .pull && state.withLock { $0.unconsumed >= options.inboxLimit }
                 let items = [
-                    ZMQPollItem(.socket(socket), readable: type.receives),
+                    ZMQPollItem(.socket(socket), readable: type.receives && !holding),
                     ZMQPollItem(.fileDescriptor(wakeRead), readable: true),
                 ]
                 let timeout = backlog.isEmpty ? 1_000 : 10
                 guard let results = try? zmqPoll(items, timeoutMilliseconds: timeout) else { break }
                 if results[1].readable { drainWakePipe() }
                 if results[0].readable {
-                    // Take everything waiting, so one wake-up serves a burst.
-                    while let frames = try? socket.receive(wait: false) {
+                    // Take what is waiting (up to the room left), so one wake-up serves a burst.
+                    while type != .pull || state.withLock({ $0.unconsumed < options.inboxLimit }),
+                          let frames = try? socket.receive(wait: false) {
                         if case .dropped = inbox.yield(frames) {
-                            state.withLock { $0.dropped += 1 }
+                            dropped()
+                        } else {
+                            state.withLock { $0.unconsumed += 1 }
                         }
                     }
                 }
@@ -268,5 +295,29 @@ extension BusSocket {
                 _ = try? socket.send(pending.frames, wait: false)
             }
         }
+    }
+}
+
+/// The messages a `BusSocket` received, for its one consumer. Taking a message makes room for
+/// the next (see `BusSocketOptions.inboxLimit`).
+public struct BusInbox: AsyncSequence, Sendable {
+    public typealias Element = [Data]
+
+    let stream: AsyncStream<[Data]>
+    let core: BusSocket.Core
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: AsyncStream<[Data]>.AsyncIterator
+        let core: BusSocket.Core
+
+        public mutating func next() async -> [Data]? {
+            guard let message = await base.next() else { return nil }
+            core.consumed()
+            return message
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(base: stream.makeAsyncIterator(), core: core)
     }
 }

@@ -57,7 +57,7 @@ public final class EventSubscriber: Sendable {
     }
 
     /// Each message decoded, or the reason it was rejected.
-    public var events: AsyncMapSequence<AsyncStream<[Data]>, Result<ReceivedEvent, BusError>> {
+    public var events: AsyncMapSequence<BusInbox, Result<ReceivedEvent, BusError>> {
         socket.messages.map { frames in
             guard frames.count == 2 else {
                 return .failure(.malformedMessage("event has \(frames.count) frames, expected 2 (topic, envelope)"))

@@ -80,7 +80,7 @@ public final class WorkConsumer: Sendable {
     }
 
     /// Each message as a decoded item or the reason it was rejected. Ends when closed.
-    public var items: AsyncMapSequence<AsyncStream<[Data]>, Result<WorkItem, BusError>> {
+    public var items: AsyncMapSequence<BusInbox, Result<WorkItem, BusError>> {
         let type = queue.messageType
         return socket.messages.map { frames in
             guard frames.count == 1 else {

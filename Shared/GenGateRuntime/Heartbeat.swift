@@ -1,4 +1,5 @@
 import Foundation
+import GenGateBus
 import GenGateCore
 import ServiceLifecycle
 
@@ -31,11 +32,18 @@ public struct Heartbeat: Service, CustomStringConvertible {
             "pid": .number(Double(getpid())),
             "started_at": .string(Timestamp.format(environment.startedAt)),
             "stopping": .bool(stopping),
+            "bus_dropped": .object(BusStatistics.shared.dropped.mapValues { .number(Double($0)) }),
         ])
     }
 }
 
 extension ServiceEnvironment {
+    /// The last step of a service: ends the ZeroMQ context once the service closed its sockets
+    /// (bounded, so a socket left open cannot hang the exit).
+    public func finish() async {
+        await zmq.terminate(within: .seconds(2))
+    }
+
     /// Runs `services` and this process's heartbeat until SIGTERM or SIGINT asks for a graceful
     /// shutdown (or one of them fails), then closes the event publisher.
     public func run(_ services: [any Service]) async throws {

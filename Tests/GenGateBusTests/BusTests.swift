@@ -90,6 +90,29 @@ final class BusSocketTests: XCTestCase {
         await push.close()
     }
 
+    func testABusyPullConsumerStopsReadingSoTheSenderIsPushedBackNotTheConsumerDropping() async throws {
+        let address = endpoint()
+        var pullOptions = BusSocketOptions()
+        pullOptions.inboxLimit = 5
+        pullOptions.receiveHighWaterMark = 10
+        let pull = try await BusSocket.open(context: context, type: .pull, name: "busy", endpoints: [.bind(address)], options: pullOptions)
+        var pushOptions = BusSocketOptions()
+        pushOptions.sendHighWaterMark = 10
+        pushOptions.handOffTimeout = .milliseconds(300)
+        let push = try await BusSocket.open(context: context, type: .push, name: "eager", endpoints: [.connect(address)], options: pushOptions)
+        for number in 0..<200 { push.send([Data("\(number)".utf8)]) }
+        try await Task.sleep(for: .milliseconds(800))
+        XCTAssertEqual(pull.droppedMessages, 0, "the consumer never drops: it stops reading")
+        XCTAssertGreaterThan(push.droppedMessages, 100, "the sender was pushed back, and counted what it gave up")
+        let delivered = 200 - push.droppedMessages
+        var received: [String] = []
+        for _ in 0..<delivered { received.append(String(decoding: try await next(pull, timeout: .seconds(2))[0], as: UTF8.self)) }
+        XCTAssertEqual(received, (0..<delivered).map(String.init), "what was held arrives, in order, once there is room")
+        XCTAssertEqual(BusStatistics.shared.dropped["eager"], push.droppedMessages, "drops are reported for /metrics")
+        await push.close()
+        await pull.close()
+    }
+
     func testCloseIsPromptWithUnsentMessagesAndContextTerminates() async throws {
         let push = try await BusSocket.open(context: context, type: .push, name: "push",
                                             endpoints: [.connect("tcp://127.0.0.1:9")])  // nobody listens there
