@@ -56,7 +56,11 @@ let package = Package(
         ),
         .target(
             name: "GenGateObjects",
-            dependencies: ["GenGateCore"],
+            dependencies: [
+                "GenGateCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Shared/GenGateObjects"
         ),
         .target(

@@ -16,6 +16,7 @@ struct GenerationRoutes: Sendable {
     let dispatch: WorkProducer
     let validator: SubmissionValidator
     let jobs: JobContext
+    let fileIO = FileIO()
 
     var store: any GenerationStore { environment.store }
     var baseURL: String { environment.config.publicBaseURL }
@@ -25,7 +26,7 @@ struct GenerationRoutes: Sendable {
         group.get("generations") { request, context in try await list(request, context) }
         group.get("generations/:id") { _, context in try await show(context) }
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
-        group.get("generations/:id/outputs/:index") { _, context in try await output(context) }
+        group.get("generations/:id/outputs/:index") { request, context in try await output(request, context) }
         group.post("admin/keys") { request, context in try await createKey(request, context) }
         group.delete("admin/keys/:id") { _, context in try await revokeKey(context) }
     }
@@ -143,7 +144,7 @@ struct GenerationRoutes: Sendable {
     }
 
     /// The bytes of one stored output, to its owner.
-    func output(_ context: GateContext) async throws -> Response {
+    func output(_ request: Request, _ context: GateContext) async throws -> Response {
         let generation = try await owned(context)
         guard let text = context.parameters.get("index"), let index = Int(text) else {
             throw APIError.notFound("no such output")
@@ -151,13 +152,27 @@ struct GenerationRoutes: Sendable {
         guard let output = generation.outputs.first(where: { $0.index == index }), output.isStored, let key = output.objectKey else {
             throw APIError.notFound("output \(index) of \(generation.id) is not stored (yet)")
         }
-        guard let data = try await environment.objects.get(key: key) else {
+        guard let file = try await environment.objects.localFile(key: key) else {
             context.logger.error("stored output is missing from object storage", metadata: ["key": "\(key)"])
             throw APIError.notFound("output \(index) of \(generation.id) is missing from object storage")
         }
-        var headers: HTTPFields = [.contentType: output.contentType, .cacheControl: "private, max-age=31536000, immutable"]
+        // Streamed from the file in chunks (flat memory whatever its size), whole or one range.
+        var headers: HTTPFields = [.contentType: output.contentType, .cacheControl: "private, max-age=31536000, immutable",
+                                   .acceptRanges: "bytes"]
         if let sha = output.sha256 { headers[.eTag] = "\"\(sha)\"" }
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+        switch ByteRange.parse(request.headers[.range], size: file.size) {
+        case .whole:
+            headers[.contentLength] = "\(file.size)"
+            return Response(status: .ok, headers: headers, body: try await fileIO.loadFile(path: file.path, context: context))
+        case .part(let range):
+            headers[.contentLength] = "\(range.count)"
+            headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(file.size)"
+            return Response(status: .partialContent, headers: headers,
+                            body: try await fileIO.loadFile(path: file.path, range: range, context: context))
+        case .unsatisfiable:
+            throw APIError(status: .rangeNotSatisfiable, code: "range_not_satisfiable",
+                           message: "output \(index) has \(file.size) bytes; the requested range lies outside them")
+        }
     }
 
     /// Admin only: creates an API key and shows its secret, once.

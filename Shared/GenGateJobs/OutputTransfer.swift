@@ -44,11 +44,23 @@ public struct OutputTransfer: Sendable {
                 do {
                     let createdAt = generation.createdAt
                     stored = try await context.keepingLease(generation) {
+                        let objects = context.objects
+                        func key(_ contentType: String) -> String {
+                            ObjectKey.forOutput(prefix: context.objectPrefix, generationID: id, createdAt: createdAt,
+                                                index: output.index, contentType: contentType)
+                        }
+                        // Streamed through a scratch file where the adapter can; whole otherwise.
+                        let scratch = try objects.scratchFile()
+                        do {
+                            if let contentType = try await adapter.download(output, to: scratch) {
+                                return try await objects.put(key: key(contentType), file: scratch, contentType: contentType)
+                            }
+                        } catch {
+                            try? FileManager.default.removeItem(at: scratch)
+                            throw error
+                        }
                         let fetched = try await adapter.fetch(output)
-                        let key = ObjectKey.forOutput(prefix: context.objectPrefix, generationID: id,
-                                                      createdAt: createdAt, index: output.index,
-                                                      contentType: fetched.contentType)
-                        return try await context.objects.put(key: key, data: fetched.data, contentType: fetched.contentType)
+                        return try await objects.put(key: key(fetched.contentType), data: fetched.data, contentType: fetched.contentType)
                     }
                     context.failPoints.reached(.afterStore)
                     break

@@ -1,51 +1,115 @@
+import Crypto
 import Foundation
 import GenGateCore
+import NIOPosix
 
-/// Objects as files under one directory. A put writes a temporary file, syncs it, and renames it
-/// into place, so readers see the old object or the new one, never a part.
+/// Objects as files under one directory. A put writes (or takes) a temporary file, syncs it, and
+/// renames it into place, so readers see the old object or the new one, never a part. All file
+/// work runs on NIO's blocking-I/O thread pool, never on Swift's cooperative threads, and files
+/// are hashed in 1 MiB chunks, so a 500 MB output costs a chunk of memory, not 500 MB.
 public struct LocalObjectStore: ObjectStore {
     public let root: URL
+    static let chunk = 1 << 20
 
     public init(root: URL) throws {
         self.root = root
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: root.appendingPathComponent(".incoming"), withIntermediateDirectories: true)
     }
 
     public func put(key: String, data: Data, contentType: String) async throws -> StoredObject {
         let url = try path(for: key)
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-        do {
-            guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-                throw GenGateError(.uploadFailed, "cannot create \(temporary.path)")
+        return try await Self.blocking {
+            let temporary = try Self.temporary(beside: url)
+            do {
+                guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+                    throw GenGateError(.uploadFailed, "cannot create \(temporary.path)")
+                }
+                let handle = try FileHandle(forWritingTo: temporary)
+                try handle.write(contentsOf: data)
+                try handle.synchronize()
+                try handle.close()
+                try Self.moveIntoPlace(temporary, url)
+            } catch {
+                try? FileManager.default.removeItem(at: temporary)
+                throw Self.uploadFailed(key, error)
             }
-            let handle = try FileHandle(forWritingTo: temporary)
-            try handle.write(contentsOf: data)
-            try handle.synchronize()
-            try handle.close()
-            if rename(temporary.path, url.path) != 0 {
-                throw GenGateError(.uploadFailed, "cannot move object into place at \(url.path): errno \(errno)")
-            }
-        } catch {
-            try? FileManager.default.removeItem(at: temporary)
-            if let error = error as? GenGateError { throw error }
-            throw GenGateError(.uploadFailed, "writing \(key) failed: \(error)")
+            return StoredObject(key: key, bytes: data.count, sha256: Digest.sha256Hex(data), contentType: contentType)
         }
-        return StoredObject(key: key, bytes: data.count, sha256: Digest.sha256Hex(data), contentType: contentType)
+    }
+
+    public func put(key: String, file: URL, contentType: String) async throws -> StoredObject {
+        let url = try path(for: key)
+        return try await Self.blocking {
+            defer { try? FileManager.default.removeItem(at: file) }
+            do {
+                let handle = try FileHandle(forUpdating: file)
+                var hasher = SHA256()
+                var bytes = 0
+                while let data = try handle.read(upToCount: Self.chunk), !data.isEmpty {
+                    hasher.update(data: data)
+                    bytes += data.count
+                }
+                try handle.synchronize()
+                try handle.close()
+                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Self.moveIntoPlace(file, url)
+                let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+                return StoredObject(key: key, bytes: bytes, sha256: sha256, contentType: contentType)
+            } catch {
+                throw Self.uploadFailed(key, error)
+            }
+        }
     }
 
     public func get(key: String) async throws -> Data? {
         let url = try path(for: key)
-        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
-        return try Data(contentsOf: url)
+        return try await Self.blocking {
+            guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+            return try Data(contentsOf: url)
+        }
+    }
+
+    public func localFile(key: String) async throws -> (path: String, size: Int)? {
+        let url = try path(for: key)
+        return try await Self.blocking {
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber else { return nil }
+            return (url.path, size.intValue)
+        }
+    }
+
+    public func scratchFile() throws -> URL {
+        root.appendingPathComponent(".incoming/\(UUID().uuidString).part")
     }
 
     /// The file of `key`; keys that would leave the root (`..`, absolute) are refused.
     func path(for key: String) throws -> URL {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false)
-        guard !key.isEmpty, !key.hasPrefix("/"), !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) else {
+        guard !key.isEmpty, !key.hasPrefix("/"), !key.hasPrefix("."),
+              !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) else {
             throw GenGateError(.invalidRequest, "invalid object key \(key)")
         }
         return root.appendingPathComponent(key)
+    }
+
+    static func temporary(beside url: URL) throws -> URL {
+        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
+    }
+
+    static func moveIntoPlace(_ temporary: URL, _ url: URL) throws {
+        if rename(temporary.path, url.path) != 0 {
+            throw GenGateError(.uploadFailed, "cannot move object into place at \(url.path): errno \(errno)")
+        }
+    }
+
+    static func uploadFailed(_ key: String, _ error: any Error) -> GenGateError {
+        if let error = error as? GenGateError { return error }
+        return GenGateError(.uploadFailed, "writing \(key) failed: \(error)")
+    }
+
+    /// Runs blocking file work on NIO's thread pool for blocking I/O.
+    static func blocking<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await NIOThreadPool.singleton.runIfActive(work)
     }
 }

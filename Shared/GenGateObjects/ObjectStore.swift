@@ -3,11 +3,21 @@ import GenGateCore
 
 /// Where outputs live: the local directory by default, an S3-compatible
 /// service when configured. Writes are whole-or-nothing: a reader never sees half an object.
+///
+/// Implementations do their I/O off Swift's cooperative threads, and move large objects in
+/// chunks, never whole in memory.
 public protocol ObjectStore: Sendable {
     /// Stores `data` under `key`, replacing what was there. Returns what was stored.
     func put(key: String, data: Data, contentType: String) async throws -> StoredObject
-    /// The object's bytes, or nil if there is none under `key`.
+    /// Stores the file at `file` under `key` (the file is consumed: moved in or deleted),
+    /// replacing what was there. Returns what was stored.
+    func put(key: String, file: URL, contentType: String) async throws -> StoredObject
+    /// The object's bytes, or nil if there is none under `key` (for small objects).
     func get(key: String) async throws -> Data?
+    /// A local file holding the object, and its size, to stream from; nil if there is none.
+    func localFile(key: String) async throws -> (path: String, size: Int)?
+    /// A scratch file on the same file system, for a download on its way in.
+    func scratchFile() throws -> URL
 }
 
 /// An object as stored: where, how big, and its checksum.

@@ -108,8 +108,11 @@ public protocol ProviderAdapter: Sendable {
     func cancel(taskID: String) async throws
     /// The task id of an earlier submission with this client reference, if the provider has one.
     func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String?
-    /// The bytes and content type of an output the provider reported.
+    /// The bytes and content type of an output the provider reported (small outputs).
     func fetch(_ output: Output) async throws -> (data: Data, contentType: String)
+    /// Streams an output into `file` (which it creates) and returns its content type, without
+    /// holding it whole in memory; nil if this adapter only fetches whole (then `fetch` is used).
+    func download(_ output: Output, to file: URL) async throws -> String?
 }
 
 extension ProviderAdapter {
@@ -118,4 +121,6 @@ extension ProviderAdapter {
     }
 
     public func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? { nil }
+
+    public func download(_ output: Output, to file: URL) async throws -> String? { nil }
 }

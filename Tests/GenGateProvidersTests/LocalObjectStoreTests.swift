@@ -20,6 +20,36 @@ final class LocalObjectStoreTests: XCTestCase {
         XCTAssertEqual(leftovers, ["0.txt"], "no temporary files stay behind")
     }
 
+    /// A 500 MB output moves into storage with flat memory: read, hashed and moved in chunks.
+    func testAFiveHundredMegabyteFileIsStoredWithFlatMemory() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("gg-objects-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = try LocalObjectStore(root: root)
+        let scratch = try store.scratchFile()
+        let size = 500 * 1_024 * 1_024
+        XCTAssertTrue(FileManager.default.createFile(atPath: scratch.path, contents: nil))
+        let handle = try FileHandle(forWritingTo: scratch)
+        try handle.truncate(atOffset: UInt64(size))  // sparse: zeros, written without memory either
+        try handle.close()
+        let before = Self.residentMiB()
+        let stored = try await store.put(key: "outputs/big/0.mp4", file: scratch, contentType: "video/mp4")
+        let growth = Self.residentMiB() - before
+        XCTAssertEqual(stored.bytes, size)
+        // sha256 of 500 MiB of zeros, as `head -c 524288000 /dev/zero | sha256sum` says.
+        XCTAssertEqual(stored.sha256, "a08a92258f621b55d08ad1e84c90c2ea6286fc6b6c9a4dfa7156afb16c190170")
+        XCTAssertLessThan(growth, 64, "memory grew \(growth) MiB while storing 500 MB")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: scratch.path), "the scratch file is consumed")
+        let file = try await store.localFile(key: "outputs/big/0.mp4")
+        XCTAssertEqual(file?.size, size)
+        print("stored 500 MB with \(growth) MiB of memory growth")
+    }
+
+    static func residentMiB() -> Double {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Double(line.split(separator: " ").dropFirst().first ?? "0") ?? 0) / 1_024
+    }
+
     func testKeysThatLeaveTheRootAreRefused() async throws {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("gg-objects-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: root) }

@@ -83,6 +83,31 @@ final class APITests: XCTestCase {
         XCTAssertEqual(notAdmin.status, 401, "a revoked key does nothing")
     }
 
+    func testOutputsAreServedWholeOrByRange() async throws {
+        let id = try await system.submit(#"{"model": "sim/image", "prompt": "ranged", "width": 64, "height": 64}"#)
+        let done = try await system.waitForStatus(id, "completed")
+        guard case .array(let outputs)? = done["outputs"], let first = outputs.first else { return XCTFail("\(done)") }
+        let size = try XCTUnwrap(first["bytes"]?.intValue)
+        let whole = try await system.request(.GET, "/v1/generations/\(id)/outputs/0")
+        XCTAssertEqual(whole.status, 200)
+        XCTAssertEqual(whole.body.count, size)
+        XCTAssertEqual(whole.headers.first(name: "Accept-Ranges"), "bytes")
+        XCTAssertEqual(Digest.sha256Hex(whole.body), first["sha256"]?.stringValue)
+
+        let head = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=0-7")])
+        XCTAssertEqual(head.status, 206)
+        XCTAssertEqual(head.body, whole.body.prefix(8), "the PNG signature")
+        XCTAssertEqual(head.headers.first(name: "Content-Range"), "bytes 0-7/\(size)")
+        let tail = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=-12")])
+        XCTAssertEqual(tail.status, 206)
+        XCTAssertEqual(tail.body, whole.body.suffix(12), "IEND and its CRC")
+        let resume = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=100-")])
+        XCTAssertEqual(resume.body, whole.body.dropFirst(100))
+        let outside = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=\(size)-")])
+        XCTAssertEqual(outside.status, 416)
+        XCTAssertEqual(outside.json["error"]?["code"]?.stringValue, "range_not_satisfiable")
+    }
+
     func testTheDataDirectoryIsPrivate() throws {
         let files = FileManager.default
         func mode(_ path: String) throws -> Int {
