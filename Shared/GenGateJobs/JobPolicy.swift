@@ -26,11 +26,16 @@ public struct JobPolicy: Sendable, Equatable {
     /// Times a handler may fail on one job (an unexpected error, not a provider's) before the job
     /// fails with `internal_error` instead of being tried forever.
     public var maxHandlerFailures: Int
+    /// How long events are kept; older ones expire (every job has ended long before).
+    public var eventRetentionSeconds: Double
+    /// How long an `Idempotency-Key` is remembered.
+    public var idempotencyWindowSeconds: Double
 
     public init(leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
                 drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(), modelSchedules: [String: CheckSchedule] = [:],
                 kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
-                maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5) {
+                maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5,
+                eventRetentionSeconds: Double = 30 * 86_400, idempotencyWindowSeconds: Double = 86_400) {
         self.leaseSeconds = leaseSeconds
         self.sweepIntervalSeconds = sweepIntervalSeconds
         self.staleAfterSeconds = staleAfterSeconds
@@ -42,6 +47,8 @@ public struct JobPolicy: Sendable, Equatable {
         self.checkConcurrency = checkConcurrency
         self.checkBatch = checkBatch
         self.maxHandlerFailures = maxHandlerFailures
+        self.eventRetentionSeconds = eventRetentionSeconds
+        self.idempotencyWindowSeconds = idempotencyWindowSeconds
     }
 
     /// The check schedule of `model`: its own, else its kind's, else the image one.

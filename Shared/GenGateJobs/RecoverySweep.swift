@@ -11,6 +11,7 @@ import ServiceLifecycle
 /// - unleased jobs due for longer than `staleAfterSeconds` (their message was lost) and
 ///   retries whose time has come are re-driven; running jobs need nothing, pollers find due
 ///   checks themselves;
+/// - events past their retention and idempotency keys past their window expire;
 /// - provider tasks of jobs that ended under them (cancelled, or failed at the deadline) are
 ///   cancelled at the provider, so nobody pays for work nobody will use.
 public struct RecoverySweep: Service, CustomStringConvertible {
@@ -63,6 +64,8 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         for work in try await store.dueWork(now: now, staleBefore: stale, limit: 1_000) {
             if let step = Lifecycle.Step.working(on: work.status) { context.notify(step, work.id, "sweep") }
         }
+        _ = try await store.expire(eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
+                                   keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
         // A submission still `submitting` a lease period after it began has no worker left.
         let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
         for attempt in try await store.openAttemptsOfEndedGenerations(submittingBefore: orphanedBefore, limit: 100) {

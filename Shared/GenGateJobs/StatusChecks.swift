@@ -137,7 +137,10 @@ public struct StatusChecks: Service, CustomStringConvertible {
             change.checkFailures = machine.failures
             if progressChanged {
                 change.progress = machine.progress
-                change.events = [Event(.generationProgress, generationID: id, payload: ["progress": .number(Double(machine.progress))])]
+                // Progress events are coalesced: one per ten points, not one per check.
+                if machine.progress / 10 != generation.progress / 10 {
+                    change.events = [Event(.generationProgress, generationID: id, payload: ["progress": .number(Double(machine.progress))])]
+                }
             }
             _ = try await context.apply(change)  // nil: it moved on (cancelled); the sweep stops the task
 

@@ -54,7 +54,7 @@ public struct LocalObjectStore: ObjectStore {
                 try handle.close()
                 try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try Self.moveIntoPlace(file, url)
-                let sha256 = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+                let sha256 = Digest.hex(hasher.finalize())
                 return StoredObject(key: key, bytes: bytes, sha256: sha256, contentType: contentType)
             } catch {
                 throw Self.uploadFailed(key, error)

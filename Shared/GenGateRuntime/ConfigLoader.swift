@@ -109,6 +109,10 @@ public enum ConfigLoader {
             if let problem = schedule.problem(named: name) { throw ConfigError(problem) }
         }
         guard config.sim.submitLatencyMs >= 0 else { throw ConfigError("sim.submit_latency_ms must not be negative") }
+        guard config.store.eventRetentionDays * 86_400 > Double(config.jobs.maxDeadlineSeconds) else {
+            throw ConfigError("store.event_retention_days must be longer than jobs.max_deadline_seconds, so only events of ended jobs expire")
+        }
+        guard config.http.idempotencyWindowSeconds >= 60 else { throw ConfigError("http.idempotency_window_seconds must be at least 60") }
         guard !config.sim.findsByReference || config.sim.ledger != nil else {
             throw ConfigError("sim.finds_by_reference needs sim.ledger, where the sim keeps its submissions")
         }

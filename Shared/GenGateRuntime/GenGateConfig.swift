@@ -50,6 +50,9 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// `full` survives power loss; `normal` only a process crash, and commits faster.
         public var durability = "full"
         public var busyTimeoutSeconds = 10.0
+        /// Days events are kept (a generation's event log); older ones expire. Longer than
+        /// `jobs.max_deadline_seconds`, so only events of ended jobs ever expire.
+        public var eventRetentionDays = 30.0
     }
 
     public struct Objects: Codable, Sendable, Equatable {
@@ -153,6 +156,7 @@ extension GenGateConfig {
             modelSchedules: jobs.modelCheckSchedules,
             kindSchedules: [.image: jobs.checkSchedules.image, .video: jobs.checkSchedules.video, .text: jobs.checkSchedules.text],
             maxCheckFailures: jobs.maxCheckFailures, checkConcurrency: jobs.checkConcurrency, checkBatch: jobs.checkBatch,
-            maxHandlerFailures: jobs.maxHandlerFailures)
+            maxHandlerFailures: jobs.maxHandlerFailures, eventRetentionSeconds: store.eventRetentionDays * 86_400,
+            idempotencyWindowSeconds: http.idempotencyWindowSeconds)
     }
 }

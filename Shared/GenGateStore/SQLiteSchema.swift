@@ -103,6 +103,8 @@ enum SQLiteSchema {
                 CREATE INDEX generations_deadline ON generations(deadline_at) WHERE \(active);
                 CREATE INDEX attempts_open ON attempts(generation_id) WHERE state IN ('submitting', 'submitted');
                 CREATE INDEX attempts_double_charged ON attempts(provider) WHERE possible_double_charge = 1;
+                -- Old events expire by age (see `expire`).
+                CREATE INDEX events_at ON events(at);
 
                 -- Named leases held by one process at a time (the recovery sweep's).
                 CREATE TABLE leader_leases (

@@ -494,6 +494,21 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
+    public func expire(eventsBefore: Date, keysBefore: Date, limit: Int) async throws -> Int {
+        try await batcher.write { db in
+            try db.execute(sql: """
+                DELETE FROM events WHERE seq IN (SELECT seq FROM events INDEXED BY events_at WHERE at < ? ORDER BY at LIMIT ?)
+                """, arguments: [eventsBefore.timeIntervalSince1970, limit])
+            var count = db.changesCount
+            try db.execute(sql: """
+                DELETE FROM idempotency_keys WHERE rowid IN
+                    (SELECT rowid FROM idempotency_keys INDEXED BY idempotency_keys_created WHERE created_at < ? LIMIT ?)
+                """, arguments: [keysBefore.timeIntervalSince1970, limit])
+            count += db.changesCount
+            return count
+        }
+    }
+
     public func possibleDoubleCharges() async throws -> [String: Int] {
         try await pool.read { db in
             var counts: [String: Int] = [:]

@@ -116,6 +116,34 @@ final class EngineStoreTests: XCTestCase {
         }
     }
 
+    func testOldEventsAndIdempotencyKeysExpire() async throws {
+        let harness = try await Harness()
+        let old = Date().addingTimeInterval(-40 * 86_400)
+        let job = try await harness.submit(created: old)
+        let keyed = Generation(
+            id: Identifier.make("gen", at: old), ownerKeyID: harness.owner.id, request: GenerationRequest(model: "scripted/image", prompt: "k"),
+            provider: "scripted", status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil,
+            leaseOwner: nil, leaseExpiresAt: nil, nextActionAt: old, deadlineAt: old + 60, createdAt: old, updatedAt: old,
+            phaseTimes: [:], outputs: [])
+        let first = try await harness.store.insert(keyed, event: Event(.generationCreated, generationID: keyed.id, at: old),
+                                                   idempotency: IdempotencyKey(key: "k1", requestHash: "a", window: 86_400))
+        XCTAssertEqual(first, .inserted)
+        let fresh = try await harness.submit()
+        let now = Date()
+        let expired = try await harness.store.expire(eventsBefore: now - 30 * 86_400, keysBefore: now - 86_400, limit: 100)
+        XCTAssertEqual(expired, 3, "two old events and one old key")
+        let oldEvents = try await harness.store.events(generationID: job.id)
+        XCTAssertEqual(oldEvents, [])
+        let freshEvents = try await harness.store.events(generationID: fresh.id)
+        XCTAssertEqual(freshEvents.count, 1, "recent events stay")
+        var again = keyed
+        again.id = Identifier.make("gen")
+        again.createdAt = now
+        let reused = try await harness.store.insert(again, event: Event(.generationCreated, generationID: again.id),
+                                                    idempotency: IdempotencyKey(key: "k1", requestHash: "b", window: 86_400))
+        XCTAssertEqual(reused, .inserted, "an expired key is free again")
+    }
+
     func testOnlyOneProcessLeadsTheSweepAtATime() async throws {
         let harness = try await Harness()
         let now = Date()

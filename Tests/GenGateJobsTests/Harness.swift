@@ -117,7 +117,7 @@ final class Harness: Sendable {
             version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil,
             nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created, updatedAt: created,
             phaseTimes: [.pending: created], outputs: [])
-        try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id))
+        try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id, at: created))
         return generation
     }
 
