@@ -24,8 +24,12 @@ struct BenchCommand: AsyncParsableCommand {
     var binaries: String?
 
     func run() async throws {
-        let directory = binaries.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let directory =
+            binaries.map { URL(fileURLWithPath: $0) }
+            ?? URL(
+                fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+                    ?? CommandLine.arguments[0]
+            )
             .deletingLastPathComponent()
         let runner = Scenarios(binaries: directory, duration: .seconds(Int64(seconds)), tasks: tasks) { line in
             FileHandle.standardError.write(Data("\(line)\n".utf8))
@@ -82,10 +86,12 @@ enum Report {
             process.waitUntilExit()
             return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+        let cpu =
+            (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("model name") }?.split(separator: ":").last?
             .trimmingCharacters(in: .whitespaces) ?? "?"
-        let memory = (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8))?
+        let memory =
+            (try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8))?
             .split(separator: "\n").first { $0.hasPrefix("MemTotal") }.map { String($0.split(separator: " ")[1]) }
             .flatMap(Double.init).map { String(format: "%.0f GiB", $0 / 1_048_576) } ?? "?"
         let date = ISO8601DateFormatter().string(from: Date())

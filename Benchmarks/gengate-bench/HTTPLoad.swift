@@ -46,8 +46,10 @@ enum HTTPLoad {
     }
 
     /// `clients` clients submitting back to back until `count` submissions or `duration`.
-    static func closedLoop(_ system: SystemUnderTest, clients: Int, duration: Duration, count: Int = .max,
-                           body: @escaping @Sendable (Int) -> String) async -> Result {
+    static func closedLoop(
+        _ system: SystemUnderTest, clients: Int, duration: Duration, count: Int = .max,
+        body: @escaping @Sendable (Int) -> String
+    ) async -> Result {
         let taken = Counter()
         let started = ContinuousClock.now
         let parts = await withTaskGroup(of: Result.self) { group in
@@ -85,8 +87,10 @@ enum HTTPLoad {
     }
 
     /// Submissions offered at `rate` per second for `duration`.
-    static func openLoop(_ system: SystemUnderTest, rate: Double, duration: Duration,
-                         body: @escaping @Sendable (Int) -> String) async -> Result {
+    static func openLoop(
+        _ system: SystemUnderTest, rate: Double, duration: Duration,
+        body: @escaping @Sendable (Int) -> String
+    ) async -> Result {
         let total = Int(rate * seconds(duration))
         let started = ContinuousClock.now
         let parts = await withTaskGroup(of: (Double?, String?).self) { group in

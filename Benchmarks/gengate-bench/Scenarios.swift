@@ -21,23 +21,34 @@ struct Scenarios {
 
     /// Durable `POST /v1/generations`: as fast as 64 clients can, then 5,000/s offered.
     func submit() async throws -> [Row] {
-        let system = try await SystemUnderTest.start(binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "1000"])
+        let system = try await SystemUnderTest.start(
+            binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "1000"])
         defer { system.stop() }
         let body: @Sendable (Int) -> String = { #"{"model": "sim/text", "prompt": "bench \#($0)"}"# }
         _ = await HTTPLoad.closedLoop(system, clients: 64, duration: .seconds(2), body: body)  // warm up
         let closed = await HTTPLoad.closedLoop(system, clients: 64, duration: duration, body: body)
-        log("submit closed loop: \(Int(closed.rate))/s, p50 \(ms(closed.latencies.quantile(0.5))), p99 \(ms(closed.latencies.quantile(0.99))), failures \(closed.failures)")
+        log(
+            "submit closed loop: \(Int(closed.rate))/s, p50 \(ms(closed.latencies.quantile(0.5))), p99 \(ms(closed.latencies.quantile(0.99))), failures \(closed.failures)"
+        )
         try await Task.sleep(for: .seconds(3))
         let open = await HTTPLoad.openLoop(system, rate: 5_000, duration: duration, body: body)
         let openP99 = open.latencies.quantile(0.99)
-        log("submit open loop 5,000/s: answered \(Int(open.rate))/s, p50 \(ms(open.latencies.quantile(0.5))), p99 \(ms(openP99)), failures \(open.failures)")
+        log(
+            "submit open loop 5,000/s: answered \(Int(open.rate))/s, p50 \(ms(open.latencies.quantile(0.5))), p99 \(ms(openP99)), failures \(open.failures)"
+        )
         return [
-            Row(scenario: "submit, 64 clients (closed loop)", target: "≥ 10,000/s", measured: "\(Int(closed.rate))/s",
+            Row(
+                scenario: "submit, 64 clients (closed loop)", target: "≥ 10,000/s", measured: "\(Int(closed.rate))/s",
                 met: closed.rate >= 10_000,
-                notes: "p50 \(ms(closed.latencies.quantile(0.5))), p99 \(ms(closed.latencies.quantile(0.99))), \(closed.latencies.count) accepted, \(closed.failures) failed"),
-            Row(scenario: "submit, 5,000/s offered (open loop)", target: "p99 ≤ 10 ms", measured: "p99 \(ms(openP99))",
+                notes:
+                    "p50 \(ms(closed.latencies.quantile(0.5))), p99 \(ms(closed.latencies.quantile(0.99))), \(closed.latencies.count) accepted, \(closed.failures) failed"
+            ),
+            Row(
+                scenario: "submit, 5,000/s offered (open loop)", target: "p99 ≤ 10 ms", measured: "p99 \(ms(openP99))",
                 met: openP99 <= 0.010,
-                notes: "p50 \(ms(open.latencies.quantile(0.5))), p99.9 \(ms(open.latencies.quantile(0.999))), \(Int(open.rate))/s answered, \(open.failures) failed"),
+                notes:
+                    "p50 \(ms(open.latencies.quantile(0.5))), p99.9 \(ms(open.latencies.quantile(0.999))), \(Int(open.rate))/s answered, \(open.failures) failed"
+            ),
         ]
     }
 
@@ -45,24 +56,39 @@ struct Scenarios {
     func endToEnd() async throws -> [Row] {
         // The default image schedule checks first after 0.5 s, which alone is twice the latency
         // target: this scenario measures the engine, so it checks as early as the provider allows.
-        let config = #"{"jobs": {"model_check_schedules": {"sim/image": {"first_seconds": 0.01, "factor": 1.5, "max_seconds": 1, "jitter": 0.2}}}}"#
-        let system = try await SystemUnderTest.start(binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "0"], config: config)
+        let config =
+            #"{"jobs": {"model_check_schedules": {"sim/image": {"first_seconds": 0.01, "factor": 1.5, "max_seconds": 1, "jitter": 0.2}}}}"#
+        let system = try await SystemUnderTest.start(
+            binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "0"], config: config)
         defer { system.stop() }
-        let body: @Sendable (Int) -> String = { #"{"model": "sim/image", "prompt": "e2e \#($0)", "width": 16, "height": 16}"# }
+        let body: @Sendable (Int) -> String = {
+            #"{"model": "sim/image", "prompt": "e2e \#($0)", "width": 16, "height": 16}"#
+        }
         let closed = await HTTPLoad.closedLoop(system, clients: 64, duration: duration, body: body)
         let closedDone = try await waitForCompletion(system, ids: closed.ids)
-        log("e2e closed loop: \(closed.ids.count) submitted, \(Int(closedDone.rate))/s completed, p99 \(ms(closedDone.latencies.quantile(0.99)))")
+        log(
+            "e2e closed loop: \(closed.ids.count) submitted, \(Int(closedDone.rate))/s completed, p99 \(ms(closedDone.latencies.quantile(0.99)))"
+        )
         try await Task.sleep(for: .seconds(2))
         let open = await HTTPLoad.openLoop(system, rate: 1_000, duration: duration, body: body)
         let openDone = try await waitForCompletion(system, ids: open.ids)
         let p99 = openDone.latencies.quantile(0.99)
-        log("e2e open loop 1,000/s: \(open.ids.count) submitted, p50 \(ms(openDone.latencies.quantile(0.5))), p99 \(ms(p99))")
+        log(
+            "e2e open loop 1,000/s: \(open.ids.count) submitted, p50 \(ms(openDone.latencies.quantile(0.5))), p99 \(ms(p99))"
+        )
         return [
-            Row(scenario: "end to end, 64 clients, zero-latency provider, n=1", target: "≥ 2,000 jobs/s",
+            Row(
+                scenario: "end to end, 64 clients, zero-latency provider, n=1", target: "≥ 2,000 jobs/s",
                 measured: "\(Int(closedDone.rate)) jobs/s", met: closedDone.rate >= 2_000,
-                notes: "\(closedDone.latencies.count) of \(closed.ids.count) completed; p50 \(ms(closedDone.latencies.quantile(0.5))), p99 \(ms(closedDone.latencies.quantile(0.99)))"),
-            Row(scenario: "end to end, 1,000/s offered", target: "p99 ≤ 250 ms", measured: "p99 \(ms(p99))", met: p99 <= 0.25,
-                notes: "\(openDone.latencies.count) of \(open.ids.count) completed; p50 \(ms(openDone.latencies.quantile(0.5))); first check after 10 ms ± 20 %"),
+                notes:
+                    "\(closedDone.latencies.count) of \(closed.ids.count) completed; p50 \(ms(closedDone.latencies.quantile(0.5))), p99 \(ms(closedDone.latencies.quantile(0.99)))"
+            ),
+            Row(
+                scenario: "end to end, 1,000/s offered", target: "p99 ≤ 250 ms", measured: "p99 \(ms(p99))",
+                met: p99 <= 0.25,
+                notes:
+                    "\(openDone.latencies.count) of \(open.ids.count) completed; p50 \(ms(openDone.latencies.quantile(0.5))); first check after 10 ms ± 20 %"
+            ),
         ]
     }
 
@@ -92,22 +118,27 @@ struct Scenarios {
 
     /// 100,000 provider tasks of 10 minutes in flight at once, checked by one poller.
     func inFlight() async throws -> [Row] {
-        let system = try await SystemUnderTest.start(binaries: binaries, environment: [
-            "GENGATE_SIM_LATENCY_MS": "600000", "GENGATE_HEARTBEAT_SECONDS": "2",
-        ])
+        let system = try await SystemUnderTest.start(
+            binaries: binaries,
+            environment: [
+                "GENGATE_SIM_LATENCY_MS": "600000", "GENGATE_HEARTBEAT_SECONDS": "2",
+            ])
         defer { system.stop() }
         // The tasks are written straight into the store as the dispatcher leaves them (running,
         // first check 15 s ± 20 % after submission, submissions spread over a minute): this
         // scenario measures the poller, and the submit scenarios measure the way in.
         let started = ContinuousClock.now
         let loaded = try await load(tasks: tasks, into: system, over: 60)
-        log("in flight: \(loaded) running video tasks written in \(Int(HTTPLoad.seconds(ContinuousClock.now - started))) s")
+        log(
+            "in flight: \(loaded) running video tasks written in \(Int(HTTPLoad.seconds(ContinuousClock.now - started))) s"
+        )
         // Let the first wave (the first checks of tasks submitted over the last minute) pass.
         try await Task.sleep(for: .seconds(20))
         let queue = try DatabaseQueue(path: system.storePath, configuration: readOnly())
         let context = try ZMQContext()
-        let subscriber = try await EventSubscriber.connect(context: context, endpoint: "tcp://127.0.0.1:\(system.eventsPort)",
-                                                           topics: ["poller.checks"])
+        let subscriber = try await EventSubscriber.connect(
+            context: context, endpoint: "tcp://127.0.0.1:\(system.eventsPort)",
+            topics: ["poller.checks"])
         let window: Duration = .seconds(Int64(min(120, max(60, tasks / 500))))
         let windowStart = Date()
         var calls = 0
@@ -127,7 +158,9 @@ struct Scenarios {
         let reports = Task {
             var reports: [[String: JSONValue]] = []
             for await result in subscriber.events {
-                if case .success(let received) = result, received.event.type == .pollerChecks { reports.append(received.event.payload) }
+                if case .success(let received) = result, received.event.type == .pollerChecks {
+                    reports.append(received.event.payload)
+                }
             }
             return reports
         }
@@ -136,7 +169,9 @@ struct Scenarios {
         for payload in await reports.value {
             calls += payload["status_calls"]?.intValue ?? 0
             worst = max(worst, payload["lateness_max"]?.doubleValue ?? 0)
-            if case .array(let counts)? = payload["lateness_counts"], case .array(let edges)? = payload["lateness_bounds"] {
+            if case .array(let counts)? = payload["lateness_counts"],
+                case .array(let edges)? = payload["lateness_bounds"]
+            {
                 if buckets.isEmpty { buckets = Array(repeating: 0, count: counts.count) }
                 bounds = edges.compactMap(\.doubleValue)
                 for (index, count) in counts.enumerated() { buckets[index] += count.doubleValue ?? 0 }
@@ -149,7 +184,8 @@ struct Scenarios {
 
         // What the schedule asks for in the window: every nominal check time of every task.
         let expected = try await queue.read { db -> Double in
-            let starts = try Double.fetchAll(db, sql: "SELECT running_at FROM generations WHERE status = 'running' AND running_at IS NOT NULL")
+            let starts = try Double.fetchAll(
+                db, sql: "SELECT running_at FROM generations WHERE status = 'running' AND running_at IS NOT NULL")
             let schedule = [15.0, 1.5, 120.0]  // the default video schedule: first, factor, max
             var count = 0.0
             for start in starts {
@@ -174,15 +210,25 @@ struct Scenarios {
             }
         }
         let ratio = expected > 0 ? Double(calls) / expected : .nan
-        log("in flight: window \(Int(HTTPLoad.seconds(window))) s, \(calls) status calls vs \(Int(expected)) scheduled, lateness p99 ≤ \(p99) s, max \(worst) s, poller RSS \(Int(rss)) MiB")
+        log(
+            "in flight: window \(Int(HTTPLoad.seconds(window))) s, \(calls) status calls vs \(Int(expected)) scheduled, lateness p99 ≤ \(p99) s, max \(worst) s, poller RSS \(Int(rss)) MiB"
+        )
         return [
-            Row(scenario: "\(tasks) tasks of 10 min in flight, one poller: poller memory", target: "RSS ≤ 300 MB",
+            Row(
+                scenario: "\(tasks) tasks of 10 min in flight, one poller: poller memory", target: "RSS ≤ 300 MB",
                 measured: "\(Int(rss)) MiB", met: rss <= 300,
-                notes: "peak over a \(Int(HTTPLoad.seconds(window))) s window; tasks written to the store as submitted over the minute before"),
-            Row(scenario: "… check lateness", target: "p99 ≤ 1 s", measured: "p99 ≤ \(p99) s", met: p99 <= 1,
+                notes:
+                    "peak over a \(Int(HTTPLoad.seconds(window))) s window; tasks written to the store as submitted over the minute before"
+            ),
+            Row(
+                scenario: "… check lateness", target: "p99 ≤ 1 s", measured: "p99 ≤ \(String(format: "%.2f", p99)) s",
+                met: p99 <= 1,
                 notes: "\(Int(total)) checks, max \(String(format: "%.2f", worst)) s (histogram bucket bound)"),
-            Row(scenario: "… status calls", target: "≤ 1.2 × the schedule", measured: String(format: "%.2f ×", ratio), met: ratio <= 1.2,
-                notes: "\(calls) calls vs \(Int(expected)) scheduled (video: first 15 s, ×1.5, ≤ 120 s, ±20 % jitter)"),
+            Row(
+                scenario: "… status calls", target: "≤ 1.2 × the schedule", measured: String(format: "%.2f ×", ratio),
+                met: ratio <= 1.2,
+                notes: "\(calls) calls vs \(Int(expected)) scheduled (video: first 15 s, ×1.5, ≤ 120 s, ±20 % jitter)"
+                    + (ratio < 0.9 ? "; fewer because the poller fell behind (see lateness)" : "")),
         ]
     }
 
@@ -202,16 +248,22 @@ struct Scenarios {
                     let submittedMs = Int64(submitted * 1_000)
                     let task = String(format: "simt_bench%016d", number) + ".\(submittedMs).\(submittedMs + 600_000).o"
                     let firstCheck = submitted + 15 * Double.random(in: 0.8...1.2)
-                    try db.execute(sql: """
-                        INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
-                            provider_task_id, next_action_at, deadline_at, created_at, updated_at, dispatching_at, running_at)
-                        VALUES (?, ?, 'sim/video', 'sim', ?, 1, 'running', 3, 0, 1, ?, ?, ?, ?, ?, ?, ?)
-                        """, arguments: [id, owner, #"{"model":"sim/video","prompt":"long \#(number)","n":1,"params":{},"metadata":{}}"#,
-                                         task, firstCheck, submitted + 1_800, submitted, submitted, submitted, submitted])
-                    try db.execute(sql: """
-                        INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes, state,
-                            created_at) VALUES (?, 1, 'sim', ?, ?, '[0]', 'submitted', ?)
-                        """, arguments: [id, "\(id)-a1", task, submitted])
+                    try db.execute(
+                        sql: """
+                            INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
+                                provider_task_id, next_action_at, deadline_at, created_at, updated_at, dispatching_at, running_at)
+                            VALUES (?, ?, 'sim/video', 'sim', ?, 1, 'running', 3, 0, 1, ?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            id, owner,
+                            #"{"model":"sim/video","prompt":"long \#(number)","n":1,"params":{},"metadata":{}}"#,
+                            task, firstCheck, submitted + 1_800, submitted, submitted, submitted, submitted,
+                        ])
+                    try db.execute(
+                        sql: """
+                            INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes, state,
+                                created_at) VALUES (?, 1, 'sim', ?, ?, '[0]', 'submitted', ?)
+                            """, arguments: [id, "\(id)-a1", task, submitted])
                 }
             }
         }
@@ -226,8 +278,11 @@ struct Scenarios {
         var rows: [Row] = []
         for service in ["api-ingress", "dispatcher", "poller", "uploader", "monitor"] {
             let rss = system.rss(of: service) ?? .nan
-            rows.append(Row(scenario: "idle: \(service)", target: "≤ 30 MB RSS", measured: String(format: "%.1f MiB", rss), met: rss <= 30,
-                            notes: "5 s after start, no jobs"))
+            rows.append(
+                Row(
+                    scenario: "idle: \(service)", target: "≤ 30 MB RSS", measured: String(format: "%.1f MiB", rss),
+                    met: rss <= 30,
+                    notes: "5 s after start, no jobs"))
         }
         return rows
     }
@@ -248,8 +303,10 @@ enum Row2 {
         var rows: [(Double, Double?)] = []
         for chunk in Array(ids).chunked(500) {
             let marks = Array(repeating: "?", count: chunk.count).joined(separator: ",")
-            for row in try GRDB.Row.fetchAll(db, sql: "SELECT created_at, completed_at FROM generations WHERE id IN (\(marks))",
-                                             arguments: StatementArguments(chunk)) {
+            for row in try GRDB.Row.fetchAll(
+                db, sql: "SELECT created_at, completed_at FROM generations WHERE id IN (\(marks))",
+                arguments: StatementArguments(chunk))
+            {
                 rows.append((row["created_at"], row["completed_at"]))
             }
         }

@@ -12,12 +12,16 @@ final class SystemUnderTest: @unchecked Sendable {
     var baseURL: String { "http://127.0.0.1:\(httpPort)" }
     var storePath: String { dataDir.appendingPathComponent("gengate.sqlite").path }
 
-    static func start(binaries: URL, environment extra: [String: String], config: String? = nil) async throws -> SystemUnderTest {
+    static func start(binaries: URL, environment extra: [String: String], config: String? = nil) async throws
+        -> SystemUnderTest
+    {
         let ports = try FreePorts.take(3)
         let dataDir = URL(fileURLWithPath: "/tmp/ggbench-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
-        var arguments = ["up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
-                         "--events-port", "\(ports[2])"]
+        var arguments = [
+            "up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
+            "--events-port", "\(ports[2])",
+        ]
         if let config {
             let file = dataDir.appendingPathComponent("bench-config.json")
             try config.write(to: file, atomically: true, encoding: .utf8)
@@ -38,11 +42,15 @@ final class SystemUnderTest: @unchecked Sendable {
         try process.run()
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
-            if !process.isRunning { throw BenchError("gengate up exited: \(try String(contentsOf: log, encoding: .utf8))") }
+            if !process.isRunning {
+                throw BenchError("gengate up exited: \(try String(contentsOf: log, encoding: .utf8))")
+            }
             if let key = try? String(contentsOf: dataDir.appendingPathComponent("admin.key"), encoding: .utf8)
                 .trimmingCharacters(in: .whitespacesAndNewlines), !key.isEmpty,
-               (try? await HTTPLoad.get("http://127.0.0.1:\(ports[0])/health")) == 200 {
-                let system = SystemUnderTest(dataDir: dataDir, httpPort: ports[0], eventsPort: ports[2], process: process, adminKey: key)
+                (try? await HTTPLoad.get("http://127.0.0.1:\(ports[0])/health")) == 200
+            {
+                let system = SystemUnderTest(
+                    dataDir: dataDir, httpPort: ports[0], eventsPort: ports[2], process: process, adminKey: key)
                 try await Task.sleep(for: .seconds(1))  // every service up and connected
                 return system
             }
@@ -67,9 +75,11 @@ final class SystemUnderTest: @unchecked Sendable {
 
     /// Resident memory of a service now, in MiB.
     func rss(of service: String) -> Double? {
-        guard let pid = pid(of: service), let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kib = Double(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
+        guard let pid = pid(of: service),
+            let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+            let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
+        else { return nil }
         return kib / 1_024
     }
 
@@ -103,9 +113,13 @@ enum FreePorts {
             address.sin_family = sa_family_t(AF_INET)
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+            }
             guard bound == 0 else { throw BenchError("bind failed") }
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
             ports.append(Int(UInt16(bigEndian: address.sin_port)))
         }
         return ports

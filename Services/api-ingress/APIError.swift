@@ -20,7 +20,8 @@ struct APIError: Error, HTTPResponseError {
     func response(from request: Request, context: some RequestContext) throws -> Response {
         var error: [String: JSONValue] = ["code": .string(code), "message": .string(message)]
         if !details.isEmpty {
-            error["details"] = .array(details.map { .object(["path": .string($0.path), "message": .string($0.message)]) })
+            error["details"] = .array(
+                details.map { .object(["path": .string($0.path), "message": .string($0.message)]) })
         }
         var response = JSONResponse.make(status: status, ["error": .object(error)])
         for field in headers { response.headers.append(field) }
@@ -36,8 +37,9 @@ struct APIError: Error, HTTPResponseError {
     }
 
     static func unauthorized(_ message: String) -> APIError {
-        APIError(status: .unauthorized, code: "unauthorized", message: message,
-                 headers: [.wwwAuthenticate: "Bearer realm=\"gengate\""])
+        APIError(
+            status: .unauthorized, code: "unauthorized", message: message,
+            headers: [.wwwAuthenticate: "Bearer realm=\"gengate\""])
     }
 
     static let forbidden = APIError(status: .forbidden, code: "forbidden", message: "this endpoint needs an admin key")
@@ -51,15 +53,18 @@ struct APIError: Error, HTTPResponseError {
     }
 
     static func payloadTooLarge(limit: Int) -> APIError {
-        APIError(status: .contentTooLarge, code: "payload_too_large", message: "request body is larger than \(limit) bytes")
+        APIError(
+            status: .contentTooLarge, code: "payload_too_large", message: "request body is larger than \(limit) bytes")
     }
 
-    static let internalError = APIError(status: .internalServerError, code: "internal_error",
-                                        message: "the server failed to handle this request; it has been logged")
+    static let internalError = APIError(
+        status: .internalServerError, code: "internal_error",
+        message: "the server failed to handle this request; it has been logged")
 
-    static let unavailable = APIError(status: .serviceUnavailable, code: "unavailable",
-                                      message: "the store is not answering; try again shortly",
-                                      headers: [.retryAfter: "1"])
+    static let unavailable = APIError(
+        status: .serviceUnavailable, code: "unavailable",
+        message: "the store is not answering; try again shortly",
+        headers: [.retryAfter: "1"])
 }
 
 /// JSON responses in GenGate's one JSON convention.

@@ -14,9 +14,10 @@ struct ApiIngressCommand: AsyncParsableCommand {
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "api-ingress", options: options)
         let config = environment.config
-        let dispatch = try await WorkProducer.connect(context: environment.zmq, queue: .dispatch,
-                                                      endpoint: environment.topology.producerEndpoint(.dispatch),
-                                                      source: environment.instance)
+        let dispatch = try await WorkProducer.connect(
+            context: environment.zmq, queue: .dispatch,
+            endpoint: environment.topology.producerEndpoint(.dispatch),
+            source: environment.instance)
         let router = Router(context: GateContext.self)
         // One line per request at debug level (headers left out, so keys never reach the log).
         router.middlewares.add(LogRequestsMiddleware(.debug))
@@ -30,16 +31,20 @@ struct ApiIngressCommand: AsyncParsableCommand {
             return JSONResponse.make(status: .ok, ["status": .string("ok"), "service": .string(environment.instance)])
         }
         let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
-        let validator = SubmissionValidator(providers: environment.providers, defaultDeadlineSeconds: config.jobs.defaultDeadlineSeconds,
-                                            maxDeadlineSeconds: config.jobs.maxDeadlineSeconds)
-        GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs()).register(on: api)
+        let validator = SubmissionValidator(
+            providers: environment.providers, defaultDeadlineSeconds: config.jobs.defaultDeadlineSeconds,
+            maxDeadlineSeconds: config.jobs.maxDeadlineSeconds)
+        GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs())
+            .register(on: api)
 
         // An idle timeout closes connections of clients that stopped talking (and is the last
         // resort for one that never reads its answer).
-        let app = Application(router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
-                              configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "GenGate"),
-                              logger: environment.logger)
-        environment.logger.info("api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
+        let app = Application(
+            router: router, server: .http1(configuration: .init(idleTimeout: .seconds(60))),
+            configuration: .init(address: .hostname(config.http.host, port: config.http.port), serverName: "GenGate"),
+            logger: environment.logger)
+        environment.logger.info(
+            "api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
         try await environment.run([app])
         await dispatch.close()
         await environment.finish()

@@ -12,12 +12,16 @@ struct AuthMiddleware: RouterMiddleware {
     let store: any GenerationStore
     let cache: KeyCache
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         guard let header = request.headers[.authorization] else {
             throw APIError.unauthorized("missing API key: send Authorization: Bearer <key>")
         }
         let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer", !parts[1].trimmingCharacters(in: .whitespaces).isEmpty else {
+        guard parts.count == 2, parts[0].lowercased() == "bearer",
+            !parts[1].trimmingCharacters(in: .whitespaces).isEmpty
+        else {
             throw APIError.unauthorized("malformed Authorization header: expected Bearer <key>")
         }
         let secret = parts[1].trimmingCharacters(in: .whitespaces)

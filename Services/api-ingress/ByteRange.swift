@@ -16,7 +16,8 @@ enum ByteRange: Equatable {
         guard !spec.contains(",") else { return .whole }
         let parts = spec.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2 else { return .whole }
-        let first = parts[0].trimmingCharacters(in: .whitespaces), last = parts[1].trimmingCharacters(in: .whitespaces)
+        let first = parts[0].trimmingCharacters(in: .whitespaces)
+        let last = parts[1].trimmingCharacters(in: .whitespaces)
         if first.isEmpty {
             // The last n bytes.
             guard let count = Int(last), count > 0 else { return last.isEmpty ? .whole : .unsatisfiable }

@@ -9,7 +9,9 @@ struct ErrorMiddleware: RouterMiddleware {
     typealias Context = GateContext
     let maxBodyBytes: Int
 
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+        -> Response
+    {
         do {
             return try await next(request, context)
         } catch {
@@ -34,8 +36,9 @@ struct ErrorMiddleware: RouterMiddleware {
             case .contentTooLarge:
                 translated = .payloadTooLarge(limit: maxBodyBytes)
             default:
-                translated = APIError(status: error.status, code: "http_\(error.status.code)",
-                                      message: error.body ?? error.status.reasonPhrase)
+                translated = APIError(
+                    status: error.status, code: "http_\(error.status.code)",
+                    message: error.body ?? error.status.reasonPhrase)
             }
             return try translated.response(from: request, context: context)
         } catch {

@@ -42,17 +42,23 @@ struct GenerationRoutes: Sendable {
         let (generationRequest, model) = try validator.validate(body)
         let now = Date()
         let generation = Generation(
-            id: Identifier.make("gen", at: now), ownerKeyID: key.id, request: generationRequest, provider: model.provider,
+            id: Identifier.make("gen", at: now), ownerKeyID: key.id, request: generationRequest,
+            provider: model.provider,
             status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
             leaseExpiresAt: nil, nextActionAt: now,
-            deadlineAt: now.addingTimeInterval(Double(generationRequest.deadlineSeconds ?? environment.config.jobs.defaultDeadlineSeconds)),
+            deadlineAt: now.addingTimeInterval(
+                Double(generationRequest.deadlineSeconds ?? environment.config.jobs.defaultDeadlineSeconds)),
             createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [])
-        let event = Event(.generationCreated, generationID: generation.id, at: now, payload: [
-            "model": .string(model.id), "provider": .string(model.provider), "n": .number(Double(generationRequest.n)),
-        ])
+        let event = Event(
+            .generationCreated, generationID: generation.id, at: now,
+            payload: [
+                "model": .string(model.id), "provider": .string(model.provider),
+                "n": .number(Double(generationRequest.n)),
+            ])
         let idempotency = try idempotencyKey.map {
-            IdempotencyKey(key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(generationRequest)),
-                           window: environment.config.http.idempotencyWindowSeconds)
+            IdempotencyKey(
+                key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(generationRequest)),
+                window: environment.config.http.idempotencyWindowSeconds)
         }
         let outcome: InsertOutcome
         do {
@@ -66,16 +72,21 @@ struct GenerationRoutes: Sendable {
             break
         case .replayed(let original):
             let status = try await store.generation(id: original)?.status ?? .pending
-            return JSONResponse.make(status: .accepted, ["id": .string(original), "status": .string(status.rawValue)],
-                                     headers: [.location: "/v1/generations/\(original)", Self.replayed: "true"])
+            return JSONResponse.make(
+                status: .accepted, ["id": .string(original), "status": .string(status.rawValue)],
+                headers: [.location: "/v1/generations/\(original)", Self.replayed: "true"])
         case .keyReused(let original):
-            throw APIError(status: .conflict, code: "idempotency_key_reused",
-                           message: "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request")
+            throw APIError(
+                status: .conflict, code: "idempotency_key_reused",
+                message:
+                    "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request"
+            )
         }
         environment.publish([event])
         dispatch.send(generationID: generation.id, reason: "created")
-        return JSONResponse.make(status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
-                                 headers: [.location: "/v1/generations/\(generation.id)"])
+        return JSONResponse.make(
+            status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
+            headers: [.location: "/v1/generations/\(generation.id)"])
     }
 
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
@@ -85,9 +96,13 @@ struct GenerationRoutes: Sendable {
     static func idempotencyKey(_ request: Request) throws -> String? {
         guard let value = request.headers[idempotencyHeader] else { return nil }
         guard (1...255).contains(value.utf8.count), value.utf8.allSatisfy({ (0x21...0x7e).contains($0) }) else {
-            throw APIError.invalidRequest("invalid Idempotency-Key", details: [
-                .init(path: "Idempotency-Key", message: "must be 1 to 255 visible ASCII characters (a UUID is a good choice)"),
-            ])
+            throw APIError.invalidRequest(
+                "invalid Idempotency-Key",
+                details: [
+                    .init(
+                        path: "Idempotency-Key",
+                        message: "must be 1 to 255 visible ASCII characters (a UUID is a good choice)")
+                ])
         }
         return value
     }
@@ -105,12 +120,17 @@ struct GenerationRoutes: Sendable {
         if let text = query.get("status") {
             status = GenerationStatus(rawValue: text)
             if status == nil {
-                details.append(.init(path: "status", message: "must be one of \(GenerationStatus.allCases.map(\.rawValue).joined(separator: ", "))"))
+                details.append(
+                    .init(
+                        path: "status",
+                        message: "must be one of \(GenerationStatus.allCases.map(\.rawValue).joined(separator: ", "))"))
             }
         }
         var limit = 20
         if let text = query.get("limit") {
-            if let value = Int(text), (1...100).contains(value) { limit = value } else {
+            if let value = Int(text), (1...100).contains(value) {
+                limit = value
+            } else {
                 details.append(.init(path: "limit", message: "must be an integer between 1 and 100"))
             }
         }
@@ -123,11 +143,13 @@ struct GenerationRoutes: Sendable {
         let rows = try await store.list(ownerKeyID: key.id, status: status, after: cursor, limit: limit + 1)
         let page = Array(rows.prefix(limit))
         let next: JSONValue = rows.count > limit ? .string(page.last!.id) : .null
-        return JSONResponse.make(status: .ok, [
-            "object": .string("list"),
-            "data": .array(page.map { .object(GenerationView.render($0, baseURL: baseURL)) }),
-            "next_cursor": next,
-        ])
+        return JSONResponse.make(
+            status: .ok,
+            [
+                "object": .string("list"),
+                "data": .array(page.map { .object(GenerationView.render($0, baseURL: baseURL)) }),
+                "next_cursor": next,
+            ])
     }
 
     /// Cancels a generation that has not ended; cancelling a cancelled one again is fine, while a
@@ -137,7 +159,8 @@ struct GenerationRoutes: Sendable {
         case .cancelled(let generation):
             return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
         case .ended(let generation):
-            throw APIError.conflict("generation \(generation.id) is \(generation.status.rawValue) and can no longer be cancelled")
+            throw APIError.conflict(
+                "generation \(generation.id) is \(generation.status.rawValue) and can no longer be cancelled")
         case .busy(let generation):
             throw APIError.conflict("generation \(generation.id) is changing too fast to cancel; try again")
         }
@@ -149,7 +172,9 @@ struct GenerationRoutes: Sendable {
         guard let text = context.parameters.get("index"), let index = Int(text) else {
             throw APIError.notFound("no such output")
         }
-        guard let output = generation.outputs.first(where: { $0.index == index }), output.isStored, let key = output.objectKey else {
+        guard let output = generation.outputs.first(where: { $0.index == index }), output.isStored,
+            let key = output.objectKey
+        else {
             throw APIError.notFound("output \(index) of \(generation.id) is not stored (yet)")
         }
         guard let file = try await environment.objects.localFile(key: key) else {
@@ -157,21 +182,26 @@ struct GenerationRoutes: Sendable {
             throw APIError.notFound("output \(index) of \(generation.id) is missing from object storage")
         }
         // Streamed from the file in chunks (flat memory whatever its size), whole or one range.
-        var headers: HTTPFields = [.contentType: output.contentType, .cacheControl: "private, max-age=31536000, immutable",
-                                   .acceptRanges: "bytes"]
+        var headers: HTTPFields = [
+            .contentType: output.contentType, .cacheControl: "private, max-age=31536000, immutable",
+            .acceptRanges: "bytes",
+        ]
         if let sha = output.sha256 { headers[.eTag] = "\"\(sha)\"" }
         switch ByteRange.parse(request.headers[.range], size: file.size) {
         case .whole:
             headers[.contentLength] = "\(file.size)"
-            return Response(status: .ok, headers: headers, body: try await fileIO.loadFile(path: file.path, context: context))
+            return Response(
+                status: .ok, headers: headers, body: try await fileIO.loadFile(path: file.path, context: context))
         case .part(let range):
             headers[.contentLength] = "\(range.count)"
             headers[.contentRange] = "bytes \(range.lowerBound)-\(range.upperBound)/\(file.size)"
-            return Response(status: .partialContent, headers: headers,
-                            body: try await fileIO.loadFile(path: file.path, range: range, context: context))
+            return Response(
+                status: .partialContent, headers: headers,
+                body: try await fileIO.loadFile(path: file.path, range: range, context: context))
         case .unsatisfiable:
-            throw APIError(status: .rangeNotSatisfiable, code: "range_not_satisfiable",
-                           message: "output \(index) has \(file.size) bytes; the requested range lies outside them")
+            throw APIError(
+                status: .rangeNotSatisfiable, code: "range_not_satisfiable",
+                message: "output \(index) has \(file.size) bytes; the requested range lies outside them")
         }
     }
 
@@ -191,16 +221,19 @@ struct GenerationRoutes: Sendable {
         var admin = false
         if let value = fields["admin"] {
             guard case .bool(let flag) = value else {
-                throw APIError.invalidRequest("invalid key request", details: details + [.init(path: "admin", message: "must be a boolean")])
+                throw APIError.invalidRequest(
+                    "invalid key request", details: details + [.init(path: "admin", message: "must be a boolean")])
             }
             admin = flag
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid key request", details: details) }
         let (key, secret) = try await store.createAPIKey(name: name, isAdmin: admin)
-        return JSONResponse.make(status: .created, [
-            "id": .string(key.id), "name": .string(key.name), "admin": .bool(key.isAdmin), "key": .string(secret),
-            "created_at": .string(Timestamp.format(key.createdAt)),
-        ])
+        return JSONResponse.make(
+            status: .created,
+            [
+                "id": .string(key.id), "name": .string(key.name), "admin": .bool(key.isAdmin), "key": .string(secret),
+                "created_at": .string(Timestamp.format(key.createdAt)),
+            ])
     }
 
     /// Admin only: revokes a key. Every api-ingress stops accepting it within a second (its
@@ -209,18 +242,24 @@ struct GenerationRoutes: Sendable {
         let caller = try context.requireKey()
         guard caller.isAdmin else { throw APIError.forbidden }
         guard let id = context.parameters.get("id"), id.count <= 64 else { throw APIError.notFound("no such key") }
-        guard id != caller.id else { throw APIError.conflict("a key cannot revoke itself; revoke it with another admin key") }
+        guard id != caller.id else {
+            throw APIError.conflict("a key cannot revoke itself; revoke it with another admin key")
+        }
         let now = Date()
-        guard try await store.revokeAPIKey(id: id, at: now) else { throw APIError.notFound("no key \(id), or it is revoked already") }
+        guard try await store.revokeAPIKey(id: id, at: now) else {
+            throw APIError.notFound("no key \(id), or it is revoked already")
+        }
         context.logger.notice("API key revoked", metadata: ["revoked": "\(id)"])
-        return JSONResponse.make(status: .ok, ["id": .string(id), "revoked": .bool(true), "revoked_at": .string(Timestamp.format(now))])
+        return JSONResponse.make(
+            status: .ok, ["id": .string(id), "revoked": .bool(true), "revoked_at": .string(Timestamp.format(now))])
     }
 
     /// The generation named in the path, if the caller's key owns it.
     func owned(_ context: GateContext) async throws -> Generation {
         let key = try context.requireKey()
         guard let id = context.parameters.get("id"), id.count <= 64,
-              let generation = try await store.generation(id: id), generation.ownerKeyID == key.id else {
+            let generation = try await store.generation(id: id), generation.ownerKeyID == key.id
+        else {
             throw APIError.notFound("no generation \(context.parameters.get("id") ?? "") for this key")
         }
         return generation
@@ -231,9 +270,13 @@ struct GenerationRoutes: Sendable {
 enum JSONBody {
     /// The Content-Type is not checked: `curl -d` says form-urlencoded while sending JSON, and a
     /// body that is not JSON gets a clear `invalid_json` either way.
-    static func read(_ request: Request, context: GateContext, limit: Int) async throws -> (value: JSONValue, bytes: ByteBuffer) {
+    static func read(_ request: Request, context: GateContext, limit: Int) async throws -> (
+        value: JSONValue, bytes: ByteBuffer
+    ) {
         let buffer = try await RequestBodyReader.collect(request, context: context, limit: limit)
-        guard buffer.readableBytes > 0 else { throw APIError.invalidJSON("the request body is empty; send a JSON object") }
+        guard buffer.readableBytes > 0 else {
+            throw APIError.invalidJSON("the request body is empty; send a JSON object")
+        }
         do {
             return (try JSONCoding.decoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)), buffer)
         } catch {

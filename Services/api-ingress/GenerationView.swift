@@ -22,17 +22,22 @@ enum GenerationView {
             "updated_at": time(generation.updatedAt),
             "deadline_at": time(generation.deadlineAt),
             "metadata": .object(request.metadata),
-            "error": generation.error.map { .object(["code": .string($0.code.rawValue), "message": .string($0.message),
-                                                     "retryable": .bool($0.retryable)]) } ?? .null,
-            "outputs": .array(generation.outputs.filter(\.isStored).map { output in
+            "error": generation.error.map {
                 .object([
-                    "index": .number(Double(output.index)),
-                    "url": .string(OutputURL.make(base: baseURL, generationID: generation.id, index: output.index)),
-                    "content_type": .string(output.contentType),
-                    "bytes": .number(Double(output.bytes ?? 0)),
-                    "sha256": .string(output.sha256 ?? ""),
+                    "code": .string($0.code.rawValue), "message": .string($0.message),
+                    "retryable": .bool($0.retryable),
                 ])
-            }),
+            } ?? .null,
+            "outputs": .array(
+                generation.outputs.filter(\.isStored).map { output in
+                    .object([
+                        "index": .number(Double(output.index)),
+                        "url": .string(OutputURL.make(base: baseURL, generationID: generation.id, index: output.index)),
+                        "content_type": .string(output.contentType),
+                        "bytes": .number(Double(output.bytes ?? 0)),
+                        "sha256": .string(output.sha256 ?? ""),
+                    ])
+                }),
         ]
         for status in GenerationStatus.allCases where status != .pending {
             view["\(status.rawValue)_at"] = time(generation.phaseTimes[status])

@@ -12,12 +12,16 @@ struct SubmissionValidator: Sendable {
     static let maxPromptCharacters = 4_000
     static let maxMetadataBytes = 16_384
     static let sizeRange = 16...1_024
-    static let knownFields: Set<String> = ["model", "prompt", "n", "seed", "width", "height", "params", "deadline_seconds", "metadata"]
+    static let knownFields: Set<String> = [
+        "model", "prompt", "n", "seed", "width", "height", "params", "deadline_seconds", "metadata",
+    ]
 
     /// The validated request, its model, and the deadline in seconds.
     func validate(_ body: JSONValue) throws -> (request: GenerationRequest, model: ModelInfo) {
         guard case .object(let fields) = body else {
-            throw APIError.invalidRequest("the body must be a JSON object", details: [.init(path: "", message: "expected an object, got \(body.typeName)")])
+            throw APIError.invalidRequest(
+                "the body must be a JSON object",
+                details: [.init(path: "", message: "expected an object, got \(body.typeName)")])
         }
         var details: [APIError.Detail] = []
         for name in fields.keys.sorted() where !Self.knownFields.contains(name) {
@@ -32,8 +36,10 @@ struct SubmissionValidator: Sendable {
             model = providers.model(name)
             if model == nil {
                 let known = providers.models.keys.sorted().joined(separator: ", ")
-                throw APIError(status: .badRequest, code: "unknown_model", message: "unknown model \"\(name)\"; available: \(known)",
-                               details: [.init(path: "model", message: "unknown model")])
+                throw APIError(
+                    status: .badRequest, code: "unknown_model",
+                    message: "unknown model \"\(name)\"; available: \(known)",
+                    details: [.init(path: "model", message: "unknown model")])
             }
         case let other?:
             details.append(.init(path: "model", message: "must be a string, got \(other.typeName)"))
@@ -47,7 +53,10 @@ struct SubmissionValidator: Sendable {
             if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                 details.append(.init(path: "prompt", message: "must not be empty"))
             } else if text.count > Self.maxPromptCharacters {
-                details.append(.init(path: "prompt", message: "must be at most \(Self.maxPromptCharacters) characters, got \(text.count)"))
+                details.append(
+                    .init(
+                        path: "prompt",
+                        message: "must be at most \(Self.maxPromptCharacters) characters, got \(text.count)"))
             } else if text.unicodeScalars.contains(where: { $0.value == 0 }) {
                 details.append(.init(path: "prompt", message: "must not contain NUL characters"))
             }
@@ -59,7 +68,8 @@ struct SubmissionValidator: Sendable {
         let maxOutputs = model?.maxOutputs ?? 10
         let n = integer(fields["n"], path: "n", range: 1...maxOutputs, details: &details) ?? 1
         let seed = integer(fields["seed"], path: "seed", range: 0...Int(Int32.max), details: &details)
-        var width: Int?, height: Int?
+        var width: Int?
+        var height: Int?
         if model?.kind == .text {
             for name in ["width", "height"] where fields[name] != nil && fields[name] != .null {
                 details.append(.init(path: name, message: "not supported by text models"))
@@ -68,30 +78,41 @@ struct SubmissionValidator: Sendable {
             width = integer(fields["width"], path: "width", range: Self.sizeRange, details: &details)
             height = integer(fields["height"], path: "height", range: Self.sizeRange, details: &details)
         }
-        let deadline = integer(fields["deadline_seconds"], path: "deadline_seconds", range: 10...maxDeadlineSeconds, details: &details)
+        let deadline = integer(
+            fields["deadline_seconds"], path: "deadline_seconds", range: 10...maxDeadlineSeconds, details: &details)
         let params = object(fields["params"], path: "params", details: &details)
         let metadata = object(fields["metadata"], path: "metadata", details: &details)
         if let size = try? JSONCoding.encode(JSONValue.object(metadata)).count, size > Self.maxMetadataBytes {
-            details.append(.init(path: "metadata", message: "must be at most \(Self.maxMetadataBytes) bytes of JSON, got \(size)"))
+            details.append(
+                .init(path: "metadata", message: "must be at most \(Self.maxMetadataBytes) bytes of JSON, got \(size)"))
         }
 
         guard details.isEmpty, let model else {
-            let summary = details.map { $0.path.isEmpty ? $0.message : "\($0.path): \($0.message)" }.joined(separator: "; ")
+            let summary = details.map { $0.path.isEmpty ? $0.message : "\($0.path): \($0.message)" }.joined(
+                separator: "; ")
             throw APIError.invalidRequest("invalid generation request: \(summary)", details: details)
         }
-        let request = GenerationRequest(model: model.id, prompt: prompt, n: n, seed: seed, width: width, height: height,
-                                        params: params, deadlineSeconds: deadline ?? defaultDeadlineSeconds, metadata: metadata)
+        let request = GenerationRequest(
+            model: model.id, prompt: prompt, n: n, seed: seed, width: width, height: height,
+            params: params, deadlineSeconds: deadline ?? defaultDeadlineSeconds, metadata: metadata)
         return (request, model)
     }
 
-    private func integer(_ value: JSONValue?, path: String, range: ClosedRange<Int>, details: inout [APIError.Detail]) -> Int? {
+    private func integer(_ value: JSONValue?, path: String, range: ClosedRange<Int>, details: inout [APIError.Detail])
+        -> Int?
+    {
         guard let value, value != .null else { return nil }
         guard let number = value.intValue else {
-            details.append(.init(path: path, message: "must be an integer, got \(value.typeName == "number" ? "a fraction" : value.typeName)"))
+            details.append(
+                .init(
+                    path: path,
+                    message: "must be an integer, got \(value.typeName == "number" ? "a fraction" : value.typeName)"))
             return nil
         }
         guard range.contains(number) else {
-            details.append(.init(path: path, message: "must be between \(range.lowerBound) and \(range.upperBound), got \(number)"))
+            details.append(
+                .init(path: path, message: "must be between \(range.lowerBound) and \(range.upperBound), got \(number)")
+            )
             return nil
         }
         return number

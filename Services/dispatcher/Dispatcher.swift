@@ -13,13 +13,16 @@ struct DispatcherCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "dispatcher", options: options)
-        let consumer = try await WorkConsumer.connect(context: environment.zmq, queue: .dispatch,
-                                                      endpoint: environment.topology.consumerEndpoint(.dispatch))
+        let consumer = try await WorkConsumer.connect(
+            context: environment.zmq, queue: .dispatch,
+            endpoint: environment.topology.consumerEndpoint(.dispatch))
         let producers = try await WorkProducers.connect(environment)
         let jobs = environment.jobs(notify: producers.notify)
         let submission = Submission(context: jobs)
-        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,
-                            logger: environment.logger) { id in
+        let loop = WorkLoop(
+            consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,
+            logger: environment.logger
+        ) { id in
             await submission.handle(id)
         }
         environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storePath)"])

@@ -24,10 +24,12 @@ struct ClientOptions: ParsableArguments {
         if secret == nil {
             var config = GenGateConfig()
             config.dataDir = dataDir ?? environment["GENGATE_DATA_DIR"] ?? config.dataDir
-            secret = (try? String(contentsOf: config.adminKeyPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            secret = (try? String(contentsOf: config.adminKeyPath, encoding: .utf8))?.trimmingCharacters(
+                in: .whitespacesAndNewlines)
         }
         guard let secret, !secret.isEmpty else {
-            throw ValidationError("no API key: pass --key, set GENGATE_API_KEY, or run where ./.gengate/admin.key exists")
+            throw ValidationError(
+                "no API key: pass --key, set GENGATE_API_KEY, or run where ./.gengate/admin.key exists")
         }
         return APIClient(baseURL: base.hasSuffix("/") ? String(base.dropLast()) : base, key: secret)
     }

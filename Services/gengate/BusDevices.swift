@@ -17,21 +17,27 @@ struct BusDevices {
         var devices: [BusDevice] = []
         do {
             for queue in WorkQueue.allCases {
-                devices.append(try await BusDevice.start(context: context, kind: .queue, name: queue.rawValue,
-                                                         frontend: [topology.producerEndpoint(queue)],
-                                                         backend: [topology.consumerEndpoint(queue)], onFailure: onFailure))
+                devices.append(
+                    try await BusDevice.start(
+                        context: context, kind: .queue, name: queue.rawValue,
+                        frontend: [topology.producerEndpoint(queue)],
+                        backend: [topology.consumerEndpoint(queue)], onFailure: onFailure))
             }
-            devices.append(try await BusDevice.start(context: context, kind: .forwarder, name: "events",
-                                                     frontend: [topology.eventsPublisherEndpoint],
-                                                     backend: [topology.eventsSubscriberEndpoint, topology.eventsPublic],
-                                                     onFailure: onFailure))
+            devices.append(
+                try await BusDevice.start(
+                    context: context, kind: .forwarder, name: "events",
+                    frontend: [topology.eventsPublisherEndpoint],
+                    backend: [topology.eventsSubscriberEndpoint, topology.eventsPublic],
+                    onFailure: onFailure))
         } catch {
             for device in devices { await device.stop() }
-            throw ConfigError("cannot start the message bus: \(error) (is another GenGate using the same ports? see --events-port)")
+            throw ConfigError(
+                "cannot start the message bus: \(error) (is another GenGate using the same ports? see --events-port)")
         }
         logger.debug("bus devices started", metadata: ["endpoints": "\(topology.endpoints)"])
-        return BusDevices(devices: devices, publicEvents: devices.last?.backendEndpoints.last ?? topology.eventsPublic,
-                          context: context)
+        return BusDevices(
+            devices: devices, publicEvents: devices.last?.backendEndpoints.last ?? topology.eventsPublic,
+            context: context)
     }
 
     /// Stops every device, then ends the ZeroMQ context.

@@ -43,7 +43,8 @@ struct StatusCommand: AsyncParsableCommand {
 
 /// `gengate watch <id>`: follows a generation until it ends, one line per change.
 struct WatchCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "watch", abstract: "Follow a generation until it ends.")
+    static let configuration = CommandConfiguration(
+        commandName: "watch", abstract: "Follow a generation until it ends.")
 
     @OptionGroup var client: ClientOptions
     @Argument(help: "Generation id.") var id: String

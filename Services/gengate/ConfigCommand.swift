@@ -5,7 +5,8 @@ import GenGateRuntime
 /// `gengate config`: prints the configuration as resolved from defaults, the file and the
 /// environment, in the file format, so an operator sees exactly what the services will use.
 struct ConfigCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "config", abstract: "Print the resolved configuration.")
+    static let configuration = CommandConfiguration(
+        commandName: "config", abstract: "Print the resolved configuration.")
 
     @OptionGroup var options: ServiceOptions
 

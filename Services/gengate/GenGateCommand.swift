@@ -7,6 +7,9 @@ struct GenGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gengate",
         abstract: "A self-hosted gateway for AI generation jobs.",
-        subcommands: [UpCommand.self, MigrateCommand.self, ConfigCommand.self, SubmitCommand.self, StatusCommand.self, WatchCommand.self,
-                      CancelCommand.self])
+        subcommands: [
+            UpCommand.self, MigrateCommand.self, ConfigCommand.self, SubmitCommand.self, StatusCommand.self,
+            WatchCommand.self,
+            CancelCommand.self,
+        ])
 }

@@ -21,7 +21,9 @@ struct LeaseReaper: Sendable {
     func reapGoneProcesses() async {
         guard let owners = try? await store.leaseOwners() else { return }
         let gone = owners.filter { owner in
-            guard let (service, pid, host) = ServiceEnvironment.parseInstance(owner), host == ServiceEnvironment.hostName else {
+            guard let (service, pid, host) = ServiceEnvironment.parseInstance(owner),
+                host == ServiceEnvironment.hostName
+            else {
                 return false
             }
             return !Self.isRunning(pid: pid, service: service)
@@ -36,7 +38,8 @@ struct LeaseReaper: Sendable {
         do {
             let count = try await store.releaseLeases(owners: owners, dueAt: dueAt)
             if count > 0 {
-                logger.notice("voided leases", metadata: ["owners": "\(owners)", "leases": "\(count)", "why": "\(why)"])
+                logger.notice(
+                    "voided leases", metadata: ["owners": "\(owners)", "leases": "\(count)", "why": "\(why)"])
             }
         } catch {
             logger.error("cannot void leases", metadata: ["owners": "\(owners)", "error": "\(error)"])

@@ -11,14 +11,18 @@ enum Preparation {
     static func prepare(config: GenGateConfig, logger: Logger) async throws -> SQLiteStore {
         try checkPortsAreFree(config)
         let files = FileManager.default
-        try files.createDirectory(at: config.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try files.createDirectory(
+            at: config.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         // Prompts, outputs and key hashes live here: private, as PostgreSQL insists of its own.
         try files.setAttributes([.posixPermissions: 0o700], ofItemAtPath: config.dataDirectory.path)
-        try files.createDirectory(at: config.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try files.createDirectory(atPath: BusTopology.socketDirectory(for: config), withIntermediateDirectories: true,
-                                  attributes: [.posixPermissions: 0o700])
-        let store = try SQLiteStore(path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
-                                    busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
+        try files.createDirectory(
+            at: config.runDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        try files.createDirectory(
+            atPath: BusTopology.socketDirectory(for: config), withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
+        let store = try SQLiteStore(
+            path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
+            busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
         try await bootstrapAdminKey(store: store, path: config.adminKeyPath, logger: logger)
         return store
     }
@@ -26,22 +30,28 @@ enum Preparation {
     /// Fails at once, with the flag to change, when a port is taken; otherwise the service that
     /// cannot bind it would crash and be restarted forever.
     static func checkPortsAreFree(_ config: GenGateConfig) throws {
-        for (host, port, flag) in [(config.http.host, config.http.port, "--http-port"),
-                                   (config.monitor.host, config.monitor.port, "--monitor-port")] {
+        for (host, port, flag) in [
+            (config.http.host, config.http.port, "--http-port"),
+            (config.monitor.host, config.monitor.port, "--monitor-port"),
+        ] {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { continue }
             defer { close(fd) }
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
             address.sin_port = in_port_t(UInt16(port).bigEndian)
-            guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { continue }  // names: let the service resolve them
+            // A name, not an address: let the service resolve it.
+            guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { continue }
             var reuse: Int32 = 1
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
             let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
             }
             if bound != 0 {
-                throw ConfigError("\(host):\(port) is already in use (errno \(errno)); choose another port with \(flag)")
+                throw ConfigError(
+                    "\(host):\(port) is already in use (errno \(errno)); choose another port with \(flag)")
             }
         }
     }

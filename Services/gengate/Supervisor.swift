@@ -39,7 +39,9 @@ struct Supervisor: Service, CustomStringConvertible {
             await withTaskGroup(of: Void.self) { group in
                 for service in services {
                     group.addTask {
-                        await keepRunning(service: service, executable: binaries.appendingPathComponent(service), environment: environment)
+                        await keepRunning(
+                            service: service, executable: binaries.appendingPathComponent(service),
+                            environment: environment)
                     }
                 }
             }
@@ -70,10 +72,13 @@ struct Supervisor: Service, CustomStringConvertible {
                     logger.info("started \(service)", metadata: ["pid": "\(pid)"])
                 }
             } catch {
-                logger.error("cannot start \(service)", metadata: ["executable": "\(executable.path)", "error": "\(error)"])
+                logger.error(
+                    "cannot start \(service)", metadata: ["executable": "\(executable.path)", "error": "\(error)"])
                 status = "not started"
             }
-            if let childPID { await leases.processEnded(ServiceEnvironment.instanceName(service: service, pid: childPID)) }
+            if let childPID {
+                await leases.processEnded(ServiceEnvironment.instanceName(service: service, pid: childPID))
+            }
             if children.isShuttingDown { break }
             if ContinuousClock.now - started > .seconds(30) { backoff = .milliseconds(250) }
             logger.warning("\(service) ended (\(status)); restarting", metadata: ["in": "\(backoff)"])
@@ -164,7 +169,8 @@ final class ChildTable: Sendable {
             try? await Task.sleep(for: stopTimeout)
             let stragglers = state.withLock { Array($0.running) }
             for (service, process) in stragglers where process.isRunning {
-                logger.warning("\(service) did not stop in time; killing it", metadata: ["pid": "\(process.processIdentifier)"])
+                logger.warning(
+                    "\(service) did not stop in time; killing it", metadata: ["pid": "\(process.processIdentifier)"])
                 kill(process.processIdentifier, SIGKILL)
             }
         }

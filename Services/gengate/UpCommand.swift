@@ -37,7 +37,8 @@ struct UpCommand: AsyncParsableCommand {
             throw ValidationError("\(error)")
         }
         for service in services where !Supervisor.allServices.contains(service) {
-            throw ValidationError("unknown service \(service); known: \(Supervisor.allServices.joined(separator: ", "))")
+            throw ValidationError(
+                "unknown service \(service); known: \(Supervisor.allServices.joined(separator: ", "))")
         }
         LogSetup.bootstrap(config: config, service: "gengate", instance: "gengate-\(getpid())")
         let logger = Logger(label: "gengate.supervisor")
@@ -53,13 +54,19 @@ struct UpCommand: AsyncParsableCommand {
 
         let leases = LeaseReaper(store: store, staleAfterSeconds: config.jobs.staleAfterSeconds, logger: logger)
         await leases.reapGoneProcesses()
-        let supervisor = Supervisor(config: config, configPath: configPath, services: services, logger: logger, leases: leases)
-        logger.info("GenGate is starting", metadata: [
-            "http": "\(config.http.host):\(config.http.port)", "monitor": "\(config.monitor.host):\(config.monitor.port)",
-            "events": "\(devices.publicEvents)", "data_dir": "\(config.dataDirectory.path)",
-        ])
-        let group = ServiceGroup(configuration: .init(services: [.init(service: supervisor)],
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let supervisor = Supervisor(
+            config: config, configPath: configPath, services: services, logger: logger, leases: leases)
+        logger.info(
+            "GenGate is starting",
+            metadata: [
+                "http": "\(config.http.host):\(config.http.port)",
+                "monitor": "\(config.monitor.host):\(config.monitor.port)",
+                "events": "\(devices.publicEvents)", "data_dir": "\(config.dataDirectory.path)",
+            ])
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: supervisor)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await devices.stop()
         logger.info("GenGate stopped")
@@ -68,7 +75,8 @@ struct UpCommand: AsyncParsableCommand {
 
 /// `gengate migrate`: brings the store's schema up to this version. `gengate up` does it too.
 struct MigrateCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Create or upgrade the store's schema.")
+    static let configuration = CommandConfiguration(
+        commandName: "migrate", abstract: "Create or upgrade the store's schema.")
 
     @OptionGroup var options: ServiceOptions
 

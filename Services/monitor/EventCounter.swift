@@ -21,7 +21,8 @@ struct EventCounter: Service, CustomStringConvertible {
                 case .success(let received):
                     await count(received)
                 case .failure(let error):
-                    Counter(label: "gengate_bus_rejected_messages_total", dimensions: [("channel", "events")]).increment()
+                    Counter(label: "gengate_bus_rejected_messages_total", dimensions: [("channel", "events")])
+                        .increment()
                     logger.warning("rejected event", metadata: ["error": "\(error)"])
                 }
             }
@@ -43,21 +44,29 @@ struct EventCounter: Service, CustomStringConvertible {
             if case .object(let drops)? = payload["bus_dropped"] {
                 let service = payload["service"]?.stringValue ?? "unknown"
                 for (socket, count) in drops {
-                    Gauge(label: "gengate_bus_dropped_messages", dimensions: [("service", service), ("socket", socket)])
-                        .record(count.doubleValue ?? 0)
+                    Gauge(
+                        label: "gengate_bus_dropped_messages", dimensions: [("service", service), ("socket", socket)]
+                    )
+                    .record(count.doubleValue ?? 0)
                 }
             }
         case .generationCreated:
-            Counter(label: "gengate_generations_created_total", dimensions: [("provider", provider), ("model", model)]).increment()
+            Counter(label: "gengate_generations_created_total", dimensions: [("provider", provider), ("model", model)])
+                .increment()
         case .generationCompleted:
-            Counter(label: "gengate_generations_completed_total", dimensions: [("provider", provider), ("model", model)]).increment()
+            Counter(
+                label: "gengate_generations_completed_total", dimensions: [("provider", provider), ("model", model)]
+            ).increment()
             if let milliseconds = payload["duration_ms"]?.doubleValue {
                 Timer(label: "gengate_generation_duration_seconds", dimensions: [("provider", provider)])
                     .recordNanoseconds(Int64(milliseconds * 1_000_000))
             }
         case .generationFailed:
             let code = payload["error"]?["code"]?.stringValue ?? "unknown"
-            Counter(label: "gengate_generations_failed_total", dimensions: [("provider", provider), ("model", model), ("code", code)]).increment()
+            Counter(
+                label: "gengate_generations_failed_total",
+                dimensions: [("provider", provider), ("model", model), ("code", code)]
+            ).increment()
         case .generationCancelled:
             Counter(label: "gengate_generations_cancelled_total").increment()
         case .generationRetrying:
@@ -71,16 +80,24 @@ struct EventCounter: Service, CustomStringConvertible {
             let operation = payload["operation"]?.stringValue ?? "unknown"
             let outcome = payload["outcome"]?.stringValue ?? "unknown"
             let code = payload["error_code"]?.stringValue ?? "none"
-            Counter(label: "gengate_provider_calls_total", dimensions: [
-                ("provider", provider), ("operation", operation), ("outcome", outcome), ("code", code),
-            ]).increment()
+            Counter(
+                label: "gengate_provider_calls_total",
+                dimensions: [
+                    ("provider", provider), ("operation", operation), ("outcome", outcome), ("code", code),
+                ]
+            ).increment()
             if let milliseconds = payload["latency_ms"]?.doubleValue {
-                Timer(label: "gengate_provider_call_duration_seconds", dimensions: [("provider", provider), ("operation", operation)])
-                    .recordNanoseconds(Int64(milliseconds * 1_000_000))
+                Timer(
+                    label: "gengate_provider_call_duration_seconds",
+                    dimensions: [("provider", provider), ("operation", operation)]
+                )
+                .recordNanoseconds(Int64(milliseconds * 1_000_000))
             }
         case .providerPossibleDoubleCharge:
             // Counted from the store at each scrape (see Monitor), where no event can be lost.
-            logger.warning("possible double charge", metadata: ["generation": "\(event.generationID ?? "")", "provider": "\(provider)"])
+            logger.warning(
+                "possible double charge",
+                metadata: ["generation": "\(event.generationID ?? "")", "provider": "\(provider)"])
         case .pollerChecks:
             if let calls = payload["status_calls"]?.intValue {
                 Counter(label: "gengate_status_calls_total").increment(by: calls)

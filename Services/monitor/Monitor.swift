@@ -18,8 +18,9 @@ struct MonitorCommand: AsyncParsableCommand {
         let config = environment.config
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
-        let subscriber = try await EventSubscriber.connect(context: environment.zmq,
-                                                           endpoint: environment.topology.eventsSubscriberEndpoint)
+        let subscriber = try await EventSubscriber.connect(
+            context: environment.zmq,
+            endpoint: environment.topology.eventsSubscriberEndpoint)
         let services = ServiceTable(staleAfter: config.monitor.staleAfterSeconds)
         let counter = EventCounter(subscriber: subscriber, services: services, logger: environment.logger)
 
@@ -32,7 +33,8 @@ struct MonitorCommand: AsyncParsableCommand {
                 }
                 // From the store, not the event stream: a lost event must not hide a double charge.
                 for (provider, count) in try await environment.store.possibleDoubleCharges() {
-                    Gauge(label: "gengate_possible_double_charges_total", dimensions: [("provider", provider)]).record(count)
+                    Gauge(label: "gengate_possible_double_charges_total", dimensions: [("provider", provider)]).record(
+                        count)
                 }
             } catch {
                 environment.logger.warning("cannot count active generations", metadata: ["error": "\(error)"])
@@ -40,19 +42,25 @@ struct MonitorCommand: AsyncParsableCommand {
             var buffer: [UInt8] = []
             buffer.reserveCapacity(16_384)
             registry.emit(into: &buffer)
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
         }
         router.get("health") { _, _ in
             let report = await services.report()
-            return Response(status: report.healthy ? .ok : .serviceUnavailable,
-                            headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: report.json)))
+            return Response(
+                status: report.healthy ? .ok : .serviceUnavailable,
+                headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: report.json)))
         }
-        let app = Application(router: router, configuration: .init(address: .hostname(config.monitor.host, port: config.monitor.port),
-                                                                   serverName: "GenGate monitor"),
-                              logger: environment.logger)
-        environment.logger.info("monitor listening", metadata: ["address": "\(config.monitor.host):\(config.monitor.port)"])
+        let app = Application(
+            router: router,
+            configuration: .init(
+                address: .hostname(config.monitor.host, port: config.monitor.port),
+                serverName: "GenGate monitor"),
+            logger: environment.logger)
+        environment.logger.info(
+            "monitor listening", metadata: ["address": "\(config.monitor.host):\(config.monitor.port)"])
         try await environment.run([app, counter])
         await environment.finish()
     }

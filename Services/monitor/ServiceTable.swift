@@ -30,8 +30,9 @@ actor ServiceTable {
             instances[instance] = nil
             return
         }
-        instances[instance] = Instance(service: service, instance: instance, pid: event.payload["pid"]?.intValue,
-                                       startedAt: event.payload["started_at"]?.stringValue, lastSeen: .now, lastSeenDate: Date())
+        instances[instance] = Instance(
+            service: service, instance: instance, pid: event.payload["pid"]?.intValue,
+            startedAt: event.payload["started_at"]?.stringValue, lastSeen: .now, lastSeenDate: Date())
     }
 
     private func age(_ instance: Instance) -> Double {
@@ -45,7 +46,8 @@ actor ServiceTable {
         for service in Set(Self.expected + instances.values.map(\.service)) {
             let ages = instances.values.filter { $0.service == service }.map(age)
             let freshest = ages.min()
-            Gauge(label: "gengate_service_heartbeat_age_seconds", dimensions: [("service", service)]).record(freshest ?? -1)
+            Gauge(label: "gengate_service_heartbeat_age_seconds", dimensions: [("service", service)]).record(
+                freshest ?? -1)
             Gauge(label: "gengate_service_up", dimensions: [("service", service)])
                 .record(freshest.map { $0 <= staleAfter ? 1 : 0 } ?? 0)
         }

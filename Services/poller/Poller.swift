@@ -16,13 +16,15 @@ struct PollerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "poller", options: options)
-        let hints = try await WorkConsumer.connect(context: environment.zmq, queue: .poll,
-                                                   endpoint: environment.topology.consumerEndpoint(.poll))
+        let hints = try await WorkConsumer.connect(
+            context: environment.zmq, queue: .poll,
+            endpoint: environment.topology.consumerEndpoint(.poll))
         let producers = try await WorkProducers.connect(environment)
         let checks = StatusChecks(context: environment.jobs(notify: producers.notify))
         environment.logger.info("poller started")
-        let report = CheckReport(stats: checks.stats, every: .milliseconds(Int(environment.config.bus.heartbeatSeconds * 1_000)),
-                                 publish: { environment.events.publish(Event(.pollerChecks, payload: $0)) })
+        let report = CheckReport(
+            stats: checks.stats, every: .milliseconds(Int(environment.config.bus.heartbeatSeconds * 1_000)),
+            publish: { environment.events.publish(Event(.pollerChecks, payload: $0)) })
         try await environment.run([checks, WakeOnHints(hints: hints, wake: checks.wake), report])
         await producers.close()
         await environment.finish()

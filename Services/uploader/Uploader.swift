@@ -13,15 +13,19 @@ struct UploaderCommand: AsyncParsableCommand {
 
     func run() async throws {
         let environment = try await ServiceEnvironment.start(service: "uploader", options: options)
-        let consumer = try await WorkConsumer.connect(context: environment.zmq, queue: .upload,
-                                                      endpoint: environment.topology.consumerEndpoint(.upload))
+        let consumer = try await WorkConsumer.connect(
+            context: environment.zmq, queue: .upload,
+            endpoint: environment.topology.consumerEndpoint(.upload))
         let producers = try await WorkProducers.connect(environment)
         let transfer = OutputTransfer(context: environment.jobs(notify: producers.notify))
-        let loop = WorkLoop(consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,
-                            logger: environment.logger) { id in
+        let loop = WorkLoop(
+            consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,
+            logger: environment.logger
+        ) { id in
             await transfer.handle(id)
         }
-        environment.logger.info("uploader started", metadata: ["objects": "\(environment.config.objectsDirectory.path)"])
+        environment.logger.info(
+            "uploader started", metadata: ["objects": "\(environment.config.objectsDirectory.path)"])
         try await environment.run([loop])
         await producers.close()
         await environment.finish()

@@ -1,7 +1,7 @@
 import Foundation
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A forwarding device on its own thread: the fixed point of a channel that producers and
@@ -25,8 +25,10 @@ public final class BusDevice: Sendable {
     private let stopWrite: Int32
     private let completion: ThreadCompletion
 
-    private init(name: String, kind: Kind, frontend: [String], backend: [String], stopRead: Int32, stopWrite: Int32,
-                 completion: ThreadCompletion) {
+    private init(
+        name: String, kind: Kind, frontend: [String], backend: [String], stopRead: Int32, stopWrite: Int32,
+        completion: ThreadCompletion
+    ) {
         self.completion = completion
         self.name = name
         self.kind = kind
@@ -44,18 +46,24 @@ public final class BusDevice: Sendable {
     /// Binds both sides and starts forwarding. Throws when an endpoint cannot be bound. A failure
     /// while forwarding is told to `onFailure` and forwarding starts again (a message it held is
     /// kept); only stopping, or the context's termination, ends the device.
-    public static func start(context: ZMQContext, kind: Kind, name: String, frontend: [String], backend: [String],
-                             highWaterMark: Int32 = 100_000,
-                             onFailure: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("\($0)\n".utf8)) })
-        async throws -> BusDevice {
+    public static func start(
+        context: ZMQContext, kind: Kind, name: String, frontend: [String], backend: [String],
+        highWaterMark: Int32 = 100_000,
+        onFailure: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+    )
+        async throws -> BusDevice
+    {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ZMQError("pipe", errno: errno) }
-        let readFD = fds[0], writeFD = fds[1]
+        let readFD = fds[0]
+        let writeFD = fds[1]
         let completion = ThreadCompletion()
         let bound: ([String], [String]) = try await withCheckedThrowingContinuation { ready in
             let thread = Thread {
-                let front: ZMQSocket, back: ZMQSocket
-                var frontBound: [String] = [], backBound: [String] = []
+                let front: ZMQSocket
+                let back: ZMQSocket
+                var frontBound: [String] = []
+                var backBound: [String] = []
                 do {
                     front = try ZMQSocket(context: context, type: kind == .queue ? .pull : .xsub)
                     back = try ZMQSocket(context: context, type: kind == .queue ? .push : .xpub)
@@ -84,7 +92,9 @@ public final class BusDevice: Sendable {
                     return
                 }
                 ready.resume(returning: (frontBound, backBound))
-                let report: @Sendable (ZMQError) -> Void = { onFailure("bus device \(name) failed (\($0)); forwarding again") }
+                let report: @Sendable (ZMQError) -> Void = {
+                    onFailure("bus device \(name) failed (\($0)); forwarding again")
+                }
                 BusDevice.forward(kind: kind, front: front, back: back, stopFD: readFD, report: report)
                 front.close()
                 back.close()
@@ -93,8 +103,9 @@ public final class BusDevice: Sendable {
             thread.name = "zmq-device-\(name)"
             thread.start()
         }
-        let device = BusDevice(name: name, kind: kind, frontend: bound.0, backend: bound.1, stopRead: readFD, stopWrite: writeFD,
-                               completion: completion)
+        let device = BusDevice(
+            name: name, kind: kind, frontend: bound.0, backend: bound.1, stopRead: readFD, stopWrite: writeFD,
+            completion: completion)
         return device
     }
 
@@ -105,7 +116,9 @@ public final class BusDevice: Sendable {
         await completion.wait()
     }
 
-    private static func forward(kind: Kind, front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void) {
+    private static func forward(
+        kind: Kind, front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void
+    ) {
         switch kind {
         case .queue: forwardQueue(front: front, back: back, stopFD: stopFD, report: report)
         case .forwarder: forwardEvents(front: front, back: back, stopFD: stopFD, report: report)
@@ -129,7 +142,9 @@ public final class BusDevice: Sendable {
 
     /// A message moves only when a consumer takes it: one refused message is held here and offered
     /// again when the backend has room, never dropped.
-    private static func forwardQueue(front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void) {
+    private static func forwardQueue(
+        front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void
+    ) {
         let stop = ZMQPollItem(.fileDescriptor(stopFD), readable: true)
         while true {
             guard let ready = poll([ZMQPollItem(.socket(front)), stop], report: report) else { return }
@@ -148,7 +163,9 @@ public final class BusDevice: Sendable {
     }
 
     /// Events go downstream, subscriptions upstream; XPUB drops for subscribers at their mark.
-    private static func forwardEvents(front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void) {
+    private static func forwardEvents(
+        front: ZMQSocket, back: ZMQSocket, stopFD: Int32, report: @Sendable (ZMQError) -> Void
+    ) {
         let items = [ZMQPollItem(.socket(front)), ZMQPollItem(.socket(back)), ZMQPollItem(.fileDescriptor(stopFD))]
         while true {
             guard let ready = poll(items, report: report) else { return }

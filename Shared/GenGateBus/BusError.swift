@@ -12,9 +12,11 @@ public enum BusError: Error, CustomStringConvertible, Equatable, Sendable {
     public var description: String {
         switch self {
         case .endpointTooLong(let endpoint, let limit):
-            return "ipc endpoint \(endpoint) is longer than the \(limit) bytes Unix sockets allow; use a shorter data dir or tcp://"
+            return
+                "ipc endpoint \(endpoint) is longer than the \(limit) bytes Unix sockets allow; use a shorter data dir or tcp://"
         case .unsupportedVersion(let version, let type):
-            return "message \(type) has schema version \(version); this build speaks version \(Envelope<WorkItem>.schemaVersion)"
+            return
+                "message \(type) has schema version \(version); this build speaks version \(Envelope<WorkItem>.schemaVersion)"
         case .malformedMessage(let reason):
             return "malformed message: \(reason)"
         case .closed:

@@ -2,7 +2,7 @@ import CZeroMQ
 import Foundation
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where a socket attaches: the stable side of a channel binds, the moving side connects.
@@ -61,7 +61,8 @@ public final class BusSocket: Sendable {
         context: ZMQContext, type: ZMQSocketType, name: String, endpoints: [BusEndpoint],
         options: BusSocketOptions = BusSocketOptions()
     ) async throws -> BusSocket {
-        let (stream, continuation) = AsyncStream<[Data]>.makeStream(bufferingPolicy: .bufferingOldest(options.inboxLimit))
+        let (stream, continuation) = AsyncStream<[Data]>.makeStream(
+            bufferingPolicy: .bufferingOldest(options.inboxLimit))
         let core = try Core(options: options, name: name)
         let bound: [String] = try await withCheckedThrowingContinuation { ready in
             let thread = Thread {
@@ -70,7 +71,8 @@ public final class BusSocket: Sendable {
             thread.name = "zmq-\(name)"
             thread.start()
         }
-        return BusSocket(name: name, type: type, boundEndpoints: bound, messages: BusInbox(stream: stream, core: core), core: core)
+        return BusSocket(
+            name: name, type: type, boundEndpoints: bound, messages: BusInbox(stream: stream, core: core), core: core)
     }
 
     /// Queues a message for sending. Returns false when the socket is closed or its outbox is full.
@@ -182,8 +184,10 @@ extension BusSocket {
         }
 
         /// The socket's thread: everything from creation to close happens here.
-        func run(context: ZMQContext, type: ZMQSocketType, endpoints: [BusEndpoint],
-                 inbox: AsyncStream<[Data]>.Continuation, ready: CheckedContinuation<[String], any Error>) {
+        func run(
+            context: ZMQContext, type: ZMQSocketType, endpoints: [BusEndpoint],
+            inbox: AsyncStream<[Data]>.Continuation, ready: CheckedContinuation<[String], any Error>
+        ) {
             let socket: ZMQSocket
             var bound: [String] = []
             do {
@@ -281,7 +285,8 @@ extension BusSocket {
                 if results[0].readable {
                     // Take what is waiting (up to the room left), so one wake-up serves a burst.
                     while type != .pull || state.withLock({ $0.unconsumed < options.inboxLimit }),
-                          let frames = try? socket.receive(wait: false) {
+                        let frames = try? socket.receive(wait: false)
+                    {
                         if case .dropped = inbox.yield(frames) {
                             dropped()
                         } else {

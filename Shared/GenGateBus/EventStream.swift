@@ -19,8 +19,9 @@ public final class EventPublisher: Sendable {
     public static func connect(context: ZMQContext, endpoint: String, source: String) async throws -> EventPublisher {
         var options = BusSocketOptions()
         options.handOffTimeout = .milliseconds(100)
-        let socket = try await BusSocket.open(context: context, type: .pub, name: "events-out",
-                                              endpoints: [.connect(endpoint)], options: options)
+        let socket = try await BusSocket.open(
+            context: context, type: .pub, name: "events-out",
+            endpoints: [.connect(endpoint)], options: options)
         return EventPublisher(socket: socket, source: source)
     }
 
@@ -44,11 +45,14 @@ public struct ReceivedEvent: Sendable {
 public final class EventSubscriber: Sendable {
     let socket: BusSocket
 
-    public static func connect(context: ZMQContext, endpoint: String, topics: [String] = [""]) async throws -> EventSubscriber {
+    public static func connect(context: ZMQContext, endpoint: String, topics: [String] = [""]) async throws
+        -> EventSubscriber
+    {
         var options = BusSocketOptions()
         options.subscriptions = topics
-        let socket = try await BusSocket.open(context: context, type: .sub, name: "events-in",
-                                              endpoints: [.connect(endpoint)], options: options)
+        let socket = try await BusSocket.open(
+            context: context, type: .sub, name: "events-in",
+            endpoints: [.connect(endpoint)], options: options)
         return EventSubscriber(socket: socket)
     }
 

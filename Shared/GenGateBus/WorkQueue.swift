@@ -43,17 +43,21 @@ public final class WorkProducer: Sendable {
         self.source = source
     }
 
-    public static func connect(context: ZMQContext, queue: WorkQueue, endpoint: String, source: String,
-                               options: BusSocketOptions = BusSocketOptions()) async throws -> WorkProducer {
-        let socket = try await BusSocket.open(context: context, type: .push, name: "\(queue.rawValue)-out",
-                                              endpoints: [.connect(endpoint)], options: options)
+    public static func connect(
+        context: ZMQContext, queue: WorkQueue, endpoint: String, source: String,
+        options: BusSocketOptions = BusSocketOptions()
+    ) async throws -> WorkProducer {
+        let socket = try await BusSocket.open(
+            context: context, type: .push, name: "\(queue.rawValue)-out",
+            endpoints: [.connect(endpoint)], options: options)
         return WorkProducer(socket: socket, queue: queue, source: source)
     }
 
     /// Queues "look at `generationID`". Returns false when it could not even be queued.
     @discardableResult
     public func send(generationID: String, reason: String) -> Bool {
-        let envelope = Envelope(type: queue.messageType, source: source, payload: WorkItem(generationID: generationID, reason: reason))
+        let envelope = Envelope(
+            type: queue.messageType, source: source, payload: WorkItem(generationID: generationID, reason: reason))
         guard let data = try? envelope.encoded() else { return false }
         return socket.send([data])
     }
@@ -72,10 +76,13 @@ public final class WorkConsumer: Sendable {
         self.queue = queue
     }
 
-    public static func connect(context: ZMQContext, queue: WorkQueue, endpoint: String,
-                               options: BusSocketOptions = BusSocketOptions()) async throws -> WorkConsumer {
-        let socket = try await BusSocket.open(context: context, type: .pull, name: "\(queue.rawValue)-in",
-                                              endpoints: [.connect(endpoint)], options: options)
+    public static func connect(
+        context: ZMQContext, queue: WorkQueue, endpoint: String,
+        options: BusSocketOptions = BusSocketOptions()
+    ) async throws -> WorkConsumer {
+        let socket = try await BusSocket.open(
+            context: context, type: .pull, name: "\(queue.rawValue)-in",
+            endpoints: [.connect(endpoint)], options: options)
         return WorkConsumer(socket: socket, queue: queue)
     }
 

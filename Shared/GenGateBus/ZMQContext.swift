@@ -43,13 +43,18 @@ public final class ZMQContext: @unchecked Sendable {
             group.cancelAll()
             return first
         }
-        if !ended { FileHandle.standardError.write(Data("zmq context still has open sockets after \(limit); not waiting\n".utf8)) }
+        if !ended {
+            FileHandle.standardError.write(
+                Data("zmq context still has open sockets after \(limit); not waiting\n".utf8))
+        }
         return ended
     }
 
     /// The libzmq version this process runs against, e.g. "4.3.4".
     public static var libraryVersion: String {
-        var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+        var major: Int32 = 0
+        var minor: Int32 = 0
+        var patch: Int32 = 0
         zmq_version(&major, &minor, &patch)
         return "\(major).\(minor).\(patch)"
     }

@@ -1,6 +1,6 @@
 import CZeroMQ
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One entry of a `zmqPoll` call: a socket or a plain file descriptor, and the events wanted.

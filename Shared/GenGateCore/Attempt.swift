@@ -27,8 +27,10 @@ public struct Attempt: Codable, Sendable, Equatable {
     public var createdAt: Date
     public var finishedAt: Date?
 
-    public init(generationID: String, number: Int, provider: String, clientReference: String, providerTaskID: String?,
-                outputIndexes: [Int], state: State, error: GenGateError?, createdAt: Date, finishedAt: Date?) {
+    public init(
+        generationID: String, number: Int, provider: String, clientReference: String, providerTaskID: String?,
+        outputIndexes: [Int], state: State, error: GenGateError?, createdAt: Date, finishedAt: Date?
+    ) {
         self.generationID = generationID
         self.number = number
         self.provider = provider

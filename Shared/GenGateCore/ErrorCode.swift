@@ -20,7 +20,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .rateLimited, .providerError, .providerUnavailable, .providerTimeout, .uploadFailed:
             return true
         case .invalidRequest, .authenticationFailed, .quotaExceeded, .contentPolicy, .taskTimeout,
-             .cancelled, .internalError:
+            .cancelled, .internalError:
             return false
         }
     }

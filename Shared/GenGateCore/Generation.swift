@@ -32,10 +32,13 @@ public struct Generation: Codable, Sendable, Equatable {
     public var checks: Int
     public var checkFailures: Int
 
-    public init(id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
-                version: Int, progress: Int, attempts: Int, error: GenGateError?, providerTaskID: String?,
-                leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
-                updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0, checkFailures: Int = 0) {
+    public init(
+        id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
+        version: Int, progress: Int, attempts: Int, error: GenGateError?, providerTaskID: String?,
+        leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
+        updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
+        checkFailures: Int = 0
+    ) {
         self.id = id
         self.ownerKeyID = ownerKeyID
         self.request = request

@@ -16,8 +16,10 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
     /// Free-form data the application attaches and gets back untouched.
     public var metadata: [String: JSONValue]
 
-    public init(model: String, prompt: String, n: Int = 1, seed: Int? = nil, width: Int? = nil, height: Int? = nil,
-                params: [String: JSONValue] = [:], deadlineSeconds: Int? = nil, metadata: [String: JSONValue] = [:]) {
+    public init(
+        model: String, prompt: String, n: Int = 1, seed: Int? = nil, width: Int? = nil, height: Int? = nil,
+        params: [String: JSONValue] = [:], deadlineSeconds: Int? = nil, metadata: [String: JSONValue] = [:]
+    ) {
         self.model = model
         self.prompt = prompt
         self.n = n

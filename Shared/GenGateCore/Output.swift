@@ -12,8 +12,10 @@ public struct Output: Codable, Sendable, Equatable {
     public var sha256: String?
     public var storedAt: Date?
 
-    public init(index: Int, source: String, contentType: String, objectKey: String? = nil, bytes: Int? = nil,
-                sha256: String? = nil, storedAt: Date? = nil) {
+    public init(
+        index: Int, source: String, contentType: String, objectKey: String? = nil, bytes: Int? = nil,
+        sha256: String? = nil, storedAt: Date? = nil
+    ) {
         self.index = index
         self.source = source
         self.contentType = contentType

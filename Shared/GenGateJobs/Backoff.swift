@@ -13,8 +13,10 @@ public struct Backoff: Sendable, Equatable {
     }
 
     /// Seconds to wait before attempt `attempt + 1`, after `attempt` (1-based) failed.
-    public func delay(afterAttempt attempt: Int, retryAfter: Double? = nil,
-                      random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Double {
+    public func delay(
+        afterAttempt attempt: Int, retryAfter: Double? = nil,
+        random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
+    ) -> Double {
         let exponent = min(max(attempt - 1, 0), 30)
         let ceiling = min(cap, base * pow(2, Double(exponent)))
         // "Equal jitter": at least half the ceiling, so retries never bunch up near zero.

@@ -15,7 +15,9 @@ extension JobContext {
     /// Cancels `generation` (as last read) whatever step it is in, by compare-and-set, looking
     /// again when it moved on meanwhile. A provider task it had running is stopped by the sweep
     /// (`RecoverySweep`), which also covers a cancel that lands while a worker holds the job.
-    public func cancel(_ generation: Generation, reason: String = "cancelled by the client") async throws -> CancelOutcome {
+    public func cancel(_ generation: Generation, reason: String = "cancelled by the client") async throws
+        -> CancelOutcome
+    {
         var current = generation
         for _ in 0..<20 {
             switch current.status {
@@ -28,9 +30,13 @@ extension JobContext {
             }
             var change = Transition.of(current, to: .cancelled)
             change.error = .some(GenGateError(.cancelled, reason))
-            change.events = [Event(.generationCancelled, generationID: current.id, payload: [
-                "previous_status": .string(current.status.rawValue),
-            ])]
+            change.events = [
+                Event(
+                    .generationCancelled, generationID: current.id,
+                    payload: [
+                        "previous_status": .string(current.status.rawValue)
+                    ])
+            ]
             if let cancelled = try await apply(change) { return .cancelled(cancelled) }
             guard let reread = try await store.generation(id: current.id) else { return .busy(current) }
             current = reread

@@ -25,8 +25,10 @@ public struct CheckSchedule: Codable, Sendable, Equatable {
     public static let text = CheckSchedule(firstSeconds: 0.25, factor: 1.5, maxSeconds: 5, jitter: 0.2)
 
     /// Seconds from check number `checks` (0: the submission) to the next one.
-    public func delay(afterCheck checks: Int, retryAfter: Double? = nil,
-                      random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Double {
+    public func delay(
+        afterCheck checks: Int, retryAfter: Double? = nil,
+        random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
+    ) -> Double {
         let exponent = Double(min(max(checks, 0), 60))
         let planned = min(maxSeconds, firstSeconds * pow(factor, exponent))
         let spread = jitter > 0 ? random((1 - jitter)...(1 + jitter)) : 1

@@ -36,7 +36,8 @@ public struct FailPoints: Sendable {
         for part in spec.split(separator: ",") where !part.trimmingCharacters(in: .whitespaces).isEmpty {
             let pieces = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             guard let point = Point(rawValue: pieces[0]) else {
-                throw FailPointError("unknown fail point \(pieces[0]); known: \(Point.allCases.map(\.rawValue).joined(separator: ", "))")
+                throw FailPointError(
+                    "unknown fail point \(pieces[0]); known: \(Point.allCases.map(\.rawValue).joined(separator: ", "))")
             }
             let action = pieces.count > 1 ? Action(rawValue: pieces[1]) : .kill
             guard let action else { throw FailPointError("fail point \(pieces[0]): action must be kill or term") }

@@ -25,10 +25,12 @@ public struct JobContext: Sendable {
     public let publish: @Sendable ([Event]) -> Void
     public let notify: @Sendable (_ step: Lifecycle.Step, _ generationID: String, _ reason: String) -> Void
 
-    public init(instance: String, store: any GenerationStore, providers: ProviderRegistry, objects: any ObjectStore,
-                policy: JobPolicy, logger: Logger, failPoints: FailPoints = .none, objectPrefix: String = "outputs",
-                publicBaseURL: String = "", publish: @escaping @Sendable ([Event]) -> Void = { _ in },
-                notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }) {
+    public init(
+        instance: String, store: any GenerationStore, providers: ProviderRegistry, objects: any ObjectStore,
+        policy: JobPolicy, logger: Logger, failPoints: FailPoints = .none, objectPrefix: String = "outputs",
+        publicBaseURL: String = "", publish: @escaping @Sendable ([Event]) -> Void = { _ in },
+        notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }
+    ) {
         self.instance = instance
         self.store = store
         self.providers = providers
@@ -49,7 +51,8 @@ public struct JobContext: Sendable {
     /// Throws `internal_error` for a move the lifecycle does not allow (a bug, never data).
     public func apply(_ change: Transition) async throws -> Generation? {
         guard Lifecycle.allows(from: change.from, to: change.to) else {
-            throw GenGateError(.internalError, "illegal move \(change.from.rawValue) → \(change.to.rawValue) of \(change.id)")
+            throw GenGateError(
+                .internalError, "illegal move \(change.from.rawValue) → \(change.to.rawValue) of \(change.id)")
         }
         let updated = try await store.transition(change)
         if updated != nil { publish(change.events) }
@@ -58,8 +61,10 @@ public struct JobContext: Sendable {
 
     /// After a failed attempt: `retry_wait` as the retry policy says, otherwise `failed`; `attempt`
     /// (the failed attempt's outcome) commits with it. Nil if the job moved on meanwhile.
-    public func failOrRetry(_ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
-                            now: Date = Date()) async throws -> Generation? {
+    public func failOrRetry(
+        _ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
+        now: Date = Date()
+    ) async throws -> Generation? {
         // Attempts that delivered (a model asked for its outputs in several calls) are not failures.
         let delivered = try await store.attempts(generationID: generation.id).filter { $0.state == .succeeded }.count
         let failures = max(1, generation.attempts - delivered)
@@ -70,13 +75,21 @@ public struct JobContext: Sendable {
             change.lease = .release
             change.nextActionAt = .some(retryAt)
             change.attemptUpdate = attempt
-            change.events = [Event(.generationRetrying, generationID: generation.id, at: now, payload: [
-                "attempt": .number(Double(generation.attempts)),
-                "retry_at": .string(Timestamp.format(retryAt)),
-                "error": Self.errorPayload(error),
-            ])]
-            logger.info("retrying", metadata: ["generation": "\(generation.id)", "error": "\(error)",
-                                               "in_seconds": "\(Int(retryAt.timeIntervalSince(now)))"])
+            change.events = [
+                Event(
+                    .generationRetrying, generationID: generation.id, at: now,
+                    payload: [
+                        "attempt": .number(Double(generation.attempts)),
+                        "retry_at": .string(Timestamp.format(retryAt)),
+                        "error": Self.errorPayload(error),
+                    ])
+            ]
+            logger.info(
+                "retrying",
+                metadata: [
+                    "generation": "\(generation.id)", "error": "\(error)",
+                    "in_seconds": "\(Int(retryAt.timeIntervalSince(now)))",
+                ])
             return try await apply(change)
         case .fail(let final):
             return try await fail(generation, error: final, attempt: attempt, now: now)
@@ -84,17 +97,23 @@ public struct JobContext: Sendable {
     }
 
     /// Ends a job as failed with `error`; `attempt` commits with it.
-    public func fail(_ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
-                     now: Date = Date()) async throws -> Generation? {
+    public func fail(
+        _ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
+        now: Date = Date()
+    ) async throws -> Generation? {
         var change = Transition.of(generation, to: .failed, at: now)
         change.error = .some(error)
         change.attemptUpdate = attempt
-        change.events = [Event(.generationFailed, generationID: generation.id, at: now, payload: [
-            "error": Self.errorPayload(error),
-            "attempts": .number(Double(generation.attempts)),
-            "provider": .string(generation.provider),
-            "model": .string(generation.request.model),
-        ])]
+        change.events = [
+            Event(
+                .generationFailed, generationID: generation.id, at: now,
+                payload: [
+                    "error": Self.errorPayload(error),
+                    "attempts": .number(Double(generation.attempts)),
+                    "provider": .string(generation.provider),
+                    "model": .string(generation.request.model),
+                ])
+        ]
         logger.warning("failed", metadata: ["generation": "\(generation.id)", "error": "\(error)"])
         return try await apply(change)
     }
@@ -102,15 +121,19 @@ public struct JobContext: Sendable {
     /// Gives a lease back so another worker can take the job at once. The store's write is not
     /// cancelled with the caller, so this works during shutdown, exactly when it matters.
     public func releaseLease(_ generation: Generation, nextActionAt: Date = Date()) async {
-        _ = try? await store.releaseLease(id: generation.id, owner: instance, version: generation.version, nextActionAt: nextActionAt)
+        _ = try? await store.releaseLease(
+            id: generation.id, owner: instance, version: generation.version, nextActionAt: nextActionAt)
     }
 
     /// Runs `operation` (a provider call, a download) while renewing `generation`'s lease every
     /// third of the lease period, so a slow call never lets another worker take the job over and
     /// repeat it. If the lease is lost (the job moved on, or it expired and was voided), renewing
     /// stops and the compare-and-set that records the operation's result finds the job moved on.
-    public func keepingLease<T: Sendable>(_ generation: Generation, _ operation: @Sendable () async throws -> T) async throws -> T {
-        let store = self.store, owner = instance
+    public func keepingLease<T: Sendable>(_ generation: Generation, _ operation: @Sendable () async throws -> T)
+        async throws -> T
+    {
+        let store = self.store
+        let owner = instance
         let period = policy.leaseSeconds
         return try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -118,7 +141,10 @@ public struct JobContext: Sendable {
                     try await Task.sleep(for: .milliseconds(Int(period * 1_000 / 3)))
                     let until = Date().addingTimeInterval(period)
                     do {
-                        guard try await store.renewLease(id: generation.id, owner: owner, version: generation.version, until: until) else {
+                        guard
+                            try await store.renewLease(
+                                id: generation.id, owner: owner, version: generation.version, until: until)
+                        else {
                             return  // lost: the job moved on
                         }
                     } catch is CancellationError {
@@ -168,25 +194,36 @@ public struct JobContext: Sendable {
             return
         } catch {
             let message = "\(step.rawValue) failed unexpectedly: \(error)"
-            logger.error("handler failed", metadata: ["generation": "\(generationID)", "step": "\(step.rawValue)", "error": "\(error)"])
-            let failed = Event(.generationFailed, generationID: generationID, payload: [
-                "error": Self.errorPayload(GenGateError(.internalError, message, retryable: false)),
-            ])
-            if let count = try? await store.recordHandlerFailure(id: generationID, owner: instance, message: message,
-                                                                 limit: policy.maxHandlerFailures, event: failed, at: Date()),
-               count >= policy.maxHandlerFailures {
+            logger.error(
+                "handler failed",
+                metadata: ["generation": "\(generationID)", "step": "\(step.rawValue)", "error": "\(error)"])
+            let failed = Event(
+                .generationFailed, generationID: generationID,
+                payload: [
+                    "error": Self.errorPayload(GenGateError(.internalError, message, retryable: false))
+                ])
+            if let count = try? await store.recordHandlerFailure(
+                id: generationID, owner: instance, message: message,
+                limit: policy.maxHandlerFailures, event: failed, at: Date()),
+                count >= policy.maxHandlerFailures
+            {
                 publish([failed])
             }
         }
     }
 
     public static func errorPayload(_ error: GenGateError) -> JSONValue {
-        .object(["code": .string(error.code.rawValue), "message": .string(error.message), "retryable": .bool(error.retryable)])
+        .object([
+            "code": .string(error.code.rawValue), "message": .string(error.message),
+            "retryable": .bool(error.retryable),
+        ])
     }
 
     /// A `provider.call` event: the outcome of one call to a provider, for the monitor.
-    public func providerCall(provider: String, model: String, operation: String, started: ContinuousClock.Instant,
-                             error: GenGateError?) -> Event {
+    public func providerCall(
+        provider: String, model: String, operation: String, started: ContinuousClock.Instant,
+        error: GenGateError?
+    ) -> Event {
         let elapsed = ContinuousClock.now - started
         let milliseconds = Double(elapsed.components.seconds) * 1_000 + Double(elapsed.components.attoseconds) / 1e15
         var payload: [String: JSONValue] = [

@@ -31,11 +31,13 @@ public struct JobPolicy: Sendable, Equatable {
     /// How long an `Idempotency-Key` is remembered.
     public var idempotencyWindowSeconds: Double
 
-    public init(leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
-                drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(), modelSchedules: [String: CheckSchedule] = [:],
-                kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
-                maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5,
-                eventRetentionSeconds: Double = 30 * 86_400, idempotencyWindowSeconds: Double = 86_400) {
+    public init(
+        leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
+        drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(), modelSchedules: [String: CheckSchedule] = [:],
+        kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
+        maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5,
+        eventRetentionSeconds: Double = 30 * 86_400, idempotencyWindowSeconds: Double = 86_400
+    ) {
         self.leaseSeconds = leaseSeconds
         self.sweepIntervalSeconds = sweepIntervalSeconds
         self.staleAfterSeconds = staleAfterSeconds
@@ -80,9 +82,12 @@ public struct RetryPolicy: Sendable, Equatable {
     }
 
     /// What to do after attempt number `attempts` failed with `error`.
-    public func decide(after error: GenGateError, attempts: Int, deadline: Date, now: Date,
-                       random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Decision {
-        let wait = Backoff(base: baseSeconds, cap: maxSeconds).delay(afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
+    public func decide(
+        after error: GenGateError, attempts: Int, deadline: Date, now: Date,
+        random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
+    ) -> Decision {
+        let wait = Backoff(base: baseSeconds, cap: maxSeconds).delay(
+            afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
         let retryAt = now.addingTimeInterval(wait)
         if error.retryable && attempts < maxAttempts && retryAt < deadline {
             return .retry(at: retryAt)

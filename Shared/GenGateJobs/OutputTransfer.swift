@@ -27,8 +27,10 @@ public struct OutputTransfer: Sendable {
 
     public func transfer(_ id: String) async throws {
         let now = Date()
-        guard var generation = try await store.claim(id: id, statuses: Lifecycle.Step.upload.claims, owner: context.instance,
-                                                     leaseUntil: context.leaseUntil(now), now: now)
+        guard
+            var generation = try await store.claim(
+                id: id, statuses: Lifecycle.Step.upload.claims, owner: context.instance,
+                leaseUntil: context.leaseUntil(now), now: now)
         else { return }
         let adapter = try context.providers.adapter(generation.provider)
         let backoff = Backoff(base: 0.5, cap: 5)
@@ -46,21 +48,24 @@ public struct OutputTransfer: Sendable {
                     stored = try await context.keepingLease(generation) {
                         let objects = context.objects
                         func key(_ contentType: String) -> String {
-                            ObjectKey.forOutput(prefix: context.objectPrefix, generationID: id, createdAt: createdAt,
-                                                index: output.index, contentType: contentType)
+                            ObjectKey.forOutput(
+                                prefix: context.objectPrefix, generationID: id, createdAt: createdAt,
+                                index: output.index, contentType: contentType)
                         }
                         // Streamed through a scratch file where the adapter can; whole otherwise.
                         let scratch = try objects.scratchFile()
                         do {
                             if let contentType = try await adapter.download(output, to: scratch) {
-                                return try await objects.put(key: key(contentType), file: scratch, contentType: contentType)
+                                return try await objects.put(
+                                    key: key(contentType), file: scratch, contentType: contentType)
                             }
                         } catch {
                             try? FileManager.default.removeItem(at: scratch)
                             throw error
                         }
                         let fetched = try await adapter.fetch(output)
-                        return try await objects.put(key: key(fetched.contentType), data: fetched.data, contentType: fetched.contentType)
+                        return try await objects.put(
+                            key: key(fetched.contentType), data: fetched.data, contentType: fetched.contentType)
                     }
                     context.failPoints.reached(.afterStore)
                     break
@@ -72,11 +77,16 @@ public struct OutputTransfer: Sendable {
                     }
                     lastError = GenGateError.wrap(error)
                     if lastError.code != .uploadFailed {
-                        lastError = GenGateError(.uploadFailed, "output \(output.index): \(lastError.message)", retryable: lastError.retryable)
+                        lastError = GenGateError(
+                            .uploadFailed, "output \(output.index): \(lastError.message)",
+                            retryable: lastError.retryable)
                     }
-                    context.logger.warning("output transfer failed", metadata: [
-                        "generation": "\(id)", "index": "\(output.index)", "try": "\(attempt)", "error": "\(lastError)",
-                    ])
+                    context.logger.warning(
+                        "output transfer failed",
+                        metadata: [
+                            "generation": "\(id)", "index": "\(output.index)", "try": "\(attempt)",
+                            "error": "\(lastError)",
+                        ])
                     guard lastError.retryable, attempt < Self.triesPerOutput else { break }
                     try? await Task.sleep(for: .milliseconds(Int(backoff.delay(afterAttempt: attempt) * 1_000)))
                 }
@@ -101,25 +111,36 @@ public struct OutputTransfer: Sendable {
             checkpoint.sha256 = stored.sha256
             checkpoint.contentType = stored.contentType
             checkpoint.storedAt = Date()
-            let event = Event(.generationOutput, generationID: id, payload: [
-                "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
-                "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
-                "url": .string(OutputURL.make(base: context.publicBaseURL, generationID: id, index: output.index)),
-            ])
+            let event = Event(
+                .generationOutput, generationID: id,
+                payload: [
+                    "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
+                    "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
+                    "url": .string(OutputURL.make(base: context.publicBaseURL, generationID: id, index: output.index)),
+                ])
             guard try await store.recordStoredOutput(generationID: id, output: checkpoint, event: event) else {
                 return  // cancelled meanwhile
             }
             context.publish([event])
-            guard try await store.renewLease(id: id, owner: context.instance, version: generation.version,
-                                             until: context.leaseUntil()) else { return }
+            if let position = generation.outputs.firstIndex(where: { $0.index == output.index }) {
+                generation.outputs[position] = checkpoint  // as the store now has it (no version change)
+            }
+            if generation.outputs.contains(where: { !$0.isStored }) {
+                // More to move: a fresh lease for them (the last output needs none).
+                guard
+                    try await store.renewLease(
+                        id: id, owner: context.instance, version: generation.version, until: context.leaseUntil())
+                else { return }
+            }
         }
 
-        guard let current = try await store.generation(id: id), current.version == generation.version else { return }
-        generation = current
+        // A cancel that landed meanwhile makes the compare-and-sets below find the job moved on.
         let missing = generation.missingOutputIndexes
         if !missing.isEmpty {
             let last = try await store.attempts(generationID: id).last
-            let delivered = last.map { attempt in attempt.state == .succeeded && attempt.outputIndexes.allSatisfy { !missing.contains($0) } }
+            let delivered = last.map { attempt in
+                attempt.state == .succeeded && attempt.outputIndexes.allSatisfy { !missing.contains($0) }
+            }
             if delivered == true {
                 // The provider gives fewer outputs per call than asked for: the next call asks
                 // for the rest. Not a failure.
@@ -131,20 +152,30 @@ public struct OutputTransfer: Sendable {
                 return
             }
             // The provider returned fewer outputs than this attempt asked for: ask again for the rest only.
-            context.logger.notice("outputs missing after upload; dispatching again", metadata: ["generation": "\(id)", "missing": "\(missing)"])
-            _ = try await context.failOrRetry(generation, error: GenGateError(.providerError, "the provider returned \(generation.request.n - missing.count) of \(generation.request.n) outputs"))
+            context.logger.notice(
+                "outputs missing after upload; dispatching again",
+                metadata: ["generation": "\(id)", "missing": "\(missing)"])
+            _ = try await context.failOrRetry(
+                generation,
+                error: GenGateError(
+                    .providerError,
+                    "the provider returned \(generation.request.n - missing.count) of \(generation.request.n) outputs"))
             return
         }
         var change = Transition.of(generation, to: .completed)
         change.progress = 100
         change.error = .some(nil)
-        change.events = [Event(.generationCompleted, generationID: id, payload: [
-            "outputs": .number(Double(generation.outputs.count)),
-            "attempts": .number(Double(generation.attempts)),
-            "provider": .string(generation.provider),
-            "model": .string(generation.request.model),
-            "duration_ms": .number((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()),
-        ])]
+        change.events = [
+            Event(
+                .generationCompleted, generationID: id,
+                payload: [
+                    "outputs": .number(Double(generation.outputs.count)),
+                    "attempts": .number(Double(generation.attempts)),
+                    "provider": .string(generation.provider),
+                    "model": .string(generation.request.model),
+                    "duration_ms": .number((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()),
+                ])
+        ]
         _ = try await context.apply(change)
     }
 }

@@ -48,24 +48,31 @@ public struct RecoverySweep: Service, CustomStringConvertible {
     public func sweepOnce(now: Date = Date()) async throws {
         let policy = context.policy
         let holdFor = max(3 * policy.sweepIntervalSeconds, 2)
-        guard try await store.lead("sweep", owner: context.instance, until: now.addingTimeInterval(holdFor), now: now) else { return }
+        guard try await store.lead("sweep", owner: context.instance, until: now.addingTimeInterval(holdFor), now: now)
+        else { return }
 
         // Each item on its own: one that fails must not hold up the rest of the pass.
         for generation in try await store.pastDeadline(now: now, limit: 500) {
             await each(generation.id) {
-                _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "the generation passed its deadline"), now: now)
+                _ = try await context.fail(
+                    generation, error: GenGateError(.taskTimeout, "the generation passed its deadline"), now: now)
             }
         }
         for work in try await store.releaseExpiredLeases(now: now, limit: 1_000) {
-            context.logger.notice("lease expired; re-driving", metadata: ["generation": "\(work.id)", "status": "\(work.status.rawValue)"])
-            if let step = Lifecycle.Step.working(on: work.status), step != .check { context.notify(step, work.id, "lease expired") }
+            context.logger.notice(
+                "lease expired; re-driving",
+                metadata: ["generation": "\(work.id)", "status": "\(work.status.rawValue)"])
+            if let step = Lifecycle.Step.working(on: work.status), step != .check {
+                context.notify(step, work.id, "lease expired")
+            }
         }
         let stale = now.addingTimeInterval(-policy.staleAfterSeconds)
         for work in try await store.dueWork(now: now, staleBefore: stale, limit: 1_000) {
             if let step = Lifecycle.Step.working(on: work.status) { context.notify(step, work.id, "sweep") }
         }
-        _ = try await store.expire(eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
-                                   keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
+        _ = try await store.expire(
+            eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
+            keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
         // A submission still `submitting` a lease period after it began has no worker left.
         let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
         for attempt in try await store.openAttemptsOfEndedGenerations(submittingBefore: orphanedBefore, limit: 100) {
@@ -77,7 +84,8 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         do {
             try await body()
         } catch {
-            context.logger.error("recovery sweep failed on a job", metadata: ["generation": "\(generationID)", "error": "\(error)"])
+            context.logger.error(
+                "recovery sweep failed on a job", metadata: ["generation": "\(generationID)", "error": "\(error)"])
         }
     }
 
@@ -89,25 +97,32 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         var taskID = attempt.providerTaskID
         if let adapter = try? context.providers.adapter(attempt.provider) {
             if taskID == nil, adapter.capabilities.findsSubmissionByReference,
-               let generation = try await store.generation(id: attempt.generationID) {
-                let request = ProviderRequest(generation: generation, clientReference: attempt.clientReference,
-                                              outputIndexes: attempt.outputIndexes)
+                let generation = try await store.generation(id: attempt.generationID)
+            {
+                let request = ProviderRequest(
+                    generation: generation, clientReference: attempt.clientReference,
+                    outputIndexes: attempt.outputIndexes)
                 do {
-                    taskID = try await adapter.findSubmission(clientReference: attempt.clientReference, request: request)
+                    taskID = try await adapter.findSubmission(
+                        clientReference: attempt.clientReference, request: request)
                 } catch let error as GenGateError where !error.retryable {
-                    context.logger.notice("provider cannot find a submission", metadata: ["generation": "\(attempt.generationID)"])
+                    context.logger.notice(
+                        "provider cannot find a submission", metadata: ["generation": "\(attempt.generationID)"])
                 } catch {
                     return  // ask again next sweep
                 }
             }
             if let taskID, await context.cancelProviderTask(adapter, taskID: taskID) == .failed { return }
         } else {
-            context.logger.warning("cannot stop the task of an ended job: its provider is not configured here",
-                                   metadata: ["generation": "\(attempt.generationID)", "provider": "\(attempt.provider)"])
+            context.logger.warning(
+                "cannot stop the task of an ended job: its provider is not configured here",
+                metadata: ["generation": "\(attempt.generationID)", "provider": "\(attempt.provider)"])
         }
-        _ = try await store.updateAttempt(AttemptUpdate(
-            generationID: attempt.generationID, number: attempt.number, from: [attempt.state], to: .abandoned,
-            providerTaskID: attempt.providerTaskID == nil ? taskID : nil,
-            error: GenGateError(.cancelled, "its generation ended; the provider task was stopped where the provider allows")))
+        _ = try await store.updateAttempt(
+            AttemptUpdate(
+                generationID: attempt.generationID, number: attempt.number, from: [attempt.state], to: .abandoned,
+                providerTaskID: attempt.providerTaskID == nil ? taskID : nil,
+                error: GenGateError(
+                    .cancelled, "its generation ended; the provider task was stopped where the provider allows")))
     }
 }

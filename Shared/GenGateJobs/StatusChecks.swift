@@ -49,8 +49,9 @@ public struct StatusChecks: Service, CustomStringConvertible {
                 if room > 0 {
                     do {
                         let now = Date()
-                        claimed = try await store.claimDue(status: .running, owner: context.instance, leaseUntil: context.leaseUntil(now),
-                                                           now: now, limit: room, excludingProviders: saturated)
+                        claimed = try await store.claimDue(
+                            status: .running, owner: context.instance, leaseUntil: context.leaseUntil(now),
+                            now: now, limit: room, excludingProviders: saturated)
                     } catch {
                         context.logger.error("cannot claim due checks", metadata: ["error": "\(error)"])
                     }
@@ -91,18 +92,28 @@ public struct StatusChecks: Service, CustomStringConvertible {
         let id = generation.id
         let adapter = try context.providers.adapter(generation.provider)
         guard let taskID = generation.providerTaskID else {
-            _ = try await context.failOrRetry(generation, error: GenGateError(.internalError, "running without a provider task"))
+            _ = try await context.failOrRetry(
+                generation, error: GenGateError(.internalError, "running without a provider task"))
             return
         }
-        let attempt = try await store.attempts(generationID: id).last { $0.providerTaskID == taskID }
-        let request = ProviderRequest(generation: generation, clientReference: attempt?.clientReference ?? "",
-                                      outputIndexes: attempt?.outputIndexes ?? generation.missingOutputIndexes)
+        // The running task is the latest attempt's: its number, reference and outputs follow from
+        // the row (as `Submission` made them), so a check reads nothing more.
+        let number = generation.attempts
+        let request = ProviderRequest(
+            generation: generation, clientReference: "\(id)-a\(number)",
+            outputIndexes: Array(generation.missingOutputIndexes.prefix(adapter.capabilities.maxOutputsPerCall)))
         let model = generation.request.model
-        var machine = TaskCheck(checks: generation.checks, failures: generation.checkFailures, progress: generation.progress,
-                                schedule: context.policy.schedule(model: model, kind: context.providers.model(model)?.kind),
-                                maxFailures: context.policy.maxCheckFailures, deadline: generation.deadlineAt)
-        func closing(_ to: Attempt.State, _ error: GenGateError?) -> AttemptUpdate? {
-            attempt.map { AttemptUpdate(generationID: id, number: $0.number, from: [.submitted], to: to, error: error) }
+        var machine = TaskCheck(
+            checks: generation.checks, failures: generation.checkFailures, progress: generation.progress,
+            schedule: context.policy.schedule(model: model, kind: context.providers.model(model)?.kind),
+            maxFailures: context.policy.maxCheckFailures, deadline: generation.deadlineAt)
+        /// The attempt's outcome, for the transitions that end it (read only then: a plain
+        /// check, the common case, reads nothing).
+        func closing(_ to: Attempt.State, _ error: GenGateError?) async throws -> AttemptUpdate? {
+            let attempt = try await store.attempts(generationID: id).last { $0.providerTaskID == taskID }
+            return attempt.map {
+                AttemptUpdate(generationID: id, number: $0.number, from: [.submitted], to: to, error: error)
+            }
         }
 
         var action: TaskCheck.Action = .timedOut
@@ -119,8 +130,11 @@ public struct StatusChecks: Service, CustomStringConvertible {
                 return
             } catch {
                 let failure = GenGateError.wrap(error)
-                context.publish([context.providerCall(provider: adapter.name, model: model, operation: "status", started: started,
-                                                      error: failure)])
+                context.publish([
+                    context.providerCall(
+                        provider: adapter.name, model: model, operation: "status", started: started,
+                        error: failure)
+                ])
                 result = .failure(failure)
             }
             slots.release(generation.provider)
@@ -139,7 +153,11 @@ public struct StatusChecks: Service, CustomStringConvertible {
                 change.progress = machine.progress
                 // Progress events are coalesced: one per ten points, not one per check.
                 if machine.progress / 10 != generation.progress / 10 {
-                    change.events = [Event(.generationProgress, generationID: id, payload: ["progress": .number(Double(machine.progress))])]
+                    change.events = [
+                        Event(
+                            .generationProgress, generationID: id,
+                            payload: ["progress": .number(Double(machine.progress))])
+                    ]
                 }
             }
             _ = try await context.apply(change)  // nil: it moved on (cancelled); the sweep stops the task
@@ -151,19 +169,22 @@ public struct StatusChecks: Service, CustomStringConvertible {
             change.lease = .release
             change.nextActionAt = .some(Date())
             change.checks = machine.checks
-            change.attemptUpdate = closing(.succeeded, nil)
+            change.attemptUpdate = try await closing(.succeeded, nil)
             if try await context.apply(change) != nil { context.notify(.upload, id, "task succeeded") }
 
         case .attemptFailed(let error):
-            context.publish([context.providerCall(provider: adapter.name, model: model, operation: "task",
-                                                  started: ContinuousClock.now, error: error)])
-            _ = try await context.failOrRetry(generation, error: error, attempt: closing(.failed, error))
+            context.publish([
+                context.providerCall(
+                    provider: adapter.name, model: model, operation: "task",
+                    started: ContinuousClock.now, error: error)
+            ])
+            _ = try await context.failOrRetry(generation, error: error, attempt: try await closing(.failed, error))
 
         case .checksFailed(let error):
             // The task may still be working: stop it before anything is submitted again. If it
             // cannot be stopped, a retry may pay twice, and that is put on record.
             let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
-            var closed = closing(.failed, error)
+            var closed = try await closing(.failed, error)
             closed?.possibleDoubleCharge = stopped != .cancelled && stopped != .refused
             _ = try await context.failOrRetry(generation, error: error, attempt: closed)
 
@@ -171,7 +192,8 @@ public struct StatusChecks: Service, CustomStringConvertible {
             // Closed only once stopped; otherwise it stays `submitted` and the sweep asks again.
             let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
             let timeout = GenGateError(.taskTimeout, "the provider task did not finish before the deadline")
-            _ = try await context.fail(generation, error: timeout, attempt: stopped == .failed ? nil : closing(.failed, timeout))
+            _ = try await context.fail(
+                generation, error: timeout, attempt: stopped == .failed ? nil : try await closing(.failed, timeout))
         }
     }
 }

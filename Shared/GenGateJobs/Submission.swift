@@ -31,8 +31,10 @@ public struct Submission: Sendable {
 
     /// One pass of the step over `id`. Returns quietly when the job is not due or not ours.
     public func dispatch(_ id: String, now: Date = Date()) async throws {
-        guard var generation = try await store.claim(id: id, statuses: Lifecycle.Step.submit.claims, owner: context.instance,
-                                                     leaseUntil: context.leaseUntil(now), now: now)
+        guard
+            var generation = try await store.claim(
+                id: id, statuses: Lifecycle.Step.submit.claims, owner: context.instance,
+                leaseUntil: context.leaseUntil(now), now: now)
         else { return }
         if now >= generation.deadlineAt {
             _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "deadline passed before dispatch"))
@@ -83,9 +85,10 @@ public struct Submission: Sendable {
         // with the move to `dispatching` (and with closing an interrupted attempt, if any).
         var change = Transition.of(generation, to: .dispatching)
         change.attempts = number
-        change.newAttempt = Attempt(generationID: id, number: number, provider: adapter.name, clientReference: reference,
-                                    providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
-                                    createdAt: Date(), finishedAt: nil)
+        change.newAttempt = Attempt(
+            generationID: id, number: number, provider: adapter.name, clientReference: reference,
+            providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
+            createdAt: Date(), finishedAt: nil)
         change.attemptUpdate = abandoned
         guard let dispatching = try await context.apply(change) else {
             if abandoned != nil {
@@ -103,11 +106,14 @@ public struct Submission: Sendable {
         // that shutdown does not cancel.
         let context = self.context
         try await Task {
-            try await Submission(context: context).submitAndRecord(dispatching, adapter: adapter, request: request, attempt: number)
+            try await Submission(context: context).submitAndRecord(
+                dispatching, adapter: adapter, request: request, attempt: number)
         }.value
     }
 
-    func submitAndRecord(_ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int) async throws {
+    func submitAndRecord(
+        _ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int
+    ) async throws {
         let id = dispatching.id
         let started = ContinuousClock.now
         let taskID: String
@@ -115,20 +121,30 @@ public struct Submission: Sendable {
             taskID = try await context.keepingLease(dispatching) { try await adapter.submit(request) }
         } catch {
             let failure = GenGateError.wrap(error)
-            context.publish([context.providerCall(provider: adapter.name, model: request.model, operation: "submit", started: started,
-                                                  error: failure)])
-            let closed = AttemptUpdate(generationID: id, number: number, from: [.submitting], to: .failed, error: failure)
+            context.publish([
+                context.providerCall(
+                    provider: adapter.name, model: request.model, operation: "submit", started: started,
+                    error: failure)
+            ])
+            let closed = AttemptUpdate(
+                generationID: id, number: number, from: [.submitting], to: .failed, error: failure)
             if try await context.failOrRetry(dispatching, error: failure, attempt: closed) == nil {
                 _ = try await store.updateAttempt(closed)  // the job moved on; the attempt still ends
             }
             return
         }
-        context.publish([context.providerCall(provider: adapter.name, model: request.model, operation: "submit", started: started,
-                                              error: nil)])
+        context.publish([
+            context.providerCall(
+                provider: adapter.name, model: request.model, operation: "submit", started: started,
+                error: nil)
+        ])
         context.failPoints.reached(.afterSubmit)
-        let submitted = AttemptUpdate(generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
+        let submitted = AttemptUpdate(
+            generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
         // The answer must reach the store: a passing store error (a busy lock) is tried again.
-        if try await persistently({ try await startChecks(dispatching, taskID: taskID, attempt: number, record: submitted) }) {
+        if try await persistently({
+            try await startChecks(dispatching, taskID: taskID, attempt: number, record: submitted)
+        }) {
             context.failPoints.reached(.afterRecord)
             return
         }
@@ -138,12 +154,15 @@ public struct Submission: Sendable {
         if try await persistently({ try await store.updateAttempt(submitted) }) { return }
         // The worker that took over gave this attempt up and submitted again: nobody will ever
         // use this task. Stop it, and keep its id (and, if it cannot be stopped, the charge) on record.
-        context.logger.warning("submission answered after its attempt was abandoned; cancelling it",
-                               metadata: ["generation": "\(id)", "attempt": "\(number)"])
+        context.logger.warning(
+            "submission answered after its attempt was abandoned; cancelling it",
+            metadata: ["generation": "\(id)", "attempt": "\(number)"])
         let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
         _ = try await persistently({
-            try await store.updateAttempt(AttemptUpdate(generationID: id, number: number, from: [.abandoned], to: .abandoned,
-                                                        providerTaskID: taskID, possibleDoubleCharge: stopped != .cancelled))
+            try await store.updateAttempt(
+                AttemptUpdate(
+                    generationID: id, number: number, from: [.abandoned], to: .abandoned,
+                    providerTaskID: taskID, possibleDoubleCharge: stopped != .cancelled))
         })
     }
 
@@ -155,7 +174,8 @@ public struct Submission: Sendable {
             do {
                 return try await write()
             } catch {
-                context.logger.warning("recording a provider's answer failed; trying again", metadata: ["error": "\(error)"])
+                context.logger.warning(
+                    "recording a provider's answer failed; trying again", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: delay)
                 delay *= 2
             }
@@ -165,22 +185,29 @@ public struct Submission: Sendable {
 
     /// Moves a submitted job to `running` with its first check time, recording `record` in the
     /// same transaction. False if the job moved on.
-    func startChecks(_ generation: Generation, taskID: String, attempt: Int, record: AttemptUpdate?) async throws -> Bool {
+    func startChecks(_ generation: Generation, taskID: String, attempt: Int, record: AttemptUpdate?) async throws
+        -> Bool
+    {
         let now = Date()
         let kind = context.providers.model(generation.request.model)?.kind
         let schedule = context.policy.schedule(model: generation.request.model, kind: kind)
         var change = Transition.of(generation, to: .running, at: now)
         change.providerTaskID = .some(taskID)
         change.lease = .release
-        change.nextActionAt = .some(TaskCheck.firstCheck(after: now, schedule: schedule, deadline: generation.deadlineAt))
+        change.nextActionAt = .some(
+            TaskCheck.firstCheck(after: now, schedule: schedule, deadline: generation.deadlineAt))
         change.error = .some(nil)
         change.checks = 0
         change.checkFailures = 0
         change.attemptUpdate = record
-        change.events = [Event(.generationStarted, generationID: generation.id, at: now, payload: [
-            "attempt": .number(Double(attempt)), "provider": .string(generation.provider),
-            "model": .string(generation.request.model), "provider_task_id": .string(taskID),
-        ])]
+        change.events = [
+            Event(
+                .generationStarted, generationID: generation.id, at: now,
+                payload: [
+                    "attempt": .number(Double(attempt)), "provider": .string(generation.provider),
+                    "model": .string(generation.request.model), "provider_task_id": .string(taskID),
+                ])
+        ]
         guard try await context.apply(change) != nil else { return false }
         context.notify(.check, generation.id, "submitted")
         return true
@@ -199,10 +226,12 @@ public struct Submission: Sendable {
     /// tell, and count a possible double charge where it cannot.
     func recover(_ generation: Generation, adapter: any ProviderAdapter) async throws -> Recovery {
         let last = try await store.attempts(generationID: generation.id).last
-        var action = SubmissionRecovery.decide(last: last, providerFindsByReference: adapter.capabilities.findsSubmissionByReference)
+        var action = SubmissionRecovery.decide(
+            last: last, providerFindsByReference: adapter.capabilities.findsSubmissionByReference)
         if case .askProvider(let attempt) = action {
-            let request = ProviderRequest(generation: generation, clientReference: attempt.clientReference,
-                                          outputIndexes: attempt.outputIndexes)
+            let request = ProviderRequest(
+                generation: generation, clientReference: attempt.clientReference,
+                outputIndexes: attempt.outputIndexes)
             do {
                 let found = try await context.keepingLease(generation) {
                     try await adapter.findSubmission(clientReference: attempt.clientReference, request: request)
@@ -210,18 +239,23 @@ public struct Submission: Sendable {
                 action = SubmissionRecovery.afterAsking(attempt, found: found, askFailed: false)
             } catch {
                 let failure = error is CancellationError ? nil : GenGateError.wrap(error)
-                context.logger.warning("could not ask the provider about an interrupted submission",
-                                       metadata: ["generation": "\(generation.id)", "error": "\(error)"])
+                context.logger.warning(
+                    "could not ask the provider about an interrupted submission",
+                    metadata: ["generation": "\(generation.id)", "error": "\(error)"])
                 // Stopping, or the provider could not say for now: ask again later rather than
                 // risk paying twice. Only a provider that will never say gets a resubmission.
-                action = failure?.retryable == false
+                action =
+                    failure?.retryable == false
                     ? SubmissionRecovery.afterAsking(attempt, found: nil, askFailed: true) : .askAgainLater
             }
         }
         switch action {
         case .resume(let taskID, let number):
-            let record = last?.state == .submitting
-                ? AttemptUpdate(generationID: generation.id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
+            let record =
+                last?.state == .submitting
+                ? AttemptUpdate(
+                    generationID: generation.id, number: number, from: [.submitting], to: .submitted,
+                    providerTaskID: taskID)
                 : nil
             if try await !startChecks(generation, taskID: taskID, attempt: number, record: record), let record {
                 // The job ended meanwhile: the task goes on record all the same, for the sweep to stop.
@@ -232,9 +266,10 @@ public struct Submission: Sendable {
             // Only from the state this decision saw: if the worker that made the attempt recorded
             // its answer meanwhile, the change is refused and the next look resumes that task.
             let update = abandoning.map {
-                AttemptUpdate(generationID: generation.id, number: $0.number, from: [$0.state], to: .abandoned,
-                              error: GenGateError(.internalError, "a worker stopped during this submission"),
-                              possibleDoubleCharge: possibleDoubleCharge)
+                AttemptUpdate(
+                    generationID: generation.id, number: $0.number, from: [$0.state], to: .abandoned,
+                    error: GenGateError(.internalError, "a worker stopped during this submission"),
+                    possibleDoubleCharge: possibleDoubleCharge)
             }
             return .resubmit(generation, abandoning: update)
         case .askProvider:
@@ -245,11 +280,17 @@ public struct Submission: Sendable {
     }
 
     func reportPossibleDoubleCharge(_ generation: Generation, attempt: AttemptUpdate) {
-        context.publish([Event(.providerPossibleDoubleCharge, generationID: generation.id, payload: [
-            "provider": .string(generation.provider), "model": .string(generation.request.model),
-            "attempt": .number(Double(attempt.number)), "client_reference": .string("\(generation.id)-a\(attempt.number)"),
-        ])])
-        context.logger.warning("submitting again after an interrupted submission; the provider may charge twice",
-                               metadata: ["generation": "\(generation.id)", "attempt": "\(attempt.number)"])
+        context.publish([
+            Event(
+                .providerPossibleDoubleCharge, generationID: generation.id,
+                payload: [
+                    "provider": .string(generation.provider), "model": .string(generation.request.model),
+                    "attempt": .number(Double(attempt.number)),
+                    "client_reference": .string("\(generation.id)-a\(attempt.number)"),
+                ])
+        ])
+        context.logger.warning(
+            "submitting again after an interrupted submission; the provider may charge twice",
+            metadata: ["generation": "\(generation.id)", "attempt": "\(attempt.number)"])
     }
 }

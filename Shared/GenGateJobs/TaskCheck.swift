@@ -43,8 +43,10 @@ public struct TaskCheck: Sendable, Equatable {
     }
 
     /// When the first check of a task submitted at `now` is due.
-    public static func firstCheck(after now: Date, schedule: CheckSchedule, deadline: Date,
-                                  random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Date {
+    public static func firstCheck(
+        after now: Date, schedule: CheckSchedule, deadline: Date,
+        random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
+    ) -> Date {
         min(now.addingTimeInterval(schedule.delay(afterCheck: 0, random: random)), deadline)
     }
 
@@ -52,8 +54,10 @@ public struct TaskCheck: Sendable, Equatable {
     public func isPastDeadline(_ now: Date) -> Bool { now >= deadline }
 
     /// Takes in one status check's result, made at `now`.
-    public mutating func observe(_ result: Result<ProviderTaskState, GenGateError>, now: Date,
-                                 random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }) -> Action {
+    public mutating func observe(
+        _ result: Result<ProviderTaskState, GenGateError>, now: Date,
+        random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
+    ) -> Action {
         if isPastDeadline(now) { return .timedOut }
         checks += 1
         switch result {
@@ -81,6 +85,8 @@ public struct TaskCheck: Sendable, Equatable {
     }
 
     private func next(_ now: Date, retryAfter: Double?, random: (ClosedRange<Double>) -> Double) -> Date {
-        min(now.addingTimeInterval(schedule.delay(afterCheck: checks, retryAfter: retryAfter, random: random)), deadline)
+        min(
+            now.addingTimeInterval(schedule.delay(afterCheck: checks, retryAfter: retryAfter, random: random)), deadline
+        )
     }
 }

@@ -14,7 +14,8 @@ public struct LocalObjectStore: ObjectStore {
     public init(root: URL) throws {
         self.root = root
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: root.appendingPathComponent(".incoming"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            at: root.appendingPathComponent(".incoming"), withIntermediateDirectories: true)
     }
 
     public func put(key: String, data: Data, contentType: String) async throws -> StoredObject {
@@ -52,7 +53,8 @@ public struct LocalObjectStore: ObjectStore {
                 }
                 try handle.synchronize()
                 try handle.close()
-                try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(
+                    at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
                 try Self.moveIntoPlace(file, url)
                 let sha256 = Digest.hex(hasher.finalize())
                 return StoredObject(key: key, bytes: bytes, sha256: sha256, contentType: contentType)
@@ -73,7 +75,9 @@ public struct LocalObjectStore: ObjectStore {
     public func localFile(key: String) async throws -> (path: String, size: Int)? {
         let url = try path(for: key)
         return try await Self.blocking {
-            guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber else { return nil }
+            guard let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? NSNumber else {
+                return nil
+            }
             return (url.path, size.intValue)
         }
     }
@@ -86,7 +90,8 @@ public struct LocalObjectStore: ObjectStore {
     func path(for key: String) throws -> URL {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false)
         guard !key.isEmpty, !key.hasPrefix("/"), !key.hasPrefix("."),
-              !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty }) else {
+            !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty })
+        else {
             throw GenGateError(.invalidRequest, "invalid object key \(key)")
         }
         return root.appendingPathComponent(key)
@@ -94,7 +99,8 @@ public struct LocalObjectStore: ObjectStore {
 
     static func temporary(beside url: URL) throws -> URL {
         try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
+        return url.deletingLastPathComponent().appendingPathComponent(
+            ".\(url.lastPathComponent).\(UUID().uuidString).tmp")
     }
 
     static func moveIntoPlace(_ temporary: URL, _ url: URL) throws {

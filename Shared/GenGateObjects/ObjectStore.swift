@@ -38,7 +38,9 @@ public struct StoredObject: Sendable, Equatable {
 /// Predictable object keys: `prefix/yyyy/mm/dd/<generation>/<index>.<ext>`,
 /// dated by the generation's creation (UTC) so every output of one job sits together.
 public enum ObjectKey {
-    public static func forOutput(prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String) -> String {
+    public static func forOutput(prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String)
+        -> String
+    {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
         let parts = calendar.dateComponents([.year, .month, .day], from: createdAt)

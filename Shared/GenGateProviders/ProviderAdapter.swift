@@ -14,8 +14,10 @@ public struct ProviderCapabilities: Sendable, Equatable {
     /// whether a crashed submission reached it before submitting again.
     public var findsSubmissionByReference: Bool
 
-    public init(asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
-                findsSubmissionByReference: Bool) {
+    public init(
+        asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
+        findsSubmissionByReference: Bool
+    ) {
         self.asynchronous = asynchronous
         self.streaming = streaming
         self.cancel = cancel
@@ -60,8 +62,10 @@ public struct ProviderRequest: Sendable, Equatable {
     public var height: Int?
     public var params: [String: JSONValue]
 
-    public init(generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
-                seed: Int?, width: Int?, height: Int?, params: [String: JSONValue]) {
+    public init(
+        generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
+        seed: Int?, width: Int?, height: Int?, params: [String: JSONValue]
+    ) {
         self.generationID = generationID
         self.clientReference = clientReference
         self.model = model
@@ -75,9 +79,10 @@ public struct ProviderRequest: Sendable, Equatable {
 
     public init(generation: Generation, clientReference: String, outputIndexes: [Int]) {
         let request = generation.request
-        self.init(generationID: generation.id, clientReference: clientReference, model: request.model, prompt: request.prompt,
-                  outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
-                  params: request.params)
+        self.init(
+            generationID: generation.id, clientReference: clientReference, model: request.model, prompt: request.prompt,
+            outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
+            params: request.params)
     }
 }
 

@@ -29,11 +29,13 @@ struct SimOutput: Equatable {
 
     init?(source: String) {
         guard source.hasPrefix("sim://") else { return nil }
-        let parts = source.dropFirst("sim://".count).split(separator: "/", maxSplits: 4, omittingEmptySubsequences: false)
+        let parts = source.dropFirst("sim://".count).split(
+            separator: "/", maxSplits: 4, omittingEmptySubsequences: false)
         guard parts.count == 5, let kind = Kind(rawValue: String(parts[0])) else { return nil }
         let size = parts[1].split(separator: "x")
         guard size.count == 2, let width = Int(size[0]), let height = Int(size[1]), let seed = Int(parts[2]),
-              let index = Int(parts[3]), let prompt = Self.base64URLDecode(String(parts[4])) else { return nil }
+            let index = Int(parts[3]), let prompt = Self.base64URLDecode(String(parts[4]))
+        else { return nil }
         guard kind == .text || ((1...2048).contains(width) && (1...2048).contains(height)) else { return nil }
         self.kind = kind
         self.width = width
@@ -84,8 +86,10 @@ struct SimOutput: Equatable {
         return PNGImage.encodeRGB(width: width, height: height, pixels: pixels)
     }
 
-    private static let words = ["gate", "light", "river", "stone", "signal", "harbor", "quiet", "amber", "orbit",
-                                "lantern", "meadow", "circuit", "ember", "tide", "cedar", "prism"]
+    private static let words = [
+        "gate", "light", "river", "stone", "signal", "harbor", "quiet", "amber", "orbit",
+        "lantern", "meadow", "circuit", "ember", "tide", "cedar", "prism",
+    ]
 
     private func renderText(_ digest: [UInt8]) -> Data {
         let body = digest.prefix(24).map { Self.words[Int($0) % Self.words.count] }.joined(separator: " ")

@@ -25,8 +25,10 @@ public struct SimProvider: ProviderAdapter {
         /// Whether submissions can be found by client reference (in the ledger).
         public var findsByReference: Bool
 
-        public init(latency: Duration = .milliseconds(1_500), failureRate: Double = 0, submitLatency: Duration = .zero,
-                    maxOutputsPerCall: Int = 10, ledger: URL? = nil, findsByReference: Bool = false) {
+        public init(
+            latency: Duration = .milliseconds(1_500), failureRate: Double = 0, submitLatency: Duration = .zero,
+            maxOutputsPerCall: Int = 10, ledger: URL? = nil, findsByReference: Bool = false
+        ) {
             self.latency = latency
             self.failureRate = failureRate
             self.submitLatency = submitLatency
@@ -39,8 +41,9 @@ public struct SimProvider: ProviderAdapter {
     public let name = "sim"
     public let settings: Settings
     public var capabilities: ProviderCapabilities {
-        ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: settings.maxOutputsPerCall,
-                             inputImages: false, findsSubmissionByReference: settings.findsByReference)
+        ProviderCapabilities(
+            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: settings.maxOutputsPerCall,
+            inputImages: false, findsSubmissionByReference: settings.findsByReference)
     }
     public let models = [
         ModelInfo(id: "sim/image", provider: "sim", kind: .image, maxOutputs: 10),
@@ -61,9 +64,12 @@ public struct SimProvider: ProviderAdapter {
         let now = Date()
         let latencyMs = Self.milliseconds(settings.latency) + Self.milliseconds(settings.submitLatency)
         let fails = Double.random(in: 0..<1) < settings.failureRate
-        let task = SimTask(id: Identifier.make("simt", at: now), submittedMs: Int64(now.timeIntervalSince1970 * 1_000),
-                           readyMs: Int64(now.timeIntervalSince1970 * 1_000) + latencyMs, fails: fails)
-        if let ledger = settings.ledger { try SimLedger(url: ledger).record(reference: request.clientReference, taskID: task.encoded) }
+        let task = SimTask(
+            id: Identifier.make("simt", at: now), submittedMs: Int64(now.timeIntervalSince1970 * 1_000),
+            readyMs: Int64(now.timeIntervalSince1970 * 1_000) + latencyMs, fails: fails)
+        if let ledger = settings.ledger {
+            try SimLedger(url: ledger).record(reference: request.clientReference, taskID: task.encoded)
+        }
         if settings.submitLatency > .zero {
             try await Task.sleep(for: settings.submitLatency)
         }
@@ -93,8 +99,9 @@ public struct SimProvider: ProviderAdapter {
         }
         let isText = request.model == "sim/text"
         let outputs = request.outputIndexes.map { index in
-            Output(index: index, source: SimOutput(kind: isText ? .text : .image, request: request, index: index).source,
-                   contentType: isText ? "text/plain; charset=utf-8" : "image/png")
+            Output(
+                index: index, source: SimOutput(kind: isText ? .text : .image, request: request, index: index).source,
+                contentType: isText ? "text/plain; charset=utf-8" : "image/png")
         }
         return .succeeded(outputs: outputs)
     }
@@ -129,8 +136,10 @@ struct SimTask: Equatable {
 
     init?(encoded: String) {
         let parts = encoded.split(separator: ".")
-        guard parts.count == 4, parts[0].hasPrefix("simt_"), let submitted = Int64(parts[1]), let ready = Int64(parts[2]),
-              parts[3] == "o" || parts[3] == "f" else { return nil }
+        guard parts.count == 4, parts[0].hasPrefix("simt_"), let submitted = Int64(parts[1]),
+            let ready = Int64(parts[2]),
+            parts[3] == "o" || parts[3] == "f"
+        else { return nil }
         self.init(id: String(parts[0]), submittedMs: submitted, readyMs: ready, fails: parts[3] == "f")
     }
 

@@ -7,8 +7,10 @@ import GenGateCore
 /// short directory in /tmp when that path would pass the 107-byte Unix socket limit.
 public struct BusTopology: Sendable, Equatable {
     /// Names usable in `bus.endpoints` of the configuration.
-    public static let endpointNames = ["dispatch-in", "dispatch-out", "poll-in", "poll-out", "upload-in", "upload-out",
-                                       "events-in", "events-out"]
+    public static let endpointNames = [
+        "dispatch-in", "dispatch-out", "poll-in", "poll-out", "upload-in", "upload-out",
+        "events-in", "events-out",
+    ]
 
     public var endpoints: [String: String]
     /// The public event stream, bound in addition to `events-out`.

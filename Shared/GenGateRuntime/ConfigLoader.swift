@@ -34,8 +34,10 @@ public enum ConfigLoader {
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
-    public static func load(file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
-                            overrides: [([String], JSONValue)] = []) throws -> GenGateConfig {
+    public static func load(
+        file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
+        overrides: [([String], JSONValue)] = []
+    ) throws -> GenGateConfig {
         var tree = try JSONCoding.decoder().decode(JSONValue.self, from: encoded(GenGateConfig()))
 
         if let file = file ?? environment["GENGATE_CONFIG"], !file.isEmpty {
@@ -63,7 +65,8 @@ public enum ConfigLoader {
         do {
             config = try decoder.decode(GenGateConfig.self, from: JSONCoding.encode(tree))
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context) {
-            throw ConfigError("setting \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
+            throw ConfigError(
+                "setting \(context.codingPath.map(\.stringValue).joined(separator: ".")) has the wrong type")
         }
         try validate(config)
         return config
@@ -78,7 +81,9 @@ public enum ConfigLoader {
 
     static func validate(_ config: GenGateConfig) throws {
         func port(_ value: Int, _ name: String) throws {
-            guard (1...65_535).contains(value) else { throw ConfigError("\(name) must be a port in 1...65535, got \(value)") }
+            guard (1...65_535).contains(value) else {
+                throw ConfigError("\(name) must be a port in 1...65535, got \(value)")
+            }
         }
         try port(config.http.port, "http.port")
         try port(config.monitor.port, "monitor.port")
@@ -94,33 +99,54 @@ public enum ConfigLoader {
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(config.log.level) else {
             throw ConfigError("log.level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        guard ["human", "json"].contains(config.log.format) else { throw ConfigError("log.format must be human or json") }
-        let jobs = config.jobs
-        guard jobs.leaseSeconds >= 0.5, jobs.sweepIntervalSeconds > 0, jobs.staleAfterSeconds >= 0, jobs.maxAttempts >= 1,
-              jobs.retryBaseSeconds >= 0, jobs.retryMaxSeconds >= jobs.retryBaseSeconds, jobs.concurrency >= 1,
-              jobs.checkConcurrency >= 1, jobs.checkBatch >= 1, jobs.maxCheckFailures >= 1, jobs.maxHandlerFailures >= 1,
-              jobs.drainSeconds >= 0, jobs.defaultDeadlineSeconds >= 1, jobs.maxDeadlineSeconds >= jobs.defaultDeadlineSeconds else {
-            throw ConfigError("jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)")
+        guard ["human", "json"].contains(config.log.format) else {
+            throw ConfigError("log.format must be human or json")
         }
-        let schedules = [("image", jobs.checkSchedules.image), ("video", jobs.checkSchedules.video), ("text", jobs.checkSchedules.text)]
+        let jobs = config.jobs
+        guard jobs.leaseSeconds >= 0.5, jobs.sweepIntervalSeconds > 0, jobs.staleAfterSeconds >= 0,
+            jobs.maxAttempts >= 1,
+            jobs.retryBaseSeconds >= 0, jobs.retryMaxSeconds >= jobs.retryBaseSeconds, jobs.concurrency >= 1,
+            jobs.checkConcurrency >= 1, jobs.checkBatch >= 1, jobs.maxCheckFailures >= 1, jobs.maxHandlerFailures >= 1,
+            jobs.drainSeconds >= 0, jobs.defaultDeadlineSeconds >= 1,
+            jobs.maxDeadlineSeconds >= jobs.defaultDeadlineSeconds
+        else {
+            throw ConfigError(
+                "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
+            )
+        }
+        let schedules =
+            [
+                ("image", jobs.checkSchedules.image), ("video", jobs.checkSchedules.video),
+                ("text", jobs.checkSchedules.text),
+            ]
             .map { ("jobs.check_schedules.\($0.0)", $0.1) }
-            + jobs.modelCheckSchedules.sorted { $0.key < $1.key }.map { ("jobs.model_check_schedules.\($0.key)", $0.value) }
+            + jobs.modelCheckSchedules.sorted { $0.key < $1.key }.map {
+                ("jobs.model_check_schedules.\($0.key)", $0.value)
+            }
         for (name, schedule) in schedules {
             if let problem = schedule.problem(named: name) { throw ConfigError(problem) }
         }
         guard config.sim.submitLatencyMs >= 0 else { throw ConfigError("sim.submit_latency_ms must not be negative") }
         guard config.store.eventRetentionDays * 86_400 > Double(config.jobs.maxDeadlineSeconds) else {
-            throw ConfigError("store.event_retention_days must be longer than jobs.max_deadline_seconds, so only events of ended jobs expire")
+            throw ConfigError(
+                "store.event_retention_days must be longer than jobs.max_deadline_seconds, so only events of ended jobs expire"
+            )
         }
-        guard config.http.idempotencyWindowSeconds >= 60 else { throw ConfigError("http.idempotency_window_seconds must be at least 60") }
+        guard config.http.idempotencyWindowSeconds >= 60 else {
+            throw ConfigError("http.idempotency_window_seconds must be at least 60")
+        }
         guard !config.sim.findsByReference || config.sim.ledger != nil else {
             throw ConfigError("sim.finds_by_reference needs sim.ledger, where the sim keeps its submissions")
         }
-        guard (1...10).contains(config.sim.maxOutputsPerCall) else { throw ConfigError("sim.max_outputs_per_call must be 1 to 10") }
+        guard (1...10).contains(config.sim.maxOutputsPerCall) else {
+            throw ConfigError("sim.max_outputs_per_call must be 1 to 10")
+        }
         guard config.bus.heartbeatSeconds > 0 else { throw ConfigError("bus.heartbeat_seconds must be positive") }
         let knownEndpoints = Set(BusTopology.endpointNames)
         for name in config.bus.endpoints.keys where !knownEndpoints.contains(name) {
-            throw ConfigError("bus.endpoints.\(name) is not a bus endpoint (known: \(BusTopology.endpointNames.joined(separator: ", ")))")
+            throw ConfigError(
+                "bus.endpoints.\(name) is not a bus endpoint (known: \(BusTopology.endpointNames.joined(separator: ", ")))"
+            )
         }
     }
 

@@ -127,7 +127,8 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
 extension GenGateConfig {
     /// The data directory as an absolute path.
     public var dataDirectory: URL {
-        URL(fileURLWithPath: dataDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath)).standardizedFileURL
+        URL(fileURLWithPath: dataDir, relativeTo: URL(fileURLWithPath: FileManager.default.currentDirectoryPath))
+            .standardizedFileURL
     }
 
     public var runDirectory: URL { dataDirectory.appendingPathComponent("run") }
@@ -150,12 +151,17 @@ extension GenGateConfig {
     /// The job engine's numbers, as one value.
     public var policy: JobPolicy {
         JobPolicy(
-            leaseSeconds: jobs.leaseSeconds, sweepIntervalSeconds: jobs.sweepIntervalSeconds, staleAfterSeconds: jobs.staleAfterSeconds,
+            leaseSeconds: jobs.leaseSeconds, sweepIntervalSeconds: jobs.sweepIntervalSeconds,
+            staleAfterSeconds: jobs.staleAfterSeconds,
             drainSeconds: jobs.drainSeconds,
-            retry: RetryPolicy(maxAttempts: jobs.maxAttempts, baseSeconds: jobs.retryBaseSeconds, maxSeconds: jobs.retryMaxSeconds),
+            retry: RetryPolicy(
+                maxAttempts: jobs.maxAttempts, baseSeconds: jobs.retryBaseSeconds, maxSeconds: jobs.retryMaxSeconds),
             modelSchedules: jobs.modelCheckSchedules,
-            kindSchedules: [.image: jobs.checkSchedules.image, .video: jobs.checkSchedules.video, .text: jobs.checkSchedules.text],
-            maxCheckFailures: jobs.maxCheckFailures, checkConcurrency: jobs.checkConcurrency, checkBatch: jobs.checkBatch,
+            kindSchedules: [
+                .image: jobs.checkSchedules.image, .video: jobs.checkSchedules.video, .text: jobs.checkSchedules.text,
+            ],
+            maxCheckFailures: jobs.maxCheckFailures, checkConcurrency: jobs.checkConcurrency,
+            checkBatch: jobs.checkBatch,
             maxHandlerFailures: jobs.maxHandlerFailures, eventRetentionSeconds: store.eventRetentionDays * 86_400,
             idempotencyWindowSeconds: http.idempotencyWindowSeconds)
     }

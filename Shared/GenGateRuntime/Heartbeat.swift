@@ -26,14 +26,16 @@ public struct Heartbeat: Service, CustomStringConvertible {
     }
 
     func beat(stopping: Bool) -> Event {
-        Event(.serviceHeartbeat, payload: [
-            "service": .string(environment.service),
-            "instance": .string(environment.instance),
-            "pid": .number(Double(getpid())),
-            "started_at": .string(Timestamp.format(environment.startedAt)),
-            "stopping": .bool(stopping),
-            "bus_dropped": .object(BusStatistics.shared.dropped.mapValues { .number(Double($0)) }),
-        ])
+        Event(
+            .serviceHeartbeat,
+            payload: [
+                "service": .string(environment.service),
+                "instance": .string(environment.instance),
+                "pid": .number(Double(getpid())),
+                "started_at": .string(Timestamp.format(environment.startedAt)),
+                "stopping": .bool(stopping),
+                "bus_dropped": .object(BusStatistics.shared.dropped.mapValues { .number(Double($0)) }),
+            ])
     }
 }
 
@@ -48,8 +50,10 @@ extension ServiceEnvironment {
     /// shutdown (or one of them fails), then closes the event publisher.
     public func run(_ services: [any Service]) async throws {
         let all: [any Service] = services + [Heartbeat(environment: self)]
-        let group = ServiceGroup(configuration: .init(services: all.map { .init(service: $0) },
-                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(
+                services: all.map { .init(service: $0) },
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {

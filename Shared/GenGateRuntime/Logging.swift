@@ -37,14 +37,19 @@ struct LineLogHandler: LogHandler {
         let time = Timestamp.format(Date())
         let line: String
         if json {
-            var object: [String: Any] = ["ts": time, "level": event.level.rawValue, "service": service, "instance": instance,
-                                         "msg": event.message.description]
+            var object: [String: Any] = [
+                "ts": time, "level": event.level.rawValue, "service": service, "instance": instance,
+                "msg": event.message.description,
+            ]
             for (key, value) in merged { object[key] = Self.plain(value) }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            let data =
+                (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+                ?? Data()
             line = String(decoding: data, as: UTF8.self)
         } else {
             let fields = merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            line = "\(time) \(event.level.rawValue.uppercased()) \(instance): \(event.message)\(fields.isEmpty ? "" : " " + fields)"
+            line =
+                "\(time) \(event.level.rawValue.uppercased()) \(instance): \(event.message)\(fields.isEmpty ? "" : " " + fields)"
         }
         FileHandle.standardError.write(Data((line + "\n").utf8))
     }

@@ -56,15 +56,19 @@ public struct ServiceEnvironment: Sendable {
         logger[metadataKey: "service"] = "\(service)"
         let topology = BusTopology(config: config)
         let zmq = try ZMQContext()
-        let store = try SQLiteStore(path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
-                                    busyTimeout: config.store.busyTimeoutSeconds)
+        let store = try SQLiteStore(
+            path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
+            busyTimeout: config.store.busyTimeoutSeconds)
         let objects = try LocalObjectStore(root: config.objectsDirectory)
-        let failPoints = try FailPoints(spec: ProcessInfo.processInfo.environment["GENGATE_FAILPOINTS"] ?? "",
-                                        markerDirectory: config.runDirectory)
-        let events = try await EventPublisher.connect(context: zmq, endpoint: topology.eventsPublisherEndpoint, source: instance)
-        return ServiceEnvironment(service: service, instance: instance, config: config, logger: logger, topology: topology,
-                                  zmq: zmq, store: store, objects: objects, providers: Self.providers(config: config),
-                                  events: events, startedAt: Date(), failPoints: failPoints)
+        let failPoints = try FailPoints(
+            spec: ProcessInfo.processInfo.environment["GENGATE_FAILPOINTS"] ?? "",
+            markerDirectory: config.runDirectory)
+        let events = try await EventPublisher.connect(
+            context: zmq, endpoint: topology.eventsPublisherEndpoint, source: instance)
+        return ServiceEnvironment(
+            service: service, instance: instance, config: config, logger: logger, topology: topology,
+            zmq: zmq, store: store, objects: objects, providers: Self.providers(config: config),
+            events: events, startedAt: Date(), failPoints: failPoints)
     }
 
     public static let hostName = ProcessInfo.processInfo.hostName
@@ -82,10 +86,13 @@ public struct ServiceEnvironment: Sendable {
 
     /// The providers this configuration offers.
     public static func providers(config: GenGateConfig) -> ProviderRegistry {
-        let sim = SimProvider(settings: .init(
-            latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate,
-            submitLatency: .milliseconds(config.sim.submitLatencyMs), maxOutputsPerCall: config.sim.maxOutputsPerCall,
-            ledger: config.sim.ledger.map { URL(fileURLWithPath: $0) }, findsByReference: config.sim.findsByReference))
+        let sim = SimProvider(
+            settings: .init(
+                latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate,
+                submitLatency: .milliseconds(config.sim.submitLatencyMs),
+                maxOutputsPerCall: config.sim.maxOutputsPerCall,
+                ledger: config.sim.ledger.map { URL(fileURLWithPath: $0) },
+                findsByReference: config.sim.findsByReference))
         return ProviderRegistry(adapters: [sim])
     }
 
@@ -93,10 +100,14 @@ public struct ServiceEnvironment: Sendable {
     public var drain: Duration { .milliseconds(Int(config.jobs.drainSeconds * 1_000)) }
 
     /// The job engine's view of this service; `notify` sends its hints to the work queues.
-    public func jobs(notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }) -> JobContext {
-        JobContext(instance: instance, store: store, providers: providers, objects: objects, policy: config.policy, logger: logger,
-                   failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
-                   publish: { [events] in for event in $0 { events.publish(event) } }, notify: notify)
+    public func jobs(notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in })
+        -> JobContext
+    {
+        JobContext(
+            instance: instance, store: store, providers: providers, objects: objects, policy: config.policy,
+            logger: logger,
+            failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
+            publish: { [events] in for event in $0 { events.publish(event) } }, notify: notify)
     }
 
     /// Publishes `events` (already committed to the store) on the event stream.
@@ -115,7 +126,8 @@ public struct ServiceEnvironment: Sendable {
 /// from pool threads that come and go (seen here: every child got SIGTERM after ~5 s).
 enum ParentWatch {
     static func install(graceSeconds: Double) {
-        guard let text = ProcessInfo.processInfo.environment["GENGATE_SUPERVISOR_PID"], let supervisor = Int32(text) else { return }
+        guard let text = ProcessInfo.processInfo.environment["GENGATE_SUPERVISOR_PID"], let supervisor = Int32(text)
+        else { return }
         if getppid() != supervisor {
             FileHandle.standardError.write(Data("supervisor \(supervisor) is gone; exiting\n".utf8))
             exit(1)

@@ -22,8 +22,10 @@ public struct WorkLoop: Service, CustomStringConvertible {
     let logger: Logger
     let handler: @Sendable (String) async -> Void
 
-    public init(consumer: WorkConsumer, concurrency: Int, drain: Duration, logger: Logger,
-                handler: @escaping @Sendable (String) async -> Void) {
+    public init(
+        consumer: WorkConsumer, concurrency: Int, drain: Duration, logger: Logger,
+        handler: @escaping @Sendable (String) async -> Void
+    ) {
         self.consumer = consumer
         self.concurrency = concurrency
         self.drain = drain
@@ -32,7 +34,9 @@ public struct WorkLoop: Service, CustomStringConvertible {
     }
 
     public func run() async throws {
-        let consumer = self.consumer, drain = self.drain, logger = self.logger
+        let consumer = self.consumer
+        let drain = self.drain
+        let logger = self.logger
         let work = Task { await receiveAndHandle() }
         await withTaskCancellationHandler {
             await withGracefulShutdownHandler {

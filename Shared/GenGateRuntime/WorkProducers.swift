@@ -9,9 +9,10 @@ public struct WorkProducers: Sendable {
     public static func connect(_ environment: ServiceEnvironment) async throws -> WorkProducers {
         var producers: [WorkQueue: WorkProducer] = [:]
         for queue in WorkQueue.allCases {
-            producers[queue] = try await WorkProducer.connect(context: environment.zmq, queue: queue,
-                                                              endpoint: environment.topology.producerEndpoint(queue),
-                                                              source: environment.instance)
+            producers[queue] = try await WorkProducer.connect(
+                context: environment.zmq, queue: queue,
+                endpoint: environment.topology.producerEndpoint(queue),
+                source: environment.instance)
         }
         return WorkProducers(producers: producers)
     }

@@ -34,16 +34,20 @@ public protocol GenerationStore: Sendable {
     func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws -> InsertOutcome
     func generation(id: String) async throws -> Generation?
     /// A key's generations, newest first, optionally of one status, after `cursor` (an id).
-    func list(ownerKeyID: String, status: GenerationStatus?, after cursor: String?, limit: Int) async throws -> [Generation]
+    func list(ownerKeyID: String, status: GenerationStatus?, after cursor: String?, limit: Int) async throws
+        -> [Generation]
 
     /// Takes a lease on a generation in one of `statuses` that nobody holds (or whose lease
     /// expired) and that is due. Returns it with its new version, or nil if someone else has it,
     /// it moved on, or it is not due yet.
-    func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date) async throws -> Generation?
+    func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date) async throws
+        -> Generation?
     /// Takes leases on up to `limit` unleased jobs in `status` that are due by `now`, earliest
     /// first, skipping `excludingProviders`; returns them with their new versions.
-    func claimDue(status: GenerationStatus, owner: String, leaseUntil: Date, now: Date, limit: Int,
-                  excludingProviders: Set<String>) async throws -> [Generation]
+    func claimDue(
+        status: GenerationStatus, owner: String, leaseUntil: Date, now: Date, limit: Int,
+        excludingProviders: Set<String>
+    ) async throws -> [Generation]
     /// When the earliest unleased job in `status` is due, if any.
     func nextDue(status: GenerationStatus) async throws -> Date?
     /// Extends a lease still held at `version`; false when lost (cancelled, expired and taken).
@@ -65,7 +69,8 @@ public protocol GenerationStore: Sendable {
     /// Counts one unexpected handler failure on a generation that `owner` holds, and lets go of
     /// it; at `limit` failures it fails the generation with `internal_error` (and `event`).
     /// Returns the count, or nil if `owner` does not hold it (or it ended).
-    func recordHandlerFailure(id: String, owner: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int?
+    func recordHandlerFailure(id: String, owner: String, message: String, limit: Int, event: Event, at: Date)
+        async throws -> Int?
 
     /// Takes a named lease that only one process holds at a time (e.g. the sweep's), or renews it.
     func lead(_ name: String, owner: String, until: Date, now: Date) async throws -> Bool

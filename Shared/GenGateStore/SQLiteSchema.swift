@@ -10,139 +10,141 @@ enum SQLiteSchema {
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1-foundation") { db in
-            try db.execute(sql: """
-                CREATE TABLE api_keys (
-                    id TEXT PRIMARY KEY,
-                    name TEXT NOT NULL,
-                    secret_hash TEXT NOT NULL UNIQUE,
-                    is_admin INTEGER NOT NULL DEFAULT 0,
-                    created_at REAL NOT NULL,
-                    revoked_at REAL
-                );
+            try db.execute(
+                sql: """
+                    CREATE TABLE api_keys (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        secret_hash TEXT NOT NULL UNIQUE,
+                        is_admin INTEGER NOT NULL DEFAULT 0,
+                        created_at REAL NOT NULL,
+                        revoked_at REAL
+                    );
 
-                CREATE TABLE generations (
-                    id TEXT PRIMARY KEY,
-                    owner_key_id TEXT NOT NULL REFERENCES api_keys(id),
-                    model TEXT NOT NULL,
-                    provider TEXT NOT NULL,
-                    request TEXT NOT NULL,
-                    status TEXT NOT NULL,
-                    version INTEGER NOT NULL,
-                    progress INTEGER NOT NULL DEFAULT 0,
-                    attempts INTEGER NOT NULL DEFAULT 0,
-                    error TEXT,
-                    provider_task_id TEXT,
-                    lease_owner TEXT,
-                    lease_expires_at REAL,
-                    next_action_at REAL,
-                    deadline_at REAL NOT NULL,
-                    created_at REAL NOT NULL,
-                    updated_at REAL NOT NULL,
-                    dispatching_at REAL,
-                    running_at REAL,
-                    uploading_at REAL,
-                    retry_wait_at REAL,
-                    completed_at REAL,
-                    failed_at REAL,
-                    cancelled_at REAL
-                );
-                CREATE INDEX generations_owner ON generations(owner_key_id, id);
-                CREATE INDEX generations_owner_status ON generations(owner_key_id, status, id);
-                CREATE INDEX generations_active ON generations(status, next_action_at)
-                    WHERE status NOT IN ('completed', 'failed', 'cancelled');
+                    CREATE TABLE generations (
+                        id TEXT PRIMARY KEY,
+                        owner_key_id TEXT NOT NULL REFERENCES api_keys(id),
+                        model TEXT NOT NULL,
+                        provider TEXT NOT NULL,
+                        request TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        progress INTEGER NOT NULL DEFAULT 0,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        error TEXT,
+                        provider_task_id TEXT,
+                        lease_owner TEXT,
+                        lease_expires_at REAL,
+                        next_action_at REAL,
+                        deadline_at REAL NOT NULL,
+                        created_at REAL NOT NULL,
+                        updated_at REAL NOT NULL,
+                        dispatching_at REAL,
+                        running_at REAL,
+                        uploading_at REAL,
+                        retry_wait_at REAL,
+                        completed_at REAL,
+                        failed_at REAL,
+                        cancelled_at REAL
+                    );
+                    CREATE INDEX generations_owner ON generations(owner_key_id, id);
+                    CREATE INDEX generations_owner_status ON generations(owner_key_id, status, id);
+                    CREATE INDEX generations_active ON generations(status, next_action_at)
+                        WHERE status NOT IN ('completed', 'failed', 'cancelled');
 
-                CREATE TABLE attempts (
-                    generation_id TEXT NOT NULL REFERENCES generations(id),
-                    number INTEGER NOT NULL,
-                    provider TEXT NOT NULL,
-                    client_reference TEXT NOT NULL,
-                    provider_task_id TEXT,
-                    output_indexes TEXT NOT NULL,
-                    state TEXT NOT NULL,
-                    error TEXT,
-                    created_at REAL NOT NULL,
-                    finished_at REAL,
-                    PRIMARY KEY (generation_id, number)
-                );
+                    CREATE TABLE attempts (
+                        generation_id TEXT NOT NULL REFERENCES generations(id),
+                        number INTEGER NOT NULL,
+                        provider TEXT NOT NULL,
+                        client_reference TEXT NOT NULL,
+                        provider_task_id TEXT,
+                        output_indexes TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        error TEXT,
+                        created_at REAL NOT NULL,
+                        finished_at REAL,
+                        PRIMARY KEY (generation_id, number)
+                    );
 
-                CREATE TABLE outputs (
-                    generation_id TEXT NOT NULL REFERENCES generations(id),
-                    idx INTEGER NOT NULL,
-                    source TEXT NOT NULL,
-                    content_type TEXT NOT NULL,
-                    object_key TEXT,
-                    bytes INTEGER,
-                    sha256 TEXT,
-                    stored_at REAL,
-                    PRIMARY KEY (generation_id, idx)
-                );
+                    CREATE TABLE outputs (
+                        generation_id TEXT NOT NULL REFERENCES generations(id),
+                        idx INTEGER NOT NULL,
+                        source TEXT NOT NULL,
+                        content_type TEXT NOT NULL,
+                        object_key TEXT,
+                        bytes INTEGER,
+                        sha256 TEXT,
+                        stored_at REAL,
+                        PRIMARY KEY (generation_id, idx)
+                    );
 
-                CREATE TABLE events (
-                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                    generation_id TEXT,
-                    type TEXT NOT NULL,
-                    at REAL NOT NULL,
-                    payload TEXT NOT NULL
-                );
-                CREATE INDEX events_generation ON events(generation_id, seq);
-                """)
+                    CREATE TABLE events (
+                        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                        generation_id TEXT,
+                        type TEXT NOT NULL,
+                        at REAL NOT NULL,
+                        payload TEXT NOT NULL
+                    );
+                    CREATE INDEX events_generation ON events(generation_id, seq);
+                    """)
         }
         migrator.registerMigration("v2-job-engine") { db in
-            try db.execute(sql: """
-                ALTER TABLE generations ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
-                UPDATE generations SET n = COALESCE(json_extract(request, '$.n'), 1);
-                ALTER TABLE generations ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE generations ADD COLUMN check_failures INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE generations ADD COLUMN handler_failures INTEGER NOT NULL DEFAULT 0;
-                ALTER TABLE attempts ADD COLUMN possible_double_charge INTEGER NOT NULL DEFAULT 0;
+            try db.execute(
+                sql: """
+                    ALTER TABLE generations ADD COLUMN n INTEGER NOT NULL DEFAULT 1;
+                    UPDATE generations SET n = COALESCE(json_extract(request, '$.n'), 1);
+                    ALTER TABLE generations ADD COLUMN checks INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE generations ADD COLUMN check_failures INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE generations ADD COLUMN handler_failures INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE attempts ADD COLUMN possible_double_charge INTEGER NOT NULL DEFAULT 0;
 
-                -- Due work and expired leases are found by index, never by a scan of every job.
-                CREATE INDEX generations_unleased_due ON generations(status, next_action_at)
-                    WHERE lease_owner IS NULL AND \(active);
-                CREATE INDEX generations_leased ON generations(lease_expires_at) WHERE lease_owner IS NOT NULL;
-                CREATE INDEX generations_deadline ON generations(deadline_at) WHERE \(active);
-                CREATE INDEX attempts_open ON attempts(generation_id) WHERE state IN ('submitting', 'submitted');
-                CREATE INDEX attempts_double_charged ON attempts(provider) WHERE possible_double_charge = 1;
-                -- Old events expire by age (see `expire`).
-                CREATE INDEX events_at ON events(at);
+                    -- Due work and expired leases are found by index, never by a scan of every job.
+                    CREATE INDEX generations_unleased_due ON generations(status, next_action_at)
+                        WHERE lease_owner IS NULL AND \(active);
+                    CREATE INDEX generations_leased ON generations(lease_expires_at) WHERE lease_owner IS NOT NULL;
+                    CREATE INDEX generations_deadline ON generations(deadline_at) WHERE \(active);
+                    CREATE INDEX attempts_open ON attempts(generation_id) WHERE state IN ('submitting', 'submitted');
+                    CREATE INDEX attempts_double_charged ON attempts(provider) WHERE possible_double_charge = 1;
+                    -- Old events expire by age (see `expire`).
+                    CREATE INDEX events_at ON events(at);
 
-                -- Named leases held by one process at a time (the recovery sweep's).
-                CREATE TABLE leader_leases (
-                    name TEXT PRIMARY KEY,
-                    owner TEXT NOT NULL,
-                    expires_at REAL NOT NULL
-                );
+                    -- Named leases held by one process at a time (the recovery sweep's).
+                    CREATE TABLE leader_leases (
+                        name TEXT PRIMARY KEY,
+                        owner TEXT NOT NULL,
+                        expires_at REAL NOT NULL
+                    );
 
-                -- Idempotency-Key of submissions, per API key, remembered for a window.
-                CREATE TABLE idempotency_keys (
-                    key_id TEXT NOT NULL,
-                    key TEXT NOT NULL,
-                    request_hash TEXT NOT NULL,
-                    generation_id TEXT NOT NULL,
-                    created_at REAL NOT NULL,
-                    PRIMARY KEY (key_id, key)
-                );
-                CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
+                    -- Idempotency-Key of submissions, per API key, remembered for a window.
+                    CREATE TABLE idempotency_keys (
+                        key_id TEXT NOT NULL,
+                        key TEXT NOT NULL,
+                        request_hash TEXT NOT NULL,
+                        generation_id TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        PRIMARY KEY (key_id, key)
+                    );
+                    CREATE INDEX idempotency_keys_created ON idempotency_keys(created_at);
 
-                -- What must never happen, refused by the store itself.
-                CREATE TRIGGER generations_terminal_is_final BEFORE UPDATE ON generations
-                WHEN OLD.status IN ('completed', 'failed', 'cancelled')
-                BEGIN
-                    SELECT RAISE(ABORT, 'a completed, failed or cancelled generation never changes');
-                END;
-                CREATE TRIGGER attempts_never_go_back BEFORE UPDATE ON attempts
-                WHEN (OLD.state != 'submitting' AND NEW.state = 'submitting')
-                  OR (OLD.provider_task_id IS NOT NULL AND NEW.provider_task_id IS NOT OLD.provider_task_id)
-                  OR (OLD.state IN ('succeeded', 'failed', 'abandoned') AND NEW.state != OLD.state)
-                BEGIN
-                    SELECT RAISE(ABORT, 'an attempt never goes back: its submission and outcome are final once recorded');
-                END;
-                CREATE TRIGGER outputs_within_n BEFORE INSERT ON outputs
-                WHEN NEW.idx < 0 OR NEW.idx >= (SELECT n FROM generations WHERE id = NEW.generation_id)
-                BEGIN
-                    SELECT RAISE(ABORT, 'a generation never has more outputs than it asked for');
-                END;
-                """)
+                    -- What must never happen, refused by the store itself.
+                    CREATE TRIGGER generations_terminal_is_final BEFORE UPDATE ON generations
+                    WHEN OLD.status IN ('completed', 'failed', 'cancelled')
+                    BEGIN
+                        SELECT RAISE(ABORT, 'a completed, failed or cancelled generation never changes');
+                    END;
+                    CREATE TRIGGER attempts_never_go_back BEFORE UPDATE ON attempts
+                    WHEN (OLD.state != 'submitting' AND NEW.state = 'submitting')
+                      OR (OLD.provider_task_id IS NOT NULL AND NEW.provider_task_id IS NOT OLD.provider_task_id)
+                      OR (OLD.state IN ('succeeded', 'failed', 'abandoned') AND NEW.state != OLD.state)
+                    BEGIN
+                        SELECT RAISE(ABORT, 'an attempt never goes back: its submission and outcome are final once recorded');
+                    END;
+                    CREATE TRIGGER outputs_within_n BEFORE INSERT ON outputs
+                    WHEN NEW.idx < 0 OR NEW.idx >= (SELECT n FROM generations WHERE id = NEW.generation_id)
+                    BEGIN
+                        SELECT RAISE(ABORT, 'a generation never has more outputs than it asked for');
+                    END;
+                    """)
         }
         return migrator
     }

@@ -22,7 +22,9 @@ public final class SQLiteStore: GenerationStore {
 
     /// Opens the database at `path`. Unless `migrate` is true, the schema must already be
     /// current, or this throws `StoreError.schemaMismatch` saying what to run.
-    public init(path: String, durability: Durability = .full, busyTimeout: TimeInterval = 10, migrate: Bool = false) throws {
+    public init(path: String, durability: Durability = .full, busyTimeout: TimeInterval = 10, migrate: Bool = false)
+        throws
+    {
         var configuration = Configuration()
         configuration.busyMode = .callback(Self.busyWait(timeout: busyTimeout))
         configuration.prepareDatabase { db in
@@ -93,11 +95,14 @@ public final class SQLiteStore: GenerationStore {
     public func apiKey(secret: String) async throws -> APIKey? {
         let hash = Digest.sha256Hex(secret)
         return try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL", arguments: [hash])
-                .map { row in
-                    APIKey(id: row["id"], name: row["name"], isAdmin: row["is_admin"],
-                           createdAt: Date(timeIntervalSince1970: row["created_at"]))
-                }
+            try Row.fetchOne(
+                db, sql: "SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL", arguments: [hash]
+            )
+            .map { row in
+                APIKey(
+                    id: row["id"], name: row["name"], isAdmin: row["is_admin"],
+                    createdAt: Date(timeIntervalSince1970: row["created_at"]))
+            }
         }
     }
 
@@ -109,41 +114,52 @@ public final class SQLiteStore: GenerationStore {
 
     public func revokeAPIKey(id: String, at: Date) async throws -> Bool {
         try await batcher.write { db in
-            try db.execute(sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                           arguments: [at.timeIntervalSince1970, id])
+            try db.execute(
+                sql: "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                arguments: [at.timeIntervalSince1970, id])
             return db.changesCount == 1
         }
     }
 
-    public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws -> InsertOutcome {
+    public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws
+        -> InsertOutcome
+    {
         let request = String(decoding: try JSONCoding.encode(generation.request), as: UTF8.self)
         let events = try EncodedEvent.encode([event])
         return try await batcher.write { db -> InsertOutcome in
             if let idempotency {
                 let now = generation.createdAt.timeIntervalSince1970
-                if let row = try Row.fetchOne(db, sql: """
-                    SELECT request_hash, generation_id, created_at FROM idempotency_keys WHERE key_id = ? AND key = ?
-                    """, arguments: [generation.ownerKeyID, idempotency.key]) {
+                if let row = try Row.fetchOne(
+                    db,
+                    sql: """
+                        SELECT request_hash, generation_id, created_at FROM idempotency_keys WHERE key_id = ? AND key = ?
+                        """, arguments: [generation.ownerKeyID, idempotency.key])
+                {
                     if (row["created_at"] as Double) >= now - idempotency.window {
                         let original: String = row["generation_id"]
                         return (row["request_hash"] as String) == idempotency.requestHash
                             ? .replayed(generationID: original) : .keyReused(generationID: original)
                     }
-                    try db.execute(sql: "DELETE FROM idempotency_keys WHERE key_id = ? AND key = ?",
-                                   arguments: [generation.ownerKeyID, idempotency.key])
+                    try db.execute(
+                        sql: "DELETE FROM idempotency_keys WHERE key_id = ? AND key = ?",
+                        arguments: [generation.ownerKeyID, idempotency.key])
                 }
-                try db.execute(sql: """
-                    INSERT INTO idempotency_keys (key_id, key, request_hash, generation_id, created_at) VALUES (?, ?, ?, ?, ?)
-                    """, arguments: [generation.ownerKeyID, idempotency.key, idempotency.requestHash, generation.id, now])
+                try db.execute(
+                    sql: """
+                        INSERT INTO idempotency_keys (key_id, key, request_hash, generation_id, created_at) VALUES (?, ?, ?, ?, ?)
+                        """,
+                    arguments: [generation.ownerKeyID, idempotency.key, idempotency.requestHash, generation.id, now])
             }
             if try Bool.fetchOne(db, sql: "SELECT 1 FROM generations WHERE id = ?", arguments: [generation.id]) != nil {
                 throw StoreError.duplicateID(generation.id)
             }
-            try db.execute(sql: """
-                INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
-                    next_action_at, deadline_at, created_at, updated_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [
+            try db.execute(
+                sql: """
+                    INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
+                        next_action_at, deadline_at, created_at, updated_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
                     generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
                     generation.request.n, generation.status.rawValue, generation.version, generation.progress,
                     generation.attempts, generation.nextActionAt?.timeIntervalSince1970,
@@ -159,7 +175,9 @@ public final class SQLiteStore: GenerationStore {
         try await pool.read { db in try Self.fetchGeneration(id: id, db: db) }
     }
 
-    public func list(ownerKeyID: String, status: GenerationStatus?, after cursor: String?, limit: Int) async throws -> [Generation] {
+    public func list(ownerKeyID: String, status: GenerationStatus?, after cursor: String?, limit: Int) async throws
+        -> [Generation]
+    {
         try await pool.read { db in
             var sql = "SELECT * FROM generations WHERE owner_key_id = ?"
             var arguments: StatementArguments = [ownerKeyID]
@@ -178,7 +196,9 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
-    public func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date) async throws -> Generation? {
+    public func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date)
+        async throws -> Generation?
+    {
         let statusList = statuses.map(\.rawValue)
         var arguments: StatementArguments = [owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, id]
         arguments += StatementArguments(statusList)
@@ -199,11 +219,15 @@ public final class SQLiteStore: GenerationStore {
         return generation
     }
 
-    public func claimDue(status: GenerationStatus, owner: String, leaseUntil: Date, now: Date, limit: Int,
-                         excludingProviders: Set<String>) async throws -> [Generation] {
+    public func claimDue(
+        status: GenerationStatus, owner: String, leaseUntil: Date, now: Date, limit: Int,
+        excludingProviders: Set<String>
+    ) async throws -> [Generation] {
         guard limit > 0 else { return [] }
-        var arguments: StatementArguments = [owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970,
-                                             status.rawValue, now.timeIntervalSince1970]
+        var arguments: StatementArguments = [
+            owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970,
+            status.rawValue, now.timeIntervalSince1970,
+        ]
         var excluded = ""
         if !excludingProviders.isEmpty {
             excluded = "AND provider NOT IN (\(databaseQuestionMarks(count: excludingProviders.count)))"
@@ -219,23 +243,29 @@ public final class SQLiteStore: GenerationStore {
             """
         let claimArguments = arguments
         let claimed = try await batcher.write { db in
-            try Row.fetchAll(db, sql: sql, arguments: claimArguments).map { (id: $0["id"] as String, version: $0["version"] as Int) }
+            try Row.fetchAll(db, sql: sql, arguments: claimArguments).map {
+                (id: $0["id"] as String, version: $0["version"] as Int)
+            }
         }
         guard !claimed.isEmpty else { return [] }
         let versions = Dictionary(uniqueKeysWithValues: claimed.map { ($0.id, $0.version) })
         return try await pool.read { db in
-            let rows = try Row.fetchAll(db, sql: "SELECT * FROM generations WHERE id IN (\(databaseQuestionMarks(count: claimed.count)))",
-                                        arguments: StatementArguments(claimed.map(\.id)))
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT * FROM generations WHERE id IN (\(databaseQuestionMarks(count: claimed.count)))",
+                arguments: StatementArguments(claimed.map(\.id)))
             return try rows.map { try Self.decodeGeneration($0, db: db) }.filter { versions[$0.id] == $0.version }
         }
     }
 
     public func nextDue(status: GenerationStatus) async throws -> Date? {
         try await pool.read { db in
-            try Double.fetchOne(db, sql: """
-                SELECT MIN(next_action_at) FROM generations INDEXED BY generations_unleased_due
-                WHERE lease_owner IS NULL AND \(Self.active) AND status = ?
-                """, arguments: [status.rawValue]).map(Date.init(timeIntervalSince1970:))
+            try Double.fetchOne(
+                db,
+                sql: """
+                    SELECT MIN(next_action_at) FROM generations INDEXED BY generations_unleased_due
+                    WHERE lease_owner IS NULL AND \(Self.active) AND status = ?
+                    """, arguments: [status.rawValue]
+            ).map(Date.init(timeIntervalSince1970:))
         }
     }
 
@@ -250,10 +280,11 @@ public final class SQLiteStore: GenerationStore {
 
     public func releaseLease(id: String, owner: String, version: Int, nextActionAt: Date) async throws -> Bool {
         try await batcher.write { db in
-            try db.execute(sql: """
-                UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = ?
-                WHERE id = ? AND lease_owner = ? AND version = ?
-                """, arguments: [nextActionAt.timeIntervalSince1970, id, owner, version])
+            try db.execute(
+                sql: """
+                    UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = ?
+                    WHERE id = ? AND lease_owner = ? AND version = ?
+                    """, arguments: [nextActionAt.timeIntervalSince1970, id, owner, version])
             return db.changesCount == 1
         }
     }
@@ -273,21 +304,28 @@ public final class SQLiteStore: GenerationStore {
 
     public func releaseExpiredLeases(now: Date, limit: Int) async throws -> [DueWork] {
         try await batcher.write { db in
-            try Row.fetchAll(db, sql: """
-                UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = :now, version = version + 1
-                WHERE id IN (SELECT id FROM generations INDEXED BY generations_leased
-                             WHERE lease_owner IS NOT NULL AND lease_expires_at < :now ORDER BY lease_expires_at LIMIT :limit)
-                RETURNING id, status
-                """, arguments: ["now": now.timeIntervalSince1970, "limit": limit])
-                .compactMap { row in
-                    GenerationStatus(rawValue: row["status"]).map { DueWork(id: row["id"], status: $0, leaseExpired: true) }
-                }
+            try Row.fetchAll(
+                db,
+                sql: """
+                    UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = :now, version = version + 1
+                    WHERE id IN (SELECT id FROM generations INDEXED BY generations_leased
+                                 WHERE lease_owner IS NOT NULL AND lease_expires_at < :now ORDER BY lease_expires_at LIMIT :limit)
+                    RETURNING id, status
+                    """, arguments: ["now": now.timeIntervalSince1970, "limit": limit]
+            )
+            .compactMap { row in
+                GenerationStatus(rawValue: row["status"]).map { DueWork(id: row["id"], status: $0, leaseExpired: true) }
+            }
         }
     }
 
     public func leaseOwners() async throws -> [String] {
         try await pool.read { db in
-            try String.fetchAll(db, sql: "SELECT DISTINCT lease_owner FROM generations INDEXED BY generations_leased WHERE lease_owner IS NOT NULL")
+            try String.fetchAll(
+                db,
+                sql:
+                    "SELECT DISTINCT lease_owner FROM generations INDEXED BY generations_leased WHERE lease_owner IS NOT NULL"
+            )
         }
     }
 
@@ -339,7 +377,8 @@ public final class SQLiteStore: GenerationStore {
             arguments += [next?.timeIntervalSince1970]
         }
         arguments += [change.id, change.from.rawValue, change.version]
-        let sql = "UPDATE generations SET \(assignments.joined(separator: ", ")) WHERE id = ? AND status = ? AND version = ?"
+        let sql =
+            "UPDATE generations SET \(assignments.joined(separator: ", ")) WHERE id = ? AND status = ? AND version = ?"
         let finalArguments = arguments
         let events = try EncodedEvent.encode(change.events)
         let newAttempt = try change.newAttempt.map(EncodedAttempt.init)
@@ -352,13 +391,15 @@ public final class SQLiteStore: GenerationStore {
                 // Refusing rolls the whole change back: the job and its attempt move together.
                 if let attemptUpdate, try !attemptUpdate.apply(db) { throw RefusedChange() }
                 for output in change.newOutputs {
-                    try db.execute(sql: """
-                        INSERT OR IGNORE INTO outputs (generation_id, idx, source, content_type) VALUES (?, ?, ?, ?)
-                        """, arguments: [change.id, output.index, output.source, output.contentType])
+                    try db.execute(
+                        sql: """
+                            INSERT OR IGNORE INTO outputs (generation_id, idx, source, content_type) VALUES (?, ?, ?, ?)
+                            """, arguments: [change.id, output.index, output.source, output.contentType])
                     // A retried attempt may bring a fresh source for an output not stored yet.
-                    try db.execute(sql: """
-                        UPDATE outputs SET source = ?, content_type = ? WHERE generation_id = ? AND idx = ? AND stored_at IS NULL
-                        """, arguments: [output.source, output.contentType, change.id, output.index])
+                    try db.execute(
+                        sql: """
+                            UPDATE outputs SET source = ?, content_type = ? WHERE generation_id = ? AND idx = ? AND stored_at IS NULL
+                            """, arguments: [output.source, output.contentType, change.id, output.index])
                 }
                 try Self.append(events, db: db)
                 return true
@@ -371,22 +412,30 @@ public final class SQLiteStore: GenerationStore {
         return try await generation(id: change.id)
     }
 
-    public func recordHandlerFailure(id: String, owner: String, message: String, limit: Int, event: Event, at: Date) async throws -> Int? {
+    public func recordHandlerFailure(id: String, owner: String, message: String, limit: Int, event: Event, at: Date)
+        async throws -> Int?
+    {
         let events = try EncodedEvent.encode([event])
-        let error = String(decoding: try JSONCoding.encode(GenGateError(.internalError, message, retryable: false)), as: UTF8.self)
+        let error = String(
+            decoding: try JSONCoding.encode(GenGateError(.internalError, message, retryable: false)), as: UTF8.self)
         return try await batcher.write { db -> Int? in
-            guard let count = try Int.fetchOne(db, sql: """
-                UPDATE generations SET handler_failures = handler_failures + 1, lease_owner = NULL, lease_expires_at = NULL,
-                    next_action_at = ? + (1 << MIN(handler_failures, 10)), version = version + 1, updated_at = ?
-                WHERE id = ? AND lease_owner = ? AND \(Self.active)
-                RETURNING handler_failures
-                """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, id, owner]) else { return nil }
+            guard
+                let count = try Int.fetchOne(
+                    db,
+                    sql: """
+                        UPDATE generations SET handler_failures = handler_failures + 1, lease_owner = NULL, lease_expires_at = NULL,
+                            next_action_at = ? + (1 << MIN(handler_failures, 10)), version = version + 1, updated_at = ?
+                        WHERE id = ? AND lease_owner = ? AND \(Self.active)
+                        RETURNING handler_failures
+                        """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, id, owner])
+            else { return nil }
             if count >= limit {
-                try db.execute(sql: """
-                    UPDATE generations SET status = 'failed', version = version + 1, updated_at = ?, failed_at = ?, error = ?,
-                        next_action_at = NULL
-                    WHERE id = ?
-                    """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, error, id])
+                try db.execute(
+                    sql: """
+                        UPDATE generations SET status = 'failed', version = version + 1, updated_at = ?, failed_at = ?, error = ?,
+                            next_action_at = NULL
+                        WHERE id = ?
+                        """, arguments: [at.timeIntervalSince1970, at.timeIntervalSince1970, error, id])
                 try Self.append(events, db: db)
             }
             return count
@@ -395,11 +444,12 @@ public final class SQLiteStore: GenerationStore {
 
     public func lead(_ name: String, owner: String, until: Date, now: Date) async throws -> Bool {
         try await batcher.write { db in
-            try db.execute(sql: """
-                INSERT INTO leader_leases (name, owner, expires_at) VALUES (?, ?, ?)
-                ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
-                WHERE leader_leases.owner = excluded.owner OR leader_leases.expires_at < ?
-                """, arguments: [name, owner, until.timeIntervalSince1970, now.timeIntervalSince1970])
+            try db.execute(
+                sql: """
+                    INSERT INTO leader_leases (name, owner, expires_at) VALUES (?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at
+                    WHERE leader_leases.owner = excluded.owner OR leader_leases.expires_at < ?
+                    """, arguments: [name, owner, until.timeIntervalSince1970, now.timeIntervalSince1970])
             return db.changesCount == 1
         }
     }
@@ -418,21 +468,28 @@ public final class SQLiteStore: GenerationStore {
 
     public func attempts(generationID: String) async throws -> [Attempt] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE generation_id = ? ORDER BY number", arguments: [generationID])
-                .map(Self.decodeAttempt)
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM attempts WHERE generation_id = ? ORDER BY number", arguments: [generationID]
+            )
+            .map(Self.decodeAttempt)
         }
     }
 
     public func recordStoredOutput(generationID: String, output: Output, event: Event) async throws -> Bool {
         let events = try EncodedEvent.encode([event])
         return try await batcher.write { db in
-            let status = try String.fetchOne(db, sql: "SELECT status FROM generations WHERE id = ?", arguments: [generationID])
+            let status = try String.fetchOne(
+                db, sql: "SELECT status FROM generations WHERE id = ?", arguments: [generationID])
             guard status == GenerationStatus.uploading.rawValue else { return false }
-            try db.execute(sql: """
-                UPDATE outputs SET object_key = ?, bytes = ?, sha256 = ?, content_type = ?, stored_at = ?
-                WHERE generation_id = ? AND idx = ?
-                """, arguments: [output.objectKey, output.bytes, output.sha256, output.contentType,
-                                 (output.storedAt ?? Date()).timeIntervalSince1970, generationID, output.index])
+            try db.execute(
+                sql: """
+                    UPDATE outputs SET object_key = ?, bytes = ?, sha256 = ?, content_type = ?, stored_at = ?
+                    WHERE generation_id = ? AND idx = ?
+                    """,
+                arguments: [
+                    output.objectKey, output.bytes, output.sha256, output.contentType,
+                    (output.storedAt ?? Date()).timeIntervalSince1970, generationID, output.index,
+                ])
             guard db.changesCount == 1 else { return false }
             try Self.append(events, db: db)
             return true
@@ -443,18 +500,26 @@ public final class SQLiteStore: GenerationStore {
 
     public func dueWork(now: Date, staleBefore: Date, limit: Int) async throws -> [DueWork] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT id, status, next_action_at FROM generations INDEXED BY generations_unleased_due
-                WHERE lease_owner IS NULL AND \(Self.active) AND status = 'retry_wait' AND next_action_at <= :now
-                UNION ALL
-                SELECT id, status, next_action_at FROM generations INDEXED BY generations_unleased_due
-                WHERE lease_owner IS NULL AND \(Self.active) AND status IN ('pending', 'dispatching', 'uploading')
-                  AND next_action_at <= :stale
-                ORDER BY next_action_at LIMIT :limit
-                """, arguments: ["now": now.timeIntervalSince1970, "stale": staleBefore.timeIntervalSince1970, "limit": limit])
-                .compactMap { row in
-                    GenerationStatus(rawValue: row["status"]).map { DueWork(id: row["id"], status: $0, leaseExpired: false) }
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT id, status, next_action_at FROM generations INDEXED BY generations_unleased_due
+                    WHERE lease_owner IS NULL AND \(Self.active) AND status = 'retry_wait' AND next_action_at <= :now
+                    UNION ALL
+                    SELECT id, status, next_action_at FROM generations INDEXED BY generations_unleased_due
+                    WHERE lease_owner IS NULL AND \(Self.active) AND status IN ('pending', 'dispatching', 'uploading')
+                      AND next_action_at <= :stale
+                    ORDER BY next_action_at LIMIT :limit
+                    """,
+                arguments: [
+                    "now": now.timeIntervalSince1970, "stale": staleBefore.timeIntervalSince1970, "limit": limit,
+                ]
+            )
+            .compactMap { row in
+                GenerationStatus(rawValue: row["status"]).map {
+                    DueWork(id: row["id"], status: $0, leaseExpired: false)
                 }
+            }
         }
     }
 
@@ -462,9 +527,12 @@ public final class SQLiteStore: GenerationStore {
         try await pool.read { db in
             var counts: [GenerationStatus: Int] = [:]
             for status in GenerationStatus.active { counts[status] = 0 }
-            for row in try Row.fetchAll(db, sql: """
-                SELECT status, COUNT(*) AS count FROM generations WHERE \(Self.active) GROUP BY status
-                """) {
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT status, COUNT(*) AS count FROM generations WHERE \(Self.active) GROUP BY status
+                    """)
+            {
                 if let status = GenerationStatus(rawValue: row["status"]) { counts[status] = row["count"] }
             }
             return counts
@@ -473,37 +541,45 @@ public final class SQLiteStore: GenerationStore {
 
     public func pastDeadline(now: Date, limit: Int) async throws -> [Generation] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT * FROM generations INDEXED BY generations_deadline WHERE \(Self.active) AND deadline_at < ?
-                ORDER BY deadline_at LIMIT ?
-                """, arguments: [now.timeIntervalSince1970, limit])
-                .compactMap { try? Self.decodeGeneration($0, db: db) }  // one unreadable row must not hold up the rest
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM generations INDEXED BY generations_deadline WHERE \(Self.active) AND deadline_at < ?
+                    ORDER BY deadline_at LIMIT ?
+                    """, arguments: [now.timeIntervalSince1970, limit]
+            )
+            .compactMap { try? Self.decodeGeneration($0, db: db) }  // one unreadable row must not hold up the rest
         }
     }
 
     public func openAttemptsOfEndedGenerations(submittingBefore: Date, limit: Int) async throws -> [Attempt] {
         try await pool.read { db in
             // In random order, so that a provider that cannot be reached does not hold up the rest.
-            try Row.fetchAll(db, sql: """
-                SELECT a.* FROM attempts a INDEXED BY attempts_open JOIN generations g ON g.id = a.generation_id
-                WHERE a.state IN ('submitting', 'submitted') AND g.status IN ('failed', 'cancelled')
-                  AND (a.state = 'submitted' OR a.created_at < ?)
-                ORDER BY RANDOM() LIMIT ?
-                """, arguments: [submittingBefore.timeIntervalSince1970, limit])
-                .map(Self.decodeAttempt)
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT a.* FROM attempts a INDEXED BY attempts_open JOIN generations g ON g.id = a.generation_id
+                    WHERE a.state IN ('submitting', 'submitted') AND g.status IN ('failed', 'cancelled')
+                      AND (a.state = 'submitted' OR a.created_at < ?)
+                    ORDER BY RANDOM() LIMIT ?
+                    """, arguments: [submittingBefore.timeIntervalSince1970, limit]
+            )
+            .map(Self.decodeAttempt)
         }
     }
 
     public func expire(eventsBefore: Date, keysBefore: Date, limit: Int) async throws -> Int {
         try await batcher.write { db in
-            try db.execute(sql: """
-                DELETE FROM events WHERE seq IN (SELECT seq FROM events INDEXED BY events_at WHERE at < ? ORDER BY at LIMIT ?)
-                """, arguments: [eventsBefore.timeIntervalSince1970, limit])
+            try db.execute(
+                sql: """
+                    DELETE FROM events WHERE seq IN (SELECT seq FROM events INDEXED BY events_at WHERE at < ? ORDER BY at LIMIT ?)
+                    """, arguments: [eventsBefore.timeIntervalSince1970, limit])
             var count = db.changesCount
-            try db.execute(sql: """
-                DELETE FROM idempotency_keys WHERE rowid IN
-                    (SELECT rowid FROM idempotency_keys INDEXED BY idempotency_keys_created WHERE created_at < ? LIMIT ?)
-                """, arguments: [keysBefore.timeIntervalSince1970, limit])
+            try db.execute(
+                sql: """
+                    DELETE FROM idempotency_keys WHERE rowid IN
+                        (SELECT rowid FROM idempotency_keys INDEXED BY idempotency_keys_created WHERE created_at < ? LIMIT ?)
+                    """, arguments: [keysBefore.timeIntervalSince1970, limit])
             count += db.changesCount
             return count
         }
@@ -512,9 +588,12 @@ public final class SQLiteStore: GenerationStore {
     public func possibleDoubleCharges() async throws -> [String: Int] {
         try await pool.read { db in
             var counts: [String: Int] = [:]
-            for row in try Row.fetchAll(db, sql: """
-                SELECT provider, COUNT(*) AS count FROM attempts WHERE possible_double_charge = 1 GROUP BY provider
-                """) {
+            for row in try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT provider, COUNT(*) AS count FROM attempts WHERE possible_double_charge = 1 GROUP BY provider
+                    """)
+            {
                 counts[row["provider"]] = row["count"]
             }
             return counts
@@ -525,13 +604,16 @@ public final class SQLiteStore: GenerationStore {
 
     public func events(generationID: String) async throws -> [Event] {
         try await pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE generation_id = ? ORDER BY seq", arguments: [generationID])
-                .compactMap { row in
-                    guard let type = EventType(rawValue: row["type"]) else { return nil }
-                    let payload: String = row["payload"]
-                    return Event(type, generationID: row["generation_id"], at: Date(timeIntervalSince1970: row["at"]),
-                                 payload: try JSONCoding.decoder().decode([String: JSONValue].self, from: Data(payload.utf8)))
-                }
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM events WHERE generation_id = ? ORDER BY seq", arguments: [generationID]
+            )
+            .compactMap { row in
+                guard let type = EventType(rawValue: row["type"]) else { return nil }
+                let payload: String = row["payload"]
+                return Event(
+                    type, generationID: row["generation_id"], at: Date(timeIntervalSince1970: row["at"]),
+                    payload: try JSONCoding.decoder().decode([String: JSONValue].self, from: Data(payload.utf8)))
+            }
         }
     }
 
@@ -543,8 +625,9 @@ public final class SQLiteStore: GenerationStore {
 
     static func append(_ events: [EncodedEvent], db: Database) throws {
         for event in events {
-            try db.execute(sql: "INSERT INTO events (generation_id, type, at, payload) VALUES (?, ?, ?, ?)",
-                           arguments: [event.generationID, event.type, event.at, event.payload])
+            try db.execute(
+                sql: "INSERT INTO events (generation_id, type, at, payload) VALUES (?, ?, ?, ?)",
+                arguments: [event.generationID, event.type, event.at, event.payload])
         }
     }
 
@@ -561,7 +644,9 @@ public final class SQLiteStore: GenerationStore {
     }
 
     static func fetchGeneration(id: String, db: Database) throws -> Generation? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM generations WHERE id = ?", arguments: [id]) else { return nil }
+        guard let row = try Row.fetchOne(db, sql: "SELECT * FROM generations WHERE id = ?", arguments: [id]) else {
+            return nil
+        }
         return try decodeGeneration(row, db: db)
     }
 
@@ -582,12 +667,15 @@ public final class SQLiteStore: GenerationStore {
             if let at = date("\(status.rawValue)_at") { phases[status] = at }
         }
         phases[.pending] = date("created_at")
-        let outputs = try Row.fetchAll(db, sql: "SELECT * FROM outputs WHERE generation_id = ? ORDER BY idx", arguments: [id])
-            .map { output in
-                Output(index: output["idx"], source: output["source"], contentType: output["content_type"],
-                       objectKey: output["object_key"], bytes: output["bytes"], sha256: output["sha256"],
-                       storedAt: (output["stored_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
-            }
+        let outputs = try Row.fetchAll(
+            db, sql: "SELECT * FROM outputs WHERE generation_id = ? ORDER BY idx", arguments: [id]
+        )
+        .map { output in
+            Output(
+                index: output["idx"], source: output["source"], contentType: output["content_type"],
+                objectKey: output["object_key"], bytes: output["bytes"], sha256: output["sha256"],
+                storedAt: (output["stored_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+        }
         let statusText: String = row["status"]
         guard let status = GenerationStatus(rawValue: statusText) else {
             throw StoreError.schemaMismatch("generation \(id) has unknown status \(statusText)")
@@ -596,7 +684,8 @@ public final class SQLiteStore: GenerationStore {
             id: id, ownerKeyID: row["owner_key_id"], request: request, provider: row["provider"], status: status,
             version: row["version"], progress: row["progress"], attempts: row["attempts"],
             error: try decodeError(row["error"]), providerTaskID: row["provider_task_id"],
-            leaseOwner: row["lease_owner"], leaseExpiresAt: date("lease_expires_at"), nextActionAt: date("next_action_at"),
+            leaseOwner: row["lease_owner"], leaseExpiresAt: date("lease_expires_at"),
+            nextActionAt: date("next_action_at"),
             deadlineAt: date("deadline_at") ?? Date.distantFuture, createdAt: date("created_at") ?? Date(),
             updatedAt: date("updated_at") ?? Date(), phaseTimes: phases, outputs: outputs, checks: row["checks"],
             checkFailures: row["check_failures"])
@@ -616,8 +705,9 @@ struct EncodedEvent: Sendable {
 
     static func encode(_ events: [Event]) throws -> [EncodedEvent] {
         try events.map { event in
-            EncodedEvent(generationID: event.generationID, type: event.type.rawValue, at: event.at.timeIntervalSince1970,
-                         payload: String(decoding: try JSONCoding.encode(event.payload), as: UTF8.self))
+            EncodedEvent(
+                generationID: event.generationID, type: event.type.rawValue, at: event.at.timeIntervalSince1970,
+                payload: String(decoding: try JSONCoding.encode(event.payload), as: UTF8.self))
         }
     }
 }
@@ -635,11 +725,13 @@ struct EncodedAttempt: Sendable {
     }
 
     func insert(_ db: Database) throws {
-        try db.execute(sql: """
-            INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
-                state, error, created_at, finished_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [
+        try db.execute(
+            sql: """
+                INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
+                    state, error, created_at, finished_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
                 attempt.generationID, attempt.number, attempt.provider, attempt.clientReference, attempt.providerTaskID,
                 indexes, attempt.state.rawValue, error, attempt.createdAt.timeIntervalSince1970,
                 attempt.finishedAt?.timeIntervalSince1970,
@@ -659,16 +751,20 @@ struct EncodedAttemptUpdate: Sendable {
 
     /// False if the attempt is not in one of the expected states (nothing written).
     func apply(_ db: Database) throws -> Bool {
-        let finished: Double? = (update.to == .submitting || update.to == .submitted) ? nil : update.at.timeIntervalSince1970
+        let finished: Double? =
+            (update.to == .submitting || update.to == .submitted) ? nil : update.at.timeIntervalSince1970
         let expected = update.from.map(\.rawValue).sorted()
-        var arguments: StatementArguments = [update.to.rawValue, update.providerTaskID, error, finished, update.possibleDoubleCharge,
-                                             update.generationID, update.number]
+        var arguments: StatementArguments = [
+            update.to.rawValue, update.providerTaskID, error, finished, update.possibleDoubleCharge,
+            update.generationID, update.number,
+        ]
         arguments += StatementArguments(expected)
-        try db.execute(sql: """
-            UPDATE attempts SET state = ?, provider_task_id = COALESCE(?, provider_task_id), error = COALESCE(?, error),
-                finished_at = COALESCE(?, finished_at), possible_double_charge = MAX(possible_double_charge, ?)
-            WHERE generation_id = ? AND number = ? AND state IN (\(databaseQuestionMarks(count: expected.count)))
-            """, arguments: arguments)
+        try db.execute(
+            sql: """
+                UPDATE attempts SET state = ?, provider_task_id = COALESCE(?, provider_task_id), error = COALESCE(?, error),
+                    finished_at = COALESCE(?, finished_at), possible_double_charge = MAX(possible_double_charge, ?)
+                WHERE generation_id = ? AND number = ? AND state IN (\(databaseQuestionMarks(count: expected.count)))
+                """, arguments: arguments)
         return db.changesCount == 1
     }
 }

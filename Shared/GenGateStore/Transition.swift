@@ -39,10 +39,12 @@ public struct Transition: Sendable {
     /// reading it back.
     public var base: Generation?
 
-    public init(id: String, from: GenerationStatus, version: Int, to: GenerationStatus, at: Date = Date(),
-                progress: Int? = nil, attempts: Int? = nil, error: GenGateError?? = nil, providerTaskID: String?? = nil,
-                lease: LeaseChange = .keep, nextActionAt: Date?? = nil, checks: Int? = nil, checkFailures: Int? = nil,
-                newOutputs: [Output] = [], newAttempt: Attempt? = nil, attemptUpdate: AttemptUpdate? = nil, events: [Event] = []) {
+    public init(
+        id: String, from: GenerationStatus, version: Int, to: GenerationStatus, at: Date = Date(),
+        progress: Int? = nil, attempts: Int? = nil, error: GenGateError?? = nil, providerTaskID: String?? = nil,
+        lease: LeaseChange = .keep, nextActionAt: Date?? = nil, checks: Int? = nil, checkFailures: Int? = nil,
+        newOutputs: [Output] = [], newAttempt: Attempt? = nil, attemptUpdate: AttemptUpdate? = nil, events: [Event] = []
+    ) {
         self.id = id
         self.from = from
         self.version = version
@@ -83,8 +85,10 @@ public struct AttemptUpdate: Sendable, Equatable {
     public var possibleDoubleCharge: Bool
     public var at: Date
 
-    public init(generationID: String, number: Int, from: Set<Attempt.State>, to: Attempt.State, providerTaskID: String? = nil,
-                error: GenGateError? = nil, possibleDoubleCharge: Bool = false, at: Date = Date()) {
+    public init(
+        generationID: String, number: Int, from: Set<Attempt.State>, to: Attempt.State, providerTaskID: String? = nil,
+        error: GenGateError? = nil, possibleDoubleCharge: Bool = false, at: Date = Date()
+    ) {
         self.generationID = generationID
         self.number = number
         self.from = from

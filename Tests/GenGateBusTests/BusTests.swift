@@ -46,7 +46,8 @@ final class BusSocketTests: XCTestCase {
     }
 
     func testTCPWildcardBindReportsRealPort() async throws {
-        let pull = try await BusSocket.open(context: context, type: .pull, name: "pull", endpoints: [.bind("tcp://127.0.0.1:*")])
+        let pull = try await BusSocket.open(
+            context: context, type: .pull, name: "pull", endpoints: [.bind("tcp://127.0.0.1:*")])
         let bound = try XCTUnwrap(pull.boundEndpoints.first)
         XCTAssertTrue(bound.hasPrefix("tcp://127.0.0.1:"))
         XCTAssertNotEqual(bound, "tcp://127.0.0.1:*")
@@ -80,8 +81,9 @@ final class BusSocketTests: XCTestCase {
     func testPushWithoutPeerDropsAfterHandOffTimeoutAndNeverBlocks() async throws {
         var options = BusSocketOptions()
         options.handOffTimeout = .milliseconds(100)
-        let push = try await BusSocket.open(context: context, type: .push, name: "lonely",
-                                            endpoints: [.bind(endpoint())], options: options)
+        let push = try await BusSocket.open(
+            context: context, type: .push, name: "lonely",
+            endpoints: [.bind(endpoint())], options: options)
         let start = ContinuousClock.now
         for _ in 0..<100 { XCTAssertTrue(push.send([Data("x".utf8)])) }
         XCTAssertLessThan(ContinuousClock.now - start, .milliseconds(100), "send must only queue")
@@ -95,34 +97,43 @@ final class BusSocketTests: XCTestCase {
         var pullOptions = BusSocketOptions()
         pullOptions.inboxLimit = 5
         pullOptions.receiveHighWaterMark = 10
-        let pull = try await BusSocket.open(context: context, type: .pull, name: "busy", endpoints: [.bind(address)], options: pullOptions)
+        let pull = try await BusSocket.open(
+            context: context, type: .pull, name: "busy", endpoints: [.bind(address)], options: pullOptions)
         var pushOptions = BusSocketOptions()
         pushOptions.sendHighWaterMark = 10
         pushOptions.handOffTimeout = .milliseconds(300)
-        let push = try await BusSocket.open(context: context, type: .push, name: "eager", endpoints: [.connect(address)], options: pushOptions)
+        let push = try await BusSocket.open(
+            context: context, type: .push, name: "eager", endpoints: [.connect(address)], options: pushOptions)
         for number in 0..<200 { push.send([Data("\(number)".utf8)]) }
         try await Task.sleep(for: .milliseconds(800))
         XCTAssertEqual(pull.droppedMessages, 0, "the consumer never drops: it stops reading")
         XCTAssertGreaterThan(push.droppedMessages, 100, "the sender was pushed back, and counted what it gave up")
         let delivered = 200 - push.droppedMessages
         var received: [String] = []
-        for _ in 0..<delivered { received.append(String(decoding: try await next(pull, timeout: .seconds(2))[0], as: UTF8.self)) }
-        XCTAssertEqual(received, (0..<delivered).map(String.init), "what was held arrives, in order, once there is room")
+        for _ in 0..<delivered {
+            received.append(String(decoding: try await next(pull, timeout: .seconds(2))[0], as: UTF8.self))
+        }
+        XCTAssertEqual(
+            received, (0..<delivered).map(String.init), "what was held arrives, in order, once there is room")
         XCTAssertEqual(BusStatistics.shared.dropped["eager"], push.droppedMessages, "drops are reported for /metrics")
         await push.close()
         await pull.close()
     }
 
     func testCloseIsPromptWithUnsentMessagesAndContextTerminates() async throws {
-        let push = try await BusSocket.open(context: context, type: .push, name: "push",
-                                            endpoints: [.connect("tcp://127.0.0.1:9")])  // nobody listens there
+        let push = try await BusSocket.open(
+            context: context, type: .push, name: "push",
+            endpoints: [.connect("tcp://127.0.0.1:9")])  // nobody listens there
         for _ in 0..<1_000 { push.send([Data(repeating: 1, count: 100)]) }
         let start = ContinuousClock.now
         await push.close()
         XCTAssertFalse(push.send([Data()]), "a closed socket takes nothing")
         let context = self.context!
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            Thread { context.terminate(); done.resume() }.start()
+            Thread {
+                context.terminate()
+                done.resume()
+            }.start()
         }
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(2), "bounded linger keeps shutdown short")
     }
@@ -137,9 +148,11 @@ final class BusDeviceTests: XCTestCase {
 
     func testQueueHoldsWorkUntilAConsumerConnectsThenBalances() async throws {
         let id = UUID().uuidString.prefix(8)
-        let device = try await BusDevice.start(context: context, kind: .queue, name: "q",
-                                               frontend: ["inproc://front-\(id)"], backend: ["inproc://back-\(id)"])
-        let producer = try await WorkProducer.connect(context: context, queue: .poll, endpoint: "inproc://front-\(id)", source: "test")
+        let device = try await BusDevice.start(
+            context: context, kind: .queue, name: "q",
+            frontend: ["inproc://front-\(id)"], backend: ["inproc://back-\(id)"])
+        let producer = try await WorkProducer.connect(
+            context: context, queue: .poll, endpoint: "inproc://front-\(id)", source: "test")
         for i in 0..<20 { producer.send(generationID: "gen_\(i)", reason: "test") }
         try await Task.sleep(for: .milliseconds(200))  // no consumer yet: the device must keep them
 
@@ -165,7 +178,9 @@ final class BusDeviceTests: XCTestCase {
             for try await ids in group { all += ids }
             return all
         }
-        XCTAssertEqual(Set(received), Set((0..<20).map { "gen_\($0)" }), "every message held by the device must arrive exactly once")
+        XCTAssertEqual(
+            Set(received), Set((0..<20).map { "gen_\($0)" }),
+            "every message held by the device must arrive exactly once")
         XCTAssertEqual(received.count, 20)
         await producer.close()
         await device.stop()
@@ -173,18 +188,22 @@ final class BusDeviceTests: XCTestCase {
 
     func testForwarderFiltersTopicsAndSurvivesASlowSubscriber() async throws {
         let id = UUID().uuidString.prefix(8)
-        let device = try await BusDevice.start(context: context, kind: .forwarder, name: "events",
-                                               frontend: ["inproc://ev-in-\(id)"], backend: ["inproc://ev-out-\(id)"],
-                                               highWaterMark: 1_000)
-        let publisher = try await EventPublisher.connect(context: context, endpoint: "inproc://ev-in-\(id)", source: "test")
+        let device = try await BusDevice.start(
+            context: context, kind: .forwarder, name: "events",
+            frontend: ["inproc://ev-in-\(id)"], backend: ["inproc://ev-out-\(id)"],
+            highWaterMark: 1_000)
+        let publisher = try await EventPublisher.connect(
+            context: context, endpoint: "inproc://ev-in-\(id)", source: "test")
         // The slow subscriber never reads and has a tiny receive queue.
         var slowOptions = BusSocketOptions()
         slowOptions.subscriptions = [""]
         slowOptions.receiveHighWaterMark = 10
         slowOptions.inboxLimit = 10
-        let slow = try await BusSocket.open(context: context, type: .sub, name: "slow", endpoints: [.connect("inproc://ev-out-\(id)")],
-                                            options: slowOptions)
-        let fast = try await EventSubscriber.connect(context: context, endpoint: "inproc://ev-out-\(id)", topics: ["generation."])
+        let slow = try await BusSocket.open(
+            context: context, type: .sub, name: "slow", endpoints: [.connect("inproc://ev-out-\(id)")],
+            options: slowOptions)
+        let fast = try await EventSubscriber.connect(
+            context: context, endpoint: "inproc://ev-out-\(id)", topics: ["generation."])
 
         // Slow joiner: publish probes until the subscription has reached the publisher.
         let probe = Task { () -> ReceivedEvent? in
@@ -239,7 +258,8 @@ final class BusDeviceTests: XCTestCase {
 
 final class EnvelopeTests: XCTestCase {
     func testRoundTrip() throws {
-        let envelope = Envelope(type: "work.poll", source: "poller-1", payload: WorkItem(generationID: "gen_1", reason: "test"))
+        let envelope = Envelope(
+            type: "work.poll", source: "poller-1", payload: WorkItem(generationID: "gen_1", reason: "test"))
         let decoded = try Envelope<WorkItem>.decode(try envelope.encoded(), expectedType: "work.poll")
         XCTAssertEqual(decoded.payload, envelope.payload)
         XCTAssertEqual(decoded.v, 1)
@@ -248,7 +268,8 @@ final class EnvelopeTests: XCTestCase {
     }
 
     func testUnknownVersionIsRejectedLoudly() throws {
-        let text = #"{"v":2,"type":"work.poll","id":"m","at":"2026-01-01T00:00:00.000Z","source":"s","payload":{"generation_id":"g","reason":"r"}}"#
+        let text =
+            #"{"v":2,"type":"work.poll","id":"m","at":"2026-01-01T00:00:00.000Z","source":"s","payload":{"generation_id":"g","reason":"r"}}"#
         XCTAssertThrowsError(try Envelope<WorkItem>.decode(Data(text.utf8), expectedType: "work.poll")) { error in
             XCTAssertEqual(error as? BusError, .unsupportedVersion(version: 2, type: "work.poll"))
         }
@@ -260,7 +281,8 @@ final class EnvelopeTests: XCTestCase {
         XCTAssertThrowsError(try Envelope<WorkItem>.decode(Data("not json".utf8), expectedType: "work.poll")) { error in
             guard case .malformedMessage = error as? BusError else { return XCTFail("\(error)") }
         }
-        let badPayload = #"{"v":1,"type":"work.poll","id":"m","at":"2026-01-01T00:00:00.000Z","source":"s","payload":{"x":1}}"#
+        let badPayload =
+            #"{"v":1,"type":"work.poll","id":"m","at":"2026-01-01T00:00:00.000Z","source":"s","payload":{"x":1}}"#
         XCTAssertThrowsError(try Envelope<WorkItem>.decode(Data(badPayload.utf8), expectedType: "work.poll")) { error in
             guard case .malformedMessage = error as? BusError else { return XCTFail("\(error)") }
         }

@@ -22,14 +22,16 @@ final class IdentifierTests: XCTestCase {
 final class ErrorTaxonomyTests: XCTestCase {
     func testRetryableClasses() {
         let retryable = ErrorCode.allCases.filter(\.isRetryable).map(\.rawValue).sorted()
-        XCTAssertEqual(retryable, ["provider_error", "provider_timeout", "provider_unavailable", "rate_limited", "upload_failed"])
+        XCTAssertEqual(
+            retryable, ["provider_error", "provider_timeout", "provider_unavailable", "rate_limited", "upload_failed"])
     }
 
     func testErrorRoundTripsThroughJSON() throws {
         let error = GenGateError(.rateLimited, "slow down", retryAfter: 12)
         let data = try JSONCoding.encode(error)
-        XCTAssertEqual(String(decoding: data, as: UTF8.self),
-                       #"{"code":"rate_limited","message":"slow down","retry_after":12,"retryable":true}"#)
+        XCTAssertEqual(
+            String(decoding: data, as: UTF8.self),
+            #"{"code":"rate_limited","message":"slow down","retry_after":12,"retryable":true}"#)
         XCTAssertEqual(try JSONCoding.decoder().decode(GenGateError.self, from: data), error)
     }
 
@@ -68,11 +70,17 @@ final class JSONTests: XCTestCase {
 
     func testMissingOutputIndexes() {
         var generation = Generation(
-            id: "gen_x", ownerKeyID: "key_x", request: GenerationRequest(model: "sim/image", prompt: "p", n: 4), provider: "sim",
+            id: "gen_x", ownerKeyID: "key_x", request: GenerationRequest(model: "sim/image", prompt: "p", n: 4),
+            provider: "sim",
             status: .uploading, version: 1, progress: 0, attempts: 1, error: nil, providerTaskID: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, nextActionAt: nil, deadlineAt: Date(), createdAt: Date(), updatedAt: Date(), phaseTimes: [:],
-            outputs: [Output(index: 1, source: "s", contentType: "image/png", objectKey: "k", bytes: 1, sha256: "h", storedAt: Date()),
-                      Output(index: 2, source: "s", contentType: "image/png")])
+            leaseExpiresAt: nil, nextActionAt: nil, deadlineAt: Date(), createdAt: Date(), updatedAt: Date(),
+            phaseTimes: [:],
+            outputs: [
+                Output(
+                    index: 1, source: "s", contentType: "image/png", objectKey: "k", bytes: 1, sha256: "h",
+                    storedAt: Date()),
+                Output(index: 2, source: "s", contentType: "image/png"),
+            ])
         XCTAssertEqual(generation.missingOutputIndexes, [0, 2, 3])
         generation.outputs = []
         XCTAssertEqual(generation.missingOutputIndexes, [0, 1, 2, 3])

@@ -12,7 +12,8 @@ final class EngineStoreTests: XCTestCase {
         let harness = try await Harness()
         let synchronous = try await harness.store.writerSynchronous()
         XCTAssertEqual(synchronous, 2, "PRAGMA synchronous must be FULL (2) on the writer, where commits happen")
-        let normal = try SQLiteStore(path: harness.directory.appendingPathComponent("gengate.sqlite").path, durability: .normal)
+        let normal = try SQLiteStore(
+            path: harness.directory.appendingPathComponent("gengate.sqlite").path, durability: .normal)
         let relaxed = try await normal.writerSynchronous()
         XCTAssertEqual(relaxed, 1)
     }
@@ -27,7 +28,8 @@ final class EngineStoreTests: XCTestCase {
         let counts = try await harness.store.activeCounts()
         XCTAssertEqual(counts[.pending], 300)
         // One duplicate among good writes fails alone.
-        async let duplicate: Void = harness.store.insert(jobs[0], event: Event(.generationCreated, generationID: jobs[0].id))
+        async let duplicate: Void = harness.store.insert(
+            jobs[0], event: Event(.generationCreated, generationID: jobs[0].id))
         async let fresh = harness.submit()
         do {
             try await duplicate
@@ -69,8 +71,10 @@ final class EngineStoreTests: XCTestCase {
         let harness = try await Harness()
         let job = try await harness.submit()
         try await Submission(context: try harness.context()).dispatch(job.id)
-        for sql in ["UPDATE attempts SET state = 'submitting'", "UPDATE attempts SET provider_task_id = 'other'",
-                    "UPDATE attempts SET provider_task_id = NULL"] {
+        for sql in [
+            "UPDATE attempts SET state = 'submitting'", "UPDATE attempts SET provider_task_id = 'other'",
+            "UPDATE attempts SET provider_task_id = NULL",
+        ] {
             do {
                 try await harness.store.pool.write { db in try db.execute(sql: sql) }
                 XCTFail("\(sql) must be refused")
@@ -78,8 +82,10 @@ final class EngineStoreTests: XCTestCase {
                 XCTAssertTrue(error.message?.contains("never goes back") ?? false, "\(error)")
             }
         }
-        let moved = try await harness.store.updateAttempt(AttemptUpdate(generationID: job.id, number: 1, from: [.submitting],
-                                                                        to: .failed))
+        let moved = try await harness.store.updateAttempt(
+            AttemptUpdate(
+                generationID: job.id, number: 1, from: [.submitting],
+                to: .failed))
         XCTAssertFalse(moved, "an attempt update is a compare-and-set on its state")
     }
 
@@ -88,8 +94,10 @@ final class EngineStoreTests: XCTestCase {
         let job = try await harness.submit(n: 2)
         do {
             try await harness.store.pool.write { db in
-                try db.execute(sql: "INSERT INTO outputs (generation_id, idx, source, content_type) VALUES (?, 2, 's', 'image/png')",
-                               arguments: [job.id])
+                try db.execute(
+                    sql:
+                        "INSERT INTO outputs (generation_id, idx, source, content_type) VALUES (?, 2, 's', 'image/png')",
+                    arguments: [job.id])
             }
             XCTFail("output index 2 of n=2 must be refused")
         } catch let error as DatabaseError {
@@ -107,7 +115,8 @@ final class EngineStoreTests: XCTestCase {
                 "SELECT id FROM generations INDEXED BY generations_deadline WHERE \(SQLiteSchema.active) AND deadline_at < \(now)",
             ]
             return try queries.map { query in
-                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + query).map { $0["detail"] as String }.joined(separator: "; ")
+                try Row.fetchAll(db, sql: "EXPLAIN QUERY PLAN " + query).map { $0["detail"] as String }.joined(
+                    separator: "; ")
             }
         }
         for plan in plans {
@@ -121,16 +130,21 @@ final class EngineStoreTests: XCTestCase {
         let old = Date().addingTimeInterval(-40 * 86_400)
         let job = try await harness.submit(created: old)
         let keyed = Generation(
-            id: Identifier.make("gen", at: old), ownerKeyID: harness.owner.id, request: GenerationRequest(model: "scripted/image", prompt: "k"),
-            provider: "scripted", status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil,
-            leaseOwner: nil, leaseExpiresAt: nil, nextActionAt: old, deadlineAt: old + 60, createdAt: old, updatedAt: old,
+            id: Identifier.make("gen", at: old), ownerKeyID: harness.owner.id,
+            request: GenerationRequest(model: "scripted/image", prompt: "k"),
+            provider: "scripted", status: .pending, version: 1, progress: 0, attempts: 0, error: nil,
+            providerTaskID: nil,
+            leaseOwner: nil, leaseExpiresAt: nil, nextActionAt: old, deadlineAt: old + 60, createdAt: old,
+            updatedAt: old,
             phaseTimes: [:], outputs: [])
-        let first = try await harness.store.insert(keyed, event: Event(.generationCreated, generationID: keyed.id, at: old),
-                                                   idempotency: IdempotencyKey(key: "k1", requestHash: "a", window: 86_400))
+        let first = try await harness.store.insert(
+            keyed, event: Event(.generationCreated, generationID: keyed.id, at: old),
+            idempotency: IdempotencyKey(key: "k1", requestHash: "a", window: 86_400))
         XCTAssertEqual(first, .inserted)
         let fresh = try await harness.submit()
         let now = Date()
-        let expired = try await harness.store.expire(eventsBefore: now - 30 * 86_400, keysBefore: now - 86_400, limit: 100)
+        let expired = try await harness.store.expire(
+            eventsBefore: now - 30 * 86_400, keysBefore: now - 86_400, limit: 100)
         XCTAssertEqual(expired, 3, "two old events and one old key")
         let oldEvents = try await harness.store.events(generationID: job.id)
         XCTAssertEqual(oldEvents, [])
@@ -139,8 +153,9 @@ final class EngineStoreTests: XCTestCase {
         var again = keyed
         again.id = Identifier.make("gen")
         again.createdAt = now
-        let reused = try await harness.store.insert(again, event: Event(.generationCreated, generationID: again.id),
-                                                    idempotency: IdempotencyKey(key: "k1", requestHash: "b", window: 86_400))
+        let reused = try await harness.store.insert(
+            again, event: Event(.generationCreated, generationID: again.id),
+            idempotency: IdempotencyKey(key: "k1", requestHash: "b", window: 86_400))
         XCTAssertEqual(reused, .inserted, "an expired key is free again")
     }
 

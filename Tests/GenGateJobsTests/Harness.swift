@@ -29,8 +29,9 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
 
     init(submitDelay: Duration = .zero, findsByReference: Bool = false, maxOutputsPerCall: Int = 10) {
         self.submitDelay = submitDelay
-        capabilities = ProviderCapabilities(asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: maxOutputsPerCall,
-                                            inputImages: false, findsSubmissionByReference: findsByReference)
+        capabilities = ProviderCapabilities(
+            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: maxOutputsPerCall,
+            inputImages: false, findsSubmissionByReference: findsByReference)
     }
 
     var submissions: [String] { state.withLock { $0.submissions } }
@@ -84,8 +85,10 @@ final class Harness: Sendable {
     let notices = Notices()
     let policy: JobPolicy
 
-    init(provider: ScriptedProvider = ScriptedProvider(), policy: JobPolicy = JobPolicy(leaseSeconds: 30)) async throws {
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("gg-jobs-\(UUID().uuidString.prefix(8))")
+    init(provider: ScriptedProvider = ScriptedProvider(), policy: JobPolicy = JobPolicy(leaseSeconds: 30)) async throws
+    {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "gg-jobs-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         store = try SQLiteStore(path: directory.appendingPathComponent("gengate.sqlite").path, migrate: true)
         self.provider = provider
@@ -96,26 +99,32 @@ final class Harness: Sendable {
     deinit { try? FileManager.default.removeItem(at: directory) }
 
     func context(_ instance: String = "worker-a", policy: JobPolicy? = nil) throws -> JobContext {
-        JobContext(instance: instance, store: store, providers: ProviderRegistry(adapters: [provider]),
-                   objects: try LocalObjectStore(root: directory.appendingPathComponent("objects")), policy: policy ?? self.policy,
-                   logger: Logger(label: "test"), notify: { [notices] step, id, _ in notices.list.withLock { $0.append((step, id)) } })
+        JobContext(
+            instance: instance, store: store, providers: ProviderRegistry(adapters: [provider]),
+            objects: try LocalObjectStore(root: directory.appendingPathComponent("objects")),
+            policy: policy ?? self.policy,
+            logger: Logger(label: "test"),
+            notify: { [notices] step, id, _ in notices.list.withLock { $0.append((step, id)) } })
     }
 
     func noticed(_ step: Lifecycle.Step) -> [String] { notices.list.withLock { $0.filter { $0.0 == step }.map(\.1) } }
 
     /// Takes up to `limit` due checks for `owner`, as a poller does.
     func claimDue(owner: String = "poller-a", limit: Int = 100) async throws -> [Generation] {
-        try await store.claimDue(status: .running, owner: owner, leaseUntil: Date() + 30, now: Date(), limit: limit,
-                                 excludingProviders: [])
+        try await store.claimDue(
+            status: .running, owner: owner, leaseUntil: Date() + 30, now: Date(), limit: limit,
+            excludingProviders: [])
     }
 
     /// A new pending job, committed.
     func submit(n: Int = 1, deadline: TimeInterval = 600, created: Date = Date()) async throws -> Generation {
         let generation = Generation(
             id: Identifier.make("gen", at: created), ownerKeyID: owner.id,
-            request: GenerationRequest(model: "scripted/image", prompt: "a test", n: n), provider: "scripted", status: .pending,
+            request: GenerationRequest(model: "scripted/image", prompt: "a test", n: n), provider: "scripted",
+            status: .pending,
             version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil,
-            nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created, updatedAt: created,
+            nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created,
+            updatedAt: created,
             phaseTimes: [.pending: created], outputs: [])
         try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id, at: created))
         return generation
@@ -129,7 +138,9 @@ final class Harness: Sendable {
     /// Makes a running job's next check due now.
     func makeCheckDue(_ id: String) async throws {
         try await store.pool.write { db in
-            try db.execute(sql: "UPDATE generations SET next_action_at = ? WHERE id = ?", arguments: [Date().timeIntervalSince1970 - 1, id])
+            try db.execute(
+                sql: "UPDATE generations SET next_action_at = ? WHERE id = ?",
+                arguments: [Date().timeIntervalSince1970 - 1, id])
         }
     }
 

@@ -10,17 +10,24 @@ final class JobDecisionTests: XCTestCase {
     let noJitter: (ClosedRange<Double>) -> Double = { $0.upperBound }
 
     func attempt(_ state: Attempt.State, taskID: String? = nil) -> Attempt {
-        Attempt(generationID: "gen_1", number: 2, provider: "sim", clientReference: "gen_1-a2", providerTaskID: taskID,
-                outputIndexes: [0], state: state, error: nil, createdAt: now, finishedAt: nil)
+        Attempt(
+            generationID: "gen_1", number: 2, provider: "sim", clientReference: "gen_1-a2", providerTaskID: taskID,
+            outputIndexes: [0], state: state, error: nil, createdAt: now, finishedAt: nil)
     }
 
     func testRetryableErrorsAreRetriedWithBackOffUntilAttemptsRunOut() {
         let policy = RetryPolicy(maxAttempts: 3, baseSeconds: 2, maxSeconds: 60)
         let busy = GenGateError(.providerUnavailable, "busy", retryable: true)
         let far = now.addingTimeInterval(3_600)
-        XCTAssertEqual(policy.decide(after: busy, attempts: 1, deadline: far, now: now, random: noJitter), .retry(at: now.addingTimeInterval(2)))
-        XCTAssertEqual(policy.decide(after: busy, attempts: 2, deadline: far, now: now, random: noJitter), .retry(at: now.addingTimeInterval(4)))
-        guard case .fail(let final) = policy.decide(after: busy, attempts: 3, deadline: far, now: now) else { return XCTFail() }
+        XCTAssertEqual(
+            policy.decide(after: busy, attempts: 1, deadline: far, now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(2)))
+        XCTAssertEqual(
+            policy.decide(after: busy, attempts: 2, deadline: far, now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(4)))
+        guard case .fail(let final) = policy.decide(after: busy, attempts: 3, deadline: far, now: now) else {
+            return XCTFail()
+        }
         XCTAssertFalse(final.retryable)
         XCTAssertTrue(final.message.contains("gave up after 3 attempts"), final.message)
     }
@@ -28,9 +35,14 @@ final class JobDecisionTests: XCTestCase {
     func testRateLimitsWaitAtLeastRetryAfterAndNeverPastTheDeadline() {
         let policy = RetryPolicy(maxAttempts: 5, baseSeconds: 1, maxSeconds: 60)
         let throttled = GenGateError(.rateLimited, "slow down", retryable: true, retryAfter: 20)
-        XCTAssertEqual(policy.decide(after: throttled, attempts: 1, deadline: now.addingTimeInterval(3_600), now: now, random: noJitter),
-                       .retry(at: now.addingTimeInterval(20)))
-        guard case .fail(let final) = policy.decide(after: throttled, attempts: 1, deadline: now.addingTimeInterval(10), now: now) else {
+        XCTAssertEqual(
+            policy.decide(
+                after: throttled, attempts: 1, deadline: now.addingTimeInterval(3_600), now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(20)))
+        guard
+            case .fail(let final) = policy.decide(
+                after: throttled, attempts: 1, deadline: now.addingTimeInterval(10), now: now)
+        else {
             return XCTFail("a retry after the deadline is no retry")
         }
         XCTAssertEqual(final.code, .rateLimited)
@@ -40,21 +52,30 @@ final class JobDecisionTests: XCTestCase {
     }
 
     func testRecoveryNeverResubmitsWhatIsOnRecordAndCountsWhatItCannotRuleOut() {
-        XCTAssertEqual(SubmissionRecovery.decide(last: nil, providerFindsByReference: false),
-                       .resubmit(abandoning: nil, possibleDoubleCharge: false))
-        XCTAssertEqual(SubmissionRecovery.decide(last: attempt(.submitted, taskID: "t1"), providerFindsByReference: false),
-                       .resume(taskID: "t1", attempt: 2))
+        XCTAssertEqual(
+            SubmissionRecovery.decide(last: nil, providerFindsByReference: false),
+            .resubmit(abandoning: nil, possibleDoubleCharge: false))
+        XCTAssertEqual(
+            SubmissionRecovery.decide(last: attempt(.submitted, taskID: "t1"), providerFindsByReference: false),
+            .resume(taskID: "t1", attempt: 2))
         let interrupted = attempt(.submitting)
-        XCTAssertEqual(SubmissionRecovery.decide(last: interrupted, providerFindsByReference: true), .askProvider(interrupted))
-        XCTAssertEqual(SubmissionRecovery.decide(last: interrupted, providerFindsByReference: false),
-                       .resubmit(abandoning: interrupted, possibleDoubleCharge: true))
-        XCTAssertEqual(SubmissionRecovery.afterAsking(interrupted, found: "t9", askFailed: false), .resume(taskID: "t9", attempt: 2))
-        XCTAssertEqual(SubmissionRecovery.afterAsking(interrupted, found: nil, askFailed: false),
-                       .resubmit(abandoning: interrupted, possibleDoubleCharge: false), "the provider says it never got it")
-        XCTAssertEqual(SubmissionRecovery.afterAsking(interrupted, found: nil, askFailed: true),
-                       .resubmit(abandoning: interrupted, possibleDoubleCharge: true))
-        XCTAssertEqual(SubmissionRecovery.decide(last: attempt(.failed), providerFindsByReference: false),
-                       .resubmit(abandoning: nil, possibleDoubleCharge: false))
+        XCTAssertEqual(
+            SubmissionRecovery.decide(last: interrupted, providerFindsByReference: true), .askProvider(interrupted))
+        XCTAssertEqual(
+            SubmissionRecovery.decide(last: interrupted, providerFindsByReference: false),
+            .resubmit(abandoning: interrupted, possibleDoubleCharge: true))
+        XCTAssertEqual(
+            SubmissionRecovery.afterAsking(interrupted, found: "t9", askFailed: false),
+            .resume(taskID: "t9", attempt: 2))
+        XCTAssertEqual(
+            SubmissionRecovery.afterAsking(interrupted, found: nil, askFailed: false),
+            .resubmit(abandoning: interrupted, possibleDoubleCharge: false), "the provider says it never got it")
+        XCTAssertEqual(
+            SubmissionRecovery.afterAsking(interrupted, found: nil, askFailed: true),
+            .resubmit(abandoning: interrupted, possibleDoubleCharge: true))
+        XCTAssertEqual(
+            SubmissionRecovery.decide(last: attempt(.failed), providerFindsByReference: false),
+            .resubmit(abandoning: nil, possibleDoubleCharge: false))
     }
 
     func testLifecycleAllowsOnlyForwardMovesAndTerminalStatesAreFinal() {

@@ -118,8 +118,10 @@ final class StatusCheckTests: XCTestCase {
     }
 
     func testATaskWhoseStatusCannotBeReadIsStoppedBeforeItIsSubmittedAgain() async throws {
-        let harness = try await Harness(policy: JobPolicy(retry: RetryPolicy(maxAttempts: 3, baseSeconds: 0.1, maxSeconds: 1),
-                                                          maxCheckFailures: 1))
+        let harness = try await Harness(
+            policy: JobPolicy(
+                retry: RetryPolicy(maxAttempts: 3, baseSeconds: 0.1, maxSeconds: 1),
+                maxCheckFailures: 1))
         let job = try await running(harness)
         harness.provider.state.withLock { $0.statusError = GenGateError(.providerUnavailable, "502", retryable: true) }
         await StatusChecks(context: try harness.context()).check(try await claimFirst(harness))
@@ -148,8 +150,12 @@ final class StatusCheckTests: XCTestCase {
     }
 
     func testTheCheckLoopFollowsManyTasksToTheEnd() async throws {
-        let harness = try await Harness(policy: JobPolicy(kindSchedules: [.image: CheckSchedule(firstSeconds: 0.05, factor: 1.5,
-                                                                                                  maxSeconds: 0.2, jitter: 0.2)]))
+        let harness = try await Harness(
+            policy: JobPolicy(kindSchedules: [
+                .image: CheckSchedule(
+                    firstSeconds: 0.05, factor: 1.5,
+                    maxSeconds: 0.2, jitter: 0.2)
+            ]))
         var ids: [String] = []
         for _ in 0..<200 {
             let job = try await harness.submit()

@@ -41,7 +41,8 @@ final class SubmissionTests: XCTestCase {
         await handler.value
 
         let running = try await harness.job(job.id)
-        XCTAssertEqual(running.status, .running, "the provider's answer was recorded although the handler was cancelled")
+        XCTAssertEqual(
+            running.status, .running, "the provider's answer was recorded although the handler was cancelled")
         let attempts = try await harness.store.attempts(generationID: job.id)
         XCTAssertEqual(attempts.map(\.state), [.submitted])
 
@@ -92,8 +93,9 @@ final class SubmissionTests: XCTestCase {
     }
 
     func testAnAnswerArrivingAfterAnotherWorkerTookOverWritesNothingAndItsTaskIsCancelled() async throws {
-        let harness = try await Harness(provider: ScriptedProvider(submitDelay: .milliseconds(600)),
-                                        policy: JobPolicy(leaseSeconds: 30))
+        let harness = try await Harness(
+            provider: ScriptedProvider(submitDelay: .milliseconds(600)),
+            policy: JobPolicy(leaseSeconds: 30))
         let job = try await harness.submit()
         let slow = Task { try await Submission(context: try harness.context("worker-a")).dispatch(job.id) }
         try await harness.until { harness.provider.submissions.count == 1 }
@@ -134,7 +136,8 @@ final class SubmissionTests: XCTestCase {
     }
 
     func testTheSweepStopsAnInterruptedSubmissionOfAJobThatEnded() async throws {
-        let harness = try await Harness(provider: ScriptedProvider(findsByReference: true), policy: JobPolicy(leaseSeconds: 0.5))
+        let harness = try await Harness(
+            provider: ScriptedProvider(findsByReference: true), policy: JobPolicy(leaseSeconds: 0.5))
         let job = try await leftMidSubmission(harness, reachedProvider: true)
         let context = try harness.context()
         guard case .cancelled = try await context.cancel(job) else { return XCTFail("not cancelled") }
@@ -164,9 +167,10 @@ final class SubmissionTests: XCTestCase {
         let harness = try await Harness()
         let job = try await leftMidSubmission(harness, reachedProvider: false)
         let unreachable = Unreachable()
-        let context = JobContext(instance: "worker-b", store: harness.store, providers: ProviderRegistry(adapters: [unreachable]),
-                                 objects: try LocalObjectStore(root: harness.directory), policy: JobPolicy(),
-                                 logger: Logger(label: "test"))
+        let context = JobContext(
+            instance: "worker-b", store: harness.store, providers: ProviderRegistry(adapters: [unreachable]),
+            objects: try LocalObjectStore(root: harness.directory), policy: JobPolicy(),
+            logger: Logger(label: "test"))
         try await Submission(context: context).dispatch(job.id)
         let waiting = try await harness.job(job.id)
         XCTAssertEqual(waiting.status, .dispatching)
@@ -185,29 +189,34 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(unheld.status, .pending, "a failure before the claim (a store hiccup) counts nothing")
         for _ in 0..<3 {
             await context.guarding(job.id, step: .submit) {
-                _ = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "worker-a", leaseUntil: Date() + 30,
-                                                  now: Date() + 3_600)
+                _ = try await harness.store.claim(
+                    id: job.id, statuses: [.pending], owner: "worker-a", leaseUntil: Date() + 30,
+                    now: Date() + 3_600)
                 throw Broken()
             }
         }
         let failed = try await harness.job(job.id)
         XCTAssertEqual(failed.status, .failed)
         XCTAssertEqual(failed.error?.code, .internalError)
-        XCTAssertTrue(failed.error?.message.contains("submit failed unexpectedly") ?? false, "\(String(describing: failed.error))")
+        XCTAssertTrue(
+            failed.error?.message.contains("submit failed unexpectedly") ?? false, "\(String(describing: failed.error))"
+        )
     }
 
     func testKeepingLeaseOutlivesASlowOperation() async throws {
         let harness = try await Harness(policy: JobPolicy(leaseSeconds: 0.6))
         let job = try await harness.submit()
         let context = try harness.context()
-        let claimed = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "worker-a",
-                                                    leaseUntil: context.leaseUntil(), now: Date())
+        let claimed = try await harness.store.claim(
+            id: job.id, statuses: [.pending], owner: "worker-a",
+            leaseUntil: context.leaseUntil(), now: Date())
         let result = try await context.keepingLease(try XCTUnwrap(claimed)) {
             try await Task.sleep(for: .milliseconds(1_500))  // 2.5 lease periods
             return "done"
         }
         XCTAssertEqual(result, "done")
-        let stolen = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "worker-b", leaseUntil: Date() + 10, now: Date())
+        let stolen = try await harness.store.claim(
+            id: job.id, statuses: [.pending], owner: "worker-b", leaseUntil: Date() + 10, now: Date())
         XCTAssertNil(stolen, "the lease was renewed while the operation ran, so nobody could take the job")
     }
 
@@ -215,17 +224,21 @@ final class SubmissionTests: XCTestCase {
     /// it, attempt 1 `submitting`; the provider got it or not.
     func leftMidSubmission(_ harness: Harness, reachedProvider: Bool) async throws -> Generation {
         let job = try await harness.submit()
-        let claimed = try await harness.store.claim(id: job.id, statuses: [.pending], owner: "gone", leaseUntil: Date() + 30, now: Date())
+        let claimed = try await harness.store.claim(
+            id: job.id, statuses: [.pending], owner: "gone", leaseUntil: Date() + 30, now: Date())
         var change = Transition.of(try XCTUnwrap(claimed), to: .dispatching)
         change.attempts = 1
-        change.newAttempt = Attempt(generationID: job.id, number: 1, provider: "scripted", clientReference: "\(job.id)-a1",
-                                    providerTaskID: nil, outputIndexes: [0], state: .submitting, error: nil, createdAt: Date(),
-                                    finishedAt: nil)
+        change.newAttempt = Attempt(
+            generationID: job.id, number: 1, provider: "scripted", clientReference: "\(job.id)-a1",
+            providerTaskID: nil, outputIndexes: [0], state: .submitting, error: nil, createdAt: Date(),
+            finishedAt: nil)
         _ = try await harness.store.transition(change)
         if reachedProvider {
-            _ = try await harness.provider.submit(ProviderRequest(generationID: job.id, clientReference: "\(job.id)-a1",
-                                                                  model: "scripted/image", prompt: "", outputIndexes: [0],
-                                                                  seed: nil, width: nil, height: nil, params: [:]))
+            _ = try await harness.provider.submit(
+                ProviderRequest(
+                    generationID: job.id, clientReference: "\(job.id)-a1",
+                    model: "scripted/image", prompt: "", outputIndexes: [0],
+                    seed: nil, width: nil, height: nil, params: [:]))
         }
         _ = try await harness.store.releaseLeases(owners: ["gone"], dueAt: Date())
         return try await harness.job(job.id)

@@ -11,7 +11,9 @@ final class TaskCheckTests: XCTestCase {
     let schedule = CheckSchedule(firstSeconds: 1, factor: 2, maxSeconds: 10, jitter: 0.2)
 
     func check(deadline: TimeInterval = 3_600) -> TaskCheck {
-        TaskCheck(checks: 0, failures: 0, progress: 0, schedule: schedule, maxFailures: 3, deadline: start.addingTimeInterval(deadline))
+        TaskCheck(
+            checks: 0, failures: 0, progress: 0, schedule: schedule, maxFailures: 3,
+            deadline: start.addingTimeInterval(deadline))
     }
 
     func testScheduleBacksOffToItsCapAndHonoursRetryAfter() {
@@ -22,31 +24,39 @@ final class TaskCheckTests: XCTestCase {
     }
 
     func testJitterSpreadsTasksSubmittedTogether() {
-        let firsts = (0..<1_000).map { _ in TaskCheck.firstCheck(after: start, schedule: schedule, deadline: .distantFuture) }
+        let firsts = (0..<1_000).map { _ in
+            TaskCheck.firstCheck(after: start, schedule: schedule, deadline: .distantFuture)
+        }
         let offsets = firsts.map { $0.timeIntervalSince(start) }
         XCTAssertGreaterThanOrEqual(offsets.min()!, 0.8)
         XCTAssertLessThanOrEqual(offsets.max()!, 1.2)
-        XCTAssertGreaterThan(Set(offsets.map { ($0 * 100).rounded() }).count, 30, "1,000 tasks must not check in a few bunches")
+        XCTAssertGreaterThan(
+            Set(offsets.map { ($0 * 100).rounded() }).count, 30, "1,000 tasks must not check in a few bunches")
     }
 
     func testRunningTaskIsCheckedAgainAndProgressChangesOnlyWhenItMoves() {
         var task = check()
-        XCTAssertEqual(task.observe(.success(.running(progress: 50)), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(2), progressChanged: true))
+        XCTAssertEqual(
+            task.observe(.success(.running(progress: 50)), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(2), progressChanged: true))
         XCTAssertEqual(task.progress, 45, "provider progress maps to 0–90")
-        XCTAssertEqual(task.observe(.success(.running(progress: 50)), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(4), progressChanged: false))
-        XCTAssertEqual(task.observe(.success(.running(progress: 10)), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(8), progressChanged: false), "progress never goes back")
-        XCTAssertEqual(task.observe(.success(.queued), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(10), progressChanged: false))
+        XCTAssertEqual(
+            task.observe(.success(.running(progress: 50)), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(4), progressChanged: false))
+        XCTAssertEqual(
+            task.observe(.success(.running(progress: 10)), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(8), progressChanged: false), "progress never goes back")
+        XCTAssertEqual(
+            task.observe(.success(.queued), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(10), progressChanged: false))
         XCTAssertEqual(task.checks, 4)
     }
 
     func testNextCheckNeverLiesPastTheDeadline() {
         var task = check(deadline: 1.5)
-        XCTAssertEqual(task.observe(.success(.queued), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(1.5), progressChanged: false))
+        XCTAssertEqual(
+            task.observe(.success(.queued), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(1.5), progressChanged: false))
         XCTAssertEqual(task.observe(.success(.queued), now: start.addingTimeInterval(1.5), random: noJitter), .timedOut)
     }
 
@@ -63,10 +73,12 @@ final class TaskCheckTests: XCTestCase {
     func testFailedStatusCallsAreToleratedUpToTheLimitInARow() {
         var task = check()
         let flaky = GenGateError(.providerUnavailable, "502", retryable: true, retryAfter: 30)
-        XCTAssertEqual(task.observe(.failure(flaky), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(30), progressChanged: false), "Retry-After respected")
-        XCTAssertEqual(task.observe(.failure(flaky), now: start, random: noJitter),
-                       .checkAgain(at: start.addingTimeInterval(30), progressChanged: false))
+        XCTAssertEqual(
+            task.observe(.failure(flaky), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(30), progressChanged: false), "Retry-After respected")
+        XCTAssertEqual(
+            task.observe(.failure(flaky), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(30), progressChanged: false))
         _ = task.observe(.success(.queued), now: start)
         XCTAssertEqual(task.failures, 0, "a good answer resets the run")
         _ = task.observe(.failure(flaky), now: start)
@@ -75,6 +87,7 @@ final class TaskCheckTests: XCTestCase {
 
         var other = check()
         let fatal = GenGateError(.authenticationFailed, "bad key")
-        XCTAssertEqual(other.observe(.failure(fatal), now: start), .checksFailed(fatal), "a non-retryable error ends it at once")
+        XCTAssertEqual(
+            other.observe(.failure(fatal), now: start), .checksFailed(fatal), "a non-retryable error ends it at once")
     }
 }

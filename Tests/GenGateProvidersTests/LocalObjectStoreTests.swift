@@ -16,7 +16,8 @@ final class LocalObjectStoreTests: XCTestCase {
         XCTAssertEqual(read, data)
         let missing = try await store.get(key: "outputs/none")
         XCTAssertNil(missing)
-        let leftovers = try FileManager.default.contentsOfDirectory(atPath: root.appendingPathComponent("outputs/2026/11/22/gen_1").path)
+        let leftovers = try FileManager.default.contentsOfDirectory(
+            atPath: root.appendingPathComponent("outputs/2026/11/22/gen_1").path)
         XCTAssertEqual(leftovers, ["0.txt"], "no temporary files stay behind")
     }
 
@@ -66,10 +67,14 @@ final class LocalObjectStoreTests: XCTestCase {
 
     func testObjectKeysArePredictable() {
         let created = Date(timeIntervalSince1970: 1_795_000_000)  // 2026-11-18 UTC
-        XCTAssertEqual(ObjectKey.forOutput(prefix: "outputs/", generationID: "gen_1", createdAt: created, index: 3, contentType: "image/png"),
-                       "outputs/2026/11/18/gen_1/3.png")
-        XCTAssertEqual(ObjectKey.forOutput(prefix: "", generationID: "gen_1", createdAt: created, index: 0,
-                                           contentType: "text/plain; charset=utf-8"), "2026/11/18/gen_1/0.txt")
+        XCTAssertEqual(
+            ObjectKey.forOutput(
+                prefix: "outputs/", generationID: "gen_1", createdAt: created, index: 3, contentType: "image/png"),
+            "outputs/2026/11/18/gen_1/3.png")
+        XCTAssertEqual(
+            ObjectKey.forOutput(
+                prefix: "", generationID: "gen_1", createdAt: created, index: 0,
+                contentType: "text/plain; charset=utf-8"), "2026/11/18/gen_1/0.txt")
         XCTAssertEqual(ObjectKey.fileExtension(for: "application/x-unknown"), "bin")
     }
 }

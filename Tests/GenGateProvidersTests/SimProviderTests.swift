@@ -15,7 +15,9 @@ final class PNGImageTests: XCTestCase {
             let length = Int(u32(offset))
             let type = String(decoding: bytes[(offset + 4)..<(offset + 8)], as: UTF8.self)
             let body = Array(bytes[(offset + 8)..<(offset + 8 + length)])
-            XCTAssertEqual(u32(offset + 8 + length), PNGImage.crc32(Array(bytes[(offset + 4)..<(offset + 8 + length)])), "CRC of \(type)")
+            XCTAssertEqual(
+                u32(offset + 8 + length), PNGImage.crc32(Array(bytes[(offset + 4)..<(offset + 8 + length)])),
+                "CRC of \(type)")
             result.append((type, body))
             offset += 12 + length
         }
@@ -58,9 +60,12 @@ final class PNGImageTests: XCTestCase {
 }
 
 final class SimProviderTests: XCTestCase {
-    func request(model: String = "sim/image", indexes: [Int] = [0, 1], seed: Int? = 5, prompt: String = "a red fox / ünïcode") -> ProviderRequest {
-        ProviderRequest(generationID: "gen_1", clientReference: "gen_1-a1", model: model, prompt: prompt, outputIndexes: indexes,
-                        seed: seed, width: nil, height: nil, params: [:])
+    func request(
+        model: String = "sim/image", indexes: [Int] = [0, 1], seed: Int? = 5, prompt: String = "a red fox / ünïcode"
+    ) -> ProviderRequest {
+        ProviderRequest(
+            generationID: "gen_1", clientReference: "gen_1-a1", model: model, prompt: prompt, outputIndexes: indexes,
+            seed: seed, width: nil, height: nil, params: [:])
     }
 
     func testTaskRunsThenSucceedsWithOneOutputPerIndex() async throws {
@@ -87,7 +92,8 @@ final class SimProviderTests: XCTestCase {
     func testAnotherProcessSeesTheSameTask() async throws {
         let sim = SimProvider(settings: .init(latency: .zero, failureRate: 0))
         let taskID = try await sim.submit(request())
-        let elsewhere = SimProvider(settings: .init(latency: .seconds(100), failureRate: 1))  // other settings do not matter
+        // Another process with other settings: they do not matter.
+        let elsewhere = SimProvider(settings: .init(latency: .seconds(100), failureRate: 1))
         guard case .succeeded = try await elsewhere.status(taskID: taskID, request: request()) else {
             return XCTFail("the task's state travels in its id")
         }
@@ -107,7 +113,9 @@ final class SimProviderTests: XCTestCase {
         let sim = SimProvider(settings: .init(latency: .zero, failureRate: 0))
         let textRequest = request(model: "sim/text", indexes: [0])
         let taskID = try await sim.submit(textRequest)
-        guard case .succeeded(let outputs) = try await sim.status(taskID: taskID, request: textRequest) else { return XCTFail() }
+        guard case .succeeded(let outputs) = try await sim.status(taskID: taskID, request: textRequest) else {
+            return XCTFail()
+        }
         let fetched = try await sim.fetch(outputs[0])
         XCTAssertEqual(fetched.contentType, "text/plain; charset=utf-8")
         XCTAssertTrue(String(decoding: fetched.data, as: UTF8.self).contains("a red fox / ünïcode"))

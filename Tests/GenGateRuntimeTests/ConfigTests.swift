@@ -21,16 +21,20 @@ final class ConfigTests: XCTestCase {
     }
 
     func testFileThenEnvironmentThenFlags() throws {
-        let path = try file(#"{"http": {"port": 9000, "public_url": "https://gate.example/"}, "sim": {"latency_ms": 10}, "log": {"format": "json"}}"#)
+        let path = try file(
+            #"{"http": {"port": 9000, "public_url": "https://gate.example/"}, "sim": {"latency_ms": 10}, "log": {"format": "json"}}"#
+        )
         let fromFile = try ConfigLoader.load(file: path, environment: [:])
         XCTAssertEqual(fromFile.http.port, 9000)
         XCTAssertEqual(fromFile.sim.latencyMs, 10)
         XCTAssertEqual(fromFile.publicBaseURL, "https://gate.example")
-        let fromEnvironment = try ConfigLoader.load(file: path, environment: ["GENGATE_HTTP_PORT": "9100", "GENGATE_SIM_FAILURE_RATE": "0.25"])
+        let fromEnvironment = try ConfigLoader.load(
+            file: path, environment: ["GENGATE_HTTP_PORT": "9100", "GENGATE_SIM_FAILURE_RATE": "0.25"])
         XCTAssertEqual(fromEnvironment.http.port, 9100)
         XCTAssertEqual(fromEnvironment.sim.failureRate, 0.25)
-        let fromFlags = try ConfigLoader.load(file: path, environment: ["GENGATE_HTTP_PORT": "9100"],
-                                              overrides: [(["http", "port"], .number(9200))])
+        let fromFlags = try ConfigLoader.load(
+            file: path, environment: ["GENGATE_HTTP_PORT": "9100"],
+            overrides: [(["http", "port"], .number(9200))])
         XCTAssertEqual(fromFlags.http.port, 9200)
         let viaVariable = try ConfigLoader.load(file: nil, environment: ["GENGATE_CONFIG": path])
         XCTAssertEqual(viaVariable.http.port, 9000)
@@ -45,18 +49,30 @@ final class ConfigTests: XCTestCase {
                 return "\(error)"
             }
         }
-        XCTAssertTrue(message { try ConfigLoader.load(file: try file(#"{"http": {"prot": 1}}"#), environment: [:]) }
-            .contains("unknown setting http.prot"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: try file("{nope"), environment: [:]) }.contains("not valid JSON"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: "/nonexistent.json", environment: [:]) }.contains("cannot read"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: nil, environment: ["GENGATE_HTTP_PORT": "eighty"]) }
-            .contains("GENGATE_HTTP_PORT must be a number"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: nil, environment: ["GENGATE_HTTP_PORT": "70000"]) }.contains("http.port"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: nil, environment: ["GENGATE_SIM_FAILURE_RATE": "1.5"]) }
-            .contains("sim.failure_rate"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: try file(#"{"http": {"port": "x"}}"#), environment: [:]) }
-            .contains("http.port"))
-        XCTAssertTrue(message { try ConfigLoader.load(file: try file(#"{"bus": {"endpoints": {"bogus": "ipc://x"}}}"#), environment: [:]) }
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: try file(#"{"http": {"prot": 1}}"#), environment: [:]) }
+                .contains("unknown setting http.prot"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: try file("{nope"), environment: [:]) }.contains("not valid JSON"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: "/nonexistent.json", environment: [:]) }.contains("cannot read"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: nil, environment: ["GENGATE_HTTP_PORT": "eighty"]) }
+                .contains("GENGATE_HTTP_PORT must be a number"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: nil, environment: ["GENGATE_HTTP_PORT": "70000"]) }.contains(
+                "http.port"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: nil, environment: ["GENGATE_SIM_FAILURE_RATE": "1.5"]) }
+                .contains("sim.failure_rate"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: try file(#"{"http": {"port": "x"}}"#), environment: [:]) }
+                .contains("http.port"))
+        XCTAssertTrue(
+            message {
+                try ConfigLoader.load(
+                    file: try file(#"{"bus": {"endpoints": {"bogus": "ipc://x"}}}"#), environment: [:])
+            }
             .contains("bus.endpoints.bogus"))
     }
 
@@ -76,11 +92,13 @@ final class ConfigTests: XCTestCase {
 final class DeployExampleTests: XCTestCase {
     /// deploy/gengate.example.json documents every setting with its default; keep it true.
     func testTheExampleConfigurationIsTheDefaults() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let example = root.appendingPathComponent("deploy/gengate.example.json").path
         XCTAssertEqual(try ConfigLoader.load(file: example, environment: [:]), GenGateConfig())
-        XCTAssertEqual(try String(contentsOfFile: example, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-                       String(decoding: try ConfigLoader.encoded(GenGateConfig()), as: UTF8.self),
-                       "regenerate it with `gengate config > deploy/gengate.example.json`")
+        XCTAssertEqual(
+            try String(contentsOfFile: example, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
+            String(decoding: try ConfigLoader.encoded(GenGateConfig()), as: UTF8.self),
+            "regenerate it with `gengate config > deploy/gengate.example.json`")
     }
 }

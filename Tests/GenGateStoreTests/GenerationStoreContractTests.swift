@@ -34,12 +34,16 @@ class GenerationStoreContractTests: XCTestCase {
 
     var path: String { directory.appendingPathComponent("store.sqlite").path }
 
-    func makeGeneration(n: Int = 2, now: Date = Date(), deadline: TimeInterval = 600, owner: APIKey? = nil) -> Generation {
-        Generation(id: Identifier.make("gen", at: now), ownerKeyID: (owner ?? self.owner).id,
-                   request: GenerationRequest(model: "sim/image", prompt: "a fox", n: n, seed: 3), provider: "sim",
-                   status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
-                   leaseExpiresAt: nil, nextActionAt: now, deadlineAt: now.addingTimeInterval(deadline), createdAt: now, updatedAt: now,
-                   phaseTimes: [.pending: now], outputs: [])
+    func makeGeneration(n: Int = 2, now: Date = Date(), deadline: TimeInterval = 600, owner: APIKey? = nil)
+        -> Generation
+    {
+        Generation(
+            id: Identifier.make("gen", at: now), ownerKeyID: (owner ?? self.owner).id,
+            request: GenerationRequest(model: "sim/image", prompt: "a fox", n: n, seed: 3), provider: "sim",
+            status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
+            leaseExpiresAt: nil, nextActionAt: now, deadlineAt: now.addingTimeInterval(deadline), createdAt: now,
+            updatedAt: now,
+            phaseTimes: [.pending: now], outputs: [])
     }
 
     func inserted(_ generation: Generation? = nil) async throws -> Generation {
@@ -54,7 +58,8 @@ class GenerationStoreContractTests: XCTestCase {
         XCTAssertEqual(read.request, generation.request)
         XCTAssertEqual(read.status, .pending)
         XCTAssertEqual(read.ownerKeyID, owner.id)
-        XCTAssertEqual(read.createdAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970, accuracy: 0.001)
+        XCTAssertEqual(
+            read.createdAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970, accuracy: 0.001)
         let events = try await store.events(generationID: generation.id)
         XCTAssertEqual(events.map(\.type), [.generationCreated], "the created event is committed with the generation")
         do {
@@ -76,9 +81,11 @@ class GenerationStoreContractTests: XCTestCase {
         XCTAssertEqual(winners.count, 1, "exactly one claimant may win")
         XCTAssertEqual(winners[0].version, 2)
 
-        let notYet = try await store.claim(id: generation.id, statuses: [.pending], owner: "c", leaseUntil: now + 60, now: now + 10)
+        let notYet = try await store.claim(
+            id: generation.id, statuses: [.pending], owner: "c", leaseUntil: now + 60, now: now + 10)
         XCTAssertNil(notYet, "a live lease keeps others out")
-        let takeover = try await store.claim(id: generation.id, statuses: [.pending], owner: "c", leaseUntil: now + 90, now: now + 31)
+        let takeover = try await store.claim(
+            id: generation.id, statuses: [.pending], owner: "c", leaseUntil: now + 90, now: now + 31)
         XCTAssertEqual(takeover?.leaseOwner, "c", "an expired lease can be taken over")
     }
 
@@ -87,9 +94,11 @@ class GenerationStoreContractTests: XCTestCase {
         var generation = makeGeneration(now: now)
         generation.nextActionAt = now + 60
         _ = try await inserted(generation)
-        let early = try await store.claim(id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 30, now: now)
+        let early = try await store.claim(
+            id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 30, now: now)
         XCTAssertNil(early)
-        let due = try await store.claim(id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 90, now: now + 61)
+        let due = try await store.claim(
+            id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 90, now: now + 61)
         XCTAssertNotNil(due)
     }
 
@@ -107,14 +116,17 @@ class GenerationStoreContractTests: XCTestCase {
         let stale = try await store.transition(change)
         XCTAssertNil(stale, "a change based on an old version must not apply")
         let events = try await store.events(generationID: generation.id)
-        XCTAssertEqual(events.map(\.type), [.generationCreated, .generationStarted], "a refused change writes no event")
+        XCTAssertEqual(
+            events.map(\.type), [.generationCreated, .generationStarted], "a refused change writes no event")
     }
 
     func testTerminalStateClearsLeaseAndNextAction() async throws {
         let generation = try await inserted()
         let now = Date()
-        let claimed = try await XCTUnwrapAsync(try await store.claim(id: generation.id, statuses: [.pending], owner: "a",
-                                                                     leaseUntil: now + 30, now: now))
+        let claimed = try await XCTUnwrapAsync(
+            try await store.claim(
+                id: generation.id, statuses: [.pending], owner: "a",
+                leaseUntil: now + 30, now: now))
         var change = Transition.of(claimed, to: .failed)
         change.error = .some(GenGateError(.contentPolicy, "no"))
         let failed = try await XCTUnwrapAsync(try await store.transition(change))
@@ -138,8 +150,9 @@ class GenerationStoreContractTests: XCTestCase {
         stored.bytes = 10
         stored.sha256 = "abc"
         stored.storedAt = Date()
-        let recorded = try await store.recordStoredOutput(generationID: generation.id, output: stored,
-                                                          event: Event(.generationOutput, generationID: generation.id))
+        let recorded = try await store.recordStoredOutput(
+            generationID: generation.id, output: stored,
+            event: Event(.generationOutput, generationID: generation.id))
         XCTAssertTrue(recorded)
         let after = try await XCTUnwrapAsync(try await store.generation(id: generation.id))
         XCTAssertEqual(after.missingOutputIndexes, [0, 2])
@@ -161,7 +174,8 @@ class GenerationStoreContractTests: XCTestCase {
         var output = uploading.outputs[0]
         output.objectKey = "k"
         output.storedAt = Date()
-        let recorded = try await store.recordStoredOutput(generationID: generation.id, output: output, event: Event(.generationOutput))
+        let recorded = try await store.recordStoredOutput(
+            generationID: generation.id, output: output, event: Event(.generationOutput))
         XCTAssertFalse(recorded, "a cancelled job is final")
     }
 
@@ -170,7 +184,8 @@ class GenerationStoreContractTests: XCTestCase {
         let fresh = try await inserted(makeGeneration(now: now))
         let stale = try await inserted(makeGeneration(now: now - 60))
         let leased = try await inserted(makeGeneration(now: now - 60))
-        _ = try await store.claim(id: leased.id, statuses: [.pending], owner: "dead", leaseUntil: now - 1, now: now - 60)
+        _ = try await store.claim(
+            id: leased.id, statuses: [.pending], owner: "dead", leaseUntil: now - 1, now: now - 60)
         let waiting = try await inserted(makeGeneration(now: now - 60))
         var retry = Transition.of(waiting, to: .retryWait)
         retry.nextActionAt = .some(now - 0.5)
@@ -227,13 +242,18 @@ class GenerationStoreContractTests: XCTestCase {
     func testReleaseLeaseMakesTheJobDueAgain() async throws {
         let generation = try await inserted()
         let now = Date()
-        let claimed = try await XCTUnwrapAsync(try await store.claim(id: generation.id, statuses: [.pending], owner: "a",
-                                                                     leaseUntil: now + 30, now: now))
-        let wrongOwner = try await store.releaseLease(id: generation.id, owner: "b", version: claimed.version, nextActionAt: now)
+        let claimed = try await XCTUnwrapAsync(
+            try await store.claim(
+                id: generation.id, statuses: [.pending], owner: "a",
+                leaseUntil: now + 30, now: now))
+        let wrongOwner = try await store.releaseLease(
+            id: generation.id, owner: "b", version: claimed.version, nextActionAt: now)
         XCTAssertFalse(wrongOwner)
-        let released = try await store.releaseLease(id: generation.id, owner: "a", version: claimed.version, nextActionAt: now)
+        let released = try await store.releaseLease(
+            id: generation.id, owner: "a", version: claimed.version, nextActionAt: now)
         XCTAssertTrue(released)
-        let again = try await store.claim(id: generation.id, statuses: [.pending], owner: "b", leaseUntil: now + 30, now: now)
+        let again = try await store.claim(
+            id: generation.id, statuses: [.pending], owner: "b", leaseUntil: now + 30, now: now)
         XCTAssertEqual(again?.leaseOwner, "b")
     }
 }

@@ -18,33 +18,38 @@ final class APITests: XCTestCase {
 
     func testARepeatedSubmissionWithTheSameIdempotencyKeyReturnsTheOriginal() async throws {
         let body = #"{"model": "sim/text", "prompt": "exactly once"}"#
-        let first = try await system.request(.POST, "/v1/generations", body: body, headers: [("Idempotency-Key", "order-42")])
+        let first = try await system.request(
+            .POST, "/v1/generations", body: body, headers: [("Idempotency-Key", "order-42")])
         XCTAssertEqual(first.status, 202)
         let id = try XCTUnwrap(first.json["id"]?.stringValue)
         _ = try await system.waitForStatus(id, "completed")
 
         // The same request again (keys reordered, same content): the same generation, no new job.
-        let again = try await system.request(.POST, "/v1/generations", body: #"{"prompt": "exactly once", "model": "sim/text"}"#,
-                                             headers: [("Idempotency-Key", "order-42")])
+        let again = try await system.request(
+            .POST, "/v1/generations", body: #"{"prompt": "exactly once", "model": "sim/text"}"#,
+            headers: [("Idempotency-Key", "order-42")])
         XCTAssertEqual(again.status, 202)
         XCTAssertEqual(again.json["id"]?.stringValue, id)
         XCTAssertEqual(again.json["status"]?.stringValue, "completed")
         XCTAssertEqual(again.headers.first(name: "Idempotent-Replayed"), "true")
 
-        let reused = try await system.request(.POST, "/v1/generations", body: #"{"model": "sim/text", "prompt": "something else"}"#,
-                                              headers: [("Idempotency-Key", "order-42")])
+        let reused = try await system.request(
+            .POST, "/v1/generations", body: #"{"model": "sim/text", "prompt": "something else"}"#,
+            headers: [("Idempotency-Key", "order-42")])
         XCTAssertEqual(reused.status, 409)
         XCTAssertEqual(reused.json["error"]?["code"]?.stringValue, "idempotency_key_reused")
         XCTAssertTrue(reused.json["error"]?["message"]?.stringValue?.contains(id) ?? false, "\(reused.json)")
 
-        let bad = try await system.request(.POST, "/v1/generations", body: body, headers: [("Idempotency-Key", String(repeating: "k", count: 300))])
+        let bad = try await system.request(
+            .POST, "/v1/generations", body: body, headers: [("Idempotency-Key", String(repeating: "k", count: 300))])
         XCTAssertEqual(bad.status, 400)
         XCTAssertTrue(String(decoding: bad.body, as: UTF8.self).contains(#""path":"Idempotency-Key""#), "\(bad.json)")
 
         // Keys are per API key: another application may use the same one.
         let other = try await system.request(.POST, "/v1/admin/keys", body: #"{"name": "other"}"#)
         let otherKey = try XCTUnwrap(other.json["key"]?.stringValue)
-        let theirs = try await system.request(.POST, "/v1/generations", body: body, key: otherKey, headers: [("Idempotency-Key", "order-42")])
+        let theirs = try await system.request(
+            .POST, "/v1/generations", body: body, key: otherKey, headers: [("Idempotency-Key", "order-42")])
         XCTAssertEqual(theirs.status, 202)
         XCTAssertNotEqual(theirs.json["id"]?.stringValue, id)
 
@@ -73,7 +78,8 @@ final class APITests: XCTestCase {
             try await Task.sleep(for: .milliseconds(50))
         }
         XCTAssertTrue(refused)
-        XCTAssertLessThan(ContinuousClock.now - revokedAt, .milliseconds(1_500), "revocation takes effect within a second")
+        XCTAssertLessThan(
+            ContinuousClock.now - revokedAt, .milliseconds(1_500), "revocation takes effect within a second")
 
         let again = try await system.request(.DELETE, "/v1/admin/keys/\(id)")
         XCTAssertEqual(again.status, 404)
@@ -101,9 +107,11 @@ final class APITests: XCTestCase {
         let tail = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=-12")])
         XCTAssertEqual(tail.status, 206)
         XCTAssertEqual(tail.body, whole.body.suffix(12), "IEND and its CRC")
-        let resume = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=100-")])
+        let resume = try await system.request(
+            .GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=100-")])
         XCTAssertEqual(resume.body, whole.body.dropFirst(100))
-        let outside = try await system.request(.GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=\(size)-")])
+        let outside = try await system.request(
+            .GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=\(size)-")])
         XCTAssertEqual(outside.status, 416)
         XCTAssertEqual(outside.json["error"]?["code"]?.stringValue, "range_not_satisfiable")
     }
@@ -111,7 +119,9 @@ final class APITests: XCTestCase {
     func testTheDataDirectoryIsPrivate() throws {
         let files = FileManager.default
         func mode(_ path: String) throws -> Int {
-            try XCTUnwrap((try files.attributesOfItem(atPath: system.dataDir.appendingPathComponent(path).path)[.posixPermissions] as? NSNumber)?.intValue)
+            try XCTUnwrap(
+                (try files.attributesOfItem(atPath: system.dataDir.appendingPathComponent(path).path)[.posixPermissions]
+                    as? NSNumber)?.intValue)
         }
         XCTAssertEqual(try mode(""), 0o700)
         XCTAssertEqual(try mode("run"), 0o700)
@@ -133,18 +143,23 @@ final class APITests: XCTestCase {
         address.sin_port = in_port_t(UInt16(system.httpPort).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         XCTAssertEqual(connected, 0)
         let size = 20 * 1_024 * 1_024
-        let head = "POST /v1/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(system.adminKey)\r\n"
+        let head =
+            "POST /v1/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer \(system.adminKey)\r\n"
             + "Content-Type: application/json\r\nContent-Length: \(size)\r\nConnection: close\r\n\r\n"
         XCTAssertEqual(send(fd, head, head.utf8.count, 0), head.utf8.count)
         let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 64 * 1_024)
         var sent = 0
         while sent < size {
             let wrote = send(fd, chunk, min(chunk.count, size - sent), Int32(MSG_NOSIGNAL))
-            guard wrote > 0 else { return XCTFail("the server stopped reading after \(sent) bytes (errno \(errno)): the client would hang") }
+            guard wrote > 0 else {
+                return XCTFail("the server stopped reading after \(sent) bytes (errno \(errno)): the client would hang")
+            }
             sent += wrote
         }
         var answer = [UInt8]()

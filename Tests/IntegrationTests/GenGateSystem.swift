@@ -27,27 +27,33 @@ final class GenGateSystem: @unchecked Sendable {
     static var binDirectory: URL {
         if let path = ProcessInfo.processInfo.environment["GENGATE_BIN_DIR"] { return URL(fileURLWithPath: path) }
         // Tests/IntegrationTests/GenGateSystem.swift → package root
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         return root.appendingPathComponent(".build/debug")
     }
 
     /// Starts a system; on `dataDir`, an earlier system's data directory, it starts again where
     /// that one stopped.
-    static func start(environment extra: [String: String] = [:], dataDir existing: URL? = nil) async throws -> GenGateSystem {
+    static func start(environment extra: [String: String] = [:], dataDir existing: URL? = nil) async throws
+        -> GenGateSystem
+    {
         let ports = try FreePorts.take(3)
         let dataDir = existing ?? URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
         let logFile = dataDir.appendingPathComponent("gengate.log")
         if existing != nil, let old = try? Data(contentsOf: logFile) {
-            try old.write(to: dataDir.appendingPathComponent("gengate.\(Int(Date().timeIntervalSince1970 * 1_000)).log"))
+            try old.write(
+                to: dataDir.appendingPathComponent("gengate.\(Int(Date().timeIntervalSince1970 * 1_000)).log"))
         }
         guard FileManager.default.createFile(atPath: logFile.path, contents: nil) else {
             throw SystemError("cannot create \(logFile.path)")
         }
         let process = Process()
         process.executableURL = binDirectory.appendingPathComponent("gengate")
-        process.arguments = ["up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
-                             "--events-port", "\(ports[2])"]
+        process.arguments = [
+            "up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
+            "--events-port", "\(ports[2])",
+        ]
         var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GENGATE_") }
         environment["GENGATE_HEARTBEAT_SECONDS"] = "0.5"
         environment.merge(extra) { $1 }
@@ -66,22 +72,28 @@ final class GenGateSystem: @unchecked Sendable {
             if !process.isRunning {
                 throw SystemError("gengate up exited with \(process.terminationStatus):\n\(tail(logFile))")
             }
-            if let key = try? String(contentsOf: adminKeyFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
-               !key.isEmpty,
-               let health = try? await rawRequest(.GET, "http://127.0.0.1:\(ports[0])/health", body: nil, key: nil),
-               health.status == 200 {
-                return GenGateSystem(dataDir: dataDir, httpPort: ports[0], monitorPort: ports[1], eventsPort: ports[2],
-                                     process: process, adminKey: key, logFile: logFile)
+            if let key = try? String(contentsOf: adminKeyFile, encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines),
+                !key.isEmpty,
+                let health = try? await rawRequest(.GET, "http://127.0.0.1:\(ports[0])/health", body: nil, key: nil),
+                health.status == 200
+            {
+                return GenGateSystem(
+                    dataDir: dataDir, httpPort: ports[0], monitorPort: ports[1], eventsPort: ports[2],
+                    process: process, adminKey: key, logFile: logFile)
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        let system = GenGateSystem(dataDir: dataDir, httpPort: ports[0], monitorPort: ports[1], eventsPort: ports[2],
-                                   process: process, adminKey: "", logFile: logFile)
+        let system = GenGateSystem(
+            dataDir: dataDir, httpPort: ports[0], monitorPort: ports[1], eventsPort: ports[2],
+            process: process, adminKey: "", logFile: logFile)
         system.stop()
         throw SystemError("gengate did not become healthy within 60 s:\n\(tail(logFile))")
     }
 
-    private init(dataDir: URL, httpPort: Int, monitorPort: Int, eventsPort: Int, process: Process, adminKey: String, logFile: URL) {
+    private init(
+        dataDir: URL, httpPort: Int, monitorPort: Int, eventsPort: Int, process: Process, adminKey: String, logFile: URL
+    ) {
         self.dataDir = dataDir
         self.httpPort = httpPort
         self.monitorPort = monitorPort
@@ -143,18 +155,23 @@ final class GenGateSystem: @unchecked Sendable {
         if !keepData { try? FileManager.default.removeItem(at: dataDir) }
     }
 
-    func request(_ method: HTTPMethod, _ path: String, body: String? = nil, key: String?? = .none,
-                 headers: [(String, String)] = []) async throws -> Answer {
+    func request(
+        _ method: HTTPMethod, _ path: String, body: String? = nil, key: String?? = .none,
+        headers: [(String, String)] = []
+    ) async throws -> Answer {
         let chosen: String? = key ?? adminKey
-        return try await Self.rawRequest(method, baseURL + path, body: body.map { Data($0.utf8) }, key: chosen, headers: headers)
+        return try await Self.rawRequest(
+            method, baseURL + path, body: body.map { Data($0.utf8) }, key: chosen, headers: headers)
     }
 
     func monitor(_ path: String) async throws -> Answer {
         try await Self.rawRequest(.GET, "http://127.0.0.1:\(monitorPort)\(path)", body: nil, key: nil)
     }
 
-    static func rawRequest(_ method: HTTPMethod, _ url: String, body: Data?, key: String?,
-                           headers: [(String, String)] = []) async throws -> Answer {
+    static func rawRequest(
+        _ method: HTTPMethod, _ url: String, body: Data?, key: String?,
+        headers: [(String, String)] = []
+    ) async throws -> Answer {
         var request = HTTPClientRequest(url: url)
         request.method = method
         if let key { request.headers.add(name: "Authorization", value: "Bearer \(key)") }
@@ -171,16 +188,22 @@ final class GenGateSystem: @unchecked Sendable {
     }
 
     /// Submits and returns the new generation's id, failing the test on anything but 202.
-    func submit(_ body: String, key: String? = nil, file: StaticString = #filePath, line: UInt = #line) async throws -> String {
+    func submit(_ body: String, key: String? = nil, file: StaticString = #filePath, line: UInt = #line) async throws
+        -> String
+    {
         let answer = try await request(.POST, "/v1/generations", body: body, key: key.map { .some($0) } ?? .none)
-        XCTAssertEqual(answer.status, 202, "submit answered \(answer.status): \(String(decoding: answer.body, as: UTF8.self))",
-                       file: file, line: line)
+        XCTAssertEqual(
+            answer.status, 202, "submit answered \(answer.status): \(String(decoding: answer.body, as: UTF8.self))",
+            file: file, line: line)
         return try XCTUnwrap(answer.json["id"]?.stringValue, file: file, line: line)
     }
 
     /// Polls a generation until `done` says so, or fails with its last state and the log.
-    func waitFor(_ id: String, key: String? = nil, timeout: Duration = .seconds(30), file: StaticString = #filePath, line: UInt = #line,
-                 _ done: (JSONValue) -> Bool) async throws -> JSONValue {
+    func waitFor(
+        _ id: String, key: String? = nil, timeout: Duration = .seconds(30), file: StaticString = #filePath,
+        line: UInt = #line,
+        _ done: (JSONValue) -> Bool
+    ) async throws -> JSONValue {
         let deadline = ContinuousClock.now + timeout
         var last: JSONValue = .null
         while ContinuousClock.now < deadline {
@@ -188,13 +211,19 @@ final class GenGateSystem: @unchecked Sendable {
             if done(last) { return last }
             try await Task.sleep(for: .milliseconds(50))
         }
-        XCTFail("generation \(id) did not get there within \(timeout); last: \(last)\n\(Self.tail(logFile))", file: file, line: line)
+        XCTFail(
+            "generation \(id) did not get there within \(timeout); last: \(last)\n\(Self.tail(logFile))", file: file,
+            line: line)
         throw SystemError("timeout")
     }
 
-    func waitForStatus(_ id: String, _ status: String, key: String? = nil, timeout: Duration = .seconds(30),
-                       file: StaticString = #filePath, line: UInt = #line) async throws -> JSONValue {
-        try await waitFor(id, key: key, timeout: timeout, file: file, line: line) { $0["status"]?.stringValue == status }
+    func waitForStatus(
+        _ id: String, _ status: String, key: String? = nil, timeout: Duration = .seconds(30),
+        file: StaticString = #filePath, line: UInt = #line
+    ) async throws -> JSONValue {
+        try await waitFor(id, key: key, timeout: timeout, file: file, line: line) {
+            $0["status"]?.stringValue == status
+        }
     }
 
     /// The monitor's metrics once they contain `text` (events reach it asynchronously), or the
@@ -214,7 +243,8 @@ final class GenGateSystem: @unchecked Sendable {
         let process = Process()
         process.executableURL = binDirectory.appendingPathComponent("gengate")
         process.arguments = arguments
-        let output = Pipe(), errors = Pipe()
+        let output = Pipe()
+        let errors = Pipe()
         process.standardOutput = output
         process.standardError = errors
         try process.run()
@@ -250,9 +280,13 @@ enum FreePorts {
             address.sin_addr.s_addr = inet_addr("127.0.0.1")
             address.sin_port = 0
             var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+            }
             guard bound == 0 else { throw SystemError("bind failed") }
-            _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+            _ = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
             ports.append(Int(UInt16(bigEndian: address.sin_port)))
         }
         return ports

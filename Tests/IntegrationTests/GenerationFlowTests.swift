@@ -28,7 +28,8 @@ final class GenerationFlowTests: XCTestCase {
     func testImageJobWithFourOutputsCompletesAndServesMatchingBytes() async throws {
         let system = try await system
         let started = ContinuousClock.now
-        let id = try await system.submit(#"{"model": "sim/image", "prompt": "a lighthouse at dusk", "n": 4, "seed": 42}"#)
+        let id = try await system.submit(
+            #"{"model": "sim/image", "prompt": "a lighthouse at dusk", "n": 4, "seed": 42}"#)
         let done = try await system.waitForStatus(id, "completed")
         let elapsed = ContinuousClock.now - started
         print("n=4 sim/image job end to end: \(elapsed) (sim latency 1000 ms)")
@@ -51,14 +52,16 @@ final class GenerationFlowTests: XCTestCase {
             XCTAssertEqual(fetched.status, 200)
             XCTAssertEqual(fetched.headers.first(name: "Content-Type"), "image/png")
             XCTAssertEqual(Array(fetched.body.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A], "a PNG")
-            XCTAssertEqual(Digest.sha256Hex(fetched.body), output["sha256"]?.stringValue, "sha256 must match the bytes served")
+            XCTAssertEqual(
+                Digest.sha256Hex(fetched.body), output["sha256"]?.stringValue, "sha256 must match the bytes served")
             XCTAssertEqual(fetched.body.count, output["bytes"]?.intValue)
             checksums.insert(Digest.sha256Hex(fetched.body))
         }
         XCTAssertEqual(checksums.count, 4, "each output is a different image")
 
         // Deterministic: the same prompt, seed and index give the same image.
-        let again = try await system.submit(#"{"model": "sim/image", "prompt": "a lighthouse at dusk", "n": 1, "seed": 42}"#)
+        let again = try await system.submit(
+            #"{"model": "sim/image", "prompt": "a lighthouse at dusk", "n": 1, "seed": 42}"#)
         let second = try await system.waitForStatus(again, "completed")
         XCTAssertEqual(second["outputs"]?.arrayFirst?["sha256"], outputs[0]["sha256"])
     }
@@ -75,8 +78,10 @@ final class GenerationFlowTests: XCTestCase {
 
     func testInvalidRequestsGetClearErrors() async throws {
         let system = try await system
-        func expect(_ answer: GenGateSystem.Answer, _ status: Int, _ code: String, detail path: String? = nil,
-                    file: StaticString = #filePath, line: UInt = #line) {
+        func expect(
+            _ answer: GenGateSystem.Answer, _ status: Int, _ code: String, detail path: String? = nil,
+            file: StaticString = #filePath, line: UInt = #line
+        ) {
             let body = String(decoding: answer.body, as: UTF8.self)
             XCTAssertEqual(answer.status, status, body, file: file, line: line)
             XCTAssertEqual(answer.json["error"]?["code"]?.stringValue, code, body, file: file, line: line)
@@ -85,13 +90,17 @@ final class GenerationFlowTests: XCTestCase {
                 guard case .array(let details)? = answer.json["error"]?["details"] else {
                     return XCTFail("no details in \(body)", file: file, line: line)
                 }
-                XCTAssertTrue(details.contains { $0["path"]?.stringValue == path }, "no detail for \(path) in \(body)", file: file, line: line)
+                XCTAssertTrue(
+                    details.contains { $0["path"]?.stringValue == path }, "no detail for \(path) in \(body)",
+                    file: file, line: line)
             }
         }
         let post = { (body: String) in try await system.request(.POST, "/v1/generations", body: body) }
         expect(try await system.request(.POST, "/v1/generations", body: "{}", key: .some(nil)), 401, "unauthorized")
         expect(try await system.request(.POST, "/v1/generations", body: "{}", key: "gg_wrong"), 401, "unauthorized")
-        expect(try await system.request(.GET, "/v1/generations", headers: [("Authorization", "Basic abc")]), 401, "unauthorized")
+        expect(
+            try await system.request(.GET, "/v1/generations", headers: [("Authorization", "Basic abc")]), 401,
+            "unauthorized")
         expect(try await post("{\"model\": "), 400, "invalid_json")
         expect(try await post(""), 400, "invalid_json")
         expect(try await post("[1, 2]"), 400, "invalid_request", detail: "")
@@ -104,13 +113,25 @@ final class GenerationFlowTests: XCTestCase {
         expect(try await post(#"{"model": "sim/image", "prompt": "x", "n": 0}"#), 400, "invalid_request", detail: "n")
         expect(try await post(#"{"model": "sim/image", "prompt": "x", "n": 2.5}"#), 400, "invalid_request", detail: "n")
         expect(try await post(#"{"model": "sim/image", "prompt": "x", "n": "4"}"#), 400, "invalid_request", detail: "n")
-        expect(try await post(#"{"model": "sim/image", "prompt": "x", "seed": -1}"#), 400, "invalid_request", detail: "seed")
-        expect(try await post(#"{"model": "sim/image", "prompt": "x", "width": 5000}"#), 400, "invalid_request", detail: "width")
-        expect(try await post(#"{"model": "sim/text", "prompt": "x", "width": 64}"#), 400, "invalid_request", detail: "width")
-        expect(try await post(#"{"model": "sim/image", "prompt": "x", "colour": "red"}"#), 400, "invalid_request", detail: "colour")
-        expect(try await post(#"{"model": "sim/image", "prompt": "x", "params": 3}"#), 400, "invalid_request", detail: "params")
+        expect(
+            try await post(#"{"model": "sim/image", "prompt": "x", "seed": -1}"#), 400, "invalid_request",
+            detail: "seed")
+        expect(
+            try await post(#"{"model": "sim/image", "prompt": "x", "width": 5000}"#), 400, "invalid_request",
+            detail: "width")
+        expect(
+            try await post(#"{"model": "sim/text", "prompt": "x", "width": 64}"#), 400, "invalid_request",
+            detail: "width")
+        expect(
+            try await post(#"{"model": "sim/image", "prompt": "x", "colour": "red"}"#), 400, "invalid_request",
+            detail: "colour")
+        expect(
+            try await post(#"{"model": "sim/image", "prompt": "x", "params": 3}"#), 400, "invalid_request",
+            detail: "params")
         let longPrompt = String(repeating: "a", count: 4_001)
-        expect(try await post(#"{"model": "sim/image", "prompt": "\#(longPrompt)"}"#), 400, "invalid_request", detail: "prompt")
+        expect(
+            try await post(#"{"model": "sim/image", "prompt": "\#(longPrompt)"}"#), 400, "invalid_request",
+            detail: "prompt")
         // Several problems at once are all reported.
         let several = try await post(#"{"model": "sim/image", "n": 99, "seed": "x"}"#)
         expect(several, 400, "invalid_request", detail: "prompt")
@@ -138,8 +159,10 @@ final class GenerationFlowTests: XCTestCase {
         XCTAssertEqual(created.json["admin"], .bool(false))
 
         let mine = try await system.submit(#"{"model": "sim/image", "prompt": "mine"}"#)
-        for (method, path) in [(HTTPMethod.GET, "/v1/generations/\(mine)"), (.POST, "/v1/generations/\(mine)/cancel"),
-                               (.GET, "/v1/generations/\(mine)/outputs/0")] {
+        for (method, path) in [
+            (HTTPMethod.GET, "/v1/generations/\(mine)"), (.POST, "/v1/generations/\(mine)/cancel"),
+            (.GET, "/v1/generations/\(mine)/outputs/0"),
+        ] {
             let answer = try await system.request(method, path, key: otherKey)
             XCTAssertEqual(answer.status, 404, "\(method) \(path) by another key must look like nothing is there")
             XCTAssertEqual(answer.json["error"]?["code"]?.stringValue, "not_found")
@@ -183,7 +206,9 @@ final class GenerationFlowTests: XCTestCase {
         let created = try await system.request(.POST, "/v1/admin/keys", body: #"{"name": "lister"}"#)
         let key = try XCTUnwrap(created.json["key"]?.stringValue)
         var ids: [String] = []
-        for i in 0..<5 { ids.append(try await system.submit(#"{"model": "sim/text", "prompt": "item \#(i)"}"#, key: key)) }
+        for i in 0..<5 {
+            ids.append(try await system.submit(#"{"model": "sim/text", "prompt": "item \#(i)"}"#, key: key))
+        }
         for id in ids { _ = try await system.waitForStatus(id, "completed", key: key) }
         var seen: [String] = []
         var path = "/v1/generations?limit=2&status=completed"
@@ -211,11 +236,14 @@ final class GenerationFlowTests: XCTestCase {
         }
         XCTAssertEqual(health.status, 200, String(decoding: health.body, as: UTF8.self))
         for service in ["api-ingress", "dispatcher", "poller", "uploader", "monitor"] {
-            XCTAssertEqual(health.json["services"]?[service]?["status"]?.stringValue, "ok", "\(service) in \(health.json)")
-            XCTAssertNotNil(health.json["services"]?[service]?["instances"]?.arrayFirst?["heartbeat_age_seconds"]?.doubleValue)
+            XCTAssertEqual(
+                health.json["services"]?[service]?["status"]?.stringValue, "ok", "\(service) in \(health.json)")
+            XCTAssertNotNil(
+                health.json["services"]?[service]?["instances"]?.arrayFirst?["heartbeat_age_seconds"]?.doubleValue)
         }
         let metrics = try await system.metrics(containing: "gengate_generations_completed_total{")
-        XCTAssertTrue(metrics.contains(#"gengate_generations_completed_total{provider="sim",model="sim/text"}"#), metrics)
+        XCTAssertTrue(
+            metrics.contains(#"gengate_generations_completed_total{provider="sim",model="sim/text"}"#), metrics)
         XCTAssertTrue(metrics.contains("gengate_provider_calls_total{"), metrics)
         XCTAssertTrue(metrics.contains(#"gengate_service_up{service="poller"} 1"#), metrics)
         XCTAssertTrue(metrics.contains(#"gengate_generations_active{status="pending"}"#), metrics)
@@ -224,7 +252,8 @@ final class GenerationFlowTests: XCTestCase {
     func testPublicEventStreamCarriesLifecycleEvents() async throws {
         let system = try await system
         let context = try ZMQContext()
-        let subscriber = try await EventSubscriber.connect(context: context, endpoint: "tcp://127.0.0.1:\(system.eventsPort)")
+        let subscriber = try await EventSubscriber.connect(
+            context: context, endpoint: "tcp://127.0.0.1:\(system.eventsPort)")
         let collector = Task { () -> [EventType] in
             var types: [EventType] = []
             var target: String?
@@ -261,7 +290,9 @@ final class GenerationFlowTests: XCTestCase {
     }
 
     func testCLISubmitWaitStatusAndCancel() async throws {
-        let (status, data, _) = try await cli(["submit", "--model", "sim/image", "--prompt", "from the command line", "-n", "2", "--wait"])
+        let (status, data, _) = try await cli([
+            "submit", "--model", "sim/image", "--prompt", "from the command line", "-n", "2", "--wait",
+        ])
         XCTAssertEqual(status, 0)
         let printed = try JSONCoding.decoder().decode(JSONValue.self, from: data)
         XCTAssertEqual(printed["status"]?.stringValue, "completed")

@@ -8,7 +8,9 @@ final class LifecycleTests: XCTestCase {
     func testTwoInstancesRunSideBySide() async throws {
         let first = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200"])
         defer { first.stop() }
-        let second = try await GenGateSystem.start(environment: ["GENGATE_SIM_LATENCY_MS": "200", "GENGATE_LOG_FORMAT": "json"])
+        let second = try await GenGateSystem.start(environment: [
+            "GENGATE_SIM_LATENCY_MS": "200", "GENGATE_LOG_FORMAT": "json",
+        ])
         defer { second.stop() }
         let a = try await first.submit(#"{"model": "sim/text", "prompt": "on the first"}"#)
         let b = try await second.submit(#"{"model": "sim/text", "prompt": "on the second"}"#)
@@ -18,7 +20,8 @@ final class LifecycleTests: XCTestCase {
         XCTAssertEqual(crossed.status, 401, "each instance has its own keys")
 
         // The admin key is readable by its owner only, and never logged.
-        let mode = try FileManager.default.attributesOfItem(atPath: first.dataDir.appendingPathComponent("admin.key").path)[.posixPermissions]
+        let mode = try FileManager.default.attributesOfItem(
+            atPath: first.dataDir.appendingPathComponent("admin.key").path)[.posixPermissions]
         XCTAssertEqual((mode as? NSNumber)?.intValue, 0o600)
         for system in [first, second] {
             let log = try String(contentsOf: system.logFile, encoding: .utf8)
@@ -33,14 +36,18 @@ final class LifecycleTests: XCTestCase {
             XCTAssertNotNil(object?["msg"], "not a JSON log line: \(line)")
             if let service = object?["service"] as? String { services.insert(service) }
         }
-        XCTAssertTrue(services.isSuperset(of: ["gengate", "api-ingress", "dispatcher", "poller", "uploader", "monitor"]), "\(services)")
+        XCTAssertTrue(
+            services.isSuperset(of: ["gengate", "api-ingress", "dispatcher", "poller", "uploader", "monitor"]),
+            "\(services)")
     }
 
     func testSecondUpOnTheSameDataDirIsRefused() async throws {
         let system = try await GenGateSystem.start()
         defer { system.stop() }
-        let (status, _, text) = try GenGateSystem.command(["up", "--data-dir", system.dataDir.path, "--http-port", "1",
-                                                           "--monitor-port", "2", "--events-port", "3"])
+        let (status, _, text) = try GenGateSystem.command([
+            "up", "--data-dir", system.dataDir.path, "--http-port", "1",
+            "--monitor-port", "2", "--events-port", "3",
+        ])
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains("already running"), text)
     }
@@ -51,8 +58,10 @@ final class LifecycleTests: XCTestCase {
         let dataDir = "/tmp/ggt-port-\(UUID().uuidString.prefix(6))"
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
         let ports = try FreePorts.take(2)
-        let (status, _, text) = try GenGateSystem.command(["up", "--data-dir", dataDir, "--http-port", "\(taken.port)",
-                                                           "--monitor-port", "\(ports[0])", "--events-port", "\(ports[1])"])
+        let (status, _, text) = try GenGateSystem.command([
+            "up", "--data-dir", dataDir, "--http-port", "\(taken.port)",
+            "--monitor-port", "\(ports[0])", "--events-port", "\(ports[1])",
+        ])
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains("already in use") && text.contains("--http-port"), text)
     }
@@ -64,9 +73,13 @@ final class LifecycleTests: XCTestCase {
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
         guard bound == 0, listen(fd, 1) == 0 else { return nil }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
         return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 

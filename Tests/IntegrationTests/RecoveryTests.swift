@@ -12,7 +12,9 @@ final class RecoveryTests: XCTestCase {
         ])
         defer { system.stop() }
         var ids: [String] = []
-        for i in 0..<3 { ids.append(try await system.submit(#"{"model": "sim/image", "prompt": "survivor \#(i)", "n": 2}"#)) }
+        for i in 0..<3 {
+            ids.append(try await system.submit(#"{"model": "sim/image", "prompt": "survivor \#(i)", "n": 2}"#))
+        }
         // Wait until the poller holds each job (it has reported progress).
         for id in ids {
             _ = try await system.waitFor(id) { ($0["progress"]?.intValue ?? 0) > 0 }
@@ -51,7 +53,8 @@ final class RecoveryTests: XCTestCase {
         XCTAssertEqual(failed["attempts"]?.intValue, 3, "every allowed attempt is made")
         XCTAssertEqual(failed["error"]?["code"]?.stringValue, "provider_error")
         XCTAssertEqual(failed["error"]?["retryable"], .bool(false), "no retries are left")
-        XCTAssertTrue(failed["error"]?["message"]?.stringValue?.contains("gave up after 3 attempts") ?? false, "\(failed)")
+        XCTAssertTrue(
+            failed["error"]?["message"]?.stringValue?.contains("gave up after 3 attempts") ?? false, "\(failed)")
         XCTAssertNotNil(failed["retry_wait_at"]?.stringValue, "it waited between attempts")
         XCTAssertEqual(failed["outputs"], .array([]))
     }

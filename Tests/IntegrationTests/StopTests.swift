@@ -7,8 +7,10 @@ import XCTest
 /// killed at each step of a submission (and of a check, and of an upload) by fail points, with a
 /// provider that takes its time to answer and keeps a ledger of what it received.
 final class StopTests: XCTestCase {
-    func environment(_ ledger: URL, failPoint: String? = nil, findsByReference: Bool = false,
-                     extra: [String: String] = [:]) -> [String: String] {
+    func environment(
+        _ ledger: URL, failPoint: String? = nil, findsByReference: Bool = false,
+        extra: [String: String] = [:]
+    ) -> [String: String] {
         var environment = [
             "GENGATE_SIM_LATENCY_MS": "200", "GENGATE_SIM_SUBMIT_LATENCY_MS": "300", "GENGATE_SIM_LEDGER": ledger.path,
             "GENGATE_SIM_FINDS_BY_REFERENCE": findsByReference ? "true" : "false",
@@ -28,7 +30,8 @@ final class StopTests: XCTestCase {
     func run(failPoint: String, findsByReference: Bool) async throws -> Outcome {
         let ledger = URL(fileURLWithPath: "/tmp/ggl-\(UUID().uuidString.prefix(8)).ledger")
         defer { try? FileManager.default.removeItem(at: ledger) }
-        let system = try await GenGateSystem.start(environment: environment(ledger, failPoint: failPoint, findsByReference: findsByReference))
+        let system = try await GenGateSystem.start(
+            environment: environment(ledger, failPoint: failPoint, findsByReference: findsByReference))
         defer { system.stop() }
         let id = try await system.submit(#"{"model": "sim/image", "prompt": "stopped at \#(failPoint)", "n": 2}"#)
         let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
@@ -36,8 +39,10 @@ final class StopTests: XCTestCase {
             XCTFail("\(failPoint): \(done)")
             return Outcome(submissions: -1, attempts: [], doubleCharges: -1)
         }
-        XCTAssertTrue(try String(contentsOf: system.logFile, encoding: .utf8).contains("fail point \(failPoint.split(separator: "=")[0])"),
-                      "\(failPoint) was never reached:\n\(GenGateSystem.tail(system.logFile))")
+        XCTAssertTrue(
+            try String(contentsOf: system.logFile, encoding: .utf8).contains(
+                "fail point \(failPoint.split(separator: "=")[0])"),
+            "\(failPoint) was never reached:\n\(GenGateSystem.tail(system.logFile))")
         let store = try SQLiteStore(path: system.dataDir.appendingPathComponent("gengate.sqlite").path)
         let attempts = try await store.attempts(generationID: id).map(\.state)
         let charges = try await store.possibleDoubleCharges()["sim"] ?? 0
@@ -52,8 +57,9 @@ final class StopTests: XCTestCase {
             var outcome = try await run(failPoint: "submit.before_call=kill", findsByReference: findsByReference)
             XCTAssertEqual(outcome.submissions, 1, "before_call, finds=\(findsByReference)")
             XCTAssertEqual(outcome.attempts, [.abandoned, .succeeded])
-            XCTAssertEqual(outcome.doubleCharges, findsByReference ? 0 : 1,
-                           "where the provider cannot say, the resubmission is counted (here a false alarm)")
+            XCTAssertEqual(
+                outcome.doubleCharges, findsByReference ? 0 : 1,
+                "where the provider cannot say, the resubmission is counted (here a false alarm)")
 
             // Killed after the provider took it, before the answer was recorded.
             outcome = try await run(failPoint: "submit.after_call=kill", findsByReference: findsByReference)
@@ -100,13 +106,19 @@ final class StopTests: XCTestCase {
     func testStoppingTheWholeStackMidSubmissionPaysForEachJobOnce() async throws {
         let dataDir = URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
         let ledger = dataDir.appendingPathComponent("sim-ledger")
-        let settings = environment(ledger, extra: ["GENGATE_SIM_SUBMIT_LATENCY_MS": "1500", "GENGATE_SIM_LATENCY_MS": "500",
-                                                   "GENGATE_DRAIN_SECONDS": "0.5"])
+        let settings = environment(
+            ledger,
+            extra: [
+                "GENGATE_SIM_SUBMIT_LATENCY_MS": "1500", "GENGATE_SIM_LATENCY_MS": "500",
+                "GENGATE_DRAIN_SECONDS": "0.5",
+            ])
         let system = try await GenGateSystem.start(environment: settings, dataDir: dataDir)
         var ids: [String] = []
         for i in 0..<20 { ids.append(try await system.submit(#"{"model": "sim/image", "prompt": "in flight \#(i)"}"#)) }
         let deadline = ContinuousClock.now + .seconds(10)
-        while system.submissions().count < 20 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while system.submissions().count < 20 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         XCTAssertEqual(system.submissions().count, 20, "all 20 reached the provider before the stop")
         let stopped = system.terminate()
         print("gengate up stopped \(stopped) after SIGTERM with 20 submissions in flight (provider answers in 1.5 s)")
@@ -128,7 +140,9 @@ final class StopTests: XCTestCase {
     /// move on in seconds, not when their 30-second leases run out.
     func testAfterAWholeStackKillInFlightJobsResumeInSecondsNotALeasePeriod() async throws {
         let dataDir = URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
-        let settings = ["GENGATE_SIM_LATENCY_MS": "1000", "GENGATE_SIM_SUBMIT_LATENCY_MS": "1500", "GENGATE_LEASE_SECONDS": "30"]
+        let settings = [
+            "GENGATE_SIM_LATENCY_MS": "1000", "GENGATE_SIM_SUBMIT_LATENCY_MS": "1500", "GENGATE_LEASE_SECONDS": "30",
+        ]
         let system = try await GenGateSystem.start(environment: settings, dataDir: dataDir)
         var ids: [String] = []
         for i in 0..<12 { ids.append(try await system.submit(#"{"model": "sim/image", "prompt": "power cut \#(i)"}"#)) }

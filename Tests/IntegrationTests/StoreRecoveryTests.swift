@@ -13,7 +13,8 @@ final class StoreRecoveryTests: XCTestCase {
 
     override func setUp() async throws {
         system = try await GenGateSystem.start(environment: [
-            "GENGATE_SIM_LATENCY_MS": "200", "GENGATE_SWEEP_INTERVAL_SECONDS": "0.2", "GENGATE_STALE_AFTER_SECONDS": "0.5",
+            "GENGATE_SIM_LATENCY_MS": "200", "GENGATE_SWEEP_INTERVAL_SECONDS": "0.2",
+            "GENGATE_STALE_AFTER_SECONDS": "0.5",
         ])
         store = try SQLiteStore(path: system.dataDir.appendingPathComponent("gengate.sqlite").path)
         owner = try await store.apiKey(secret: system.adminKey)
@@ -23,12 +24,16 @@ final class StoreRecoveryTests: XCTestCase {
         system?.stop()
     }
 
-    func generation(status: GenerationStatus, n: Int = 1, created: Date = Date(), deadline: TimeInterval = 600) -> Generation {
-        Generation(id: Identifier.make("gen", at: created), ownerKeyID: owner.id,
-                   request: GenerationRequest(model: "sim/image", prompt: "left behind", n: n), provider: "sim",
-                   status: status, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
-                   leaseExpiresAt: nil, nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created,
-                   updatedAt: created, phaseTimes: [:], outputs: [])
+    func generation(status: GenerationStatus, n: Int = 1, created: Date = Date(), deadline: TimeInterval = 600)
+        -> Generation
+    {
+        Generation(
+            id: Identifier.make("gen", at: created), ownerKeyID: owner.id,
+            request: GenerationRequest(model: "sim/image", prompt: "left behind", n: n), provider: "sim",
+            status: status, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
+            leaseExpiresAt: nil, nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline),
+            createdAt: created,
+            updatedAt: created, phaseTimes: [:], outputs: [])
     }
 
     /// What a dispatcher that died mid-submission leaves: the job in `dispatching` under an
@@ -37,14 +42,17 @@ final class StoreRecoveryTests: XCTestCase {
         let past = Date().addingTimeInterval(-30)
         let left = generation(status: .pending, n: n, created: past)
         try await store.insert(left, event: Event(.generationCreated, generationID: left.id))
-        let claimed = try await store.claim(id: left.id, statuses: [.pending], owner: "dispatcher-dead",
-                                            leaseUntil: past.addingTimeInterval(5), now: past)
+        let claimed = try await store.claim(
+            id: left.id, statuses: [.pending], owner: "dispatcher-dead",
+            leaseUntil: past.addingTimeInterval(5), now: past)
         var change = Transition.of(try XCTUnwrap(claimed), to: .dispatching, at: past)
         change.attempts = 1
         let dispatching = try await store.transition(change)
-        try await store.recordAttempt(Attempt(generationID: left.id, number: 1, provider: "sim", clientReference: "\(left.id)-a1",
-                                              providerTaskID: taskID, outputIndexes: Array(0..<n), state: state, error: nil,
-                                              createdAt: past, finishedAt: nil))
+        try await store.recordAttempt(
+            Attempt(
+                generationID: left.id, number: 1, provider: "sim", clientReference: "\(left.id)-a1",
+                providerTaskID: taskID, outputIndexes: Array(0..<n), state: state, error: nil,
+                createdAt: past, finishedAt: nil))
         return try XCTUnwrap(dispatching)
     }
 
@@ -87,12 +95,18 @@ final class StoreRecoveryTests: XCTestCase {
         let monitor = try XCTUnwrap(system.pid(of: "monitor"))
         let context = try ZMQContext()
         let run = system.dataDir.appendingPathComponent("run").path
-        let work = try await BusSocket.open(context: context, type: .push, name: "garbage", endpoints: [.connect("ipc://\(run)/dispatch-in.sock")])
-        let events = try await BusSocket.open(context: context, type: .pub, name: "garbage-events",
-                                              endpoints: [.connect("ipc://\(run)/events-in.sock")])
+        let work = try await BusSocket.open(
+            context: context, type: .push, name: "garbage", endpoints: [.connect("ipc://\(run)/dispatch-in.sock")])
+        let events = try await BusSocket.open(
+            context: context, type: .pub, name: "garbage-events",
+            endpoints: [.connect("ipc://\(run)/events-in.sock")])
         try await Task.sleep(for: .milliseconds(300))  // let the PUB connection settle
-        let future = #"{"v":99,"type":"work.dispatch","id":"m","at":"2026-01-01T00:00:00.000Z","source":"x","payload":{}}"#
-        for frames in [[Data("not json".utf8)], [Data(future.utf8)], [Data(), Data("two frames".utf8)], [Data(repeating: 0xff, count: 10_000)]] {
+        let future =
+            #"{"v":99,"type":"work.dispatch","id":"m","at":"2026-01-01T00:00:00.000Z","source":"x","payload":{}}"#
+        for frames in [
+            [Data("not json".utf8)], [Data(future.utf8)], [Data(), Data("two frames".utf8)],
+            [Data(repeating: 0xff, count: 10_000)],
+        ] {
             work.send(frames)
             events.send([Data("generation.completed".utf8)] + frames)
         }
