@@ -10,6 +10,12 @@ enum ByteRange: Equatable {
     case part(ClosedRange<Int>)
     case unsatisfiable
 
+    /// A byte position: digits only; too many digits for an Int count as the largest.
+    static func position(_ text: String) -> Int? {
+        guard !text.isEmpty, text.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else { return nil }
+        return Int(text) ?? Int.max
+    }
+
     static func parse(_ header: String?, size: Int) -> ByteRange {
         guard let header, header.hasPrefix("bytes="), size > 0 else { return .whole }
         let spec = header.dropFirst("bytes=".count).trimmingCharacters(in: .whitespaces)
@@ -20,13 +26,14 @@ enum ByteRange: Equatable {
         let last = parts[1].trimmingCharacters(in: .whitespaces)
         if first.isEmpty {
             // The last n bytes.
-            guard let count = Int(last), count > 0 else { return last.isEmpty ? .whole : .unsatisfiable }
+            guard let count = position(last) else { return .whole }
+            guard count > 0 else { return .unsatisfiable }
             return .part(max(0, size - count)...(size - 1))
         }
-        guard let start = Int(first), start >= 0 else { return .whole }
+        guard let start = position(first) else { return .whole }
         guard start < size else { return .unsatisfiable }
         if last.isEmpty { return .part(start...(size - 1)) }
-        guard let end = Int(last), end >= start else { return .whole }
+        guard let end = position(last), end >= start else { return .whole }
         return .part(start...min(end, size - 1))
     }
 }

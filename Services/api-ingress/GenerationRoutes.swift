@@ -177,7 +177,13 @@ struct GenerationRoutes: Sendable {
         else {
             throw APIError.notFound("output \(index) of \(generation.id) is not stored (yet)")
         }
-        guard let file = try await environment.objects.localFile(key: key) else {
+        let found: (path: String, size: Int)?
+        do {
+            found = try await environment.objects.localFile(key: key)
+        } catch let error as GenGateError where error.code == .invalidRequest {
+            found = nil  // a key no object can have (a prefix configured since): nothing there
+        }
+        guard let file = found else {
             context.logger.error("stored output is missing from object storage", metadata: ["key": "\(key)"])
             throw APIError.notFound("output \(index) of \(generation.id) is missing from object storage")
         }

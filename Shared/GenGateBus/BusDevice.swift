@@ -58,50 +58,57 @@ public final class BusDevice: Sendable {
         let readFD = fds[0]
         let writeFD = fds[1]
         let completion = ThreadCompletion()
-        let bound: ([String], [String]) = try await withCheckedThrowingContinuation { ready in
-            let thread = Thread {
-                let front: ZMQSocket
-                let back: ZMQSocket
-                var frontBound: [String] = []
-                var backBound: [String] = []
-                do {
-                    front = try ZMQSocket(context: context, type: kind == .queue ? .pull : .xsub)
-                    back = try ZMQSocket(context: context, type: kind == .queue ? .push : .xpub)
-                    for socket in [front, back] {
-                        try socket.setLinger(milliseconds: 200)
-                        try socket.setSendHighWaterMark(highWaterMark)
-                        try socket.setReceiveHighWaterMark(highWaterMark)
-                    }
+        let bound: ([String], [String])
+        do {
+            bound = try await withCheckedThrowingContinuation { ready in
+                let thread = Thread {
+                    let front: ZMQSocket
+                    let back: ZMQSocket
+                    var frontBound: [String] = []
+                    var backBound: [String] = []
                     do {
-                        for endpoint in frontend {
-                            try front.bind(endpoint)
-                            frontBound.append(front.lastEndpoint)
+                        front = try ZMQSocket(context: context, type: kind == .queue ? .pull : .xsub)
+                        back = try ZMQSocket(context: context, type: kind == .queue ? .push : .xpub)
+                        for socket in [front, back] {
+                            try socket.setLinger(milliseconds: 200)
+                            try socket.setSendHighWaterMark(highWaterMark)
+                            try socket.setReceiveHighWaterMark(highWaterMark)
                         }
-                        for endpoint in backend {
-                            try back.bind(endpoint)
-                            backBound.append(back.lastEndpoint)
+                        do {
+                            for endpoint in frontend {
+                                try front.bind(endpoint)
+                                frontBound.append(front.lastEndpoint)
+                            }
+                            for endpoint in backend {
+                                try back.bind(endpoint)
+                                backBound.append(back.lastEndpoint)
+                            }
+                        } catch {
+                            front.close()
+                            back.close()
+                            throw error
                         }
                     } catch {
-                        front.close()
-                        back.close()
-                        throw error
+                        completion.markDone()
+                        ready.resume(throwing: error)
+                        return
                     }
-                } catch {
+                    ready.resume(returning: (frontBound, backBound))
+                    let report: @Sendable (ZMQError) -> Void = {
+                        onFailure("bus device \(name) failed (\($0)); forwarding again")
+                    }
+                    BusDevice.forward(kind: kind, front: front, back: back, stopFD: readFD, report: report)
+                    front.close()
+                    back.close()
                     completion.markDone()
-                    ready.resume(throwing: error)
-                    return
                 }
-                ready.resume(returning: (frontBound, backBound))
-                let report: @Sendable (ZMQError) -> Void = {
-                    onFailure("bus device \(name) failed (\($0)); forwarding again")
-                }
-                BusDevice.forward(kind: kind, front: front, back: back, stopFD: readFD, report: report)
-                front.close()
-                back.close()
-                completion.markDone()
+                thread.name = "zmq-device-\(name)"
+                thread.start()
             }
-            thread.name = "zmq-device-\(name)"
-            thread.start()
+        } catch {
+            Glibc.close(readFD)
+            Glibc.close(writeFD)
+            throw error
         }
         let device = BusDevice(
             name: name, kind: kind, frontend: bound.0, backend: bound.1, stopRead: readFD, stopWrite: writeFD,

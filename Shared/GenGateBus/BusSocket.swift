@@ -157,7 +157,7 @@ extension BusSocket {
                 state.outbox.append(Pending(frames: frames, deadline: deadline))
                 return true
             }
-            if accepted { wake() }
+            if accepted { wake() } else { BusStatistics.shared.dropped(name) }
             return accepted
         }
 
@@ -287,10 +287,13 @@ extension BusSocket {
                     while type != .pull || state.withLock({ $0.unconsumed < options.inboxLimit }),
                         let frames = try? socket.receive(wait: false)
                     {
-                        if case .dropped = inbox.yield(frames) {
-                            dropped()
-                        } else {
+                        switch inbox.yield(frames) {
+                        case .enqueued:
                             state.withLock { $0.unconsumed += 1 }
+                        case .dropped, .terminated:
+                            dropped()  // a consumer gone or behind: counted, never held
+                        @unknown default:
+                            dropped()
                         }
                     }
                 }

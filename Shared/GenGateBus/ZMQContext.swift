@@ -1,5 +1,6 @@
 import CZeroMQ
 import Foundation
+import Synchronization
 
 /// A libzmq context. libzmq contexts are thread-safe, so one context is shared by every socket of
 /// a process. `terminate()` waits for every socket of the context to be closed, which is bounded
@@ -23,25 +24,21 @@ public final class ZMQContext: @unchecked Sendable {
     /// Returns whether the context ended.
     @discardableResult
     public func terminate(within limit: Duration) async -> Bool {
-        let done = ThreadCompletion()
-        let thread = Thread {
-            self.terminate()
-            done.markDone()
-        }
-        thread.name = "zmq-terminate"
-        thread.start()
-        let ended = await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                await done.wait()
-                return true
+        // Whichever comes first, the context ending or the time running out, answers; the
+        // thread is not waited for.
+        let answer = FirstAnswer()
+        let ended = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            answer.set(continuation)
+            let thread = Thread {
+                self.terminate()
+                answer.give(true)
             }
-            group.addTask {
+            thread.name = "zmq-terminate"
+            thread.start()
+            Task {
                 try? await Task.sleep(for: limit)
-                return false
+                answer.give(false)
             }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
         }
         if !ended {
             FileHandle.standardError.write(
@@ -57,5 +54,29 @@ public final class ZMQContext: @unchecked Sendable {
         var patch: Int32 = 0
         zmq_version(&major, &minor, &patch)
         return "\(major).\(minor).\(patch)"
+    }
+}
+
+/// Resumes one continuation with the first answer given; later answers are ignored.
+private final class FirstAnswer: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<Bool, Never>?, answer: Bool?)>((nil, nil))
+
+    func set(_ continuation: CheckedContinuation<Bool, Never>) {
+        let early = state.withLock { state -> Bool? in
+            if let answer = state.answer { return answer }
+            state.continuation = continuation
+            return nil
+        }
+        if let early { continuation.resume(returning: early) }
+    }
+
+    func give(_ value: Bool) {
+        let continuation = state.withLock { state -> CheckedContinuation<Bool, Never>? in
+            guard state.answer == nil else { return nil }
+            state.answer = value
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(returning: value)
     }
 }

@@ -70,9 +70,11 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         for work in try await store.dueWork(now: now, staleBefore: stale, limit: 1_000) {
             if let step = Lifecycle.Step.working(on: work.status) { context.notify(step, work.id, "sweep") }
         }
-        _ = try await store.expire(
-            eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
-            keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
+        await each("(expiry)") {
+            _ = try await store.expire(
+                eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
+                keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
+        }
         // A submission still `submitting` a lease period after it began has no worker left.
         let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
         for attempt in try await store.openAttemptsOfEndedGenerations(submittingBefore: orphanedBefore, limit: 100) {

@@ -96,22 +96,20 @@ public struct StatusChecks: Service, CustomStringConvertible {
                 generation, error: GenGateError(.internalError, "running without a provider task"))
             return
         }
-        // The running task is the latest attempt's: its number, reference and outputs follow from
-        // the row (as `Submission` made them), so a check reads nothing more.
-        let number = generation.attempts
+        // The outputs this task was asked for are the attempt's, as recorded (not recomputed:
+        // a provider's limits may have changed since).
+        let attempt = try await store.attempts(generationID: id).last { $0.providerTaskID == taskID }
         let request = ProviderRequest(
-            generation: generation, clientReference: "\(id)-a\(number)",
-            outputIndexes: Array(generation.missingOutputIndexes.prefix(adapter.capabilities.maxOutputsPerCall)))
+            generation: generation, clientReference: attempt?.clientReference ?? "\(id)-a\(generation.attempts)",
+            outputIndexes: attempt?.outputIndexes ?? generation.missingOutputIndexes)
         let model = generation.request.model
         var machine = TaskCheck(
             checks: generation.checks, failures: generation.checkFailures, progress: generation.progress,
             schedule: context.policy.schedule(model: model, kind: context.providers.model(model)?.kind),
             maxFailures: context.policy.maxCheckFailures, deadline: generation.deadlineAt)
-        /// The attempt's outcome, for the transitions that end it (read only then: a plain
-        /// check, the common case, reads nothing).
+        /// The attempt's outcome, for the transitions that end it.
         func closing(_ to: Attempt.State, _ error: GenGateError?) async throws -> AttemptUpdate? {
-            let attempt = try await store.attempts(generationID: id).last { $0.providerTaskID == taskID }
-            return attempt.map {
+            attempt.map {
                 AttemptUpdate(generationID: id, number: $0.number, from: [.submitted], to: to, error: error)
             }
         }

@@ -16,6 +16,22 @@ public struct LocalObjectStore: ObjectStore {
         try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(
             at: root.appendingPathComponent(".incoming"), withIntermediateDirectories: true)
+        Self.removeStaleScratch(in: root.appendingPathComponent(".incoming"))
+    }
+
+    /// Scratch files a killed process left behind. Only old ones: another process's download
+    /// may be under way in the same directory.
+    static func removeStaleScratch(in directory: URL, olderThan age: TimeInterval = 3_600) {
+        let files = FileManager.default
+        let cutoff = Date().addingTimeInterval(-age)
+        for name in (try? files.contentsOfDirectory(atPath: directory.path)) ?? [] {
+            let url = directory.appendingPathComponent(name)
+            if let modified = (try? files.attributesOfItem(atPath: url.path))?[.modificationDate] as? Date,
+                modified < cutoff
+            {
+                try? files.removeItem(at: url)
+            }
+        }
     }
 
     public func put(key: String, data: Data, contentType: String) async throws -> StoredObject {

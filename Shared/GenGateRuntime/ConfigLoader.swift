@@ -132,6 +132,10 @@ public enum ConfigLoader {
                 "store.event_retention_days must be longer than jobs.max_deadline_seconds, so only events of ended jobs expire"
             )
         }
+        let prefixParts = config.objects.prefix.split(separator: "/", omittingEmptySubsequences: true)
+        guard !prefixParts.contains(where: { $0.hasPrefix(".") }) else {
+            throw ConfigError("objects.prefix must not have parts starting with \".\", got \(config.objects.prefix)")
+        }
         guard config.http.idempotencyWindowSeconds >= 60 else {
             throw ConfigError("http.idempotency_window_seconds must be at least 60")
         }
