@@ -124,12 +124,15 @@ let package = Package(
             path: "Services/gengate"
         ),
 
+        .target(name: "GenGateLocalPorts", path: "Shared/GenGateLocalPorts"),
+
         // Benchmarks
         .executableTarget(
             name: "gengate-bench",
             dependencies: [
                 "GenGateCore",
                 "GenGateBus",
+                "GenGateLocalPorts",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -153,6 +156,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "GenGateCore",
+                "GenGateLocalPorts",
                 "GenGateBus",
                 "GenGateStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

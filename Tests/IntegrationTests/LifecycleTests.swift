@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateLocalPorts
 import NIOHTTP1
 import XCTest
 
@@ -53,7 +54,7 @@ final class LifecycleTests: XCTestCase {
     }
 
     func testATakenPortFailsAtOnceNamingTheFlag() throws {
-        let taken = try XCTUnwrap(Self.occupiedPortProbe())
+        let taken = try XCTUnwrap(FreePorts.bound(listening: true))
         defer { close(taken.fd) }
         let dataDir = "/tmp/ggt-port-\(UUID().uuidString.prefix(6))"
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
@@ -64,23 +65,6 @@ final class LifecycleTests: XCTestCase {
         ])
         XCTAssertNotEqual(status, 0)
         XCTAssertTrue(text.contains("already in use") && text.contains("--http-port"), text)
-    }
-
-    /// A listening socket on a free port, held until closed.
-    static func occupiedPortProbe() -> (fd: Int32, port: Int)? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0, listen(fd, 1) == 0 else { return nil }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
 
     func testSIGTERMStopsEveryServiceAndSIGKILLLeavesNoOrphans() async throws {
