@@ -284,7 +284,7 @@ enum JSONBody {
             throw APIError.invalidJSON("the request body is empty; send a JSON object")
         }
         do {
-            return (try JSONCoding.decoder().decode(JSONValue.self, from: Data(buffer.readableBytesView)), buffer)
+            return (try JSONCoding.decode(JSONValue.self, from: Data(buffer.readableBytesView)), buffer)
         } catch {
             throw APIError.invalidJSON("the request body is not valid JSON")
         }

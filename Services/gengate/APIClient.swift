@@ -60,7 +60,7 @@ struct APIClient {
             throw ClientError("cannot reach GenGate at \(baseURL): \(error)")
         }
         let bytes = try await response.body.collect(upTo: 16 * 1_024 * 1_024)
-        let value = (try? JSONCoding.decoder().decode(JSONValue.self, from: Data(bytes.readableBytesView))) ?? .null
+        let value = (try? JSONCoding.decode(JSONValue.self, from: Data(bytes.readableBytesView))) ?? .null
         return Answer(status: Int(response.status.code), body: value)
     }
 

@@ -35,7 +35,7 @@ public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
     public static func decode(_ data: Data, expectedType: String) throws -> Envelope {
         let header: EnvelopeHeader
         do {
-            header = try JSONCoding.decoder().decode(EnvelopeHeader.self, from: data)
+            header = try JSONCoding.decode(EnvelopeHeader.self, from: data)
         } catch {
             throw BusError.malformedMessage("not a GenGate envelope (\(data.count) bytes)")
         }
@@ -44,7 +44,7 @@ public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
             throw BusError.malformedMessage("expected a \(expectedType) message, got \(header.type)")
         }
         do {
-            return try JSONCoding.decoder().decode(Envelope.self, from: data)
+            return try JSONCoding.decode(Envelope.self, from: data)
         } catch {
             throw BusError.malformedMessage("\(header.type) payload does not decode: \(error)")
         }

@@ -10,7 +10,11 @@ public enum Identifier {
         let millis = UInt64(max(0, date.timeIntervalSince1970 * 1000))
         var bytes = [UInt8](repeating: 0, count: 16)
         for i in 0..<6 { bytes[i] = UInt8((millis >> (8 * UInt64(5 - i))) & 0xff) }
-        for i in 6..<16 { bytes[i] = UInt8.random(in: 0...255, using: &generator) }
+        // Two draws of 64 bits (each a getrandom call), not one per byte.
+        let high: UInt64 = generator.next()
+        let low: UInt64 = generator.next()
+        for i in 0..<8 { bytes[6 + i] = UInt8(truncatingIfNeeded: high >> (8 * UInt64(i))) }
+        for i in 0..<2 { bytes[14 + i] = UInt8(truncatingIfNeeded: low >> (8 * UInt64(i))) }
         return prefix + "_" + base32(bytes)
     }
 

@@ -38,7 +38,7 @@ public enum ConfigLoader {
         file: String?, environment: [String: String] = ProcessInfo.processInfo.environment,
         overrides: [([String], JSONValue)] = []
     ) throws -> GenGateConfig {
-        var tree = try JSONCoding.decoder().decode(JSONValue.self, from: encoded(GenGateConfig()))
+        var tree = try JSONCoding.decode(JSONValue.self, from: encoded(GenGateConfig()))
 
         if let file = file ?? environment["GENGATE_CONFIG"], !file.isEmpty {
             guard let data = FileManager.default.contents(atPath: file) else {
@@ -46,7 +46,7 @@ public enum ConfigLoader {
             }
             let fileTree: JSONValue
             do {
-                fileTree = try JSONCoding.decoder().decode(JSONValue.self, from: data)
+                fileTree = try JSONCoding.decode(JSONValue.self, from: data)
             } catch {
                 throw ConfigError("configuration file \(file) is not valid JSON: \(error)")
             }

@@ -614,7 +614,7 @@ public final class SQLiteStore: GenerationStore {
                 let payload: String = row["payload"]
                 return Event(
                     type, generationID: row["generation_id"], at: Date(timeIntervalSince1970: row["at"]),
-                    payload: try JSONCoding.decoder().decode([String: JSONValue].self, from: Data(payload.utf8)))
+                    payload: try JSONCoding.decode([String: JSONValue].self, from: Data(payload.utf8)))
             }
         }
     }
@@ -638,7 +638,7 @@ public final class SQLiteStore: GenerationStore {
         return Attempt(
             generationID: row["generation_id"], number: row["number"], provider: row["provider"],
             clientReference: row["client_reference"], providerTaskID: row["provider_task_id"],
-            outputIndexes: try JSONCoding.decoder().decode([Int].self, from: Data(indexes.utf8)),
+            outputIndexes: try JSONCoding.decode([Int].self, from: Data(indexes.utf8)),
             state: Attempt.State(rawValue: row["state"]) ?? .abandoned,
             error: try decodeError(row["error"]),
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
@@ -654,13 +654,13 @@ public final class SQLiteStore: GenerationStore {
 
     static func decodeError(_ text: String?) throws -> GenGateError? {
         guard let text else { return nil }
-        return try JSONCoding.decoder().decode(GenGateError.self, from: Data(text.utf8))
+        return try JSONCoding.decode(GenGateError.self, from: Data(text.utf8))
     }
 
     static func decodeGeneration(_ row: Row, db: Database) throws -> Generation {
         let id: String = row["id"]
         let requestText: String = row["request"]
-        let request = try JSONCoding.decoder().decode(GenerationRequest.self, from: Data(requestText.utf8))
+        let request = try JSONCoding.decode(GenerationRequest.self, from: Data(requestText.utf8))
         func date(_ column: String) -> Date? {
             (row[column] as Double?).map(Date.init(timeIntervalSince1970:))
         }

@@ -68,6 +68,44 @@ final class JSONTests: XCTestCase {
         XCTAssertNil(Timestamp.parse("yesterday"))
     }
 
+    /// The hand-written form agrees with Foundation's ISO 8601 style, both ways, across leap
+    /// years, month ends, dates before 1970 and the far future.
+    func testTimestampsAgreeWithFoundation() {
+        var generator = SystemRandomNumberGenerator()
+        let style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        var dates = [-86_400_000.5, -1, 0, 951_782_400_000, 951_868_799_999, 4_107_542_400_000, 253_402_300_799_999]
+            .map { Date(timeIntervalSince1970: $0 / 1_000) }
+        for _ in 0..<2_000 {
+            dates.append(
+                Date(
+                    timeIntervalSince1970: Double(
+                        Int64.random(in: -2_000_000_000_000...9_000_000_000_000, using: &generator)) / 1_000))
+        }
+        for date in dates {
+            // Foundation truncates fractions (x.123 held as x.12299… prints .122), so it is asked
+            // for the whole second only; the milliseconds are checked by arithmetic.
+            let millis = Int64((date.timeIntervalSince1970 * 1_000).rounded())
+            let second = Double(millis >= 0 ? millis / 1_000 : (millis - 999) / 1_000)
+            let fraction = millis - Int64(second) * 1_000
+            let expected =
+                Date(timeIntervalSince1970: second).formatted(style).dropLast(5)
+                + "." + String(repeating: "0", count: 3 - String(fraction).count) + String(fraction) + "Z"
+            let text = Timestamp.format(date)
+            XCTAssertEqual(text, String(expected), "\(date.timeIntervalSince1970)")
+            XCTAssertEqual(
+                Timestamp.parse(text)?.timeIntervalSince1970 ?? .nan, Double(millis) / 1_000, accuracy: 0.0005)
+        }
+        for invalid in [
+            "2026-02-30T00:00:00.000Z", "2026-13-01T00:00:00.000Z", "2026-11-18T24:00:00.000Z",
+            "2026-11-18T11:06:4x.123Z",
+        ] {
+            XCTAssertNil(Timestamp.parseFixed(invalid), invalid)
+        }
+        XCTAssertEqual(
+            Timestamp.parse("2024-02-29T23:59:59.999Z")?.timeIntervalSince1970 ?? 0, 1_709_251_199.999, accuracy: 0.0005
+        )
+    }
+
     func testMissingOutputIndexes() {
         var generation = Generation(
             id: "gen_x", ownerKeyID: "key_x", request: GenerationRequest(model: "sim/image", prompt: "p", n: 4),
