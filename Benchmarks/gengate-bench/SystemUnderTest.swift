@@ -84,6 +84,21 @@ final class SystemUnderTest: @unchecked Sendable {
         return kib / 1_024
     }
 
+    /// A service's proportional share of memory (PSS: each shared page divided by the processes
+    /// mapping it) and its private dirty memory (its own heap and stacks), in MiB.
+    func sharedMemory(of service: String) -> (pss: Double, privateDirty: Double)? {
+        guard let pid = pid(of: service),
+            let rollup = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8)
+        else { return nil }
+        func field(_ name: String) -> Double? {
+            rollup.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") })
+                .flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first }
+                .flatMap { Double($0) }.map { $0 / 1_024 }
+        }
+        guard let pss = field("Pss"), let dirty = field("Private_Dirty") else { return nil }
+        return (pss, dirty)
+    }
+
     func stop() {
         if process.isRunning {
             process.terminate()

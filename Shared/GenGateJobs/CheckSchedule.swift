@@ -3,7 +3,8 @@ import Foundation
 /// When a running provider task is checked: the first check `firstSeconds` after submission,
 /// each next one `factor` times later than the one before, never more than `maxSeconds` apart,
 /// every delay stretched or shrunk at random by up to `jitter` (a fraction) so that tasks
-/// submitted together do not all check together. A provider's Retry-After is a floor.
+/// submitted together do not all check together. A provider's Retry-After is a floor. Where the
+/// provider estimates when the task will end, that estimate replaces the back-off (see `delay`).
 public struct CheckSchedule: Codable, Sendable, Equatable {
     public var firstSeconds: Double
     public var factor: Double
@@ -24,14 +25,25 @@ public struct CheckSchedule: Codable, Sendable, Equatable {
     /// Text is quick.
     public static let text = CheckSchedule(firstSeconds: 0.25, factor: 1.5, maxSeconds: 5, jitter: 0.2)
 
-    /// Seconds from check number `checks` (0: the submission) to the next one.
+    /// Seconds from check number `checks` (0: the submission) to the next one. `eta` is the
+    /// provider's estimate of the seconds left: the check is then made when it says (jittered
+    /// only later, never earlier), but not sooner than `firstSeconds` (an estimate of zero must
+    /// not turn into a busy loop) nor later than `maxSeconds` (estimates are wrong, and outputs
+    /// whose URLs expire must be fetched soon after the task ends).
     public func delay(
-        afterCheck checks: Int, retryAfter: Double? = nil,
+        afterCheck checks: Int, retryAfter: Double? = nil, eta: Double? = nil,
         random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
     ) -> Double {
-        let exponent = Double(min(max(checks, 0), 60))
-        let planned = min(maxSeconds, firstSeconds * pow(factor, exponent))
-        let spread = jitter > 0 ? random((1 - jitter)...(1 + jitter)) : 1
+        let planned: Double
+        let spread: Double
+        if let eta, eta.isFinite {
+            planned = min(maxSeconds, max(firstSeconds, eta))
+            spread = jitter > 0 ? random(1...(1 + jitter / 2)) : 1
+        } else {
+            let exponent = Double(min(max(checks, 0), 60))
+            planned = min(maxSeconds, firstSeconds * pow(factor, exponent))
+            spread = jitter > 0 ? random((1 - jitter)...(1 + jitter)) : 1
+        }
         return max(planned * spread, retryAfter ?? 0)
     }
 

@@ -7,7 +7,8 @@ import ServiceLifecycle
 /// Rule 2 in action: every `sweepIntervalSeconds` one process (the holder of the store's
 /// "sweep" leader lease) looks after what nobody is looking after, each by index:
 /// - jobs past their deadline fail with `task_timeout`;
-/// - leases that ran out are voided (their holder is gone or stuck) and the job re-driven;
+/// - leases of processes whose heartbeat stopped (see `Heartbeat`) are voided, and leases that
+///   ran out (their holder is gone or stuck), and the jobs re-driven;
 /// - unleased jobs due for longer than `staleAfterSeconds` (their message was lost) and
 ///   retries whose time has come are re-driven; running jobs need nothing, pollers find due
 ///   checks themselves;
@@ -58,6 +59,16 @@ public struct RecoverySweep: Service, CustomStringConvertible {
                     generation, error: GenGateError(.taskTimeout, "the generation passed its deadline"), now: now)
             }
         }
+        let stale = now.addingTimeInterval(-policy.staleAfterSeconds)
+        await each("(silent processes)") {
+            let silent = try await store.releaseLeasesOfSilentInstances(
+                seenBefore: now.addingTimeInterval(-policy.silentAfterSeconds), dueAt: stale.addingTimeInterval(-1))
+            if !silent.instances.isEmpty {
+                context.logger.notice(
+                    "processes went silent; voided their leases",
+                    metadata: ["instances": "\(silent.instances)", "leases": "\(silent.leases)"])
+            }
+        }
         for work in try await store.releaseExpiredLeases(now: now, limit: 1_000) {
             context.logger.notice(
                 "lease expired; re-driving",
@@ -66,7 +77,6 @@ public struct RecoverySweep: Service, CustomStringConvertible {
                 context.notify(step, work.id, "lease expired")
             }
         }
-        let stale = now.addingTimeInterval(-policy.staleAfterSeconds)
         for work in try await store.dueWork(now: now, staleBefore: stale, limit: 1_000) {
             if let step = Lifecycle.Step.working(on: work.status) { context.notify(step, work.id, "sweep") }
         }

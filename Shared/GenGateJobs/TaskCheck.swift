@@ -70,10 +70,11 @@ public struct TaskCheck: Sendable, Equatable {
             switch state {
             case .queued:
                 return .checkAgain(at: next(now, retryAfter: nil, random: random), progressChanged: false)
-            case .running(let reported):
+            case .running(let reported, let eta):
                 let before = progress
                 if let reported { progress = max(progress, min(90, max(0, reported) * 9 / 10)) }
-                return .checkAgain(at: next(now, retryAfter: nil, random: random), progressChanged: progress != before)
+                return .checkAgain(
+                    at: next(now, retryAfter: nil, eta: eta, random: random), progressChanged: progress != before)
             case .succeeded(let outputs):
                 return .upload(outputs)
             case .failed(let error):
@@ -84,9 +85,10 @@ public struct TaskCheck: Sendable, Equatable {
         }
     }
 
-    private func next(_ now: Date, retryAfter: Double?, random: (ClosedRange<Double>) -> Double) -> Date {
-        min(
-            now.addingTimeInterval(schedule.delay(afterCheck: checks, retryAfter: retryAfter, random: random)), deadline
-        )
+    private func next(
+        _ now: Date, retryAfter: Double?, eta: Double? = nil, random: (ClosedRange<Double>) -> Double
+    ) -> Date {
+        let delay = schedule.delay(afterCheck: checks, retryAfter: retryAfter, eta: eta, random: random)
+        return min(now.addingTimeInterval(delay), deadline)
     }
 }

@@ -89,7 +89,9 @@ public struct ProviderRequest: Sendable, Equatable {
 /// A provider task as last seen.
 public enum ProviderTaskState: Sendable, Equatable {
     case queued
-    case running(progress: Int?)
+    /// Working. `eta`: the provider's estimate of the seconds left, where it gives one; the next
+    /// status check is made then instead of on the back-off schedule.
+    case running(progress: Int?, eta: Double? = nil)
     /// Finished; `outputs` carry the generation's output indexes.
     case succeeded(outputs: [Output])
     case failed(GenGateError)

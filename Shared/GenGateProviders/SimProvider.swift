@@ -92,7 +92,10 @@ public struct SimProvider: ProviderAdapter {
         let nowMs = Int64(Date().timeIntervalSince1970 * 1_000)
         if nowMs < task.readyMs {
             let span = max(1, task.readyMs - task.submittedMs)
-            return .running(progress: Int(min(99, max(0, (nowMs - task.submittedMs) * 100 / span))))
+            // Like providers that estimate, the sim says when the task will be ready.
+            return .running(
+                progress: Int(min(99, max(0, (nowMs - task.submittedMs) * 100 / span))),
+                eta: Double(task.readyMs - nowMs) / 1_000)
         }
         if task.fails {
             return .failed(GenGateError(.providerError, "sim: simulated provider failure", retryable: true))

@@ -21,6 +21,7 @@ public enum ConfigLoader {
         "GENGATE_LEASE_SECONDS": ["jobs", "lease_seconds"],
         "GENGATE_SWEEP_INTERVAL_SECONDS": ["jobs", "sweep_interval_seconds"],
         "GENGATE_STALE_AFTER_SECONDS": ["jobs", "stale_after_seconds"],
+        "GENGATE_SILENT_AFTER_SECONDS": ["jobs", "silent_after_seconds"],
         "GENGATE_MAX_ATTEMPTS": ["jobs", "max_attempts"],
         "GENGATE_RETRY_BASE_SECONDS": ["jobs", "retry_base_seconds"],
         "GENGATE_DRAIN_SECONDS": ["jobs", "drain_seconds"],
@@ -112,6 +113,11 @@ public enum ConfigLoader {
         else {
             throw ConfigError(
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
+            )
+        }
+        guard jobs.silentAfterSeconds >= 2 * config.bus.heartbeatSeconds else {
+            throw ConfigError(
+                "jobs.silent_after_seconds (\(jobs.silentAfterSeconds)) must be at least twice bus.heartbeat_seconds (\(config.bus.heartbeatSeconds)), or a live process would be taken for gone"
             )
         }
         let schedules =

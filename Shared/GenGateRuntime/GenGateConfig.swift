@@ -75,6 +75,10 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var sweepIntervalSeconds = 1.0
         /// An unleased job due this long ago is assumed to have lost its message.
         public var staleAfterSeconds = 5.0
+        /// A service process whose heartbeat the store has not seen for this long is taken to be
+        /// gone (killed, or its host lost), and every lease it holds is voided at once instead of
+        /// when it runs out. At least twice `bus.heartbeat_seconds`.
+        public var silentAfterSeconds = 10.0
         /// On SIGTERM, how long in-flight work may take to finish before it is cancelled.
         /// Provider submissions already made are always recorded, however long that takes.
         public var drainSeconds = 20.0
@@ -152,7 +156,7 @@ extension GenGateConfig {
     public var policy: JobPolicy {
         JobPolicy(
             leaseSeconds: jobs.leaseSeconds, sweepIntervalSeconds: jobs.sweepIntervalSeconds,
-            staleAfterSeconds: jobs.staleAfterSeconds,
+            staleAfterSeconds: jobs.staleAfterSeconds, silentAfterSeconds: jobs.silentAfterSeconds,
             drainSeconds: jobs.drainSeconds,
             retry: RetryPolicy(
                 maxAttempts: jobs.maxAttempts, baseSeconds: jobs.retryBaseSeconds, maxSeconds: jobs.retryMaxSeconds),

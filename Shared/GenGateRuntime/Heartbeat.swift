@@ -5,6 +5,11 @@ import ServiceLifecycle
 
 /// Publishes `service.heartbeat` every `bus.heartbeat_seconds` until graceful shutdown, then one
 /// last beat saying the service is stopping. The monitor reports each service's heartbeat age.
+///
+/// Each beat is also written to the store (`present`), where the recovery sweep, on whatever
+/// host it runs, finds processes gone silent and voids their leases at once. It runs as the
+/// first service of the group, so it is the last to stop: a process keeps beating while it
+/// drains, and forgets itself in the store only once everything else has let go of its leases.
 public struct Heartbeat: Service, CustomStringConvertible {
     public var description: String { "Heartbeat(\(environment.instance))" }
 
@@ -19,10 +24,25 @@ public struct Heartbeat: Service, CustomStringConvertible {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 environment.events.publish(beat(stopping: false))
+                await writePresence()
                 try? await Task.sleep(for: interval)
             }
         }
         environment.events.publish(beat(stopping: true))
+        do {
+            try await environment.store.absent(instance: environment.instance)
+        } catch {
+            environment.logger.warning("cannot remove this process from the store", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// One beat in the store; a failure only delays it (the sweep waits `jobs.silent_after_seconds`).
+    func writePresence() async {
+        do {
+            try await environment.store.present(instance: environment.instance, at: Date())
+        } catch {
+            environment.logger.warning("cannot record this process's heartbeat", metadata: ["error": "\(error)"])
+        }
     }
 
     func beat(stopping: Bool) -> Event {
@@ -49,7 +69,8 @@ extension ServiceEnvironment {
     /// Runs `services` and this process's heartbeat until SIGTERM or SIGINT asks for a graceful
     /// shutdown (or one of them fails), then closes the event publisher.
     public func run(_ services: [any Service]) async throws {
-        let all: [any Service] = services + [Heartbeat(environment: self)]
+        // Graceful shutdown runs in reverse order: the heartbeat, first, stops last.
+        let all: [any Service] = [Heartbeat(environment: self)] + services
         let group = ServiceGroup(
             configuration: .init(
                 services: all.map { .init(service: $0) },

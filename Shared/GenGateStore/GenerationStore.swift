@@ -61,6 +61,17 @@ public protocol GenerationStore: Sendable {
     /// Voids leases that ran out before `now` (their holder is gone or stuck), leaving the jobs
     /// due at once and bumping their versions so a late holder can write nothing. Returns them.
     func releaseExpiredLeases(now: Date, limit: Int) async throws -> [DueWork]
+    /// Records that service process `instance` is alive at `at` (its heartbeat).
+    func present(instance: String, at: Date) async throws
+    /// Forgets `instance` (it stopped and let go of its leases).
+    func absent(instance: String) async throws
+    /// Voids every lease held by a process whose heartbeat was last seen before `seenBefore`,
+    /// leaving the jobs due at `dueAt`, and forgets those processes; in one transaction, so a
+    /// process that beats again in between keeps its leases. Returns the processes and how many
+    /// leases were voided.
+    func releaseLeasesOfSilentInstances(seenBefore: Date, dueAt: Date) async throws -> (
+        instances: [String], leases: Int
+    )
     /// Everyone holding a lease now.
     func leaseOwners() async throws -> [String]
     /// Applies `change` if the generation is still at (`from`, `version`) and its attempt update,

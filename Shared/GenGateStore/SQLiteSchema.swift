@@ -146,6 +146,17 @@ enum SQLiteSchema {
                     END;
                     """)
         }
+        migrator.registerMigration("v3-instances") { db in
+            try db.execute(
+                sql: """
+                    -- Service processes and when the store last heard their heartbeat: the sweep voids
+                    -- the leases of one gone silent (killed, or its host lost) at once.
+                    CREATE TABLE instances (
+                        name TEXT PRIMARY KEY,
+                        seen_at REAL NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 }

@@ -321,6 +321,39 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
+    public func present(instance: String, at: Date) async throws {
+        try await batcher.write { db in
+            try db.run(
+                sql: """
+                    INSERT INTO instances (name, seen_at) VALUES (?, ?)
+                    ON CONFLICT(name) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at)
+                    """, arguments: [instance, at.timeIntervalSince1970])
+        }
+    }
+
+    public func absent(instance: String) async throws {
+        try await batcher.write { db in
+            try db.run(sql: "DELETE FROM instances WHERE name = ?", arguments: [instance])
+        }
+    }
+
+    public func releaseLeasesOfSilentInstances(seenBefore: Date, dueAt: Date) async throws -> (
+        instances: [String], leases: Int
+    ) {
+        try await batcher.write { db in
+            let silent = try String.fetchAll(
+                db, cached: "DELETE FROM instances WHERE seen_at < ? RETURNING name",
+                arguments: [seenBefore.timeIntervalSince1970])
+            guard !silent.isEmpty else { return ([], 0) }
+            try db.execute(
+                sql: """
+                    UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = ?, version = version + 1
+                    WHERE lease_owner IN (\(databaseQuestionMarks(count: silent.count)))
+                    """, arguments: [dueAt.timeIntervalSince1970] + StatementArguments(silent))
+            return (silent, db.changesCount)
+        }
+    }
+
     public func leaseOwners() async throws -> [String] {
         try await pool.read { db in
             try String.fetchAll(

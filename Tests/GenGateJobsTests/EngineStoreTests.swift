@@ -169,6 +169,36 @@ final class EngineStoreTests: XCTestCase {
         XCTAssertEqual([a, b, renewed, takenOver], [true, false, true, true])
     }
 
+    /// A process whose heartbeat stopped (killed, its host lost) has its leases voided by the next
+    /// sweep, on any host, and its jobs re-driven at once; a process still beating keeps its own,
+    /// and one never seen in the store is left to its leases running out.
+    func testTheSweepVoidsTheLeasesOfAProcessWhoseHeartbeatStopped() async throws {
+        let harness = try await Harness(policy: JobPolicy(leaseSeconds: 30, silentAfterSeconds: 10))
+        let jobs = [try await harness.submit(), try await harness.submit(), try await harness.submit()]
+        let now = Date()
+        let owners = ["dispatcher-1@host-a", "dispatcher-2@host-b", "dispatcher-3@host-c"]
+        for (job, owner) in zip(jobs, owners) {
+            let claimed = try await harness.store.claim(
+                id: job.id, statuses: [.pending], owner: owner, leaseUntil: now + 30, now: now)
+            XCTAssertNotNil(claimed)
+        }
+        try await harness.store.present(instance: owners[0], at: now - 20)
+        try await harness.store.present(instance: owners[1], at: now - 20)
+        try await harness.store.present(instance: owners[1], at: now - 1)  // beat again since
+        try await RecoverySweep(context: harness.context("sweeper")).sweepOnce(now: now)
+
+        let (gone, alive, unknown) = (
+            try await harness.job(jobs[0].id), try await harness.job(jobs[1].id), try await harness.job(jobs[2].id)
+        )
+        XCTAssertNil(gone.leaseOwner, "the silent process's lease is void")
+        XCTAssertGreaterThan(gone.version, jobs[0].version + 1, "a late write from it finds another version")
+        XCTAssertEqual(harness.noticed(.submit), [jobs[0].id], "and its job is re-driven in the same pass")
+        XCTAssertEqual(alive.leaseOwner, owners[1])
+        XCTAssertEqual(unknown.leaseOwner, owners[2])
+        let again = try await harness.store.releaseLeasesOfSilentInstances(seenBefore: now + 60, dueAt: now)
+        XCTAssertEqual(again.instances, [owners[1]], "the gone process was forgotten; only the live one is known")
+    }
+
     func testBackoffGrowsWithJitterUnderACapAndHonoursRetryAfter() {
         let backoff = Backoff(base: 2, cap: 60)
         let low = { (range: ClosedRange<Double>) in range.lowerBound }

@@ -23,6 +23,24 @@ final class TaskCheckTests: XCTestCase {
         XCTAssertEqual(schedule.delay(afterCheck: 10_000, random: noJitter), 10, "no overflow far out")
     }
 
+    /// A provider's estimate of when the task ends replaces the back-off, bounded by the
+    /// schedule's first and longest intervals, and is jittered only later.
+    func testTheProvidersEstimateSetsTheNextCheckWithinTheSchedulesBounds() {
+        XCTAssertEqual(schedule.delay(afterCheck: 5, eta: 3, random: noJitter), 3, "sooner than the back-off")
+        XCTAssertEqual(schedule.delay(afterCheck: 0, eta: 6, random: noJitter), 6, "later than the back-off")
+        XCTAssertEqual(schedule.delay(afterCheck: 0, eta: 0, random: noJitter), 1, "never a busy loop")
+        XCTAssertEqual(schedule.delay(afterCheck: 0, eta: 3_600, random: noJitter), 10, "never past the longest wait")
+        XCTAssertEqual(schedule.delay(afterCheck: 0, eta: .nan, random: noJitter), 1, "nonsense is ignored")
+        XCTAssertEqual(schedule.delay(afterCheck: 0, retryAfter: 8, eta: 3, random: noJitter), 8)
+        let jittered = (0..<200).map { _ in schedule.delay(afterCheck: 0, eta: 4) }
+        XCTAssertGreaterThanOrEqual(jittered.min()!, 4, "never before the estimate")
+        XCTAssertLessThanOrEqual(jittered.max()!, 4 * 1.1 + 1e-9)
+        var task = check()
+        XCTAssertEqual(
+            task.observe(.success(.running(progress: 20, eta: 5)), now: start, random: noJitter),
+            .checkAgain(at: start.addingTimeInterval(5), progressChanged: true))
+    }
+
     func testJitterSpreadsTasksSubmittedTogether() {
         let firsts = (0..<1_000).map { _ in
             TaskCheck.firstCheck(after: start, schedule: schedule, deadline: .distantFuture)

@@ -71,7 +71,7 @@ final class SimProviderTests: XCTestCase {
     func testTaskRunsThenSucceedsWithOneOutputPerIndex() async throws {
         let sim = SimProvider(settings: .init(latency: .milliseconds(300), failureRate: 0))
         let taskID = try await sim.submit(request())
-        guard case .running(let progress) = try await sim.status(taskID: taskID, request: request()) else {
+        guard case .running(let progress, _) = try await sim.status(taskID: taskID, request: request()) else {
             return XCTFail("a fresh task must be running")
         }
         XCTAssertLessThan(progress ?? 100, 50)

@@ -82,6 +82,24 @@ final class StoreRecoveryTests: XCTestCase {
         XCTAssertEqual(done["attempts"]?.intValue, 1, "no second submission")
     }
 
+    /// A dispatcher on another host stopped beating (its host was lost) while it held a job with
+    /// ten minutes of lease left: the sweep voids the lease as soon as the heartbeat is
+    /// `jobs.silent_after_seconds` old, and the job completes in seconds, not ten minutes.
+    func testAJobHeldByAProcessWhoseHeartbeatStoppedMovesOnInSeconds() async throws {
+        let now = Date()
+        let left = generation(status: .pending, created: now)
+        try await store.insert(left, event: Event(.generationCreated, generationID: left.id))
+        let owner = "dispatcher-4242@lost-host"
+        let claimed = try await store.claim(
+            id: left.id, statuses: [.pending], owner: owner, leaseUntil: now.addingTimeInterval(600), now: now)
+        XCTAssertNotNil(claimed)
+        try await store.present(instance: owner, at: now.addingTimeInterval(-11))  // default silent_after: 10 s
+        let started = ContinuousClock.now
+        let done = try await system.waitForStatus(left.id, "completed", timeout: .seconds(20))
+        XCTAssertEqual(done["attempts"]?.intValue, 1)
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(10), "moved on at once, not after the lease")
+    }
+
     func testAJobPastItsDeadlineFailsWithTaskTimeout() async throws {
         let stuck = generation(status: .pending, created: Date().addingTimeInterval(-120), deadline: 60)
         try await store.insert(stuck, event: Event(.generationCreated, generationID: stuck.id))
