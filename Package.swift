@@ -145,7 +145,10 @@ let package = Package(
         // Tests
         .testTarget(name: "GenGateCoreTests", dependencies: ["GenGateCore"]),
         .testTarget(name: "GenGateBusTests", dependencies: ["GenGateBus"]),
-        .testTarget(name: "GenGateStoreTests", dependencies: ["GenGateStore"]),
+        .testTarget(
+            name: "GenGateStoreTests",
+            dependencies: ["GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
         .testTarget(name: "GenGateProvidersTests", dependencies: ["GenGateProviders", "GenGateObjects"]),
         .testTarget(
             name: "GenGateJobsTests",

@@ -1,3 +1,4 @@
+import GenGateStore
 import Hummingbird
 import Logging
 import NIOCore
@@ -41,6 +42,10 @@ struct ErrorMiddleware: RouterMiddleware {
                     message: error.body ?? error.status.reasonPhrase)
             }
             return try translated.response(from: request, context: context)
+        } catch  where StoreError.isUnavailable(error) {
+            context.logger.error(
+                "the store is unavailable", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            return try APIError.unavailable.response(from: request, context: context)
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return try APIError.internalError.response(from: request, context: context)

@@ -207,7 +207,8 @@ struct GenerationRoutes: Sendable {
         case .unsatisfiable:
             throw APIError(
                 status: .rangeNotSatisfiable, code: "range_not_satisfiable",
-                message: "output \(index) has \(file.size) bytes; the requested range lies outside them")
+                message: "output \(index) has \(file.size) bytes; the requested range lies outside them",
+                headers: [.contentRange: "bytes */\(file.size)"])
         }
     }
 

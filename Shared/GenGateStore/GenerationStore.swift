@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GRDB
 
 /// The durable truth about every job (docs/ARCHITECTURE.md, "The store is the truth").
 ///
@@ -186,6 +187,15 @@ public struct DueWork: Sendable, Equatable {
 
 /// Store failures that callers act on.
 public enum StoreError: Error, CustomStringConvertible, Equatable {
+    /// Whether `error` says the store cannot answer right now (locked past its busy timeout, a
+    /// full disk, an I/O error), as opposed to a bug or a refused write: worth answering
+    /// "try again shortly" rather than "internal error".
+    public static func isUnavailable(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        return [.SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_IOERR, .SQLITE_FULL, .SQLITE_CANTOPEN, .SQLITE_PROTOCOL]
+            .contains(error.resultCode)
+    }
+
     /// The database's schema is not the one this build expects.
     case schemaMismatch(String)
     case duplicateID(String)

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import GenGateCore
+import GRDB
 @testable import GenGateStore
 
 /// What is SQLite's own, beyond the contract (which runs against SQLite by default).
@@ -18,6 +19,34 @@ final class SQLiteStoreTests: XCTestCase {
 
     override func tearDown() {
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// A store locked by another process past the busy timeout is "unavailable" (the API answers
+    /// 503 and Retry-After); a refused write is not.
+    func testALockedStoreIsUnavailableAndARefusedWriteIsNot() async throws {
+        let impatient = try SQLiteStore(path: path, busyTimeout: 0.2)
+        let locker = try DatabaseQueue(path: path)
+        let locked = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        let holder = Thread {
+            try? locker.inDatabase { db in
+                try db.execute(sql: "BEGIN EXCLUSIVE")
+                locked.signal()
+                release.wait()
+                try db.execute(sql: "ROLLBACK")
+            }
+        }
+        holder.start()
+        locked.wait()
+        do {
+            _ = try await impatient.createAPIKey(name: "blocked", isAdmin: false)
+            XCTFail("the write should have timed out")
+        } catch {
+            XCTAssertTrue(StoreError.isUnavailable(error), "\(error)")
+        }
+        release.signal()
+        XCTAssertFalse(StoreError.isUnavailable(DatabaseError(resultCode: .SQLITE_CONSTRAINT)))
+        XCTAssertFalse(StoreError.isUnavailable(CancellationError()))
     }
 
     func testAPIKeysAreStoredHashedInTheFile() async throws {

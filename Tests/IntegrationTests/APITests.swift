@@ -114,6 +114,7 @@ final class APITests: XCTestCase {
             .GET, "/v1/generations/\(id)/outputs/0", headers: [("Range", "bytes=\(size)-")])
         XCTAssertEqual(outside.status, 416)
         XCTAssertEqual(outside.json["error"]?["code"]?.stringValue, "range_not_satisfiable")
+        XCTAssertEqual(outside.headers.first(name: "Content-Range"), "bytes */\(size)", "the size, as RFC 9110 asks")
     }
 
     func testTheDataDirectoryIsPrivate() throws {
