@@ -3,8 +3,10 @@ import Foundation
 import GenGateCore
 import NIOPosix
 
-/// Objects as files under one directory. A put writes (or takes) a temporary file, syncs it, and
-/// renames it into place, so readers see the old object or the new one, never a part. All file
+/// Objects as files under one directory. A put writes (or takes) a temporary file, syncs it,
+/// renames it into place and syncs the directory, so readers see the old object or the new one,
+/// never a part, and an object the store was told is stored survives a power cut (the rename and
+/// any directory made for it are synced before `put` returns). All file
 /// work runs on NIO's blocking-I/O thread pool, never on Swift's cooperative threads, and files
 /// are hashed in 1 MiB chunks, so a 500 MB output costs a chunk of memory, not 500 MB.
 public struct LocalObjectStore: ObjectStore {
@@ -37,12 +39,15 @@ public struct LocalObjectStore: ObjectStore {
     public func put(key: String, data: Data, contentType: String) async throws -> StoredObject {
         let url = try path(for: key)
         return try await Self.blocking {
-            let temporary = try Self.temporary(beside: url)
+            let temporary = try Self.temporary(beside: url, root: root)
             do {
-                guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
-                    throw GenGateError(.uploadFailed, "cannot create \(temporary.path)")
+                // open(2) itself: FileManager.createFile writes an empty file atomically, through
+                // one more temporary file and rename.
+                let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+                guard descriptor >= 0 else {
+                    throw GenGateError(.uploadFailed, "cannot create \(temporary.path): errno \(errno)")
                 }
-                let handle = try FileHandle(forWritingTo: temporary)
+                let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
                 try handle.write(contentsOf: data)
                 try handle.synchronize()
                 try handle.close()
@@ -69,8 +74,7 @@ public struct LocalObjectStore: ObjectStore {
                 }
                 try handle.synchronize()
                 try handle.close()
-                try FileManager.default.createDirectory(
-                    at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Self.makeDirectory(url.deletingLastPathComponent(), root: root)
                 try Self.moveIntoPlace(file, url)
                 let sha256 = Digest.hex(hasher.finalize())
                 return StoredObject(key: key, bytes: bytes, sha256: sha256, contentType: contentType)
@@ -113,15 +117,45 @@ public struct LocalObjectStore: ObjectStore {
         return root.appendingPathComponent(key)
     }
 
-    static func temporary(beside url: URL) throws -> URL {
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+    static func temporary(beside url: URL, root: URL) throws -> URL {
+        try makeDirectory(url.deletingLastPathComponent(), root: root)
         return url.deletingLastPathComponent().appendingPathComponent(
             ".\(url.lastPathComponent).\(UUID().uuidString).tmp")
     }
 
+    /// Makes `directory` (under `root`) exist durably: when it has to be made, each directory
+    /// whose entries changed is synced, up to `root`.
+    static func makeDirectory(_ directory: URL, root: URL) throws {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue {
+            return
+        }
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        var parent = directory.deletingLastPathComponent().standardizedFileURL
+        let top = root.deletingLastPathComponent().standardizedFileURL.path
+        while parent.path.count > top.count, parent.path.hasPrefix(top) {
+            try syncDirectory(parent)
+            parent = parent.deletingLastPathComponent().standardizedFileURL
+        }
+    }
+
+    /// Renames `temporary` to `url` and syncs `url`'s directory, so the new name is on disk.
     static func moveIntoPlace(_ temporary: URL, _ url: URL) throws {
         if rename(temporary.path, url.path) != 0 {
             throw GenGateError(.uploadFailed, "cannot move object into place at \(url.path): errno \(errno)")
+        }
+        try syncDirectory(url.deletingLastPathComponent())
+    }
+
+    /// fsync(2) of a directory: makes the entries created, renamed or removed in it durable.
+    static func syncDirectory(_ directory: URL) throws {
+        let descriptor = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard descriptor >= 0 else {
+            throw GenGateError(.uploadFailed, "cannot open directory \(directory.path) to sync it: errno \(errno)")
+        }
+        defer { close(descriptor) }
+        guard fsync(descriptor) == 0 else {
+            throw GenGateError(.uploadFailed, "cannot sync directory \(directory.path): errno \(errno)")
         }
     }
 

@@ -41,13 +41,12 @@ public enum ObjectKey {
     public static func forOutput(prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String)
         -> String
     {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let parts = calendar.dateComponents([.year, .month, .day], from: createdAt)
-        let date = String(format: "%04d/%02d/%02d", parts.year ?? 1970, parts.month ?? 1, parts.day ?? 1)
+        // One directory a day, not one per generation: a directory is an inode to allocate and
+        // to sync on every job, and object stores have no directories anyway.
+        let date = Timestamp.format(createdAt).prefix(10).replacingOccurrences(of: "-", with: "/")
         let trimmed = prefix.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
         let head = trimmed.isEmpty ? "" : trimmed + "/"
-        return "\(head)\(date)/\(generationID)/\(index).\(fileExtension(for: contentType))"
+        return "\(head)\(date)/\(generationID)-\(index).\(fileExtension(for: contentType))"
     }
 
     public static func fileExtension(for contentType: String) -> String {

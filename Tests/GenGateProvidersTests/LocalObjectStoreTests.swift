@@ -70,11 +70,11 @@ final class LocalObjectStoreTests: XCTestCase {
         XCTAssertEqual(
             ObjectKey.forOutput(
                 prefix: "outputs/", generationID: "gen_1", createdAt: created, index: 3, contentType: "image/png"),
-            "outputs/2026/11/18/gen_1/3.png")
+            "outputs/2026/11/18/gen_1-3.png")
         XCTAssertEqual(
             ObjectKey.forOutput(
                 prefix: "", generationID: "gen_1", createdAt: created, index: 0,
-                contentType: "text/plain; charset=utf-8"), "2026/11/18/gen_1/0.txt")
+                contentType: "text/plain; charset=utf-8"), "2026/11/18/gen_1-0.txt")
         XCTAssertEqual(ObjectKey.fileExtension(for: "application/x-unknown"), "bin")
     }
 }
