@@ -88,8 +88,11 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var maxAttempts = 4
         public var retryBaseSeconds = 2.0
         public var retryMaxSeconds = 60.0
-        /// Jobs one dispatcher or uploader works on at once.
-        public var concurrency = 64
+        /// Jobs one dispatcher or uploader works on at once. A job in hand mostly waits (on a
+        /// provider's answer, which takes seconds, or on a commit), so this bounds throughput:
+        /// 256 submissions of 2 s each are 128 a second per dispatcher, and more writers waiting
+        /// together share each commit.
+        public var concurrency = 256
         /// Status calls one poller makes to one provider at once.
         public var checkConcurrency = 64
         /// Due status checks a poller claims in one go.
