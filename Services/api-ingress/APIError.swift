@@ -63,7 +63,7 @@ struct APIError: Error, HTTPResponseError {
 
     static let unavailable = APIError(
         status: .serviceUnavailable, code: "unavailable",
-        message: "the store is not answering; try again shortly",
+        message: "the store is busy; try again shortly",
         headers: [.retryAfter: "1"])
 }
 

@@ -44,7 +44,7 @@ struct ErrorMiddleware: RouterMiddleware {
             return try translated.response(from: request, context: context)
         } catch  where StoreError.isUnavailable(error) {
             context.logger.error(
-                "the store is unavailable", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+                "the store is busy", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
             return try APIError.unavailable.response(from: request, context: context)
         } catch {
             context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])

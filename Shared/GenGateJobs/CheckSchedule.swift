@@ -27,24 +27,24 @@ public struct CheckSchedule: Codable, Sendable, Equatable {
 
     /// Seconds from check number `checks` (0: the submission) to the next one. `eta` is the
     /// provider's estimate of the seconds left: the check is then made when it says (jittered
-    /// only later, never earlier), but not sooner than `firstSeconds` (an estimate of zero must
-    /// not turn into a busy loop) nor later than `maxSeconds` (estimates are wrong, and outputs
-    /// whose URLs expire must be fetched soon after the task ends).
+    /// only later, never earlier), but not sooner than a quarter of the back-off delay (nor
+    /// `firstSeconds`), so an estimate that keeps saying "almost done" for a stuck task still
+    /// backs off, and not later than `maxSeconds` (estimates are wrong, and outputs whose URLs
+    /// expire must be fetched soon after the task ends).
     public func delay(
         afterCheck checks: Int, retryAfter: Double? = nil, eta: Double? = nil,
         random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
     ) -> Double {
+        let exponent = Double(min(max(checks, 0), 60))
+        let backoff = min(maxSeconds, firstSeconds * pow(factor, exponent))
         let planned: Double
-        let spread: Double
         if let eta, eta.isFinite {
-            planned = min(maxSeconds, max(firstSeconds, eta))
-            spread = jitter > 0 ? random(1...(1 + jitter / 2)) : 1
+            let estimated = max(firstSeconds, backoff / 4, eta)
+            planned = min(maxSeconds, estimated * (jitter > 0 ? random(1...(1 + jitter / 2)) : 1))
         } else {
-            let exponent = Double(min(max(checks, 0), 60))
-            planned = min(maxSeconds, firstSeconds * pow(factor, exponent))
-            spread = jitter > 0 ? random((1 - jitter)...(1 + jitter)) : 1
+            planned = backoff * (jitter > 0 ? random((1 - jitter)...(1 + jitter)) : 1)
         }
-        return max(planned * spread, retryAfter ?? 0)
+        return max(planned, retryAfter ?? 0)
     }
 
     /// A problem with these numbers, said in terms of `name`, or nil.

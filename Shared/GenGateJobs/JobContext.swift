@@ -192,6 +192,12 @@ public struct JobContext: Sendable {
             try await body()
         } catch is CancellationError {
             return
+        } catch  where StoreError.isUnavailable(error) {
+            // Contention, not a fault of this job: it is not counted against it. The lease runs
+            // out (the store cannot take a release now either) and the sweep re-drives the job.
+            logger.warning(
+                "store busy; leaving the job for later",
+                metadata: ["generation": "\(generationID)", "step": "\(step.rawValue)", "error": "\(error)"])
         } catch {
             let message = "\(step.rawValue) failed unexpectedly: \(error)"
             logger.error(

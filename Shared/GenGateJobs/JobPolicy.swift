@@ -10,8 +10,6 @@ public struct JobPolicy: Sendable, Equatable {
     public var sweepIntervalSeconds: Double
     /// An unleased job due this long ago is assumed to have lost its message.
     public var staleAfterSeconds: Double
-    /// A process whose heartbeat the store has not seen for this long is gone; its leases are voided.
-    public var silentAfterSeconds: Double
     /// How long a stopping service lets in-flight work finish before cancelling it. Provider
     /// submissions under way are never cancelled: their answer is always recorded.
     public var drainSeconds: Double
@@ -35,7 +33,7 @@ public struct JobPolicy: Sendable, Equatable {
 
     public init(
         leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
-        silentAfterSeconds: Double = 10, drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(),
+        drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(),
         modelSchedules: [String: CheckSchedule] = [:],
         kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
         maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5,
@@ -44,7 +42,6 @@ public struct JobPolicy: Sendable, Equatable {
         self.leaseSeconds = leaseSeconds
         self.sweepIntervalSeconds = sweepIntervalSeconds
         self.staleAfterSeconds = staleAfterSeconds
-        self.silentAfterSeconds = silentAfterSeconds
         self.drainSeconds = drainSeconds
         self.retry = retry
         self.modelSchedules = modelSchedules

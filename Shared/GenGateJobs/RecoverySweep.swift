@@ -7,8 +7,9 @@ import ServiceLifecycle
 /// Rule 2 in action: every `sweepIntervalSeconds` one process (the holder of the store's
 /// "sweep" leader lease) looks after what nobody is looking after, each by index:
 /// - jobs past their deadline fail with `task_timeout`;
-/// - leases of processes whose heartbeat stopped (see `Heartbeat`) are voided, and leases that
-///   ran out (their holder is gone or stuck), and the jobs re-driven;
+/// - leases of processes whose heartbeat stopped (see `Heartbeat`) are voided where the step is
+///   free to repeat, and leases that ran out (their holder is gone or stuck), and the jobs
+///   re-driven;
 /// - unleased jobs due for longer than `staleAfterSeconds` (their message was lost) and
 ///   retries whose time has come are re-driven; running jobs need nothing, pollers find due
 ///   checks themselves;
@@ -61,8 +62,7 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         }
         let stale = now.addingTimeInterval(-policy.staleAfterSeconds)
         await each("(silent processes)") {
-            let silent = try await store.releaseLeasesOfSilentInstances(
-                seenBefore: now.addingTimeInterval(-policy.silentAfterSeconds), dueAt: stale.addingTimeInterval(-1))
+            let silent = try await store.releaseLeasesOfSilentInstances(now: now, dueAt: stale.addingTimeInterval(-1))
             if !silent.instances.isEmpty {
                 context.logger.notice(
                     "processes went silent; voided their leases",

@@ -2,11 +2,12 @@ import Crypto
 import Foundation
 import GenGateCore
 import NIOPosix
+import Synchronization
 
-/// Objects as files under one directory. A put writes (or takes) a temporary file, syncs it,
-/// renames it into place and syncs the directory, so readers see the old object or the new one,
-/// never a part, and an object the store was told is stored survives a power cut (the rename and
-/// any directory made for it are synced before `put` returns). All file
+/// Objects as files under one directory. A put writes (or takes) a scratch file in `.incoming`,
+/// syncs it, renames it into place and syncs the directory, so readers see the old object or the
+/// new one, never a part, and an object the store was told is stored survives a power cut (the
+/// rename, and every directory on the way to it, are synced before `put` returns). All file
 /// work runs on NIO's blocking-I/O thread pool, never on Swift's cooperative threads, and files
 /// are hashed in 1 MiB chunks, so a 500 MB output costs a chunk of memory, not 500 MB.
 public struct LocalObjectStore: ObjectStore {
@@ -38,19 +39,21 @@ public struct LocalObjectStore: ObjectStore {
 
     public func put(key: String, data: Data, contentType: String) async throws -> StoredObject {
         let url = try path(for: key)
+        let temporary = try scratchFile()
         return try await Self.blocking {
-            let temporary = try Self.temporary(beside: url, root: root)
             do {
                 // open(2) itself: FileManager.createFile writes an empty file atomically, through
                 // one more temporary file and rename.
                 let descriptor = open(temporary.path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
                 guard descriptor >= 0 else {
-                    throw GenGateError(.uploadFailed, "cannot create \(temporary.path): errno \(errno)")
+                    let code = errno
+                    throw GenGateError(.uploadFailed, "cannot create \(temporary.path): errno \(code)")
                 }
                 let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
                 try handle.write(contentsOf: data)
                 try handle.synchronize()
                 try handle.close()
+                try Self.makeDirectory(url.deletingLastPathComponent(), root: root)
                 try Self.moveIntoPlace(temporary, url)
             } catch {
                 try? FileManager.default.removeItem(at: temporary)
@@ -117,32 +120,32 @@ public struct LocalObjectStore: ObjectStore {
         return root.appendingPathComponent(key)
     }
 
-    static func temporary(beside url: URL, root: URL) throws -> URL {
-        try makeDirectory(url.deletingLastPathComponent(), root: root)
-        return url.deletingLastPathComponent().appendingPathComponent(
-            ".\(url.lastPathComponent).\(UUID().uuidString).tmp")
-    }
+    /// Directories known to be on disk with every entry leading to them (this process made or
+    /// synced them). Others are synced up to the root before an object is put in them, even when
+    /// they exist: another put may have made one and not yet synced (or died before syncing) its
+    /// parents.
+    private static let durableDirectories = Mutex(Set<String>())
 
-    /// Makes `directory` (under `root`) exist durably: when it has to be made, each directory
-    /// whose entries changed is synced, up to `root`.
+    /// Makes `directory` (under `root`) exist durably, syncing it and each directory above it up to
+    /// `root` the first time this process puts something in it.
     static func makeDirectory(_ directory: URL, root: URL) throws {
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: directory.path, isDirectory: &isDirectory), isDirectory.boolValue {
-            return
-        }
+        let directory = directory.standardizedFileURL
+        if durableDirectories.withLock({ $0.contains(directory.path) }) { return }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        var parent = directory.deletingLastPathComponent().standardizedFileURL
-        let top = root.deletingLastPathComponent().standardizedFileURL.path
-        while parent.path.count > top.count, parent.path.hasPrefix(top) {
-            try syncDirectory(parent)
-            parent = parent.deletingLastPathComponent().standardizedFileURL
+        let top = root.standardizedFileURL.deletingLastPathComponent().path
+        var current = directory
+        while current.path.count > top.count, current.path.hasPrefix(top) {
+            try syncDirectory(current)
+            current = current.deletingLastPathComponent().standardizedFileURL
         }
+        durableDirectories.withLock { _ = $0.insert(directory.path) }
     }
 
     /// Renames `temporary` to `url` and syncs `url`'s directory, so the new name is on disk.
     static func moveIntoPlace(_ temporary: URL, _ url: URL) throws {
         if rename(temporary.path, url.path) != 0 {
-            throw GenGateError(.uploadFailed, "cannot move object into place at \(url.path): errno \(errno)")
+            let code = errno
+            throw GenGateError(.uploadFailed, "cannot move object into place at \(url.path): errno \(code)")
         }
         try syncDirectory(url.deletingLastPathComponent())
     }
@@ -151,11 +154,13 @@ public struct LocalObjectStore: ObjectStore {
     static func syncDirectory(_ directory: URL) throws {
         let descriptor = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard descriptor >= 0 else {
-            throw GenGateError(.uploadFailed, "cannot open directory \(directory.path) to sync it: errno \(errno)")
+            let code = errno
+            throw GenGateError(.uploadFailed, "cannot open directory \(directory.path) to sync it: errno \(code)")
         }
         defer { close(descriptor) }
         guard fsync(descriptor) == 0 else {
-            throw GenGateError(.uploadFailed, "cannot sync directory \(directory.path): errno \(errno)")
+            let code = errno
+            throw GenGateError(.uploadFailed, "cannot sync directory \(directory.path): errno \(code)")
         }
     }
 

@@ -151,7 +151,9 @@ public enum ConfigLoader {
         guard (1...10).contains(config.sim.maxOutputsPerCall) else {
             throw ConfigError("sim.max_outputs_per_call must be 1 to 10")
         }
-        guard config.bus.heartbeatSeconds > 0 else { throw ConfigError("bus.heartbeat_seconds must be positive") }
+        guard config.bus.heartbeatSeconds >= 0.1 else {
+            throw ConfigError("bus.heartbeat_seconds must be at least 0.1 (each beat is a store write)")
+        }
         let knownEndpoints = Set(BusTopology.endpointNames)
         for name in config.bus.endpoints.keys where !knownEndpoints.contains(name) {
             throw ConfigError(

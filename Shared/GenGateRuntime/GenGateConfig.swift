@@ -159,7 +159,7 @@ extension GenGateConfig {
     public var policy: JobPolicy {
         JobPolicy(
             leaseSeconds: jobs.leaseSeconds, sweepIntervalSeconds: jobs.sweepIntervalSeconds,
-            staleAfterSeconds: jobs.staleAfterSeconds, silentAfterSeconds: jobs.silentAfterSeconds,
+            staleAfterSeconds: jobs.staleAfterSeconds,
             drainSeconds: jobs.drainSeconds,
             retry: RetryPolicy(
                 maxAttempts: jobs.maxAttempts, baseSeconds: jobs.retryBaseSeconds, maxSeconds: jobs.retryMaxSeconds),

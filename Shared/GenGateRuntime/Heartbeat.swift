@@ -39,7 +39,8 @@ public struct Heartbeat: Service, CustomStringConvertible {
     /// One beat in the store; a failure only delays it (the sweep waits `jobs.silent_after_seconds`).
     func writePresence() async {
         do {
-            try await environment.store.present(instance: environment.instance, at: Date())
+            try await environment.store.present(
+                instance: environment.instance, at: Date(), silentAfter: environment.config.jobs.silentAfterSeconds)
         } catch {
             environment.logger.warning("cannot record this process's heartbeat", metadata: ["error": "\(error)"])
         }
@@ -70,7 +71,11 @@ extension ServiceEnvironment {
     /// shutdown (or one of them fails), then closes the event publisher.
     public func run(_ services: [any Service]) async throws {
         // Graceful shutdown runs in reverse order: the heartbeat, first, stops last.
-        let all: [any Service] = [Heartbeat(environment: self)] + services
+        let heartbeat = Heartbeat(environment: self)
+        let all: [any Service] = [heartbeat] + services
+        // Beat once before any work is claimed: a row left by an earlier process of the same name
+        // (a container's pid 1 after a restart) must not look silent while this one works.
+        await heartbeat.writePresence()
         let group = ServiceGroup(
             configuration: .init(
                 services: all.map { .init(service: $0) },

@@ -1,6 +1,5 @@
 import Foundation
 import GenGateCore
-import GRDB
 
 /// The durable truth about every job (docs/ARCHITECTURE.md, "The store is the truth").
 ///
@@ -62,17 +61,18 @@ public protocol GenerationStore: Sendable {
     /// Voids leases that ran out before `now` (their holder is gone or stuck), leaving the jobs
     /// due at once and bumping their versions so a late holder can write nothing. Returns them.
     func releaseExpiredLeases(now: Date, limit: Int) async throws -> [DueWork]
-    /// Records that service process `instance` is alive at `at` (its heartbeat).
-    func present(instance: String, at: Date) async throws
+    /// Records that service process `instance` is alive at `at` (its heartbeat), and that it is
+    /// to count as gone once `silentAfter` seconds pass without another.
+    func present(instance: String, at: Date, silentAfter: Double) async throws
     /// Forgets `instance` (it stopped and let go of its leases).
     func absent(instance: String) async throws
-    /// Voids every lease held by a process whose heartbeat was last seen before `seenBefore`,
-    /// leaving the jobs due at `dueAt`, and forgets those processes; in one transaction, so a
-    /// process that beats again in between keeps its leases. Returns the processes and how many
-    /// leases were voided.
-    func releaseLeasesOfSilentInstances(seenBefore: Date, dueAt: Date) async throws -> (
-        instances: [String], leases: Int
-    )
+    /// Forgets every process silent at `now` (no heartbeat for its own `silentAfter`) and voids its
+    /// leases on steps that are free to repeat (status checks, uploads), leaving those jobs due at
+    /// `dueAt`; in one transaction, so a process that beats again in between keeps its leases.
+    /// Leases on jobs `pending` or `dispatching` are left to run out: a process taken for gone
+    /// may be alive and mid-submission, and voiding its lease could pay for the job twice.
+    /// Returns the processes and how many leases were voided.
+    func releaseLeasesOfSilentInstances(now: Date, dueAt: Date) async throws -> (instances: [String], leases: Int)
     /// Everyone holding a lease now.
     func leaseOwners() async throws -> [String]
     /// Applies `change` if the generation is still at (`from`, `version`) and its attempt update,
@@ -187,14 +187,6 @@ public struct DueWork: Sendable, Equatable {
 
 /// Store failures that callers act on.
 public enum StoreError: Error, CustomStringConvertible, Equatable {
-    /// Whether `error` says the store cannot answer right now (locked past its busy timeout, a
-    /// full disk, an I/O error), as opposed to a bug or a refused write: worth answering
-    /// "try again shortly" rather than "internal error".
-    public static func isUnavailable(_ error: any Error) -> Bool {
-        guard let error = error as? DatabaseError else { return false }
-        return [.SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_IOERR, .SQLITE_FULL, .SQLITE_CANTOPEN, .SQLITE_PROTOCOL]
-            .contains(error.resultCode)
-    }
 
     /// The database's schema is not the one this build expects.
     case schemaMismatch(String)

@@ -149,11 +149,13 @@ enum SQLiteSchema {
         migrator.registerMigration("v3-instances") { db in
             try db.execute(
                 sql: """
-                    -- Service processes and when the store last heard their heartbeat: the sweep voids
-                    -- the leases of one gone silent (killed, or its host lost) at once.
+                    -- Service processes, when the store last heard their heartbeat, and after how long
+                    -- without one each counts as gone: the sweep voids such a process's leases on
+                    -- steps that are free to repeat at once (see releaseLeasesOfSilentInstances).
                     CREATE TABLE instances (
                         name TEXT PRIMARY KEY,
-                        seen_at REAL NOT NULL
+                        seen_at REAL NOT NULL,
+                        silent_after REAL NOT NULL
                     );
                     """)
         }

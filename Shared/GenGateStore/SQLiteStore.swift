@@ -321,13 +321,14 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
-    public func present(instance: String, at: Date) async throws {
+    public func present(instance: String, at: Date, silentAfter: Double) async throws {
         try await batcher.write { db in
             try db.run(
                 sql: """
-                    INSERT INTO instances (name, seen_at) VALUES (?, ?)
-                    ON CONFLICT(name) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at)
-                    """, arguments: [instance, at.timeIntervalSince1970])
+                    INSERT INTO instances (name, seen_at, silent_after) VALUES (?, ?, ?)
+                    ON CONFLICT(name) DO UPDATE SET seen_at = MAX(seen_at, excluded.seen_at),
+                        silent_after = excluded.silent_after
+                    """, arguments: [instance, at.timeIntervalSince1970, silentAfter])
         }
     }
 
@@ -337,18 +338,19 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
-    public func releaseLeasesOfSilentInstances(seenBefore: Date, dueAt: Date) async throws -> (
+    public func releaseLeasesOfSilentInstances(now: Date, dueAt: Date) async throws -> (
         instances: [String], leases: Int
     ) {
         try await batcher.write { db in
             let silent = try String.fetchAll(
-                db, cached: "DELETE FROM instances WHERE seen_at < ? RETURNING name",
-                arguments: [seenBefore.timeIntervalSince1970])
+                db, cached: "DELETE FROM instances WHERE seen_at + silent_after < ? RETURNING name",
+                arguments: [now.timeIntervalSince1970])
             guard !silent.isEmpty else { return ([], 0) }
             try db.execute(
                 sql: """
                     UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL, next_action_at = ?, version = version + 1
                     WHERE lease_owner IN (\(databaseQuestionMarks(count: silent.count)))
+                      AND status NOT IN ('pending', 'dispatching')
                     """, arguments: [dueAt.timeIntervalSince1970] + StatementArguments(silent))
             return (silent, db.changesCount)
         }
@@ -837,5 +839,16 @@ extension DatabaseValueConvertible where Self: StatementColumnConvertible {
         throws -> Self?
     {
         try fetchOne(db.cachedStatement(sql: sql), arguments: arguments)
+    }
+}
+
+extension StoreError {
+    /// Whether `error` says the store is busy right now (its writer lock held past the busy
+    /// timeout by others): the write did not happen, and trying again shortly is right. Other
+    /// failures (a full disk, an I/O error during a commit, whose outcome is unknown) are not
+    /// this: they do not pass in a second, and a blind retry could make a second generation.
+    public static func isUnavailable(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        return error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
     }
 }

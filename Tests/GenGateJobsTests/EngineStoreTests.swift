@@ -169,34 +169,46 @@ final class EngineStoreTests: XCTestCase {
         XCTAssertEqual([a, b, renewed, takenOver], [true, false, true, true])
     }
 
-    /// A process whose heartbeat stopped (killed, its host lost) has its leases voided by the next
-    /// sweep, on any host, and its jobs re-driven at once; a process still beating keeps its own,
-    /// and one never seen in the store is left to its leases running out.
+    /// A process whose heartbeat stopped (killed, its host lost) has its leases on free steps
+    /// voided by the next sweep, on its own `silentAfter`, and those jobs are re-driven at once; a
+    /// submission it held is left to its lease; a process still beating, or with a longer
+    /// `silentAfter`, keeps its own; one never seen in the store is left to its leases running out.
     func testTheSweepVoidsTheLeasesOfAProcessWhoseHeartbeatStopped() async throws {
-        let harness = try await Harness(policy: JobPolicy(leaseSeconds: 30, silentAfterSeconds: 10))
-        let jobs = [try await harness.submit(), try await harness.submit(), try await harness.submit()]
+        let harness = try await Harness()
+        var submitted: [Generation] = []
+        for _ in 0..<5 { submitted.append(try await harness.submit()) }
+        let jobs = submitted
         let now = Date()
-        let owners = ["dispatcher-1@host-a", "dispatcher-2@host-b", "dispatcher-3@host-c"]
-        for (job, owner) in zip(jobs, owners) {
-            let claimed = try await harness.store.claim(
-                id: job.id, statuses: [.pending], owner: owner, leaseUntil: now + 30, now: now)
-            XCTAssertNotNil(claimed)
+        let owners = ["uploader-1@a", "dispatcher-1@a", "uploader-2@b", "uploader-3@c", "uploader-4@d"]
+        let statuses = ["uploading", "dispatching", "uploading", "uploading", "uploading"]
+        try await harness.store.pool.write { db in
+            for ((job, owner), status) in zip(zip(jobs, owners), statuses) {
+                try db.execute(
+                    sql: """
+                        UPDATE generations SET status = ?, lease_owner = ?, lease_expires_at = ?, version = 2
+                        WHERE id = ?
+                        """, arguments: [status, owner, now.timeIntervalSince1970 + 600, job.id])
+            }
         }
-        try await harness.store.present(instance: owners[0], at: now - 20)
-        try await harness.store.present(instance: owners[1], at: now - 20)
-        try await harness.store.present(instance: owners[1], at: now - 1)  // beat again since
+        for owner in owners.prefix(2) {
+            try await harness.store.present(instance: owner, at: now - 20, silentAfter: 10)
+        }
+        try await harness.store.present(instance: owners[2], at: now - 20, silentAfter: 10)
+        try await harness.store.present(instance: owners[2], at: now - 1, silentAfter: 10)  // beat again since
+        try await harness.store.present(instance: owners[3], at: now - 20, silentAfter: 30)  // patient by its own setting
         try await RecoverySweep(context: harness.context("sweeper")).sweepOnce(now: now)
 
-        let (gone, alive, unknown) = (
-            try await harness.job(jobs[0].id), try await harness.job(jobs[1].id), try await harness.job(jobs[2].id)
-        )
-        XCTAssertNil(gone.leaseOwner, "the silent process's lease is void")
-        XCTAssertGreaterThan(gone.version, jobs[0].version + 1, "a late write from it finds another version")
-        XCTAssertEqual(harness.noticed(.submit), [jobs[0].id], "and its job is re-driven in the same pass")
-        XCTAssertEqual(alive.leaseOwner, owners[1])
-        XCTAssertEqual(unknown.leaseOwner, owners[2])
-        let again = try await harness.store.releaseLeasesOfSilentInstances(seenBefore: now + 60, dueAt: now)
-        XCTAssertEqual(again.instances, [owners[1]], "the gone process was forgotten; only the live one is known")
+        var after: [Generation] = []
+        for job in jobs { after.append(try await harness.job(job.id)) }
+        XCTAssertNil(after[0].leaseOwner, "the silent process's lease on an upload is void")
+        XCTAssertEqual(after[0].version, 3, "so a late write from it finds another version")
+        XCTAssertEqual(harness.noticed(.upload), [jobs[0].id], "and the job is re-driven in the same pass")
+        XCTAssertEqual(after[1].leaseOwner, owners[1], "a submission it may still be paying for is not taken")
+        XCTAssertEqual(after[2].leaseOwner, owners[2])
+        XCTAssertEqual(after[3].leaseOwner, owners[3])
+        XCTAssertEqual(after[4].leaseOwner, owners[4])
+        let known = try await harness.store.releaseLeasesOfSilentInstances(now: now + 60, dueAt: now)
+        XCTAssertEqual(Set(known.instances), Set(owners[2...3]), "the silent ones were forgotten")
     }
 
     func testBackoffGrowsWithJitterUnderACapAndHonoursRetryAfter() {

@@ -29,12 +29,17 @@ final class TaskCheckTests: XCTestCase {
         XCTAssertEqual(schedule.delay(afterCheck: 5, eta: 3, random: noJitter), 3, "sooner than the back-off")
         XCTAssertEqual(schedule.delay(afterCheck: 0, eta: 6, random: noJitter), 6, "later than the back-off")
         XCTAssertEqual(schedule.delay(afterCheck: 0, eta: 0, random: noJitter), 1, "never a busy loop")
+        XCTAssertEqual(
+            schedule.delay(afterCheck: 5, eta: 0, random: noJitter), 2.5,
+            "an estimate that stays at zero still backs off, to a quarter of the schedule")
         XCTAssertEqual(schedule.delay(afterCheck: 0, eta: 3_600, random: noJitter), 10, "never past the longest wait")
         XCTAssertEqual(schedule.delay(afterCheck: 0, eta: .nan, random: noJitter), 1, "nonsense is ignored")
         XCTAssertEqual(schedule.delay(afterCheck: 0, retryAfter: 8, eta: 3, random: noJitter), 8)
         let jittered = (0..<200).map { _ in schedule.delay(afterCheck: 0, eta: 4) }
         XCTAssertGreaterThanOrEqual(jittered.min()!, 4, "never before the estimate")
         XCTAssertLessThanOrEqual(jittered.max()!, 4 * 1.1 + 1e-9)
+        let capped = (0..<200).map { _ in schedule.delay(afterCheck: 0, eta: 9.9) }
+        XCTAssertLessThanOrEqual(capped.max()!, 10, "jitter never carries it past the longest wait")
         var task = check()
         XCTAssertEqual(
             task.observe(.success(.running(progress: 20, eta: 5)), now: start, random: noJitter),

@@ -22,7 +22,7 @@ final class SQLiteStoreTests: XCTestCase {
     }
 
     /// A store locked by another process past the busy timeout is "unavailable" (the API answers
-    /// 503 and Retry-After); a refused write is not.
+    /// 503 and Retry-After); a refused write or an I/O error is not.
     func testALockedStoreIsUnavailableAndARefusedWriteIsNot() async throws {
         let impatient = try SQLiteStore(path: path, busyTimeout: 0.2)
         let locker = try DatabaseQueue(path: path)
@@ -46,6 +46,9 @@ final class SQLiteStoreTests: XCTestCase {
         }
         release.signal()
         XCTAssertFalse(StoreError.isUnavailable(DatabaseError(resultCode: .SQLITE_CONSTRAINT)))
+        XCTAssertFalse(
+            StoreError.isUnavailable(DatabaseError(resultCode: .SQLITE_IOERR)),
+            "an I/O error in a commit leaves its outcome unknown: not a plain try-again")
         XCTAssertFalse(StoreError.isUnavailable(CancellationError()))
     }
 

@@ -82,22 +82,52 @@ final class StoreRecoveryTests: XCTestCase {
         XCTAssertEqual(done["attempts"]?.intValue, 1, "no second submission")
     }
 
-    /// A dispatcher on another host stopped beating (its host was lost) while it held a job with
-    /// ten minutes of lease left: the sweep voids the lease as soon as the heartbeat is
-    /// `jobs.silent_after_seconds` old, and the job completes in seconds, not ten minutes.
+    /// A poller on another host stopped beating (its host was lost) while it held a status check
+    /// with ten minutes of lease left: the sweep voids the lease as soon as the heartbeat is older
+    /// than the poller's own `silent_after`, and the job completes in seconds, not ten minutes.
+    /// A job held mid-submission by a silent dispatcher is left to its lease running out instead,
+    /// since a process taken for gone may be alive and paying for the call.
     func testAJobHeldByAProcessWhoseHeartbeatStoppedMovesOnInSeconds() async throws {
         let now = Date()
-        let left = generation(status: .pending, created: now)
-        try await store.insert(left, event: Event(.generationCreated, generationID: left.id))
-        let owner = "dispatcher-4242@lost-host"
+        let submitted = Int64(now.addingTimeInterval(-5).timeIntervalSince1970 * 1_000)
+        let task = "simt_01m82a9dd9hakyymdpzm5nc16q.\(submitted).\(submitted + 100).o"
+        let poller = "poller-4242@lost-host"
+        // Taken, submitted and left running under the lost poller's lease, well before the sweep
+        // would re-drive it (stale after 0.5 s).
+        let checking = generation(status: .pending, created: now)
+        try await store.insert(checking, event: Event(.generationCreated, generationID: checking.id))
         let claimed = try await store.claim(
-            id: left.id, statuses: [.pending], owner: owner, leaseUntil: now.addingTimeInterval(600), now: now)
-        XCTAssertNotNil(claimed)
-        try await store.present(instance: owner, at: now.addingTimeInterval(-11))  // default silent_after: 10 s
+            id: checking.id, statuses: [.pending], owner: poller, leaseUntil: now.addingTimeInterval(600), now: now)
+        var dispatch = Transition.of(try XCTUnwrap(claimed), to: .dispatching, at: now)
+        dispatch.attempts = 1
+        dispatch.newAttempt = Attempt(
+            generationID: checking.id, number: 1, provider: "sim", clientReference: "\(checking.id)-a1",
+            providerTaskID: task, outputIndexes: [0], state: .submitted, error: nil, createdAt: now, finishedAt: nil)
+        let dispatching = try await store.transition(dispatch)
+        var run = Transition.of(try XCTUnwrap(dispatching), to: .running, at: now)
+        run.providerTaskID = .some(task)
+        run.nextActionAt = .some(now)
+        let running = try await store.transition(run)
+        XCTAssertEqual(running?.leaseOwner, poller)
+
+        let dispatcher = "dispatcher-4242@lost-host"
+        let submitting = try await leftInDispatching(n: 1, attempt: .submitting)
+        let held = try await store.claim(
+            id: submitting.id, statuses: [.dispatching], owner: dispatcher, leaseUntil: now.addingTimeInterval(600),
+            now: now)
+        for instance in [poller, dispatcher] {
+            try await store.present(instance: instance, at: now.addingTimeInterval(-11), silentAfter: 10)
+        }
+
         let started = ContinuousClock.now
-        let done = try await system.waitForStatus(left.id, "completed", timeout: .seconds(20))
+        let done = try await system.waitForStatus(checking.id, "completed", timeout: .seconds(20))
         XCTAssertEqual(done["attempts"]?.intValue, 1)
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(10), "moved on at once, not after the lease")
+        if held != nil {
+            let still = try await store.generation(id: submitting.id)
+            XCTAssertEqual(still?.leaseOwner, dispatcher, "a submission's lease is left to run out")
+            XCTAssertEqual(still?.status, .dispatching)
+        }
     }
 
     func testAJobPastItsDeadlineFailsWithTaskTimeout() async throws {
