@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "poller", targets: ["poller"]),
         .executable(name: "uploader", targets: ["uploader"]),
         .executable(name: "monitor", targets: ["monitor"]),
+        .executable(name: "provider-sim", targets: ["provider-sim"]),
         .executable(name: "gengate-bench", targets: ["gengate-bench"]),
     ],
     dependencies: [
@@ -65,8 +66,23 @@ let package = Package(
         ),
         .target(
             name: "GenGateProviders",
-            dependencies: ["GenGateCore"],
+            dependencies: [
+                "GenGateCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             path: "Shared/GenGateProviders"
+        ),
+        // Simulators of the providers' real HTTP APIs, for tests and for trying GenGate without keys.
+        .target(
+            name: "GenGateProviderSim",
+            dependencies: [
+                "GenGateCore", "GenGateProviders",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Shared/GenGateProviderSim"
         ),
         .target(
             name: "GenGateJobs",
@@ -124,6 +140,16 @@ let package = Package(
             path: "Services/gengate"
         ),
 
+        .executableTarget(
+            name: "provider-sim",
+            dependencies: [
+                "GenGateProviderSim",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            path: "Services/provider-sim"
+        ),
+
         .target(name: "GenGateLocalPorts", path: "Shared/GenGateLocalPorts"),
 
         // Benchmarks
@@ -149,7 +175,14 @@ let package = Package(
             name: "GenGateStoreTests",
             dependencies: ["GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        .testTarget(name: "GenGateProvidersTests", dependencies: ["GenGateProviders", "GenGateObjects"]),
+        .testTarget(
+            name: "GenGateProvidersTests",
+            dependencies: [
+                "GenGateProviders", "GenGateObjects", "GenGateProviderSim",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(
             name: "GenGateJobsTests",
             dependencies: ["GenGateJobs", "GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]

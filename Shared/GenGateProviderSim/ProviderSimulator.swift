@@ -1,0 +1,251 @@
+import Foundation
+import GenGateCore
+import GenGateProviders
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Synchronization
+
+/// One simulated provider: its tasks, knobs and counts, and the `/_sim` endpoints every
+/// simulator has (`POST /_sim/config`, `GET /_sim/stats`, `GET /_sim/files/{task}/{n}`). Each
+/// provider's own API is a `SimulatedAPI` registered on the same router.
+public final class ProviderSimulator: Sendable {
+    public let provider: String
+    /// The credential accepted: a token, or `ID:SECRET` where the provider signs with a pair.
+    public let key: String
+
+    struct State {
+        var knobs: SimKnobs
+        var stats = SimStats()
+        var tasks: [String: SimTask] = [:]
+        var references: Set<String> = []
+    }
+
+    let state: Mutex<State>
+
+    public static let providers = ["replicate"]
+
+    public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
+        guard Self.providers.contains(provider) else {
+            throw SimError(
+                "no simulator for provider \(provider); available: \(Self.providers.joined(separator: ", "))")
+        }
+        guard !key.isEmpty else { throw SimError("the key must not be empty") }
+        self.provider = provider
+        self.key = key
+        state = Mutex(State(knobs: knobs))
+    }
+
+    public var knobs: SimKnobs { state.withLock { $0.knobs } }
+
+    /// Applies the knobs in `patch` (all or none) and returns the knobs now in force.
+    public func configure(_ patch: JSONValue) throws -> SimKnobs {
+        try state.withLock { state in
+            state.knobs = try state.knobs.applying(patch)
+            return state.knobs
+        }
+    }
+    public var stats: SimStats { state.withLock { $0.stats } }
+
+    /// A router serving this provider's API and the `/_sim` endpoints.
+    public func router() -> Router<BasicRequestContext> {
+        let router = Router()
+        router.post("/_sim/config") { request, context in
+            let body = try await request.body.collect(upTo: 65_536)
+            let patch: JSONValue
+            do {
+                patch = try JSONCoding.decode(JSONValue.self, from: Data(body.readableBytesView))
+            } catch {
+                return SimJSON.response(.badRequest, ["error": .string("the body is not JSON")])
+            }
+            do {
+                let knobs = try self.configure(patch)
+                return SimJSON.response(.ok, try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(knobs)))
+            } catch let error as SimError {
+                return SimJSON.response(.badRequest, ["error": .string(error.description)])
+            }
+        }
+        router.get("/_sim/stats") { _, _ in
+            SimJSON.response(.ok, try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(self.stats)))
+        }
+        router.get("/_sim/files/:task/:file") { _, context in
+            let task = context.parameters.get("task") ?? ""
+            let file = context.parameters.get("file") ?? ""
+            guard let known = self.state.withLock({ $0.tasks[task] }), let (index, isVideo) = Self.parse(file: file),
+                index < known.outputs
+            else {
+                return SimJSON.response(.notFound, ["error": .string("no such file")])
+            }
+            let bytes = isVideo ? SimFiles.mp4(seed: index) : SimFiles.png(seed: task, index: index)
+            var headers = HTTPFields()
+            headers[.contentType] = isVideo ? "video/mp4" : "image/png"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
+        switch provider {
+        default: ReplicateAPI(simulator: self).register(on: router)
+        }
+        return router
+    }
+
+    // MARK: Tasks
+
+    /// Records a submission: a new task with its fate decided now, counted (and counted again
+    /// as a duplicate when `reference` was seen before).
+    func submit(reference: String?, model: String, input: JSONValue, outputs: Int, isVideo: Bool, now: Date = Date())
+        -> SimTask
+    {
+        state.withLock { state in
+            state.stats.submissions += 1
+            if let reference, !reference.isEmpty {
+                if !state.references.insert(reference).inserted { state.stats.duplicateSubmissions += 1 }
+            }
+            let knobs = state.knobs
+            let fate: SimTask.Fate
+            if Double.random(in: 0..<1) < knobs.pStuck {
+                fate = .stuck
+            } else if Double.random(in: 0..<1) < knobs.pPolicy {
+                fate = .policy
+            } else if Double.random(in: 0..<1) < knobs.pEmpty {
+                fate = .empty
+            } else {
+                fate = .succeed
+            }
+            let task = SimTask(
+                id: Identifier.randomToken(count: 26), reference: reference, model: model, input: input,
+                createdAt: now, endsAt: now.addingTimeInterval(knobs.taskSeconds), fate: fate,
+                outputs: fate == .succeed ? outputs : 0, isVideo: isVideo)
+            state.tasks[task.id] = task
+            return task
+        }
+    }
+
+    func task(_ id: String, countingStatusCall: Bool) -> SimTask? {
+        state.withLock { state in
+            if countingStatusCall { state.stats.statusCalls += 1 }
+            return state.tasks[id]
+        }
+    }
+
+    /// Cancels a task that has not ended; the task as it is after.
+    func cancel(_ id: String, now: Date = Date()) -> SimTask? {
+        state.withLock { state in
+            state.stats.cancels += 1
+            guard var task = state.tasks[id] else { return nil }
+            if task.phase(at: now) != .ended { task.cancelledAt = now }
+            state.tasks[id] = task
+            return task
+        }
+    }
+
+    // MARK: Faults
+
+    /// What a call meets before it is handled: latency, then maybe a fault. Nil: go on.
+    enum Fault {
+        case rateLimited(retryAfter: Double)
+        case serverError
+        case reset
+        case timeout
+        case malformed
+    }
+
+    func fault() async -> Fault? {
+        let knobs = self.knobs
+        if knobs.latencyMs > 0 { try? await Task.sleep(for: .milliseconds(knobs.latencyMs)) }
+        if Double.random(in: 0..<1) < knobs.p429 { return .rateLimited(retryAfter: knobs.retryAfterS) }
+        if Double.random(in: 0..<1) < knobs.p5xx { return .serverError }
+        if Double.random(in: 0..<1) < knobs.pReset { return .reset }
+        if Double.random(in: 0..<1) < knobs.pTimeout { return .timeout }
+        if Double.random(in: 0..<1) < knobs.pMalformed { return .malformed }
+        return nil
+    }
+
+    /// The answer of a fault that is not the provider's own error format.
+    static func generic(_ fault: Fault) async -> Response? {
+        switch fault {
+        case .reset:
+            // Promise more than is sent, then fail the body: the connection is dropped mid-answer.
+            var headers = HTTPFields()
+            headers[.contentLength] = "1024"
+            headers[.contentType] = "application/json"
+            return Response(
+                status: .ok, headers: headers,
+                body: ResponseBody { writer in
+                    try await writer.write(ByteBuffer(string: "{\"id\": "))
+                    throw SimError("connection reset by the simulator")
+                })
+        case .timeout:
+            try? await Task.sleep(for: .seconds(3_600))
+            return SimJSON.response(.serviceUnavailable, ["error": .string("timed out")])
+        case .malformed:
+            var headers = HTTPFields()
+            headers[.contentType] = "application/json"
+            return Response(
+                status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: "{\"status\": \"succ")))
+        case .rateLimited, .serverError:
+            return nil
+        }
+    }
+
+    // MARK: Helpers
+
+    /// `<n>.png` or `<n>.mp4`.
+    static func parse(file: String) -> (index: Int, isVideo: Bool)? {
+        let parts = file.split(separator: ".")
+        guard parts.count == 2, let index = Int(parts[0]), index >= 0, ["png", "mp4"].contains(parts[1]) else {
+            return nil
+        }
+        return (index, parts[1] == "mp4")
+    }
+
+    /// The base URL the client used to reach us, for the file URLs we hand out.
+    static func base(of request: Request) -> String {
+        "http://\(request.head.authority ?? "127.0.0.1")"
+    }
+}
+
+/// One task of a simulated provider.
+struct SimTask: Sendable {
+    enum Fate: Sendable { case succeed, empty, policy, stuck }
+    enum Phase { case queued, running, ended }
+
+    var id: String
+    var reference: String?
+    var model: String
+    var input: JSONValue
+    var createdAt: Date
+    var endsAt: Date
+    var fate: Fate
+    var outputs: Int
+    var isVideo: Bool
+    var cancelledAt: Date?
+    /// Replicate: the version the prediction was created with, when one was given.
+    var version: String?
+
+    func phase(at now: Date) -> Phase {
+        if cancelledAt != nil { return .ended }
+        if fate == .stuck { return now < createdAt.addingTimeInterval(0.05) ? .queued : .running }
+        if now >= endsAt { return .ended }
+        return now < createdAt.addingTimeInterval(min(0.2, endsAt.timeIntervalSince(createdAt) / 4))
+            ? .queued : .running
+    }
+
+    func files(base: String) -> [String] {
+        (0..<outputs).map { "\(base)/_sim/files/\(id)/\($0).\(isVideo ? "mp4" : "png")" }
+    }
+}
+
+/// JSON answers of the simulators.
+enum SimJSON {
+    static func response(_ status: HTTPResponse.Status, _ body: JSONValue, headers: HTTPFields = [:]) -> Response {
+        var fields = headers
+        fields[.contentType] = "application/json"
+        let data = (try? JSONCoding.encode(body)) ?? Data("{}".utf8)
+        return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func response(_ status: HTTPResponse.Status, _ body: [String: JSONValue], headers: HTTPFields = [:])
+        -> Response
+    {
+        response(status, JSONValue.object(body), headers: headers)
+    }
+}

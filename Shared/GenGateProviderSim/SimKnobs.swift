@@ -1,0 +1,112 @@
+import Foundation
+import GenGateCore
+
+/// How a simulator misbehaves, set at start and changed at run time (`POST /_sim/config`, a JSON
+/// object with any of these fields). Probabilities are per API call (the `p_429` … `p_balance`
+/// answers) or per task (`p_stuck`, `p_empty`, `p_policy`, decided at submission).
+public struct SimKnobs: Codable, Sendable, Equatable {
+    /// Every API call answers after this long.
+    public var latencyMs = 0
+    /// A task runs this long before it ends.
+    public var taskSeconds = 1.0
+    /// A call is refused as rate limited, with `Retry-After: retry_after_s`.
+    public var p429 = 0.0
+    public var retryAfterS = 1.0
+    /// A call answers a server error.
+    public var p5xx = 0.0
+    /// A call's connection is dropped before the answer is complete.
+    public var pReset = 0.0
+    /// A call never answers (the client's timeout ends it).
+    public var pTimeout = 0.0
+    /// A task never finishes.
+    public var pStuck = 0.0
+    /// A call answers 200 with a body that is not JSON.
+    public var pMalformed = 0.0
+    /// A task succeeds without outputs.
+    public var pEmpty = 0.0
+    /// A task is refused by the content policy.
+    public var pPolicy = 0.0
+    /// A submission is refused for want of balance.
+    public var pBalance = 0.0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case latencyMs = "latency_ms"
+        case taskSeconds = "task_seconds"
+        case p429 = "p_429"
+        case retryAfterS = "retry_after_s"
+        case p5xx = "p_5xx"
+        case pReset = "p_reset"
+        case pTimeout = "p_timeout"
+        case pStuck = "p_stuck"
+        case pMalformed = "p_malformed"
+        case pEmpty = "p_empty"
+        case pPolicy = "p_policy"
+        case pBalance = "p_balance"
+    }
+
+    /// These knobs with the fields of `patch` applied; a clear error for an unknown field or a
+    /// value out of range, nothing applied then.
+    public func applying(_ patch: JSONValue) throws -> SimKnobs {
+        guard case .object(let fields) = patch else { throw SimError("the configuration must be a JSON object") }
+        let known = Set(CodingKeys.allCases.map(\.rawValue))
+        if let unknown = fields.keys.sorted().first(where: { !known.contains($0) }) {
+            throw SimError("unknown knob \(unknown); known: \(known.sorted().joined(separator: ", "))")
+        }
+        var knobs = self
+        for (name, value) in fields {
+            guard case .number(let number) = value, number.isFinite else {
+                throw SimError("\(name) must be a number")
+            }
+            switch name {
+            case "latency_ms":
+                guard number >= 0, number <= 600_000 else { throw SimError("latency_ms must be 0…600000") }
+                knobs.latencyMs = Int(number)
+            case "task_seconds":
+                guard number >= 0, number <= 86_400 else { throw SimError("task_seconds must be 0…86400") }
+                knobs.taskSeconds = number
+            case "retry_after_s":
+                guard number >= 0, number <= 3_600 else { throw SimError("retry_after_s must be 0…3600") }
+                knobs.retryAfterS = number
+            default:
+                guard (0...1).contains(number) else { throw SimError("\(name) is a probability: 0…1") }
+                switch name {
+                case "p_429": knobs.p429 = number
+                case "p_5xx": knobs.p5xx = number
+                case "p_reset": knobs.pReset = number
+                case "p_timeout": knobs.pTimeout = number
+                case "p_stuck": knobs.pStuck = number
+                case "p_malformed": knobs.pMalformed = number
+                case "p_empty": knobs.pEmpty = number
+                case "p_policy": knobs.pPolicy = number
+                default: knobs.pBalance = number
+                }
+            }
+        }
+        return knobs
+    }
+}
+
+/// What a simulator was asked, for tests that prove nothing was paid for twice.
+public struct SimStats: Codable, Sendable, Equatable {
+    public var submissions = 0
+    public var statusCalls = 0
+    public var cancels = 0
+    /// Second (and later) submissions carrying a client reference already seen.
+    public var duplicateSubmissions = 0
+
+    public init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case submissions
+        case statusCalls = "status_calls"
+        case cancels
+        case duplicateSubmissions = "duplicate_submissions"
+    }
+}
+
+public struct SimError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,158 @@
+import AsyncHTTPClient
+import Foundation
+import GenGateCore
+import NIOCore
+import NIOHTTP1
+
+/// Where a provider is reached and how long it may take: every real adapter has its own.
+public struct ProviderEndpoint: Sendable, Equatable {
+    /// The API's base URL as the provider's own SDK takes it (e.g. `https://api.replicate.com/v1`).
+    public var baseURL: String
+    public var connectTimeoutSeconds: Double
+    /// One request, from sending it to the last byte of the answer (downloads excepted).
+    public var requestTimeoutSeconds: Double
+    /// Connections kept to the provider at once (AsyncHTTPClient's default of 8 would queue
+    /// the engine's hundreds of concurrent calls behind each other).
+    public var maxConnections: Int
+
+    public init(
+        baseURL: String, connectTimeoutSeconds: Double = 5, requestTimeoutSeconds: Double = 60,
+        maxConnections: Int = 64
+    ) {
+        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        self.connectTimeoutSeconds = connectTimeoutSeconds
+        self.requestTimeoutSeconds = requestTimeoutSeconds
+        self.maxConnections = maxConnections
+    }
+}
+
+/// The HTTP side of one provider: its own AsyncHTTPClient (own connection pool and timeouts, so
+/// one slow provider never slows another), JSON in and out, bounded answers, and network
+/// failures as `GenGateError`s. Adapters build requests and read answers; they never see NIO.
+public final class ProviderHTTP: Sendable {
+    public let provider: String
+    public let endpoint: ProviderEndpoint
+    let client: HTTPClient
+    /// Largest JSON answer read; a provider's status answer is a few KiB.
+    static let maxAnswerBytes = 8 << 20
+
+    public init(provider: String, endpoint: ProviderEndpoint) {
+        self.provider = provider
+        self.endpoint = endpoint
+        var configuration = HTTPClient.Configuration(
+            timeout: .init(connect: .milliseconds(Int64(endpoint.connectTimeoutSeconds * 1_000))))
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: endpoint.maxConnections)
+        configuration.redirectConfiguration = .disallow
+        client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }
+
+    /// Closes the connection pool. A process's adapters live as long as it does; tests call this.
+    public func shutdown() async {
+        try? await client.shutdown()
+    }
+
+    /// An answer: its status, headers and body (already read, bounded).
+    public struct Answer: Sendable {
+        public var status: HTTPResponseStatus
+        public var headers: HTTPHeaders
+        public var body: ByteBuffer
+
+        /// The body as JSON, or nil when it is not JSON.
+        public var json: JSONValue? { try? JSONCoding.decode(JSONValue.self, from: Data(body.readableBytesView)) }
+
+        public var text: String { String(buffer: body) }
+    }
+
+    /// Sends a request to `path` (under the base URL; an absolute `http(s)://` URL is used as it
+    /// is) and reads the whole answer. Network failures, timeouts and oversized answers throw
+    /// `GenGateError`s; HTTP error statuses are returned for the adapter to classify.
+    public func send(
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue? = nil,
+        body: ByteBuffer? = nil
+    ) async throws -> Answer {
+        var request = HTTPClientRequest(url: url(path))
+        request.method = method
+        request.headers.add(name: "Accept", value: "application/json")
+        request.headers.add(name: "User-Agent", value: "GenGate")
+        for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
+        if let json {
+            request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: try JSONCoding.encode(json)))
+        } else if let body {
+            request.body = .bytes(body)
+        }
+        let timeout = TimeAmount.milliseconds(Int64(endpoint.requestTimeoutSeconds * 1_000))
+        do {
+            let response = try await client.execute(request, timeout: timeout)
+            let body = try await response.body.collect(upTo: Self.maxAnswerBytes)
+            return Answer(status: response.status, headers: response.headers, body: body)
+        } catch let error as GenGateError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw classify(networkError: error, method: method, path: path)
+        }
+    }
+
+    /// Streams the body of `url` into `file` (AsyncHTTPClient's `FileDownloadDelegate`, which
+    /// writes on NIO's blocking-I/O pool), never holding it whole, and returns the answer's
+    /// content type. Non-2xx answers throw (a 404 or 403 from an expired URL is a retryable
+    /// provider error: the task may be asked again for fresh URLs).
+    public func download(_ url: String, headers: [(String, String)] = [], to file: URL, timeoutSeconds: Double = 600)
+        async throws -> String
+    {
+        var fields = HTTPHeaders()
+        for (name, value) in headers { fields.replaceOrAdd(name: name, value: value) }
+        let request: HTTPClient.Request
+        do {
+            request = try HTTPClient.Request(url: self.url(url), method: .GET, headers: fields)
+        } catch {
+            throw GenGateError(.providerError, "\(provider): output URL \(url) is not a URL", retryable: false)
+        }
+        let delegate = try FileDownloadDelegate(path: file.path, pool: .singleton)
+        let task = client.execute(
+            request: request, delegate: delegate,
+            deadline: .now() + .milliseconds(Int64(timeoutSeconds * 1_000)))
+        let progress: FileDownloadDelegate.Progress
+        do {
+            progress = try await withTaskCancellationHandler {
+                try await task.futureResult.get()
+            } onCancel: {
+                task.cancel()
+            }
+        } catch {
+            if Task.isCancelled { throw CancellationError() }
+            throw classify(networkError: error, method: .GET, path: "output")
+        }
+        let head = progress.head
+        guard (200..<300).contains(head.status.code) else {
+            throw GenGateError(
+                .providerError, "\(provider): output download answered HTTP \(head.status.code)", retryable: true)
+        }
+        return head.headers.first(name: "Content-Type") ?? "application/octet-stream"
+    }
+
+    func url(_ path: String) -> String {
+        if path.hasPrefix("http://") || path.hasPrefix("https://") { return path }
+        return endpoint.baseURL + (path.hasPrefix("/") ? path : "/" + path)
+    }
+
+    /// A failure below HTTP: no answer at all. Retryable; for a submission the outcome is
+    /// unknown (the provider may have the task), which the engine's submission recovery handles.
+    func classify(networkError error: any Error, method: HTTPMethod, path: String) -> GenGateError {
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .deadlineExceeded, .readTimeout, .connectTimeout, .writeTimeout:
+                return GenGateError(.providerTimeout, "\(provider): \(method) \(path) timed out")
+            default:
+                break
+            }
+        }
+        if error is NIOTooManyBytesError {
+            return GenGateError(.providerError, "\(provider): answer to \(method) \(path) is too large")
+        }
+        return GenGateError(.providerUnavailable, "\(provider): \(method) \(path) failed: \(error)")
+    }
+}

@@ -1,0 +1,221 @@
+import Foundation
+import GenGateCore
+import NIOHTTP1
+
+/// Replicate's predictions API (https://replicate.com/docs/reference/http), as its official
+/// Python client (`replicate` on PyPI) speaks it.
+///
+/// Covered: submit to an official model (`POST /models/{owner}/{name}/predictions`) or to a
+/// version (`owner/name:<version>` → `POST /predictions` with `version`), always asynchronous
+/// (no `Prefer: wait`); status (`GET /predictions/{id}`); cancel (`POST
+/// /predictions/{id}/cancel`); outputs as a URL or a list of URLs, downloaded with the token
+/// (the reference says `replicate.delivery` files may require it). Each call makes one output:
+/// `num_outputs` is not a field every model takes, so n outputs are n predictions.
+/// Not covered: deployments, streaming output (`urls.stream`), training, finding a prediction by
+/// our reference (the API keeps none; recovery counts a possible double charge instead), webhooks
+/// (provider callbacks come in a later change).
+///
+/// Mapping (status → GenGate): `starting` → queued, `processing` → running, `succeeded` →
+/// outputs (none, or `data_removed`, is a retryable provider error), `failed` → content policy
+/// when the text says NSFW/sensitive/safety, else a retryable provider error, `canceled` and
+/// `aborted` → cancelled. HTTP: 401 authentication, 402 quota ("Billing required"), 422 and 404
+/// invalid request, 429 rate limited with Retry-After, 5xx unavailable.
+public struct ReplicateAdapter: ProviderAdapter {
+    public let name = "replicate"
+    public let http: ProviderHTTP
+    let token: String
+    public let models: [ModelInfo]
+
+    public var capabilities: ProviderCapabilities {
+        ProviderCapabilities(
+            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 1, inputImages: false,
+            findsSubmissionByReference: false)
+    }
+
+    /// The models offered by default; any `replicate/<owner>/<name>` listed in the configuration
+    /// joins them.
+    public static let defaultModels: [ModelInfo] = [
+        ModelInfo(id: "replicate/black-forest-labs/flux-schnell", provider: "replicate", kind: .image, maxOutputs: 4),
+        ModelInfo(id: "replicate/black-forest-labs/flux-dev", provider: "replicate", kind: .image, maxOutputs: 4),
+        ModelInfo(id: "replicate/black-forest-labs/flux-1.1-pro", provider: "replicate", kind: .image, maxOutputs: 4),
+        ModelInfo(id: "replicate/minimax/video-01", provider: "replicate", kind: .video, maxOutputs: 1),
+    ]
+
+    public static let defaultBaseURL = "https://api.replicate.com/v1"
+
+    public init(token: String, endpoint: ProviderEndpoint, models: [ModelInfo] = Self.defaultModels) {
+        self.token = token
+        http = ProviderHTTP(provider: "replicate", endpoint: endpoint)
+        self.models = models
+    }
+
+    var authorization: [(String, String)] { [("Authorization", "Bearer \(token)")] }
+
+    public func submit(_ request: ProviderRequest) async throws -> String {
+        let target = try Self.target(of: request.model)
+        var input = request.params
+        input["prompt"] = .string(request.prompt)
+        if let seed = request.seed { input["seed"] = .number(Double(seed)) }
+        if let width = request.width { input["width"] = .number(Double(width)) }
+        if let height = request.height { input["height"] = .number(Double(height)) }
+        var body: [String: JSONValue] = ["input": .object(input)]
+        let path: String
+        switch target {
+        case .model(let owner, let model):
+            path = "/models/\(owner)/\(model)/predictions"
+        case .version(let version):
+            path = "/predictions"
+            body["version"] = .string(version)
+        }
+        // Our reference rides in a header the API ignores, so a simulator (or a log) can tell a
+        // second submission of the same attempt from a new one.
+        let answer = try await http.send(
+            .POST, path, headers: authorization + [("X-GenGate-Reference", request.clientReference)],
+            json: .object(body))
+        guard answer.status == .created || answer.status == .accepted || answer.status == .ok else {
+            throw error(answer)
+        }
+        guard let id = answer.json?["id"]?.stringValue, !id.isEmpty else {
+            throw GenGateError(.providerError, "replicate: the submission's answer has no prediction id")
+        }
+        return id
+    }
+
+    public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
+        let answer = try await http.send(.GET, "/predictions/\(Self.escaped(taskID))", headers: authorization)
+        guard answer.status == .ok else { throw error(answer) }
+        guard let prediction = answer.json else {
+            throw GenGateError(.providerError, "replicate: the prediction is not JSON")
+        }
+        return try Self.state(of: prediction, request: request)
+    }
+
+    /// The state of a prediction object (also the body of Replicate's webhooks).
+    public static func state(of prediction: JSONValue, request: ProviderRequest) throws -> ProviderTaskState {
+        switch prediction["status"]?.stringValue {
+        case "starting":
+            return .queued
+        case "processing":
+            return .running(progress: nil)
+        case "succeeded":
+            let urls = outputURLs(prediction["output"])
+            guard !urls.isEmpty else {
+                let removed = prediction["data_removed"] == .bool(true)
+                return .failed(
+                    GenGateError(
+                        .providerError,
+                        removed
+                            ? "replicate: the prediction's outputs were already removed"
+                            : "replicate: the prediction succeeded without outputs", retryable: true))
+            }
+            return .succeeded(
+                outputs: zip(request.outputIndexes, urls).map { index, url in
+                    Output(index: index, source: url, contentType: contentType(ofURL: url))
+                })
+        case "failed":
+            let text = prediction["error"]?.stringValue ?? "the prediction failed"
+            return .failed(classifyFailure(text))
+        case "canceled", "aborted":
+            return .cancelled
+        case let other:
+            throw GenGateError(
+                .providerError, "replicate: unknown prediction status \(other ?? "(none)")", retryable: true)
+        }
+    }
+
+    /// A failed prediction's text: content policy where it says so (Replicate has no code for
+    /// it), otherwise a provider failure worth another attempt.
+    static func classifyFailure(_ text: String) -> GenGateError {
+        let lowered = text.lowercased()
+        let policy = ["nsfw", "sensitive", "safety", "e005", "content policy", "inappropriate"]
+        if policy.contains(where: lowered.contains) {
+            return GenGateError(.contentPolicy, "replicate: \(text)")
+        }
+        return GenGateError(.providerError, "replicate: \(text)", retryable: true)
+    }
+
+    public func cancel(taskID: String) async throws {
+        let answer = try await http.send(.POST, "/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
+        guard answer.status == .ok else { throw error(answer) }
+    }
+
+    public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
+        let answer = try await http.send(.GET, output.source, headers: authorization)
+        guard answer.status == .ok else {
+            throw GenGateError(
+                .providerError, "replicate: output download answered HTTP \(answer.status.code)", retryable: true)
+        }
+        return (
+            Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType
+        )
+    }
+
+    public func download(_ output: Output, to file: URL) async throws -> String? {
+        try await http.download(output.source, headers: authorization, to: file)
+    }
+
+    /// An HTTP error answer as a GenGate error.
+    func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
+        let message = ProviderErrors.message(answer.json)
+        if answer.status == .unprocessableEntity || answer.status == .notFound {
+            return GenGateError(.invalidRequest, "replicate: \(message) (HTTP \(answer.status.code))")
+        }
+        return ProviderErrors.fromStatus(answer.status, provider: name, message: message, headers: answer.headers)
+    }
+
+    enum Target: Equatable {
+        case model(owner: String, name: String)
+        case version(String)
+    }
+
+    /// `replicate/<owner>/<name>` or `replicate/<owner>/<name>:<version>`.
+    static func target(of model: String) throws -> Target {
+        let rest = model.hasPrefix("replicate/") ? String(model.dropFirst("replicate/".count)) : model
+        let (path, version) =
+            rest.split(separator: ":", maxSplits: 1).count == 2
+            ? (String(rest.split(separator: ":")[0]), String(rest.split(separator: ":", maxSplits: 1)[1]))
+            : (rest, "")
+        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_."))
+        guard parts.count == 2,
+            parts.allSatisfy({ !$0.isEmpty && !$0.hasPrefix(".") && $0.unicodeScalars.allSatisfy(allowed.contains) })
+        else {
+            throw GenGateError(.invalidRequest, "replicate: model must be replicate/<owner>/<name>, got \(model)")
+        }
+        if !version.isEmpty {
+            guard version.count == 64, version.allSatisfy(\.isHexDigit) else {
+                throw GenGateError(.invalidRequest, "replicate: a version is 64 hex digits, got \(version)")
+            }
+            return .version("\(path):\(version)")
+        }
+        return .model(owner: String(parts[0]), name: String(parts[1]))
+    }
+
+    static func outputURLs(_ output: JSONValue?) -> [String] {
+        switch output {
+        case .string(let url)?: return isURL(url) ? [url] : []
+        case .array(let items)?: return items.compactMap { $0.stringValue }.filter(isURL)
+        default: return []
+        }
+    }
+
+    static func isURL(_ text: String) -> Bool { text.hasPrefix("https://") || text.hasPrefix("http://") }
+
+    static func escaped(_ id: String) -> String {
+        id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id
+    }
+
+    /// The content type an output URL's extension suggests (the download's own header wins).
+    static func contentType(ofURL url: String) -> String {
+        let path = URL(string: url)?.path.lowercased() ?? url.lowercased()
+        switch (path as NSString).pathExtension {
+        case "png": return "image/png"
+        case "jpg", "jpeg": return "image/jpeg"
+        case "webp": return "image/webp"
+        case "gif": return "image/gif"
+        case "mp4": return "video/mp4"
+        case "webm": return "video/webm"
+        default: return "application/octet-stream"
+        }
+    }
+}

@@ -1,0 +1,222 @@
+import Foundation
+import GenGateCore
+import GenGateProviderSim
+@testable import GenGateProviders
+import Hummingbird
+import Logging
+import NIOCore
+import XCTest
+
+/// A simulator served in this process on a free port, for adapter contract tests.
+final class RunningSimulator: Sendable {
+    let simulator: ProviderSimulator
+    let baseURL: String
+    let task: Task<Void, any Error>
+
+    static func start(_ provider: String, key: String, knobs: SimKnobs = SimKnobs()) async throws -> RunningSimulator {
+        let simulator = try ProviderSimulator(provider: provider, key: key, knobs: knobs)
+        let (ports, continuation) = AsyncStream.makeStream(of: Int.self)
+        var logger = Logger(label: "provider-sim")
+        logger.logLevel = .critical  // cancelling the server at the end of a test is not an error
+        let app = Application(
+            router: simulator.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+            onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) }, logger: logger)
+        let task = Task { try await app.run() }
+        var iterator = ports.makeAsyncIterator()
+        guard let port = await iterator.next(), port > 0 else { throw SimError("the simulator did not start") }
+        return RunningSimulator(simulator: simulator, baseURL: "http://127.0.0.1:\(port)", task: task)
+    }
+
+    private init(simulator: ProviderSimulator, baseURL: String, task: Task<Void, any Error>) {
+        self.simulator = simulator
+        self.baseURL = baseURL
+        self.task = task
+    }
+
+    func set(_ knobs: [String: Double]) throws {
+        let patch = JSONValue.object(knobs.mapValues { .number($0) })
+        _ = try simulator.configure(patch)
+    }
+
+    func stop() { task.cancel() }
+}
+
+/// The Replicate adapter against the Replicate simulator: every outcome the engine must tell apart.
+final class ReplicateAdapterTests: XCTestCase {
+    var sim: RunningSimulator!
+    var adapter: ReplicateAdapter!
+
+    override func setUp() async throws {
+        sim = try await RunningSimulator.start(
+            "replicate", key: "r8_test", knobs: try SimKnobs().applying(.object(["task_seconds": .number(0.3)])))
+        adapter = ReplicateAdapter(
+            token: "r8_test", endpoint: ProviderEndpoint(baseURL: sim.baseURL + "/v1", requestTimeoutSeconds: 2))
+    }
+
+    override func tearDown() async throws {
+        await adapter?.http.shutdown()
+        sim?.stop()
+    }
+
+    func request(_ model: String = "replicate/black-forest-labs/flux-schnell", reference: String = "gen_1-a1")
+        -> ProviderRequest
+    {
+        ProviderRequest(
+            generationID: "gen_1", clientReference: reference, model: model, prompt: "a lighthouse", outputIndexes: [2],
+            seed: 7, width: nil, height: nil, params: ["output_format": .string("png")])
+    }
+
+    /// Polls until the task ends, as the engine's checks do.
+    func finish(_ id: String, _ request: ProviderRequest) async throws -> ProviderTaskState {
+        for _ in 0..<100 {
+            let state = try await adapter.status(taskID: id, request: request)
+            switch state {
+            case .queued, .running: try await Task.sleep(for: .milliseconds(50))
+            default: return state
+            }
+        }
+        throw SimError("the task did not end")
+    }
+
+    func testASubmissionRunsToOutputsThatDownloadAsPNG() async throws {
+        let request = request()
+        let id = try await adapter.submit(request)
+        let first = try await adapter.status(taskID: id, request: request)
+        XCTAssertTrue([.queued, .running(progress: nil)].contains(first), "\(first)")
+        guard case .succeeded(let outputs) = try await finish(id, request) else { return XCTFail("not succeeded") }
+        XCTAssertEqual(outputs.map(\.index), [2], "outputs carry the generation's own indexes")
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("gg-replicate-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let contentType = try await adapter.download(outputs[0], to: file)
+        XCTAssertEqual(contentType, "image/png")
+        XCTAssertEqual(try Data(contentsOf: file).prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
+        let stats = sim.simulator.stats
+        XCTAssertEqual(stats.submissions, 1)
+        XCTAssertEqual(stats.duplicateSubmissions, 0)
+    }
+
+    func testAVideoModelMakesOneMP4() async throws {
+        let request = request("replicate/minimax/video-01")
+        let id = try await adapter.submit(request)
+        guard case .succeeded(let outputs) = try await finish(id, request) else { return XCTFail("not succeeded") }
+        XCTAssertEqual(outputs.map(\.contentType), ["video/mp4"])
+        let (data, type) = try await adapter.fetch(outputs[0])
+        XCTAssertEqual(type, "video/mp4")
+        XCTAssertEqual(String(decoding: data[4..<8], as: UTF8.self), "ftyp")
+    }
+
+    func testRateLimitsCarryRetryAfterAndServerErrorsAreRetryable() async throws {
+        try sim.set(["p_429": 1, "retry_after_s": 7])
+        await assertThrows(try await adapter.submit(request())) { error in
+            XCTAssertEqual(error.code, .rateLimited)
+            XCTAssertEqual(error.retryAfter, 7)
+            XCTAssertTrue(error.retryable)
+        }
+        try sim.set(["p_429": 0, "p_5xx": 1])
+        await assertThrows(try await adapter.submit(request())) { error in
+            XCTAssertEqual(error.code, .providerUnavailable)
+            XCTAssertTrue(error.retryable)
+        }
+        XCTAssertEqual(sim.simulator.stats.submissions, 0, "refused calls are not submissions")
+    }
+
+    func testBalanceAuthAndInvalidInputAreNotRetried() async throws {
+        try sim.set(["p_balance": 1])
+        await assertThrows(try await adapter.submit(request())) { error in
+            XCTAssertEqual(error.code, .quotaExceeded)
+            XCTAssertFalse(error.retryable)
+            XCTAssertTrue(error.message.contains("Billing required"), error.message)
+        }
+        try sim.set(["p_balance": 0])
+        let stranger = ReplicateAdapter(token: "r8_wrong", endpoint: ProviderEndpoint(baseURL: sim.baseURL + "/v1"))
+        await assertThrows(try await stranger.submit(request())) { error in
+            XCTAssertEqual(error.code, .authenticationFailed)
+            XCTAssertFalse(error.message.contains("r8_wrong"), "the token never reaches an error")
+        }
+        await stranger.http.shutdown()
+        await assertThrows(try await adapter.submit(request("replicate/not a model"))) { error in
+            XCTAssertEqual(error.code, .invalidRequest)
+        }
+        var empty = request()
+        empty.prompt = ""
+        await assertThrows(try await adapter.submit(empty)) { error in
+            XCTAssertEqual(error.code, .invalidRequest, "422 from the API")
+            XCTAssertTrue(error.message.contains("prompt"), error.message)
+        }
+    }
+
+    func testAContentPolicyRefusalAndAnEmptySuccessAreToldApart() async throws {
+        try sim.set(["p_policy": 1])
+        let refused = try await adapter.submit(request())
+        guard case .failed(let policy) = try await finish(refused, request()) else { return XCTFail() }
+        XCTAssertEqual(policy.code, .contentPolicy)
+        XCTAssertFalse(policy.retryable)
+
+        try sim.set(["p_policy": 0, "p_empty": 1])
+        let empty = try await adapter.submit(request())
+        guard case .failed(let nothing) = try await finish(empty, request()) else { return XCTFail() }
+        XCTAssertEqual(nothing.code, .providerError, "a success without outputs is never a completed job")
+        XCTAssertTrue(nothing.retryable)
+    }
+
+    func testMalformedDroppedAndHungAnswersAreRetryableFailures() async throws {
+        for (knob, code) in [("p_malformed", ErrorCode.providerError), ("p_reset", .providerUnavailable)] {
+            try sim.set([knob: 1])
+            await assertThrows(try await adapter.submit(request())) { error in
+                XCTAssertEqual(error.code, code, knob)
+                XCTAssertTrue(error.retryable, knob)
+            }
+            try sim.set([knob: 0])
+        }
+        try sim.set(["p_timeout": 1])
+        let started = ContinuousClock.now
+        await assertThrows(try await adapter.status(taskID: "x", request: request())) { error in
+            XCTAssertEqual(error.code, .providerTimeout)
+        }
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(5), "the request timeout holds")
+    }
+
+    func testCancelStopsARunningPrediction() async throws {
+        try sim.set(["task_seconds": 30])
+        let id = try await adapter.submit(request())
+        try await adapter.cancel(taskID: id)
+        let state = try await adapter.status(taskID: id, request: request())
+        XCTAssertEqual(state, .cancelled)
+        XCTAssertEqual(sim.simulator.stats.cancels, 1)
+        await assertThrows(try await adapter.cancel(taskID: "nope")) { error in
+            XCTAssertEqual(error.code, .invalidRequest)
+        }
+    }
+
+    func testASecondSubmissionOfOneAttemptIsCountedAsADuplicate() async throws {
+        _ = try await adapter.submit(request(reference: "gen_9-a1"))
+        _ = try await adapter.submit(request(reference: "gen_9-a1"))
+        _ = try await adapter.submit(request(reference: "gen_9-a2"))
+        XCTAssertEqual(sim.simulator.stats.duplicateSubmissions, 1)
+    }
+
+    func testModelNamesAndVersions() throws {
+        XCTAssertEqual(
+            try ReplicateAdapter.target(of: "replicate/black-forest-labs/flux-schnell"),
+            .model(owner: "black-forest-labs", name: "flux-schnell"))
+        let version = String(repeating: "a1", count: 32)
+        XCTAssertEqual(
+            try ReplicateAdapter.target(of: "replicate/owner/model:\(version)"), .version("owner/model:\(version)"))
+        XCTAssertThrowsError(try ReplicateAdapter.target(of: "replicate/owner/model:short"))
+        XCTAssertThrowsError(try ReplicateAdapter.target(of: "replicate/../x"))
+    }
+
+    func assertThrows<T>(
+        _ body: @autoclosure () async throws -> T, file: StaticString = #filePath, line: UInt = #line,
+        _ check: (GenGateError) -> Void
+    ) async {
+        do {
+            _ = try await body()
+            XCTFail("expected an error", file: file, line: line)
+        } catch let error as GenGateError {
+            check(error)
+        } catch {
+            XCTFail("not a GenGateError: \(error)", file: file, line: line)
+        }
+    }
+}
