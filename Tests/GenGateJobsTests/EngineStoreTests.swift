@@ -195,7 +195,8 @@ final class EngineStoreTests: XCTestCase {
         }
         try await harness.store.present(instance: owners[2], at: now - 20, silentAfter: 10)
         try await harness.store.present(instance: owners[2], at: now - 1, silentAfter: 10)  // beat again since
-        try await harness.store.present(instance: owners[3], at: now - 20, silentAfter: 30)  // patient by its own setting
+        // Patient by its own setting.
+        try await harness.store.present(instance: owners[3], at: now - 20, silentAfter: 30)
         try await RecoverySweep(context: harness.context("sweeper")).sweepOnce(now: now)
 
         var after: [Generation] = []
