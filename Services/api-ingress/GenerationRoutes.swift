@@ -3,6 +3,7 @@ import GenGateBus
 import GenGateCore
 import GenGateJobs
 import GenGateObjects
+import GenGateProviders
 import GenGateRuntime
 import GenGateStore
 import HTTPTypes
@@ -25,6 +26,7 @@ struct GenerationRoutes: Sendable {
         group.post("generations") { request, context in try await create(request, context) }
         group.get("generations") { request, context in try await list(request, context) }
         group.get("generations/:id") { _, context in try await show(context) }
+        group.get("models") { _, _ in models() }
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
         group.get("generations/:id/outputs/:index") { request, context in try await output(request, context) }
         group.post("admin/keys") { request, context in try await createKey(request, context) }
@@ -105,6 +107,27 @@ struct GenerationRoutes: Sendable {
                 ])
         }
         return value
+    }
+
+    /// Every model this deployment knows, with its kind, limits, provider and whether that
+    /// provider is configured (and if not, what it needs).
+    func models() -> Response {
+        let providers = environment.providers
+        func entry(_ model: ModelInfo, missing: String?) -> JSONValue {
+            var fields: [String: JSONValue] = [
+                "id": .string(model.id), "object": .string("model"), "provider": .string(model.provider),
+                "kind": .string(model.kind.rawValue), "max_outputs": .number(Double(model.maxOutputs)),
+                "available": .bool(missing == nil),
+            ]
+            if let missing { fields["unavailable_because"] = .string(missing) }
+            return .object(fields)
+        }
+        var data = providers.models.values.map { entry($0, missing: nil) }
+        for provider in providers.unavailable.values {
+            data += provider.models.map { entry($0, missing: provider.missing) }
+        }
+        data.sort { ($0["id"]?.stringValue ?? "") < ($1["id"]?.stringValue ?? "") }
+        return JSONResponse.make(status: .ok, ["object": .string("list"), "data": .array(data)])
     }
 
     func show(_ context: GateContext) async throws -> Response {

@@ -34,6 +34,11 @@ struct SubmissionValidator: Sendable {
             details.append(.init(path: "model", message: "required"))
         case .string(let name)?:
             model = providers.model(name)
+            if model == nil, let reason = providers.unavailableReason(model: name) {
+                throw APIError(
+                    status: .badRequest, code: "provider_not_configured", message: reason,
+                    details: [.init(path: "model", message: "its provider is not configured")])
+            }
             if model == nil {
                 let known = providers.models.keys.sorted().joined(separator: ", ")
                 throw APIError(

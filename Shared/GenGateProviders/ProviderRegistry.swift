@@ -5,8 +5,24 @@ import GenGateCore
 public struct ProviderRegistry: Sendable {
     public let adapters: [String: any ProviderAdapter]
     public let models: [String: ModelInfo]
+    /// Providers this deployment knows but cannot use (no credentials), by name.
+    public let unavailable: [String: Unavailable]
 
-    public init(adapters: [any ProviderAdapter]) {
+    /// A provider without what it needs, its models, and what is missing (said to users).
+    public struct Unavailable: Sendable {
+        public var provider: String
+        public var models: [ModelInfo]
+        public var missing: String
+
+        public init(provider: String, models: [ModelInfo], missing: String) {
+            self.provider = provider
+            self.models = models
+            self.missing = missing
+        }
+    }
+
+    public init(adapters: [any ProviderAdapter], unavailable: [Unavailable] = []) {
+        self.unavailable = Dictionary(unavailable.map { ($0.provider, $0) }, uniquingKeysWith: { first, _ in first })
         var byName: [String: any ProviderAdapter] = [:]
         var models: [String: ModelInfo] = [:]
         for adapter in adapters {
@@ -18,6 +34,14 @@ public struct ProviderRegistry: Sendable {
     }
 
     public func model(_ id: String) -> ModelInfo? { models[id] }
+
+    /// Why `model` cannot be used here, when it belongs to a provider without credentials.
+    public func unavailableReason(model id: String) -> String? {
+        for entry in unavailable.values where entry.models.contains(where: { $0.id == id }) {
+            return "model \(id) needs provider \(entry.provider), which is not configured: \(entry.missing)"
+        }
+        return nil
+    }
 
     /// The adapter of `provider`; throws `internal_error` if this deployment has none (a job
     /// created by a differently configured ingress).

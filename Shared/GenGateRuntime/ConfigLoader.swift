@@ -32,6 +32,7 @@ public enum ConfigLoader {
         "GENGATE_SIM_LEDGER": ["sim", "ledger"],
         "GENGATE_SIM_MAX_OUTPUTS_PER_CALL": ["sim", "max_outputs_per_call"],
         "GENGATE_SIM_FINDS_BY_REFERENCE": ["sim", "finds_by_reference"],
+        "GENGATE_REPLICATE_BASE_URL": ["providers", "replicate", "base_url"],
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -115,6 +116,18 @@ public enum ConfigLoader {
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
         }
+        for (name, connection) in [("replicate", config.providers.replicate)] {
+            if let base = connection.baseUrl, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
+                throw ConfigError("providers.\(name).base_url must start with http:// or https://, got \(base)")
+            }
+            guard connection.connectTimeoutSeconds > 0, connection.requestTimeoutSeconds > 0,
+                connection.maxConnections >= 1
+            else {
+                throw ConfigError(
+                    "providers.\(name): connect_timeout_seconds and request_timeout_seconds must be positive, max_connections ≥ 1"
+                )
+            }
+        }
         guard jobs.silentAfterSeconds >= 2 * config.bus.heartbeatSeconds else {
             throw ConfigError(
                 "jobs.silent_after_seconds (\(jobs.silentAfterSeconds)) must be at least twice bus.heartbeat_seconds (\(config.bus.heartbeatSeconds)), or a live process would be taken for gone"
@@ -163,7 +176,9 @@ public enum ConfigLoader {
     }
 
     /// Settings without a default value (absent from the encoded defaults).
-    static let optionalSettings: Set<String> = ["http.public_url", "store.path", "objects.directory", "sim.ledger"]
+    static let optionalSettings: Set<String> = [
+        "http.public_url", "store.path", "objects.directory", "sim.ledger", "providers.replicate.base_url",
+    ]
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside
     /// free-form maps (whose default is an empty object).

@@ -14,6 +14,9 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public var log = Log()
     public var jobs = Jobs()
     public var sim = Sim()
+    /// How each real provider is reached. Credentials are never here: they come from the
+    /// environment, under the names the providers' own SDKs use (see `ProviderCredentials`).
+    public var providers = Providers()
 
     public init() {}
 
@@ -111,6 +114,20 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var image = CheckSchedule.image
         public var video = CheckSchedule.video
         public var text = CheckSchedule.text
+    }
+
+    public struct Providers: Codable, Sendable, Equatable {
+        public var replicate = ProviderConnection()
+    }
+
+    public struct ProviderConnection: Codable, Sendable, Equatable {
+        /// The API's base URL as the provider's SDK takes it; unset: the provider's own.
+        public var baseUrl: String?
+        public var connectTimeoutSeconds = 5.0
+        /// One API call, from sending it to the end of its answer.
+        public var requestTimeoutSeconds = 60.0
+        /// Connections kept open to the provider at once.
+        public var maxConnections = 64
     }
 
     public struct Sim: Codable, Sendable, Equatable {

@@ -84,8 +84,11 @@ public struct ServiceEnvironment: Sendable {
         return (String(head[..<dash]), pid, String(name[name.index(after: at)...]))
     }
 
-    /// The providers this configuration offers.
-    public static func providers(config: GenGateConfig) -> ProviderRegistry {
+    /// The providers this configuration offers: the built-in sim, and each real provider whose
+    /// credentials are in `environment` (the others are listed as unavailable, with what is missing).
+    public static func providers(
+        config: GenGateConfig, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> ProviderRegistry {
         let sim = SimProvider(
             settings: .init(
                 latency: .milliseconds(config.sim.latencyMs), failureRate: config.sim.failureRate,
@@ -93,7 +96,25 @@ public struct ServiceEnvironment: Sendable {
                 maxOutputsPerCall: config.sim.maxOutputsPerCall,
                 ledger: config.sim.ledger.map { URL(fileURLWithPath: $0) },
                 findsByReference: config.sim.findsByReference))
-        return ProviderRegistry(adapters: [sim])
+        var adapters: [any ProviderAdapter] = [sim]
+        var unavailable: [ProviderRegistry.Unavailable] = []
+        let replicate = config.providers.replicate
+        if let token = environment["REPLICATE_API_TOKEN"], !token.isEmpty {
+            adapters.append(
+                ReplicateAdapter(
+                    token: token,
+                    endpoint: ProviderEndpoint(
+                        baseURL: replicate.baseUrl ?? ReplicateAdapter.defaultBaseURL,
+                        connectTimeoutSeconds: replicate.connectTimeoutSeconds,
+                        requestTimeoutSeconds: replicate.requestTimeoutSeconds,
+                        maxConnections: replicate.maxConnections)))
+        } else {
+            unavailable.append(
+                .init(
+                    provider: "replicate", models: ReplicateAdapter.defaultModels,
+                    missing: "REPLICATE_API_TOKEN is not set"))
+        }
+        return ProviderRegistry(adapters: adapters, unavailable: unavailable)
     }
 
     /// How long a stopping service lets its in-flight work finish.

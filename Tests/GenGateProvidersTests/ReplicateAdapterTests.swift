@@ -50,7 +50,7 @@ final class ReplicateAdapterTests: XCTestCase {
         sim = try await RunningSimulator.start(
             "replicate", key: "r8_test", knobs: try SimKnobs().applying(.object(["task_seconds": .number(0.3)])))
         adapter = ReplicateAdapter(
-            token: "r8_test", endpoint: ProviderEndpoint(baseURL: sim.baseURL + "/v1", requestTimeoutSeconds: 2))
+            token: "r8_test", endpoint: ProviderEndpoint(baseURL: sim.baseURL, requestTimeoutSeconds: 2))
     }
 
     override func tearDown() async throws {
@@ -128,7 +128,7 @@ final class ReplicateAdapterTests: XCTestCase {
             XCTAssertTrue(error.message.contains("Billing required"), error.message)
         }
         try sim.set(["p_balance": 0])
-        let stranger = ReplicateAdapter(token: "r8_wrong", endpoint: ProviderEndpoint(baseURL: sim.baseURL + "/v1"))
+        let stranger = ReplicateAdapter(token: "r8_wrong", endpoint: ProviderEndpoint(baseURL: sim.baseURL))
         await assertThrows(try await stranger.submit(request())) { error in
             XCTAssertEqual(error.code, .authenticationFailed)
             XCTAssertFalse(error.message.contains("r8_wrong"), "the token never reaches an error")

@@ -55,7 +55,11 @@ final class GenGateSystem: @unchecked Sendable {
             "up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
             "--events-port", "\(ports[2])",
         ]
-        var environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GENGATE_") }
+        // Hermetic: no GenGate settings, and no provider credentials, from the developer's shell.
+        let credentials: Set<String> = ["REPLICATE_API_TOKEN"]
+        var environment = ProcessInfo.processInfo.environment.filter {
+            !$0.key.hasPrefix("GENGATE_") && !credentials.contains($0.key)
+        }
         environment["GENGATE_HEARTBEAT_SECONDS"] = "0.5"
         environment.merge(extra) { $1 }
         process.environment = environment

@@ -41,7 +41,8 @@ public struct ReplicateAdapter: ProviderAdapter {
         ModelInfo(id: "replicate/minimax/video-01", provider: "replicate", kind: .video, maxOutputs: 1),
     ]
 
-    public static let defaultBaseURL = "https://api.replicate.com/v1"
+    /// As Replicate's Python client takes it (`REPLICATE_BASE_URL`): the paths start with `/v1`.
+    public static let defaultBaseURL = "https://api.replicate.com"
 
     public init(token: String, endpoint: ProviderEndpoint, models: [ModelInfo] = Self.defaultModels) {
         self.token = token
@@ -62,9 +63,9 @@ public struct ReplicateAdapter: ProviderAdapter {
         let path: String
         switch target {
         case .model(let owner, let model):
-            path = "/models/\(owner)/\(model)/predictions"
+            path = "/v1/models/\(owner)/\(model)/predictions"
         case .version(let version):
-            path = "/predictions"
+            path = "/v1/predictions"
             body["version"] = .string(version)
         }
         // Our reference rides in a header the API ignores, so a simulator (or a log) can tell a
@@ -82,7 +83,7 @@ public struct ReplicateAdapter: ProviderAdapter {
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
-        let answer = try await http.send(.GET, "/predictions/\(Self.escaped(taskID))", headers: authorization)
+        let answer = try await http.send(.GET, "/v1/predictions/\(Self.escaped(taskID))", headers: authorization)
         guard answer.status == .ok else { throw error(answer) }
         guard let prediction = answer.json else {
             throw GenGateError(.providerError, "replicate: the prediction is not JSON")
@@ -135,7 +136,7 @@ public struct ReplicateAdapter: ProviderAdapter {
     }
 
     public func cancel(taskID: String) async throws {
-        let answer = try await http.send(.POST, "/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
+        let answer = try await http.send(.POST, "/v1/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
         guard answer.status == .ok else { throw error(answer) }
     }
 

@@ -1,0 +1,131 @@
+import Foundation
+import GenGateCore
+import GenGateLocalPorts
+import XCTest
+
+/// `provider-sim` as a process: the whole stack running real adapters against it, and the
+/// providers' official SDKs driving it.
+final class ProviderSimulatorTests: XCTestCase {
+    /// One simulator process on a free port, stopped at the end of the test.
+    final class SimulatorProcess: @unchecked Sendable {
+        let process = Process()
+        let port: Int
+        var baseURL: String { "http://127.0.0.1:\(port)" }
+
+        init(provider: String, key: String, knobs: String = "{}") async throws {
+            port = try FreePorts.take(1)[0]
+            process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("provider-sim")
+            process.arguments = ["--provider", provider, "--key", key, "--port", "\(port)", "--knobs", knobs]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            for _ in 0..<100 {
+                if let stats = try? await GenGateSystem.rawRequest(
+                    .GET, "http://127.0.0.1:\(port)/_sim/stats", body: nil, key: nil), stats.status == 200
+                {
+                    return
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            process.terminate()
+            throw SystemError("provider-sim did not start")
+        }
+
+        func stats() async throws -> JSONValue {
+            try await GenGateSystem.rawRequest(.GET, baseURL + "/_sim/stats", body: nil, key: nil).json
+        }
+
+        func stop() {
+            if process.isRunning {
+                process.terminate()
+                process.waitUntilExit()
+            }
+        }
+    }
+
+    func testAReplicateGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
+        let sim = try await SimulatorProcess(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.5}"#)
+        defer { sim.stop() }
+        let system = try await GenGateSystem.start(environment: [
+            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": sim.baseURL,
+        ])
+        defer { system.stop() }
+
+        let models = try await system.request(.GET, "/v1/models").json
+        guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
+        let schnell = list.first { $0["id"]?.stringValue == "replicate/black-forest-labs/flux-schnell" }
+        XCTAssertEqual(schnell?["available"], .bool(true))
+        XCTAssertEqual(schnell?["kind"]?.stringValue, "image")
+
+        let id = try await system.submit(
+            #"{"model": "replicate/black-forest-labs/flux-schnell", "prompt": "a lighthouse", "n": 2}"#)
+        let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
+        guard case .array(let outputs)? = done["outputs"] else { return XCTFail("\(done)") }
+        XCTAssertEqual(outputs.count, 2)
+        for output in outputs {
+            XCTAssertEqual(output["content_type"]?.stringValue, "image/png")
+            let index = output["index"]?.intValue ?? -1
+            let bytes = try await system.request(.GET, "/v1/generations/\(id)/outputs/\(index)")
+            XCTAssertEqual(bytes.status, 200)
+            XCTAssertEqual(bytes.body.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
+        }
+        let stats = try await sim.stats()
+        XCTAssertEqual(stats["submissions"]?.intValue, 2, "one prediction per output: \(stats)")
+        XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0)
+
+        let log = try String(contentsOf: system.logFile, encoding: .utf8)
+        XCTAssertFalse(log.contains("r8_test"), "the provider token reached the log")
+    }
+
+    func testAModelOfAProviderWithoutCredentialsIsRefusedAtOnceSayingWhatIsMissing() async throws {
+        let system = try await GenGateSystem.start()
+        defer { system.stop() }
+        let answer = try await system.request(
+            .POST, "/v1/generations", body: #"{"model": "replicate/black-forest-labs/flux-schnell", "prompt": "x"}"#)
+        XCTAssertEqual(answer.status, 400)
+        XCTAssertEqual(answer.json["error"]?["code"]?.stringValue, "provider_not_configured")
+        XCTAssertTrue(
+            answer.json["error"]?["message"]?.stringValue?.contains("REPLICATE_API_TOKEN") ?? false, "\(answer.json)")
+        let models = try await system.request(.GET, "/v1/models").json
+        guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
+        let replicate = list.filter { $0["provider"]?.stringValue == "replicate" }
+        XCTAssertFalse(replicate.isEmpty)
+        XCTAssertTrue(replicate.allSatisfy { $0["available"] == .bool(false) })
+        XCTAssertTrue(list.contains { $0["id"]?.stringValue == "sim/image" && $0["available"] == .bool(true) })
+    }
+
+    /// Replicate's official Python client (`replicate` on PyPI, pinned in Tests/SDK/requirements.txt)
+    /// creates, polls, runs with `Prefer: wait`, reads outputs and cancels against the simulator,
+    /// and gets a 401 for a wrong token.
+    func testTheOfficialReplicateClientWorksAgainstTheSimulator() async throws {
+        let sim = try await SimulatorProcess(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.3}"#)
+        defer { sim.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SDK/replicate_client.py")
+        let output = try runPython(script, arguments: [sim.baseURL, "r8_test"])
+        let seen = try JSONCoding.decode(JSONValue.self, from: Data(output.utf8))
+        XCTAssertEqual(seen["polled_outputs"]?.intValue, 2)
+        XCTAssertEqual(seen["cancelled"]?.stringValue, "canceled")
+        XCTAssertEqual(seen["wrong_token_status"]?.intValue, 401)
+    }
+
+    /// Runs a Python script and returns its last line of output; fails with all it printed.
+    func runPython(_ script: URL, arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script.path] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        guard process.terminationStatus == 0 else {
+            throw SystemError(
+                "\(script.lastPathComponent) failed (install its client: pip install -r Tests/SDK/requirements.txt):\n\(text)"
+            )
+        }
+        return text.split(separator: "\n").last.map(String.init) ?? ""
+    }
+}
