@@ -136,7 +136,8 @@ public struct ReplicateAdapter: ProviderAdapter {
     }
 
     public func cancel(taskID: String) async throws {
-        let answer = try await http.send(.POST, "/v1/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
+        let answer = try await http.send(
+            .POST, "/v1/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
         guard answer.status == .ok else { throw error(answer) }
     }
 
