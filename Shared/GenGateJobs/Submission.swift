@@ -126,8 +126,13 @@ public struct Submission: Sendable {
                     provider: adapter.name, model: request.model, operation: "submit", started: started,
                     error: failure)
             ])
+            // A failure the provider did not state (a timeout, a dropped connection, a 5xx, an
+            // unreadable answer) may hide a task it runs and bills: counted, like a crash here.
+            let unknown = SubmissionRecovery.mayHaveReachedProvider(failure)
             let closed = AttemptUpdate(
-                generationID: id, number: number, from: [.submitting], to: .failed, error: failure)
+                generationID: id, number: number, from: [.submitting], to: .failed, error: failure,
+                possibleDoubleCharge: unknown)
+            if unknown { reportPossibleDoubleCharge(dispatching, attempt: closed) }
             if try await context.failOrRetry(dispatching, error: failure, attempt: closed) == nil {
                 _ = try await store.updateAttempt(closed)  // the job moved on; the attempt still ends
             }

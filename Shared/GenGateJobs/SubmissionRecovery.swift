@@ -17,6 +17,19 @@ public enum SubmissionRecovery {
         case askAgainLater
     }
 
+    /// Whether a submission that failed with `error` may still have reached the provider (and be
+    /// charged): no answer, a server error, or an answer we could not read. Only a refusal the
+    /// provider said out loud (rate limit, credentials, balance, invalid input, content policy)
+    /// means it has nothing. A retry after one of these is counted as a possible double charge.
+    public static func mayHaveReachedProvider(_ error: GenGateError) -> Bool {
+        switch error.code {
+        case .providerTimeout, .providerUnavailable, .providerError, .internalError, .uploadFailed, .taskTimeout:
+            return true
+        case .rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .contentPolicy, .cancelled:
+            return false
+        }
+    }
+
     /// The decision from the job's last attempt.
     public static func decide(last: Attempt?, providerFindsByReference: Bool) -> Action {
         guard let last else { return .resubmit(abandoning: nil, possibleDoubleCharge: false) }

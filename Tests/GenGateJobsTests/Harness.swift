@@ -19,6 +19,9 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         var script: [ProviderTaskState] = []
         var statusError: GenGateError?
         var fetchDelay: Duration = .zero
+        /// Errors the next submissions throw, in order: the provider got the call (it is counted
+        /// as received) and the answer is this error.
+        var submitErrors: [GenGateError] = []
     }
 
     let name = "scripted"
@@ -41,7 +44,11 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     func script(_ states: ProviderTaskState...) { state.withLock { $0.script.append(contentsOf: states) } }
 
     func submit(_ request: ProviderRequest) async throws -> String {
-        state.withLock { $0.submissions.append(request.clientReference) }  // received, and charged
+        let failure = state.withLock { state -> GenGateError? in
+            state.submissions.append(request.clientReference)  // received, and charged
+            return state.submitErrors.isEmpty ? nil : state.submitErrors.removeFirst()
+        }
+        if let failure { throw failure }
         if submitDelay > .zero {
             // As with an HTTP client, cancelling the caller abandons the call (it throws), while
             // the provider, which already has the submission, goes on with it.
@@ -135,7 +142,7 @@ final class Harness: Sendable {
         return try XCTUnwrap(found, "no generation \(id)")
     }
 
-    /// Makes a running job's next check due now.
+    /// Makes a job's next action (a check, a retry) due now.
     func makeCheckDue(_ id: String) async throws {
         try await store.pool.write { db in
             try db.execute(

@@ -78,6 +78,17 @@ final class JobDecisionTests: XCTestCase {
             .resubmit(abandoning: nil, possibleDoubleCharge: false))
     }
 
+    /// A submission the provider refused out loud reached nothing; one that timed out, was cut
+    /// off, met a 5xx or got an unreadable answer may have created a task.
+    func testOnlyAStatedRefusalRulesOutThatASubmissionReachedTheProvider() {
+        for code in [ErrorCode.providerTimeout, .providerUnavailable, .providerError, .internalError] {
+            XCTAssertTrue(SubmissionRecovery.mayHaveReachedProvider(GenGateError(code, "x")), code.rawValue)
+        }
+        for code in [ErrorCode.rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .contentPolicy] {
+            XCTAssertFalse(SubmissionRecovery.mayHaveReachedProvider(GenGateError(code, "x")), code.rawValue)
+        }
+    }
+
     func testLifecycleAllowsOnlyForwardMovesAndTerminalStatesAreFinal() {
         XCTAssertTrue(Lifecycle.allows(from: .pending, to: .dispatching))
         XCTAssertTrue(Lifecycle.allows(from: .dispatching, to: .running))

@@ -92,6 +92,31 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(charges, ["scripted": 1])
     }
 
+    /// A submission that timed out (or met a 5xx, or a dropped connection) may have created a task
+    /// the provider bills: the retry is counted as a possible double charge in the store. A
+    /// refusal the provider stated (429) is retried without one.
+    func testASubmissionWithoutAStatedAnswerIsRetriedAndCountedARefusalIsNot() async throws {
+        let harness = try await Harness(
+            policy: JobPolicy(leaseSeconds: 30, retry: RetryPolicy(maxAttempts: 4, baseSeconds: 0, maxSeconds: 0)))
+        harness.provider.state.withLock {
+            $0.submitErrors = [
+                GenGateError(.rateLimited, "429", retryAfter: 0), GenGateError(.providerTimeout, "no answer"),
+            ]
+        }
+        let job = try await harness.submit()
+        for _ in 0..<3 {
+            try await Submission(context: harness.context()).dispatch(job.id)
+            try await harness.makeCheckDue(job.id)
+        }
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running)
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.failed, .failed, .submitted])
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, ["scripted": 1], "the timed-out attempt, not the refused one")
+        XCTAssertEqual(harness.provider.submissions.count, 3)
+    }
+
     func testAnAnswerArrivingAfterAnotherWorkerTookOverWritesNothingAndItsTaskIsCancelled() async throws {
         let harness = try await Harness(
             provider: ScriptedProvider(submitDelay: .milliseconds(600)),
