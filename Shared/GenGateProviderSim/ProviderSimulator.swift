@@ -23,7 +23,7 @@ public final class ProviderSimulator: Sendable {
 
     let state: Mutex<State>
 
-    public static let providers = ["replicate"]
+    public static let providers = ["flux", "replicate"]
 
     public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
         guard Self.providers.contains(provider) else {
@@ -82,6 +82,7 @@ public final class ProviderSimulator: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
         switch provider {
+        case "flux": FluxAPI(simulator: self).register(on: router)
         default: ReplicateAPI(simulator: self).register(on: router)
         }
         return router
@@ -200,6 +201,35 @@ public final class ProviderSimulator: Sendable {
     /// The base URL the client used to reach us, for the file URLs we hand out.
     static func base(of request: Request) -> String {
         "http://\(request.head.authority ?? "127.0.0.1")"
+    }
+}
+
+/// One provider's API on a simulator: how it says "who are you", "slow down" and "try again" in
+/// its own format. `guarded` applies them, with the knobs, before each handler.
+protocol SimulatedAPI {
+    var simulator: ProviderSimulator { get }
+    func register(on router: Router<BasicRequestContext>)
+    func isAuthorized(_ request: Request) -> Bool
+    func unauthorized() -> Response
+    func rateLimited(retryAfter seconds: Int, headers: HTTPFields) -> Response
+    func serverError() -> Response
+}
+
+extension SimulatedAPI {
+    /// Auth, then the knobs' latency and faults, then `body`.
+    func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+        guard isAuthorized(request) else { return unauthorized() }
+        if let fault = await simulator.fault() {
+            if let answer = await ProviderSimulator.generic(fault) { return answer }
+            if case .rateLimited(let seconds) = fault {
+                let whole = Int(seconds.rounded(.up))
+                var headers = HTTPFields()
+                headers[.retryAfter] = String(whole)
+                return rateLimited(retryAfter: whole, headers: headers)
+            }
+            return serverError()
+        }
+        return try await body()
     }
 }
 

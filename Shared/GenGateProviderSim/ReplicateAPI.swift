@@ -10,7 +10,7 @@ import NIOCore
 /// prediction object with `urls`, the status names, 429 with `Retry-After`, 402 "Billing
 /// required", 422 for invalid input. Models are not checked against a catalogue: any
 /// `owner/name` runs; a name with `video` in it makes one MP4, others `num_outputs` PNGs.
-struct ReplicateAPI {
+struct ReplicateAPI: SimulatedAPI {
     let simulator: ProviderSimulator
 
     func register(on router: Router<BasicRequestContext>) {
@@ -47,31 +47,26 @@ struct ReplicateAPI {
         }
     }
 
-    /// Auth, then the knobs' latency and faults, then `body`.
-    func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+    func isAuthorized(_ request: Request) -> Bool {
         let authorization = request.headers[.authorization] ?? ""
-        guard authorization == "Bearer \(simulator.key)" || authorization == "Token \(simulator.key)" else {
-            return problem(
-                .unauthorized, title: "Unauthenticated", detail: "You did not pass a valid authentication token")
-        }
-        if let fault = await simulator.fault() {
-            if let answer = await ProviderSimulator.generic(fault) { return answer }
-            switch fault {
-            case .rateLimited(let seconds):
-                var headers = HTTPFields()
-                headers[.retryAfter] = String(Int(seconds.rounded(.up)))
-                return SimJSON.response(
-                    .tooManyRequests,
-                    [
-                        "title": .string("Request was throttled"), "status": .number(429),
-                        "detail": .string(
-                            "Request was throttled. Expected available in \(Int(seconds.rounded(.up))) second."),
-                    ], headers: headers)
-            default:
-                return problem(.serviceUnavailable, title: "Service Unavailable", detail: "Please retry the request.")
-            }
-        }
-        return try await body()
+        return authorization == "Bearer \(simulator.key)" || authorization == "Token \(simulator.key)"
+    }
+
+    func unauthorized() -> Response {
+        problem(.unauthorized, title: "Unauthenticated", detail: "You did not pass a valid authentication token")
+    }
+
+    func rateLimited(retryAfter seconds: Int, headers: HTTPFields) -> Response {
+        SimJSON.response(
+            .tooManyRequests,
+            [
+                "title": .string("Request was throttled"), "status": .number(429),
+                "detail": .string("Request was throttled. Expected available in \(seconds) second."),
+            ], headers: headers)
+    }
+
+    func serverError() -> Response {
+        problem(.serviceUnavailable, title: "Service Unavailable", detail: "Please retry the request.")
     }
 
     func create(_ request: Request, model: String?, versioned: Bool) async throws -> Response {

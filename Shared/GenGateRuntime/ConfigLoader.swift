@@ -33,6 +33,7 @@ public enum ConfigLoader {
         "GENGATE_SIM_MAX_OUTPUTS_PER_CALL": ["sim", "max_outputs_per_call"],
         "GENGATE_SIM_FINDS_BY_REFERENCE": ["sim", "finds_by_reference"],
         "GENGATE_REPLICATE_BASE_URL": ["providers", "replicate", "base_url"],
+        "GENGATE_FLUX_BASE_URL": ["providers", "flux", "base_url"],
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -116,7 +117,7 @@ public enum ConfigLoader {
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
         }
-        for (name, connection) in [("replicate", config.providers.replicate)] {
+        for (name, connection) in [("replicate", config.providers.replicate), ("flux", config.providers.flux)] {
             if let base = connection.baseUrl, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
                 throw ConfigError("providers.\(name).base_url must start with http:// or https://, got \(base)")
             }
@@ -178,6 +179,7 @@ public enum ConfigLoader {
     /// Settings without a default value (absent from the encoded defaults).
     static let optionalSettings: Set<String> = [
         "http.public_url", "store.path", "objects.directory", "sim.ledger", "providers.replicate.base_url",
+        "providers.flux.base_url",
     ]
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside

@@ -118,6 +118,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
 
     public struct Providers: Codable, Sendable, Equatable {
         public var replicate = ProviderConnection()
+        public var flux = ProviderConnection()
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

@@ -98,22 +98,32 @@ public struct ServiceEnvironment: Sendable {
                 findsByReference: config.sim.findsByReference))
         var adapters: [any ProviderAdapter] = [sim]
         var unavailable: [ProviderRegistry.Unavailable] = []
-        let replicate = config.providers.replicate
-        if let token = environment["REPLICATE_API_TOKEN"], !token.isEmpty {
+        /// Adds a real provider when its credentials are set, else lists it as unavailable.
+        func offer(
+            _ name: String, credentials variable: String, models: [ModelInfo], defaultBaseURL: String,
+            _ connection: GenGateConfig.ProviderConnection, make: (String, ProviderEndpoint) -> any ProviderAdapter
+        ) {
+            guard let credential = environment[variable], !credential.isEmpty else {
+                unavailable.append(.init(provider: name, models: models, missing: "\(variable) is not set"))
+                return
+            }
             adapters.append(
-                ReplicateAdapter(
-                    token: token,
-                    endpoint: ProviderEndpoint(
-                        baseURL: replicate.baseUrl ?? ReplicateAdapter.defaultBaseURL,
-                        connectTimeoutSeconds: replicate.connectTimeoutSeconds,
-                        requestTimeoutSeconds: replicate.requestTimeoutSeconds,
-                        maxConnections: replicate.maxConnections)))
-        } else {
-            unavailable.append(
-                .init(
-                    provider: "replicate", models: ReplicateAdapter.defaultModels,
-                    missing: "REPLICATE_API_TOKEN is not set"))
+                make(
+                    credential,
+                    ProviderEndpoint(
+                        baseURL: connection.baseUrl ?? defaultBaseURL,
+                        connectTimeoutSeconds: connection.connectTimeoutSeconds,
+                        requestTimeoutSeconds: connection.requestTimeoutSeconds,
+                        maxConnections: connection.maxConnections)))
         }
+        offer(
+            "replicate", credentials: "REPLICATE_API_TOKEN", models: ReplicateAdapter.defaultModels,
+            defaultBaseURL: ReplicateAdapter.defaultBaseURL, config.providers.replicate
+        ) { ReplicateAdapter(token: $0, endpoint: $1) }
+        offer(
+            "flux", credentials: "BFL_API_KEY", models: FluxAdapter.defaultModels,
+            defaultBaseURL: FluxAdapter.defaultBaseURL, config.providers.flux
+        ) { FluxAdapter(key: $0, endpoint: $1) }
         return ProviderRegistry(adapters: adapters, unavailable: unavailable)
     }
 

@@ -44,21 +44,34 @@ final class ProviderSimulatorTests: XCTestCase {
     }
 
     func testAReplicateGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
-        let sim = try await SimulatorProcess(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.5}"#)
+        try await runThroughTheStack(
+            provider: "replicate", key: "r8_test", credential: "REPLICATE_API_TOKEN",
+            model: "replicate/black-forest-labs/flux-schnell")
+    }
+
+    func testAFluxGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
+        try await runThroughTheStack(
+            provider: "flux", key: "bfl_test", credential: "BFL_API_KEY", model: "flux/flux-pro-1.1")
+    }
+
+    /// A generation of two images through `gengate up` with the provider's real adapter pointed
+    /// at its simulator: listed as available, completed, both outputs stored as PNG, one
+    /// submission per output and no duplicate, and the key nowhere in the log.
+    func runThroughTheStack(provider: String, key: String, credential: String, model: String) async throws {
+        let sim = try await SimulatorProcess(provider: provider, key: key, knobs: #"{"task_seconds": 0.5}"#)
         defer { sim.stop() }
         let system = try await GenGateSystem.start(environment: [
-            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": sim.baseURL,
+            credential: key, "GENGATE_\(provider.uppercased())_BASE_URL": sim.baseURL,
         ])
         defer { system.stop() }
 
         let models = try await system.request(.GET, "/v1/models").json
         guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
-        let schnell = list.first { $0["id"]?.stringValue == "replicate/black-forest-labs/flux-schnell" }
-        XCTAssertEqual(schnell?["available"], .bool(true))
-        XCTAssertEqual(schnell?["kind"]?.stringValue, "image")
+        let listed = list.first { $0["id"]?.stringValue == model }
+        XCTAssertEqual(listed?["available"], .bool(true))
+        XCTAssertEqual(listed?["kind"]?.stringValue, "image")
 
-        let id = try await system.submit(
-            #"{"model": "replicate/black-forest-labs/flux-schnell", "prompt": "a lighthouse", "n": 2}"#)
+        let id = try await system.submit(#"{"model": "\#(model)", "prompt": "a lighthouse", "n": 2}"#)
         let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
         guard case .array(let outputs)? = done["outputs"] else { return XCTFail("\(done)") }
         XCTAssertEqual(outputs.count, 2)
@@ -70,11 +83,11 @@ final class ProviderSimulatorTests: XCTestCase {
             XCTAssertEqual(bytes.body.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
         }
         let stats = try await sim.stats()
-        XCTAssertEqual(stats["submissions"]?.intValue, 2, "one prediction per output: \(stats)")
+        XCTAssertEqual(stats["submissions"]?.intValue, 2, "one task per output: \(stats)")
         XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0)
 
         let log = try String(contentsOf: system.logFile, encoding: .utf8)
-        XCTAssertFalse(log.contains("r8_test"), "the provider token reached the log")
+        XCTAssertFalse(log.contains(key), "the provider key reached the log")
     }
 
     func testAModelOfAProviderWithoutCredentialsIsRefusedAtOnceSayingWhatIsMissing() async throws {

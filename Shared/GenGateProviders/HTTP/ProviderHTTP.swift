@@ -134,6 +134,19 @@ public final class ProviderHTTP: Sendable {
         return head.headers.first(name: "Content-Type") ?? "application/octet-stream"
     }
 
+    /// The content type an output URL's extension suggests (the download's own header wins).
+    public static func contentType(ofURL url: String) -> String {
+        let path = URL(string: url)?.path.lowercased() ?? url.lowercased()
+        switch (path as NSString).pathExtension {
+        case "png": return "image/png"
+        case "jpg", "jpeg": return "image/jpeg"
+        case "webp": return "image/webp"
+        case "gif": return "image/gif"
+        case "mp4": return "video/mp4"
+        case "webm": return "video/webm"
+        default: return "application/octet-stream"
+        }
+    }
     func url(_ path: String) -> String {
         if path.hasPrefix("http://") || path.hasPrefix("https://") { return path }
         return endpoint.baseURL + (path.hasPrefix("/") ? path : "/" + path)

@@ -111,7 +111,7 @@ public struct ReplicateAdapter: ProviderAdapter {
             }
             return .succeeded(
                 outputs: zip(request.outputIndexes, urls).map { index, url in
-                    Output(index: index, source: url, contentType: contentType(ofURL: url))
+                    Output(index: index, source: url, contentType: ProviderHTTP.contentType(ofURL: url))
                 })
         case "failed":
             let text = prediction["error"]?.stringValue ?? "the prediction failed"
@@ -207,17 +207,4 @@ public struct ReplicateAdapter: ProviderAdapter {
         id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id
     }
 
-    /// The content type an output URL's extension suggests (the download's own header wins).
-    static func contentType(ofURL url: String) -> String {
-        let path = URL(string: url)?.path.lowercased() ?? url.lowercased()
-        switch (path as NSString).pathExtension {
-        case "png": return "image/png"
-        case "jpg", "jpeg": return "image/jpeg"
-        case "webp": return "image/webp"
-        case "gif": return "image/gif"
-        case "mp4": return "video/mp4"
-        case "webm": return "video/webm"
-        default: return "application/octet-stream"
-        }
-    }
 }
