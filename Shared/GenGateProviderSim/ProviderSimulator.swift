@@ -23,7 +23,7 @@ public final class ProviderSimulator: Sendable {
 
     let state: Mutex<State>
 
-    public static let providers = ["flux", "replicate"]
+    public static let providers = ["dashscope", "flux", "replicate"]
 
     public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
         guard Self.providers.contains(provider) else {
@@ -83,6 +83,7 @@ public final class ProviderSimulator: Sendable {
         }
         switch provider {
         case "flux": FluxAPI(simulator: self).register(on: router)
+        case "dashscope": DashScopeAPI(simulator: self).register(on: router)
         default: ReplicateAPI(simulator: self).register(on: router)
         }
         return router

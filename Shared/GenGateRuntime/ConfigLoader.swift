@@ -34,6 +34,7 @@ public enum ConfigLoader {
         "GENGATE_SIM_FINDS_BY_REFERENCE": ["sim", "finds_by_reference"],
         "GENGATE_REPLICATE_BASE_URL": ["providers", "replicate", "base_url"],
         "GENGATE_FLUX_BASE_URL": ["providers", "flux", "base_url"],
+        "GENGATE_DASHSCOPE_BASE_URL": ["providers", "dashscope", "base_url"],
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -117,7 +118,10 @@ public enum ConfigLoader {
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
         }
-        for (name, connection) in [("replicate", config.providers.replicate), ("flux", config.providers.flux)] {
+        let providers = config.providers
+        for (name, connection) in [
+            ("replicate", providers.replicate), ("flux", providers.flux), ("dashscope", providers.dashscope),
+        ] {
             if let base = connection.baseUrl, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
                 throw ConfigError("providers.\(name).base_url must start with http:// or https://, got \(base)")
             }
@@ -180,6 +184,7 @@ public enum ConfigLoader {
     static let optionalSettings: Set<String> = [
         "http.public_url", "store.path", "objects.directory", "sim.ledger", "providers.replicate.base_url",
         "providers.flux.base_url",
+        "providers.dashscope.base_url",
     ]
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside

@@ -119,6 +119,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public struct Providers: Codable, Sendable, Equatable {
         public var replicate = ProviderConnection()
         public var flux = ProviderConnection()
+        public var dashscope = ProviderConnection()
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

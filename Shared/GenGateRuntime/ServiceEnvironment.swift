@@ -124,6 +124,10 @@ public struct ServiceEnvironment: Sendable {
             "flux", credentials: "BFL_API_KEY", models: FluxAdapter.defaultModels,
             defaultBaseURL: FluxAdapter.defaultBaseURL, config.providers.flux
         ) { FluxAdapter(key: $0, endpoint: $1) }
+        offer(
+            "dashscope", credentials: "DASHSCOPE_API_KEY", models: DashScopeAdapter.defaultModels,
+            defaultBaseURL: DashScopeAdapter.defaultBaseURL, config.providers.dashscope
+        ) { DashScopeAdapter(key: $0, endpoint: $1) }
         return ProviderRegistry(adapters: adapters, unavailable: unavailable)
     }
 

@@ -49,6 +49,13 @@ final class ProviderSimulatorTests: XCTestCase {
             model: "replicate/black-forest-labs/flux-schnell")
     }
 
+    func testADashScopeGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
+        try await runThroughTheStack(
+            provider: "dashscope", key: "sk-test", credential: "DASHSCOPE_API_KEY",
+            model: "dashscope/wanx2.1-t2i-turbo",
+            basePath: "/api/v1", submissionsForTwo: 1)
+    }
+
     func testAFluxGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
         try await runThroughTheStack(
             provider: "flux", key: "bfl_test", credential: "BFL_API_KEY", model: "flux/flux-pro-1.1")
@@ -57,11 +64,14 @@ final class ProviderSimulatorTests: XCTestCase {
     /// A generation of two images through `gengate up` with the provider's real adapter pointed
     /// at its simulator: listed as available, completed, both outputs stored as PNG, one
     /// submission per output and no duplicate, and the key nowhere in the log.
-    func runThroughTheStack(provider: String, key: String, credential: String, model: String) async throws {
+    func runThroughTheStack(
+        provider: String, key: String, credential: String, model: String, basePath: String = "",
+        submissionsForTwo: Int = 2
+    ) async throws {
         let sim = try await SimulatorProcess(provider: provider, key: key, knobs: #"{"task_seconds": 0.5}"#)
         defer { sim.stop() }
         let system = try await GenGateSystem.start(environment: [
-            credential: key, "GENGATE_\(provider.uppercased())_BASE_URL": sim.baseURL,
+            credential: key, "GENGATE_\(provider.uppercased())_BASE_URL": sim.baseURL + basePath,
         ])
         defer { system.stop() }
 
@@ -83,7 +93,7 @@ final class ProviderSimulatorTests: XCTestCase {
             XCTAssertEqual(bytes.body.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
         }
         let stats = try await sim.stats()
-        XCTAssertEqual(stats["submissions"]?.intValue, 2, "one task per output: \(stats)")
+        XCTAssertEqual(stats["submissions"]?.intValue, submissionsForTwo, "\(stats)")
         XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0)
 
         let log = try String(contentsOf: system.logFile, encoding: .utf8)
@@ -120,6 +130,20 @@ final class ProviderSimulatorTests: XCTestCase {
         XCTAssertEqual(seen["polled_outputs"]?.intValue, 2)
         XCTAssertEqual(seen["cancelled"]?.stringValue, "canceled")
         XCTAssertEqual(seen["wrong_token_status"]?.intValue, 401)
+    }
+
+    /// Alibaba's official DashScope SDK (`dashscope` on PyPI) submits, fetches, waits, cancels and
+    /// meets a wrong key and a bad size against the simulator.
+    func testTheOfficialDashScopeSDKWorksAgainstTheSimulator() async throws {
+        let sim = try await SimulatorProcess(provider: "dashscope", key: "sk-test", knobs: #"{"task_seconds": 1}"#)
+        defer { sim.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SDK/dashscope_client.py")
+        let output = try runPython(script, arguments: [sim.baseURL + "/api/v1", "sk-test"])
+        let seen = try JSONCoding.decode(JSONValue.self, from: Data(output.utf8))
+        XCTAssertEqual(seen["images"]?.intValue, 2)
+        XCTAssertEqual(seen["cancelled"]?.stringValue, "CANCELED")
+        XCTAssertEqual(seen["wrong_key"]?.stringValue, "InvalidApiKey")
     }
 
     /// Runs a Python script and returns its last line of output; fails with all it printed.
