@@ -43,61 +43,75 @@ final class ProviderSimulatorTests: XCTestCase {
         }
     }
 
-    func testAReplicateGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
-        try await runThroughTheStack(
-            provider: "replicate", key: "r8_test", credential: "REPLICATE_API_TOKEN",
-            model: "replicate/black-forest-labs/flux-schnell")
+    /// Each real provider with its simulator: how it is reached, and what one generation of two
+    /// images costs it (Replicate and Flux make one task per image, DashScope one for both).
+    struct Case {
+        var provider: String
+        var key: String
+        var credential: String
+        var model: String
+        var basePath = ""
+        var submissionsForTwo = 2
     }
 
-    func testADashScopeGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
-        try await runThroughTheStack(
+    static let cases = [
+        Case(
+            provider: "replicate", key: "r8_test", credential: "REPLICATE_API_TOKEN",
+            model: "replicate/black-forest-labs/flux-schnell"),
+        Case(provider: "flux", key: "bfl_test", credential: "BFL_API_KEY", model: "flux/flux-pro-1.1"),
+        Case(
             provider: "dashscope", key: "sk-test", credential: "DASHSCOPE_API_KEY",
             model: "dashscope/wanx2.1-t2i-turbo",
-            basePath: "/api/v1", submissionsForTwo: 1)
-    }
+            basePath: "/api/v1", submissionsForTwo: 1),
+    ]
 
-    func testAFluxGenerationRunsThroughTheWholeStackAgainstTheSimulator() async throws {
-        try await runThroughTheStack(
-            provider: "flux", key: "bfl_test", credential: "BFL_API_KEY", model: "flux/flux-pro-1.1")
-    }
-
-    /// A generation of two images through `gengate up` with the provider's real adapter pointed
-    /// at its simulator: listed as available, completed, both outputs stored as PNG, one
-    /// submission per output and no duplicate, and the key nowhere in the log.
-    func runThroughTheStack(
-        provider: String, key: String, credential: String, model: String, basePath: String = "",
-        submissionsForTwo: Int = 2
-    ) async throws {
-        let sim = try await SimulatorProcess(provider: provider, key: key, knobs: #"{"task_seconds": 0.5}"#)
-        defer { sim.stop() }
-        let system = try await GenGateSystem.start(environment: [
-            credential: key, "GENGATE_\(provider.uppercased())_BASE_URL": sim.baseURL + basePath,
-        ])
+    /// One `gengate up` with every real provider's adapter pointed at its simulator: each model
+    /// listed as available; a generation of two images per provider completes with both outputs
+    /// stored as PNG, as many submissions as the provider needs and no duplicate; no key in the log.
+    func testEveryRealProviderRunsAGenerationThroughTheWholeStack() async throws {
+        var sims: [String: SimulatorProcess] = [:]
+        defer { sims.values.forEach { $0.stop() } }
+        var environment: [String: String] = [:]
+        for item in Self.cases {
+            let sim = try await SimulatorProcess(
+                provider: item.provider, key: item.key, knobs: #"{"task_seconds": 0.5}"#)
+            sims[item.provider] = sim
+            environment[item.credential] = item.key
+            environment["GENGATE_\(item.provider.uppercased())_BASE_URL"] = sim.baseURL + item.basePath
+        }
+        let system = try await GenGateSystem.start(environment: environment)
         defer { system.stop() }
 
         let models = try await system.request(.GET, "/v1/models").json
         guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
-        let listed = list.first { $0["id"]?.stringValue == model }
-        XCTAssertEqual(listed?["available"], .bool(true))
-        XCTAssertEqual(listed?["kind"]?.stringValue, "image")
-
-        let id = try await system.submit(#"{"model": "\#(model)", "prompt": "a lighthouse", "n": 2}"#)
-        let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
-        guard case .array(let outputs)? = done["outputs"] else { return XCTFail("\(done)") }
-        XCTAssertEqual(outputs.count, 2)
-        for output in outputs {
-            XCTAssertEqual(output["content_type"]?.stringValue, "image/png")
-            let index = output["index"]?.intValue ?? -1
-            let bytes = try await system.request(.GET, "/v1/generations/\(id)/outputs/\(index)")
-            XCTAssertEqual(bytes.status, 200)
-            XCTAssertEqual(bytes.body.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
+        var ids: [String: String] = [:]
+        for item in Self.cases {
+            let listed = list.first { $0["id"]?.stringValue == item.model }
+            XCTAssertEqual(listed?["available"], .bool(true), item.model)
+            XCTAssertEqual(listed?["kind"]?.stringValue, "image", item.model)
+            ids[item.provider] = try await system.submit(
+                #"{"model": "\#(item.model)", "prompt": "a lighthouse", "n": 2}"#)
         }
-        let stats = try await sim.stats()
-        XCTAssertEqual(stats["submissions"]?.intValue, submissionsForTwo, "\(stats)")
-        XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0)
-
+        for item in Self.cases {
+            let id = try XCTUnwrap(ids[item.provider])
+            let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
+            guard case .array(let outputs)? = done["outputs"] else { return XCTFail("\(done)") }
+            XCTAssertEqual(outputs.count, 2, item.provider)
+            for output in outputs {
+                XCTAssertEqual(output["content_type"]?.stringValue, "image/png", item.provider)
+                let index = output["index"]?.intValue ?? -1
+                let bytes = try await system.request(.GET, "/v1/generations/\(id)/outputs/\(index)")
+                XCTAssertEqual(bytes.status, 200, item.provider)
+                XCTAssertEqual(bytes.body.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]), item.provider)
+            }
+            let stats = try await XCTUnwrap(sims[item.provider]).stats()
+            XCTAssertEqual(stats["submissions"]?.intValue, item.submissionsForTwo, "\(item.provider): \(stats)")
+            XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0, item.provider)
+        }
         let log = try String(contentsOf: system.logFile, encoding: .utf8)
-        XCTAssertFalse(log.contains(key), "the provider key reached the log")
+        for item in Self.cases {
+            XCTAssertFalse(log.contains(item.key), "the \(item.provider) key reached the log")
+        }
     }
 
     func testAModelOfAProviderWithoutCredentialsIsRefusedAtOnceSayingWhatIsMissing() async throws {
