@@ -167,6 +167,8 @@ public struct JobContext: Sendable {
         case refused
         /// The provider could not be asked now; asking again later may work.
         case failed
+        /// The task had ended before it could be stopped: it was paid for.
+        case alreadyEnded
     }
 
     /// Asks the provider to stop a task, where it can; a failure is logged and returned, not thrown.
@@ -176,6 +178,8 @@ public struct JobContext: Sendable {
         do {
             try await adapter.cancel(taskID: taskID)
             return .cancelled
+        } catch is TaskAlreadyEnded {
+            return .alreadyEnded
         } catch {
             logger.notice("provider cancel failed", metadata: ["task": "\(taskID)", "error": "\(error)"])
             if error is CancellationError { return .failed }

@@ -93,9 +93,10 @@ public final class ProviderSimulator: Sendable {
 
     /// Records a submission: a new task with its fate decided now, counted (and counted again
     /// as a duplicate when `reference` was seen before).
-    func submit(reference: String?, model: String, input: JSONValue, outputs: Int, isVideo: Bool, now: Date = Date())
-        -> SimTask
-    {
+    func submit(
+        reference: String?, model: String, input: JSONValue, outputs: Int, isVideo: Bool, version: String? = nil,
+        now: Date = Date()
+    ) -> SimTask {
         state.withLock { state in
             state.stats.submissions += 1
             if let reference, !reference.isEmpty {
@@ -115,7 +116,7 @@ public final class ProviderSimulator: Sendable {
             let task = SimTask(
                 id: Identifier.randomToken(count: 26), reference: reference, model: model, input: input,
                 createdAt: now, endsAt: now.addingTimeInterval(knobs.taskSeconds), fate: fate,
-                outputs: fate == .succeed ? outputs : 0, isVideo: isVideo)
+                outputs: fate == .succeed ? outputs : 0, isVideo: isVideo, version: version)
             state.tasks[task.id] = task
             return task
         }

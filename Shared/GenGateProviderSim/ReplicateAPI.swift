@@ -114,8 +114,7 @@ struct ReplicateAPI: SimulatedAPI {
         let isVideo = model.lowercased().contains("video")
         var task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model,
-            input: .object(input), outputs: isVideo ? 1 : count, isVideo: isVideo)
-        task.version = version
+            input: .object(input), outputs: isVideo ? 1 : count, isVideo: isVideo, version: version)
         if let seconds = Self.preferWait(request.headers[HTTPField.Name("Prefer")!]) {
             let deadline = Date().addingTimeInterval(seconds)
             while Date() < deadline,
@@ -124,7 +123,6 @@ struct ReplicateAPI: SimulatedAPI {
                 try await Task.sleep(for: .milliseconds(50))
             }
             task = simulator.task(task.id, countingStatusCall: false) ?? task
-            task.version = version
         }
         var headers = HTTPFields()
         headers[.location] = "\(ProviderSimulator.base(of: request))/v1/predictions/\(task.id)"

@@ -120,6 +120,16 @@ public protocol ProviderAdapter: Sendable {
     /// Streams an output into `file` (which it creates) and returns its content type, without
     /// holding it whole in memory; nil if this adapter only fetches whole (then `fetch` is used).
     func download(_ output: Output, to file: URL) async throws -> String?
+    /// Lets go of connections; the last thing a process does with its adapters.
+    func shutdown() async
+}
+
+/// Thrown by `cancel` when the provider says the task had already ended (succeeded or failed),
+/// or gone past the point where it can be stopped: whatever it costs is spent.
+public struct TaskAlreadyEnded: Error, CustomStringConvertible {
+    public var status: String
+    public init(status: String) { self.status = status }
+    public var description: String { "the task had already ended (\(status))" }
 }
 
 extension ProviderAdapter {
@@ -130,4 +140,6 @@ extension ProviderAdapter {
     public func findSubmission(clientReference: String, request: ProviderRequest) async throws -> String? { nil }
 
     public func download(_ output: Output, to file: URL) async throws -> String? { nil }
+
+    public func shutdown() async {}
 }

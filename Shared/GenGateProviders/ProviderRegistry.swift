@@ -35,6 +35,11 @@ public struct ProviderRegistry: Sendable {
 
     public func model(_ id: String) -> ModelInfo? { models[id] }
 
+    /// Closes every adapter's connections (AsyncHTTPClient insists on it before it goes away).
+    public func shutdown() async {
+        for adapter in adapters.values { await adapter.shutdown() }
+    }
+
     /// Why `model` cannot be used here, when it belongs to a provider without credentials.
     public func unavailableReason(model id: String) -> String? {
         for entry in unavailable.values where entry.models.contains(where: { $0.id == id }) {

@@ -122,14 +122,20 @@ public enum ConfigLoader {
         for (name, connection) in [
             ("replicate", providers.replicate), ("flux", providers.flux), ("dashscope", providers.dashscope),
         ] {
-            if let base = connection.baseUrl, !(base.hasPrefix("http://") || base.hasPrefix("https://")) {
-                throw ConfigError("providers.\(name).base_url must start with http:// or https://, got \(base)")
+            if let base = connection.baseUrl {
+                guard base.hasPrefix("http://") || base.hasPrefix("https://"), let url = URL(string: base),
+                    let host = url.host, !host.isEmpty, url.user == nil, url.password == nil
+                else {
+                    throw ConfigError(
+                        "providers.\(name).base_url must be an http:// or https:// URL with a host and no credentials")
+                }
             }
-            guard connection.connectTimeoutSeconds > 0, connection.requestTimeoutSeconds > 0,
-                connection.maxConnections >= 1
+            guard (0.001...3_600).contains(connection.connectTimeoutSeconds),
+                (0.001...3_600).contains(connection.requestTimeoutSeconds),
+                (1...1_024).contains(connection.maxConnections)
             else {
                 throw ConfigError(
-                    "providers.\(name): connect_timeout_seconds and request_timeout_seconds must be positive, max_connections ≥ 1"
+                    "providers.\(name): connect_timeout_seconds and request_timeout_seconds must be 0.001…3600, max_connections 1…1024"
                 )
             }
         }

@@ -64,6 +64,7 @@ extension ServiceEnvironment {
     /// The last step of a service: ends the ZeroMQ context once the service closed its sockets
     /// (bounded, so a socket left open cannot hang the exit).
     public func finish() async {
+        await providers.shutdown()
         await zmq.terminate(within: .seconds(2))
     }
 
@@ -84,6 +85,7 @@ extension ServiceEnvironment {
             try await group.run()
         } catch {
             await events.close()
+            await providers.shutdown()
             throw error
         }
         await events.close()

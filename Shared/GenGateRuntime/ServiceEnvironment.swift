@@ -103,8 +103,16 @@ public struct ServiceEnvironment: Sendable {
             _ name: String, credentials variable: String, models: [ModelInfo], defaultBaseURL: String,
             _ connection: GenGateConfig.ProviderConnection, make: (String, ProviderEndpoint) -> any ProviderAdapter
         ) {
-            guard let credential = environment[variable], !credential.isEmpty else {
+            let credential = environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            guard !credential.isEmpty else {
                 unavailable.append(.init(provider: name, models: models, missing: "\(variable) is not set"))
+                return
+            }
+            // A key goes into a header: one with control or non-ASCII characters would be refused
+            // there, by a library that quotes the value in its error.
+            guard credential.unicodeScalars.allSatisfy({ (0x21...0x7e).contains($0.value) }) else {
+                unavailable.append(
+                    .init(provider: name, models: models, missing: "\(variable) holds characters a key cannot have"))
                 return
             }
             adapters.append(

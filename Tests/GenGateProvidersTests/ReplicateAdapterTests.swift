@@ -171,4 +171,51 @@ final class ReplicateAdapterTests: XCTestCase {
         XCTAssertThrowsError(try ReplicateAdapter.target(of: "replicate/owner/model:short"))
         XCTAssertThrowsError(try ReplicateAdapter.target(of: "replicate/../x"))
     }
+
+    func testCancellingAFinishedPredictionSaysItWasAlreadyPaid() async throws {
+        let id = try await adapter.submit(request())
+        _ = try await finish(id, request())
+        do {
+            try await adapter.cancel(taskID: id)
+            XCTFail("a finished prediction cannot be cancelled")
+        } catch let ended as TaskAlreadyEnded {
+            XCTAssertEqual(ended.status, "succeeded")
+        }
+    }
+
+    /// n outputs are n predictions: each its own seed, none asking for more than one image.
+    func testEachPredictionHasItsOwnSeedAndMakesOneImage() async throws {
+        var second = request()
+        second.outputIndexes = [3]
+        second.params["num_outputs"] = .number(4)
+        let id = try await adapter.submit(second)
+        let answer = try await adapter.http.send(.GET, "/v1/predictions/\(id)", headers: adapter.authorization)
+        XCTAssertEqual(answer.json?["input"]?["seed"]?.intValue, 10, "seed 7 + output index 3")
+        XCTAssertNil(answer.json?["input"]?["num_outputs"])
+    }
+
+    func testTheTokenGoesOnlyToReplicatesOwnHosts() {
+        XCTAssertFalse(adapter.credentials(for: "https://replicate.delivery/xezq/out-0.webp").isEmpty)
+        XCTAssertFalse(adapter.credentials(for: "https://pbxt.replicate.delivery/a.png").isEmpty)
+        XCTAssertFalse(adapter.credentials(for: sim.baseURL + "/_sim/files/x/0.png").isEmpty, "the simulator, locally")
+        XCTAssertTrue(adapter.credentials(for: "https://example.com/a.png").isEmpty)
+        XCTAssertTrue(adapter.credentials(for: "http://replicate.delivery/a.png").isEmpty, "never in clear text")
+        XCTAssertTrue(adapter.credentials(for: "https://replicate.delivery.evil.com/a.png").isEmpty)
+    }
+
+    func testABaseURLWithTheVersionPathStillWorks() async throws {
+        let copied = ReplicateAdapter(token: "r8_test", endpoint: ProviderEndpoint(baseURL: sim.baseURL + "/v1/"))
+        _ = try await copied.submit(request())
+        await copied.shutdown()
+    }
+
+    /// AsyncHTTPClient refuses a header value with a line break and quotes it in its error; the
+    /// error GenGate keeps must not.
+    func testAMalformedKeyNeverReachesAnError() async throws {
+        let broken = ReplicateAdapter(token: "r8_secret\nvalue", endpoint: ProviderEndpoint(baseURL: sim.baseURL))
+        await assertThrows(try await broken.submit(request())) { error in
+            XCTAssertFalse(error.message.contains("r8_secret"), error.message)
+        }
+        await broken.shutdown()
+    }
 }

@@ -121,8 +121,12 @@ public struct DashScopeAdapter: ProviderAdapter {
 
     public func cancel(taskID: String) async throws {
         let answer = try await http.send(.POST, "/tasks/\(Self.escaped(taskID))/cancel", headers: authorization)
+        // Only a PENDING task can be cancelled: one already running goes on, and is paid.
+        if answer.json?["code"]?.stringValue == "UnsupportedOperation" { throw TaskAlreadyEnded(status: "not pending") }
         guard answer.status == .ok else { throw error(answer) }
     }
+
+    public func shutdown() async { await http.shutdown() }
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
         let answer = try await http.send(.GET, output.source)

@@ -41,7 +41,7 @@ public struct FluxAdapter: ProviderAdapter {
 
     public init(key: String, endpoint: ProviderEndpoint, models: [ModelInfo] = Self.defaultModels) {
         self.key = key
-        http = ProviderHTTP(provider: "flux", endpoint: endpoint)
+        http = ProviderHTTP(provider: "flux", endpoint: endpoint.droppingVersionPath())
         self.models = models
     }
 
@@ -54,7 +54,8 @@ public struct FluxAdapter: ProviderAdapter {
         }
         var body = request.params
         body["prompt"] = .string(request.prompt)
-        if let seed = request.seed { body["seed"] = .number(Double(seed)) }
+        // One image a task: each output its own seed, or n tasks would paint the same image.
+        if let seed = request.seed { body["seed"] = .number(Double(seed + (request.outputIndexes.first ?? 0))) }
         if let width = request.width { body["width"] = .number(Double(width)) }
         if let height = request.height { body["height"] = .number(Double(height)) }
         let answer = try await http.send(
@@ -122,6 +123,8 @@ public struct FluxAdapter: ProviderAdapter {
         else { return "" }
         return " (\(text.prefix(300)))"
     }
+
+    public func shutdown() async { await http.shutdown() }
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
         // Signed delivery URLs carry their own authority: the key is not sent with them.

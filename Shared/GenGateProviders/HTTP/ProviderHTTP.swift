@@ -9,7 +9,7 @@ public struct ProviderEndpoint: Sendable, Equatable {
     /// The API's base URL as the provider's own SDK takes it (e.g. `https://api.replicate.com/v1`).
     public var baseURL: String
     public var connectTimeoutSeconds: Double
-    /// One request, from sending it to the last byte of the answer (downloads excepted).
+    /// One request until its answer's head, and the longest silence while its body arrives.
     public var requestTimeoutSeconds: Double
     /// Connections kept to the provider at once (AsyncHTTPClient's default of 8 would queue
     /// the engine's hundreds of concurrent calls behind each other).
@@ -26,6 +26,16 @@ public struct ProviderEndpoint: Sendable, Equatable {
     }
 }
 
+extension ProviderEndpoint {
+    /// The base URL without a trailing `/v1`, for providers whose SDKs take the host alone and
+    /// whose paths start with `/v1` (a base URL copied from the API reference would double it).
+    func droppingVersionPath() -> ProviderEndpoint {
+        var copy = self
+        if copy.baseURL.hasSuffix("/v1") { copy.baseURL = String(copy.baseURL.dropLast(3)) }
+        return copy
+    }
+}
+
 /// The HTTP side of one provider: its own AsyncHTTPClient (own connection pool and timeouts, so
 /// one slow provider never slows another), JSON in and out, bounded answers, and network
 /// failures as `GenGateError`s. Adapters build requests and read answers; they never see NIO.
@@ -39,10 +49,14 @@ public final class ProviderHTTP: Sendable {
     public init(provider: String, endpoint: ProviderEndpoint) {
         self.provider = provider
         self.endpoint = endpoint
+        // The read timeout bounds silence mid-answer: `execute`'s deadline ends once the head
+        // has arrived, so a body that stalls would otherwise hang the call for ever.
         var configuration = HTTPClient.Configuration(
-            timeout: .init(connect: .milliseconds(Int64(endpoint.connectTimeoutSeconds * 1_000))))
+            timeout: .init(
+                connect: .milliseconds(Int64(endpoint.connectTimeoutSeconds * 1_000)),
+                read: .milliseconds(Int64(endpoint.requestTimeoutSeconds * 1_000))))
         configuration.connectionPool = .init(
-            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: endpoint.maxConnections)
+            idleTimeout: .seconds(15), concurrentHTTP1ConnectionsPerHostSoftLimit: endpoint.maxConnections)
         configuration.redirectConfiguration = .disallow
         client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
     }
@@ -131,6 +145,9 @@ public final class ProviderHTTP: Sendable {
             throw GenGateError(
                 .providerError, "\(provider): output download answered HTTP \(head.status.code)", retryable: true)
         }
+        guard progress.receivedBytes > 0 else {
+            throw GenGateError(.providerError, "\(provider): the output is empty", retryable: true)
+        }
         return head.headers.first(name: "Content-Type") ?? "application/octet-stream"
     }
 
@@ -147,6 +164,18 @@ public final class ProviderHTTP: Sendable {
         default: return "application/octet-stream"
         }
     }
+    /// A name for an AsyncHTTPClient error that quotes nothing it was given.
+    static func kind(of error: HTTPClientError) -> String {
+        let known: [(HTTPClientError, String)] = [
+            (.remoteConnectionClosed, "connection closed by the provider"), (.cancelled, "cancelled"),
+            (.connectTimeout, "connect timeout"), (.readTimeout, "read timeout"), (.writeTimeout, "write timeout"),
+            (.deadlineExceeded, "deadline exceeded"), (.tlsHandshakeTimeout, "TLS handshake timeout"),
+            (.alreadyShutdown, "client shut down"), (.emptyHost, "no host in the URL"),
+            (.invalidURL, "invalid URL"), (.emptyScheme, "no scheme in the URL"),
+        ]
+        return known.first { $0.0 == error }?.1 ?? "HTTP client error"
+    }
+
     func url(_ path: String) -> String {
         if path.hasPrefix("http://") || path.hasPrefix("https://") { return path }
         return endpoint.baseURL + (path.hasPrefix("/") ? path : "/" + path)
@@ -166,6 +195,9 @@ public final class ProviderHTTP: Sendable {
         if error is NIOTooManyBytesError {
             return GenGateError(.providerError, "\(provider): answer to \(method) \(path) is too large")
         }
-        return GenGateError(.providerUnavailable, "\(provider): \(method) \(path) failed: \(error)")
+        // Never the foreign error's own text: AsyncHTTPClient's descriptions can quote header
+        // values, and a header holds the provider's key. Its kind says enough.
+        let kind = (error as? HTTPClientError).map { Self.kind(of: $0) } ?? String(describing: type(of: error))
+        return GenGateError(.providerUnavailable, "\(provider): \(method) \(path) failed (\(kind))")
     }
 }

@@ -32,8 +32,7 @@ public struct ReplicateAdapter: ProviderAdapter {
             findsSubmissionByReference: false)
     }
 
-    /// The models offered by default; any `replicate/<owner>/<name>` listed in the configuration
-    /// joins them.
+    /// The models offered.
     public static let defaultModels: [ModelInfo] = [
         ModelInfo(id: "replicate/black-forest-labs/flux-schnell", provider: "replicate", kind: .image, maxOutputs: 4),
         ModelInfo(id: "replicate/black-forest-labs/flux-dev", provider: "replicate", kind: .image, maxOutputs: 4),
@@ -46,7 +45,7 @@ public struct ReplicateAdapter: ProviderAdapter {
 
     public init(token: String, endpoint: ProviderEndpoint, models: [ModelInfo] = Self.defaultModels) {
         self.token = token
-        http = ProviderHTTP(provider: "replicate", endpoint: endpoint)
+        http = ProviderHTTP(provider: "replicate", endpoint: endpoint.droppingVersionPath())
         self.models = models
     }
 
@@ -56,7 +55,9 @@ public struct ReplicateAdapter: ProviderAdapter {
         let target = try Self.target(of: request.model)
         var input = request.params
         input["prompt"] = .string(request.prompt)
-        if let seed = request.seed { input["seed"] = .number(Double(seed)) }
+        // One output a prediction: a `num_outputs` would be paid for in full and mostly dropped.
+        input.removeValue(forKey: "num_outputs")
+        if let seed = request.seed { input["seed"] = .number(Double(seed + (request.outputIndexes.first ?? 0))) }
         if let width = request.width { input["width"] = .number(Double(width)) }
         if let height = request.height { input["height"] = .number(Double(height)) }
         var body: [String: JSONValue] = ["input": .object(input)]
@@ -139,10 +140,15 @@ public struct ReplicateAdapter: ProviderAdapter {
         let answer = try await http.send(
             .POST, "/v1/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
         guard answer.status == .ok else { throw error(answer) }
+        // The answer is the prediction: one that had already ended was not stopped, and was paid.
+        let status = answer.json?["status"]?.stringValue ?? "canceled"
+        if ["succeeded", "failed"].contains(status) { throw TaskAlreadyEnded(status: status) }
     }
 
+    public func shutdown() async { await http.shutdown() }
+
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        let answer = try await http.send(.GET, output.source, headers: authorization)
+        let answer = try await http.send(.GET, output.source, headers: credentials(for: output.source))
         guard answer.status == .ok else {
             throw GenGateError(
                 .providerError, "replicate: output download answered HTTP \(answer.status.code)", retryable: true)
@@ -153,7 +159,19 @@ public struct ReplicateAdapter: ProviderAdapter {
     }
 
     public func download(_ output: Output, to file: URL) async throws -> String? {
-        try await http.download(output.source, headers: authorization, to: file)
+        try await http.download(output.source, headers: credentials(for: output.source), to: file)
+    }
+
+    /// The token, for an output URL on Replicate's own delivery hosts or its API host over
+    /// HTTPS (plain HTTP only on this machine, for the simulator); nothing for any other URL a
+    /// model may return.
+    func credentials(for url: String) -> [(String, String)] {
+        guard let parsed = URL(string: url), let host = parsed.host?.lowercased() else { return [] }
+        let api = URL(string: http.endpoint.baseURL)?.host?.lowercased()
+        let trusted = host == "replicate.delivery" || host.hasSuffix(".replicate.delivery") || host == api
+        let secure =
+            parsed.scheme == "https" || (parsed.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host))
+        return trusted && secure ? authorization : []
     }
 
     /// An HTTP error answer as a GenGate error.
