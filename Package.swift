@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "GenGateCore", "GenGateProviders",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Shared/GenGateProviderSim"
@@ -131,7 +132,7 @@ let package = Package(
         .executableTarget(
             name: "gengate",
             dependencies: [
-                "GenGateRuntime",
+                "GenGateRuntime", "GenGateProviderSim",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -20,9 +20,15 @@ struct Supervisor: Service, CustomStringConvertible {
     let logger: Logger
     /// Where the leases of a child that exited are voided, so its jobs move on at once.
     let leases: LeaseReaper
+    /// Set for every child on top of ours (the simulators' credentials).
+    let extraEnvironment: [String: String]
     let children: ChildTable
 
-    init(config: GenGateConfig, configPath: String, services: [String], logger: Logger, leases: LeaseReaper) {
+    init(
+        config: GenGateConfig, configPath: String, services: [String], logger: Logger, leases: LeaseReaper,
+        extraEnvironment: [String: String] = [:]
+    ) {
+        self.extraEnvironment = extraEnvironment
         self.config = config
         self.configPath = configPath
         self.services = services
@@ -34,7 +40,7 @@ struct Supervisor: Service, CustomStringConvertible {
 
     func run() async throws {
         let binaries = Self.binaryDirectory()
-        let environment = Self.childEnvironment()
+        let environment = Self.childEnvironment().merging(extraEnvironment) { $1 }
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 for service in services {

@@ -24,13 +24,21 @@ struct UpCommand: AsyncParsableCommand {
     @Option(name: .long, parsing: .upToNextOption, help: "Services to run (default: all five).")
     var services: [String] = Supervisor.allServices
 
+    @Flag(
+        name: .long,
+        help: """
+            Start a simulator of every real provider and point its adapter at it, so every provider \
+            can be tried with no keys. Their addresses go to <data dir>/simulators.json.
+            """)
+    var simulateProviders = false
+
     func run() async throws {
         var overrides: [([String], JSONValue)] = []
         if let dataDir = options.dataDir { overrides.append((["data_dir"], .string(dataDir))) }
         if let httpPort { overrides.append((["http", "port"], .number(Double(httpPort)))) }
         if let monitorPort { overrides.append((["monitor", "port"], .number(Double(monitorPort)))) }
         if let eventsPort { overrides.append((["bus", "events_port"], .number(Double(eventsPort)))) }
-        let config: GenGateConfig
+        var config: GenGateConfig
         do {
             config = try ConfigLoader.load(file: options.config, overrides: overrides)
         } catch {
@@ -49,13 +57,19 @@ struct UpCommand: AsyncParsableCommand {
         let lock = try DataDirectoryLock.acquire(config: config)
         defer { lock.release() }
         let store = try await Preparation.prepare(config: config, logger: logger)
+        var simulated = ProviderSimulation()
+        if simulateProviders {
+            simulated = try await ProviderSimulation.start(config: &config, logger: logger)
+        }
+        defer { simulated.stop() }
         let configPath = try Preparation.writeResolvedConfig(config)
         let devices = try await BusDevices.start(config: config, logger: logger)
 
         let leases = LeaseReaper(store: store, staleAfterSeconds: config.jobs.staleAfterSeconds, logger: logger)
         await leases.reapGoneProcesses()
         let supervisor = Supervisor(
-            config: config, configPath: configPath, services: services, logger: logger, leases: leases)
+            config: config, configPath: configPath, services: services, logger: logger, leases: leases,
+            extraEnvironment: simulated.credentials)
         logger.info(
             "GenGate is starting",
             metadata: [

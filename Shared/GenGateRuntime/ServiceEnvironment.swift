@@ -98,44 +98,33 @@ public struct ServiceEnvironment: Sendable {
                 findsByReference: config.sim.findsByReference))
         var adapters: [any ProviderAdapter] = [sim]
         var unavailable: [ProviderRegistry.Unavailable] = []
-        /// Adds a real provider when its credentials are set, else lists it as unavailable.
-        func offer(
-            _ name: String, credentials variable: String, models: [ModelInfo], defaultBaseURL: String,
-            _ connection: GenGateConfig.ProviderConnection, make: (String, ProviderEndpoint) -> any ProviderAdapter
-        ) {
-            let credential = environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        for provider in RealProvider.all {
+            let connection = config.providers[keyPath: provider.connection]
+            let credential = environment[provider.credential]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             guard !credential.isEmpty else {
-                unavailable.append(.init(provider: name, models: models, missing: "\(variable) is not set"))
-                return
+                unavailable.append(
+                    .init(
+                        provider: provider.name, models: provider.models, missing: "\(provider.credential) is not set"))
+                continue
             }
             // A key goes into a header: one with control or non-ASCII characters would be refused
             // there, by a library that quotes the value in its error.
             guard credential.unicodeScalars.allSatisfy({ (0x21...0x7e).contains($0.value) }) else {
                 unavailable.append(
-                    .init(provider: name, models: models, missing: "\(variable) holds characters a key cannot have"))
-                return
+                    .init(
+                        provider: provider.name, models: provider.models,
+                        missing: "\(provider.credential) holds characters a key cannot have"))
+                continue
             }
             adapters.append(
-                make(
+                provider.make(
                     credential,
                     ProviderEndpoint(
-                        baseURL: connection.baseUrl ?? defaultBaseURL,
+                        baseURL: connection.baseUrl ?? provider.defaultBaseURL,
                         connectTimeoutSeconds: connection.connectTimeoutSeconds,
                         requestTimeoutSeconds: connection.requestTimeoutSeconds,
                         maxConnections: connection.maxConnections)))
         }
-        offer(
-            "replicate", credentials: "REPLICATE_API_TOKEN", models: ReplicateAdapter.defaultModels,
-            defaultBaseURL: ReplicateAdapter.defaultBaseURL, config.providers.replicate
-        ) { ReplicateAdapter(token: $0, endpoint: $1) }
-        offer(
-            "flux", credentials: "BFL_API_KEY", models: FluxAdapter.defaultModels,
-            defaultBaseURL: FluxAdapter.defaultBaseURL, config.providers.flux
-        ) { FluxAdapter(key: $0, endpoint: $1) }
-        offer(
-            "dashscope", credentials: "DASHSCOPE_API_KEY", models: DashScopeAdapter.defaultModels,
-            defaultBaseURL: DashScopeAdapter.defaultBaseURL, config.providers.dashscope
-        ) { DashScopeAdapter(key: $0, endpoint: $1) }
         return ProviderRegistry(adapters: adapters, unavailable: unavailable)
     }
 

@@ -35,7 +35,9 @@ final class GenGateSystem: @unchecked Sendable {
 
     /// Starts a system; on `dataDir`, an earlier system's data directory, it starts again where
     /// that one stopped.
-    static func start(environment extra: [String: String] = [:], dataDir existing: URL? = nil) async throws
+    static func start(
+        environment extra: [String: String] = [:], dataDir existing: URL? = nil, arguments: [String] = []
+    ) async throws
         -> GenGateSystem
     {
         let ports = try FreePorts.take(3)
@@ -51,10 +53,11 @@ final class GenGateSystem: @unchecked Sendable {
         }
         let process = Process()
         process.executableURL = binDirectory.appendingPathComponent("gengate")
-        process.arguments = [
-            "up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
-            "--events-port", "\(ports[2])",
-        ]
+        process.arguments =
+            [
+                "up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
+                "--events-port", "\(ports[2])",
+            ] + arguments
         // Hermetic: no GenGate settings, and no provider credentials, from the developer's shell.
         let credentials: Set<String> = ["REPLICATE_API_TOKEN", "BFL_API_KEY", "DASHSCOPE_API_KEY"]
         var environment = ProcessInfo.processInfo.environment.filter {

@@ -114,6 +114,27 @@ final class ProviderSimulatorTests: XCTestCase {
         }
     }
 
+    /// `gengate up --simulate-providers`: every real provider tried with no keys, each simulator's
+    /// address in `simulators.json`.
+    func testSimulateProvidersLetsEveryProviderBeTriedWithoutKeys() async throws {
+        let system = try await GenGateSystem.start(arguments: ["--simulate-providers"])
+        defer { system.stop() }
+        let file = system.dataDir.appendingPathComponent("simulators.json")
+        let addresses = try JSONCoding.decode(JSONValue.self, from: Data(contentsOf: file))
+        for item in Self.cases {
+            XCTAssertTrue(
+                addresses[item.provider]?.stringValue?.hasPrefix("http://127.0.0.1:") ?? false, "\(addresses)")
+        }
+        let models = try await system.request(.GET, "/v1/models").json
+        guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
+        XCTAssertTrue(list.allSatisfy { $0["available"] == .bool(true) }, "every model available: \(list)")
+        let id = try await system.submit(#"{"model": "dashscope/wanx2.1-t2i-turbo", "prompt": "a lighthouse"}"#)
+        _ = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
+        let base = try XCTUnwrap(addresses["dashscope"]?.stringValue)
+        let stats = try await GenGateSystem.rawRequest(.GET, base + "/_sim/stats", body: nil, key: nil).json
+        XCTAssertEqual(stats["submissions"]?.intValue, 1)
+    }
+
     func testAModelOfAProviderWithoutCredentialsIsRefusedAtOnceSayingWhatIsMissing() async throws {
         let system = try await GenGateSystem.start()
         defer { system.stop() }

@@ -1,0 +1,43 @@
+import Foundation
+import GenGateCore
+import GenGateProviderSim
+import GenGateRuntime
+import Logging
+
+/// `gengate up --simulate-providers`: one simulator per real provider in this process, each
+/// adapter pointed at its own (its base URL in the resolved configuration, a made-up key in the
+/// children's environment), and `<data dir>/simulators.json` saying where each one listens, so
+/// tools can reach its `/_sim` endpoints.
+struct ProviderSimulation {
+    var servers: [SimulatorServer] = []
+    /// The credential variables the children get.
+    var credentials: [String: String] = [:]
+
+    static func start(config: inout GenGateConfig, logger: Logger) async throws -> ProviderSimulation {
+        var simulation = ProviderSimulation()
+        var addresses: [String: JSONValue] = [:]
+        do {
+            for provider in RealProvider.all {
+                let key = "sim_\(provider.name)_" + Identifier.randomToken(count: 16)
+                let server = try await SimulatorServer.start(provider.name, key: key)
+                simulation.servers.append(server)
+                simulation.credentials[provider.credential] = key
+                config.providers[keyPath: provider.connection].baseUrl = server.baseURL + provider.basePath
+                addresses[provider.name] = .string(server.baseURL)
+            }
+            let file = config.dataDirectory.appendingPathComponent("simulators.json")
+            try JSONCoding.encoder(pretty: true).encode(JSONValue.object(addresses)).write(to: file, options: .atomic)
+        } catch {
+            simulation.stop()
+            throw error
+        }
+        logger.notice(
+            "simulating every real provider",
+            metadata: ["simulators": "\(addresses.mapValues { $0.stringValue ?? "" })"])
+        return simulation
+    }
+
+    func stop() {
+        for server in servers { server.stop() }
+    }
+}
