@@ -97,6 +97,7 @@ struct DashScopeAPI: SimulatedAPI {
         let task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model, input: .object(body),
             outputs: count, isVideo: false)
+        if let lost = await simulator.lostAnswer() { return lost }
         return SimJSON.response(
             .ok,
             [

@@ -74,6 +74,7 @@ struct FluxAPI: SimulatedAPI {
         let task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model, input: .object(body),
             outputs: 1, isVideo: false)
+        if let lost = await simulator.lostAnswer() { return lost }
         let base = ProviderSimulator.base(of: request)
         return SimJSON.response(
             .ok,

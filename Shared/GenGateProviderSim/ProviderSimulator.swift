@@ -23,7 +23,7 @@ public final class ProviderSimulator: Sendable {
 
     let state: Mutex<State>
 
-    public static let providers = ["dashscope", "flux", "replicate"]
+    public static let providers = ["dashscope", "flux", "pollo", "replicate"]
 
     public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
         guard Self.providers.contains(provider) else {
@@ -84,6 +84,7 @@ public final class ProviderSimulator: Sendable {
         switch provider {
         case "flux": FluxAPI(simulator: self).register(on: router)
         case "dashscope": DashScopeAPI(simulator: self).register(on: router)
+        case "pollo": PolloAPI(simulator: self).register(on: router)
         default: ReplicateAPI(simulator: self).register(on: router)
         }
         return router
@@ -160,6 +161,16 @@ public final class ProviderSimulator: Sendable {
         if Double.random(in: 0..<1) < knobs.pTimeout { return .timeout }
         if Double.random(in: 0..<1) < knobs.pMalformed { return .malformed }
         return nil
+    }
+
+    /// After a task was created: its answer dropped (`p_lost_answer`), or nil to answer normally.
+    func lostAnswer() async -> Response? {
+        let lost = state.withLock { state -> Bool in
+            guard Double.random(in: 0..<1) < state.knobs.pLostAnswer else { return false }
+            state.stats.lostAnswers += 1
+            return true
+        }
+        return lost ? await Self.generic(.reset) : nil
     }
 
     /// The answer of a fault that is not the provider's own error format.

@@ -115,6 +115,7 @@ struct ReplicateAPI: SimulatedAPI {
         var task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model,
             input: .object(input), outputs: isVideo ? 1 : count, isVideo: isVideo, version: version)
+        if let lost = await simulator.lostAnswer() { return lost }
         if let seconds = Self.preferWait(request.headers[HTTPField.Name("Prefer")!]) {
             let deadline = Date().addingTimeInterval(seconds)
             while Date() < deadline,

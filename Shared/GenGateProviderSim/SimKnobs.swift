@@ -28,6 +28,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
     public var pPolicy = 0.0
     /// A submission is refused for want of balance.
     public var pBalance = 0.0
+    /// A submission is accepted (the task runs, and is paid for) but its answer is lost: the
+    /// connection drops before it arrives. The case that tempts a client to pay twice.
+    public var pLostAnswer = 0.0
 
     public init() {}
 
@@ -44,6 +47,7 @@ public struct SimKnobs: Codable, Sendable, Equatable {
         case pEmpty = "p_empty"
         case pPolicy = "p_policy"
         case pBalance = "p_balance"
+        case pLostAnswer = "p_lost_answer"
     }
 
     /// These knobs with the fields of `patch` applied; a clear error for an unknown field or a
@@ -80,6 +84,7 @@ public struct SimKnobs: Codable, Sendable, Equatable {
                 case "p_malformed": knobs.pMalformed = number
                 case "p_empty": knobs.pEmpty = number
                 case "p_policy": knobs.pPolicy = number
+                case "p_lost_answer": knobs.pLostAnswer = number
                 default: knobs.pBalance = number
                 }
             }
@@ -95,6 +100,8 @@ public struct SimStats: Codable, Sendable, Equatable {
     public var cancels = 0
     /// Second (and later) submissions carrying a client reference already seen.
     public var duplicateSubmissions = 0
+    /// Submissions whose answer the simulator dropped on purpose (`p_lost_answer`).
+    public var lostAnswers = 0
 
     public init() {}
 
@@ -103,6 +110,7 @@ public struct SimStats: Codable, Sendable, Equatable {
         case statusCalls = "status_calls"
         case cancels
         case duplicateSubmissions = "duplicate_submissions"
+        case lostAnswers = "lost_answers"
     }
 }
 

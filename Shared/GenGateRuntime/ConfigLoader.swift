@@ -35,6 +35,7 @@ public enum ConfigLoader {
         "GENGATE_REPLICATE_BASE_URL": ["providers", "replicate", "base_url"],
         "GENGATE_FLUX_BASE_URL": ["providers", "flux", "base_url"],
         "GENGATE_DASHSCOPE_BASE_URL": ["providers", "dashscope", "base_url"],
+        "GENGATE_POLLO_BASE_URL": ["providers", "pollo", "base_url"],
     ]
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -121,6 +122,7 @@ public enum ConfigLoader {
         let providers = config.providers
         for (name, connection) in [
             ("replicate", providers.replicate), ("flux", providers.flux), ("dashscope", providers.dashscope),
+            ("pollo", providers.pollo),
         ] {
             if let base = connection.baseUrl {
                 guard base.hasPrefix("http://") || base.hasPrefix("https://"), let url = URL(string: base),
@@ -190,7 +192,7 @@ public enum ConfigLoader {
     static let optionalSettings: Set<String> = [
         "http.public_url", "store.path", "objects.directory", "sim.ledger", "providers.replicate.base_url",
         "providers.flux.base_url",
-        "providers.dashscope.base_url",
+        "providers.dashscope.base_url", "providers.pollo.base_url",
     ]
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside

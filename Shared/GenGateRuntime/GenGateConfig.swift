@@ -120,6 +120,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var replicate = ProviderConnection()
         public var flux = ProviderConnection()
         public var dashscope = ProviderConnection()
+        public var pollo = ProviderConnection()
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

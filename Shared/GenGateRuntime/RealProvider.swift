@@ -26,5 +26,9 @@ public struct RealProvider: Sendable {
             name: "dashscope", credential: "DASHSCOPE_API_KEY", defaultBaseURL: DashScopeAdapter.defaultBaseURL,
             basePath: "/api/v1", models: DashScopeAdapter.defaultModels, connection: \.dashscope,
             make: { DashScopeAdapter(key: $0, endpoint: $1) }),
+        RealProvider(
+            name: "pollo", credential: "POLLO_API_KEY", defaultBaseURL: PolloAdapter.defaultBaseURL,
+            basePath: "/api/platform", models: PolloAdapter.defaultModels, connection: \.pollo,
+            make: { PolloAdapter(key: $0, endpoint: $1) }),
     ]
 }

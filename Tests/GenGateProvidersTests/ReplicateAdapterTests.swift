@@ -142,6 +142,17 @@ final class ReplicateAdapterTests: XCTestCase {
         XCTAssertLessThan(ContinuousClock.now - started, .seconds(5), "the request timeout holds")
     }
 
+    /// The prediction is created and its answer lost: the adapter cannot tell, and says so in a
+    /// way the engine counts as a possible double charge.
+    func testALostAnswerToACreatedPredictionIsAnUnknownOutcome() async throws {
+        try sim.set(["p_lost_answer": 1])
+        await assertThrows(try await adapter.submit(request())) { error in
+            XCTAssertEqual(error.code, .providerUnavailable, "no answer: the engine counts it as possibly paid")
+        }
+        XCTAssertEqual(sim.simulator.stats.submissions, 1)
+        XCTAssertEqual(sim.simulator.stats.lostAnswers, 1)
+    }
+
     func testCancelStopsARunningPrediction() async throws {
         try sim.set(["task_seconds": 30])
         let id = try await adapter.submit(request())
