@@ -29,20 +29,9 @@ final class DashScopeAdapterTests: XCTestCase {
             params: ["negative_prompt": .string("fog"), "watermark": .bool(false)])
     }
 
-    func finish(_ id: String) async throws -> ProviderTaskState {
-        for _ in 0..<100 {
-            let state = try await adapter.status(taskID: id, request: request())
-            switch state {
-            case .queued, .running: try await Task.sleep(for: .milliseconds(40))
-            default: return state
-            }
-        }
-        throw SimError("the task did not end")
-    }
-
     func testTwoImagesInOneTask() async throws {
         let id = try await adapter.submit(request())
-        guard case .succeeded(let outputs) = try await finish(id) else { return XCTFail() }
+        guard case .succeeded(let outputs) = try await finish(adapter, id, request()).state else { return XCTFail() }
         XCTAssertEqual(outputs.map(\.index), [0, 1])
         let (data, _) = try await adapter.fetch(outputs[1])
         XCTAssertEqual(data.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
@@ -86,7 +75,7 @@ final class DashScopeAdapterTests: XCTestCase {
         await stranger.http.shutdown()
         try sim.set(["p_policy": 1])
         let refused = try await adapter.submit(request())
-        guard case .failed(let policy) = try await finish(refused) else { return XCTFail() }
+        guard case .failed(let policy) = try await finish(adapter, refused, request()).state else { return XCTFail() }
         XCTAssertEqual(policy.code, .contentPolicy)
         guard case .failed(let unknown) = try await adapter.status(taskID: "nope", request: request()) else {
             return XCTFail()

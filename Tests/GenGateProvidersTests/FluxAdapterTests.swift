@@ -28,23 +28,10 @@ final class FluxAdapterTests: XCTestCase {
             outputIndexes: [1], seed: 3, width: width, height: 768, params: ["output_format": .string("png")])
     }
 
-    func finish(_ id: String) async throws -> (ProviderTaskState, sawProgress: Bool) {
-        var sawProgress = false
-        for _ in 0..<100 {
-            let state = try await adapter.status(taskID: id, request: request())
-            if case .running(let progress?, _) = state, progress > 0 { sawProgress = true }
-            switch state {
-            case .queued, .running: try await Task.sleep(for: .milliseconds(40))
-            default: return (state, sawProgress)
-            }
-        }
-        throw SimError("the task did not end")
-    }
-
     func testATaskIsPolledByItsURLToAnImage() async throws {
         let id = try await adapter.submit(request())
         XCTAssertTrue(id.hasPrefix(sim.baseURL + "/v1/get_result?id="), "the polling URL is the task id: \(id)")
-        let (state, sawProgress) = try await finish(id)
+        let (state, sawProgress) = try await finish(adapter, id, request())
         XCTAssertTrue(sawProgress, "Pending carries progress")
         guard case .succeeded(let outputs) = state else { return XCTFail("\(state)") }
         XCTAssertEqual(outputs.map(\.index), [1])
@@ -89,12 +76,12 @@ final class FluxAdapterTests: XCTestCase {
     func testModerationEmptyResultsAndServerErrors() async throws {
         try sim.set(["p_policy": 1])
         let moderated = try await adapter.submit(request())
-        guard case .failed(let policy) = try await finish(moderated).0 else { return XCTFail() }
+        guard case .failed(let policy) = try await finish(adapter, moderated, request()).state else { return XCTFail() }
         XCTAssertEqual(policy.code, .contentPolicy)
 
         try sim.set(["p_policy": 0, "p_empty": 1])
         let empty = try await adapter.submit(request())
-        guard case .failed(let nothing) = try await finish(empty).0 else { return XCTFail() }
+        guard case .failed(let nothing) = try await finish(adapter, empty, request()).state else { return XCTFail() }
         XCTAssertEqual(nothing.code, .providerError)
         XCTAssertTrue(nothing.retryable)
 

@@ -30,20 +30,9 @@ final class PolloAdapterTests: XCTestCase {
             seed: nil, width: nil, height: nil, params: ["length": .number(5), "resolution": .string("480p")])
     }
 
-    func finish(_ id: String) async throws -> ProviderTaskState {
-        for _ in 0..<100 {
-            let state = try await adapter.status(taskID: id, request: request())
-            switch state {
-            case .queued, .running: try await Task.sleep(for: .milliseconds(40))
-            default: return state
-            }
-        }
-        throw SimError("the task did not end")
-    }
-
     func testAVideoIsMadeAndDownloaded() async throws {
         let id = try await adapter.submit(request("pollo/pixverse/pixverse-v4-5"))
-        guard case .succeeded(let outputs) = try await finish(id) else { return XCTFail() }
+        guard case .succeeded(let outputs) = try await finish(adapter, id, request()).state else { return XCTFail() }
         XCTAssertEqual(outputs.map(\.contentType), ["video/mp4"])
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("gg-pollo-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: file) }
@@ -58,11 +47,11 @@ final class PolloAdapterTests: XCTestCase {
         }
         try sim.set(["p_balance": 0, "p_policy": 1])
         let refused = try await adapter.submit(request())
-        guard case .failed(let policy) = try await finish(refused) else { return XCTFail() }
+        guard case .failed(let policy) = try await finish(adapter, refused, request()).state else { return XCTFail() }
         XCTAssertEqual(policy.code, .contentPolicy)
         try sim.set(["p_policy": 0, "p_empty": 1])
         let empty = try await adapter.submit(request())
-        guard case .failed(let nothing) = try await finish(empty) else { return XCTFail() }
+        guard case .failed(let nothing) = try await finish(adapter, empty, request()).state else { return XCTFail() }
         XCTAssertTrue(nothing.retryable)
         let stranger = PolloAdapter(key: "wrong", endpoint: ProviderEndpoint(baseURL: sim.baseURL + "/api/platform"))
         await assertThrows(try await stranger.submit(request())) { error in

@@ -33,23 +33,14 @@ final class ReplicateAdapterTests: XCTestCase {
     }
 
     /// Polls until the task ends, as the engine's checks do.
-    func finish(_ id: String, _ request: ProviderRequest) async throws -> ProviderTaskState {
-        for _ in 0..<100 {
-            let state = try await adapter.status(taskID: id, request: request)
-            switch state {
-            case .queued, .running: try await Task.sleep(for: .milliseconds(50))
-            default: return state
-            }
-        }
-        throw SimError("the task did not end")
-    }
-
     func testASubmissionRunsToOutputsThatDownloadAsPNG() async throws {
         let request = request()
         let id = try await adapter.submit(request)
         let first = try await adapter.status(taskID: id, request: request)
         XCTAssertTrue([.queued, .running(progress: nil)].contains(first), "\(first)")
-        guard case .succeeded(let outputs) = try await finish(id, request) else { return XCTFail("not succeeded") }
+        guard case .succeeded(let outputs) = try await finish(adapter, id, request).state else {
+            return XCTFail("not succeeded")
+        }
         XCTAssertEqual(outputs.map(\.index), [2], "outputs carry the generation's own indexes")
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("gg-replicate-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: file) }
@@ -64,7 +55,9 @@ final class ReplicateAdapterTests: XCTestCase {
     func testAVideoModelMakesOneMP4() async throws {
         let request = request("replicate/minimax/video-01")
         let id = try await adapter.submit(request)
-        guard case .succeeded(let outputs) = try await finish(id, request) else { return XCTFail("not succeeded") }
+        guard case .succeeded(let outputs) = try await finish(adapter, id, request).state else {
+            return XCTFail("not succeeded")
+        }
         XCTAssertEqual(outputs.map(\.contentType), ["video/mp4"])
         let (data, type) = try await adapter.fetch(outputs[0])
         XCTAssertEqual(type, "video/mp4")
@@ -114,13 +107,13 @@ final class ReplicateAdapterTests: XCTestCase {
     func testAContentPolicyRefusalAndAnEmptySuccessAreToldApart() async throws {
         try sim.set(["p_policy": 1])
         let refused = try await adapter.submit(request())
-        guard case .failed(let policy) = try await finish(refused, request()) else { return XCTFail() }
+        guard case .failed(let policy) = try await finish(adapter, refused, request()).state else { return XCTFail() }
         XCTAssertEqual(policy.code, .contentPolicy)
         XCTAssertFalse(policy.retryable)
 
         try sim.set(["p_policy": 0, "p_empty": 1])
         let empty = try await adapter.submit(request())
-        guard case .failed(let nothing) = try await finish(empty, request()) else { return XCTFail() }
+        guard case .failed(let nothing) = try await finish(adapter, empty, request()).state else { return XCTFail() }
         XCTAssertEqual(nothing.code, .providerError, "a success without outputs is never a completed job")
         XCTAssertTrue(nothing.retryable)
     }
@@ -185,7 +178,7 @@ final class ReplicateAdapterTests: XCTestCase {
 
     func testCancellingAFinishedPredictionSaysItWasAlreadyPaid() async throws {
         let id = try await adapter.submit(request())
-        _ = try await finish(id, request())
+        _ = try await finish(adapter, id, request()).state
         do {
             try await adapter.cancel(taskID: id)
             XCTFail("a finished prediction cannot be cancelled")

@@ -30,3 +30,20 @@ func assertThrows<T>(
         XCTFail("not a GenGateError: \(error)", file: file, line: line)
     }
 }
+
+/// Checks a task until it ends, as the engine's checks do (every 40 ms here), and returns how it
+/// ended, and whether it ever reported progress on the way.
+func finish(_ adapter: some ProviderAdapter, _ id: String, _ request: ProviderRequest) async throws -> (
+    state: ProviderTaskState, sawProgress: Bool
+) {
+    var sawProgress = false
+    for _ in 0..<100 {
+        let state = try await adapter.status(taskID: id, request: request)
+        if case .running(let progress?, _) = state, progress > 0 { sawProgress = true }
+        switch state {
+        case .queued, .running: try await Task.sleep(for: .milliseconds(40))
+        default: return (state, sawProgress)
+        }
+    }
+    throw SimError("the task did not end")
+}

@@ -129,12 +129,7 @@ public struct DashScopeAdapter: ProviderAdapter {
     public func shutdown() async { await http.shutdown() }
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        let answer = try await http.send(.GET, output.source)
-        guard answer.status == .ok else {
-            throw GenGateError(
-                .providerError, "dashscope: image download answered HTTP \(answer.status.code)", retryable: true)
-        }
-        return (Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType)
+        try await http.fetch(output)
     }
 
     public func download(_ output: Output, to file: URL) async throws -> String? {

@@ -128,12 +128,7 @@ public struct FluxAdapter: ProviderAdapter {
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
         // Signed delivery URLs carry their own authority: the key is not sent with them.
-        let answer = try await http.send(.GET, output.source)
-        guard answer.status == .ok else {
-            throw GenGateError(
-                .providerError, "flux: image download answered HTTP \(answer.status.code)", retryable: true)
-        }
-        return (Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType)
+        try await http.fetch(output)
     }
 
     public func download(_ output: Output, to file: URL) async throws -> String? {

@@ -110,6 +110,19 @@ public final class ProviderHTTP: Sendable {
         }
     }
 
+    /// An output's bytes, whole (small outputs), and its content type; a non-200 answer is a
+    /// retryable provider error.
+    public func fetch(_ output: Output, headers: [(String, String)] = []) async throws -> (
+        data: Data, contentType: String
+    ) {
+        let answer = try await send(.GET, output.source, headers: headers)
+        guard answer.status == .ok else {
+            throw GenGateError(
+                .providerError, "\(provider): output download answered HTTP \(answer.status.code)", retryable: true)
+        }
+        return (Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType)
+    }
+
     /// Streams the body of `url` into `file` (AsyncHTTPClient's `FileDownloadDelegate`, which
     /// writes on NIO's blocking-I/O pool), never holding it whole, and returns the answer's
     /// content type. Non-2xx answers throw (a 404 or 403 from an expired URL is a retryable

@@ -115,11 +115,7 @@ public struct PolloAdapter: ProviderAdapter {
     public func shutdown() async { await http.shutdown() }
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        let answer = try await http.send(.GET, output.source)
-        guard answer.status == .ok else {
-            throw GenGateError(.providerError, "pollo: download answered HTTP \(answer.status.code)", retryable: true)
-        }
-        return (Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType)
+        try await http.fetch(output)
     }
 
     public func download(_ output: Output, to file: URL) async throws -> String? {

@@ -148,14 +148,7 @@ public struct ReplicateAdapter: ProviderAdapter {
     public func shutdown() async { await http.shutdown() }
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        let answer = try await http.send(.GET, output.source, headers: credentials(for: output.source))
-        guard answer.status == .ok else {
-            throw GenGateError(
-                .providerError, "replicate: output download answered HTTP \(answer.status.code)", retryable: true)
-        }
-        return (
-            Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType
-        )
+        try await http.fetch(output, headers: credentials(for: output.source))
     }
 
     public func download(_ output: Output, to file: URL) async throws -> String? {
