@@ -7,7 +7,8 @@ import Logging
 /// `gengate up --simulate-providers`: one simulator per real provider in this process, each
 /// adapter pointed at its own (its base URL in the resolved configuration, a made-up key in the
 /// children's environment), and `<data dir>/simulators.json` saying where each one listens, so
-/// tools can reach its `/_sim` endpoints.
+/// tools can reach its `/_sim` endpoints (removed when `up` stops). `gengate up` runs this on a
+/// data directory of its own (`simulated/` inside the given one).
 struct ProviderSimulation {
     var servers: [SimulatorServer] = []
     /// The credential variables the children get.
@@ -27,6 +28,7 @@ struct ProviderSimulation {
             }
             let file = config.dataDirectory.appendingPathComponent("simulators.json")
             try JSONCoding.encoder(pretty: true).encode(JSONValue.object(addresses)).write(to: file, options: .atomic)
+            simulation.file = file
         } catch {
             simulation.stop()
             throw error
@@ -37,7 +39,10 @@ struct ProviderSimulation {
         return simulation
     }
 
+    var file: URL?
+
     func stop() {
         for server in servers { server.stop() }
+        if let file { try? FileManager.default.removeItem(at: file) }  // no stale addresses left
     }
 }

@@ -28,7 +28,8 @@ struct UpCommand: AsyncParsableCommand {
         name: .long,
         help: """
             Start a simulator of every real provider and point its adapter at it, so every provider \
-            can be tried with no keys. Their addresses go to <data dir>/simulators.json.
+            can be tried with no keys. Runs on <data dir>/simulated (its own store, outputs and \
+            admin key); the simulators' addresses go to <data dir>/simulated/simulators.json.
             """)
     var simulateProviders = false
 
@@ -47,6 +48,14 @@ struct UpCommand: AsyncParsableCommand {
         for service in services where !Supervisor.allServices.contains(service) {
             throw ValidationError(
                 "unknown service \(service); known: \(Supervisor.allServices.joined(separator: ", "))")
+        }
+        if simulateProviders {
+            // Simulated jobs never share a store with real ones: a real job resumed against a
+            // simulator would be lost (and its task left running, billed), a simulated one
+            // resumed against the real provider would be paid for.
+            config.dataDir = config.dataDirectory.appendingPathComponent("simulated").path
+            config.store.path = nil
+            config.objects.directory = nil
         }
         LogSetup.bootstrap(config: config, service: "gengate", instance: "gengate-\(getpid())")
         let logger = Logger(label: "gengate.supervisor")

@@ -34,8 +34,10 @@ struct DashScopeAPI: SimulatedAPI {
         api.post("tasks/:id/cancel") { request, context in
             try await guarded(request) {
                 let id = context.parameters.get("id") ?? ""
-                guard let current = simulator.task(id, countingStatusCall: false), current.phase(at: Date()) == .queued
-                else {
+                guard let current = simulator.task(id, countingStatusCall: false) else {
+                    return error(.notFound, "InvalidParameter", "The task \(id) does not exist.")
+                }
+                guard current.phase(at: Date()) == .queued else {
                     return error(
                         .badRequest, "UnsupportedOperation",
                         "Failed to cancel the task, please confirm if the task is in PENDING status.")

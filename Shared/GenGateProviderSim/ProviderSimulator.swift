@@ -116,7 +116,8 @@ public final class ProviderSimulator: Sendable {
             }
             let task = SimTask(
                 id: Identifier.randomToken(count: 26), reference: reference, model: model, input: input,
-                createdAt: now, endsAt: now.addingTimeInterval(knobs.taskSeconds), fate: fate,
+                createdAt: now, endsAt: now.addingTimeInterval(knobs.taskSeconds),
+                queuedUntil: now.addingTimeInterval(min(knobs.queueSeconds, knobs.taskSeconds / 4)), fate: fate,
                 outputs: fate == .succeed ? outputs : 0, isVideo: isVideo, version: version)
             state.tasks[task.id] = task
             return task
@@ -257,6 +258,7 @@ struct SimTask: Sendable {
     var input: JSONValue
     var createdAt: Date
     var endsAt: Date
+    var queuedUntil: Date
     var fate: Fate
     var outputs: Int
     var isVideo: Bool
@@ -266,10 +268,8 @@ struct SimTask: Sendable {
 
     func phase(at now: Date) -> Phase {
         if cancelledAt != nil { return .ended }
-        if fate == .stuck { return now < createdAt.addingTimeInterval(0.05) ? .queued : .running }
-        if now >= endsAt { return .ended }
-        return now < createdAt.addingTimeInterval(min(0.2, endsAt.timeIntervalSince(createdAt) / 4))
-            ? .queued : .running
+        if fate != .stuck, now >= endsAt { return .ended }
+        return now < queuedUntil ? .queued : .running
     }
 
     func files(base: String) -> [String] {

@@ -9,6 +9,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
     public var latencyMs = 0
     /// A task runs this long before it ends.
     public var taskSeconds = 1.0
+    /// A task waits queued (pending, cancellable everywhere) this long first, at most a quarter of
+    /// `task_seconds`.
+    public var queueSeconds = 0.2
     /// A call is refused as rate limited, with `Retry-After: retry_after_s`.
     public var p429 = 0.0
     public var retryAfterS = 1.0
@@ -37,6 +40,7 @@ public struct SimKnobs: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case latencyMs = "latency_ms"
         case taskSeconds = "task_seconds"
+        case queueSeconds = "queue_seconds"
         case p429 = "p_429"
         case retryAfterS = "retry_after_s"
         case p5xx = "p_5xx"
@@ -70,6 +74,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
             case "task_seconds":
                 guard number >= 0, number <= 86_400 else { throw SimError("task_seconds must be 0…86400") }
                 knobs.taskSeconds = number
+            case "queue_seconds":
+                guard number >= 0, number <= 86_400 else { throw SimError("queue_seconds must be 0…86400") }
+                knobs.queueSeconds = number
             case "retry_after_s":
                 guard number >= 0, number <= 3_600 else { throw SimError("retry_after_s must be 0…3600") }
                 knobs.retryAfterS = number

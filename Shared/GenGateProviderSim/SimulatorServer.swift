@@ -21,7 +21,10 @@ public final class SimulatorServer: Sendable {
         let app = Application(
             router: simulator.router(), configuration: .init(address: .hostname(host, port: 0)),
             onServerRunning: { channel in continuation.yield(channel.localAddress?.port ?? 0) }, logger: logger)
-        let task = Task { try await app.run() }
+        let task = Task {
+            defer { continuation.finish() }  // a server that cannot start ends the wait below
+            try await app.run()
+        }
         var iterator = ports.makeAsyncIterator()
         guard let port = await iterator.next(), port > 0 else {
             task.cancel()

@@ -77,6 +77,13 @@ public struct ProviderRequest: Sendable, Equatable {
         self.params = params
     }
 
+    /// The seed for this call: the generation's plus the first output index it is for, so the
+    /// calls of one generation paint different images; kept within 0…2³¹−1, the range providers
+    /// take. Nil without a seed.
+    public var callSeed: Int? {
+        seed.map { ($0 + (outputIndexes.first ?? 0)) % 2_147_483_648 }
+    }
+
     public init(generation: Generation, clientReference: String, outputIndexes: [Int]) {
         let request = generation.request
         self.init(

@@ -38,14 +38,13 @@ final class DashScopeAdapterTests: XCTestCase {
     }
 
     func testCancelWhilePendingAndAfter() async throws {
-        try sim.set(["task_seconds": 30])
+        try sim.set(["task_seconds": 60, "queue_seconds": 10])
         let id = try await adapter.submit(request())
         try await adapter.cancel(taskID: id)
         let state = try await adapter.status(taskID: id, request: request())
         XCTAssertEqual(state, .cancelled)
-        try await Task.sleep(for: .milliseconds(300))  // running now: the service refuses
+        try sim.set(["queue_seconds": 0])  // running at once: the service refuses
         let running = try await adapter.submit(request())
-        try await Task.sleep(for: .milliseconds(300))
         do {
             try await adapter.cancel(taskID: running)
             XCTFail("a running task cannot be cancelled")

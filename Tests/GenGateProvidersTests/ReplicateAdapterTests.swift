@@ -34,6 +34,7 @@ final class ReplicateAdapterTests: XCTestCase {
 
     /// Polls until the task ends, as the engine's checks do.
     func testASubmissionRunsToOutputsThatDownloadAsPNG() async throws {
+        try sim.set(["task_seconds": 1])  // time for the first check to find it at work
         let request = request()
         let id = try await adapter.submit(request)
         let first = try await adapter.status(taskID: id, request: request)

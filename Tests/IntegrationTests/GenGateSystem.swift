@@ -41,12 +41,12 @@ final class GenGateSystem: @unchecked Sendable {
         -> GenGateSystem
     {
         let ports = try FreePorts.take(3)
-        let dataDir = existing ?? URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
-        try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
-        let logFile = dataDir.appendingPathComponent("gengate.log")
+        let given = existing ?? URL(fileURLWithPath: "/tmp/ggt-\(UUID().uuidString.prefix(8).lowercased())")
+        try FileManager.default.createDirectory(at: given, withIntermediateDirectories: true)
+        let logFile = given.appendingPathComponent("gengate.log")
         if existing != nil, let old = try? Data(contentsOf: logFile) {
             try old.write(
-                to: dataDir.appendingPathComponent("gengate.\(Int(Date().timeIntervalSince1970 * 1_000)).log"))
+                to: given.appendingPathComponent("gengate.\(Int(Date().timeIntervalSince1970 * 1_000)).log"))
         }
         guard FileManager.default.createFile(atPath: logFile.path, contents: nil) else {
             throw SystemError("cannot create \(logFile.path)")
@@ -55,7 +55,7 @@ final class GenGateSystem: @unchecked Sendable {
         process.executableURL = binDirectory.appendingPathComponent("gengate")
         process.arguments =
             [
-                "up", "--data-dir", dataDir.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
+                "up", "--data-dir", given.path, "--http-port", "\(ports[0])", "--monitor-port", "\(ports[1])",
                 "--events-port", "\(ports[2])",
             ] + arguments
         // Hermetic: no GenGate settings, and no provider credentials, from the developer's shell.
@@ -74,6 +74,9 @@ final class GenGateSystem: @unchecked Sendable {
         }
         try process.run()
 
+        // With simulated providers, `up` keeps its state in a directory of its own inside.
+        let dataDir =
+            arguments.contains("--simulate-providers") ? given.appendingPathComponent("simulated") : given
         let adminKeyFile = dataDir.appendingPathComponent("admin.key")
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {

@@ -114,16 +114,16 @@ final class ProviderSimulatorTests: XCTestCase {
         }
     }
 
-    /// `gengate up --simulate-providers`: every real provider tried with no keys, each simulator's
-    /// address in `simulators.json`.
+    /// `gengate up --simulate-providers`: every real provider tried with no keys, on a data
+    /// directory of its own, each simulator's address in `simulators.json` (gone after the stop).
     func testSimulateProvidersLetsEveryProviderBeTriedWithoutKeys() async throws {
         let system = try await GenGateSystem.start(arguments: ["--simulate-providers"])
         defer { system.stop() }
         let file = system.dataDir.appendingPathComponent("simulators.json")
         let addresses = try JSONCoding.decode(JSONValue.self, from: Data(contentsOf: file))
-        for item in Self.cases {
-            XCTAssertTrue(
-                addresses[item.provider]?.stringValue?.hasPrefix("http://127.0.0.1:") ?? false, "\(addresses)")
+        XCTAssertEqual(system.dataDir.lastPathComponent, "simulated")
+        for provider in ["replicate", "flux", "dashscope", "pollo"] {
+            XCTAssertTrue(addresses[provider]?.stringValue?.hasPrefix("http://127.0.0.1:") ?? false, "\(addresses)")
         }
         let models = try await system.request(.GET, "/v1/models").json
         guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
@@ -133,6 +133,10 @@ final class ProviderSimulatorTests: XCTestCase {
         let base = try XCTUnwrap(addresses["dashscope"]?.stringValue)
         let stats = try await GenGateSystem.rawRequest(.GET, base + "/_sim/stats", body: nil, key: nil).json
         XCTAssertEqual(stats["submissions"]?.intValue, 1)
+        let log = try String(contentsOf: system.logFile, encoding: .utf8)
+        XCTAssertFalse(log.contains("sim_dashscope_"), "a simulator's key reached the log")
+        system.stop(keepData: true)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: file.path), "no stale addresses after the stop")
     }
 
     func testAModelOfAProviderWithoutCredentialsIsRefusedAtOnceSayingWhatIsMissing() async throws {

@@ -55,7 +55,7 @@ public struct DashScopeAdapter: ProviderAdapter {
         var parameters = request.params
         if let negative = parameters.removeValue(forKey: "negative_prompt") { input["negative_prompt"] = negative }
         parameters["n"] = .number(Double(request.outputIndexes.count))
-        if let seed = request.seed { parameters["seed"] = .number(Double(seed)) }
+        if let seed = request.callSeed { parameters["seed"] = .number(Double(seed)) }
         if let width = request.width, let height = request.height { parameters["size"] = .string("\(width)*\(height)") }
         let answer = try await http.send(
             .POST, "/services/aigc/text2image/image-synthesis",

@@ -55,7 +55,7 @@ public struct FluxAdapter: ProviderAdapter {
         var body = request.params
         body["prompt"] = .string(request.prompt)
         // One image a task: each output its own seed, or n tasks would paint the same image.
-        if let seed = request.seed { body["seed"] = .number(Double(seed + (request.outputIndexes.first ?? 0))) }
+        if let seed = request.callSeed { body["seed"] = .number(Double(seed)) }
         if let width = request.width { body["width"] = .number(Double(width)) }
         if let height = request.height { body["height"] = .number(Double(height)) }
         let answer = try await http.send(

@@ -83,7 +83,7 @@ public final class ProviderHTTP: Sendable {
     /// `GenGateError`s; HTTP error statuses are returned for the adapter to classify.
     public func send(
         _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue? = nil,
-        body: ByteBuffer? = nil
+        body: ByteBuffer? = nil, describedAs label: String? = nil
     ) async throws -> Answer {
         var request = HTTPClientRequest(url: url(path))
         request.method = method
@@ -106,7 +106,7 @@ public final class ProviderHTTP: Sendable {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
-            throw classify(networkError: error, method: method, path: path)
+            throw classify(networkError: error, method: method, path: label ?? path)
         }
     }
 
@@ -115,7 +115,8 @@ public final class ProviderHTTP: Sendable {
     public func fetch(_ output: Output, headers: [(String, String)] = []) async throws -> (
         data: Data, contentType: String
     ) {
-        let answer = try await send(.GET, output.source, headers: headers)
+        // Described as "output": a signed URL's query is a credential of its own.
+        let answer = try await send(.GET, output.source, headers: headers, describedAs: "output")
         guard answer.status == .ok else {
             throw GenGateError(
                 .providerError, "\(provider): output download answered HTTP \(answer.status.code)", retryable: true)

@@ -60,7 +60,7 @@ public struct PolloAdapter: ProviderAdapter {
     public func submit(_ request: ProviderRequest) async throws -> String {
         var input = request.params
         input["prompt"] = .string(request.prompt)
-        if let seed = request.seed { input["seed"] = .number(Double(seed + (request.outputIndexes.first ?? 0))) }
+        if let seed = request.callSeed { input["seed"] = .number(Double(seed)) }
         let answer = try await http.send(
             .POST, "/generation/\(try Self.path(of: request.model))",
             headers: authorization + [("X-GenGate-Reference", request.clientReference)],
@@ -75,15 +75,19 @@ public struct PolloAdapter: ProviderAdapter {
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
         let escaped = taskID.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? taskID
         let answer = try await http.send(.GET, "/generation/\(escaped)/status", headers: authorization)
-        guard answer.status == .ok, let task = answer.json else { throw error(answer) }
-        return Self.state(of: task["data"] ?? task, request: request)
+        guard answer.status == .ok else { throw error(answer) }
+        guard let task = answer.json, case .object = task["data"] ?? task else {
+            throw GenGateError(.providerError, "pollo: the status answer is not a task")
+        }
+        return try Self.state(of: task["data"] ?? task, request: request)
     }
 
     /// The state of a status answer.
-    public static func state(of task: JSONValue, request: ProviderRequest) -> ProviderTaskState {
-        guard case .array(let generations)? = task["generations"], let generation = generations.first else {
-            return .queued  // accepted, no generation listed yet
+    public static func state(of task: JSONValue, request: ProviderRequest) throws -> ProviderTaskState {
+        guard case .array(let generations)? = task["generations"] else {
+            throw GenGateError(.providerError, "pollo: the status answer lists no generations")
         }
+        guard let generation = generations.first else { return .queued }  // accepted, none listed yet
         switch generation["status"]?.stringValue ?? "" {
         case "waiting":
             return .queued
@@ -108,7 +112,8 @@ public struct PolloAdapter: ProviderAdapter {
             }
             return .failed(GenGateError(.providerError, "pollo: \(message)", retryable: true))
         case let other:
-            return .failed(GenGateError(.providerError, "pollo: unknown status \(other)", retryable: true))
+            // Not a state we know: a failed check (the task may still run), not a failed attempt.
+            throw GenGateError(.providerError, "pollo: unknown status \(other)")
         }
     }
 

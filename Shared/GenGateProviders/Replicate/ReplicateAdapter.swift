@@ -57,7 +57,7 @@ public struct ReplicateAdapter: ProviderAdapter {
         input["prompt"] = .string(request.prompt)
         // One output a prediction: a `num_outputs` would be paid for in full and mostly dropped.
         input.removeValue(forKey: "num_outputs")
-        if let seed = request.seed { input["seed"] = .number(Double(seed + (request.outputIndexes.first ?? 0))) }
+        if let seed = request.callSeed { input["seed"] = .number(Double(seed)) }
         if let width = request.width { input["width"] = .number(Double(width)) }
         if let height = request.height { input["height"] = .number(Double(height)) }
         var body: [String: JSONValue] = ["input": .object(input)]
