@@ -21,7 +21,7 @@ import NIOHTTP1
 /// `Arrearage` and "Free allocated quota exceeded" quota, `DataInspectionFailed` content policy,
 /// `Throttling*` rate limited (no Retry-After is sent: the engine backs off), `InvalidParameter`,
 /// `ModelNotFound` and other 4xx invalid request, 5xx unavailable.
-public struct DashScopeAdapter: ProviderAdapter {
+public struct DashScopeAdapter: HTTPProviderAdapter {
     public let name = "dashscope"
     public let http: ProviderHTTP
     let key: String
@@ -124,17 +124,6 @@ public struct DashScopeAdapter: ProviderAdapter {
         // Only a PENDING task can be cancelled: one already running goes on, and is paid.
         if answer.json?["code"]?.stringValue == "UnsupportedOperation" { throw TaskAlreadyEnded(status: "not pending") }
         guard answer.status == .ok else { throw error(answer) }
-    }
-
-    public func shutdown() async { await http.shutdown() }
-
-    public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        try await http.fetch(output)
-    }
-
-    public func download(_ output: Output, to file: URL) async throws -> String? {
-        // Result URLs are signed object-storage links: the key is not sent with them.
-        try await http.download(output.source, to: file)
     }
 
     /// An error answer: DashScope's `code` first, then the HTTP status.

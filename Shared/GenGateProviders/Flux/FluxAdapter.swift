@@ -10,7 +10,8 @@ import NIOHTTP1
 /// the URL is kept as the task id; one on another host than the configured base URL is not
 /// followed, so the key never goes elsewhere) or `GET /v1/get_result?id=`; the result's
 /// `sample` URL, which expires after about ten minutes and is fetched as soon as the task is
-/// ready (the check moves the job to upload at once). One image per task.
+/// ready (the check moves the job to upload at once), without the key (signed URLs carry their
+/// own authority). One image per task.
 /// Not covered: cancel (BFL documents none), finding a task by our reference (none), webhooks
 /// (a later change), fine-tuning, `/v1/credits`.
 ///
@@ -20,7 +21,7 @@ import NIOHTTP1
 /// other status → a failed check. HTTP: 401/403 authentication, 402 quota, 422 invalid request
 /// (FastAPI's `detail` list), 429 rate limited with Retry-After (too many active tasks), 5xx
 /// unavailable; a body is read for its status whatever the HTTP code.
-public struct FluxAdapter: ProviderAdapter {
+public struct FluxAdapter: HTTPProviderAdapter {
     public let name = "flux"
     public let http: ProviderHTTP
     let key: String
@@ -61,7 +62,7 @@ public struct FluxAdapter: ProviderAdapter {
         let answer = try await http.send(
             .POST, "/v1/\(model)", headers: authorization + [("X-GenGate-Reference", request.clientReference)],
             json: .object(body))
-        guard answer.status == .ok else { throw error(answer) }
+        guard answer.status == .ok else { throw statusError(answer) }
         guard let id = answer.json?["id"]?.stringValue, !id.isEmpty else {
             throw GenGateError(.providerError, "flux: the submission's answer has no task id")
         }
@@ -85,7 +86,7 @@ public struct FluxAdapter: ProviderAdapter {
         if let task = answer.json, task["status"]?.stringValue != nil {
             return try Self.state(of: task, request: request)
         }
-        throw error(answer)
+        throw statusError(answer)
     }
 
     /// The state of a `get_result` answer (also the body of Flux's webhooks).
@@ -124,30 +125,11 @@ public struct FluxAdapter: ProviderAdapter {
         return " (\(text.prefix(300)))"
     }
 
-    public func shutdown() async { await http.shutdown() }
-
-    public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        // Signed delivery URLs carry their own authority: the key is not sent with them.
-        try await http.fetch(output)
-    }
-
-    public func download(_ output: Output, to file: URL) async throws -> String? {
-        try await http.download(output.source, to: file)
-    }
-
     /// Whether `url` is on the configured API host, so the key may go with it.
     func isOurs(_ url: String) -> Bool {
         guard let host = URL(string: url)?.host, let base = URL(string: http.endpoint.baseURL)?.host else {
             return false
         }
         return host == base || (base.hasSuffix("bfl.ai") && host.hasSuffix(".bfl.ai"))
-    }
-
-    func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
-        let message = ProviderErrors.message(answer.json)
-        if answer.status == .unprocessableEntity || answer.status == .notFound || answer.status == .badRequest {
-            return GenGateError(.invalidRequest, "flux: \(message) (HTTP \(answer.status.code))")
-        }
-        return ProviderErrors.fromStatus(answer.status, provider: name, message: message, headers: answer.headers)
     }
 }

@@ -215,3 +215,28 @@ public final class ProviderHTTP: Sendable {
         return GenGateError(.providerUnavailable, "\(provider): \(method) \(path) failed (\(kind))")
     }
 }
+
+/// An adapter that speaks to its provider over `ProviderHTTP`: outputs are fetched and
+/// downloaded without credentials (signed URLs carry their own) unless the adapter says
+/// otherwise, and its client is closed when the service stops.
+public protocol HTTPProviderAdapter: ProviderAdapter {
+    var http: ProviderHTTP { get }
+}
+
+extension HTTPProviderAdapter {
+    public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
+        try await http.fetch(output)
+    }
+
+    public func download(_ output: Output, to file: URL) async throws -> String? {
+        try await http.download(output.source, to: file)
+    }
+
+    public func shutdown() async { await http.shutdown() }
+
+    /// An HTTP error answer, classed by its status (adapters look at their own codes first).
+    func statusError(_ answer: ProviderHTTP.Answer) -> GenGateError {
+        ProviderErrors.fromStatus(
+            answer.status, provider: name, message: ProviderErrors.message(answer.json), headers: answer.headers)
+    }
+}

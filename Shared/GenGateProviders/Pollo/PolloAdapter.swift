@@ -18,7 +18,7 @@ import NIOHTTP1
 /// documented): 401 authentication, 402 or 403 mentioning credit → quota, 429 rate limited, 5xx
 /// unavailable, other 4xx invalid request. The task id is read from `taskId` at the top level
 /// or under `data`, both seen.
-public struct PolloAdapter: ProviderAdapter {
+public struct PolloAdapter: HTTPProviderAdapter {
     public let name = "pollo"
     public let http: ProviderHTTP
     let key: String
@@ -117,21 +117,11 @@ public struct PolloAdapter: ProviderAdapter {
         }
     }
 
-    public func shutdown() async { await http.shutdown() }
-
-    public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        try await http.fetch(output)
-    }
-
-    public func download(_ output: Output, to file: URL) async throws -> String? {
-        try await http.download(output.source, to: file)
-    }
-
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
         let message = ProviderErrors.message(answer.json)
         if [402, 403].contains(answer.status.code), message.lowercased().contains("credit") {
             return GenGateError(.quotaExceeded, "pollo: \(message) (HTTP \(answer.status.code))")
         }
-        return ProviderErrors.fromStatus(answer.status, provider: name, message: message, headers: answer.headers)
+        return statusError(answer)
     }
 }

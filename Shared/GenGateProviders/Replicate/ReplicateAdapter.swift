@@ -20,7 +20,7 @@ import NIOHTTP1
 /// when the text says NSFW/sensitive/safety, else a retryable provider error, `canceled` and
 /// `aborted` → cancelled. HTTP: 401 authentication, 402 quota ("Billing required"), 422 and 404
 /// invalid request, 429 rate limited with Retry-After, 5xx unavailable.
-public struct ReplicateAdapter: ProviderAdapter {
+public struct ReplicateAdapter: HTTPProviderAdapter {
     public let name = "replicate"
     public let http: ProviderHTTP
     let token: String
@@ -75,7 +75,7 @@ public struct ReplicateAdapter: ProviderAdapter {
             .POST, path, headers: authorization + [("X-GenGate-Reference", request.clientReference)],
             json: .object(body))
         guard answer.status == .created || answer.status == .accepted || answer.status == .ok else {
-            throw error(answer)
+            throw statusError(answer)
         }
         guard let id = answer.json?["id"]?.stringValue, !id.isEmpty else {
             throw GenGateError(.providerError, "replicate: the submission's answer has no prediction id")
@@ -85,7 +85,7 @@ public struct ReplicateAdapter: ProviderAdapter {
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
         let answer = try await http.send(.GET, "/v1/predictions/\(Self.escaped(taskID))", headers: authorization)
-        guard answer.status == .ok else { throw error(answer) }
+        guard answer.status == .ok else { throw statusError(answer) }
         guard let prediction = answer.json else {
             throw GenGateError(.providerError, "replicate: the prediction is not JSON")
         }
@@ -139,13 +139,11 @@ public struct ReplicateAdapter: ProviderAdapter {
     public func cancel(taskID: String) async throws {
         let answer = try await http.send(
             .POST, "/v1/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
-        guard answer.status == .ok else { throw error(answer) }
+        guard answer.status == .ok else { throw statusError(answer) }
         // The answer is the prediction: one that had already ended was not stopped, and was paid.
         let status = answer.json?["status"]?.stringValue ?? "canceled"
         if ["succeeded", "failed"].contains(status) { throw TaskAlreadyEnded(status: status) }
     }
-
-    public func shutdown() async { await http.shutdown() }
 
     public func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
         try await http.fetch(output, headers: credentials(for: output.source))
@@ -165,15 +163,6 @@ public struct ReplicateAdapter: ProviderAdapter {
         let secure =
             parsed.scheme == "https" || (parsed.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host))
         return trusted && secure ? authorization : []
-    }
-
-    /// An HTTP error answer as a GenGate error.
-    func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
-        let message = ProviderErrors.message(answer.json)
-        if answer.status == .unprocessableEntity || answer.status == .notFound {
-            return GenGateError(.invalidRequest, "replicate: \(message) (HTTP \(answer.status.code))")
-        }
-        return ProviderErrors.fromStatus(answer.status, provider: name, message: message, headers: answer.headers)
     }
 
     enum Target: Equatable {
