@@ -19,10 +19,12 @@ struct ProviderSimulation {
         var addresses: [String: JSONValue] = [:]
         do {
             for provider in RealProvider.all {
-                let key = "sim_\(provider.name)_" + Identifier.randomToken(count: 16)
-                let server = try await SimulatorServer.start(provider.name, key: key)
+                // A key pair is the simulator's `ID:SECRET`, each half in its own variable.
+                let parts = provider.credentials.map { _ in "sim_\(provider.name)_" + Identifier.randomToken(count: 32)
+                }
+                let server = try await SimulatorServer.start(provider.name, key: parts.joined(separator: ":"))
                 simulation.servers.append(server)
-                simulation.credentials[provider.credential] = key
+                for (variable, value) in zip(provider.credentials, parts) { simulation.credentials[variable] = value }
                 config.providers[keyPath: provider.connection].baseUrl = server.baseURL + provider.basePath
                 addresses[provider.name] = .string(server.baseURL)
             }

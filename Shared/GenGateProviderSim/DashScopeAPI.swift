@@ -13,7 +13,7 @@ import NIOCore
 /// `{request_id, code, message}`: `InvalidApiKey`, `InvalidParameter`, `Arrearage`,
 /// `DataInspectionFailed` (a task failure), `Throttling.RateQuota` (429, no Retry-After, as the
 /// real service), `InternalError`.
-struct DashScopeAPI: SimulatedAPI {
+struct DashScopeAPI: KeyCheckedAPI {
     let simulator: ProviderSimulator
 
     func register(on router: Router<BasicRequestContext>) {

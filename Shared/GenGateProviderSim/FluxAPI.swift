@@ -10,7 +10,7 @@ import NIOCore
 /// `Error`, `Request Moderated`, `Content Moderated`, `Task not found`; FastAPI-style 422 bodies
 /// (`{"detail": [{"loc", "msg", "type"}]}`), 402 for credits, 429 with `Retry-After` for too many
 /// active tasks. One image per task; FLUX.1 sizes must be multiples of 32 in 256…1440.
-struct FluxAPI: SimulatedAPI {
+struct FluxAPI: KeyCheckedAPI {
     let simulator: ProviderSimulator
 
     func register(on router: Router<BasicRequestContext>) {

@@ -10,7 +10,7 @@ import NIOCore
 /// [{id, status, failMsg, url, mediaType}]}}` with `waiting`, `processing`, `succeed`, `failed`.
 /// Pollo does not document its error answers; the simulator answers `{code, message}` with 401,
 /// 402 ("Not enough credits"), 429 and 500, as its adapter expects them.
-struct PolloAPI: SimulatedAPI {
+struct PolloAPI: KeyCheckedAPI {
     let simulator: ProviderSimulator
 
     func register(on router: Router<BasicRequestContext>) {

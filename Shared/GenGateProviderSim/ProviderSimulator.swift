@@ -23,7 +23,7 @@ public final class ProviderSimulator: Sendable {
 
     let state: Mutex<State>
 
-    public static let providers = ["dashscope", "flux", "pollo", "replicate"]
+    public static let providers = ["dashscope", "flux", "kling", "pollo", "replicate"]
 
     public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
         guard Self.providers.contains(provider) else {
@@ -31,6 +31,13 @@ public final class ProviderSimulator: Sendable {
                 "no simulator for provider \(provider); available: \(Self.providers.joined(separator: ", "))")
         }
         guard !key.isEmpty else { throw SimError("the key must not be empty") }
+        if provider == "kling" {
+            let parts = key.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { throw SimError("kling's key is ACCESS_KEY:SECRET_KEY") }
+            if let problem = KlingAdapter.problem(secretKey: String(parts[1])) {
+                throw SimError("kling's secret key \(problem)")
+            }
+        }
         self.provider = provider
         self.key = key
         state = Mutex(State(knobs: knobs))
@@ -85,6 +92,7 @@ public final class ProviderSimulator: Sendable {
         case "flux": FluxAPI(simulator: self).register(on: router)
         case "dashscope": DashScopeAPI(simulator: self).register(on: router)
         case "pollo": PolloAPI(simulator: self).register(on: router)
+        case "kling": KlingAPI(simulator: self).register(on: router)
         default: ReplicateAPI(simulator: self).register(on: router)
         }
         return router
@@ -129,6 +137,21 @@ public final class ProviderSimulator: Sendable {
             if countingStatusCall { state.stats.statusCalls += 1 }
             return state.tasks[id]
         }
+    }
+
+    /// The task with this id, or else the one created with this client reference, among those
+    /// `belongs` admits.
+    func task(_ idOrReference: String, countingStatusCall: Bool, where belongs: (SimTask) -> Bool) -> SimTask? {
+        state.withLock { state in
+            if countingStatusCall { state.stats.statusCalls += 1 }
+            if let task = state.tasks[idOrReference], belongs(task) { return task }
+            return state.tasks.values.first { $0.reference == idOrReference && belongs($0) }
+        }
+    }
+
+    /// Every task `belongs` admits.
+    func tasks(where belongs: (SimTask) -> Bool) -> [SimTask] {
+        state.withLock { state in state.tasks.values.filter(belongs) }
     }
 
     /// Cancels a task that has not ended; the task as it is after.
@@ -223,16 +246,26 @@ public final class ProviderSimulator: Sendable {
 protocol SimulatedAPI {
     var simulator: ProviderSimulator { get }
     func register(on router: Router<BasicRequestContext>)
-    func isAuthorized(_ request: Request) -> Bool
-    func unauthorized() -> Response
+    /// The provider's answer to a call it does not let in (no or wrong credentials); nil: go on.
+    func refusal(_ request: Request) async -> Response?
     func rateLimited(retryAfter seconds: Int, headers: HTTPFields) -> Response
     func serverError() -> Response
+}
+
+/// An API that lets a call in by comparing a header with its key.
+protocol KeyCheckedAPI: SimulatedAPI {
+    func isAuthorized(_ request: Request) -> Bool
+    func unauthorized() -> Response
+}
+
+extension KeyCheckedAPI {
+    func refusal(_ request: Request) async -> Response? { isAuthorized(request) ? nil : unauthorized() }
 }
 
 extension SimulatedAPI {
     /// Auth, then the knobs' latency and faults, then `body`.
     func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
-        guard isAuthorized(request) else { return unauthorized() }
+        if let refused = await refusal(request) { return refused }
         if let fault = await simulator.fault() {
             if let answer = await ProviderSimulator.generic(fault) { return answer }
             if case .rateLimited(let seconds) = fault {

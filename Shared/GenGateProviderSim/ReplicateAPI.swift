@@ -10,7 +10,7 @@ import NIOCore
 /// prediction object with `urls`, the status names, 429 with `Retry-After`, 402 "Billing
 /// required", 422 for invalid input. Models are not checked against a catalogue: any
 /// `owner/name` runs; a name with `video` in it makes one MP4, others `num_outputs` PNGs.
-struct ReplicateAPI: SimulatedAPI {
+struct ReplicateAPI: KeyCheckedAPI {
     let simulator: ProviderSimulator
 
     func register(on router: Router<BasicRequestContext>) {

@@ -32,11 +32,9 @@ public enum ConfigLoader {
         "GENGATE_SIM_LEDGER": ["sim", "ledger"],
         "GENGATE_SIM_MAX_OUTPUTS_PER_CALL": ["sim", "max_outputs_per_call"],
         "GENGATE_SIM_FINDS_BY_REFERENCE": ["sim", "finds_by_reference"],
-        "GENGATE_REPLICATE_BASE_URL": ["providers", "replicate", "base_url"],
-        "GENGATE_FLUX_BASE_URL": ["providers", "flux", "base_url"],
-        "GENGATE_DASHSCOPE_BASE_URL": ["providers", "dashscope", "base_url"],
-        "GENGATE_POLLO_BASE_URL": ["providers", "pollo", "base_url"],
-    ]
+    ].merging(
+        RealProvider.all.map { ("GENGATE_\($0.name.uppercased())_BASE_URL", ["providers", $0.name, "base_url"]) },
+        uniquingKeysWith: { first, _ in first })
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
     public static func load(
@@ -120,10 +118,7 @@ public enum ConfigLoader {
             )
         }
         let providers = config.providers
-        for (name, connection) in [
-            ("replicate", providers.replicate), ("flux", providers.flux), ("dashscope", providers.dashscope),
-            ("pollo", providers.pollo),
-        ] {
+        for (name, connection) in RealProvider.all.map({ ($0.name, providers[keyPath: $0.connection]) }) {
             if let base = connection.baseUrl {
                 guard base.hasPrefix("http://") || base.hasPrefix("https://"), let url = URL(string: base),
                     let host = url.host, !host.isEmpty, url.user == nil, url.password == nil
@@ -189,11 +184,9 @@ public enum ConfigLoader {
     }
 
     /// Settings without a default value (absent from the encoded defaults).
-    static let optionalSettings: Set<String> = [
-        "http.public_url", "store.path", "objects.directory", "sim.ledger", "providers.replicate.base_url",
-        "providers.flux.base_url",
-        "providers.dashscope.base_url", "providers.pollo.base_url",
-    ]
+    static let optionalSettings: Set<String> = Set(
+        ["http.public_url", "store.path", "objects.directory", "sim.ledger"]
+            + RealProvider.all.map { "providers.\($0.name).base_url" })
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside
     /// free-form maps (whose default is an empty object).

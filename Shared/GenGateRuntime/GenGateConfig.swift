@@ -121,6 +121,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var flux = ProviderConnection()
         public var dashscope = ProviderConnection()
         public var pollo = ProviderConnection()
+        public var kling = ProviderConnection()
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

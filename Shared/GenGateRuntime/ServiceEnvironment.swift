@@ -100,25 +100,28 @@ public struct ServiceEnvironment: Sendable {
         var unavailable: [ProviderRegistry.Unavailable] = []
         for provider in RealProvider.all {
             let connection = config.providers[keyPath: provider.connection]
-            let credential = environment[provider.credential]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-            guard !credential.isEmpty else {
-                unavailable.append(
-                    .init(
-                        provider: provider.name, models: provider.models, missing: "\(provider.credential) is not set"))
-                continue
+            var values: [String] = []
+            var missing: String?
+            for variable in provider.credentials {
+                let value = environment[variable]?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                if value.isEmpty {
+                    missing = "\(variable) is not set"
+                } else if !value.unicodeScalars.allSatisfy({ (0x21...0x7e).contains($0.value) }) {
+                    // A key goes into a header (or a signature): one with control or non-ASCII
+                    // characters would be refused there, by a library that quotes it in its error.
+                    missing = "\(variable) holds characters a key cannot have"
+                }
+                if missing != nil { break }
+                values.append(value)
             }
-            // A key goes into a header: one with control or non-ASCII characters would be refused
-            // there, by a library that quotes the value in its error.
-            guard credential.unicodeScalars.allSatisfy({ (0x21...0x7e).contains($0.value) }) else {
-                unavailable.append(
-                    .init(
-                        provider: provider.name, models: provider.models,
-                        missing: "\(provider.credential) holds characters a key cannot have"))
+            if missing == nil { missing = provider.problem(values) }
+            if let missing {
+                unavailable.append(.init(provider: provider.name, models: provider.models, missing: missing))
                 continue
             }
             adapters.append(
                 provider.make(
-                    credential,
+                    values,
                     ProviderEndpoint(
                         baseURL: connection.baseUrl ?? provider.defaultBaseURL,
                         connectTimeoutSeconds: connection.connectTimeoutSeconds,

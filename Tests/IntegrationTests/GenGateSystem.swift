@@ -59,7 +59,10 @@ final class GenGateSystem: @unchecked Sendable {
                 "--events-port", "\(ports[2])",
             ] + arguments
         // Hermetic: no GenGate settings, and no provider credentials, from the developer's shell.
-        let credentials: Set<String> = ["REPLICATE_API_TOKEN", "BFL_API_KEY", "DASHSCOPE_API_KEY", "POLLO_API_KEY"]
+        let credentials: Set<String> = [
+            "REPLICATE_API_TOKEN", "BFL_API_KEY", "DASHSCOPE_API_KEY", "POLLO_API_KEY", "KLING_ACCESS_KEY",
+            "KLING_SECRET_KEY", "OPENAI_API_KEY", "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY",
+        ]
         var environment = ProcessInfo.processInfo.environment.filter {
             !$0.key.hasPrefix("GENGATE_") && !credentials.contains($0.key)
         }

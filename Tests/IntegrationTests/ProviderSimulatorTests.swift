@@ -43,40 +43,73 @@ final class ProviderSimulatorTests: XCTestCase {
         }
     }
 
-    /// Each real provider with its simulator: how it is reached, and what one generation of two
-    /// images costs it (Replicate and Flux make one task per image, DashScope one for both).
+    /// Each real provider with its simulator: how it is reached, one generation it makes, and
+    /// what that costs it (Replicate and Flux make one task per image, DashScope and Kling one
+    /// task for all of them).
     struct Case {
         var provider: String
+        /// The simulator's credential, and the variables that carry it to GenGate.
         var key: String
-        var credential: String
+        var credentials: [String: String]
         var model: String
         var basePath = ""
-        var submissionsForTwo = 2
+        var outputs = 2
+        var submissions = 2
+        var kind = "image"
+
+        var contentType: String { kind == "video" ? "video/mp4" : "image/png" }
+        /// The first bytes of an output: PNG's signature, or an MP4's size and `ftyp` box.
+        func looksRight(_ bytes: Data) -> Bool {
+            kind == "video"
+                ? bytes.count > 8 && bytes[bytes.startIndex + 4..<bytes.startIndex + 8] == Data("ftyp".utf8)
+                : bytes.prefix(4) == Data([0x89, 0x50, 0x4E, 0x47])
+        }
     }
+
+    static let klingSecret = "sk_test_0123456789abcdef0123456789"
 
     static let cases = [
         Case(
-            provider: "replicate", key: "r8_test", credential: "REPLICATE_API_TOKEN",
+            provider: "replicate", key: "r8_test", credentials: ["REPLICATE_API_TOKEN": "r8_test"],
             model: "replicate/black-forest-labs/flux-schnell"),
-        Case(provider: "flux", key: "bfl_test", credential: "BFL_API_KEY", model: "flux/flux-pro-1.1"),
+        Case(provider: "flux", key: "bfl_test", credentials: ["BFL_API_KEY": "bfl_test"], model: "flux/flux-pro-1.1"),
         Case(
-            provider: "dashscope", key: "sk-test", credential: "DASHSCOPE_API_KEY",
-            model: "dashscope/wanx2.1-t2i-turbo",
-            basePath: "/api/v1", submissionsForTwo: 1),
+            provider: "dashscope", key: "sk-test", credentials: ["DASHSCOPE_API_KEY": "sk-test"],
+            model: "dashscope/wanx2.1-t2i-turbo", basePath: "/api/v1", submissions: 1),
+        Case(
+            provider: "kling", key: "ak_test:\(klingSecret)",
+            credentials: ["KLING_ACCESS_KEY": "ak_test", "KLING_SECRET_KEY": klingSecret],
+            model: "kling/image/kling-v2", submissions: 1),
+        Case(
+            provider: "pollo", key: "pollo_test", credentials: ["POLLO_API_KEY": "pollo_test"],
+            model: "pollo/pollo-v1-6", basePath: "/api/platform", outputs: 1, submissions: 1, kind: "video"),
     ]
 
     /// One `gengate up` with every real provider's adapter pointed at its simulator: each model
-    /// listed as available; a generation of two images per provider completes with both outputs
-    /// stored as PNG, as many submissions as the provider needs and no duplicate; no key in the log.
+    /// listed as available; a generation per provider completes with its outputs stored (images
+    /// as PNG, videos as MP4), as many submissions as the provider needs and no duplicate; no key
+    /// in the log. Videos are checked on a quick schedule here (their default starts at 15 s).
     func testEveryRealProviderRunsAGenerationThroughTheWholeStack() async throws {
         var sims: [String: SimulatorProcess] = [:]
         defer { sims.values.forEach { $0.stop() } }
-        var environment: [String: String] = [:]
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("gg-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: config) }
+        try Data(
+            #"{"jobs": {"check_schedules": {"video": {"first_seconds": 0.5, "factor": 1.5, "max_seconds": 2, "jitter": 0.1}}}}"#
+                .utf8
+        ).write(to: config)
+        var environment = ["GENGATE_CONFIG": config.path]
+        let cases =
+            Self.cases + [
+                Case(
+                    provider: "kling", key: "ak_test:\(Self.klingSecret)", credentials: [:], model: "kling/kling-v1-6",
+                    outputs: 1, submissions: 1, kind: "video")
+            ]
         for item in Self.cases {
             let sim = try await SimulatorProcess(
                 provider: item.provider, key: item.key, knobs: #"{"task_seconds": 0.5}"#)
             sims[item.provider] = sim
-            environment[item.credential] = item.key
+            environment.merge(item.credentials) { $1 }
             environment["GENGATE_\(item.provider.uppercased())_BASE_URL"] = sim.baseURL + item.basePath
         }
         let system = try await GenGateSystem.start(environment: environment)
@@ -84,33 +117,39 @@ final class ProviderSimulatorTests: XCTestCase {
 
         let models = try await system.request(.GET, "/v1/models").json
         guard case .array(let list)? = models["data"] else { return XCTFail("\(models)") }
-        var ids: [String: String] = [:]
-        for item in Self.cases {
+        var ids: [String] = []
+        for item in cases {
             let listed = list.first { $0["id"]?.stringValue == item.model }
             XCTAssertEqual(listed?["available"], .bool(true), item.model)
-            XCTAssertEqual(listed?["kind"]?.stringValue, "image", item.model)
-            ids[item.provider] = try await system.submit(
-                #"{"model": "\#(item.model)", "prompt": "a lighthouse", "n": 2}"#)
+            XCTAssertEqual(listed?["kind"]?.stringValue, item.kind, item.model)
+            ids.append(
+                try await system.submit(
+                    #"{"model": "\#(item.model)", "prompt": "a lighthouse", "n": \#(item.outputs)}"#))
         }
-        for item in Self.cases {
-            let id = try XCTUnwrap(ids[item.provider])
+        var submissions: [String: Int] = [:]
+        for (item, id) in zip(cases, ids) {
+            submissions[item.provider, default: 0] += item.submissions
             let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
             guard case .array(let outputs)? = done["outputs"] else { return XCTFail("\(done)") }
-            XCTAssertEqual(outputs.count, 2, item.provider)
+            XCTAssertEqual(outputs.count, item.outputs, item.model)
             for output in outputs {
-                XCTAssertEqual(output["content_type"]?.stringValue, "image/png", item.provider)
+                XCTAssertEqual(output["content_type"]?.stringValue, item.contentType, item.model)
                 let index = output["index"]?.intValue ?? -1
                 let bytes = try await system.request(.GET, "/v1/generations/\(id)/outputs/\(index)")
-                XCTAssertEqual(bytes.status, 200, item.provider)
-                XCTAssertEqual(bytes.body.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]), item.provider)
+                XCTAssertEqual(bytes.status, 200, item.model)
+                XCTAssertTrue(item.looksRight(bytes.body), item.model)
             }
-            let stats = try await XCTUnwrap(sims[item.provider]).stats()
-            XCTAssertEqual(stats["submissions"]?.intValue, item.submissionsForTwo, "\(item.provider): \(stats)")
-            XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0, item.provider)
+        }
+        for (provider, expected) in submissions {
+            let stats = try await XCTUnwrap(sims[provider]).stats()
+            XCTAssertEqual(stats["submissions"]?.intValue, expected, "\(provider): \(stats)")
+            XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0, provider)
         }
         let log = try String(contentsOf: system.logFile, encoding: .utf8)
         for item in Self.cases {
-            XCTAssertFalse(log.contains(item.key), "the \(item.provider) key reached the log")
+            for secret in item.credentials.values {
+                XCTAssertFalse(log.contains(secret), "a \(item.provider) key reached the log")
+            }
         }
     }
 
@@ -122,7 +161,7 @@ final class ProviderSimulatorTests: XCTestCase {
         let file = system.dataDir.appendingPathComponent("simulators.json")
         let addresses = try JSONCoding.decode(JSONValue.self, from: Data(contentsOf: file))
         XCTAssertEqual(system.dataDir.lastPathComponent, "simulated")
-        for provider in ["replicate", "flux", "dashscope", "pollo"] {
+        for provider in ["replicate", "flux", "dashscope", "pollo", "kling"] {
             XCTAssertTrue(addresses[provider]?.stringValue?.hasPrefix("http://127.0.0.1:") ?? false, "\(addresses)")
         }
         let models = try await system.request(.GET, "/v1/models").json
