@@ -23,7 +23,7 @@ public final class ProviderSimulator: Sendable {
 
     let state: Mutex<State>
 
-    public static let providers = ["dashscope", "flux", "kling", "pollo", "replicate"]
+    public static let providers = ["dashscope", "flux", "hunyuan", "kling", "pollo", "replicate"]
 
     public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
         guard Self.providers.contains(provider) else {
@@ -31,6 +31,9 @@ public final class ProviderSimulator: Sendable {
                 "no simulator for provider \(provider); available: \(Self.providers.joined(separator: ", "))")
         }
         guard !key.isEmpty else { throw SimError("the key must not be empty") }
+        if provider == "hunyuan", key.split(separator: ":", maxSplits: 1).count != 2 {
+            throw SimError("hunyuan's key is SECRET_ID:SECRET_KEY")
+        }
         if provider == "kling" {
             let parts = key.split(separator: ":", maxSplits: 1)
             guard parts.count == 2 else { throw SimError("kling's key is ACCESS_KEY:SECRET_KEY") }
@@ -93,6 +96,7 @@ public final class ProviderSimulator: Sendable {
         case "dashscope": DashScopeAPI(simulator: self).register(on: router)
         case "pollo": PolloAPI(simulator: self).register(on: router)
         case "kling": KlingAPI(simulator: self).register(on: router)
+        case "hunyuan": HunyuanAPI(simulator: self).register(on: router)
         default: ReplicateAPI(simulator: self).register(on: router)
         }
         return router

@@ -122,6 +122,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var dashscope = ProviderConnection()
         public var pollo = ProviderConnection()
         public var kling = ProviderConnection()
+        public var hunyuan = ProviderConnection()
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

@@ -39,5 +39,9 @@ public struct RealProvider: Sendable {
             defaultBaseURL: KlingAdapter.defaultBaseURL, basePath: "", models: KlingAdapter.defaultModels,
             connection: \.kling, make: { KlingAdapter(accessKey: $0[0], secretKey: $0[1], endpoint: $1) },
             problem: { KlingAdapter.problem(secretKey: $0[1]).map { "KLING_SECRET_KEY \($0)" } }),
+        RealProvider(
+            name: "hunyuan", credentials: ["TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"],
+            defaultBaseURL: HunyuanAdapter.defaultBaseURL, basePath: "", models: HunyuanAdapter.defaultModels,
+            connection: \.hunyuan, make: { HunyuanAdapter(secretID: $0[0], secretKey: $0[1], endpoint: $1) }),
     ]
 }

@@ -81,6 +81,10 @@ final class ProviderSimulatorTests: XCTestCase {
             credentials: ["KLING_ACCESS_KEY": "ak_test", "KLING_SECRET_KEY": klingSecret],
             model: "kling/image/kling-v2", submissions: 1),
         Case(
+            provider: "hunyuan", key: "AKIDtest:secret_test",
+            credentials: ["TENCENTCLOUD_SECRET_ID": "AKIDtest", "TENCENTCLOUD_SECRET_KEY": "secret_test"],
+            model: "hunyuan/hunyuan-image", submissions: 1),
+        Case(
             provider: "pollo", key: "pollo_test", credentials: ["POLLO_API_KEY": "pollo_test"],
             model: "pollo/pollo-v1-6", basePath: "/api/platform", outputs: 1, submissions: 1, kind: "video"),
     ]
@@ -161,7 +165,7 @@ final class ProviderSimulatorTests: XCTestCase {
         let file = system.dataDir.appendingPathComponent("simulators.json")
         let addresses = try JSONCoding.decode(JSONValue.self, from: Data(contentsOf: file))
         XCTAssertEqual(system.dataDir.lastPathComponent, "simulated")
-        for provider in ["replicate", "flux", "dashscope", "pollo", "kling"] {
+        for provider in ["replicate", "flux", "dashscope", "pollo", "kling", "hunyuan"] {
             XCTAssertTrue(addresses[provider]?.stringValue?.hasPrefix("http://127.0.0.1:") ?? false, "\(addresses)")
         }
         let models = try await system.request(.GET, "/v1/models").json
@@ -222,6 +226,24 @@ final class ProviderSimulatorTests: XCTestCase {
         XCTAssertEqual(seen["images"]?.intValue, 2)
         XCTAssertEqual(seen["cancelled"]?.stringValue, "CANCELED")
         XCTAssertEqual(seen["wrong_key"]?.stringValue, "InvalidApiKey")
+    }
+
+    /// Tencent Cloud's official Hunyuan SDK (`tencentcloud-sdk-python-hunyuan`) submits and
+    /// queries a job against the simulator, whose TC3 signature check accepts the SDK's
+    /// signatures and refuses one made with the wrong key, as Tencent does.
+    func testTheOfficialTencentCloudSDKWorksAgainstTheSimulator() async throws {
+        let sim = try await SimulatorProcess(
+            provider: "hunyuan", key: "AKIDtest:secret_test", knobs: #"{"task_seconds": 0.5}"#)
+        defer { sim.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SDK/hunyuan_client.py")
+        let output = try runPython(script, arguments: [sim.baseURL, "AKIDtest", "secret_test"])
+        let seen = try JSONCoding.decode(JSONValue.self, from: Data(output.utf8))
+        XCTAssertEqual(seen["images"]?.intValue, 2)
+        XCTAssertEqual(seen["bad_signature"]?.stringValue, "AuthFailure.SignatureFailure")
+        XCTAssertEqual(seen["bad_num"]?.stringValue, "InvalidParameterValue")
+        let stats = try await sim.stats()
+        XCTAssertEqual(stats["submissions"]?.intValue, 1, "refused calls create nothing")
     }
 
     /// Runs a Python script and returns its last line of output; fails with all it printed.
