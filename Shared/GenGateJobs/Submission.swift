@@ -3,6 +3,8 @@ import GenGateCore
 import GenGateProviders
 import GenGateStore
 import ServiceLifecycle
+import Synchronization
+import GenGateObjects
 
 /// The dispatcher's step: takes one due job through a provider submission. Claim it; recover an
 /// interrupted submission first if there is one; record the attempt (with the move to
@@ -77,7 +79,10 @@ public struct Submission: Sendable {
             return
         }
         let number = generation.attempts + 1
-        let outputIndexes = Array(missing.prefix(adapter.capabilities.maxOutputsPerCall))
+        let perCall = min(
+            adapter.capabilities.maxOutputsPerCall,
+            context.providers.model(generation.request.model)?.maxOutputsPerCall ?? Int.max)
+        let outputIndexes = Array(missing.prefix(max(1, perCall)))
         let reference = "\(id)-a\(number)"
         let request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
 
@@ -114,28 +119,17 @@ public struct Submission: Sendable {
     func submitAndRecord(
         _ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int
     ) async throws {
+        if !adapter.capabilities.asynchronous {
+            return try await generateAndRecord(dispatching, adapter: adapter, request: request, attempt: number)
+        }
         let id = dispatching.id
         let started = ContinuousClock.now
         let taskID: String
         do {
             taskID = try await context.keepingLease(dispatching) { try await adapter.submit(request) }
         } catch {
-            let failure = GenGateError.wrap(error)
-            context.publish([
-                context.providerCall(
-                    provider: adapter.name, model: request.model, operation: "submit", started: started,
-                    error: failure)
-            ])
-            // A failure the provider did not state (a timeout, a dropped connection, a 5xx, an
-            // unreadable answer) may hide a task it runs and bills: counted, like a crash here.
-            let unknown = SubmissionRecovery.mayHaveReachedProvider(failure)
-            let closed = AttemptUpdate(
-                generationID: id, number: number, from: [.submitting], to: .failed, error: failure,
-                possibleDoubleCharge: unknown)
-            if unknown { reportPossibleDoubleCharge(dispatching, attempt: closed) }
-            if try await context.failOrRetry(dispatching, error: failure, attempt: closed) == nil {
-                _ = try await store.updateAttempt(closed)  // the job moved on; the attempt still ends
-            }
+            try await submissionFailed(
+                dispatching, adapter: adapter, request: request, attempt: number, started: started, error: error)
             return
         }
         context.publish([
@@ -168,6 +162,129 @@ public struct Submission: Sendable {
                 AttemptUpdate(
                     generationID: id, number: number, from: [.abandoned], to: .abandoned,
                     providerTaskID: taskID, possibleDoubleCharge: stopped != .cancelled))
+        })
+    }
+
+    /// Records a submission that failed: the attempt closed, the job retried or failed.
+    func submissionFailed(
+        _ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int,
+        started: ContinuousClock.Instant, error: any Error, charged: Bool = false
+    ) async throws {
+        let failure = GenGateError.wrap(error)
+        context.publish([
+            context.providerCall(
+                provider: adapter.name, model: request.model, operation: "submit", started: started, error: failure)
+        ])
+        // A failure the provider did not state (a timeout, a dropped connection, a 5xx, an
+        // unreadable answer) may hide a task it runs and bills: counted, like a crash here.
+        let unknown = charged || SubmissionRecovery.mayHaveReachedProvider(failure)
+        let closed = AttemptUpdate(
+            generationID: dispatching.id, number: number, from: [.submitting], to: .failed, error: failure,
+            possibleDoubleCharge: unknown)
+        if unknown { reportPossibleDoubleCharge(dispatching, attempt: closed) }
+        if try await context.failOrRetry(dispatching, error: failure, attempt: closed) == nil {
+            _ = try await store.updateAttempt(closed)  // the job moved on; the attempt still ends
+        }
+    }
+
+    /// A synchronous provider's call: the outputs come in its answer, so they are stored here and
+    /// recorded with the attempt's success in one transaction (the job goes to `uploading` with
+    /// every output of the call already stored, and the uploader completes it). A stop during
+    /// the call or before that record leaves the attempt `submitting`: recovery submits again
+    /// and counts a possible double charge (no synchronous API finds a call by reference).
+    func generateAndRecord(
+        _ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int
+    ) async throws {
+        let id = dispatching.id
+        let started = ContinuousClock.now
+        let context = self.context
+        let objects = context.objects
+        let sequence = Mutex(0)
+        let sink = GenerationSink(
+            scratchFile: { try objects.scratchFile() },
+            chunk: { text in
+                let index = sequence.withLock { value -> Int in
+                    defer { value += 1 }
+                    return value
+                }
+                context.publish([
+                    Event(
+                        .generationStreamChunk, generationID: id,
+                        payload: [
+                            "index": .number(Double(index)),
+                            "output_index": .number(Double(request.outputIndexes.first ?? 0)), "text": .string(text),
+                        ])
+                ])
+            })
+        var made: [GeneratedOutput] = []
+        do {
+            made = try await context.keepingLease(dispatching) { try await adapter.generate(request, into: sink) }
+            guard !made.isEmpty else {
+                throw GenGateError(
+                    .providerError, "\(adapter.name): the call answered without outputs", retryable: true)
+            }
+        } catch {
+            try await submissionFailed(
+                dispatching, adapter: adapter, request: request, attempt: number, started: started, error: error)
+            return
+        }
+        context.publish([
+            context.providerCall(
+                provider: adapter.name, model: request.model, operation: "submit", started: started, error: nil)
+        ])
+        context.failPoints.reached(.afterSubmit)
+        var outputs: [Output] = []
+        var events: [Event] = []
+        do {
+            for output in made {
+                let key = ObjectKey.forOutput(
+                    prefix: context.objectPrefix, generationID: id, createdAt: dispatching.createdAt,
+                    index: output.index, contentType: output.contentType)
+                let stored = try await objects.put(key: key, file: output.file, contentType: output.contentType)
+                outputs.append(
+                    Output(
+                        index: output.index, source: "\(adapter.name):generated", contentType: stored.contentType,
+                        objectKey: stored.key, bytes: stored.bytes, sha256: stored.sha256, storedAt: Date()))
+                events.append(
+                    Event(
+                        .generationOutput, generationID: id,
+                        payload: [
+                            "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
+                            "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
+                            "url": .string(
+                                OutputURL.make(base: context.publicBaseURL, generationID: id, index: output.index)),
+                        ]))
+            }
+        } catch {
+            for output in made { try? FileManager.default.removeItem(at: output.file) }
+            // The provider made (and billed) these outputs, but they could not be kept: the retry
+            // pays for them again.
+            let failure = GenGateError(.uploadFailed, "storing the outputs failed: \(GenGateError.wrap(error).message)")
+            try await submissionFailed(
+                dispatching, adapter: adapter, request: request, attempt: number, started: started, error: failure,
+                charged: true)
+            return
+        }
+        var change = Transition.of(dispatching, to: .uploading)
+        change.progress = 90
+        change.newOutputs = outputs
+        change.lease = .release
+        change.nextActionAt = .some(Date())
+        change.attemptUpdate = AttemptUpdate(
+            generationID: id, number: number, from: [.submitting], to: .succeeded,
+            providerTaskID: "\(adapter.name):generated")
+        change.events = events
+        if try await persistently({ try await context.apply(change) }) != nil {
+            context.failPoints.reached(.afterRecord)
+            context.notify(.upload, id, "outputs made and stored")
+            return
+        }
+        // The job moved on meanwhile (cancelled, or past its deadline): the attempt still ends.
+        _ = try await persistently({
+            try await store.updateAttempt(
+                AttemptUpdate(
+                    generationID: id, number: number, from: [.submitting], to: .succeeded,
+                    providerTaskID: "\(adapter.name):generated"))
         })
     }
 

@@ -23,7 +23,7 @@ public final class ProviderSimulator: Sendable {
 
     let state: Mutex<State>
 
-    public static let providers = ["dashscope", "flux", "hunyuan", "kling", "pollo", "replicate"]
+    public static let providers = ["dashscope", "flux", "hunyuan", "kling", "openai", "pollo", "replicate"]
 
     public init(provider: String, key: String, knobs: SimKnobs = SimKnobs()) throws {
         guard Self.providers.contains(provider) else {
@@ -97,6 +97,7 @@ public final class ProviderSimulator: Sendable {
         case "pollo": PolloAPI(simulator: self).register(on: router)
         case "kling": KlingAPI(simulator: self).register(on: router)
         case "hunyuan": HunyuanAPI(simulator: self).register(on: router)
+        case "openai": OpenAIAPI(simulator: self).register(on: router)
         default: ReplicateAPI(simulator: self).register(on: router)
         }
         return router

@@ -39,12 +39,16 @@ public struct ModelInfo: Sendable, Equatable {
     public var kind: Kind
     /// Most outputs one generation may ask for.
     public var maxOutputs: Int
+    /// Most outputs one call may ask for, where this model allows fewer than its provider
+    /// (OpenAI's dall-e-3 makes one image a call).
+    public var maxOutputsPerCall: Int?
 
-    public init(id: String, provider: String, kind: Kind, maxOutputs: Int) {
+    public init(id: String, provider: String, kind: Kind, maxOutputs: Int, maxOutputsPerCall: Int? = nil) {
         self.id = id
         self.provider = provider
         self.kind = kind
         self.maxOutputs = maxOutputs
+        self.maxOutputsPerCall = maxOutputsPerCall
     }
 }
 
@@ -105,6 +109,31 @@ public enum ProviderTaskState: Sendable, Equatable {
     case cancelled
 }
 
+/// One output a synchronous call made, in a scratch file the engine gave it.
+public struct GeneratedOutput: Sendable, Equatable {
+    public var index: Int
+    public var file: URL
+    public var contentType: String
+
+    public init(index: Int, file: URL, contentType: String) {
+        self.index = index
+        self.file = file
+        self.contentType = contentType
+    }
+}
+
+/// What a synchronous call writes to: scratch files (the engine stores and removes them), and
+/// the text it streams, in order, as it arrives.
+public struct GenerationSink: Sendable {
+    public var scratchFile: @Sendable () throws -> URL
+    public var chunk: @Sendable (String) -> Void
+
+    public init(scratchFile: @escaping @Sendable () throws -> URL, chunk: @escaping @Sendable (String) -> Void) {
+        self.scratchFile = scratchFile
+        self.chunk = chunk
+    }
+}
+
 /// A provider adapter does only three things: submit, check status, cancel; plus
 /// fetching an output's bytes where the provider needs its own way (auth headers, references).
 /// Polling, retries, uploads and validation are shared and live elsewhere. Adapters know nothing
@@ -129,6 +158,10 @@ public protocol ProviderAdapter: Sendable {
     func download(_ output: Output, to file: URL) async throws -> String?
     /// Lets go of connections; the last thing a process does with its adapters.
     func shutdown() async
+    /// Synchronous providers (`capabilities.asynchronous` false) answer with the outputs
+    /// themselves: makes them in one call, each streamed into a scratch file of `sink`, text
+    /// passed to `sink.chunk` as it arrives. Used instead of `submit` and `status`.
+    func generate(_ request: ProviderRequest, into sink: GenerationSink) async throws -> [GeneratedOutput]
 }
 
 /// Thrown by `cancel` when the provider says the task had already ended (succeeded or failed),
@@ -149,4 +182,8 @@ extension ProviderAdapter {
     public func download(_ output: Output, to file: URL) async throws -> String? { nil }
 
     public func shutdown() async {}
+
+    public func generate(_ request: ProviderRequest, into sink: GenerationSink) async throws -> [GeneratedOutput] {
+        throw GenGateError(.internalError, "\(name) answers with a task, not with its outputs", retryable: false)
+    }
 }

@@ -123,6 +123,8 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var pollo = ProviderConnection()
         public var kling = ProviderConnection()
         public var hunyuan = ProviderConnection()
+        /// Synchronous: one call makes the images (a minute or two for gpt-image at high quality).
+        public var openai = ProviderConnection(requestTimeoutSeconds: 300)
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

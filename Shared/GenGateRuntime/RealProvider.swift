@@ -40,6 +40,10 @@ public struct RealProvider: Sendable {
             connection: \.kling, make: { KlingAdapter(accessKey: $0[0], secretKey: $0[1], endpoint: $1) },
             problem: { KlingAdapter.problem(secretKey: $0[1]).map { "KLING_SECRET_KEY \($0)" } }),
         RealProvider(
+            name: "openai", credentials: ["OPENAI_API_KEY"], defaultBaseURL: OpenAIAdapter.defaultBaseURL,
+            basePath: "/v1", models: OpenAIAdapter.defaultModels, connection: \.openai,
+            make: { OpenAIAdapter(key: $0[0], endpoint: $1) }),
+        RealProvider(
             name: "hunyuan", credentials: ["TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY"],
             defaultBaseURL: HunyuanAdapter.defaultBaseURL, basePath: "", models: HunyuanAdapter.defaultModels,
             connection: \.hunyuan, make: { HunyuanAdapter(secretID: $0[0], secretKey: $0[1], endpoint: $1) }),

@@ -428,15 +428,27 @@ public final class SQLiteStore: GenerationStore {
                 // Refusing rolls the whole change back: the job and its attempt move together.
                 if let attemptUpdate, try !attemptUpdate.apply(db) { throw RefusedChange() }
                 for output in change.newOutputs {
+                    // Outputs a synchronous provider made come already stored.
+                    let storedAt = output.isStored ? (output.storedAt ?? Date()).timeIntervalSince1970 : nil
                     try db.run(
                         sql: """
-                            INSERT OR IGNORE INTO outputs (generation_id, idx, source, content_type) VALUES (?, ?, ?, ?)
-                            """, arguments: [change.id, output.index, output.source, output.contentType])
+                            INSERT OR IGNORE INTO outputs (generation_id, idx, source, content_type, object_key, bytes, sha256, stored_at)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                            """,
+                        arguments: [
+                            change.id, output.index, output.source, output.contentType, output.objectKey,
+                            output.bytes, output.sha256, storedAt,
+                        ])
                     // A retried attempt may bring a fresh source for an output not stored yet.
                     try db.run(
                         sql: """
-                            UPDATE outputs SET source = ?, content_type = ? WHERE generation_id = ? AND idx = ? AND stored_at IS NULL
-                            """, arguments: [output.source, output.contentType, change.id, output.index])
+                            UPDATE outputs SET source = ?, content_type = ?, object_key = ?, bytes = ?, sha256 = ?, stored_at = ?
+                            WHERE generation_id = ? AND idx = ? AND stored_at IS NULL
+                            """,
+                        arguments: [
+                            output.source, output.contentType, output.objectKey, output.bytes, output.sha256,
+                            storedAt, change.id, output.index,
+                        ])
                 }
                 try Self.append(events, db: db)
                 return true

@@ -1,6 +1,8 @@
 import Foundation
+import GenGateBus
 import GenGateCore
 import GenGateLocalPorts
+import GenGateStore
 import XCTest
 
 /// `provider-sim` as a process: the whole stack running real adapters against it, and the
@@ -80,6 +82,9 @@ final class ProviderSimulatorTests: XCTestCase {
             provider: "kling", key: "ak_test:\(klingSecret)",
             credentials: ["KLING_ACCESS_KEY": "ak_test", "KLING_SECRET_KEY": klingSecret],
             model: "kling/image/kling-v2", submissions: 1),
+        Case(
+            provider: "openai", key: "sk-openai-test", credentials: ["OPENAI_API_KEY": "sk-openai-test"],
+            model: "openai/gpt-image-1", basePath: "/v1", submissions: 1),
         Case(
             provider: "hunyuan", key: "AKIDtest:secret_test",
             credentials: ["TENCENTCLOUD_SECRET_ID": "AKIDtest", "TENCENTCLOUD_SECRET_KEY": "secret_test"],
@@ -165,7 +170,7 @@ final class ProviderSimulatorTests: XCTestCase {
         let file = system.dataDir.appendingPathComponent("simulators.json")
         let addresses = try JSONCoding.decode(JSONValue.self, from: Data(contentsOf: file))
         XCTAssertEqual(system.dataDir.lastPathComponent, "simulated")
-        for provider in ["replicate", "flux", "dashscope", "pollo", "kling", "hunyuan"] {
+        for provider in ["replicate", "flux", "dashscope", "pollo", "kling", "hunyuan", "openai"] {
             XCTAssertTrue(addresses[provider]?.stringValue?.hasPrefix("http://127.0.0.1:") ?? false, "\(addresses)")
         }
         let models = try await system.request(.GET, "/v1/models").json
@@ -226,6 +231,107 @@ final class ProviderSimulatorTests: XCTestCase {
         XCTAssertEqual(seen["images"]?.intValue, 2)
         XCTAssertEqual(seen["cancelled"]?.stringValue, "CANCELED")
         XCTAssertEqual(seen["wrong_key"]?.stringValue, "InvalidApiKey")
+    }
+
+    /// A chat through the whole stack: the provider's streamed text reaches the event stream as
+    /// `generation.stream_chunk` events while the job runs, and the whole text is its output.
+    func testAChatStreamsItsTextOnTheEventStream() async throws {
+        let sim = try await SimulatorProcess(provider: "openai", key: "sk-openai-test", knobs: #"{"task_seconds": 1}"#)
+        defer { sim.stop() }
+        let system = try await GenGateSystem.start(environment: [
+            "OPENAI_API_KEY": "sk-openai-test", "GENGATE_OPENAI_BASE_URL": sim.baseURL + "/v1",
+        ])
+        defer { system.stop() }
+        let context = try ZMQContext()
+        let subscriber = try await EventSubscriber.connect(
+            context: context, endpoint: "tcp://127.0.0.1:\(system.eventsPort)")
+        let collector = Task { () -> (id: String?, chunks: [String]) in
+            var chunks: [(Int, String)] = []
+            var target: String?
+            for await result in subscriber.events {
+                guard let received = try? result.get() else { continue }
+                if received.event.type == .serviceHeartbeat, target == nil {
+                    target = try? await system.submit(
+                        #"{"model": "openai/gpt-4o-mini", "prompt": "the lamp is lit at dusk"}"#)
+                    continue
+                }
+                guard let target, received.event.generationID == target else { continue }
+                if received.event.type == .generationStreamChunk,
+                    let index = received.event.payload["index"]?.intValue,
+                    let text = received.event.payload["text"]?.stringValue
+                {
+                    chunks.append((index, text))
+                }
+                if received.event.type == .generationCompleted { break }
+            }
+            return (target, chunks.sorted { $0.0 < $1.0 }.map(\.1))
+        }
+        let timeout = Task {
+            try? await Task.sleep(for: .seconds(30))
+            collector.cancel()
+        }
+        let (target, chunks) = await collector.value
+        timeout.cancel()
+        await subscriber.close()
+        let id = try XCTUnwrap(target)
+        let done = try await system.waitForStatus(id, "completed", timeout: .seconds(10))
+        guard case .array(let outputs)? = done["outputs"], let first = outputs.first else { return XCTFail("\(done)") }
+        XCTAssertEqual(first["content_type"]?.stringValue, "text/plain; charset=utf-8", "\(done)")
+        let output = try await system.request(.GET, "/v1/generations/\(id)/outputs/0")
+        let text = String(decoding: output.body, as: UTF8.self)
+        XCTAssertEqual(text, "Echo: the lamp is lit at dusk")
+        XCTAssertGreaterThan(chunks.count, 3, "the text came in pieces while the job ran")
+        XCTAssertEqual(chunks.joined(), text)
+    }
+
+    /// A synchronous provider's outputs arrive with its answer, so a process stopped between the
+    /// answer and its record has lost what it paid for: killed there, the job is made again and
+    /// the second charge counted; asked to stop there, it finishes recording first and pays once;
+    /// killed after the record, nothing is asked twice.
+    func testAStoppedSynchronousCallIsPaidOnceOrCounted() async throws {
+        for (point, submissions, charges) in [
+            ("submit.after_call=kill", 2, 1), ("submit.after_call=term", 1, 0), ("submit.after_record=kill", 1, 0),
+        ] {
+            let sim = try await SimulatorProcess(
+                provider: "openai", key: "sk-openai-test", knobs: #"{"task_seconds": 0.2}"#)
+            defer { sim.stop() }
+            let system = try await GenGateSystem.start(environment: [
+                "OPENAI_API_KEY": "sk-openai-test", "GENGATE_OPENAI_BASE_URL": sim.baseURL + "/v1",
+                "GENGATE_FAILPOINTS": point,
+            ])
+            defer { system.stop() }
+            let id = try await system.submit(#"{"model": "openai/gpt-image-1", "prompt": "\#(point)", "n": 2}"#)
+            let done = try await system.waitForStatus(id, "completed", timeout: .seconds(30))
+            guard case .array(let outputs)? = done["outputs"] else { return XCTFail("\(done)") }
+            XCTAssertEqual(outputs.count, 2, point)
+            XCTAssertTrue(
+                try String(contentsOf: system.logFile, encoding: .utf8).contains(
+                    "fail point \(point.split(separator: "=")[0])"), "\(point) was never reached")
+            let stats = try await sim.stats()
+            XCTAssertEqual(stats["submissions"]?.intValue, submissions, point)
+            XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0, "each call its own reference: \(point)")
+            let store = try SQLiteStore(path: system.dataDir.appendingPathComponent("gengate.sqlite").path)
+            let counted = try await store.possibleDoubleCharges()["openai"] ?? 0
+            XCTAssertEqual(counted, charges, point)
+        }
+    }
+
+    /// OpenAI's official Python SDK (`openai` on PyPI) makes images (base64 and URL), streams a
+    /// chat and reads it whole, lists models, and meets a wrong key and a bad `n`.
+    func testTheOfficialOpenAISDKWorksAgainstTheSimulator() async throws {
+        let sim = try await SimulatorProcess(
+            provider: "openai", key: "sk-openai-test", knobs: #"{"task_seconds": 0.3}"#)
+        defer { sim.stop() }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("SDK/openai_client.py")
+        let output = try runPython(script, arguments: [sim.baseURL + "/v1", "sk-openai-test"])
+        let seen = try JSONCoding.decode(JSONValue.self, from: Data(output.utf8))
+        XCTAssertEqual(seen["b64_images"]?.intValue, 2)
+        XCTAssertEqual(seen["url_images"]?.intValue, 1)
+        XCTAssertEqual(seen["streamed"]?.stringValue, "Echo: the tide comes in")
+        XCTAssertEqual(seen["whole"]?.stringValue, "Echo: hello")
+        XCTAssertEqual(seen["wrong_key"]?.stringValue, "invalid_api_key")
+        XCTAssertEqual(seen["bad_n"]?.stringValue, "n")
     }
 
     /// Tencent Cloud's official Hunyuan SDK (`tencentcloud-sdk-python-hunyuan`) submits and

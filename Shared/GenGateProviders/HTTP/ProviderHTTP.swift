@@ -124,45 +124,107 @@ public final class ProviderHTTP: Sendable {
         return (Data(answer.body.readableBytesView), answer.headers.first(name: "Content-Type") ?? output.contentType)
     }
 
-    /// Streams the body of `url` into `file` (AsyncHTTPClient's `FileDownloadDelegate`, which
-    /// writes on NIO's blocking-I/O pool), never holding it whole, and returns the answer's
+    /// Streams the body of `url` into `file`, never holding it whole, and returns the answer's
     /// content type. Non-2xx answers throw (a 404 or 403 from an expired URL is a retryable
     /// provider error: the task may be asked again for fresh URLs).
     public func download(_ url: String, headers: [(String, String)] = [], to file: URL, timeoutSeconds: Double = 600)
         async throws -> String
     {
+        let answer = try await exchange(.GET, url, headers: headers, to: file, timeoutSeconds: timeoutSeconds)
+        guard (200..<300).contains(answer.status.code) else {
+            try? FileManager.default.removeItem(at: file)
+            throw GenGateError(
+                .providerError, "\(provider): output download answered HTTP \(answer.status.code)", retryable: true)
+        }
+        guard answer.bytes > 0 else {
+            throw GenGateError(.providerError, "\(provider): the output is empty", retryable: true)
+        }
+        return answer.headers.first(name: "Content-Type") ?? "application/octet-stream"
+    }
+
+    /// A request whose answer streams into `file` (AsyncHTTPClient's `FileDownloadDelegate`,
+    /// which writes on NIO's blocking-I/O pool), whatever its status: answers too large to read
+    /// whole, such as a synchronous image call's base64. Network failures throw.
+    public func exchange(
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue? = nil, to file: URL,
+        timeoutSeconds: Double? = nil
+    ) async throws -> (status: HTTPResponseStatus, headers: HTTPHeaders, bytes: Int) {
         var fields = HTTPHeaders()
+        fields.add(name: "User-Agent", value: "GenGate")
         for (name, value) in headers { fields.replaceOrAdd(name: name, value: value) }
         let request: HTTPClient.Request
         do {
-            request = try HTTPClient.Request(url: self.url(url), method: .GET, headers: fields)
+            var body: HTTPClient.Body?
+            if let json {
+                fields.replaceOrAdd(name: "Content-Type", value: "application/json")
+                body = .bytes(try JSONCoding.encode(json))
+            }
+            request = try HTTPClient.Request(url: url(path), method: method, headers: fields, body: body)
         } catch {
-            throw GenGateError(.providerError, "\(provider): output URL \(url) is not a URL", retryable: false)
+            throw GenGateError(
+                .providerError, "\(provider): \(method) to an address that is not a URL", retryable: false)
         }
         let delegate = try FileDownloadDelegate(path: file.path, pool: .singleton)
         let task = client.execute(
             request: request, delegate: delegate,
-            deadline: .now() + .milliseconds(Int64(timeoutSeconds * 1_000)))
-        let progress: FileDownloadDelegate.Progress
+            deadline: .now() + .milliseconds(Int64((timeoutSeconds ?? 600) * 1_000)))
         do {
-            progress = try await withTaskCancellationHandler {
+            let progress = try await withTaskCancellationHandler {
                 try await task.futureResult.get()
             } onCancel: {
                 task.cancel()
             }
+            return (progress.head.status, progress.head.headers, progress.receivedBytes)
         } catch {
             if Task.isCancelled { throw CancellationError() }
-            throw classify(networkError: error, method: .GET, path: "output")
+            throw classify(networkError: error, method: method, path: path.hasPrefix("http") ? "output" : path)
         }
-        let head = progress.head
-        guard (200..<300).contains(head.status.code) else {
-            throw GenGateError(
-                .providerError, "\(provider): output download answered HTTP \(head.status.code)", retryable: true)
+    }
+
+    /// A request whose answer is read line by line as it arrives (server-sent events), each line
+    /// handed to `line` without its end. An error status's body is read whole (bounded) and
+    /// returned for the adapter to classify; nil when the answer was 2xx and ended.
+    public func streamLines(
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue,
+        line: (Substring) async throws -> Void
+    ) async throws -> Answer? {
+        var request = HTTPClientRequest(url: url(path))
+        request.method = method
+        request.headers.add(name: "Accept", value: "text/event-stream")
+        request.headers.add(name: "User-Agent", value: "GenGate")
+        for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
+        request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: try JSONCoding.encode(json)))
+        do {
+            // The deadline bounds the wait for the answer's head; the read timeout, silence after.
+            let response = try await client.execute(
+                request, timeout: .milliseconds(Int64(endpoint.requestTimeoutSeconds * 1_000)))
+            guard (200..<300).contains(response.status.code) else {
+                let body = try await response.body.collect(upTo: Self.maxAnswerBytes)
+                return Answer(status: response.status, headers: response.headers, body: body)
+            }
+            var pending: [UInt8] = []
+            for try await buffer in response.body {
+                pending.append(contentsOf: buffer.readableBytesView)
+                while let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
+                    var text = String(decoding: pending[..<end], as: UTF8.self)
+                    if text.hasSuffix("\r") { text.removeLast() }
+                    pending.removeSubrange(...end)
+                    try await line(Substring(text))
+                }
+                guard pending.count <= Self.maxAnswerBytes else {
+                    throw GenGateError(.providerError, "\(provider): a streamed line is too long")
+                }
+            }
+            if !pending.isEmpty { try await line(Substring(String(decoding: pending, as: UTF8.self))) }
+            return nil
+        } catch let error as GenGateError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw classify(networkError: error, method: method, path: path)
         }
-        guard progress.receivedBytes > 0 else {
-            throw GenGateError(.providerError, "\(provider): the output is empty", retryable: true)
-        }
-        return head.headers.first(name: "Content-Type") ?? "application/octet-stream"
     }
 
     /// The content type an output URL's extension suggests (the download's own header wins).
