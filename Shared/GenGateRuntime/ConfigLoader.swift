@@ -135,6 +135,31 @@ public enum ConfigLoader {
                     "providers.\(name): connect_timeout_seconds and request_timeout_seconds must be 0.001…3600, max_connections 1…1024"
                 )
             }
+            if let models = connection.models {
+                guard !models.isEmpty else {
+                    throw ConfigError("providers.\(name).models lists no model (leave it out for the defaults)")
+                }
+                let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_.:/"))
+                var seen: Set<String> = []
+                for model in models {
+                    let rest = model.id.dropFirst(name.count + 1)
+                    guard model.id.hasPrefix("\(name)/"), !rest.isEmpty, !rest.hasPrefix("/"),
+                        rest.unicodeScalars.allSatisfy({ $0.isASCII && allowed.contains($0) })
+                    else {
+                        throw ConfigError(
+                            "providers.\(name).models: \(model.id) must be \(name)/<model> (letters, digits, - _ . : /)"
+                        )
+                    }
+                    guard seen.insert(model.id).inserted else {
+                        throw ConfigError("providers.\(name).models: \(model.id) is listed twice")
+                    }
+                    guard (1...100).contains(model.maxOutputs ?? 1), (model.maxOutputsPerCall ?? 1) >= 1 else {
+                        throw ConfigError(
+                            "providers.\(name).models: \(model.id): max_outputs must be 1…100, max_outputs_per_call ≥ 1"
+                        )
+                    }
+                }
+            }
         }
         guard jobs.silentAfterSeconds >= 2 * config.bus.heartbeatSeconds else {
             throw ConfigError(
@@ -186,7 +211,7 @@ public enum ConfigLoader {
     /// Settings without a default value (absent from the encoded defaults).
     static let optionalSettings: Set<String> = Set(
         ["http.public_url", "store.path", "objects.directory", "sim.ledger"]
-            + RealProvider.all.map { "providers.\($0.name).base_url" })
+            + RealProvider.all.flatMap { ["providers.\($0.name).base_url", "providers.\($0.name).models"] })
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside
     /// free-form maps (whose default is an empty object).

@@ -1,4 +1,5 @@
 import Foundation
+import GenGateProviders
 import GenGateJobs
 
 /// Every setting of a GenGate deployment, as one typed value: read once at start (defaults, then
@@ -135,6 +136,26 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var requestTimeoutSeconds = 60.0
         /// Connections kept open to the provider at once.
         public var maxConnections = 64
+        /// The models offered, replacing the provider's defaults (an OpenAI-compatible server's
+        /// own models, say); unset: the defaults.
+        public var models: [ModelSetting]?
+    }
+
+    /// A model a provider offers: `id` is `provider/model`.
+    public struct ModelSetting: Codable, Sendable, Equatable {
+        public var id: String
+        public var kind: ModelInfo.Kind
+        /// Most outputs one generation may ask for (default 1).
+        public var maxOutputs: Int?
+        /// Most outputs one call may ask for, where fewer than the provider's.
+        public var maxOutputsPerCall: Int?
+
+        public init(id: String, kind: ModelInfo.Kind, maxOutputs: Int? = nil, maxOutputsPerCall: Int? = nil) {
+            self.id = id
+            self.kind = kind
+            self.maxOutputs = maxOutputs
+            self.maxOutputsPerCall = maxOutputsPerCall
+        }
     }
 
     public struct Sim: Codable, Sendable, Equatable {

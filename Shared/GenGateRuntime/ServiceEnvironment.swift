@@ -116,7 +116,8 @@ public struct ServiceEnvironment: Sendable {
             }
             if missing == nil { missing = provider.problem(values) }
             if let missing {
-                unavailable.append(.init(provider: provider.name, models: provider.models, missing: missing))
+                unavailable.append(
+                    .init(provider: provider.name, models: provider.models(connection), missing: missing))
                 continue
             }
             adapters.append(
@@ -126,7 +127,7 @@ public struct ServiceEnvironment: Sendable {
                         baseURL: connection.baseUrl ?? provider.defaultBaseURL,
                         connectTimeoutSeconds: connection.connectTimeoutSeconds,
                         requestTimeoutSeconds: connection.requestTimeoutSeconds,
-                        maxConnections: connection.maxConnections)))
+                        maxConnections: connection.maxConnections), provider.models(connection)))
         }
         return ProviderRegistry(adapters: adapters, unavailable: unavailable)
     }

@@ -40,6 +40,34 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(viaVariable.http.port, 9000)
     }
 
+    /// An OpenAI-compatible server offers its own models: the configuration lists them, and they
+    /// replace the defaults; a provider without credentials lists them as unavailable, saying why.
+    func testAProvidersModelsCanBeConfigured() async throws {
+        let path = try file(
+            #"{"providers": {"openai": {"base_url": "http://127.0.0.1:1/v1", "models": [{"id": "openai/qwen2.5:7b", "kind": "text"}, {"id": "openai/Kwai-Kolors/Kolors", "kind": "image", "max_outputs": 4, "max_outputs_per_call": 1}]}}}"#
+        )
+        let config = try ConfigLoader.load(file: path, environment: [:])
+        let registry = ServiceEnvironment.providers(config: config, environment: ["OPENAI_API_KEY": "sk-x"])
+        defer { Task { await registry.shutdown() } }
+        let adapter = try registry.adapter("openai")
+        XCTAssertEqual(adapter.models.map(\.id), ["openai/qwen2.5:7b", "openai/Kwai-Kolors/Kolors"])
+        XCTAssertEqual(registry.model("openai/Kwai-Kolors/Kolors")?.maxOutputsPerCall, 1)
+        XCTAssertEqual(registry.model("openai/qwen2.5:7b")?.kind, .text)
+        XCTAssertNil(registry.model("openai/gpt-4o-mini"), "the defaults are replaced")
+        let without = ServiceEnvironment.providers(config: config, environment: [:])
+        XCTAssertEqual(
+            without.unavailableReason(model: "openai/qwen2.5:7b").map { $0.contains("OPENAI_API_KEY") }, true)
+        for bad in [
+            #"{"providers": {"openai": {"models": []}}}"#,
+            #"{"providers": {"openai": {"models": [{"id": "flux/x", "kind": "image"}]}}}"#,
+            #"{"providers": {"openai": {"models": [{"id": "openai/a b", "kind": "image"}]}}}"#,
+            #"{"providers": {"openai": {"models": [{"id": "openai/x", "kind": "sound"}]}}}"#,
+            #"{"providers": {"openai": {"models": [{"id": "openai/x", "kind": "text", "max_outputs": 0}]}}}"#,
+        ] {
+            XCTAssertThrowsError(try ConfigLoader.load(file: try file(bad), environment: [:]), bad)
+        }
+    }
+
     func testBadConfigurationSaysWhatIsWrong() throws {
         func message(_ body: () throws -> GenGateConfig) -> String {
             do {
