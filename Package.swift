@@ -82,6 +82,7 @@ let package = Package(
             name: "GenGateProviderSim",
             dependencies: [
                 "GenGateCore", "GenGateProviders",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -200,6 +201,7 @@ let package = Package(
                 "GenGateLocalPorts",
                 "GenGateBus",
                 "GenGateStore",
+                "GenGateProviders",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

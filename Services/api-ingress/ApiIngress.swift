@@ -18,6 +18,9 @@ struct ApiIngressCommand: AsyncParsableCommand {
             context: environment.zmq, queue: .dispatch,
             endpoint: environment.topology.producerEndpoint(.dispatch),
             source: environment.instance)
+        let poll = try await WorkProducer.connect(
+            context: environment.zmq, queue: .poll, endpoint: environment.topology.producerEndpoint(.poll),
+            source: environment.instance)
         let router = Router(context: GateContext.self)
         // One line per request at debug level (headers left out, so keys never reach the log).
         router.middlewares.add(LogRequestsMiddleware(.debug))
@@ -30,6 +33,8 @@ struct ApiIngressCommand: AsyncParsableCommand {
             }
             return JSONResponse.make(status: .ok, ["status": .string("ok"), "service": .string(environment.instance)])
         }
+        // Providers' callbacks carry their own proof, not an API key.
+        CallbackRoutes(environment: environment, poll: poll).register(on: router)
         let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
         let validator = SubmissionValidator(
             providers: environment.providers, defaultDeadlineSeconds: config.jobs.defaultDeadlineSeconds,
@@ -47,6 +52,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
             "api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
         try await environment.run([app])
         await dispatch.close()
+        await poll.close()
         await environment.finish()
     }
 }

@@ -25,6 +25,15 @@ public struct CheckSchedule: Codable, Sendable, Equatable {
     /// Text is quick.
     public static let text = CheckSchedule(firstSeconds: 0.25, factor: 1.5, maxSeconds: 5, jitter: 0.2)
 
+    /// How much slower tasks are polled when the provider calls back as they end.
+    public static let callbackStretch = 4.0
+
+    /// This schedule with its first and longest delay `factor` times longer.
+    public func stretched(by factor: Double) -> CheckSchedule {
+        CheckSchedule(
+            firstSeconds: firstSeconds * factor, factor: self.factor, maxSeconds: maxSeconds * factor, jitter: jitter)
+    }
+
     /// Seconds from check number `checks` (0: the submission) to the next one. `eta` is the
     /// provider's estimate of the seconds left: the check is then made when it says (jittered
     /// only later, never earlier), but not sooner than a quarter of the back-off delay (nor

@@ -28,7 +28,8 @@ public struct JobContext: Sendable {
     public init(
         instance: String, store: any GenerationStore, providers: ProviderRegistry, objects: any ObjectStore,
         policy: JobPolicy, logger: Logger, failPoints: FailPoints = .none, objectPrefix: String = "outputs",
-        publicBaseURL: String = "", publish: @escaping @Sendable ([Event]) -> Void = { _ in },
+        publicBaseURL: String = "", callbackBase: String? = nil,
+        publish: @escaping @Sendable ([Event]) -> Void = { _ in },
         notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }
     ) {
         self.instance = instance
@@ -40,8 +41,36 @@ public struct JobContext: Sendable {
         self.failPoints = failPoints
         self.objectPrefix = objectPrefix
         self.publicBaseURL = publicBaseURL
+        self.callbackBase = callbackBase
         self.publish = publish
         self.notify = notify
+    }
+
+    /// GenGate's public base URL when one is configured (providers can reach it): callbacks are
+    /// asked for then. Nil: polling alone.
+    public let callbackBase: String?
+
+    /// Whether jobs of `adapter` ask for callbacks here.
+    public func usesCallbacks(_ adapter: any ProviderAdapter) -> Bool {
+        callbackBase != nil && adapter.capabilities.callbacks && providers.callbackTokens[adapter.name] != nil
+    }
+
+    /// The callback an attempt asks for, or nil.
+    public func callback(_ adapter: any ProviderAdapter, generationID: String, attempt: Int) -> ProviderCallback? {
+        guard usesCallbacks(adapter), let base = callbackBase, let tokens = providers.callbackTokens[adapter.name]
+        else { return nil }
+        return ProviderCallback(
+            url: tokens.url(base: base, provider: adapter.name, generationID: generationID, attempt: attempt),
+            secret: tokens.make(provider: adapter.name, generationID: generationID, attempt: attempt))
+    }
+
+    /// The check schedule of a job's task: its model's (or kind's), stretched where a callback
+    /// says when the task ends, so polling is only the safety net.
+    public func schedule(of generation: Generation) -> CheckSchedule {
+        let model = generation.request.model
+        let schedule = policy.schedule(model: model, kind: providers.model(model)?.kind)
+        guard let adapter = try? providers.adapter(generation.provider), usesCallbacks(adapter) else { return schedule }
+        return schedule.stretched(by: CheckSchedule.callbackStretch)
     }
 
     /// Until when a lease taken now lasts.

@@ -105,7 +105,7 @@ public struct StatusChecks: Service, CustomStringConvertible {
         let model = generation.request.model
         var machine = TaskCheck(
             checks: generation.checks, failures: generation.checkFailures, progress: generation.progress,
-            schedule: context.policy.schedule(model: model, kind: context.providers.model(model)?.kind),
+            schedule: context.schedule(of: generation),
             maxFailures: context.policy.maxCheckFailures, deadline: generation.deadlineAt)
         /// The attempt's outcome, for the transitions that end it.
         func closing(_ to: Attempt.State, _ error: GenGateError?) async throws -> AttemptUpdate? {

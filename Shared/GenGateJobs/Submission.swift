@@ -84,7 +84,8 @@ public struct Submission: Sendable {
             context.providers.model(generation.request.model)?.maxOutputsPerCall ?? Int.max)
         let outputIndexes = Array(missing.prefix(max(1, perCall)))
         let reference = "\(id)-a\(number)"
-        let request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
+        var request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
+        request.callback = context.callback(adapter, generationID: id, attempt: number)
 
         // Rule 4: the attempt is on record before the provider hears of it, in one transaction
         // with the move to `dispatching` (and with closing an interrupted attempt, if any).
@@ -311,8 +312,7 @@ public struct Submission: Sendable {
         -> Bool
     {
         let now = Date()
-        let kind = context.providers.model(generation.request.model)?.kind
-        let schedule = context.policy.schedule(model: generation.request.model, kind: kind)
+        let schedule = context.schedule(of: generation)
         var change = Transition.of(generation, to: .running, at: now)
         change.providerTaskID = .some(taskID)
         change.lease = .release

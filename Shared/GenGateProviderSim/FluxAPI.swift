@@ -74,8 +74,14 @@ struct FluxAPI: KeyCheckedAPI {
         let task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model, input: .object(body),
             outputs: 1, isVideo: false)
-        if let lost = await simulator.lostAnswer() { return lost }
         let base = ProviderSimulator.base(of: request)
+        if let url = body["webhook_url"]?.stringValue {
+            let secret = body["webhook_secret"]?.stringValue
+            simulator.callBack(task, url: url) { ended in
+                (ProviderSimulator.json(result(ended, base: base)), secret.map { [("X-Webhook-Secret", $0)] } ?? [])
+            }
+        }
+        if let lost = await simulator.lostAnswer() { return lost }
         return SimJSON.response(
             .ok,
             [

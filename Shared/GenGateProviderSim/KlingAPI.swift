@@ -127,6 +127,10 @@ struct KlingAPI: SimulatedAPI {
         let task = simulator.submit(
             reference: reference, model: "\(collection):\(model)", input: .object(body), outputs: outputs,
             isVideo: collection.hasPrefix("videos"))
+        if let url = body["callback_url"]?.stringValue {
+            let base = ProviderSimulator.base(of: request)
+            simulator.callBack(task, url: url) { ended in (ProviderSimulator.json(view(ended, base: base)), []) }
+        }
         if let lost = await simulator.lostAnswer() { return lost }
         var info: [String: JSONValue] = [:]
         if let reference { info["external_task_id"] = .string(reference) }

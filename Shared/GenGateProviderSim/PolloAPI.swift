@@ -67,6 +67,10 @@ struct PolloAPI: KeyCheckedAPI {
         let task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model, input: .object(body),
             outputs: 1, isVideo: true)
+        if let url = body["webhookUrl"]?.stringValue {
+            let base = ProviderSimulator.base(of: request)
+            simulator.callBack(task, url: url) { ended in (ProviderSimulator.json(status(ended, base: base)), []) }
+        }
         if let lost = await simulator.lostAnswer() { return lost }
         return SimJSON.response(.ok, ["data": .object(["taskId": .string(task.id), "status": .string("waiting")])])
     }

@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import Foundation
 import GenGateCore
 import GenGateProviders
@@ -167,6 +168,43 @@ public final class ProviderSimulator: Sendable {
             if task.phase(at: now) != .ended { task.cancelledAt = now }
             state.tasks[id] = task
             return task
+        }
+    }
+
+    // MARK: Callbacks
+
+    /// The body of a callback: `value` as JSON.
+    static func json(_ value: JSONValue) -> Data { (try? JSONCoding.encode(value)) ?? Data("{}".utf8) }
+
+    /// Calls `url` back once `task` has ended, as providers do (not if it never ends or was
+    /// cancelled), with the body and headers `make` gives for the task as it is then; counted in
+    /// `callbacks`, and in `failed_callbacks` when the receiver does not answer 2xx.
+    func callBack(
+        _ task: SimTask, url: String, make: @escaping @Sendable (SimTask) -> (body: Data, headers: [(String, String)])
+    ) {
+        guard task.fate != .stuck, url.hasPrefix("http://") || url.hasPrefix("https://") else { return }
+        Task.detached { [self] in
+            let wait = task.endsAt.timeIntervalSinceNow + 0.05
+            if wait > 0 { try? await Task.sleep(for: .milliseconds(Int(wait * 1_000))) }
+            guard let ended = self.task(task.id, countingStatusCall: false), ended.cancelledAt == nil else { return }
+            let (body, headers) = make(ended)
+            var request = HTTPClientRequest(url: url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            for (name, value) in headers { request.headers.add(name: name, value: value) }
+            request.body = .bytes(ByteBuffer(bytes: body))
+            let delivered: Bool
+            do {
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+                delivered = (200..<300).contains(response.status.code)
+                _ = try? await response.body.collect(upTo: 1 << 20)
+            } catch {
+                delivered = false
+            }
+            self.state.withLock { state in
+                state.stats.callbacks += 1
+                if !delivered { state.stats.failedCallbacks += 1 }
+            }
         }
     }
 

@@ -35,6 +35,11 @@ struct ReplicateAPI: KeyCheckedAPI {
                 return SimJSON.response(.ok, prediction(task, base: ProviderSimulator.base(of: request)))
             }
         }
+        v1.get("webhooks/default/secret") { request, _ in
+            try await guarded(request) {
+                SimJSON.response(.ok, ["key": .string("whsec_" + Data(webhookKey).base64EncodedString())])
+            }
+        }
         v1.get("predictions") { request, _ in
             try await guarded(request) {
                 let base = ProviderSimulator.base(of: request)
@@ -46,6 +51,9 @@ struct ReplicateAPI: KeyCheckedAPI {
             }
         }
     }
+
+    /// The account's webhook signing key, derived from the simulator's token.
+    var webhookKey: [UInt8] { Digest.sha256(Data("replicate webhooks \(simulator.key)".utf8)) }
 
     func isAuthorized(_ request: Request) -> Bool {
         let authorization = request.headers[.authorization] ?? ""
@@ -115,6 +123,22 @@ struct ReplicateAPI: KeyCheckedAPI {
         var task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model,
             input: .object(input), outputs: isVideo ? 1 : count, isVideo: isVideo, version: version)
+        if let url = body["webhook"]?.stringValue {
+            let base = ProviderSimulator.base(of: request)
+            let key = webhookKey
+            simulator.callBack(task, url: url) { ended in
+                let data = ProviderSimulator.json(prediction(ended, base: base))
+                let id = "msg_" + Identifier.randomToken(count: 20)
+                let now = Int(Date().timeIntervalSince1970)
+                return (
+                    data,
+                    [
+                        ("webhook-id", id), ("webhook-timestamp", String(now)),
+                        ("webhook-signature", StandardWebhooks.sign(key: key, id: id, timestamp: now, body: data)),
+                    ]
+                )
+            }
+        }
         if let lost = await simulator.lostAnswer() { return lost }
         if let seconds = Self.preferWait(request.headers[HTTPField.Name("Prefer")!]) {
             let deadline = Date().addingTimeInterval(seconds)

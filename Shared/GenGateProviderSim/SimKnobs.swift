@@ -109,6 +109,9 @@ public struct SimStats: Codable, Sendable, Equatable {
     public var duplicateSubmissions = 0
     /// Submissions whose answer the simulator dropped on purpose (`p_lost_answer`).
     public var lostAnswers = 0
+    /// Callbacks sent when tasks ended, and those the receiver did not take (no 2xx).
+    public var callbacks = 0
+    public var failedCallbacks = 0
 
     public init() {}
 
@@ -118,6 +121,8 @@ public struct SimStats: Codable, Sendable, Equatable {
         case cancels
         case duplicateSubmissions = "duplicate_submissions"
         case lostAnswers = "lost_answers"
+        case callbacks
+        case failedCallbacks = "failed_callbacks"
     }
 }
 

@@ -13,10 +13,12 @@ public struct ProviderCapabilities: Sendable, Equatable {
     /// The provider can find a submission by our client reference, so recovery can tell
     /// whether a crashed submission reached it before submitting again.
     public var findsSubmissionByReference: Bool
+    /// The provider calls a URL of ours when a task ends (`ProviderRequest.callback`).
+    public var callbacks: Bool
 
     public init(
         asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
-        findsSubmissionByReference: Bool
+        findsSubmissionByReference: Bool, callbacks: Bool = false
     ) {
         self.asynchronous = asynchronous
         self.streaming = streaming
@@ -24,6 +26,7 @@ public struct ProviderCapabilities: Sendable, Equatable {
         self.maxOutputsPerCall = maxOutputsPerCall
         self.inputImages = inputImages
         self.findsSubmissionByReference = findsSubmissionByReference
+        self.callbacks = callbacks
     }
 }
 
@@ -65,10 +68,13 @@ public struct ProviderRequest: Sendable, Equatable {
     public var width: Int?
     public var height: Int?
     public var params: [String: JSONValue]
+    /// Where the provider should say that the task ended, when GenGate is reachable and the
+    /// provider calls back; nil otherwise.
+    public var callback: ProviderCallback?
 
     public init(
         generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
-        seed: Int?, width: Int?, height: Int?, params: [String: JSONValue]
+        seed: Int?, width: Int?, height: Int?, params: [String: JSONValue], callback: ProviderCallback? = nil
     ) {
         self.generationID = generationID
         self.clientReference = clientReference
@@ -79,6 +85,7 @@ public struct ProviderRequest: Sendable, Equatable {
         self.width = width
         self.height = height
         self.params = params
+        self.callback = callback
     }
 
     /// The seed for this call: the generation's plus the first output index it is for, so the
@@ -94,6 +101,18 @@ public struct ProviderRequest: Sendable, Equatable {
             generationID: generation.id, clientReference: clientReference, model: request.model, prompt: request.prompt,
             outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
             params: request.params)
+    }
+}
+
+/// A callback asked of a provider: our URL (which carries a token only GenGate can make) and,
+/// for providers that echo a shared secret back (Flux), that token again.
+public struct ProviderCallback: Sendable, Equatable {
+    public var url: String
+    public var secret: String
+
+    public init(url: String, secret: String) {
+        self.url = url
+        self.secret = secret
     }
 }
 
@@ -158,6 +177,10 @@ public protocol ProviderAdapter: Sendable {
     func download(_ output: Output, to file: URL) async throws -> String?
     /// Lets go of connections; the last thing a process does with its adapters.
     func shutdown() async
+    /// Checks a callback's own proof of origin, where the provider gives one beyond our URL's
+    /// token (Replicate signs its webhooks; Flux echoes `secret`); throws an
+    /// `authentication_failed` error when it fails. `headers` by lowercase name.
+    func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws
     /// Synchronous providers (`capabilities.asynchronous` false) answer with the outputs
     /// themselves: makes them in one call, each streamed into a scratch file of `sink`, text
     /// passed to `sink.chunk` as it arrives. Used instead of `submit` and `status`.
@@ -182,6 +205,8 @@ extension ProviderAdapter {
     public func download(_ output: Output, to file: URL) async throws -> String? { nil }
 
     public func shutdown() async {}
+
+    public func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws {}
 
     public func generate(_ request: ProviderRequest, into sink: GenerationSink) async throws -> [GeneratedOutput] {
         throw GenGateError(.internalError, "\(name) answers with a task, not with its outputs", retryable: false)

@@ -7,6 +7,8 @@ public struct ProviderRegistry: Sendable {
     public let models: [String: ModelInfo]
     /// Providers this deployment knows but cannot use (no credentials), by name.
     public let unavailable: [String: Unavailable]
+    /// The callback tokens of each provider that has credentials, by name.
+    public let callbackTokens: [String: CallbackToken]
 
     /// A provider without what it needs, its models, and what is missing (said to users).
     public struct Unavailable: Sendable {
@@ -21,7 +23,10 @@ public struct ProviderRegistry: Sendable {
         }
     }
 
-    public init(adapters: [any ProviderAdapter], unavailable: [Unavailable] = []) {
+    public init(
+        adapters: [any ProviderAdapter], unavailable: [Unavailable] = [], callbackTokens: [String: CallbackToken] = [:]
+    ) {
+        self.callbackTokens = callbackTokens
         self.unavailable = Dictionary(unavailable.map { ($0.provider, $0) }, uniquingKeysWith: { first, _ in first })
         var byName: [String: any ProviderAdapter] = [:]
         var models: [String: ModelInfo] = [:]

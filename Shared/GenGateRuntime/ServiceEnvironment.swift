@@ -98,6 +98,7 @@ public struct ServiceEnvironment: Sendable {
                 findsByReference: config.sim.findsByReference))
         var adapters: [any ProviderAdapter] = [sim]
         var unavailable: [ProviderRegistry.Unavailable] = []
+        var tokens: [String: CallbackToken] = [:]
         for provider in RealProvider.all {
             let connection = config.providers[keyPath: provider.connection]
             var values: [String] = []
@@ -120,6 +121,7 @@ public struct ServiceEnvironment: Sendable {
                     .init(provider: provider.name, models: provider.models(connection), missing: missing))
                 continue
             }
+            tokens[provider.name] = CallbackToken(credentials: values)
             adapters.append(
                 provider.make(
                     values,
@@ -129,7 +131,7 @@ public struct ServiceEnvironment: Sendable {
                         requestTimeoutSeconds: connection.requestTimeoutSeconds,
                         maxConnections: connection.maxConnections), provider.models(connection)))
         }
-        return ProviderRegistry(adapters: adapters, unavailable: unavailable)
+        return ProviderRegistry(adapters: adapters, unavailable: unavailable, callbackTokens: tokens)
     }
 
     /// How long a stopping service lets its in-flight work finish.
@@ -143,6 +145,7 @@ public struct ServiceEnvironment: Sendable {
             instance: instance, store: store, providers: providers, objects: objects, policy: config.policy,
             logger: logger,
             failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
+            callbackBase: config.http.publicUrl == nil ? nil : config.publicBaseURL,
             publish: { [events] in for event in $0 { events.publish(event) } }, notify: notify)
     }
 

@@ -97,6 +97,9 @@ public protocol GenerationStore: Sendable {
     /// Checkpoints one stored output (rule 5 of docs/ARCHITECTURE.md) while the generation is uploading,
     /// with its `generation.output` event. False if the generation is no longer uploading.
     func recordStoredOutput(generationID: String, output: Output, event: Event) async throws -> Bool
+    /// A provider said that the task of a running job ended: its next check is made due now,
+    /// unless a worker holds it (it is being checked) or it is due already. Changes nothing else.
+    func nudgeCheck(generationID: String, now: Date) async throws -> NudgeResult
 
     // MARK: Recovery
 
@@ -124,6 +127,18 @@ public protocol GenerationStore: Sendable {
 
     /// The event log of one generation, oldest first.
     func events(generationID: String) async throws -> [Event]
+}
+
+/// What a nudge found.
+public enum NudgeResult: Sendable, Equatable {
+    /// The check is due now.
+    case nudged
+    /// Its check was due already.
+    case alreadyDue
+    /// A worker holds the job (a check is being made): try again shortly.
+    case busy
+    /// The job is not running (or does not exist): nothing to do.
+    case notRunning
 }
 
 extension GenerationStore {

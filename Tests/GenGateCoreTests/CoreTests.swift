@@ -123,4 +123,30 @@ final class JSONTests: XCTestCase {
         generation.outputs = []
         XCTAssertEqual(generation.missingOutputIndexes, [0, 1, 2, 3])
     }
+
+    /// The Standard Webhooks specification's own example, and what verification refuses.
+    func testStandardWebhooksSignaturesMatchThePublishedExample() throws {
+        let key = try XCTUnwrap(StandardWebhooks.key(secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        let body = Data(#"{"test": 2432232314}"#.utf8)
+        let signature = StandardWebhooks.sign(
+            key: key, id: "msg_p5jXN8AQM9LWM0D4loKWxJek", timestamp: 1_614_265_330, body: body)
+        XCTAssertEqual(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        let sent = Date(timeIntervalSince1970: 1_614_265_330)
+        var headers = [
+            "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek", "webhook-timestamp": "1614265330",
+            "webhook-signature": "v1,bm9wZQ== \(signature)",
+        ]
+        XCTAssertNoThrow(try StandardWebhooks.verify(key: key, headers: headers, body: body, now: sent))
+        XCTAssertThrowsError(try StandardWebhooks.verify(key: key, headers: headers, body: body, now: sent + 301)) {
+            XCTAssertEqual($0 as? StandardWebhooks.Failure, .stale, "a replay after five minutes")
+        }
+        XCTAssertThrowsError(
+            try StandardWebhooks.verify(key: key, headers: headers, body: Data(#"{"test": 1}"#.utf8), now: sent)
+        ) { XCTAssertEqual($0 as? StandardWebhooks.Failure, .mismatch) }
+        headers["webhook-id"] = nil
+        XCTAssertThrowsError(try StandardWebhooks.verify(key: key, headers: headers, body: body, now: sent)) {
+            XCTAssertEqual($0 as? StandardWebhooks.Failure, .missingHeaders)
+        }
+        XCTAssertNil(StandardWebhooks.key(secret: "whsec_!!"))
+    }
 }

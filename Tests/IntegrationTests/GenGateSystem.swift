@@ -36,7 +36,8 @@ final class GenGateSystem: @unchecked Sendable {
     /// Starts a system; on `dataDir`, an earlier system's data directory, it starts again where
     /// that one stopped.
     static func start(
-        environment extra: [String: String] = [:], dataDir existing: URL? = nil, arguments: [String] = []
+        environment extra: [String: String] = [:], dataDir existing: URL? = nil, arguments: [String] = [],
+        publicURL: Bool = false
     ) async throws
         -> GenGateSystem
     {
@@ -67,6 +68,8 @@ final class GenGateSystem: @unchecked Sendable {
             !$0.key.hasPrefix("GENGATE_") && !credentials.contains($0.key)
         }
         environment["GENGATE_HEARTBEAT_SECONDS"] = "0.5"
+        // Reachable at its own address, as providers reach a deployment's public URL.
+        if publicURL { environment["GENGATE_PUBLIC_URL"] = "http://127.0.0.1:\(ports[0])" }
         environment.merge(extra) { $1 }
         process.environment = environment
         let log = try FileHandle(forWritingTo: logFile)

@@ -2,6 +2,7 @@ import Foundation
 import GenGateBus
 import GenGateCore
 import GenGateLocalPorts
+import GenGateProviders
 import GenGateStore
 import XCTest
 
@@ -231,6 +232,76 @@ final class ProviderSimulatorTests: XCTestCase {
         XCTAssertEqual(seen["images"]?.intValue, 2)
         XCTAssertEqual(seen["cancelled"]?.stringValue, "CANCELED")
         XCTAssertEqual(seen["wrong_key"]?.stringValue, "InvalidApiKey")
+    }
+
+    /// With a public URL, providers that call back do: every job completes within seconds though
+    /// its polling would first look a minute and more later, each with one status check (the
+    /// one the callback made due). A forged callback is refused; a replayed one changes nothing.
+    func testProviderCallbacksMoveJobsOnAtOnceAndForgeriesChangeNothing() async throws {
+        var sims: [String: SimulatorProcess] = [:]
+        defer { sims.values.forEach { $0.stop() } }
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("gg-\(UUID().uuidString).json")
+        defer { try? FileManager.default.removeItem(at: config) }
+        let slow = #"{"first_seconds": 20, "factor": 1.5, "max_seconds": 60, "jitter": 0.1}"#
+        try Data(#"{"jobs": {"check_schedules": {"image": \#(slow), "video": \#(slow)}}}"#.utf8).write(to: config)
+        var environment = ["GENGATE_CONFIG": config.path]
+        let cases = Self.cases.filter { ["replicate", "flux", "kling", "pollo"].contains($0.provider) }
+        for item in cases {
+            let sim = try await SimulatorProcess(provider: item.provider, key: item.key, knobs: #"{"task_seconds": 1}"#)
+            sims[item.provider] = sim
+            environment.merge(item.credentials) { $1 }
+            environment["GENGATE_\(item.provider.uppercased())_BASE_URL"] = sim.baseURL + item.basePath
+        }
+        let system = try await GenGateSystem.start(environment: environment, publicURL: true)
+        defer { system.stop() }
+        let started = Date()
+        var ids: [String: String] = [:]
+        for item in cases {
+            ids[item.provider] = try await system.submit(
+                #"{"model": "\#(item.model)", "prompt": "a lighthouse", "n": 1}"#)
+        }
+        for item in cases {
+            _ = try await system.waitForStatus(try XCTUnwrap(ids[item.provider]), "completed", timeout: .seconds(15))
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 15, "polling alone would take 80 s")
+        for item in cases {
+            let stats = try await XCTUnwrap(sims[item.provider]).stats()
+            XCTAssertEqual(stats["callbacks"]?.intValue, 1, "\(item.provider): \(stats)")
+            XCTAssertEqual(stats["failed_callbacks"]?.intValue, 0, "\(item.provider): \(stats)")
+            XCTAssertEqual(stats["status_calls"]?.intValue, 1, "one check, made due by the callback: \(item.provider)")
+        }
+
+        // Replicate's callback URL for the job, as GenGate made it, and its signing key as the
+        // simulator derives it: a delivery can be forged, replayed and signed at will here.
+        let id = try XCTUnwrap(ids["replicate"])
+        let before = try await system.request(.GET, "/v1/generations/\(id)").json
+        let url = CallbackToken(credentials: ["r8_test"]).url(
+            base: "http://127.0.0.1:\(system.httpPort)", provider: "replicate", generationID: id, attempt: 1)
+        let key = Digest.sha256(Data("replicate webhooks r8_test".utf8))
+        let body = Data(#"{"id": "x", "status": "failed", "error": "forged"}"#.utf8)
+        func deliver(to target: String, at time: Date = Date(), signedWith signingKey: [UInt8]) async throws -> Int {
+            let stamp = Int(time.timeIntervalSince1970)
+            let signature = StandardWebhooks.sign(key: signingKey, id: "msg_1", timestamp: stamp, body: body)
+            return try await GenGateSystem.rawRequest(
+                .POST, target, body: body, key: nil,
+                headers: [
+                    ("Content-Type", "application/json"), ("webhook-id", "msg_1"), ("webhook-timestamp", "\(stamp)"),
+                    ("webhook-signature", signature),
+                ]
+            ).status
+        }
+        let forgedToken = String(url.dropLast(8)) + "00000000"
+        let status = try await deliver(to: forgedToken, signedWith: key)
+        XCTAssertEqual(status, 404, "a URL GenGate did not make")
+        let unsigned = try await deliver(to: url, signedWith: Array(repeating: 7, count: 32))
+        XCTAssertEqual(unsigned, 401, "not signed with the account's secret")
+        let stale = try await deliver(to: url, at: Date().addingTimeInterval(-600), signedWith: key)
+        XCTAssertEqual(stale, 401, "a replay after five minutes")
+        let replayed = try await deliver(to: url, signedWith: key)
+        XCTAssertEqual(replayed, 200, "a genuine late delivery is taken…")
+        let after = try await system.request(.GET, "/v1/generations/\(id)").json
+        XCTAssertEqual(after["status"], .string("completed"), "…and changes nothing: the body is never believed")
+        XCTAssertEqual(after["outputs"], before["outputs"])
     }
 
     /// A chat through the whole stack: the provider's streamed text reaches the event stream as

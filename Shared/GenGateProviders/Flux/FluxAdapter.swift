@@ -12,8 +12,11 @@ import NIOHTTP1
 /// `sample` URL, which expires after about ten minutes and is fetched as soon as the task is
 /// ready (the check moves the job to upload at once), without the key (signed URLs carry their
 /// own authority). One image per task.
-/// Not covered: cancel (BFL documents none), finding a task by our reference (none), webhooks
-/// (a later change), fine-tuning, `/v1/credits`.
+/// Callbacks: with GenGate's public URL configured, each task asks for a `webhook_url` with a
+/// `webhook_secret` (the URL's own token), which BFL sends back in `X-Webhook-Secret`; a delivery
+/// without it is refused.
+/// Not covered: cancel (BFL documents none), finding a task by our reference (none),
+/// fine-tuning, `/v1/credits`.
 ///
 /// Mapping: `Pending` → running with `progress` (0…1) as a percentage, `Ready` → the sample
 /// (a Ready without one is a retryable provider error), `Request Moderated` and `Content
@@ -30,7 +33,7 @@ public struct FluxAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1, inputImages: false,
-            findsSubmissionByReference: false)
+            findsSubmissionByReference: false, callbacks: true)
     }
 
     public static let defaultModels: [ModelInfo] = [
@@ -59,6 +62,10 @@ public struct FluxAdapter: HTTPProviderAdapter {
         if let seed = request.callSeed { body["seed"] = .number(Double(seed)) }
         if let width = request.width { body["width"] = .number(Double(width)) }
         if let height = request.height { body["height"] = .number(Double(height)) }
+        if let callback = request.callback {
+            body["webhook_url"] = .string(callback.url)
+            body["webhook_secret"] = .string(callback.secret)
+        }
         let answer = try await http.send(
             .POST, "/v1/\(model)", headers: authorization + [("X-GenGate-Reference", request.clientReference)],
             json: .object(body))
@@ -131,5 +138,13 @@ public struct FluxAdapter: HTTPProviderAdapter {
             return false
         }
         return host == base || (base.hasSuffix("bfl.ai") && host.hasSuffix(".bfl.ai"))
+    }
+
+    public func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws {
+        let given = Array((headers["x-webhook-secret"] ?? "").utf8)
+        let expected = Array(secret.utf8)
+        guard given.count == expected.count, zip(given, expected).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
+            throw GenGateError(.authenticationFailed, "flux: the webhook does not carry our secret")
+        }
     }
 }

@@ -20,11 +20,12 @@ import NIOHTTP1
 /// our client reference as `external_task_id` (unique per account), and a crashed submission is
 /// found again by listing the account's recent tasks (`GET <create path>?pageNum=&pageSize=500`,
 /// newest first, the first three pages) for that id. Output URLs (`task_result.videos[].url`,
-/// `task_result.images[].url`, kept 30 days) are fetched without the token.
+/// `task_result.images[].url`, kept 30 days) are fetched without the token. With GenGate's public
+/// URL configured, each task asks for a `callback_url`.
 /// Not covered: cancel (Kling documents none), finding an image task by reference (image
 /// tasks take no `external_task_id`; recovery counts a possible double charge instead),
-/// callbacks (a later change), the newer API 2.0 (model in the path, one static key), lip
-/// sync, effects, virtual try-on, video extension.
+/// Kling's optional webhook signatures (the URL's token is the proof), the newer API 2.0 (model
+/// in the path, one static key), lip sync, effects, virtual try-on, video extension.
 ///
 /// Mapping: `submitted` → queued, `processing` → running, `succeed` → the outputs (none is a
 /// retryable provider error), `failed` → content policy when `task_status_msg` says risk
@@ -45,7 +46,7 @@ public struct KlingAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 9, inputImages: true,
-            findsSubmissionByReference: true)
+            findsSubmissionByReference: true, callbacks: true)
     }
 
     public static let defaultModels: [ModelInfo] =
@@ -130,6 +131,7 @@ public struct KlingAdapter: HTTPProviderAdapter {
         if case .number(let seconds)? = body["duration"], let whole = Int(exactly: seconds) {
             body["duration"] = .string(String(whole))  // Kling refuses a number here
         }
+        if let callback = request.callback { body["callback_url"] = .string(callback.url) }
         if isImage {
             body["n"] = .number(Double(request.outputIndexes.count))
         } else {

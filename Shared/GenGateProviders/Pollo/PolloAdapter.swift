@@ -9,8 +9,10 @@ import NIOHTTP1
 /// `negativePrompt`); status (`GET /generation/{taskId}/status`, the first of `generations[]`);
 /// the output URL (kept 14 days). Models are named `pollo/<brand>/<model>`, or `pollo/<model>`
 /// for Pollo's own brand.
-/// Not covered: cancel (none documented), finding a task by our reference (none), webhooks (a
-/// later change), image models, image inputs (first/last frame).
+/// With GenGate's public URL configured, each task asks for a `webhookUrl`.
+/// Not covered: cancel (none documented), finding a task by our reference (none), Pollo's
+/// webhook signatures (their signed string is undocumented; the URL's token is the proof),
+/// image models, image inputs (first/last frame).
 ///
 /// Mapping: `waiting` → queued, `processing` → running, `succeed` → the URL (none is a
 /// retryable provider error), `failed` → content policy when `failMsg` says so (sensitive,
@@ -27,7 +29,7 @@ public struct PolloAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1, inputImages: false,
-            findsSubmissionByReference: false)
+            findsSubmissionByReference: false, callbacks: true)
     }
 
     public static let defaultModels: [ModelInfo] = [
@@ -64,12 +66,19 @@ public struct PolloAdapter: HTTPProviderAdapter {
         let answer = try await http.send(
             .POST, "/generation/\(try Self.path(of: request.model))",
             headers: authorization + [("X-GenGate-Reference", request.clientReference)],
-            json: .object(["input": .object(input), "clientSource": .string("gengate")]))
+            json: .object(body(request, input: input)))
         guard (200..<300).contains(answer.status.code) else { throw error(answer) }
         guard let id = (answer.json?["taskId"] ?? answer.json?["data"]?["taskId"])?.stringValue, !id.isEmpty else {
             throw GenGateError(.providerError, "pollo: the submission's answer has no taskId")
         }
         return id
+    }
+
+    /// The submission's body: `input`, and `webhookUrl` when a callback is asked for.
+    func body(_ request: ProviderRequest, input: [String: JSONValue]) -> [String: JSONValue] {
+        var body: [String: JSONValue] = ["input": .object(input), "clientSource": .string("gengate")]
+        if let callback = request.callback { body["webhookUrl"] = .string(callback.url) }
+        return body
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {

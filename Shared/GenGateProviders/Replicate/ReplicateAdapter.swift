@@ -1,6 +1,7 @@
 import Foundation
 import GenGateCore
 import NIOHTTP1
+import Synchronization
 
 /// Replicate's predictions API (https://replicate.com/docs/reference/http), as its official
 /// Python client (`replicate` on PyPI) speaks it.
@@ -11,9 +12,12 @@ import NIOHTTP1
 /// /predictions/{id}/cancel`); outputs as a URL or a list of URLs, downloaded with the token
 /// (the reference says `replicate.delivery` files may require it). Each call makes one output:
 /// `num_outputs` is not a field every model takes, so n outputs are n predictions.
+/// Callbacks: with GenGate's public URL configured, each prediction asks for a `webhook` with
+/// `webhook_events_filter: ["completed"]`; a delivery must carry Replicate's Standard Webhooks
+/// signature, checked with the account's signing secret (`GET /v1/webhooks/default/secret`,
+/// fetched once and kept), within five minutes of its timestamp.
 /// Not covered: deployments, streaming output (`urls.stream`), training, finding a prediction by
-/// our reference (the API keeps none; recovery counts a possible double charge instead), webhooks
-/// (provider callbacks come in a later change).
+/// our reference (the API keeps none; recovery counts a possible double charge instead).
 ///
 /// Mapping (status → GenGate): `starting` → queued, `processing` → running, `succeeded` →
 /// outputs (none, or `data_removed`, is a retryable provider error), `failed` → content policy
@@ -25,11 +29,17 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     public let http: ProviderHTTP
     let token: String
     public let models: [ModelInfo]
+    /// The webhook signing key, once fetched.
+    let signingKey = SigningKeyCache()
+
+    final class SigningKeyCache: Sendable {
+        let key = Mutex<[UInt8]?>(nil)
+    }
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 1, inputImages: false,
-            findsSubmissionByReference: false)
+            findsSubmissionByReference: false, callbacks: true)
     }
 
     /// The models offered.
@@ -61,6 +71,10 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
         if let width = request.width { input["width"] = .number(Double(width)) }
         if let height = request.height { input["height"] = .number(Double(height)) }
         var body: [String: JSONValue] = ["input": .object(input)]
+        if let callback = request.callback {
+            body["webhook"] = .string(callback.url)
+            body["webhook_events_filter"] = .array([.string("completed")])
+        }
         let path: String
         switch target {
         case .model(let owner, let model):
@@ -156,6 +170,27 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     /// The token, for an output URL on Replicate's own delivery hosts or its API host over
     /// HTTPS (plain HTTP only on this machine, for the simulator); nothing for any other URL a
     /// model may return.
+    public func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws {
+        let key = try await webhookKey()
+        do {
+            try StandardWebhooks.verify(key: key, headers: headers, body: body, now: now)
+        } catch {
+            throw GenGateError(.authenticationFailed, "replicate: the webhook's signature does not verify (\(error))")
+        }
+    }
+
+    /// The account's webhook signing key (`GET /v1/webhooks/default/secret`), fetched once.
+    func webhookKey() async throws -> [UInt8] {
+        if let key = signingKey.key.withLock({ $0 }) { return key }
+        let answer = try await http.send(.GET, "/v1/webhooks/default/secret", headers: authorization)
+        guard answer.status == .ok else { throw statusError(answer) }
+        guard let secret = answer.json?["key"]?.stringValue, let key = StandardWebhooks.key(secret: secret) else {
+            throw GenGateError(.providerError, "replicate: the webhook secret answer has no key")
+        }
+        signingKey.key.withLock { $0 = key }
+        return key
+    }
+
     func credentials(for url: String) -> [(String, String)] {
         guard let parsed = URL(string: url), let host = parsed.host?.lowercased() else { return [] }
         let api = URL(string: http.endpoint.baseURL)?.host?.lowercased()

@@ -1,0 +1,36 @@
+import Crypto
+import Foundation
+import GenGateCore
+
+/// The token in a callback URL: an HMAC of the provider, the job and the attempt, keyed by a
+/// hash of the provider's own credentials, so every GenGate process with those credentials
+/// (on any host) makes and checks the same tokens, and no one without them can forge a callback.
+public struct CallbackToken: Sendable {
+    let key: SymmetricKey
+
+    /// The key of a provider's tokens, from its credentials' values.
+    public init(credentials: [String]) {
+        var material = Data("gengate callback token\u{0}".utf8)
+        for value in credentials { material.append(contentsOf: Array(value.utf8) + [0]) }
+        key = SymmetricKey(data: SHA256.hash(data: material))
+    }
+
+    public func make(provider: String, generationID: String, attempt: Int) -> String {
+        let message = Data("\(provider)/\(generationID)/\(attempt)".utf8)
+        return Digest.hex(HMAC<SHA256>.authenticationCode(for: message, using: key).prefix(20))
+    }
+
+    /// Whether `token` is the one for these, compared in constant time.
+    public func verify(_ token: String, provider: String, generationID: String, attempt: Int) -> Bool {
+        let expected = Array(make(provider: provider, generationID: generationID, attempt: attempt).utf8)
+        let given = Array(token.utf8)
+        guard expected.count == given.count else { return false }
+        return zip(expected, given).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
+    /// The callback URL of an attempt under GenGate's public base URL.
+    public func url(base: String, provider: String, generationID: String, attempt: Int) -> String {
+        "\(base)/v1/callbacks/\(provider)/\(generationID)/\(attempt)/"
+            + make(provider: provider, generationID: generationID, attempt: attempt)
+    }
+}
