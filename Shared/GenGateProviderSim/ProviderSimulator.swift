@@ -171,6 +171,20 @@ public final class ProviderSimulator: Sendable {
         }
     }
 
+    /// Stops a task at `time` if it has not ended by then, as a provider's own deadline does
+    /// (not counted as a cancel: nobody asked).
+    func stop(_ id: String, at time: Date) {
+        Task.detached { [self] in
+            let wait = time.timeIntervalSinceNow
+            if wait > 0 { try? await Task.sleep(for: .milliseconds(Int(wait * 1_000))) }
+            state.withLock { state in
+                guard var task = state.tasks[id], task.phase(at: time) != .ended else { return }
+                task.cancelledAt = time
+                state.tasks[id] = task
+            }
+        }
+    }
+
     // MARK: Callbacks
 
     /// The body of a callback: `value` as JSON.

@@ -123,6 +123,14 @@ struct ReplicateAPI: KeyCheckedAPI {
         var task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model,
             input: .object(input), outputs: isVideo ? 1 : count, isVideo: isVideo, version: version)
+        if let after = request.headers[HTTPField.Name("Cancel-After")!] {
+            guard let seconds = Self.duration(after), seconds >= 5 else {
+                return problem(
+                    .unprocessableContent, title: "Invalid Cancel-After",
+                    detail: "Cancel-After must be a duration of at least 5s, like 30s, 5m or 1h30m")
+            }
+            simulator.stop(task.id, at: task.createdAt.addingTimeInterval(seconds))
+        }
         if let url = body["webhook"]?.stringValue {
             let base = ProviderSimulator.base(of: request)
             let key = webhookKey
@@ -152,6 +160,25 @@ struct ReplicateAPI: KeyCheckedAPI {
         var headers = HTTPFields()
         headers[.location] = "\(ProviderSimulator.base(of: request))/v1/predictions/\(task.id)"
         return SimJSON.response(.created, prediction(task, base: ProviderSimulator.base(of: request)), headers: headers)
+    }
+
+    /// A `Cancel-After` duration in seconds: `30`, `30s`, `5m`, `1h30m45s`; nil when malformed.
+    static func duration(_ text: String) -> Double? {
+        if let seconds = Double(text) { return seconds }
+        var total = 0.0
+        var number = ""
+        for character in text {
+            if character.isNumber || character == "." {
+                number.append(character)
+                continue
+            }
+            guard let value = Double(number), let unit = ["h": 3_600.0, "m": 60, "s": 1][String(character)] else {
+                return nil
+            }
+            total += value * unit
+            number = ""
+        }
+        return number.isEmpty && !text.isEmpty ? total : nil
     }
 
     /// `Prefer: wait` or `wait=N` (1…60): seconds to hold the answer; nil when absent or malformed.

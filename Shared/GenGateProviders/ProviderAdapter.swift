@@ -71,10 +71,14 @@ public struct ProviderRequest: Sendable, Equatable {
     /// Where the provider should say that the task ended, when GenGate is reachable and the
     /// provider calls back; nil otherwise.
     public var callback: ProviderCallback?
+    /// When the job gives up: providers that can stop a task by themselves (Replicate's
+    /// `Cancel-After`) are told, so a task GenGate no longer follows is not paid for past it.
+    public var deadline: Date?
 
     public init(
         generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
-        seed: Int?, width: Int?, height: Int?, params: [String: JSONValue], callback: ProviderCallback? = nil
+        seed: Int?, width: Int?, height: Int?, params: [String: JSONValue], callback: ProviderCallback? = nil,
+        deadline: Date? = nil
     ) {
         self.generationID = generationID
         self.clientReference = clientReference
@@ -86,6 +90,7 @@ public struct ProviderRequest: Sendable, Equatable {
         self.height = height
         self.params = params
         self.callback = callback
+        self.deadline = deadline
     }
 
     /// The seed for this call: the generation's plus the first output index it is for, so the
@@ -100,7 +105,7 @@ public struct ProviderRequest: Sendable, Equatable {
         self.init(
             generationID: generation.id, clientReference: clientReference, model: request.model, prompt: request.prompt,
             outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
-            params: request.params)
+            params: request.params, deadline: generation.deadlineAt)
     }
 }
 

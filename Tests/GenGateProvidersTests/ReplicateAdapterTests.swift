@@ -1,6 +1,6 @@
 import Foundation
 import GenGateCore
-import GenGateProviderSim
+@testable import GenGateProviderSim
 @testable import GenGateProviders
 import Hummingbird
 import Logging
@@ -157,6 +157,25 @@ final class ReplicateAdapterTests: XCTestCase {
         await assertThrows(try await adapter.cancel(taskID: "nope")) { error in
             XCTAssertEqual(error.code, .invalidRequest)
         }
+    }
+
+    /// The job's deadline rides along as `Cancel-After`: a prediction nobody follows any more
+    /// stops by itself then, uncounted as a cancel of ours.
+    func testAPredictionStopsByItselfAtTheJobsDeadline() async throws {
+        try sim.set(["task_seconds": 60])
+        var timed = request()
+        timed.deadline = Date().addingTimeInterval(1)
+        XCTAssertEqual(ReplicateAdapter.cancelAfter(timed.deadline), "5s", "Replicate's least")
+        XCTAssertEqual(ReplicateAdapter.cancelAfter(Date().addingTimeInterval(599.2)), "600s")
+        XCTAssertNil(ReplicateAdapter.cancelAfter(nil))
+        let id = try await adapter.submit(timed)
+        try await Task.sleep(for: .milliseconds(5_300))
+        let state = try await adapter.status(taskID: id, request: timed)
+        XCTAssertEqual(state, .cancelled)
+        XCTAssertEqual(sim.simulator.stats.cancels, 0)
+        XCTAssertEqual(ReplicateAPI.duration("1h30m45s"), 5_445)
+        XCTAssertEqual(ReplicateAPI.duration("30"), 30)
+        XCTAssertNil(ReplicateAPI.duration("5x"))
     }
 
     func testASecondSubmissionOfOneAttemptIsCountedAsADuplicate() async throws {

@@ -16,6 +16,7 @@ import Synchronization
 /// `webhook_events_filter: ["completed"]`; a delivery must carry Replicate's Standard Webhooks
 /// signature, checked with the account's signing secret (`GET /v1/webhooks/default/secret`,
 /// fetched once and kept), within five minutes of its timestamp.
+/// Each prediction carries `Cancel-After` set to the job's deadline.
 /// Not covered: deployments, streaming output (`urls.stream`), training, finding a prediction by
 /// our reference (the API keeps none; recovery counts a possible double charge instead).
 ///
@@ -85,9 +86,9 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
         }
         // Our reference rides in a header the API ignores, so a simulator (or a log) can tell a
         // second submission of the same attempt from a new one.
-        let answer = try await http.send(
-            .POST, path, headers: authorization + [("X-GenGate-Reference", request.clientReference)],
-            json: .object(body))
+        var headers = authorization + [("X-GenGate-Reference", request.clientReference)]
+        if let after = Self.cancelAfter(request.deadline) { headers.append(("Cancel-After", after)) }
+        let answer = try await http.send(.POST, path, headers: headers, json: .object(body))
         guard answer.status == .created || answer.status == .accepted || answer.status == .ok else {
             throw statusError(answer)
         }
@@ -170,6 +171,14 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     /// The token, for an output URL on Replicate's own delivery hosts or its API host over
     /// HTTPS (plain HTTP only on this machine, for the simulator); nothing for any other URL a
     /// model may return.
+    /// `Cancel-After` for a job's deadline: Replicate stops the prediction by itself then (and
+    /// charges nothing for one that never started), so a prediction GenGate lost track of is
+    /// not paid for past the time the job gave up. Whole seconds, at least Replicate's 5 s.
+    static func cancelAfter(_ deadline: Date?, now: Date = Date()) -> String? {
+        guard let deadline else { return nil }
+        return "\(max(5, Int(deadline.timeIntervalSince(now).rounded(.up))))s"
+    }
+
     public func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws {
         let key = try await webhookKey()
         do {
