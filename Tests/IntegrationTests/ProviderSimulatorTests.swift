@@ -369,6 +369,8 @@ final class ProviderSimulatorTests: XCTestCase {
             let system = try await GenGateSystem.start(environment: [
                 "OPENAI_API_KEY": "sk-openai-test", "GENGATE_OPENAI_BASE_URL": sim.baseURL + "/v1",
                 "GENGATE_FAILPOINTS": point,
+                // As in StopTests: a killed worker's hints are lost; the sweep re-drives its jobs soon.
+                "GENGATE_SWEEP_INTERVAL_SECONDS": "0.2", "GENGATE_STALE_AFTER_SECONDS": "0.5",
             ])
             defer { system.stop() }
             let id = try await system.submit(#"{"model": "openai/gpt-image-1", "prompt": "\#(point)", "n": 2}"#)
