@@ -23,6 +23,15 @@ public enum Digest {
         sha256Hex(Data(text.utf8))
     }
 
+    /// Whether two texts (tokens, signatures, secrets) are equal, in a time that depends only on
+    /// their length, so a guess learns nothing from how fast it is refused.
+    public static func constantTimeEqual(_ given: String, _ expected: String) -> Bool {
+        let given = Array(given.utf8)
+        let expected = Array(expected.utf8)
+        guard given.count == expected.count else { return false }
+        return zip(given, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+
     public static func sha256(_ data: some DataProtocol) -> [UInt8] {
         Array(SHA256.hash(data: data))
     }

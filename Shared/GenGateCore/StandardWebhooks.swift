@@ -37,12 +37,9 @@ public enum StandardWebhooks {
             let signatures = headers["webhook-signature"]
         else { throw Failure.missingHeaders }
         guard abs(now.timeIntervalSince1970 - Double(stamp)) <= tolerance else { throw Failure.stale }
-        let expected = Array(sign(key: key, id: id, timestamp: stamp, body: body).utf8)
+        let expected = sign(key: key, id: id, timestamp: stamp, body: body)
         for candidate in signatures.split(separator: " ") where candidate.hasPrefix("v1,") {
-            let given = Array(candidate.utf8)
-            if given.count == expected.count, zip(given, expected).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 {
-                return
-            }
+            if Digest.constantTimeEqual(String(candidate), expected) { return }
         }
         throw Failure.mismatch
     }

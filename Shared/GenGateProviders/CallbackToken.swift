@@ -22,10 +22,7 @@ public struct CallbackToken: Sendable {
 
     /// Whether `token` is the one for these, compared in constant time.
     public func verify(_ token: String, provider: String, generationID: String, attempt: Int) -> Bool {
-        let expected = Array(make(provider: provider, generationID: generationID, attempt: attempt).utf8)
-        let given = Array(token.utf8)
-        guard expected.count == given.count else { return false }
-        return zip(expected, given).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+        Digest.constantTimeEqual(token, make(provider: provider, generationID: generationID, attempt: attempt))
     }
 
     /// The callback URL of an attempt under GenGate's public base URL.

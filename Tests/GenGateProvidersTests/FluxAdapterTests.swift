@@ -102,4 +102,17 @@ final class FluxAdapterTests: XCTestCase {
             XCTAssertFalse(error.retryable)
         }
     }
+
+    /// BFL echoes the `webhook_secret` it was given in `X-Webhook-Secret`; nothing else passes.
+    func testACallbackMustEchoTheSecret() async throws {
+        try await adapter.verifyCallback(
+            headers: ["x-webhook-secret": "s3cret"], body: Data(), secret: "s3cret", now: Date())
+        for headers in [["x-webhook-secret": "s3creT"], ["x-webhook-secret": ""], [:]] {
+            await assertThrows(
+                try await adapter.verifyCallback(headers: headers, body: Data(), secret: "s3cret", now: Date())
+            ) { error in
+                XCTAssertEqual(error.code, .authenticationFailed)
+            }
+        }
+    }
 }

@@ -141,9 +141,7 @@ public struct FluxAdapter: HTTPProviderAdapter {
     }
 
     public func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws {
-        let given = Array((headers["x-webhook-secret"] ?? "").utf8)
-        let expected = Array(secret.utf8)
-        guard given.count == expected.count, zip(given, expected).reduce(UInt8(0), { $0 | ($1.0 ^ $1.1) }) == 0 else {
+        guard Digest.constantTimeEqual(headers["x-webhook-secret"] ?? "", secret) else {
             throw GenGateError(.authenticationFailed, "flux: the webhook does not carry our secret")
         }
     }
