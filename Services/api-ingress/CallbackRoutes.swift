@@ -7,6 +7,7 @@ import GenGateStore
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import Synchronization
 
 /// `POST /v1/callbacks/{provider}/{generation}/{attempt}/{token}`: a provider saying that a task
 /// ended. The URL's token (`CallbackToken`) proves that GenGate made the URL; the provider's own
@@ -17,8 +18,19 @@ import NIOCore
 struct CallbackRoutes: Sendable {
     let environment: ServiceEnvironment
     let poll: WorkProducer
-    /// Largest callback body read (a task object: a few KiB).
-    static let maxBodyBytes = 1 << 20
+    /// Largest callback body read (a task object: a few KiB, more with a model's logs).
+    static let maxBodyBytes = 8 << 20
+    /// How long a callback that found its job busy keeps trying.
+    static let retryFor: Duration = .seconds(330)
+    /// Jobs whose callback is being retried.
+    let retrying = RetryingJobs()
+
+    final class RetryingJobs: Sendable {
+        let ids = Mutex<Set<String>>([])
+        /// Marks `id` as being retried; false if it already is.
+        func start(_ id: String) -> Bool { ids.withLock { $0.insert(id).inserted } }
+        func end(_ id: String) { _ = ids.withLock { $0.remove(id) } }
+    }
 
     func register(on router: Router<GateContext>) {
         router.post("v1/callbacks/:provider/:generation/:attempt/:token") { request, context in
@@ -35,6 +47,11 @@ struct CallbackRoutes: Sendable {
             let tokens = environment.providers.callbackTokens[provider],
             tokens.verify(token, provider: provider, generationID: id, attempt: attempt)
         else {
+            if environment.providers.unavailable[provider] != nil {
+                environment.logger.warning(
+                    "a callback came for a provider this api-ingress has no credentials for",
+                    metadata: ["provider": "\(provider)"])
+            }
             // Said the same way whatever was wrong: a guess learns nothing.
             throw APIError.notFound("no such callback")
         }
@@ -43,34 +60,40 @@ struct CallbackRoutes: Sendable {
         for field in request.headers { headers[field.name.canonicalName] = field.value }
         do {
             try await adapter.verifyCallback(
-                headers: headers, body: Data(body.readableBytesView), secret: token, now: Date())
+                headers: headers, body: Data(body.readableBytesView),
+                secret: tokens.secret(provider: provider, generationID: id, attempt: attempt), now: Date())
         } catch {
             environment.logger.warning(
                 "a provider callback failed its check", metadata: ["provider": "\(provider)", "generation": "\(id)"])
             throw APIError.unauthorized("the callback's signature does not verify")
         }
-        let result = try await nudge(id)
-        if result == .busy {
-            // Being checked this moment: that check may have missed the end by a hair. Try again
-            // shortly, without keeping the provider waiting; the slower polling remains the net.
-            let store = environment.store
-            let poll = self.poll
-            Task {
-                for _ in 0..<10 {
-                    try? await Task.sleep(for: .milliseconds(200))
-                    guard let again = try? await store.nudgeCheck(generationID: id, now: Date()), again == .busy else {
-                        poll.send(generationID: id, reason: "provider callback")
-                        return
-                    }
-                }
-            }
-        }
+        if try await nudge(id, attempt: attempt) == .busy { retryLater(id, attempt: attempt) }
         return JSONResponse.make(status: .ok, ["received": .bool(true)])
     }
 
-    func nudge(_ id: String) async throws -> NudgeResult {
-        let result = try await environment.store.nudgeCheck(generationID: id, now: Date())
+    func nudge(_ id: String, attempt: Int) async throws -> NudgeResult {
+        let result = try await environment.store.nudgeCheck(generationID: id, attempt: attempt, now: Date())
         if result == .nudged || result == .alreadyDue { poll.send(generationID: id, reason: "provider callback") }
         return result
+    }
+
+    /// The job is being checked this moment (that check may have missed the end by a hair), or
+    /// its submission's answer is still being recorded: nudge it once that is over, without
+    /// keeping the provider waiting. A status call lasts at most the provider's request timeout,
+    /// so this keeps trying as long; one retry a job at a time.
+    func retryLater(_ id: String, attempt: Int) {
+        guard retrying.start(id) else { return }
+        let routes = self
+        Task {
+            defer { routes.retrying.end(id) }
+            let until = ContinuousClock.now + Self.retryFor
+            while ContinuousClock.now < until {
+                try? await Task.sleep(for: .milliseconds(250))
+                guard let result = try? await routes.nudge(id, attempt: attempt), result == .busy else { return }
+            }
+            routes.environment.logger.warning(
+                "a provider callback found its job busy throughout; polling will see the end",
+                metadata: ["generation": "\(id)"])
+        }
     }
 }

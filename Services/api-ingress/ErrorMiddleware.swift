@@ -33,7 +33,7 @@ struct ErrorMiddleware: RouterMiddleware {
             switch error.status {
             case .notFound:
                 // Hummingbird's router also answers an unknown method on a known path this way.
-                translated = .notFound("no such endpoint: \(request.method) \(request.uri.path)")
+                translated = .notFound("no such endpoint: \(request.method) \(Self.loggable(request.uri.path))")
             case .contentTooLarge:
                 translated = .payloadTooLarge(limit: maxBodyBytes)
             default:
@@ -44,11 +44,18 @@ struct ErrorMiddleware: RouterMiddleware {
             return try translated.response(from: request, context: context)
         } catch  where StoreError.isUnavailable(error) {
             context.logger.error(
-                "the store is busy", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+                "the store is busy", metadata: ["error": "\(error)", "path": "\(Self.loggable(request.uri.path))"])
             return try APIError.unavailable.response(from: request, context: context)
         } catch {
-            context.logger.error("request failed", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            context.logger.error(
+                "request failed", metadata: ["error": "\(error)", "path": "\(Self.loggable(request.uri.path))"])
             return try APIError.internalError.response(from: request, context: context)
         }
+    }
+
+    /// A path as it may be logged or echoed: a callback's token (its last part) left out.
+    static func loggable(_ path: String) -> String {
+        guard path.hasPrefix("/v1/callbacks/") else { return path }
+        return "/" + path.split(separator: "/").dropLast().joined(separator: "/") + "/…"
     }
 }

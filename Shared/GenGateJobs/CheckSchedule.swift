@@ -25,13 +25,14 @@ public struct CheckSchedule: Codable, Sendable, Equatable {
     /// Text is quick.
     public static let text = CheckSchedule(firstSeconds: 0.25, factor: 1.5, maxSeconds: 5, jitter: 0.2)
 
-    /// How much slower tasks are polled when the provider calls back as they end.
+    /// How much longer the longest wait between checks is when the provider calls back as tasks
+    /// end (the early checks stay as they are: a callback restarts the schedule, and a status API
+    /// may lag its callback by a moment).
     public static let callbackStretch = 4.0
 
-    /// This schedule with its first and longest delay `factor` times longer.
+    /// This schedule with its longest delay `factor` times longer.
     public func stretched(by factor: Double) -> CheckSchedule {
-        CheckSchedule(
-            firstSeconds: firstSeconds * factor, factor: self.factor, maxSeconds: maxSeconds * factor, jitter: jitter)
+        CheckSchedule(firstSeconds: firstSeconds, factor: self.factor, maxSeconds: maxSeconds * factor, jitter: jitter)
     }
 
     /// Seconds from check number `checks` (0: the submission) to the next one. `eta` is the

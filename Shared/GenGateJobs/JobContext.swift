@@ -61,7 +61,7 @@ public struct JobContext: Sendable {
         else { return nil }
         return ProviderCallback(
             url: tokens.url(base: base, provider: adapter.name, generationID: generationID, attempt: attempt),
-            secret: tokens.make(provider: adapter.name, generationID: generationID, attempt: attempt))
+            secret: tokens.secret(provider: adapter.name, generationID: generationID, attempt: attempt))
     }
 
     /// The check schedule of a job's task: its model's (or kind's), stretched where a callback

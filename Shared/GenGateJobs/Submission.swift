@@ -234,27 +234,11 @@ public struct Submission: Sendable {
                 provider: adapter.name, model: request.model, operation: "submit", started: started, error: nil)
         ])
         context.failPoints.reached(.afterSubmit)
-        var outputs: [Output] = []
-        var events: [Event] = []
+        let kept: (outputs: [Output], events: [Event])
+        let outputsMade = made
         do {
-            for output in made {
-                let key = ObjectKey.forOutput(
-                    prefix: context.objectPrefix, generationID: id, createdAt: dispatching.createdAt,
-                    index: output.index, contentType: output.contentType)
-                let stored = try await objects.put(key: key, file: output.file, contentType: output.contentType)
-                outputs.append(
-                    Output(
-                        index: output.index, source: "\(adapter.name):generated", contentType: stored.contentType,
-                        objectKey: stored.key, bytes: stored.bytes, sha256: stored.sha256, storedAt: Date()))
-                events.append(
-                    Event(
-                        .generationOutput, generationID: id,
-                        payload: [
-                            "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
-                            "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
-                            "url": .string(
-                                OutputURL.make(base: context.publicBaseURL, generationID: id, index: output.index)),
-                        ]))
+            kept = try await context.keepingLease(dispatching) {
+                try await Submission(context: context).keep(outputsMade, of: dispatching, provider: adapter.name)
             }
         } catch {
             for output in made { try? FileManager.default.removeItem(at: output.file) }
@@ -266,27 +250,75 @@ public struct Submission: Sendable {
                 charged: true)
             return
         }
-        var change = Transition.of(dispatching, to: .uploading)
-        change.progress = 90
-        change.newOutputs = outputs
-        change.lease = .release
-        change.nextActionAt = .some(Date())
-        change.attemptUpdate = AttemptUpdate(
+        let succeeded = AttemptUpdate(
             generationID: id, number: number, from: [.submitting], to: .succeeded,
             providerTaskID: "\(adapter.name):generated")
-        change.events = events
-        if try await persistently({ try await context.apply(change) }) != nil {
+        func record(_ generation: Generation) -> Transition {
+            var change = Transition.of(generation, to: .uploading)
+            change.progress = 90
+            change.newOutputs = kept.outputs
+            change.lease = .release
+            change.nextActionAt = .some(Date())
+            change.attemptUpdate = succeeded
+            change.events = kept.events
+            return change
+        }
+        if try await persistently({ try await context.apply(record(dispatching)) }) != nil {
             context.failPoints.reached(.afterRecord)
             context.notify(.upload, id, "outputs made and stored")
             return
         }
-        // The job moved on meanwhile (cancelled, or past its deadline): the attempt still ends.
-        _ = try await persistently({
-            try await store.updateAttempt(
-                AttemptUpdate(
-                    generationID: id, number: number, from: [.submitting], to: .succeeded,
-                    providerTaskID: "\(adapter.name):generated"))
-        })
+        // The job moved on meanwhile. If only our lease lapsed (a slow store, a long call) and
+        // nobody took the job, take it back and record what was made.
+        let current = try await store.generation(id: id)
+        if let current, current.status == .dispatching, current.attempts == number,
+            let claimed = try await store.claim(
+                id: id, statuses: [.dispatching], owner: context.instance, leaseUntil: context.leaseUntil(),
+                now: Date()),
+            try await persistently({ try await context.apply(record(claimed)) }) != nil
+        {
+            context.notify(.upload, id, "outputs made and stored")
+            return
+        }
+        if let current, current.status.isTerminal {
+            // Cancelled or past its deadline: the attempt ends; what it made is not used.
+            _ = try await persistently({ try await store.updateAttempt(succeeded) })
+            return
+        }
+        // Another worker holds the job: it finds this attempt still `submitting`, and submits
+        // again counting a possible double charge. What this call made is left unused.
+        context.logger.warning(
+            "a synchronous call's outputs arrived after another worker took the job over",
+            metadata: ["generation": "\(id)", "attempt": "\(number)"])
+    }
+
+    /// Puts a synchronous call's outputs in object storage; what to record for them.
+    func keep(_ made: [GeneratedOutput], of generation: Generation, provider: String) async throws -> (
+        outputs: [Output], events: [Event]
+    ) {
+        var outputs: [Output] = []
+        var events: [Event] = []
+        for output in made {
+            let key = ObjectKey.forOutput(
+                prefix: context.objectPrefix, generationID: generation.id, createdAt: generation.createdAt,
+                index: output.index, contentType: output.contentType)
+            let stored = try await context.objects.put(key: key, file: output.file, contentType: output.contentType)
+            outputs.append(
+                Output(
+                    index: output.index, source: "\(provider):generated", contentType: stored.contentType,
+                    objectKey: stored.key, bytes: stored.bytes, sha256: stored.sha256, storedAt: Date()))
+            events.append(
+                Event(
+                    .generationOutput, generationID: generation.id,
+                    payload: [
+                        "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
+                        "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
+                        "url": .string(
+                            OutputURL.make(
+                                base: context.publicBaseURL, generationID: generation.id, index: output.index)),
+                    ]))
+        }
+        return (outputs, events)
     }
 
     /// Runs a store write until it goes through: up to 6 tries over about 6 s for errors that pass

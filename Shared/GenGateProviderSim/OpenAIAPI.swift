@@ -15,7 +15,7 @@ import NIOCore
 /// `insufficient_quota` (balance), 400 `content_policy_violation` (dall-e) or
 /// `moderation_blocked` (gpt-image), 500 `server_error`; a refused chat ends with
 /// `finish_reason: content_filter`.
-struct OpenAIAPI: KeyCheckedAPI {
+struct OpenAIAPI: SimulatedAPI {
     let simulator: ProviderSimulator
 
     static let imageModels = ["gpt-image-1", "dall-e-2", "dall-e-3"]
@@ -46,12 +46,16 @@ struct OpenAIAPI: KeyCheckedAPI {
         }
     }
 
-    func isAuthorized(_ request: Request) -> Bool {
-        request.headers[.authorization] == "Bearer \(simulator.key)"
-    }
-
-    func unauthorized() -> Response {
-        error(.unauthorized, "Incorrect API key provided.", type: "invalid_request_error", code: "invalid_api_key")
+    /// OpenAI's answer to a wrong key quotes the key it was given (the real one masks its
+    /// middle; quoting it whole here proves GenGate never passes it on).
+    func refusal(_ request: Request) async -> Response? {
+        let given = request.headers[.authorization] ?? ""
+        guard given != "Bearer \(simulator.key)" else { return nil }
+        let key = given.hasPrefix("Bearer ") ? String(given.dropFirst(7)) : given
+        return error(
+            .unauthorized,
+            "Incorrect API key provided: \(key). You can find your API key at https://platform.openai.com/account/api-keys.",
+            type: "invalid_request_error", code: "invalid_api_key")
     }
 
     func rateLimited(retryAfter seconds: Int, headers: HTTPFields) -> Response {

@@ -16,8 +16,17 @@ public struct CallbackToken: Sendable {
     }
 
     public func make(provider: String, generationID: String, attempt: Int) -> String {
-        let message = Data("\(provider)/\(generationID)/\(attempt)".utf8)
-        return Digest.hex(HMAC<SHA256>.authenticationCode(for: message, using: key).prefix(20))
+        mac("\(provider)/\(generationID)/\(attempt)")
+    }
+
+    /// The secret a provider that echoes one (Flux) is given for an attempt: not the URL's token,
+    /// so a URL seen in a log does not also give away the secret.
+    public func secret(provider: String, generationID: String, attempt: Int) -> String {
+        mac("secret/\(provider)/\(generationID)/\(attempt)")
+    }
+
+    func mac(_ text: String) -> String {
+        Digest.hex(HMAC<SHA256>.authenticationCode(for: Data(text.utf8), using: key).prefix(20))
     }
 
     /// Whether `token` is the one for these, compared in constant time.

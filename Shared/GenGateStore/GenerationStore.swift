@@ -97,9 +97,11 @@ public protocol GenerationStore: Sendable {
     /// Checkpoints one stored output (rule 5 of docs/ARCHITECTURE.md) while the generation is uploading,
     /// with its `generation.output` event. False if the generation is no longer uploading.
     func recordStoredOutput(generationID: String, output: Output, event: Event) async throws -> Bool
-    /// A provider said that the task of a running job ended: its next check is made due now,
-    /// unless a worker holds it (it is being checked) or it is due already. Changes nothing else.
-    func nudgeCheck(generationID: String, now: Date) async throws -> NudgeResult
+    /// A provider said that the task of attempt `attempt` ended: if that is the job's current
+    /// attempt and the job is running, its next check is made due now and its check schedule
+    /// starts again (a status API may lag its callback by a moment), unless a worker holds it
+    /// (it is being checked) or it is due already. Changes nothing else.
+    func nudgeCheck(generationID: String, attempt: Int, now: Date) async throws -> NudgeResult
 
     // MARK: Recovery
 
@@ -135,9 +137,10 @@ public enum NudgeResult: Sendable, Equatable {
     case nudged
     /// Its check was due already.
     case alreadyDue
-    /// A worker holds the job (a check is being made): try again shortly.
+    /// A worker holds the job (a check is being made, or the submission's answer is being
+    /// recorded): try again shortly.
     case busy
-    /// The job is not running (or does not exist): nothing to do.
+    /// The job is not running that attempt (or does not exist): nothing to do.
     case notRunning
 }
 

@@ -545,19 +545,24 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
-    public func nudgeCheck(generationID: String, now: Date) async throws -> NudgeResult {
+    public func nudgeCheck(generationID: String, attempt: Int, now: Date) async throws -> NudgeResult {
         try await batcher.write { db in
             guard
                 let row = try Row.fetchOne(
-                    db, cached: "SELECT status, lease_owner, next_action_at FROM generations WHERE id = ?",
+                    db,
+                    cached: "SELECT status, attempts, lease_owner, next_action_at FROM generations WHERE id = ?",
                     arguments: [generationID]),
-                row["status"] as String? == GenerationStatus.running.rawValue
+                row["attempts"] as Int? == attempt
             else { return .notRunning }
+            let status = row["status"] as String?
+            // Called back before the submission's answer is on record: once it is, go on.
+            if status == GenerationStatus.dispatching.rawValue { return .busy }
+            guard status == GenerationStatus.running.rawValue else { return .notRunning }
             if (row["lease_owner"] as String?) != nil { return .busy }
             if let due = row["next_action_at"] as Double?, due <= now.timeIntervalSince1970 { return .alreadyDue }
             try db.run(
                 sql: """
-                    UPDATE generations SET next_action_at = ?
+                    UPDATE generations SET next_action_at = ?, checks = 0
                     WHERE id = ? AND status = 'running' AND lease_owner IS NULL
                     """, arguments: [now.timeIntervalSince1970, generationID])
             return db.changesCount == 1 ? .nudged : .busy

@@ -175,4 +175,36 @@ final class StatusCheckTests: XCTestCase {
         XCTAssertEqual(counts[.uploading], 200)
         XCTAssertEqual(Set(harness.noticed(.upload)).count, 200)
     }
+
+    /// A provider's callback makes only the current attempt's next check due, and only when no
+    /// worker holds the job; the schedule starts again.
+    func testACallbackNudgesOnlyARunningJobsCurrentAttempt() async throws {
+        let harness = try await Harness()
+        let pending = try await harness.submit()
+        var result = try await harness.store.nudgeCheck(generationID: pending.id, attempt: 0, now: Date())
+        XCTAssertEqual(result, .notRunning)
+        let job = try await harness.submit()
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        try await harness.makeCheckDue(job.id)
+        await StatusChecks(context: try harness.context("poller-a")).check(try await claimFirst(harness))
+        let running = try await harness.job(job.id)
+        XCTAssertEqual(running.status, .running)
+        XCTAssertEqual(running.checks, 1)
+        result = try await harness.store.nudgeCheck(generationID: job.id, attempt: 2, now: Date())
+        XCTAssertEqual(result, .notRunning, "an older or other attempt's callback")
+        let now = Date()
+        result = try await harness.store.nudgeCheck(generationID: job.id, attempt: 1, now: now)
+        XCTAssertEqual(result, .nudged)
+        let nudged = try await harness.job(job.id)
+        XCTAssertEqual(nudged.nextActionAt?.timeIntervalSince1970 ?? 0, now.timeIntervalSince1970, accuracy: 0.001)
+        XCTAssertEqual(nudged.checks, 0)
+        XCTAssertEqual(nudged.version, running.version, "nothing else changes")
+        result = try await harness.store.nudgeCheck(generationID: job.id, attempt: 1, now: Date())
+        XCTAssertEqual(result, .alreadyDue)
+        _ = try await harness.claimDue()
+        result = try await harness.store.nudgeCheck(generationID: job.id, attempt: 1, now: Date())
+        XCTAssertEqual(result, .busy, "a check is under way")
+        result = try await harness.store.nudgeCheck(generationID: "gen_nope", attempt: 1, now: Date())
+        XCTAssertEqual(result, .notRunning)
+    }
 }

@@ -205,4 +205,35 @@ final class OpenAIAdapterTests: XCTestCase {
         XCTAssertEqual(MediaType.sniff([0xFF, 0xD8, 0xFF, 0xE0]), "image/jpeg")
         XCTAssertEqual(MediaType.sniff(Array("RIFF\0\0\0\0WEBPVP8 ".utf8)), "image/webp")
     }
+
+    /// How a chat's stream is read: it ends at `[DONE]`, a stream cut short is no answer, a
+    /// refusal is content policy, and a server that ignored `stream: true` is read whole.
+    func testAChatReplyIsWholeOrNothing() throws {
+        var reply = OpenAIAdapter.ChatReply()
+        XCTAssertTrue(try reply.take(#"data: {"choices": [{"index": 0, "delta": {"content": "Hel"}}]}"#))
+        XCTAssertEqual(reply.pendingText, "Hel")
+        XCTAssertTrue(try reply.take(": keep-alive"))
+        XCTAssertThrowsError(try reply.check(), "no [DONE] and no finish_reason: cut short") { error in
+            XCTAssertEqual((error as? GenGateError)?.retryable, true)
+        }
+        XCTAssertTrue(try reply.take(#"data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}"#))
+        XCTAssertFalse(try reply.take("data: [DONE]"), "the stream is over at [DONE]")
+        XCTAssertNoThrow(try reply.check())
+
+        var refused = OpenAIAdapter.ChatReply()
+        _ = try refused.take(#"data: {"choices": [{"index": 0, "delta": {"refusal": "I can't help"}}]}"#)
+        _ = try refused.take(#"data: {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}"#)
+        XCTAssertThrowsError(try refused.check()) { error in
+            XCTAssertEqual((error as? GenGateError)?.code, .contentPolicy)
+        }
+
+        var plain = OpenAIAdapter.ChatReply()
+        _ = try plain.take(#"{"object": "chat.completion", "choices": [{"index": 0,"#)
+        _ = try plain.take(#" "message": {"role": "assistant", "content": "whole"}, "finish_reason": "stop"}]}"#)
+        XCTAssertEqual(try plain.wholeAnswer(), "whole")
+        XCTAssertNoThrow(try plain.check())
+
+        var broken = OpenAIAdapter.ChatReply()
+        XCTAssertThrowsError(try broken.take(#"data: {"error": {"message": "overloaded"}}"#))
+    }
 }

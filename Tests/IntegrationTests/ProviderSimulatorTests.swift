@@ -300,8 +300,27 @@ final class ProviderSimulatorTests: XCTestCase {
         let replayed = try await deliver(to: url, signedWith: key)
         XCTAssertEqual(replayed, 200, "a genuine late delivery is taken…")
         let after = try await system.request(.GET, "/v1/generations/\(id)").json
-        XCTAssertEqual(after["status"], .string("completed"), "…and changes nothing: the body is never believed")
+        XCTAssertEqual(after["status"], .string("completed"), "…and changes nothing")
         XCTAssertEqual(after["outputs"], before["outputs"])
+
+        // A signed callback saying "failed" for a task that still runs: the job is checked at
+        // once (one status call) and goes on running, since the body is never believed.
+        let replicate = try XCTUnwrap(sims["replicate"])
+        _ = try await GenGateSystem.rawRequest(
+            .POST, replicate.baseURL + "/_sim/config", body: Data(#"{"p_stuck": 1}"#.utf8), key: nil)
+        let stuck = try await system.submit(
+            #"{"model": "replicate/black-forest-labs/flux-schnell", "prompt": "still"}"#)
+        _ = try await system.waitForStatus(stuck, "running", timeout: .seconds(10))
+        let calls = try await replicate.stats()["status_calls"]?.intValue ?? -1
+        let stuckURL = CallbackToken(credentials: ["r8_test"]).url(
+            base: "http://127.0.0.1:\(system.httpPort)", provider: "replicate", generationID: stuck, attempt: 1)
+        let forgedEnd = try await deliver(to: stuckURL, signedWith: key)
+        XCTAssertEqual(forgedEnd, 200)
+        try await Task.sleep(for: .milliseconds(1_500))
+        let still = try await system.request(.GET, "/v1/generations/\(stuck)").json
+        XCTAssertEqual(still["status"], .string("running"), "the callback's body is never believed")
+        let callsAfter = try await replicate.stats()["status_calls"]?.intValue ?? -1
+        XCTAssertEqual(callsAfter, calls + 1, "the callback made one check due, at once")
     }
 
     /// A chat through the whole stack: the provider's streamed text reaches the event stream as

@@ -15,8 +15,11 @@ public enum Base64Fields {
         public var files: [URL]
     }
 
-    /// Reads `answer`, writing each decoded value of `field` into a new file from `newFile`.
-    public static func extract(field: String, from answer: URL, newFile: () throws -> URL) throws -> Extracted {
+    /// Reads `answer`, writing each decoded value of `field` into a new file from `newFile`; at
+    /// most `maxValues` of them, none empty.
+    public static func extract(field: String, from answer: URL, maxValues: Int = 16, newFile: () throws -> URL) throws
+        -> Extracted
+    {
         guard let input = InputStream(url: answer) else {
             throw GenGateError(.internalError, "cannot read the provider's answer")
         }
@@ -38,6 +41,9 @@ public enum Base64Fields {
                     case .nothing:
                         break
                     case .valueStarts:
+                        guard files.count < maxValues else {
+                            throw GenGateError(.providerError, "the provider's answer has more outputs than asked for")
+                        }
                         let file = try newFile()
                         writer = try Base64FileWriter(file: file)
                         files.append(file)
@@ -45,8 +51,12 @@ public enum Base64Fields {
                     case .valueByte(let byte):
                         try writer?.append(byte)
                     case .valueEnds:
-                        try writer?.finish()
+                        let written = try writer?.finish() ?? 0
                         writer = nil
+                        guard written > 0 else {
+                            throw GenGateError(
+                                .providerError, "an output of the provider's answer is empty", retryable: true)
+                        }
                     }
                 }
                 if scanner.skeleton.count > 8 << 20 {
@@ -59,7 +69,7 @@ public enum Base64Fields {
             let skeleton = try JSONCoding.decode(JSONValue.self, from: Data(scanner.skeleton))
             return Extracted(skeleton: skeleton, files: files)
         } catch {
-            try? writer?.finish()
+            _ = try? writer?.finish()
             for file in files { try? FileManager.default.removeItem(at: file) }
             if let error = error as? GenGateError { throw error }
             throw GenGateError(.providerError, "the provider's answer is not JSON", retryable: true)
@@ -148,6 +158,7 @@ public enum Base64Fields {
     struct Base64FileWriter {
         let handle: FileHandle
         var pending: [UInt8] = []
+        var written = 0
 
         init(file: URL) throws {
             guard FileManager.default.createFile(atPath: file.path, contents: nil) else {
@@ -169,12 +180,16 @@ public enum Base64Fields {
                 throw GenGateError(.providerError, "an output is not valid base64", retryable: true)
             }
             try handle.write(contentsOf: decoded)
+            written += decoded.count
             pending.removeFirst(whole)
         }
 
-        mutating func finish() throws {
+        /// Writes what is left and closes the file; the bytes written in all.
+        @discardableResult
+        mutating func finish() throws -> Int {
             defer { try? handle.close() }
             try flush(final: true)
+            return written
         }
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import GenGateCore
 import NIOCore
 import NIOHTTP1
+import Synchronization
 
 /// Where a provider is reached and how long it may take: every real adapter has its own.
 public struct ProviderEndpoint: Sendable, Equatable {
@@ -147,7 +148,7 @@ public final class ProviderHTTP: Sendable {
     /// whole, such as a synchronous image call's base64. Network failures throw.
     public func exchange(
         _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue? = nil, to file: URL,
-        timeoutSeconds: Double? = nil
+        timeoutSeconds: Double? = nil, maxBytes: Int = 1 << 30
     ) async throws -> (status: HTTPResponseStatus, headers: HTTPHeaders, bytes: Int) {
         var fields = HTTPHeaders()
         fields.add(name: "User-Agent", value: "GenGate")
@@ -164,7 +165,14 @@ public final class ProviderHTTP: Sendable {
             throw GenGateError(
                 .providerError, "\(provider): \(method) to an address that is not a URL", retryable: false)
         }
-        let delegate = try FileDownloadDelegate(path: file.path, pool: .singleton)
+        let tooLarge = Mutex(false)
+        let delegate = try FileDownloadDelegate(
+            path: file.path, pool: .singleton,
+            reportProgress: { task, progress in
+                guard progress.receivedBytes > maxBytes else { return }
+                tooLarge.withLock { $0 = true }
+                task.cancel()
+            })
         let task = client.execute(
             request: request, delegate: delegate,
             deadline: .now() + .milliseconds(Int64((timeoutSeconds ?? 600) * 1_000)))
@@ -177,16 +185,21 @@ public final class ProviderHTTP: Sendable {
             return (progress.head.status, progress.head.headers, progress.receivedBytes)
         } catch {
             if Task.isCancelled { throw CancellationError() }
+            if tooLarge.withLock({ $0 }) {
+                throw GenGateError(.providerError, "\(provider): the answer is larger than \(maxBytes) bytes")
+            }
             throw classify(networkError: error, method: method, path: path.hasPrefix("http") ? "output" : path)
         }
     }
 
     /// A request whose answer is read line by line as it arrives (server-sent events), each line
-    /// handed to `line` without its end. An error status's body is read whole (bounded) and
-    /// returned for the adapter to classify; nil when the answer was 2xx and ended.
+    /// handed to `line` without its end until it answers false (the stream is over). `within`
+    /// bounds the whole answer (the read timeout bounds only silence, and a server may trickle);
+    /// `maxBytes` its size. An error status's body is read whole (bounded) and returned for the
+    /// adapter to classify; nil when the answer was 2xx.
     public func streamLines(
         _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue,
-        line: (Substring) async throws -> Void
+        within: Duration, maxBytes: Int = 16 << 20, line: (Substring) async throws -> Bool
     ) async throws -> Answer? {
         var request = HTTPClientRequest(url: url(path))
         request.method = method
@@ -195,6 +208,7 @@ public final class ProviderHTTP: Sendable {
         for (name, value) in headers { request.headers.replaceOrAdd(name: name, value: value) }
         request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: try JSONCoding.encode(json)))
+        let until = ContinuousClock.now + within
         do {
             // The deadline bounds the wait for the answer's head; the read timeout, silence after.
             let response = try await client.execute(
@@ -204,19 +218,25 @@ public final class ProviderHTTP: Sendable {
                 return Answer(status: response.status, headers: response.headers, body: body)
             }
             var pending: [UInt8] = []
-            for try await buffer in response.body {
+            var received = 0
+            reading: for try await buffer in response.body {
+                received += buffer.readableBytes
+                guard received <= maxBytes else {
+                    throw GenGateError(
+                        .providerError, "\(provider): the streamed answer is larger than \(maxBytes) bytes")
+                }
+                guard ContinuousClock.now < until else {
+                    throw GenGateError(.providerTimeout, "\(provider): the streamed answer took longer than \(within)")
+                }
                 pending.append(contentsOf: buffer.readableBytesView)
                 while let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
                     var text = String(decoding: pending[..<end], as: UTF8.self)
                     if text.hasSuffix("\r") { text.removeLast() }
                     pending.removeSubrange(...end)
-                    try await line(Substring(text))
-                }
-                guard pending.count <= Self.maxAnswerBytes else {
-                    throw GenGateError(.providerError, "\(provider): a streamed line is too long")
+                    if try await !line(Substring(text)) { break reading }
                 }
             }
-            if !pending.isEmpty { try await line(Substring(String(decoding: pending, as: UTF8.self))) }
+            if !pending.isEmpty { _ = try await line(Substring(String(decoding: pending, as: UTF8.self))) }
             return nil
         } catch let error as GenGateError {
             throw error

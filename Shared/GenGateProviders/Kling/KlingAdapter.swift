@@ -5,7 +5,7 @@ import NIOHTTP1
 
 /// Kling AI's classic API (https://klingai.com/document-api), which stays supported beside its
 /// newer one: every call carries `Authorization: Bearer <JWT>`, an HS256 token (`typ: JWT`)
-/// with `iss` = the access key, `nbf` = now − 5 s and `exp` = now + 30 min, signed with the
+/// with `iss` = the access key, `nbf` = now − 60 s and `exp` = now + 30 min, signed with the
 /// secret key; a fresh one per call (signing is microseconds, and no token outlives a call).
 ///
 /// Covered: text-to-video (`POST /v1/videos/text2video`), image-to-video (`POST
@@ -18,8 +18,9 @@ import NIOHTTP1
 /// `cfg_scale`, `sound`, `camera_control`, …) are sent as they are, except `duration`, which
 /// Kling wants as a string ("5") and is sent so when given as a number. Video submissions carry
 /// our client reference as `external_task_id` (unique per account), and a crashed submission is
-/// found again by listing the account's recent tasks (`GET <create path>?pageNum=&pageSize=500`,
-/// newest first, the first three pages) for that id. Output URLs (`task_result.videos[].url`,
+/// found again by that id (`GET <create path>/{external_task_id}`, then the account's task list,
+/// `GET <create path>?pageNum=&pageSize=500`, up to three pages; "not there" only when the list
+/// ended within them, otherwise recovery counts a possible double charge). Output URLs (`task_result.videos[].url`,
 /// `task_result.images[].url`, kept 30 days) are fetched without the token. With GenGate's public
 /// URL configured, each task asks for a `callback_url`.
 /// Not covered: cancel (Kling documents none), finding an image task by reference (image
@@ -95,7 +96,8 @@ public struct KlingAdapter: HTTPProviderAdapter {
     func authorization(now: Date = Date()) async throws -> [(String, String)] {
         let claims = Claims(
             iss: .init(value: accessKey), exp: .init(value: now.addingTimeInterval(1_800)),
-            nbf: .init(value: now.addingTimeInterval(-5)))
+            // Kling's example says now − 5 s; a minute forgives a host clock a little ahead.
+            nbf: .init(value: now.addingTimeInterval(-60)))
         do {
             let keys = await JWTKeyCollection().add(hmac: HMACKey(from: secretKey), digestAlgorithm: .sha256)
             let token = try await keys.sign(claims, header: ["typ": "JWT"])
@@ -205,6 +207,18 @@ public struct KlingAdapter: HTTPProviderAdapter {
             throw GenGateError(
                 .invalidRequest, "kling: image tasks carry no external_task_id to be found by", retryable: false)
         }
+        // The task by its external_task_id, where Kling reads the id in place of the task's.
+        let escaped = clientReference.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? clientReference
+        let direct = try await http.send(.GET, "\(collection)/\(escaped)", headers: try await authorization())
+        if direct.status == .ok, direct.json?["code"]?.intValue == 0,
+            direct.json?["data"]?["task_info"]?["external_task_id"]?.stringValue == clientReference,
+            let id = direct.json?["data"]?["task_id"]?.stringValue
+        {
+            return id
+        }
+        let missing = direct.status == .notFound || direct.json?["code"]?.intValue == 1203
+        guard direct.status == .ok || missing else { throw error(direct) }
+        // Then the account's task list, page by page: "not there" only once the list has ended.
         for page in 1...Self.searchPages {
             let answer = try await http.send(
                 .GET, "\(collection)?pageNum=\(page)&pageSize=\(Self.pageSize)", headers: try await authorization())
@@ -217,10 +231,14 @@ public struct KlingAdapter: HTTPProviderAdapter {
             {
                 return id
             }
-            if tasks.count < Self.pageSize { return nil }  // the last page
+            if tasks.count < Self.pageSize { return nil }  // the whole list was read
         }
-        // Not among the most recent tasks searched: older than any crash we recover from soon.
-        return nil
+        // More tasks than were searched: Kling cannot say for sure, so the resubmission that
+        // follows is counted as a possible double charge.
+        throw GenGateError(
+            .providerError,
+            "kling: \(clientReference) is not among the \(Self.searchPages * Self.pageSize) tasks searched",
+            retryable: false)
     }
 
     /// An error answer, by Kling's `code` first.

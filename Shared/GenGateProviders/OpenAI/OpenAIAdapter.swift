@@ -1,6 +1,7 @@
 import Foundation
 import GenGateCore
 import NIOHTTP1
+import NIOPosix
 
 /// OpenAI's Images API and chat completions, and every server that speaks them (Tuzi, vLLM,
 /// Ollama, LiteLLM, …: set the base URL as the `openai` SDK takes it, ending in `/v1`). Both
@@ -99,11 +100,17 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
             .POST, "/images/generations", headers: authorization + reference(request), json: .object(body), to: answer,
             timeoutSeconds: http.endpoint.requestTimeoutSeconds)
         guard (200..<300).contains(head.status.code) else {
-            let data = (try? Data(contentsOf: answer).prefix(1 << 20)) ?? Data()
+            let reader = try? FileHandle(forReadingFrom: answer)
+            let data = (try? reader?.read(upToCount: 1 << 20)) ?? Data()
+            try? reader?.close()
             throw error(
                 ProviderHTTP.Answer(status: head.status, headers: head.headers, body: .init(bytes: data)))
         }
-        let extracted = try Base64Fields.extract(field: "b64_json", from: answer, newFile: sink.scratchFile)
+        // Decoding reads and writes files: on NIO's blocking-I/O pool, not the tasks' threads.
+        let count = max(request.outputIndexes.count, 10)  // OpenAI's most; extras are dropped below
+        let extracted = try await NIOThreadPool.singleton.runIfActive {
+            try Base64Fields.extract(field: "b64_json", from: answer, maxValues: count, newFile: sink.scratchFile)
+        }
         var made: [GeneratedOutput] = []
         do {
             guard case .array(let items)? = extracted.skeleton["data"] else {
@@ -151,53 +158,119 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
         guard FileManager.default.createFile(atPath: file.path, contents: nil) else {
             throw GenGateError(.internalError, "cannot create a scratch file")
         }
-        let handle = try FileHandle(forWritingTo: file)
-        var written = 0
-        var finish: String?
+        var reply = ChatReply()
         do {
+            let handle = try FileHandle(forWritingTo: file)
             defer { try? handle.close() }
+            let within = min(
+                Duration.seconds(http.endpoint.requestTimeoutSeconds),
+                .seconds(max(1, (request.deadline ?? .distantFuture).timeIntervalSinceNow)))
             let refused = try await http.streamLines(
-                .POST, "/chat/completions", headers: authorization + reference(request), json: .object(body)
+                .POST, "/chat/completions", headers: authorization + reference(request), json: .object(body),
+                within: within
             ) { line in
-                guard line.hasPrefix("data:") else { return }  // comments, `event:` and blank lines
-                let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces)
-                if data == "[DONE]" { return }
-                guard let chunk = try? JSONCoding.decode(JSONValue.self, from: Data(data.utf8)) else {
-                    throw GenGateError(.providerError, "openai: a streamed chunk is not JSON", retryable: true)
-                }
-                if let failure = chunk["error"] {
-                    let message = failure["message"]?.stringValue ?? "the stream failed"
-                    throw GenGateError(.providerError, "openai: \(message)", retryable: true)
-                }
-                guard case .array(let choices)? = chunk["choices"], let choice = choices.first else { return }
-                if let text = choice["delta"]?["content"]?.stringValue, !text.isEmpty {
+                let more = try reply.take(line)
+                if let text = reply.pendingText {
                     try handle.write(contentsOf: Data(text.utf8))
-                    written += text.utf8.count
                     sink.chunk(text)
+                    reply.pendingText = nil
                 }
-                if let reason = choice["finish_reason"]?.stringValue { finish = reason }
+                return more
             }
             if let refused { throw error(refused) }
+            // A server that ignored `stream: true` answers one chat.completion instead.
+            if let whole = try reply.wholeAnswer() {
+                try handle.write(contentsOf: Data(whole.utf8))
+                sink.chunk(whole)
+            }
         } catch {
             try? FileManager.default.removeItem(at: file)
             throw error
         }
-        if finish == "content_filter" {
+        do {
+            try reply.check()
+        } catch {
             try? FileManager.default.removeItem(at: file)
-            throw GenGateError(.contentPolicy, "openai: the answer was stopped by the content filter")
-        }
-        guard written > 0 else {
-            try? FileManager.default.removeItem(at: file)
-            throw GenGateError(.providerError, "openai: the answer has no text", retryable: true)
+            throw error
         }
         return [GeneratedOutput(index: request.outputIndexes.first ?? 0, file: file, contentType: MediaType.text)]
+    }
+
+    /// What a streamed chat said so far, read one server-sent line at a time.
+    struct ChatReply {
+        var written = 0
+        var finish: String?
+        var done = false
+        var refusal = ""
+        /// Text to hand on, from the last line.
+        var pendingText: String?
+        /// Lines that were not events (a plain JSON answer), kept to a bound.
+        var plain = ""
+
+        /// Takes one line; false once the stream said it is over.
+        mutating func take(_ line: Substring) throws -> Bool {
+            guard line.hasPrefix("data:") else {
+                if !line.hasPrefix(":"), !line.hasPrefix("event:"), !line.hasPrefix("id:"), plain.utf8.count < 8 << 20 {
+                    plain += line + "\n"
+                }
+                return true
+            }
+            let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces)
+            if data == "[DONE]" {
+                done = true
+                return false
+            }
+            guard let chunk = try? JSONCoding.decode(JSONValue.self, from: Data(data.utf8)) else {
+                throw GenGateError(.providerError, "openai: a streamed chunk is not JSON", retryable: true)
+            }
+            if let failure = chunk["error"] {
+                let message = failure["message"]?.stringValue ?? "the stream failed"
+                throw GenGateError(.providerError, "openai: \(message)", retryable: true)
+            }
+            guard case .array(let choices)? = chunk["choices"], let choice = choices.first else { return true }
+            if let text = choice["delta"]?["content"]?.stringValue, !text.isEmpty {
+                written += text.utf8.count
+                pendingText = text
+            }
+            if let text = choice["delta"]?["refusal"]?.stringValue { refusal += text }
+            if let reason = choice["finish_reason"]?.stringValue { finish = reason }
+            return true
+        }
+
+        /// The text of a plain `chat.completion` answer, when no event came.
+        mutating func wholeAnswer() throws -> String? {
+            guard written == 0, finish == nil, !done, !plain.isEmpty,
+                let answer = try? JSONCoding.decode(JSONValue.self, from: Data(plain.utf8)),
+                case .array(let choices)? = answer["choices"], let choice = choices.first
+            else { return nil }
+            finish = choice["finish_reason"]?.stringValue ?? "stop"
+            if let text = choice["message"]?["refusal"]?.stringValue { refusal += text }
+            guard let text = choice["message"]?["content"]?.stringValue, !text.isEmpty else { return nil }
+            written = text.utf8.count
+            return text
+        }
+
+        /// Whether the reply is whole and usable.
+        func check() throws {
+            if finish == "content_filter" || (!refusal.isEmpty && written == 0) {
+                throw GenGateError(.contentPolicy, "openai: the model refused or its answer was filtered")
+            }
+            guard done || finish != nil else {
+                throw GenGateError(.providerError, "openai: the answer stopped before its end", retryable: true)
+            }
+            guard written > 0 else {
+                throw GenGateError(.providerError, "openai: the answer has no text", retryable: true)
+            }
+        }
     }
 
     // MARK: Errors
 
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
         let details = answer.json?["error"]
-        let message = details?["message"]?.stringValue ?? ProviderErrors.message(answer.json)
+        // A server may quote the key it was given (a wrong one, or ours): never passed on.
+        let message = (details?["message"]?.stringValue ?? ProviderErrors.message(answer.json))
+            .replacingOccurrences(of: key, with: "[key]")
         let code = details?["code"]?.stringValue ?? ""
         let type = details?["type"]?.stringValue ?? ""
         let text =

@@ -34,7 +34,7 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     let signingKey = SigningKeyCache()
 
     final class SigningKeyCache: Sendable {
-        let key = Mutex<[UInt8]?>(nil)
+        let key = Mutex<(key: [UInt8], fetched: Date)?>(nil)
     }
 
     public var capabilities: ProviderCapabilities {
@@ -180,23 +180,34 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     }
 
     public func verifyCallback(headers: [String: String], body: Data, secret: String, now: Date) async throws {
-        let key = try await webhookKey()
+        var key = try await webhookKey(fresherThan: nil)
         do {
             try StandardWebhooks.verify(key: key, headers: headers, body: body, now: now)
+        } catch StandardWebhooks.Failure.mismatch {
+            // The account's secret may have been rotated: fetch it again (at most once a minute).
+            key = try await webhookKey(fresherThan: Date().addingTimeInterval(-60))
+            do {
+                try StandardWebhooks.verify(key: key, headers: headers, body: body, now: now)
+            } catch {
+                throw GenGateError(.authenticationFailed, "replicate: the webhook's signature does not verify")
+            }
         } catch {
             throw GenGateError(.authenticationFailed, "replicate: the webhook's signature does not verify (\(error))")
         }
     }
 
-    /// The account's webhook signing key (`GET /v1/webhooks/default/secret`), fetched once.
-    func webhookKey() async throws -> [UInt8] {
-        if let key = signingKey.key.withLock({ $0 }) { return key }
+    /// The account's webhook signing key (`GET /v1/webhooks/default/secret`), fetched once and
+    /// again when the one kept was fetched before `fresherThan`.
+    func webhookKey(fresherThan: Date?) async throws -> [UInt8] {
+        if let (key, fetched) = signingKey.key.withLock({ $0 }), fresherThan.map({ fetched >= $0 }) ?? true {
+            return key
+        }
         let answer = try await http.send(.GET, "/v1/webhooks/default/secret", headers: authorization)
         guard answer.status == .ok else { throw statusError(answer) }
         guard let secret = answer.json?["key"]?.stringValue, let key = StandardWebhooks.key(secret: secret) else {
             throw GenGateError(.providerError, "replicate: the webhook secret answer has no key")
         }
-        signingKey.key.withLock { $0 = key }
+        signingKey.key.withLock { $0 = (key, Date()) }
         return key
     }
 
