@@ -23,7 +23,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
             source: environment.instance)
         let router = Router(context: GateContext.self)
         // One line per request at debug level (headers left out, so keys never reach the log).
-        router.middlewares.add(LogRequestsMiddleware(.debug))
+        router.middlewares.add(RequestLog())
         router.middlewares.add(ErrorMiddleware(maxBodyBytes: config.http.maxBodyBytes))
         router.get("health") { _, _ in
             do {

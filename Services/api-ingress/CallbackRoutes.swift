@@ -14,7 +14,7 @@ import Synchronization
 /// proof (Replicate's signature, Flux's echoed secret) is checked as well. A callback only makes
 /// the job's next status check due now: what the task became is read from the provider's API as
 /// on every check, never taken from the body, so a forged callback is refused and a replayed or
-/// late one changes nothing (at most one more status check).
+/// late one changes no state (at most one status check a job every five seconds).
 struct CallbackRoutes: Sendable {
     let environment: ServiceEnvironment
     let poll: WorkProducer
@@ -22,8 +22,26 @@ struct CallbackRoutes: Sendable {
     static let maxBodyBytes = 8 << 20
     /// How long a callback that found its job busy keeps trying.
     static let retryFor: Duration = .seconds(330)
-    /// Jobs whose callback is being retried.
+    /// Jobs' attempts whose callback is being retried.
     let retrying = RetryingJobs()
+    /// When each job's attempt was last nudged by this process.
+    let recent = RecentNudges()
+
+    /// Admits one nudge a key every `gap`; remembers at most `limit` keys.
+    final class RecentNudges: Sendable {
+        static let gap: Duration = .seconds(5)
+        static let limit = 100_000
+        let last = Mutex<[String: ContinuousClock.Instant]>([:])
+
+        func admit(_ key: String, now: ContinuousClock.Instant = .now) -> Bool {
+            last.withLock { last in
+                if let previous = last[key], now - previous < Self.gap { return false }
+                if last.count >= Self.limit { last = last.filter { now - $0.value < Self.gap } }
+                last[key] = now
+                return true
+            }
+        }
+    }
 
     final class RetryingJobs: Sendable {
         let ids = Mutex<Set<String>>([])
@@ -67,7 +85,11 @@ struct CallbackRoutes: Sendable {
                 "a provider callback failed its check", metadata: ["provider": "\(provider)", "generation": "\(id)"])
             throw APIError.unauthorized("the callback's signature does not verify")
         }
-        if try await nudge(id, attempt: attempt) == .busy { retryLater(id, attempt: attempt) }
+        // One nudge a job's attempt every few seconds, however many deliveries (Kling calls on
+        // every status change; a captured delivery may be replayed): each costs a status call.
+        if recent.admit("\(id)/\(attempt)"), try await nudge(id, attempt: attempt) == .busy {
+            retryLater(id, attempt: attempt)
+        }
         return JSONResponse.make(status: .ok, ["received": .bool(true)])
     }
 
@@ -82,13 +104,14 @@ struct CallbackRoutes: Sendable {
     /// keeping the provider waiting. A status call lasts at most the provider's request timeout,
     /// so this keeps trying as long; one retry a job at a time.
     func retryLater(_ id: String, attempt: Int) {
-        guard retrying.start(id) else { return }
+        let key = "\(id)/\(attempt)"
+        guard retrying.start(key) else { return }
         let routes = self
         Task {
-            defer { routes.retrying.end(id) }
+            defer { routes.retrying.end(key) }
             let until = ContinuousClock.now + Self.retryFor
             while ContinuousClock.now < until {
-                try? await Task.sleep(for: .milliseconds(250))
+                try? await Task.sleep(for: .seconds(1))
                 guard let result = try? await routes.nudge(id, attempt: attempt), result == .busy else { return }
             }
             routes.environment.logger.warning(

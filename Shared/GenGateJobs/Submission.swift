@@ -238,7 +238,8 @@ public struct Submission: Sendable {
         let outputsMade = made
         do {
             kept = try await context.keepingLease(dispatching) {
-                try await Submission(context: context).keep(outputsMade, of: dispatching, provider: adapter.name)
+                try await Submission(context: context).keep(
+                    outputsMade, of: dispatching, attempt: number, provider: adapter.name)
             }
         } catch {
             for output in made { try? FileManager.default.removeItem(at: output.file) }
@@ -270,15 +271,21 @@ public struct Submission: Sendable {
         }
         // The job moved on meanwhile. If only our lease lapsed (a slow store, a long call) and
         // nobody took the job, take it back and record what was made.
-        let current = try await store.generation(id: id)
+        let current = try await persistently({ try await store.generation(id: id) })
         if let current, current.status == .dispatching, current.attempts == number,
-            let claimed = try await store.claim(
-                id: id, statuses: [.dispatching], owner: context.instance, leaseUntil: context.leaseUntil(),
-                now: Date()),
-            try await persistently({ try await context.apply(record(claimed)) }) != nil
+            let claimed = try await persistently({
+                try await store.claim(
+                    id: id, statuses: [.dispatching], owner: context.instance, leaseUntil: context.leaseUntil(),
+                    now: Date())
+            })
         {
-            context.notify(.upload, id, "outputs made and stored")
-            return
+            if claimed.attempts == number,
+                try await persistently({ try await context.apply(record(claimed)) }) != nil
+            {
+                context.notify(.upload, id, "outputs made and stored")
+                return
+            }
+            await context.releaseLease(claimed)
         }
         if let current, current.status.isTerminal {
             // Cancelled or past its deadline: the attempt ends; what it made is not used.
@@ -293,7 +300,7 @@ public struct Submission: Sendable {
     }
 
     /// Puts a synchronous call's outputs in object storage; what to record for them.
-    func keep(_ made: [GeneratedOutput], of generation: Generation, provider: String) async throws -> (
+    func keep(_ made: [GeneratedOutput], of generation: Generation, attempt: Int, provider: String) async throws -> (
         outputs: [Output], events: [Event]
     ) {
         var outputs: [Output] = []
@@ -301,7 +308,7 @@ public struct Submission: Sendable {
         for output in made {
             let key = ObjectKey.forOutput(
                 prefix: context.objectPrefix, generationID: generation.id, createdAt: generation.createdAt,
-                index: output.index, contentType: output.contentType)
+                index: output.index, contentType: output.contentType, attempt: attempt)
             let stored = try await context.objects.put(key: key, file: output.file, contentType: output.contentType)
             outputs.append(
                 Output(
@@ -390,7 +397,12 @@ public struct Submission: Sendable {
                 let found = try await context.keepingLease(generation) {
                     try await adapter.findSubmission(clientReference: attempt.clientReference, request: request)
                 }
-                action = SubmissionRecovery.afterAsking(attempt, found: found, askFailed: false)
+                let settled =
+                    Date().timeIntervalSince(attempt.createdAt) >= adapter.capabilities.referenceSettleSeconds
+                // Not found yet, so soon after the submission: the provider may still be making it.
+                action =
+                    found == nil && !settled
+                    ? .askAgainLater : SubmissionRecovery.afterAsking(attempt, found: found, askFailed: false)
             } catch {
                 let failure = error is CancellationError ? nil : GenGateError.wrap(error)
                 context.logger.warning(

@@ -38,15 +38,18 @@ public struct StoredObject: Sendable, Equatable {
 /// Predictable object keys: `prefix/yyyy/mm/dd/<generation>/<index>.<ext>`,
 /// dated by the generation's creation (UTC) so every output of one job sits together.
 public enum ObjectKey {
-    public static func forOutput(prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String)
-        -> String
-    {
+    /// `attempt`: for outputs stored before their record commits (a synchronous provider's),
+    /// so a late attempt never overwrites the object another attempt recorded.
+    public static func forOutput(
+        prefix: String, generationID: String, createdAt: Date, index: Int, contentType: String, attempt: Int? = nil
+    ) -> String {
         // One directory a day, not one per generation: a directory is an inode to allocate and
         // to sync on every job, and object stores have no directories anyway.
         let date = Timestamp.format(createdAt).prefix(10).replacingOccurrences(of: "-", with: "/")
         let trimmed = prefix.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
         let head = trimmed.isEmpty ? "" : trimmed + "/"
-        return "\(head)\(date)/\(generationID)-\(index).\(fileExtension(for: contentType))"
+        let suffix = attempt.map { "-a\($0)" } ?? ""
+        return "\(head)\(date)/\(generationID)-\(index)\(suffix).\(fileExtension(for: contentType))"
     }
 
     public static func fileExtension(for contentType: String) -> String {

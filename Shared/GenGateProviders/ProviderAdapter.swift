@@ -15,10 +15,13 @@ public struct ProviderCapabilities: Sendable, Equatable {
     public var findsSubmissionByReference: Bool
     /// The provider calls a URL of ours when a task ends (`ProviderRequest.callback`).
     public var callbacks: Bool
+    /// How long after a submission the provider may still not list it by our reference (a task
+    /// being created, an index that lags): a lookup that finds nothing sooner is asked again.
+    public var referenceSettleSeconds: Double
 
     public init(
         asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
-        findsSubmissionByReference: Bool, callbacks: Bool = false
+        findsSubmissionByReference: Bool, callbacks: Bool = false, referenceSettleSeconds: Double = 0
     ) {
         self.asynchronous = asynchronous
         self.streaming = streaming
@@ -27,6 +30,7 @@ public struct ProviderCapabilities: Sendable, Equatable {
         self.inputImages = inputImages
         self.findsSubmissionByReference = findsSubmissionByReference
         self.callbacks = callbacks
+        self.referenceSettleSeconds = referenceSettleSeconds
     }
 }
 

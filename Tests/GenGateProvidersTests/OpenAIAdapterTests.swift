@@ -173,7 +173,8 @@ final class OpenAIAdapterTests: XCTestCase {
             """
             {"created": 1, "note": "a \\"b64_json\\" in a string is text", "data": [
               {"b64_json" : "\(escaped)", "revised_prompt": "x"},
-              {"url": null, "b64_json":"\(small.base64EncodedString())"}], "usage": {"total_tokens": 3}}
+              {"url": null, "b64_json":"\(small.base64EncodedString())"},
+              {"url": "https://example.com/a.png", "b64_json": ""}], "usage": {"total_tokens": 3}}
             """.utf8
         ).write(to: answer)
         let extracted = try Base64Fields.extract(field: "b64_json", from: answer) {
@@ -187,6 +188,7 @@ final class OpenAIAdapterTests: XCTestCase {
             .array([
                 .object(["b64_json": .number(0), "revised_prompt": .string("x")]),
                 .object(["url": .null, "b64_json": .number(1)]),
+                .object(["url": .string("https://example.com/a.png"), "b64_json": .null]),
             ]))
         XCTAssertEqual(extracted.skeleton["note"], .string("a \"b64_json\" in a string is text"))
         for file in extracted.files { try FileManager.default.removeItem(at: file) }

@@ -16,7 +16,7 @@ public enum Base64Fields {
     }
 
     /// Reads `answer`, writing each decoded value of `field` into a new file from `newFile`; at
-    /// most `maxValues` of them, none empty.
+    /// most `maxValues` of them. An empty value is taken for none (`null`).
     public static func extract(field: String, from answer: URL, maxValues: Int = 16, newFile: () throws -> URL) throws
         -> Extracted
     {
@@ -29,6 +29,8 @@ public enum Base64Fields {
         var buffer = [UInt8](repeating: 0, count: chunk)
         var files: [URL] = []
         var writer: Base64FileWriter?
+        /// Where the skeleton holds the value being taken.
+        var mark = 0
         do {
             while true {
                 let count = input.read(&buffer, maxLength: buffer.count)
@@ -47,15 +49,18 @@ public enum Base64Fields {
                         let file = try newFile()
                         writer = try Base64FileWriter(file: file)
                         files.append(file)
+                        mark = scanner.skeleton.count
                         scanner.skeleton.append(contentsOf: Array(String(files.count - 1).utf8))
                     case .valueByte(let byte):
                         try writer?.append(byte)
                     case .valueEnds:
                         let written = try writer?.finish() ?? 0
                         writer = nil
-                        guard written > 0 else {
-                            throw GenGateError(
-                                .providerError, "an output of the provider's answer is empty", retryable: true)
+                        if written == 0, let empty = files.popLast() {
+                            // `"b64_json": ""` beside a `url` (some compatible servers): absent.
+                            try? FileManager.default.removeItem(at: empty)
+                            scanner.skeleton.removeSubrange(mark...)
+                            scanner.skeleton.append(contentsOf: Array("null".utf8))
                         }
                     }
                 }

@@ -186,7 +186,9 @@ public final class ProviderHTTP: Sendable {
         } catch {
             if Task.isCancelled { throw CancellationError() }
             if tooLarge.withLock({ $0 }) {
-                throw GenGateError(.providerError, "\(provider): the answer is larger than \(maxBytes) bytes")
+                // The same answer would come again: not worth paying for twice.
+                throw GenGateError(
+                    .providerError, "\(provider): the answer is larger than \(maxBytes) bytes", retryable: false)
             }
             throw classify(networkError: error, method: method, path: path.hasPrefix("http") ? "output" : path)
         }
@@ -199,7 +201,7 @@ public final class ProviderHTTP: Sendable {
     /// adapter to classify; nil when the answer was 2xx.
     public func streamLines(
         _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue,
-        within: Duration, maxBytes: Int = 16 << 20, line: (Substring) async throws -> Bool
+        within: Duration, maxBytes: Int = 64 << 20, line: (Substring) async throws -> Bool
     ) async throws -> Answer? {
         var request = HTTPClientRequest(url: url(path))
         request.method = method
@@ -219,21 +221,24 @@ public final class ProviderHTTP: Sendable {
             }
             var pending: [UInt8] = []
             var received = 0
-            reading: for try await buffer in response.body {
+            for try await buffer in response.body {
                 received += buffer.readableBytes
                 guard received <= maxBytes else {
+                    // The same answer would come again: not worth paying for twice.
                     throw GenGateError(
-                        .providerError, "\(provider): the streamed answer is larger than \(maxBytes) bytes")
-                }
-                guard ContinuousClock.now < until else {
-                    throw GenGateError(.providerTimeout, "\(provider): the streamed answer took longer than \(within)")
+                        .providerError, "\(provider): the streamed answer is larger than \(maxBytes) bytes",
+                        retryable: false)
                 }
                 pending.append(contentsOf: buffer.readableBytesView)
                 while let end = pending.firstIndex(of: UInt8(ascii: "\n")) {
                     var text = String(decoding: pending[..<end], as: UTF8.self)
                     if text.hasSuffix("\r") { text.removeLast() }
                     pending.removeSubrange(...end)
-                    if try await !line(Substring(text)) { break reading }
+                    if try await !line(Substring(text)) { return nil }  // over: the rest is not read
+                }
+                // Checked after the lines that arrived, so an answer that ends now is kept.
+                guard ContinuousClock.now < until else {
+                    throw GenGateError(.providerTimeout, "\(provider): the streamed answer took longer than \(within)")
                 }
             }
             if !pending.isEmpty { _ = try await line(Substring(String(decoding: pending, as: UTF8.self))) }

@@ -20,7 +20,8 @@ import NIOHTTP1
 /// our client reference as `external_task_id` (unique per account), and a crashed submission is
 /// found again by that id (`GET <create path>/{external_task_id}`, then the account's task list,
 /// `GET <create path>?pageNum=&pageSize=500`, up to three pages; "not there" only when the list
-/// ended within them, otherwise recovery counts a possible double charge). Output URLs (`task_result.videos[].url`,
+/// ended within them, otherwise recovery counts a possible double charge; and not before 90 s
+/// after the submission, since a request that timed out may still be creating its task). Output URLs (`task_result.videos[].url`,
 /// `task_result.images[].url`, kept 30 days) are fetched without the token. With GenGate's public
 /// URL configured, each task asks for a `callback_url`.
 /// Not covered: cancel (Kling documents none), finding an image task by reference (image
@@ -47,7 +48,9 @@ public struct KlingAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 9, inputImages: true,
-            findsSubmissionByReference: true, callbacks: true)
+            findsSubmissionByReference: true, callbacks: true,
+            // A request that timed out may still be creating its task: a minute and a half.
+            referenceSettleSeconds: 90)
     }
 
     public static let defaultModels: [ModelInfo] =

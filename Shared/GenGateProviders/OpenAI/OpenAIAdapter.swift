@@ -158,7 +158,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
         guard FileManager.default.createFile(atPath: file.path, contents: nil) else {
             throw GenGateError(.internalError, "cannot create a scratch file")
         }
-        var reply = ChatReply()
+        var reply = ChatReply(key: key)
         do {
             let handle = try FileHandle(forWritingTo: file)
             defer { try? handle.close() }
@@ -207,6 +207,9 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
         /// Lines that were not events (a plain JSON answer), kept to a bound.
         var plain = ""
 
+        /// The key, never quoted back in an error.
+        var key = ""
+
         /// Takes one line; false once the stream said it is over.
         mutating func take(_ line: Substring) throws -> Bool {
             guard line.hasPrefix("data:") else {
@@ -225,7 +228,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
             }
             if let failure = chunk["error"] {
                 let message = failure["message"]?.stringValue ?? "the stream failed"
-                throw GenGateError(.providerError, "openai: \(message)", retryable: true)
+                throw GenGateError(.providerError, "openai: \(message.replacingOccurrences(of: key, with: "[key]"))")
             }
             guard case .array(let choices)? = chunk["choices"], let choice = choices.first else { return true }
             if let text = choice["delta"]?["content"]?.stringValue, !text.isEmpty {

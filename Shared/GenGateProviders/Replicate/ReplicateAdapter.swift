@@ -199,9 +199,17 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     /// The account's webhook signing key (`GET /v1/webhooks/default/secret`), fetched once and
     /// again when the one kept was fetched before `fresherThan`.
     func webhookKey(fresherThan: Date?) async throws -> [UInt8] {
-        if let (key, fetched) = signingKey.key.withLock({ $0 }), fresherThan.map({ fetched >= $0 }) ?? true {
+        // Stamped before the fetch: a burst of mismatches (forged, or during an outage) makes one
+        // fetch a minute, not one each.
+        let kept = signingKey.key.withLock { cache -> [UInt8]? in
+            guard let (key, fetched) = cache else { return nil }
+            if let fresherThan, fetched < fresherThan {
+                cache = (key, Date())
+                return nil
+            }
             return key
         }
+        if let kept { return kept }
         let answer = try await http.send(.GET, "/v1/webhooks/default/secret", headers: authorization)
         guard answer.status == .ok else { throw statusError(answer) }
         guard let secret = answer.json?["key"]?.stringValue, let key = StandardWebhooks.key(secret: secret) else {
