@@ -22,6 +22,8 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         /// Errors the next submissions throw, in order: the provider got the call (it is counted
         /// as received) and the answer is this error.
         var submitErrors: [GenGateError] = []
+        /// Run inside a synchronous call, after the provider got it and before it answers.
+        var duringGenerate: (@Sendable () async throws -> Void)?
     }
 
     let name = "scripted"
@@ -30,11 +32,31 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     let submitDelay: Duration
     let state = Mutex(State())
 
-    init(submitDelay: Duration = .zero, findsByReference: Bool = false, maxOutputsPerCall: Int = 10) {
+    init(
+        submitDelay: Duration = .zero, findsByReference: Bool = false, maxOutputsPerCall: Int = 10,
+        synchronous: Bool = false, referenceSettleSeconds: Double = 0
+    ) {
         self.submitDelay = submitDelay
         capabilities = ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: maxOutputsPerCall,
-            inputImages: false, findsSubmissionByReference: findsByReference)
+            asynchronous: !synchronous, streaming: false, cancel: !synchronous, maxOutputsPerCall: maxOutputsPerCall,
+            inputImages: false, findsSubmissionByReference: findsByReference,
+            referenceSettleSeconds: referenceSettleSeconds)
+    }
+
+    /// A synchronous call: counted as received, `duringGenerate` run, then one small PNG-headed
+    /// file an output.
+    func generate(_ request: ProviderRequest, into sink: GenerationSink) async throws -> [GeneratedOutput] {
+        let during = state.withLock { state -> (@Sendable () async throws -> Void)? in
+            state.submissions.append(request.clientReference)
+            return state.duringGenerate
+        }
+        try await during?()
+        return try request.outputIndexes.map { index in
+            let file = try sink.scratchFile()
+            try Data([0x89, 0x50, 0x4E, 0x47] + Array("output \(index) of \(request.clientReference)".utf8))
+                .write(to: file)
+            return GeneratedOutput(index: index, file: file, contentType: "image/png")
+        }
     }
 
     var submissions: [String] { state.withLock { $0.submissions } }

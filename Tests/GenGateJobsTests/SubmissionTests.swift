@@ -77,6 +77,29 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(charges, [:])
     }
 
+    /// A provider whose list may lag a fresh submission (Kling): "not found" that soon is asked
+    /// again later; only once the submission has settled is it taken for "never got it".
+    func testAProviderThatMayNotListAFreshSubmissionYetIsAskedAgainLater() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(findsByReference: true, referenceSettleSeconds: 0.5))
+        let job = try await leftMidSubmission(harness, reachedProvider: false)
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+        var attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.submitting], "not resubmitted yet")
+        XCTAssertEqual(harness.provider.submissions.count, 0)
+        let waiting = try await harness.job(job.id)
+        XCTAssertEqual(waiting.status, .dispatching)
+        XCTAssertNil(waiting.leaseOwner)
+        XCTAssertGreaterThan(waiting.nextActionAt ?? .distantPast, Date(), "asked again later")
+
+        try await Task.sleep(for: .milliseconds(600))
+        try await harness.makeCheckDue(job.id)
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+        attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned, .submitted])
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges, [:], "settled and not there: it never got it")
+    }
+
     func testWhereTheProviderCannotTellTheResubmissionIsCountedInTheStore() async throws {
         let harness = try await Harness(provider: ScriptedProvider(findsByReference: false))
         let job = try await leftMidSubmission(harness, reachedProvider: true)
@@ -267,5 +290,80 @@ final class SubmissionTests: XCTestCase {
         }
         _ = try await harness.store.releaseLeases(owners: ["gone"], dueAt: Date())
         return try await harness.job(job.id)
+    }
+
+    // MARK: Synchronous providers
+
+    /// A synchronous call's outputs are stored, under keys that name the attempt, and recorded
+    /// with the attempt's success and the move to `uploading` in one go.
+    func testASynchronousCallsOutputsAreStoredAndRecordedTogether() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(synchronous: true))
+        let job = try await harness.submit(n: 2)
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertNil(after.leaseOwner)
+        XCTAssertEqual(after.outputs.map(\.index), [0, 1])
+        XCTAssertTrue(after.outputs.allSatisfy { $0.isStored && ($0.objectKey ?? "").hasSuffix("-a1.png") })
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.succeeded])
+        XCTAssertEqual(harness.noticed(.upload), [job.id])
+        try await OutputTransfer(context: try harness.context("uploader-a")).transfer(job.id)
+        let done = try await harness.job(job.id)
+        XCTAssertEqual(done.status, .completed)
+    }
+
+    /// The worker's lease was voided during the call (a busy store, a long call) and nobody took
+    /// the job: the worker takes it back and records what it made. Paid once.
+    func testASynchronousCallWhoseLeaseLapsedStillRecordsItsOutputs() async throws {
+        let provider = ScriptedProvider(synchronous: true)
+        let harness = try await Harness(provider: provider)
+        let job = try await harness.submit()
+        let store = harness.store
+        provider.state.withLock { state in
+            state.duringGenerate = { _ = try await store.releaseLeases(owners: ["worker-a"], dueAt: Date()) }
+        }
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertTrue(after.outputs.allSatisfy(\.isStored))
+        XCTAssertEqual(provider.submissions.count, 1)
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.succeeded])
+    }
+
+    /// Another worker took the job over during the call: this worker's outputs are not recorded
+    /// and its attempt is left for that worker's recovery, which submits again and counts it.
+    func testASynchronousCallOvertakenByAnotherWorkerIsCountedWhenMadeAgain() async throws {
+        let provider = ScriptedProvider(synchronous: true)
+        let harness = try await Harness(provider: provider)
+        let job = try await harness.submit()
+        let store = harness.store
+        provider.state.withLock { state in
+            state.duringGenerate = {
+                _ = try await store.releaseLeases(owners: ["worker-a"], dueAt: Date())
+                _ = try await store.claim(
+                    id: job.id, statuses: [.dispatching], owner: "worker-b", leaseUntil: Date() + 30, now: Date())
+            }
+        }
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        let overtaken = try await harness.job(job.id)
+        XCTAssertEqual(overtaken.status, .dispatching)
+        XCTAssertEqual(overtaken.leaseOwner, "worker-b")
+        XCTAssertTrue(overtaken.outputs.isEmpty, "nothing recorded under another worker's lease")
+        var attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.submitting], "left for recovery, not marked succeeded")
+
+        provider.state.withLock { $0.duringGenerate = nil }
+        _ = try await store.releaseLeases(owners: ["worker-b"], dueAt: Date())
+        try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
+        attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.state), [.abandoned, .succeeded])
+        let charges = try await harness.store.possibleDoubleCharges()
+        XCTAssertEqual(charges["scripted"], 1, "the second call is counted")
+        XCTAssertEqual(provider.submissions.count, 2)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertTrue(after.outputs.allSatisfy { ($0.objectKey ?? "").hasSuffix("-a2.png") })
     }
 }
