@@ -2,9 +2,10 @@ import Foundation
 import GenGateCore
 import Hummingbird
 
-/// An error answer of the API, always `{"error": {"code", "message", "details"?}}`.
-/// Every error a handler or middleware raises becomes one of these in `ErrorMiddleware`, the one
-/// place errors are mapped to HTTP.
+/// An error answer of the API, always `{"error": {"code", "message", "retryable", "details"?}}`,
+/// its `code` one of GenGate's one vocabulary (`ErrorCode`, docs/ERRORS.md). Every error a
+/// handler or middleware raises becomes one of these in `ErrorMiddleware`, the one place errors
+/// are mapped to HTTP.
 struct APIError: Error, HTTPResponseError {
     struct Detail: Sendable, Equatable {
         var path: String
@@ -12,13 +13,27 @@ struct APIError: Error, HTTPResponseError {
     }
 
     var status: HTTPResponse.Status
-    var code: String
+    var code: ErrorCode
     var message: String
     var details: [Detail] = []
     var headers: HTTPFields = [:]
 
+    /// An answer with `code`'s own status, or `status` where the HTTP layer gave another.
+    init(
+        _ code: ErrorCode, _ message: String, status: HTTPResponse.Status? = nil, details: [Detail] = [],
+        headers: HTTPFields = [:]
+    ) {
+        self.code = code
+        self.message = message
+        self.status = status ?? HTTPResponse.Status(code: code.httpStatus)
+        self.details = details
+        self.headers = headers
+    }
+
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        var error: [String: JSONValue] = ["code": .string(code), "message": .string(message)]
+        var error: [String: JSONValue] = [
+            "code": .string(code.rawValue), "message": .string(message), "retryable": .bool(code.isRetryable),
+        ]
         if !details.isEmpty {
             error["details"] = .array(
                 details.map { .object(["path": .string($0.path), "message": .string($0.message)]) })
@@ -29,42 +44,36 @@ struct APIError: Error, HTTPResponseError {
     }
 
     static func invalidRequest(_ message: String, details: [Detail] = []) -> APIError {
-        APIError(status: .badRequest, code: "invalid_request", message: message, details: details)
+        APIError(.invalidRequest, message, details: details)
     }
 
     static func invalidJSON(_ message: String) -> APIError {
-        APIError(status: .badRequest, code: "invalid_json", message: message)
+        APIError(.invalidJSON, message)
     }
 
     static func unauthorized(_ message: String) -> APIError {
-        APIError(
-            status: .unauthorized, code: "unauthorized", message: message,
-            headers: [.wwwAuthenticate: "Bearer realm=\"gengate\""])
+        APIError(.unauthorized, message, headers: [.wwwAuthenticate: "Bearer realm=\"gengate\""])
     }
 
-    static let forbidden = APIError(status: .forbidden, code: "forbidden", message: "this endpoint needs an admin key")
+    static let forbidden = APIError(.forbidden, "this endpoint needs an admin key")
 
     static func notFound(_ message: String) -> APIError {
-        APIError(status: .notFound, code: "not_found", message: message)
+        APIError(.notFound, message)
     }
 
     static func conflict(_ message: String) -> APIError {
-        APIError(status: .conflict, code: "conflict", message: message)
+        APIError(.conflict, message)
     }
 
     static func payloadTooLarge(limit: Int) -> APIError {
-        APIError(
-            status: .contentTooLarge, code: "payload_too_large", message: "request body is larger than \(limit) bytes")
+        APIError(.payloadTooLarge, "request body is larger than \(limit) bytes")
     }
 
     static let internalError = APIError(
-        status: .internalServerError, code: "internal_error",
-        message: "the server failed to handle this request; it has been logged")
+        .internalError, "the server failed to handle this request; it has been logged")
 
     static let unavailable = APIError(
-        status: .serviceUnavailable, code: "unavailable",
-        message: "the store is busy; try again shortly",
-        headers: [.retryAfter: "1"])
+        .unavailable, "the store is busy; try again shortly", headers: [.retryAfter: "1"])
 }
 
 /// JSON responses in GenGate's one JSON convention.

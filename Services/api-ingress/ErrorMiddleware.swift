@@ -1,3 +1,4 @@
+import GenGateCore
 import GenGateStore
 import Hummingbird
 import Logging
@@ -26,6 +27,9 @@ struct ErrorMiddleware: RouterMiddleware {
             throw error
         } catch let error as APIError {
             return try error.response(from: request, context: context)
+        } catch let error as GenGateError where error.code != .internalError {
+            // A class of the one vocabulary, raised below the API: answered as itself.
+            return try APIError(error.code, error.message).response(from: request, context: context)
         } catch is NIOTooManyBytesError {
             return try APIError.payloadTooLarge(limit: maxBodyBytes).response(from: request, context: context)
         } catch let error as HTTPError {
@@ -36,10 +40,13 @@ struct ErrorMiddleware: RouterMiddleware {
                 translated = .notFound("no such endpoint: \(request.method) \(Self.loggable(request.uri.path))")
             case .contentTooLarge:
                 translated = .payloadTooLarge(limit: maxBodyBytes)
+            case .methodNotAllowed:
+                translated = APIError(.methodNotAllowed, "\(request.method) is not allowed here")
             default:
+                // Anything else the HTTP layer refuses keeps its status, under the vocabulary's code.
                 translated = APIError(
-                    status: error.status, code: "http_\(error.status.code)",
-                    message: error.body ?? error.status.reasonPhrase)
+                    error.status.code < 500 ? .invalidRequest : .internalError,
+                    error.body ?? error.status.reasonPhrase, status: error.status)
             }
             return try translated.response(from: request, context: context)
         } catch  where StoreError.isUnavailable(error) {

@@ -79,9 +79,8 @@ struct GenerationRoutes: Sendable {
                 headers: [.location: "/v1/generations/\(original)", Self.replayed: "true"])
         case .keyReused(let original):
             throw APIError(
-                status: .conflict, code: "idempotency_key_reused",
-                message:
-                    "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request"
+                .idempotencyKeyReused,
+                "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request"
             )
         }
         environment.publish([event])
@@ -229,8 +228,8 @@ struct GenerationRoutes: Sendable {
                 body: try await fileIO.loadFile(path: file.path, range: range, context: context))
         case .unsatisfiable:
             throw APIError(
-                status: .rangeNotSatisfiable, code: "range_not_satisfiable",
-                message: "output \(index) has \(file.size) bytes; the requested range lies outside them",
+                .rangeNotSatisfiable,
+                "output \(index) has \(file.size) bytes; the requested range lies outside them",
                 headers: [.contentRange: "bytes */\(file.size)"])
         }
     }

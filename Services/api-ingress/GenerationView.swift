@@ -22,11 +22,13 @@ enum GenerationView {
             "updated_at": time(generation.updatedAt),
             "deadline_at": time(generation.deadlineAt),
             "metadata": .object(request.metadata),
-            "error": generation.error.map {
-                .object([
-                    "code": .string($0.code.rawValue), "message": .string($0.message),
-                    "retryable": .bool($0.retryable),
-                ])
+            "error": generation.error.map { error in
+                var fields: [String: JSONValue] = [
+                    "code": .string(error.code.rawValue), "message": .string(error.message),
+                    "retryable": .bool(error.retryable),
+                ]
+                if let code = error.providerCode { fields["provider_code"] = .string(code) }
+                return .object(fields)
             } ?? .null,
             "outputs": .array(
                 generation.outputs.filter(\.isStored).map { output in

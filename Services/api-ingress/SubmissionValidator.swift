@@ -36,14 +36,14 @@ struct SubmissionValidator: Sendable {
             model = providers.model(name)
             if model == nil, let reason = providers.unavailableReason(model: name) {
                 throw APIError(
-                    status: .badRequest, code: "provider_not_configured", message: reason,
+                    .providerNotConfigured, reason,
                     details: [.init(path: "model", message: "its provider is not configured")])
             }
             if model == nil {
                 let known = providers.models.keys.sorted().joined(separator: ", ")
                 throw APIError(
-                    status: .badRequest, code: "unknown_model",
-                    message: "unknown model \"\(name)\"; available: \(known)",
+                    .unknownModel,
+                    "unknown model \"\(name)\"; available: \(known)",
                     details: [.init(path: "model", message: "unknown model")])
             }
         case let other?:

@@ -9,20 +9,35 @@ public struct GenGateError: Error, Codable, Sendable, Equatable, CustomStringCon
     public var retryable: Bool
     /// Seconds the provider asked us to wait before trying again, when it said so.
     public var retryAfter: Double?
+    /// The provider's own code for it (Kling's `1303`, Tencent's `RequestLimitExceeded`,
+    /// OpenAI's `insufficient_quota`), where it gave one.
+    public var providerCode: String?
 
-    public init(_ code: ErrorCode, _ message: String, retryable: Bool? = nil, retryAfter: Double? = nil) {
+    public init(
+        _ code: ErrorCode, _ message: String, retryable: Bool? = nil, retryAfter: Double? = nil,
+        providerCode: String? = nil
+    ) {
         self.code = code
         self.message = message
         self.retryable = retryable ?? code.isRetryable
         self.retryAfter = retryAfter
+        self.providerCode = providerCode.flatMap { $0.isEmpty ? nil : String($0.prefix(100)) }
     }
 
     enum CodingKeys: String, CodingKey {
         case code, message, retryable
         case retryAfter = "retry_after"
+        case providerCode = "provider_code"
     }
 
     public var description: String { "\(code.rawValue): \(message)" }
+
+    /// This error with the provider's own code for it (kept when `code` is nil).
+    public func withProviderCode(_ code: String?) -> GenGateError {
+        var copy = self
+        if let code, !code.isEmpty { copy.providerCode = String(code.prefix(100)) }
+        return copy
+    }
 
     /// Wraps any error as a GenGateError; unknown errors become `internal_error`.
     public static func wrap(_ error: any Error) -> GenGateError {

@@ -27,6 +27,8 @@ public enum SubmissionRecovery {
             return true
         case .rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .contentPolicy, .cancelled:
             return false
+        default:
+            return true  // request codes: no adapter states them, so nothing is ruled out
         }
     }
 

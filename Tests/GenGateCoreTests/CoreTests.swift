@@ -23,7 +23,32 @@ final class ErrorTaxonomyTests: XCTestCase {
     func testRetryableClasses() {
         let retryable = ErrorCode.allCases.filter(\.isRetryable).map(\.rawValue).sorted()
         XCTAssertEqual(
-            retryable, ["provider_error", "provider_timeout", "provider_unavailable", "rate_limited", "upload_failed"])
+            retryable,
+            [
+                "provider_error", "provider_timeout", "provider_unavailable", "rate_limited", "unavailable",
+                "upload_failed",
+            ])
+        XCTAssertEqual(ErrorCode.allCases.filter(\.isJobClass).count, 12)
+    }
+
+    /// docs/ERRORS.md lists every code with its HTTP status and whether it is retryable, as the
+    /// code says: the one documented set.
+    func testTheErrorsDocumentListsEveryCodeAsItIs() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        let text = try String(contentsOf: root.appendingPathComponent("docs/ERRORS.md"), encoding: .utf8)
+        var listed: [String: (status: Int, retryable: Bool)] = [:]
+        for line in text.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
+            guard cells.count >= 3, let status = Int(cells[1]) else { continue }
+            listed[cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))] = (status, cells[2] == "yes")
+        }
+        for code in ErrorCode.allCases {
+            let row = try XCTUnwrap(listed[code.rawValue], "\(code.rawValue) is not in docs/ERRORS.md")
+            XCTAssertEqual(row.status, code.httpStatus, code.rawValue)
+            XCTAssertEqual(row.retryable, code.isRetryable, code.rawValue)
+        }
+        XCTAssertEqual(listed.count, ErrorCode.allCases.count, "docs/ERRORS.md lists a code that does not exist")
     }
 
     func testErrorRoundTripsThroughJSON() throws {

@@ -155,7 +155,9 @@ final class HunyuanAdapterTests: XCTestCase {
             ("FailedOperation.Something", .providerError),
         ]
         for (code, expected) in table {
-            XCTAssertEqual(HunyuanAdapter.error(code: code, message: "m").code, expected, code)
+            let error = HunyuanAdapter.error(code: code, message: "m")
+            XCTAssertEqual(error.code, expected, code)
+            XCTAssertEqual(error.providerCode, code, "Tencent's own code is kept")
         }
     }
 }

@@ -198,6 +198,8 @@ final class KlingAdapterTests: XCTestCase {
         for (status, body, code) in cases {
             XCTAssertEqual(adapter.error(answer(status, body)).code, code, body)
         }
+        XCTAssertEqual(adapter.error(answer(429, cases[2].1)).providerCode, "1303", "Kling's own code is kept")
+        XCTAssertNil(adapter.error(answer(502, "<html>bad gateway</html>")).providerCode)
     }
 }
 

@@ -160,6 +160,7 @@ final class OpenAIAdapterTests: XCTestCase {
             XCTAssertEqual(adapter.error(answer).code, code, answer.text)
         }
         XCTAssertEqual(adapter.error(cases[1].0).retryAfter, 1.5)
+        XCTAssertEqual(adapter.error(cases[0].0).providerCode, "insufficient_quota")
     }
 
     /// Base64 values are taken out of an answer as it is read, large ones included, with JSON's

@@ -86,6 +86,7 @@ final class GenerationFlowTests: XCTestCase {
             XCTAssertEqual(answer.status, status, body, file: file, line: line)
             XCTAssertEqual(answer.json["error"]?["code"]?.stringValue, code, body, file: file, line: line)
             XCTAssertNotNil(answer.json["error"]?["message"]?.stringValue, body, file: file, line: line)
+            XCTAssertEqual(answer.json["error"]?["retryable"], .bool(false), body, file: file, line: line)
             if let path {
                 guard case .array(let details)? = answer.json["error"]?["details"] else {
                     return XCTFail("no details in \(body)", file: file, line: line)

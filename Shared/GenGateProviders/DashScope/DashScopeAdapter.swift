@@ -128,6 +128,10 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
 
     /// An error answer: DashScope's `code` first, then the HTTP status.
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
+        classify(answer).withProviderCode(ProviderErrors.code(answer.json))
+    }
+
+    func classify(_ answer: ProviderHTTP.Answer) -> GenGateError {
         let code = answer.json?["code"]?.stringValue ?? ""
         let message = answer.json?["message"]?.stringValue ?? ""
         let text =

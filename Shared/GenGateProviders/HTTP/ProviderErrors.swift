@@ -8,6 +8,13 @@ import NIOHTTP1
 public enum ProviderErrors {
     /// The class of an HTTP error status, with the provider's `Retry-After` where it gave one.
     public static func fromStatus(
+        _ status: HTTPResponseStatus, provider: String, message: String, headers: HTTPHeaders,
+        providerCode: String? = nil
+    ) -> GenGateError {
+        classify(status, provider: provider, message: message, headers: headers).withProviderCode(providerCode)
+    }
+
+    static func classify(
         _ status: HTTPResponseStatus, provider: String, message: String, headers: HTTPHeaders
     ) -> GenGateError {
         let text = "\(provider): \(message.isEmpty ? "HTTP \(status.code)" : message) (HTTP \(status.code))"
@@ -40,6 +47,17 @@ public enum ProviderErrors {
         formatter.dateFormat = "EEE, dd MMM yyyy HH:mm:ss 'GMT'"
         guard let date = formatter.date(from: value) else { return nil }
         return min(max(0, date.timeIntervalSince(now)), 3_600)
+    }
+
+    /// The provider's own code in a JSON error body: `code` (text or number; 0 is success, not a
+    /// code), `error.code` or `error.type` (OpenAI), `Response.Error.Code` (Tencent).
+    public static func code(_ body: JSONValue?) -> String? {
+        guard let body else { return nil }
+        if let text = body["code"]?.stringValue, !text.isEmpty { return text }
+        if let number = body["code"]?.intValue, number != 0 { return String(number) }
+        if let text = body["error"]?["code"]?.stringValue, !text.isEmpty { return text }
+        if let text = body["error"]?["type"]?.stringValue, !text.isEmpty { return text }
+        return body["Response"]?["Error"]?["Code"]?.stringValue
     }
 
     /// The human message of a JSON error body, from the fields providers use (`detail` as text

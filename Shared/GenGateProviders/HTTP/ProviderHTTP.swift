@@ -324,6 +324,7 @@ extension HTTPProviderAdapter {
     /// An HTTP error answer, classed by its status (adapters look at their own codes first).
     func statusError(_ answer: ProviderHTTP.Answer) -> GenGateError {
         ProviderErrors.fromStatus(
-            answer.status, provider: name, message: ProviderErrors.message(answer.json), headers: answer.headers)
+            answer.status, provider: name, message: ProviderErrors.message(answer.json), headers: answer.headers,
+            providerCode: ProviderErrors.code(answer.json))
     }
 }

@@ -141,6 +141,10 @@ public struct HunyuanAdapter: HTTPProviderAdapter {
 
     /// Tencent's error codes as GenGate's classes.
     public static func error(code: String, message: String) -> GenGateError {
+        classify(code: code, message: message).withProviderCode(code)
+    }
+
+    static func classify(code: String, message: String) -> GenGateError {
         let text = "hunyuan: \(message.isEmpty ? code : message) (\(code))"
         func starts(_ prefixes: String...) -> Bool { prefixes.contains { code.hasPrefix($0) } }
         if starts("AuthFailure") { return GenGateError(.authenticationFailed, text) }

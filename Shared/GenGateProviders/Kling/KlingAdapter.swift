@@ -246,6 +246,10 @@ public struct KlingAdapter: HTTPProviderAdapter {
 
     /// An error answer, by Kling's `code` first.
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
+        classify(answer).withProviderCode(ProviderErrors.code(answer.json))
+    }
+
+    func classify(_ answer: ProviderHTTP.Answer) -> GenGateError {
         let message = ProviderErrors.message(answer.json)
         guard let code = answer.json?["code"]?.intValue, code != 0 else {
             if answer.status == .ok {

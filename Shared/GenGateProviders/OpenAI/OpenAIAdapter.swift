@@ -270,6 +270,10 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
     // MARK: Errors
 
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
+        classify(answer).withProviderCode(ProviderErrors.code(answer.json))
+    }
+
+    func classify(_ answer: ProviderHTTP.Answer) -> GenGateError {
         let details = answer.json?["error"]
         // A server may quote the key it was given (a wrong one, or ours): never passed on.
         let message = (details?["message"]?.stringValue ?? ProviderErrors.message(answer.json))

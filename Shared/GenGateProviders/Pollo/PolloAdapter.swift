@@ -127,6 +127,10 @@ public struct PolloAdapter: HTTPProviderAdapter {
     }
 
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
+        classify(answer).withProviderCode(ProviderErrors.code(answer.json))
+    }
+
+    func classify(_ answer: ProviderHTTP.Answer) -> GenGateError {
         let message = ProviderErrors.message(answer.json)
         if [402, 403].contains(answer.status.code), message.lowercased().contains("credit") {
             return GenGateError(.quotaExceeded, "pollo: \(message) (HTTP \(answer.status.code))")
