@@ -131,7 +131,9 @@ struct GenerationRoutes: Sendable {
 
     func show(_ context: GateContext) async throws -> Response {
         let generation = try await owned(context)
-        return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
+        var view = GenerationView.render(generation, baseURL: baseURL)
+        view["attempt_history"] = GenerationView.render(try await store.attempts(generationID: generation.id))
+        return JSONResponse.make(status: .ok, view)
     }
 
     func list(_ request: Request, _ context: GateContext) async throws -> Response {

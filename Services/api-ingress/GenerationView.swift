@@ -5,6 +5,33 @@ import GenGateRuntime
 
 /// A generation as the API shows it. Internal bookkeeping (leases, versions, sources) stays out.
 enum GenerationView {
+    /// Every submission of a job to a provider, in order: which provider, what it was asked,
+    /// how it ended and when; so every retry is visible on the job.
+    static func render(_ attempts: [Attempt]) -> JSONValue {
+        func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
+        return .array(
+            attempts.map { attempt in
+                .object([
+                    "number": .number(Double(attempt.number)), "provider": .string(attempt.provider),
+                    "state": .string(attempt.state.rawValue),
+                    "outputs": .array(attempt.outputIndexes.map { .number(Double($0)) }),
+                    "error": error(attempt.error), "started_at": time(attempt.createdAt),
+                    "ended_at": time(attempt.finishedAt),
+                    "possible_double_charge": .bool(attempt.possibleDoubleCharge),
+                ])
+            })
+    }
+
+    static func error(_ error: GenGateError?) -> JSONValue {
+        guard let error else { return .null }
+        var fields: [String: JSONValue] = [
+            "code": .string(error.code.rawValue), "message": .string(error.message),
+            "retryable": .bool(error.retryable),
+        ]
+        if let code = error.providerCode { fields["provider_code"] = .string(code) }
+        return .object(fields)
+    }
+
     static func render(_ generation: Generation, baseURL: String) -> [String: JSONValue] {
         func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
         let request = generation.request
@@ -22,14 +49,7 @@ enum GenerationView {
             "updated_at": time(generation.updatedAt),
             "deadline_at": time(generation.deadlineAt),
             "metadata": .object(request.metadata),
-            "error": generation.error.map { error in
-                var fields: [String: JSONValue] = [
-                    "code": .string(error.code.rawValue), "message": .string(error.message),
-                    "retryable": .bool(error.retryable),
-                ]
-                if let code = error.providerCode { fields["provider_code"] = .string(code) }
-                return .object(fields)
-            } ?? .null,
+            "error": error(generation.error),
             "outputs": .array(
                 generation.outputs.filter(\.isStored).map { output in
                     .object([

@@ -26,10 +26,14 @@ public struct Attempt: Codable, Sendable, Equatable {
     public var error: GenGateError?
     public var createdAt: Date
     public var finishedAt: Date?
+    /// The provider may have done (and billed) this submission's work twice: it was submitted
+    /// again without ruling out that this one reached it.
+    public var possibleDoubleCharge: Bool
 
     public init(
         generationID: String, number: Int, provider: String, clientReference: String, providerTaskID: String?,
-        outputIndexes: [Int], state: State, error: GenGateError?, createdAt: Date, finishedAt: Date?
+        outputIndexes: [Int], state: State, error: GenGateError?, createdAt: Date, finishedAt: Date?,
+        possibleDoubleCharge: Bool = false
     ) {
         self.generationID = generationID
         self.number = number
@@ -41,5 +45,6 @@ public struct Attempt: Codable, Sendable, Equatable {
         self.error = error
         self.createdAt = createdAt
         self.finishedAt = finishedAt
+        self.possibleDoubleCharge = possibleDoubleCharge
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
 
-/// Exponential back-off with full jitter and a cap (docs/ARCHITECTURE.md, "Retries"): attempt 1 waits about
-/// `base`, each next one up to twice as long, never more than `cap`. A provider's Retry-After
-/// sets a floor.
+/// Exponential back-off with full jitter and a cap (docs/ARCHITECTURE.md, "Retries"): after
+/// attempt 1 the wait is drawn from 0…`base`, after each next one from a range twice as long,
+/// never more than `cap`; spread over the whole range, retries of many jobs that failed together
+/// do not arrive together. A provider's Retry-After sets a floor.
 public struct Backoff: Sendable, Equatable {
     public var base: Double
     public var cap: Double
@@ -19,8 +20,7 @@ public struct Backoff: Sendable, Equatable {
     ) -> Double {
         let exponent = min(max(attempt - 1, 0), 30)
         let ceiling = min(cap, base * pow(2, Double(exponent)))
-        // "Equal jitter": at least half the ceiling, so retries never bunch up near zero.
-        let jittered = ceiling / 2 + random(0...(ceiling / 2))
+        let jittered = random(0...ceiling)
         return max(jittered, min(retryAfter ?? 0, cap * 10))
     }
 }

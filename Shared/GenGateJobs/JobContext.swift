@@ -97,7 +97,9 @@ public struct JobContext: Sendable {
         // Attempts that delivered (a model asked for its outputs in several calls) are not failures.
         let delivered = try await store.attempts(generationID: generation.id).filter { $0.state == .succeeded }.count
         let failures = max(1, generation.attempts - delivered)
-        switch policy.retry.decide(after: error, attempts: failures, deadline: generation.deadlineAt, now: now) {
+        switch policy.retry(for: generation.provider).decide(
+            after: error, attempts: failures, deadline: generation.deadlineAt, now: now)
+        {
         case .retry(let retryAt):
             var change = Transition.of(generation, to: .retryWait, at: now)
             change.error = .some(error)

@@ -14,6 +14,8 @@ public struct JobPolicy: Sendable, Equatable {
     /// submissions under way are never cancelled: their answer is always recorded.
     public var drainSeconds: Double
     public var retry: RetryPolicy
+    /// Retry policies of single providers, over `retry`.
+    public var providerRetry: [String: RetryPolicy]
     /// Check schedules by model id, then by kind of model.
     public var modelSchedules: [String: CheckSchedule]
     public var kindSchedules: [ModelInfo.Kind: CheckSchedule]
@@ -33,7 +35,7 @@ public struct JobPolicy: Sendable, Equatable {
 
     public init(
         leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
-        drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(),
+        drainSeconds: Double = 20, retry: RetryPolicy = RetryPolicy(), providerRetry: [String: RetryPolicy] = [:],
         modelSchedules: [String: CheckSchedule] = [:],
         kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
         maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5,
@@ -44,6 +46,7 @@ public struct JobPolicy: Sendable, Equatable {
         self.staleAfterSeconds = staleAfterSeconds
         self.drainSeconds = drainSeconds
         self.retry = retry
+        self.providerRetry = providerRetry
         self.modelSchedules = modelSchedules
         self.kindSchedules = kindSchedules
         self.maxCheckFailures = maxCheckFailures
@@ -59,21 +62,30 @@ public struct JobPolicy: Sendable, Equatable {
         modelSchedules[model] ?? kind.flatMap { kindSchedules[$0] } ?? .image
     }
 
+    /// How the jobs of `provider` are retried: its own policy, else the general one.
+    public func retry(for provider: String) -> RetryPolicy { providerRetry[provider] ?? retry }
+
     /// Until when a lease taken at `now` lasts.
     public func leaseUntil(_ now: Date) -> Date { now.addingTimeInterval(leaseSeconds) }
 }
 
-/// How failed attempts are retried: exponential back-off with jitter and a cap, a provider's
-/// Retry-After as a floor, at most `maxAttempts` submissions, never past the deadline.
+/// How failed attempts are retried: exponential back-off with full jitter and a cap, longer for
+/// rate limits (the provider asked for less), a provider's Retry-After as a floor, at most
+/// `maxAttempts` submissions, never past the deadline.
 public struct RetryPolicy: Sendable, Equatable {
     public var maxAttempts: Int
     public var baseSeconds: Double
     public var maxSeconds: Double
+    /// The back-off base after a rate limit that gave no Retry-After.
+    public var rateLimitBaseSeconds: Double
 
-    public init(maxAttempts: Int = 4, baseSeconds: Double = 2, maxSeconds: Double = 60) {
+    public init(
+        maxAttempts: Int = 4, baseSeconds: Double = 2, maxSeconds: Double = 60, rateLimitBaseSeconds: Double = 30
+    ) {
         self.maxAttempts = maxAttempts
         self.baseSeconds = baseSeconds
         self.maxSeconds = maxSeconds
+        self.rateLimitBaseSeconds = rateLimitBaseSeconds
     }
 
     public enum Decision: Sendable, Equatable {
@@ -82,13 +94,21 @@ public struct RetryPolicy: Sendable, Equatable {
         case fail(GenGateError)
     }
 
+    /// The back-off after `error`: a rate limit without Retry-After starts at
+    /// `rateLimitBaseSeconds` (and may grow past `maxSeconds`, up to four times that base).
+    public func backoff(after error: GenGateError) -> Backoff {
+        guard error.code == .rateLimited, error.retryAfter == nil else {
+            return Backoff(base: baseSeconds, cap: maxSeconds)
+        }
+        return Backoff(base: rateLimitBaseSeconds, cap: max(maxSeconds, rateLimitBaseSeconds * 4))
+    }
+
     /// What to do after attempt number `attempts` failed with `error`.
     public func decide(
         after error: GenGateError, attempts: Int, deadline: Date, now: Date,
         random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
     ) -> Decision {
-        let wait = Backoff(base: baseSeconds, cap: maxSeconds).delay(
-            afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
+        let wait = backoff(after: error).delay(afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
         let retryAt = now.addingTimeInterval(wait)
         if error.retryable && attempts < maxAttempts && retryAt < deadline {
             return .retry(at: retryAt)

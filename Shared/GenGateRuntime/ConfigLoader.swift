@@ -24,6 +24,7 @@ public enum ConfigLoader {
         "GENGATE_SILENT_AFTER_SECONDS": ["jobs", "silent_after_seconds"],
         "GENGATE_MAX_ATTEMPTS": ["jobs", "max_attempts"],
         "GENGATE_RETRY_BASE_SECONDS": ["jobs", "retry_base_seconds"],
+        "GENGATE_RATE_LIMIT_BASE_SECONDS": ["jobs", "rate_limit_base_seconds"],
         "GENGATE_DRAIN_SECONDS": ["jobs", "drain_seconds"],
         "GENGATE_HEARTBEAT_SECONDS": ["bus", "heartbeat_seconds"],
         "GENGATE_SIM_LATENCY_MS": ["sim", "latency_ms"],
@@ -116,6 +117,23 @@ public enum ConfigLoader {
             throw ConfigError(
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
+        }
+        let known = Set(["sim"] + RealProvider.all.map(\.name))
+        for (provider, settings) in [("jobs", nil)]
+            + jobs.providerRetry.sorted(by: { $0.key < $1.key }).map({ ($0, $1) })
+        {
+            let name = settings == nil ? "jobs" : "jobs.provider_retry.\(provider)"
+            if settings != nil, !known.contains(provider) {
+                throw ConfigError("\(name): no provider \(provider); known: \(known.sorted().joined(separator: ", "))")
+            }
+            let policy = config.retry(settings)
+            guard policy.maxAttempts >= 1, policy.baseSeconds >= 0, policy.maxSeconds >= policy.baseSeconds,
+                policy.rateLimitBaseSeconds >= 0, policy.maxSeconds <= 86_400, policy.rateLimitBaseSeconds <= 3_600
+            else {
+                throw ConfigError(
+                    "\(name): max_attempts ≥ 1, 0 ≤ retry_base_seconds ≤ retry_max_seconds ≤ 86400, 0 ≤ rate_limit_base_seconds ≤ 3600"
+                )
+            }
         }
         let providers = config.providers
         for (name, connection) in RealProvider.all.map({ ($0.name, providers[keyPath: $0.connection]) }) {

@@ -92,6 +92,11 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var maxAttempts = 4
         public var retryBaseSeconds = 2.0
         public var retryMaxSeconds = 60.0
+        /// The back-off base after a rate limit that said no Retry-After.
+        public var rateLimitBaseSeconds = 30.0
+        /// Retry settings of single providers (`max_attempts`, `retry_base_seconds`,
+        /// `retry_max_seconds`, `rate_limit_base_seconds`, each optional), over the ones above.
+        public var providerRetry: [String: RetrySettings] = [:]
         /// Jobs one dispatcher or uploader works on at once. A job in hand mostly waits (on a
         /// provider's answer, which takes seconds, or on a commit), so this bounds throughput:
         /// 256 submissions of 2 s each are 128 a second per dispatcher, and more writers waiting
@@ -126,6 +131,13 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var hunyuan = ProviderConnection()
         /// Synchronous: one call makes the images (a minute or two for gpt-image at high quality).
         public var openai = ProviderConnection(requestTimeoutSeconds: 300)
+    }
+
+    public struct RetrySettings: Codable, Sendable, Equatable {
+        public var maxAttempts: Int?
+        public var retryBaseSeconds: Double?
+        public var retryMaxSeconds: Double?
+        public var rateLimitBaseSeconds: Double?
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {
@@ -200,14 +212,23 @@ extension GenGateConfig {
 }
 
 extension GenGateConfig {
+    /// The retry policy of `settings` over the general one (the general one for nil).
+    func retry(_ settings: RetrySettings?) -> RetryPolicy {
+        RetryPolicy(
+            maxAttempts: settings?.maxAttempts ?? jobs.maxAttempts,
+            baseSeconds: settings?.retryBaseSeconds ?? jobs.retryBaseSeconds,
+            maxSeconds: settings?.retryMaxSeconds ?? jobs.retryMaxSeconds,
+            rateLimitBaseSeconds: settings?.rateLimitBaseSeconds ?? jobs.rateLimitBaseSeconds)
+    }
+
     /// The job engine's numbers, as one value.
     public var policy: JobPolicy {
         JobPolicy(
             leaseSeconds: jobs.leaseSeconds, sweepIntervalSeconds: jobs.sweepIntervalSeconds,
             staleAfterSeconds: jobs.staleAfterSeconds,
             drainSeconds: jobs.drainSeconds,
-            retry: RetryPolicy(
-                maxAttempts: jobs.maxAttempts, baseSeconds: jobs.retryBaseSeconds, maxSeconds: jobs.retryMaxSeconds),
+            retry: retry(nil),
+            providerRetry: jobs.providerRetry.mapValues { retry($0) },
             modelSchedules: jobs.modelCheckSchedules,
             kindSchedules: [
                 .image: jobs.checkSchedules.image, .video: jobs.checkSchedules.video, .text: jobs.checkSchedules.text,

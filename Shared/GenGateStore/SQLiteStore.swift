@@ -713,7 +713,8 @@ public final class SQLiteStore: GenerationStore {
             state: Attempt.State(rawValue: row["state"]) ?? .abandoned,
             error: try decodeError(row["error"]),
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
+            finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            possibleDoubleCharge: (row["possible_double_charge"] as Bool?) ?? false)
     }
 
     static func fetchGeneration(id: String, db: Database) throws -> Generation? {

@@ -216,7 +216,7 @@ final class EngineStoreTests: XCTestCase {
         let backoff = Backoff(base: 2, cap: 60)
         let low = { (range: ClosedRange<Double>) in range.lowerBound }
         let high = { (range: ClosedRange<Double>) in range.upperBound }
-        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: low), 1)
+        XCTAssertEqual(backoff.delay(afterAttempt: 1, random: low), 0, "full jitter: anywhere from zero")
         XCTAssertEqual(backoff.delay(afterAttempt: 1, random: high), 2)
         XCTAssertEqual(backoff.delay(afterAttempt: 3, random: high), 8)
         XCTAssertEqual(backoff.delay(afterAttempt: 30, random: high), 60)

@@ -51,6 +51,27 @@ final class JobDecisionTests: XCTestCase {
         XCTAssertEqual(policy.decide(after: refused, attempts: 1, deadline: .distantFuture, now: now), .fail(refused))
     }
 
+    /// A rate limit that named no wait backs off from the longer base (the provider asked for
+    /// less), and providers can have policies of their own.
+    func testARateLimitWithoutRetryAfterBacksOffLongerAndProvidersHaveTheirOwnPolicy() {
+        let policy = RetryPolicy(maxAttempts: 5, baseSeconds: 2, maxSeconds: 60, rateLimitBaseSeconds: 30)
+        let throttled = GenGateError(.rateLimited, "slow down", retryable: true)
+        let far = now.addingTimeInterval(3_600)
+        XCTAssertEqual(
+            policy.decide(after: throttled, attempts: 1, deadline: far, now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(30)))
+        XCTAssertEqual(
+            policy.decide(after: throttled, attempts: 3, deadline: far, now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(120)), "capped at four times the base, past max_seconds")
+        let busy = GenGateError(.providerUnavailable, "busy")
+        XCTAssertEqual(
+            policy.decide(after: busy, attempts: 1, deadline: far, now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(2)))
+        let jobs = JobPolicy(retry: policy, providerRetry: ["kling": RetryPolicy(maxAttempts: 8, baseSeconds: 5)])
+        XCTAssertEqual(jobs.retry(for: "kling").maxAttempts, 8)
+        XCTAssertEqual(jobs.retry(for: "flux"), policy)
+    }
+
     func testRecoveryNeverResubmitsWhatIsOnRecordAndCountsWhatItCannotRuleOut() {
         XCTAssertEqual(
             SubmissionRecovery.decide(last: nil, providerFindsByReference: false),

@@ -68,6 +68,29 @@ final class ConfigTests: XCTestCase {
         }
     }
 
+    /// Retries can be set per provider, over the general settings; a provider that does not
+    /// exist, or numbers out of range, are refused.
+    func testRetriesCanBeSetPerProvider() throws {
+        let config = try ConfigLoader.load(
+            file: try file(
+                #"{"jobs": {"max_attempts": 3, "provider_retry": {"kling": {"max_attempts": 6, "rate_limit_base_seconds": 60}}}}"#
+            ), environment: ["GENGATE_RATE_LIMIT_BASE_SECONDS": "20"])
+        let policy = config.policy
+        XCTAssertEqual(policy.retry(for: "kling").maxAttempts, 6)
+        XCTAssertEqual(policy.retry(for: "kling").rateLimitBaseSeconds, 60)
+        XCTAssertEqual(policy.retry(for: "kling").baseSeconds, 2, "unset: the general value")
+        XCTAssertEqual(policy.retry(for: "flux").maxAttempts, 3)
+        XCTAssertEqual(policy.retry(for: "flux").rateLimitBaseSeconds, 20)
+        for bad in [
+            #"{"jobs": {"provider_retry": {"klingg": {"max_attempts": 2}}}}"#,
+            #"{"jobs": {"provider_retry": {"kling": {"max_attempts": 0}}}}"#,
+            #"{"jobs": {"provider_retry": {"kling": {"retry_base_seconds": 90, "retry_max_seconds": 10}}}}"#,
+            #"{"jobs": {"rate_limit_base_seconds": -1}}"#,
+        ] {
+            XCTAssertThrowsError(try ConfigLoader.load(file: try file(bad), environment: [:]), bad)
+        }
+    }
+
     func testBadConfigurationSaysWhatIsWrong() throws {
         func message(_ body: () throws -> GenGateConfig) -> String {
             do {

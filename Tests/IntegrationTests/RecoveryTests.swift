@@ -57,5 +57,16 @@ final class RecoveryTests: XCTestCase {
             failed["error"]?["message"]?.stringValue?.contains("gave up after 3 attempts") ?? false, "\(failed)")
         XCTAssertNotNil(failed["retry_wait_at"]?.stringValue, "it waited between attempts")
         XCTAssertEqual(failed["outputs"], .array([]))
+        // Every retry is on the job: each attempt, what it asked for, how it ended and when.
+        guard case .array(let history)? = failed["attempt_history"] else { return XCTFail("\(failed)") }
+        XCTAssertEqual(history.compactMap { $0["number"]?.intValue }, [1, 2, 3])
+        for attempt in history {
+            XCTAssertEqual(attempt["state"]?.stringValue, "failed")
+            XCTAssertEqual(attempt["provider"]?.stringValue, "sim")
+            XCTAssertEqual(attempt["error"]?["code"]?.stringValue, "provider_error")
+            XCTAssertNotNil(attempt["started_at"]?.stringValue)
+            XCTAssertNotNil(attempt["ended_at"]?.stringValue)
+            XCTAssertEqual(attempt["possible_double_charge"], .bool(false))
+        }
     }
 }
