@@ -27,8 +27,9 @@ struct ErrorMiddleware: RouterMiddleware {
             throw error
         } catch let error as APIError {
             return try error.response(from: request, context: context)
-        } catch let error as GenGateError where error.code != .internalError {
-            // A class of the one vocabulary, raised below the API: answered as itself.
+        } catch let error as GenGateError where !error.code.isJobClass {
+            // A request code raised below the API: answered as itself. A job class reaching here
+            // (a store or object error) is a fault of ours, answered as one below.
             return try APIError(error.code, error.message).response(from: request, context: context)
         } catch is NIOTooManyBytesError {
             return try APIError.payloadTooLarge(limit: maxBodyBytes).response(from: request, context: context)
@@ -40,8 +41,6 @@ struct ErrorMiddleware: RouterMiddleware {
                 translated = .notFound("no such endpoint: \(request.method) \(Self.loggable(request.uri.path))")
             case .contentTooLarge:
                 translated = .payloadTooLarge(limit: maxBodyBytes)
-            case .methodNotAllowed:
-                translated = APIError(.methodNotAllowed, "\(request.method) is not allowed here")
             default:
                 // Anything else the HTTP layer refuses keeps its status, under the vocabulary's code.
                 translated = APIError(

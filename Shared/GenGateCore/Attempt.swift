@@ -26,8 +26,9 @@ public struct Attempt: Codable, Sendable, Equatable {
     public var error: GenGateError?
     public var createdAt: Date
     public var finishedAt: Date?
-    /// The provider may have done (and billed) this submission's work twice: it was submitted
-    /// again without ruling out that this one reached it.
+    /// The provider may have charged for this submission although it delivered nothing GenGate
+    /// uses (no answer, an unreadable one, a stop mid-call, outputs lost): whatever comes next
+    /// (a retry, or the job failing) is counted against it.
     public var possibleDoubleCharge: Bool
 
     public init(

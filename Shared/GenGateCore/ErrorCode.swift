@@ -24,7 +24,6 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case unauthorized
     case forbidden
     case notFound = "not_found"
-    case methodNotAllowed = "method_not_allowed"
     case conflict
     case idempotencyKeyReused = "idempotency_key_reused"
     case payloadTooLarge = "payload_too_large"
@@ -39,7 +38,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
             return true
         case .invalidRequest, .authenticationFailed, .quotaExceeded, .contentPolicy, .taskTimeout,
             .cancelled, .internalError, .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized,
-            .forbidden, .notFound, .methodNotAllowed, .conflict, .idempotencyKeyReused, .payloadTooLarge,
+            .forbidden, .notFound, .conflict, .idempotencyKeyReused, .payloadTooLarge,
             .rangeNotSatisfiable:
             return false
         }
@@ -51,7 +50,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .invalidRequest, .authenticationFailed, .quotaExceeded, .contentPolicy, .rateLimited, .providerError,
             .providerUnavailable, .providerTimeout, .taskTimeout, .uploadFailed, .cancelled, .internalError:
             return true
-        default:
+        case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
+            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
             return false
         }
     }
@@ -64,7 +64,6 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .quotaExceeded: return 402
         case .forbidden: return 403
         case .notFound: return 404
-        case .methodNotAllowed: return 405
         case .conflict, .idempotencyKeyReused, .cancelled: return 409
         case .payloadTooLarge: return 413
         case .rangeNotSatisfiable: return 416

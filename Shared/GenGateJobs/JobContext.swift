@@ -254,10 +254,12 @@ public struct JobContext: Sendable {
     }
 
     public static func errorPayload(_ error: GenGateError) -> JSONValue {
-        .object([
+        var fields: [String: JSONValue] = [
             "code": .string(error.code.rawValue), "message": .string(error.message),
             "retryable": .bool(error.retryable),
-        ])
+        ]
+        if let code = error.providerCode { fields["provider_code"] = .string(code) }
+        return .object(fields)
     }
 
     /// A `provider.call` event: the outcome of one call to a provider, for the monitor.

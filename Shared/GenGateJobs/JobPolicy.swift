@@ -108,7 +108,12 @@ public struct RetryPolicy: Sendable, Equatable {
         after error: GenGateError, attempts: Int, deadline: Date, now: Date,
         random: (ClosedRange<Double>) -> Double = { Double.random(in: $0) }
     ) -> Decision {
-        let wait = backoff(after: error).delay(afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
+        var wait = backoff(after: error).delay(afterAttempt: attempts, retryAfter: error.retryAfter, random: random)
+        // A back-off that would pass the deadline is shortened to fit, as long as the provider's
+        // own Retry-After (the floor) still leaves a second before it.
+        let remaining = deadline.timeIntervalSince(now) - 1
+        let floor = error.retryAfter ?? 0
+        if wait >= remaining, floor < remaining { wait = random(floor...remaining) }
         let retryAt = now.addingTimeInterval(wait)
         if error.retryable && attempts < maxAttempts && retryAt < deadline {
             return .retry(at: retryAt)

@@ -88,7 +88,10 @@ public struct OutputTransfer: Sendable {
                             "error": "\(lastError)",
                         ])
                     guard lastError.retryable, attempt < Self.triesPerOutput else { break }
-                    try? await Task.sleep(for: .milliseconds(Int(backoff.delay(afterAttempt: attempt) * 1_000)))
+                    // At least a quarter second: full jitter may draw nearly nothing, and a file
+                    // host's short outage should be ridden out, not met three times at once.
+                    let pause = max(0.25, backoff.delay(afterAttempt: attempt))
+                    try? await Task.sleep(for: .milliseconds(Int(pause * 1_000)))
                 }
             }
             guard let stored else {

@@ -60,7 +60,8 @@ public struct Submission: Sendable {
             case .done:
                 return
             case .askAgainLater:
-                let later = Date().addingTimeInterval(max(1, context.policy.retry.baseSeconds))
+                let later = Date().addingTimeInterval(
+                    max(1, context.policy.retry(for: generation.provider).baseSeconds))
                 await context.releaseLease(generation, nextActionAt: min(later, generation.deadlineAt))
                 return
             case .resubmit(let updated, let abandoning):

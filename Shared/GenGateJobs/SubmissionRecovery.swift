@@ -27,7 +27,8 @@ public enum SubmissionRecovery {
             return true
         case .rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .contentPolicy, .cancelled:
             return false
-        default:
+        case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
+            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
             return true  // request codes: no adapter states them, so nothing is ruled out
         }
     }

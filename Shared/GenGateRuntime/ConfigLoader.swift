@@ -128,10 +128,10 @@ public enum ConfigLoader {
             }
             let policy = config.retry(settings)
             guard policy.maxAttempts >= 1, policy.baseSeconds >= 0, policy.maxSeconds >= policy.baseSeconds,
-                policy.rateLimitBaseSeconds >= 0, policy.maxSeconds <= 86_400, policy.rateLimitBaseSeconds <= 3_600
+                policy.rateLimitBaseSeconds >= 1, policy.maxSeconds <= 86_400, policy.rateLimitBaseSeconds <= 3_600
             else {
                 throw ConfigError(
-                    "\(name): max_attempts ≥ 1, 0 ≤ retry_base_seconds ≤ retry_max_seconds ≤ 86400, 0 ≤ rate_limit_base_seconds ≤ 3600"
+                    "\(name): max_attempts ≥ 1, 0 ≤ retry_base_seconds ≤ retry_max_seconds ≤ 86400, 1 ≤ rate_limit_base_seconds ≤ 3600"
                 )
             }
         }

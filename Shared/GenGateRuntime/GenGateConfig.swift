@@ -138,6 +138,40 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var retryBaseSeconds: Double?
         public var retryMaxSeconds: Double?
         public var rateLimitBaseSeconds: Double?
+
+        enum CodingKeys: String, CodingKey, CaseIterable {
+            case maxAttempts, retryBaseSeconds, retryMaxSeconds, rateLimitBaseSeconds
+        }
+
+        /// Strict: inside a free-form map the loader cannot tell a misspelt setting from a
+        /// provider's name, so an unknown key, or none at all, is refused here.
+        public init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            let given = try decoder.container(keyedBy: AnyKey.self).allKeys.map(\.stringValue)
+            let known = Set(CodingKeys.allCases.map(\.stringValue))
+            if let unknown = given.first(where: { !known.contains($0) }) {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .maxAttempts, in: container,
+                    debugDescription:
+                        "unknown setting \(unknown); known: max_attempts, retry_base_seconds, retry_max_seconds, rate_limit_base_seconds"
+                )
+            }
+            if given.isEmpty {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .maxAttempts, in: container, debugDescription: "sets nothing")
+            }
+            maxAttempts = try container.decodeIfPresent(Int.self, forKey: .maxAttempts)
+            retryBaseSeconds = try container.decodeIfPresent(Double.self, forKey: .retryBaseSeconds)
+            retryMaxSeconds = try container.decodeIfPresent(Double.self, forKey: .retryMaxSeconds)
+            rateLimitBaseSeconds = try container.decodeIfPresent(Double.self, forKey: .rateLimitBaseSeconds)
+        }
+
+        struct AnyKey: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
     }
 
     public struct ProviderConnection: Codable, Sendable, Equatable {

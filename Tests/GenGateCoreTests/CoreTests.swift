@@ -37,16 +37,22 @@ final class ErrorTaxonomyTests: XCTestCase {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
         let text = try String(contentsOf: root.appendingPathComponent("docs/ERRORS.md"), encoding: .utf8)
-        var listed: [String: (status: Int, retryable: Bool)] = [:]
-        for line in text.split(separator: "\n") where line.hasPrefix("| `") {
+        var listed: [String: (status: Int, retryable: Bool, jobClass: Bool)] = [:]
+        var inJobClasses = false
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("## ") { inJobClasses = line == "## Job classes" }
+            guard line.hasPrefix("| `") else { continue }
             let cells = line.split(separator: "|").map { $0.trimmingCharacters(in: .whitespaces) }
             guard cells.count >= 3, let status = Int(cells[1]) else { continue }
-            listed[cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))] = (status, cells[2] == "yes")
+            listed[cells[0].trimmingCharacters(in: CharacterSet(charactersIn: "`"))] = (
+                status, cells[2] == "yes", inJobClasses
+            )
         }
         for code in ErrorCode.allCases {
             let row = try XCTUnwrap(listed[code.rawValue], "\(code.rawValue) is not in docs/ERRORS.md")
             XCTAssertEqual(row.status, code.httpStatus, code.rawValue)
             XCTAssertEqual(row.retryable, code.isRetryable, code.rawValue)
+            XCTAssertEqual(row.jobClass, code.isJobClass, "\(code.rawValue) is in the wrong section")
         }
         XCTAssertEqual(listed.count, ErrorCode.allCases.count, "docs/ERRORS.md lists a code that does not exist")
     }

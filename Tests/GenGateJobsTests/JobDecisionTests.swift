@@ -61,8 +61,17 @@ final class JobDecisionTests: XCTestCase {
             policy.decide(after: throttled, attempts: 1, deadline: far, now: now, random: noJitter),
             .retry(at: now.addingTimeInterval(30)))
         XCTAssertEqual(
-            policy.decide(after: throttled, attempts: 3, deadline: far, now: now, random: noJitter),
+            policy.decide(after: throttled, attempts: 4, deadline: far, now: now, random: noJitter),
             .retry(at: now.addingTimeInterval(120)), "capped at four times the base, past max_seconds")
+        // A back-off past the deadline is shortened to fit, never turned into a failure.
+        let soon = now.addingTimeInterval(11)
+        XCTAssertEqual(
+            policy.decide(after: throttled, attempts: 1, deadline: soon, now: now, random: noJitter),
+            .retry(at: now.addingTimeInterval(10)))
+        guard
+            case .fail = policy.decide(
+                after: GenGateError(.rateLimited, "wait", retryAfter: 20), attempts: 1, deadline: soon, now: now)
+        else { return XCTFail("the provider's own wait does not fit: no retry") }
         let busy = GenGateError(.providerUnavailable, "busy")
         XCTAssertEqual(
             policy.decide(after: busy, attempts: 1, deadline: far, now: now, random: noJitter),

@@ -359,6 +359,7 @@ final class SubmissionTests: XCTestCase {
         try await Submission(context: try harness.context("worker-b")).dispatch(job.id)
         attempts = try await harness.store.attempts(generationID: job.id)
         XCTAssertEqual(attempts.map(\.state), [.abandoned, .succeeded])
+        XCTAssertEqual(attempts.map(\.possibleDoubleCharge), [true, false], "read back from the store")
         let charges = try await harness.store.possibleDoubleCharges()
         XCTAssertEqual(charges["scripted"], 1, "the second call is counted")
         XCTAssertEqual(provider.submissions.count, 2)

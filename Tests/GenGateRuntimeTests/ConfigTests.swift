@@ -85,7 +85,9 @@ final class ConfigTests: XCTestCase {
             #"{"jobs": {"provider_retry": {"klingg": {"max_attempts": 2}}}}"#,
             #"{"jobs": {"provider_retry": {"kling": {"max_attempts": 0}}}}"#,
             #"{"jobs": {"provider_retry": {"kling": {"retry_base_seconds": 90, "retry_max_seconds": 10}}}}"#,
-            #"{"jobs": {"rate_limit_base_seconds": -1}}"#,
+            #"{"jobs": {"rate_limit_base_seconds": 0}}"#,
+            #"{"jobs": {"provider_retry": {"kling": {"max_attempt": 8}}}}"#,
+            #"{"jobs": {"provider_retry": {"kling": {}}}}"#,
         ] {
             XCTAssertThrowsError(try ConfigLoader.load(file: try file(bad), environment: [:]), bad)
         }

@@ -268,7 +268,7 @@ public struct KlingAdapter: HTTPProviderAdapter {
         case 1300, 1301:
             return GenGateError(.contentPolicy, text)
         case 1302, 1303:
-            // No Retry-After from Kling; the back-off starts at a second or more.
+            // No Retry-After from Kling: the engine's rate-limit back-off applies.
             return GenGateError(.rateLimited, text, retryAfter: ProviderErrors.retryAfter(answer.headers))
         case 5000...5999:
             return GenGateError(.providerUnavailable, text)

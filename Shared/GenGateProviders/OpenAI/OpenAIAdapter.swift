@@ -270,7 +270,8 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
     // MARK: Errors
 
     func error(_ answer: ProviderHTTP.Answer) -> GenGateError {
-        classify(answer).withProviderCode(ProviderErrors.code(answer.json))
+        classify(answer).withProviderCode(
+            ProviderErrors.code(answer.json)?.replacingOccurrences(of: key, with: "[key]"))
     }
 
     func classify(_ answer: ProviderHTTP.Answer) -> GenGateError {
