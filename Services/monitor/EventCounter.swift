@@ -76,6 +76,8 @@ struct EventCounter: Service, CustomStringConvertible {
             if let bytes = payload["bytes"]?.intValue {
                 Counter(label: "gengate_output_bytes_total").increment(by: bytes)
             }
+        case .providerCircuitOpened:
+            Counter(label: "gengate_provider_circuit_opened_total", dimensions: [("provider", provider)]).increment()
         case .providerCall:
             let operation = payload["operation"]?.stringValue ?? "unknown"
             let outcome = payload["outcome"]?.stringValue ?? "unknown"

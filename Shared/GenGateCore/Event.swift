@@ -37,6 +37,8 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     case providerCall = "provider.call"
     /// A submission that may have been made twice (recovery could not rule it out).
     case providerPossibleDoubleCharge = "provider.possible_double_charge"
+    /// A process stopped submitting to a provider that kept failing to answer: provider, until.
+    case providerCircuitOpened = "provider.circuit_opened"
     case serviceHeartbeat = "service.heartbeat"
     /// A poller's checks since its last report: status calls and how late checks were.
     case pollerChecks = "poller.checks"

@@ -18,6 +18,8 @@ public struct JobContext: Sendable {
     public let policy: JobPolicy
     public let logger: Logger
     public let failPoints: FailPoints
+    /// This process's circuits, one per provider.
+    public let circuit: ProviderCircuit
     /// The prefix of output object keys.
     public let objectPrefix: String
     /// The base of output URLs handed to clients.
@@ -39,6 +41,7 @@ public struct JobContext: Sendable {
         self.policy = policy
         self.logger = logger
         self.failPoints = failPoints
+        circuit = ProviderCircuit(threshold: policy.circuitThreshold, coolDown: policy.circuitCoolDownSeconds)
         self.objectPrefix = objectPrefix
         self.publicBaseURL = publicBaseURL
         self.callbackBase = callbackBase

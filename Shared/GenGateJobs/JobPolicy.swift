@@ -32,6 +32,10 @@ public struct JobPolicy: Sendable, Equatable {
     public var eventRetentionSeconds: Double
     /// How long an `Idempotency-Key` is remembered.
     public var idempotencyWindowSeconds: Double
+    /// Submissions in a row that found a provider unreachable before its circuit opens, and how
+    /// long it stays open (`ProviderCircuit`).
+    public var circuitThreshold: Int
+    public var circuitCoolDownSeconds: Double
 
     public init(
         leaseSeconds: Double = 30, sweepIntervalSeconds: Double = 1, staleAfterSeconds: Double = 5,
@@ -39,7 +43,8 @@ public struct JobPolicy: Sendable, Equatable {
         modelSchedules: [String: CheckSchedule] = [:],
         kindSchedules: [ModelInfo.Kind: CheckSchedule] = [.image: .image, .video: .video, .text: .text],
         maxCheckFailures: Int = 5, checkConcurrency: Int = 64, checkBatch: Int = 256, maxHandlerFailures: Int = 5,
-        eventRetentionSeconds: Double = 30 * 86_400, idempotencyWindowSeconds: Double = 86_400
+        eventRetentionSeconds: Double = 30 * 86_400, idempotencyWindowSeconds: Double = 86_400,
+        circuitThreshold: Int = 5, circuitCoolDownSeconds: Double = 30
     ) {
         self.leaseSeconds = leaseSeconds
         self.sweepIntervalSeconds = sweepIntervalSeconds
@@ -55,6 +60,8 @@ public struct JobPolicy: Sendable, Equatable {
         self.maxHandlerFailures = maxHandlerFailures
         self.eventRetentionSeconds = eventRetentionSeconds
         self.idempotencyWindowSeconds = idempotencyWindowSeconds
+        self.circuitThreshold = circuitThreshold
+        self.circuitCoolDownSeconds = circuitCoolDownSeconds
     }
 
     /// The check schedule of `model`: its own, else its kind's, else the image one.

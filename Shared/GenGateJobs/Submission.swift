@@ -79,6 +79,22 @@ public struct Submission: Sendable {
             if try await context.apply(change) != nil { context.notify(.upload, id, "all outputs stored") }
             return
         }
+        if case .wait(let until) = context.circuit.admit(adapter.name, now: now) {
+            // The provider keeps failing to answer: wait for its circuit rather than spend an
+            // attempt (and a timeout) on it; an interrupted attempt stays as it is until then.
+            // A job whose deadline comes first fails now, saying why.
+            guard until < generation.deadlineAt else {
+                _ = try await context.fail(
+                    generation,
+                    error: GenGateError(
+                        .providerUnavailable,
+                        "\(adapter.name) kept failing to answer; its circuit is open past this job's deadline",
+                        retryable: false))
+                return
+            }
+            await context.releaseLease(generation, nextActionAt: until)
+            return
+        }
         let number = generation.attempts + 1
         let perCall = min(
             adapter.capabilities.maxOutputsPerCall,
@@ -134,6 +150,7 @@ public struct Submission: Sendable {
                 dispatching, adapter: adapter, request: request, attempt: number, started: started, error: error)
             return
         }
+        noteOutcome(adapter, nil)
         context.publish([
             context.providerCall(
                 provider: adapter.name, model: request.model, operation: "submit", started: started,
@@ -167,12 +184,27 @@ public struct Submission: Sendable {
         })
     }
 
+    /// Tells the provider's circuit how a submission went, and says so when that opened it.
+    func noteOutcome(_ adapter: any ProviderAdapter, _ error: GenGateError?) {
+        guard context.circuit.record(adapter.name, error: error) else { return }
+        let until = Date().addingTimeInterval(context.circuit.coolDown)
+        context.logger.warning(
+            "a provider keeps failing to answer; its circuit is open",
+            metadata: ["provider": "\(adapter.name)", "seconds": "\(context.circuit.coolDown)"])
+        context.publish([
+            Event(
+                .providerCircuitOpened,
+                payload: ["provider": .string(adapter.name), "until": .string(Timestamp.format(until))])
+        ])
+    }
+
     /// Records a submission that failed: the attempt closed, the job retried or failed.
     func submissionFailed(
         _ dispatching: Generation, adapter: any ProviderAdapter, request: ProviderRequest, attempt number: Int,
         started: ContinuousClock.Instant, error: any Error, charged: Bool = false
     ) async throws {
         let failure = GenGateError.wrap(error)
+        noteOutcome(adapter, failure)
         context.publish([
             context.providerCall(
                 provider: adapter.name, model: request.model, operation: "submit", started: started, error: failure)
@@ -230,6 +262,7 @@ public struct Submission: Sendable {
                 dispatching, adapter: adapter, request: request, attempt: number, started: started, error: error)
             return
         }
+        noteOutcome(adapter, nil)
         context.publish([
             context.providerCall(
                 provider: adapter.name, model: request.model, operation: "submit", started: started, error: nil)

@@ -118,6 +118,9 @@ public enum ConfigLoader {
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
         }
+        guard jobs.circuitThreshold >= 1, (1...3_600).contains(jobs.circuitCoolDownSeconds) else {
+            throw ConfigError("jobs.circuit_threshold must be ≥ 1 and jobs.circuit_cool_down_seconds 1…3600")
+        }
         let known = Set(["sim"] + RealProvider.all.map(\.name))
         for (provider, settings) in [("jobs", nil)]
             + jobs.providerRetry.sorted(by: { $0.key < $1.key }).map({ ($0, $1) })

@@ -94,6 +94,10 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var retryMaxSeconds = 60.0
         /// The back-off base after a rate limit that said no Retry-After.
         public var rateLimitBaseSeconds = 30.0
+        /// Submissions in a row that found a provider unreachable before this process stops
+        /// submitting to it for `circuit_cool_down_seconds` (then one probe decides).
+        public var circuitThreshold = 5
+        public var circuitCoolDownSeconds = 30.0
         /// Retry settings of single providers (`max_attempts`, `retry_base_seconds`,
         /// `retry_max_seconds`, `rate_limit_base_seconds`, each optional), over the ones above.
         public var providerRetry: [String: RetrySettings] = [:]
@@ -270,6 +274,7 @@ extension GenGateConfig {
             maxCheckFailures: jobs.maxCheckFailures, checkConcurrency: jobs.checkConcurrency,
             checkBatch: jobs.checkBatch,
             maxHandlerFailures: jobs.maxHandlerFailures, eventRetentionSeconds: store.eventRetentionDays * 86_400,
-            idempotencyWindowSeconds: http.idempotencyWindowSeconds)
+            idempotencyWindowSeconds: http.idempotencyWindowSeconds, circuitThreshold: jobs.circuitThreshold,
+            circuitCoolDownSeconds: jobs.circuitCoolDownSeconds)
     }
 }

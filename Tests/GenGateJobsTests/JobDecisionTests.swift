@@ -146,4 +146,29 @@ final class JobDecisionTests: XCTestCase {
         XCTAssertNil(CheckSchedule.video.problem(named: "x"))
         XCTAssertNotNil(CheckSchedule(firstSeconds: 0, factor: 1, maxSeconds: 1, jitter: 0).problem(named: "x"))
     }
+
+    /// A circuit opens after a run of unreachable answers, lets one probe through after the
+    /// cool-down, and closes on any answer; other providers and other failures do not count, and
+    /// a probe that never reports is forgotten.
+    func testACircuitOpensOnARunOfUnreachableAnswersAndAProbeClosesIt() {
+        let circuit = ProviderCircuit(threshold: 3, coolDown: 30)
+        let down = GenGateError(.providerUnavailable, "503")
+        XCTAssertEqual(circuit.admit("kling", now: now), .go)
+        XCTAssertFalse(circuit.record("kling", error: down, now: now))
+        XCTAssertFalse(circuit.record("kling", error: GenGateError(.internalError, "ours"), now: now), "neutral")
+        XCTAssertFalse(circuit.record("kling", error: down, now: now))
+        XCTAssertTrue(circuit.record("kling", error: GenGateError(.providerTimeout, "slow"), now: now), "third")
+        XCTAssertEqual(circuit.admit("kling", now: now + 10), .wait(until: now + 30))
+        XCTAssertEqual(circuit.admit("flux", now: now + 10), .go, "one provider's circuit only")
+        XCTAssertEqual(circuit.admit("kling", now: now + 31), .go, "the probe")
+        XCTAssertEqual(circuit.admit("kling", now: now + 31), .wait(until: now + 61), "one probe at a time")
+        XCTAssertTrue(circuit.record("kling", error: down, now: now + 32), "a failed probe opens it again")
+        XCTAssertEqual(circuit.admit("kling", now: now + 40), .wait(until: now + 62))
+        XCTAssertEqual(circuit.admit("kling", now: now + 63), .go, "a probe…")
+        XCTAssertEqual(circuit.admit("kling", now: now + 94), .go, "…that never reported is forgotten")
+        circuit.record("kling", error: GenGateError(.contentPolicy, "no"), now: now + 95)
+        XCTAssertFalse(circuit.isOpen("kling"), "the provider answered")
+        XCTAssertEqual(circuit.admit("kling", now: now + 96), .go)
+        XCTAssertEqual(circuit.admit("kling", now: now + 96), .go, "closed: no probing")
+    }
 }

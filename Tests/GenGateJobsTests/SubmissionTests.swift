@@ -292,6 +292,39 @@ final class SubmissionTests: XCTestCase {
         return try await harness.job(job.id)
     }
 
+    /// After a run of submissions that found the provider down, the next job waits for the
+    /// circuit instead of calling (and spending an attempt on) a provider that does not answer.
+    func testAnOpenCircuitHoldsSubmissionsBackWithoutSpendingAttempts() async throws {
+        let harness = try await Harness(policy: JobPolicy(circuitThreshold: 2, circuitCoolDownSeconds: 30))
+        let down = GenGateError(.providerUnavailable, "503", retryable: true)
+        harness.provider.state.withLock { $0.submitErrors = [down, down] }
+        let context = try harness.context()
+        for _ in 0..<2 {
+            let job = try await harness.submit()
+            try await Submission(context: context).dispatch(job.id)
+        }
+        XCTAssertEqual(harness.provider.submissions.count, 2)
+        XCTAssertTrue(context.circuit.isOpen("scripted"))
+        let held = try await harness.submit()
+        try await Submission(context: context).dispatch(held.id)
+        XCTAssertEqual(harness.provider.submissions.count, 2, "the provider was not called")
+        let waiting = try await harness.job(held.id)
+        XCTAssertEqual(waiting.status, .pending)
+        XCTAssertEqual(waiting.attempts, 0, "no attempt spent")
+        XCTAssertNil(waiting.leaseOwner)
+        XCTAssertGreaterThan(waiting.nextActionAt ?? .distantPast, Date().addingTimeInterval(20))
+        let events = try await harness.store.events(generationID: held.id)
+        XCTAssertFalse(events.contains { $0.type == .generationFailed })
+
+        // A job whose deadline comes before the circuit closes fails now, saying why.
+        let hurried = try await harness.submit(deadline: 10)
+        try await Submission(context: context).dispatch(hurried.id)
+        let failed = try await harness.job(hurried.id)
+        XCTAssertEqual(failed.status, .failed)
+        XCTAssertEqual(failed.error?.code, .providerUnavailable)
+        XCTAssertEqual(harness.provider.submissions.count, 2)
+    }
+
     // MARK: Synchronous providers
 
     /// A synchronous call's outputs are stored, under keys that name the attempt, and recorded
