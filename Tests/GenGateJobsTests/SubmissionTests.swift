@@ -252,14 +252,16 @@ final class SubmissionTests: XCTestCase {
     }
 
     func testKeepingLeaseOutlivesASlowOperation() async throws {
-        let harness = try await Harness(policy: JobPolicy(leaseSeconds: 0.6))
+        // A lease long enough that one slow commit (a loaded machine's fsync) between two renewals
+        // cannot let it lapse; the operation still outlasts it 2.5 times.
+        let harness = try await Harness(policy: JobPolicy(leaseSeconds: 1.2))
         let job = try await harness.submit()
         let context = try harness.context()
         let claimed = try await harness.store.claim(
             id: job.id, statuses: [.pending], owner: "worker-a",
             leaseUntil: context.leaseUntil(), now: Date())
         let result = try await context.keepingLease(try XCTUnwrap(claimed)) {
-            try await Task.sleep(for: .milliseconds(1_500))  // 2.5 lease periods
+            try await Task.sleep(for: .milliseconds(3_000))  // 2.5 lease periods
             return "done"
         }
         XCTAssertEqual(result, "done")
