@@ -150,12 +150,7 @@ public struct Submission: Sendable {
                 dispatching, adapter: adapter, request: request, attempt: number, started: started, error: error)
             return
         }
-        noteOutcome(adapter, nil)
-        context.publish([
-            context.providerCall(
-                provider: adapter.name, model: request.model, operation: "submit", started: started,
-                error: nil)
-        ])
+        reportSubmission(adapter, request, started: started, error: nil)
         context.failPoints.reached(.afterSubmit)
         let submitted = AttemptUpdate(
             generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
@@ -184,8 +179,16 @@ public struct Submission: Sendable {
         })
     }
 
-    /// Tells the provider's circuit how a submission went, and says so when that opened it.
-    func noteOutcome(_ adapter: any ProviderAdapter, _ error: GenGateError?) {
+    /// Says how a submission's provider call went: a `provider.call` event for the monitor, and the
+    /// provider's circuit told (announced when that opened it).
+    func reportSubmission(
+        _ adapter: any ProviderAdapter, _ request: ProviderRequest, started: ContinuousClock.Instant,
+        error: GenGateError?
+    ) {
+        context.publish([
+            context.providerCall(
+                provider: adapter.name, model: request.model, operation: "submit", started: started, error: error)
+        ])
         guard context.circuit.record(adapter.name, error: error) else { return }
         let until = Date().addingTimeInterval(context.circuit.coolDown)
         context.logger.warning(
@@ -204,11 +207,8 @@ public struct Submission: Sendable {
         started: ContinuousClock.Instant, error: any Error, charged: Bool = false
     ) async throws {
         let failure = GenGateError.wrap(error)
-        noteOutcome(adapter, failure)
-        context.publish([
-            context.providerCall(
-                provider: adapter.name, model: request.model, operation: "submit", started: started, error: failure)
-        ])
+        // A charged failure came after a call already reported as answered (its outputs were lost).
+        if !charged { reportSubmission(adapter, request, started: started, error: failure) }
         // A failure the provider did not state (a timeout, a dropped connection, a 5xx, an
         // unreadable answer) may hide a task it runs and bills: counted, like a crash here.
         let unknown = charged || SubmissionRecovery.mayHaveReachedProvider(failure)
@@ -262,11 +262,7 @@ public struct Submission: Sendable {
                 dispatching, adapter: adapter, request: request, attempt: number, started: started, error: error)
             return
         }
-        noteOutcome(adapter, nil)
-        context.publish([
-            context.providerCall(
-                provider: adapter.name, model: request.model, operation: "submit", started: started, error: nil)
-        ])
+        reportSubmission(adapter, request, started: started, error: nil)
         context.failPoints.reached(.afterSubmit)
         let kept: (outputs: [Output], events: [Event])
         let outputsMade = made

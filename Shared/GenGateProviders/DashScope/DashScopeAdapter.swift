@@ -71,7 +71,7 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
-        let answer = try await http.send(.GET, "/tasks/\(Self.escaped(taskID))", headers: authorization)
+        let answer = try await http.send(.GET, "/tasks/\(ProviderHTTP.segment(taskID))", headers: authorization)
         guard answer.status == .ok else { throw error(answer) }
         guard let output = answer.json?["output"] else {
             throw GenGateError(.providerError, "dashscope: the task answer has no output")
@@ -120,7 +120,7 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
     }
 
     public func cancel(taskID: String) async throws {
-        let answer = try await http.send(.POST, "/tasks/\(Self.escaped(taskID))/cancel", headers: authorization)
+        let answer = try await http.send(.POST, "/tasks/\(ProviderHTTP.segment(taskID))/cancel", headers: authorization)
         // Only a PENDING task can be cancelled: one already running goes on, and is paid.
         if answer.json?["code"]?.stringValue == "UnsupportedOperation" { throw TaskAlreadyEnded(status: "not pending") }
         guard answer.status == .ok else { throw error(answer) }
@@ -150,9 +150,5 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
             return ProviderErrors.fromStatus(
                 answer.status, provider: name, message: "\(message) (\(code))", headers: answer.headers)
         }
-    }
-
-    static func escaped(_ id: String) -> String {
-        id.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-"))) ?? id
     }
 }

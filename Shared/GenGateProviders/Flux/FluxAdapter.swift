@@ -86,7 +86,7 @@ public struct FluxAdapter: HTTPProviderAdapter {
             }
             path = taskID
         } else {
-            path = "/v1/get_result?id=\(taskID.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? taskID)"
+            path = "/v1/get_result?id=\(ProviderHTTP.segment(taskID))"
         }
         let answer = try await http.send(.GET, path, headers: authorization)
         // Terminal statuses have been seen with non-200 codes: the body decides when it says.

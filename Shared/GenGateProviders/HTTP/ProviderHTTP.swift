@@ -252,6 +252,15 @@ public final class ProviderHTTP: Sendable {
         }
     }
 
+    /// An id as one path segment (or query value) of a provider URL: anything but letters,
+    /// digits, `-` and `_` percent-encoded (a `.` too, so no id reads as `..`), so an id can never
+    /// reach another path.
+    public static func segment(_ id: String) -> String {
+        id.addingPercentEncoding(withAllowedCharacters: segmentCharacters) ?? id
+    }
+
+    static let segmentCharacters = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: "-_"))
+
     /// The content type an output URL's extension suggests (the download's own header wins).
     public static func contentType(ofURL url: String) -> String {
         let path = URL(string: url)?.path.lowercased() ?? url.lowercased()

@@ -152,7 +152,7 @@ public struct KlingAdapter: HTTPProviderAdapter {
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
-        let escaped = taskID.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? taskID
+        let escaped = ProviderHTTP.segment(taskID)
         let answer = try await http.send(
             .GET, "\(try Self.collection(of: request))/\(escaped)", headers: try await authorization())
         guard answer.status == .ok, answer.json?["code"]?.intValue == 0 else { throw error(answer) }
@@ -211,7 +211,7 @@ public struct KlingAdapter: HTTPProviderAdapter {
                 .invalidRequest, "kling: image tasks carry no external_task_id to be found by", retryable: false)
         }
         // The task by its external_task_id, where Kling reads the id in place of the task's.
-        let escaped = clientReference.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? clientReference
+        let escaped = ProviderHTTP.segment(clientReference)
         let direct = try await http.send(.GET, "\(collection)/\(escaped)", headers: try await authorization())
         if direct.status == .ok, direct.json?["code"]?.intValue == 0,
             direct.json?["data"]?["task_info"]?["external_task_id"]?.stringValue == clientReference,

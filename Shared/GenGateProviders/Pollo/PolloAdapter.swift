@@ -82,7 +82,7 @@ public struct PolloAdapter: HTTPProviderAdapter {
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
-        let escaped = taskID.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? taskID
+        let escaped = ProviderHTTP.segment(taskID)
         let answer = try await http.send(.GET, "/generation/\(escaped)/status", headers: authorization)
         guard answer.status == .ok else { throw error(answer) }
         guard let task = answer.json, case .object = task["data"] ?? task else {

@@ -99,7 +99,8 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     }
 
     public func status(taskID: String, request: ProviderRequest) async throws -> ProviderTaskState {
-        let answer = try await http.send(.GET, "/v1/predictions/\(Self.escaped(taskID))", headers: authorization)
+        let answer = try await http.send(
+            .GET, "/v1/predictions/\(ProviderHTTP.segment(taskID))", headers: authorization)
         guard answer.status == .ok else { throw statusError(answer) }
         guard let prediction = answer.json else {
             throw GenGateError(.providerError, "replicate: the prediction is not JSON")
@@ -153,7 +154,7 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
 
     public func cancel(taskID: String) async throws {
         let answer = try await http.send(
-            .POST, "/v1/predictions/\(Self.escaped(taskID))/cancel", headers: authorization)
+            .POST, "/v1/predictions/\(ProviderHTTP.segment(taskID))/cancel", headers: authorization)
         guard answer.status == .ok else { throw statusError(answer) }
         // The answer is the prediction: one that had already ended was not stopped, and was paid.
         let status = answer.json?["status"]?.stringValue ?? "canceled"
@@ -265,9 +266,5 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     }
 
     static func isURL(_ text: String) -> Bool { text.hasPrefix("https://") || text.hasPrefix("http://") }
-
-    static func escaped(_ id: String) -> String {
-        id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id
-    }
 
 }
