@@ -31,6 +31,15 @@ struct MonitorCommand: AsyncParsableCommand {
                 for (status, count) in try await environment.store.activeCounts() {
                     Gauge(label: "gengate_generations_active", dimensions: [("status", status.rawValue)]).record(count)
                 }
+                // Each provider's open tasks and current adaptive limits (-1: none).
+                for limit in try await environment.store.providerLimits() {
+                    let provider = [("provider", limit.provider)]
+                    Gauge(label: "gengate_provider_in_flight", dimensions: provider).record(limit.inFlight)
+                    Gauge(label: "gengate_provider_concurrency_limit", dimensions: provider).record(
+                        limit.concurrency ?? -1)
+                    Gauge(label: "gengate_provider_rate_limit", dimensions: provider).record(
+                        limit.requestsPerSecond ?? -1)
+                }
                 // From the store, not the event stream: a lost event must not hide a double charge.
                 for (provider, count) in try await environment.store.possibleDoubleCharges() {
                     Gauge(label: "gengate_possible_double_charges_total", dimensions: [("provider", provider)]).record(

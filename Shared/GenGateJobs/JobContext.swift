@@ -20,6 +20,8 @@ public struct JobContext: Sendable {
     public let failPoints: FailPoints
     /// This process's circuits, one per provider.
     public let circuit: ProviderCircuit
+    /// Jobs this process holds back while their provider is at its limit.
+    public let waiting = WaitingRoom()
     /// The prefix of output object keys.
     public let objectPrefix: String
     /// The base of output URLs handed to clients.
@@ -95,7 +97,7 @@ public struct JobContext: Sendable {
     /// (the failed attempt's outcome) commits with it. Nil if the job moved on meanwhile.
     public func failOrRetry(
         _ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
-        now: Date = Date()
+        limitFeedback: LimitFeedback? = nil, now: Date = Date()
     ) async throws -> Generation? {
         // Attempts that delivered (a model asked for its outputs in several calls) are not failures.
         let delivered = try await store.attempts(generationID: generation.id).filter { $0.state == .succeeded }.count
@@ -109,6 +111,7 @@ public struct JobContext: Sendable {
             change.lease = .release
             change.nextActionAt = .some(retryAt)
             change.attemptUpdate = attempt
+            change.limitFeedback = limitFeedback
             change.events = [
                 Event(
                     .generationRetrying, generationID: generation.id, at: now,
@@ -126,18 +129,19 @@ public struct JobContext: Sendable {
                 ])
             return try await apply(change)
         case .fail(let final):
-            return try await fail(generation, error: final, attempt: attempt, now: now)
+            return try await fail(generation, error: final, attempt: attempt, limitFeedback: limitFeedback, now: now)
         }
     }
 
     /// Ends a job as failed with `error`; `attempt` commits with it.
     public func fail(
         _ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
-        now: Date = Date()
+        limitFeedback: LimitFeedback? = nil, now: Date = Date()
     ) async throws -> Generation? {
         var change = Transition.of(generation, to: .failed, at: now)
         change.error = .some(error)
         change.attemptUpdate = attempt
+        change.limitFeedback = limitFeedback
         change.events = [
             Event(
                 .generationFailed, generationID: generation.id, at: now,

@@ -27,16 +27,19 @@ public struct Submission: Sendable {
     var store: any GenerationStore { context.store }
 
     /// Handles a "look at this job" hint for the submit step.
-    public func handle(_ generationID: String) async {
-        await context.guarding(generationID, step: .submit) { try await dispatch(generationID) }
+    public func handle(_ generationID: String, heldAt: Int? = nil) async {
+        await context.guarding(generationID, step: .submit) { try await dispatch(generationID, heldAt: heldAt) }
     }
 
     /// One pass of the step over `id`. Returns quietly when the job is not due or not ours.
-    public func dispatch(_ id: String, now: Date = Date()) async throws {
+    /// `heldAt`: the job was held back for its provider's limits at this version, and is let go
+    /// from the waiting room now.
+    public func dispatch(_ id: String, now: Date = Date(), heldAt: Int? = nil) async throws {
+        let fromWaitingRoom = heldAt != nil
         guard
             var generation = try await store.claim(
                 id: id, statuses: Lifecycle.Step.submit.claims, owner: context.instance,
-                leaseUntil: context.leaseUntil(now), now: now)
+                leaseUntil: context.leaseUntil(now), now: now, heldAt: heldAt)
         else { return }
         if now >= generation.deadlineAt {
             _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "deadline passed before dispatch"))
@@ -95,6 +98,11 @@ public struct Submission: Sendable {
             await context.releaseLease(generation, nextActionAt: until)
             return
         }
+        if !fromWaitingRoom && context.waiting.isWaiting(adapter.name) {
+            // Others wait for this provider's room already: first come, first served.
+            await hold(generation, provider: adapter.name, front: false)
+            return
+        }
         let number = generation.attempts + 1
         let perCall = min(
             adapter.capabilities.maxOutputsPerCall,
@@ -113,7 +121,16 @@ public struct Submission: Sendable {
             providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
             createdAt: Date(), finishedAt: nil)
         change.attemptUpdate = abandoned
-        guard let dispatching = try await context.apply(change) else {
+        change.admission = ProviderAdmission(provider: adapter.name, limits: context.providers.limits(adapter.name))
+        let applied: Generation?
+        do {
+            applied = try await context.apply(change)
+        } catch is ProviderAtLimit {
+            // Nothing was written: the job waits for room (its interrupted attempt, if any, as it is).
+            await hold(generation, provider: adapter.name, front: fromWaitingRoom)
+            return
+        }
+        guard let dispatching = applied else {
             if abandoned != nil {
                 // Refused because the interrupted attempt was recorded meanwhile (or the job moved
                 // on): let go and look again; recovery then resumes that task.
@@ -132,6 +149,21 @@ public struct Submission: Sendable {
             try await Submission(context: context).submitAndRecord(
                 dispatching, adapter: adapter, request: request, attempt: number)
         }.value
+    }
+
+    /// Holds a job back while its provider is at its limit: unleased and due again after the
+    /// waiting room's hold (in case this process dies), and in the waiting room meanwhile.
+    func hold(_ generation: Generation, provider: String, front: Bool) async {
+        await context.releaseLease(generation, nextActionAt: Date().addingTimeInterval(context.waiting.holdSeconds))
+        context.waiting.hold(
+            generation.id, version: generation.version, provider: provider, front: front, context: context)
+    }
+
+    /// How a submission's call bears on its provider's adaptive limits.
+    func limitFeedback(_ adapter: any ProviderAdapter, error: GenGateError?) -> LimitFeedback {
+        LimitFeedback(
+            provider: adapter.name, limits: context.providers.limits(adapter.name),
+            throttled: error?.code == .rateLimited)
     }
 
     func submitAndRecord(
@@ -156,7 +188,9 @@ public struct Submission: Sendable {
             generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
         // The answer must reach the store: a passing store error (a busy lock) is tried again.
         if try await persistently({
-            try await startChecks(dispatching, taskID: taskID, attempt: number, record: submitted)
+            try await startChecks(
+                dispatching, taskID: taskID, attempt: number, record: submitted,
+                feedback: limitFeedback(adapter, error: nil))
         }) {
             context.failPoints.reached(.afterRecord)
             return
@@ -216,7 +250,8 @@ public struct Submission: Sendable {
             generationID: dispatching.id, number: number, from: [.submitting], to: .failed, error: failure,
             possibleDoubleCharge: unknown)
         if unknown { reportPossibleDoubleCharge(dispatching, attempt: closed) }
-        if try await context.failOrRetry(dispatching, error: failure, attempt: closed) == nil {
+        let feedback = limitFeedback(adapter, error: failure)
+        if try await context.failOrRetry(dispatching, error: failure, attempt: closed, limitFeedback: feedback) == nil {
             _ = try await store.updateAttempt(closed)  // the job moved on; the attempt still ends
         }
     }
@@ -291,6 +326,7 @@ public struct Submission: Sendable {
             change.lease = .release
             change.nextActionAt = .some(Date())
             change.attemptUpdate = succeeded
+            change.limitFeedback = limitFeedback(adapter, error: nil)
             change.events = kept.events
             return change
         }
@@ -377,9 +413,9 @@ public struct Submission: Sendable {
 
     /// Moves a submitted job to `running` with its first check time, recording `record` in the
     /// same transaction. False if the job moved on.
-    func startChecks(_ generation: Generation, taskID: String, attempt: Int, record: AttemptUpdate?) async throws
-        -> Bool
-    {
+    func startChecks(
+        _ generation: Generation, taskID: String, attempt: Int, record: AttemptUpdate?, feedback: LimitFeedback? = nil
+    ) async throws -> Bool {
         let now = Date()
         let schedule = context.schedule(of: generation)
         var change = Transition.of(generation, to: .running, at: now)
@@ -391,6 +427,7 @@ public struct Submission: Sendable {
         change.checks = 0
         change.checkFailures = 0
         change.attemptUpdate = record
+        change.limitFeedback = feedback
         change.events = [
             Event(
                 .generationStarted, generationID: generation.id, at: now,

@@ -19,7 +19,7 @@ struct DashScopeAPI: KeyCheckedAPI {
     func register(on router: Router<BasicRequestContext>) {
         let api = router.group("api/v1")
         api.post("services/aigc/text2image/image-synthesis") { request, _ in
-            try await guarded(request) { try await create(request) }
+            try await guarded(request, creates: true) { try await create(request) }
         }
         api.get("tasks/:id") { request, context in
             try await guarded(request) {

@@ -25,7 +25,7 @@ struct FluxAPI: KeyCheckedAPI {
             }
         }
         router.post("/v1/:model") { request, context in
-            try await guarded(request) {
+            try await guarded(request, creates: true) {
                 try await create(request, model: context.parameters.get("model") ?? "")
             }
         }

@@ -36,7 +36,8 @@ struct HunyuanAPI: SimulatedAPI {
             let body = try await request.collectBody(upTo: 16 << 20)
             let payload = Array(body.readableBytesView)
             if let refused = verify(request, payload: payload) { return refused }
-            return try await guarded(request) {
+            let action = request.headers[HTTPField.Name("X-TC-Action")!] ?? ""
+            return try await guarded(request, creates: action == "SubmitHunyuanImageJob") {
                 guard case .object(let fields)? = try? JSONCoding.decode(JSONValue.self, from: Data(payload)) else {
                     return error("InvalidParameter", "the body is not a JSON object")
                 }

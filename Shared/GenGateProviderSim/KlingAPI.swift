@@ -32,7 +32,7 @@ struct KlingAPI: SimulatedAPI {
     func register(on router: Router<BasicRequestContext>) {
         for collection in Self.collections {
             router.post("/v1/\(collection)") { request, _ in
-                try await guarded(request) { try await create(request, collection: collection) }
+                try await guarded(request, creates: true) { try await create(request, collection: collection) }
             }
             router.get("/v1/\(collection)") { request, _ in
                 try await guarded(request) { list(request, collection: collection) }

@@ -23,10 +23,10 @@ struct OpenAIAPI: SimulatedAPI {
 
     func register(on router: Router<BasicRequestContext>) {
         router.post("/v1/images/generations") { request, _ in
-            try await guarded(request) { try await images(request) }
+            try await guarded(request, creates: true) { try await images(request) }
         }
         router.post("/v1/chat/completions") { request, _ in
-            try await guarded(request) { try await chat(request) }
+            try await guarded(request, creates: true) { try await chat(request) }
         }
         router.get("/v1/models") { request, _ in
             try await guarded(request) {

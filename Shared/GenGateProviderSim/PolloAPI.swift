@@ -29,7 +29,7 @@ struct PolloAPI: KeyCheckedAPI {
             }
         }
         api.post(":brand/:model") { request, context in
-            try await guarded(request) {
+            try await guarded(request, creates: true) {
                 try await create(
                     request, model: "\(context.parameters.get("brand") ?? "")/\(context.parameters.get("model") ?? "")")
             }

@@ -134,7 +134,20 @@ public final class ProviderSimulator: Sendable {
                 queuedUntil: now.addingTimeInterval(min(knobs.queueSeconds, knobs.taskSeconds / 4)), fate: fate,
                 outputs: fate == .succeed ? outputs : 0, isVideo: isVideo, version: version)
             state.tasks[task.id] = task
+            let active = state.tasks.values.count { $0.phase(at: now) != .ended }
+            state.stats.peakActive = max(state.stats.peakActive, active)
             return task
+        }
+    }
+
+    /// Whether a new task would pass `max_active` now (counted as a refusal if so).
+    func refusesNewTask(now: Date = Date()) -> Bool {
+        state.withLock { state in
+            guard state.knobs.maxActive > 0,
+                state.tasks.values.count(where: { $0.phase(at: now) != .ended }) >= state.knobs.maxActive
+            else { return false }
+            state.stats.busyRefusals += 1
+            return true
         }
     }
 
@@ -320,9 +333,17 @@ extension KeyCheckedAPI {
 }
 
 extension SimulatedAPI {
-    /// Auth, then the knobs' latency and faults, then `body`.
-    func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+    /// Auth, then the knobs' latency and faults (and, for a call that `creates` a task, the
+    /// `max_active` limit), then `body`.
+    func guarded(_ request: Request, creates: Bool = false, _ body: () async throws -> Response) async throws
+        -> Response
+    {
         if let refused = await refusal(request) { return refused }
+        if creates, simulator.refusesNewTask() {
+            var headers = HTTPFields()
+            headers[.retryAfter] = "1"
+            return rateLimited(retryAfter: 1, headers: headers)
+        }
         if let fault = await simulator.fault() {
             if let answer = await ProviderSimulator.generic(fault) { return answer }
             if case .rateLimited(let seconds) = fault {

@@ -17,10 +17,12 @@ struct ReplicateAPI: KeyCheckedAPI {
         let v1 = router.group("v1")
         v1.post("models/:owner/:name/predictions") { request, context in
             let model = "\(context.parameters.get("owner") ?? "")/\(context.parameters.get("name") ?? "")"
-            return try await guarded(request) { try await create(request, model: model, versioned: false) }
+            return try await guarded(request, creates: true) {
+                try await create(request, model: model, versioned: false)
+            }
         }
         v1.post("predictions") { request, _ in
-            try await guarded(request) { try await create(request, model: nil, versioned: true) }
+            try await guarded(request, creates: true) { try await create(request, model: nil, versioned: true) }
         }
         v1.get("predictions/:id") { request, context in
             try await guarded(request) {

@@ -34,6 +34,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
     /// A submission is accepted (the task runs, and is paid for) but its answer is lost: the
     /// connection drops before it arrives. The case that tempts a client to pay twice.
     public var pLostAnswer = 0.0
+    /// Tasks that may be active (not ended) at once; a submission over it is refused as rate
+    /// limited, as providers refuse a concurrency breach. 0: no limit.
+    public var maxActive = 0
 
     public init() {}
 
@@ -52,6 +55,7 @@ public struct SimKnobs: Codable, Sendable, Equatable {
         case pPolicy = "p_policy"
         case pBalance = "p_balance"
         case pLostAnswer = "p_lost_answer"
+        case maxActive = "max_active"
     }
 
     /// These knobs with the fields of `patch` applied; a clear error for an unknown field or a
@@ -77,6 +81,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
             case "queue_seconds":
                 guard number >= 0, number <= 86_400 else { throw SimError("queue_seconds must be 0…86400") }
                 knobs.queueSeconds = number
+            case "max_active":
+                guard number >= 0, number <= 1_000_000 else { throw SimError("max_active must be 0…1000000") }
+                knobs.maxActive = Int(number)
             case "retry_after_s":
                 guard number >= 0, number <= 3_600 else { throw SimError("retry_after_s must be 0…3600") }
                 knobs.retryAfterS = number
@@ -112,6 +119,9 @@ public struct SimStats: Codable, Sendable, Equatable {
     /// Callbacks sent when tasks ended, and those the receiver did not take (no 2xx).
     public var callbacks = 0
     public var failedCallbacks = 0
+    /// The most tasks active at once, and submissions refused for `max_active`.
+    public var peakActive = 0
+    public var busyRefusals = 0
 
     public init() {}
 
@@ -123,6 +133,8 @@ public struct SimStats: Codable, Sendable, Equatable {
         case lostAnswers = "lost_answers"
         case callbacks
         case failedCallbacks = "failed_callbacks"
+        case peakActive = "peak_active"
+        case busyRefusals = "busy_refusals"
     }
 }
 

@@ -18,11 +18,15 @@ public struct ProviderCapabilities: Sendable, Equatable {
     /// How long after a submission the provider may still not list it by our reference (a task
     /// being created, an index that lags): a lookup that finds nothing sooner is asked again.
     public var referenceSettleSeconds: Double
+    /// The limits the provider publishes for an ordinary account, used unless configured.
+    public var limits: ProviderLimits
 
     public init(
         asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
-        findsSubmissionByReference: Bool, callbacks: Bool = false, referenceSettleSeconds: Double = 0
+        findsSubmissionByReference: Bool, callbacks: Bool = false, referenceSettleSeconds: Double = 0,
+        limits: ProviderLimits = ProviderLimits()
     ) {
+        self.limits = limits
         self.asynchronous = asynchronous
         self.streaming = streaming
         self.cancel = cancel

@@ -9,6 +9,8 @@ public struct ProviderRegistry: Sendable {
     public let unavailable: [String: Unavailable]
     /// The callback tokens of each provider that has credentials, by name.
     public let callbackTokens: [String: CallbackToken]
+    /// Configured limits of providers, over their adapters' own.
+    let configuredLimits: [String: ProviderLimits]
 
     /// A provider without what it needs, its models, and what is missing (said to users).
     public struct Unavailable: Sendable {
@@ -24,9 +26,11 @@ public struct ProviderRegistry: Sendable {
     }
 
     public init(
-        adapters: [any ProviderAdapter], unavailable: [Unavailable] = [], callbackTokens: [String: CallbackToken] = [:]
+        adapters: [any ProviderAdapter], unavailable: [Unavailable] = [], callbackTokens: [String: CallbackToken] = [:],
+        limits: [String: ProviderLimits] = [:]
     ) {
         self.callbackTokens = callbackTokens
+        self.configuredLimits = limits
         self.unavailable = Dictionary(unavailable.map { ($0.provider, $0) }, uniquingKeysWith: { first, _ in first })
         var byName: [String: any ProviderAdapter] = [:]
         var models: [String: ModelInfo] = [:]
@@ -39,6 +43,11 @@ public struct ProviderRegistry: Sendable {
     }
 
     public func model(_ id: String) -> ModelInfo? { models[id] }
+
+    /// The limits submissions to `provider` keep to: as configured, else as its adapter says.
+    public func limits(_ provider: String) -> ProviderLimits {
+        configuredLimits[provider] ?? adapters[provider]?.capabilities.limits ?? ProviderLimits()
+    }
 
     /// Closes every adapter's connections (AsyncHTTPClient insists on it before it goes away).
     public func shutdown() async {

@@ -33,8 +33,14 @@ public enum ConfigLoader {
         "GENGATE_SIM_LEDGER": ["sim", "ledger"],
         "GENGATE_SIM_MAX_OUTPUTS_PER_CALL": ["sim", "max_outputs_per_call"],
         "GENGATE_SIM_FINDS_BY_REFERENCE": ["sim", "finds_by_reference"],
+        "GENGATE_SIM_MAX_CONCURRENCY": ["sim", "max_concurrency"],
+        "GENGATE_SIM_MAX_REQUESTS_PER_SECOND": ["sim", "max_requests_per_second"],
     ].merging(
-        RealProvider.all.map { ("GENGATE_\($0.name.uppercased())_BASE_URL", ["providers", $0.name, "base_url"]) },
+        RealProvider.all.flatMap { provider in
+            ["base_url", "max_concurrency", "max_requests_per_second"].map {
+                ("GENGATE_\(provider.name.uppercased())_\($0.uppercased())", ["providers", provider.name, $0])
+            }
+        },
         uniquingKeysWith: { first, _ in first })
 
     /// Loads and validates. `overrides` are key paths (`["http", "port"]`) set by flags.
@@ -58,7 +64,9 @@ public enum ConfigLoader {
         }
         for (name, path) in environmentKeys.sorted(by: { $0.key < $1.key }) {
             guard let text = environment[name] else { continue }
-            tree = try set(path, to: try parse(text, like: value(at: path, in: tree), name: name), in: tree)
+            // A numeric setting without a default has no value to take its type from.
+            let like = value(at: path, in: tree) ?? (Self.numericOptionals.contains(path.last ?? "") ? .number(0) : nil)
+            tree = try set(path, to: try parse(text, like: like, name: name), in: tree)
         }
         for (path, value) in overrides {
             tree = try set(path, to: value, in: tree)
@@ -118,6 +126,11 @@ public enum ConfigLoader {
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
         }
+        guard (0...100_000).contains(config.sim.maxConcurrency ?? 0),
+            (0...100_000).contains(config.sim.maxRequestsPerSecond ?? 0)
+        else {
+            throw ConfigError("sim.max_concurrency and sim.max_requests_per_second must be 0…100000 (0: no limit)")
+        }
         guard jobs.circuitThreshold >= 1, (1...3_600).contains(jobs.circuitCoolDownSeconds) else {
             throw ConfigError("jobs.circuit_threshold must be ≥ 1 and jobs.circuit_cool_down_seconds 1…3600")
         }
@@ -150,10 +163,12 @@ public enum ConfigLoader {
             }
             guard (0.001...3_600).contains(connection.connectTimeoutSeconds),
                 (0.001...3_600).contains(connection.requestTimeoutSeconds),
-                (1...1_024).contains(connection.maxConnections)
+                (1...1_024).contains(connection.maxConnections),
+                (0...100_000).contains(connection.maxConcurrency ?? 0),
+                (0...100_000).contains(connection.maxRequestsPerSecond ?? 0)
             else {
                 throw ConfigError(
-                    "providers.\(name): connect_timeout_seconds and request_timeout_seconds must be 0.001…3600, max_connections 1…1024"
+                    "providers.\(name): connect_timeout_seconds and request_timeout_seconds must be 0.001…3600, max_connections 1…1024, max_concurrency and max_requests_per_second 0…100000 (0: no limit)"
                 )
             }
             if let models = connection.models {
@@ -229,10 +244,20 @@ public enum ConfigLoader {
         }
     }
 
+    /// Numeric settings without a default value.
+    static let numericOptionals: Set<String> = ["max_concurrency", "max_requests_per_second"]
+
     /// Settings without a default value (absent from the encoded defaults).
     static let optionalSettings: Set<String> = Set(
-        ["http.public_url", "store.path", "objects.directory", "sim.ledger"]
-            + RealProvider.all.flatMap { ["providers.\($0.name).base_url", "providers.\($0.name).models"] })
+        [
+            "http.public_url", "store.path", "objects.directory", "sim.ledger", "sim.max_concurrency",
+            "sim.max_requests_per_second",
+        ]
+            + RealProvider.all.flatMap { provider in
+                ["base_url", "models", "max_concurrency", "max_requests_per_second"].map {
+                    "providers.\(provider.name).\($0)"
+                }
+            })
 
     /// Overlays `file` onto the defaults; keys the defaults lack are refused, except inside
     /// free-form maps (whose default is an empty object).

@@ -1,4 +1,5 @@
 import Foundation
+import GenGateCore
 import GenGateProviders
 import GenGateJobs
 
@@ -186,6 +187,18 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var requestTimeoutSeconds = 60.0
         /// Connections kept open to the provider at once.
         public var maxConnections = 64
+        /// Provider tasks open at once across every process (0: no limit); unset: the limit the
+        /// provider publishes, if any. Adapts down when the provider throttles.
+        public var maxConcurrency: Int?
+        /// Submissions a second across every process (0: no limit); unset: the provider's own.
+        public var maxRequestsPerSecond: Double?
+
+        /// The limits configured here over the provider's `defaults`.
+        public func limits(over defaults: ProviderLimits) -> ProviderLimits {
+            ProviderLimits(
+                maxConcurrency: maxConcurrency.map { $0 > 0 ? $0 : nil } ?? defaults.maxConcurrency,
+                maxRequestsPerSecond: maxRequestsPerSecond.map { $0 > 0 ? $0 : nil } ?? defaults.maxRequestsPerSecond)
+        }
         /// The models offered, replacing the provider's defaults (an OpenAI-compatible server's
         /// own models, say); unset: the defaults.
         public var models: [ModelSetting]?
@@ -223,6 +236,9 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// Whether the sim, like some real providers, finds a submission by our client reference
         /// (needs `ledger`); recovery then asks it before submitting again.
         public var findsByReference = false
+        /// Limits on the sim's tasks, as a real provider's (0 or unset: none).
+        public var maxConcurrency: Int?
+        public var maxRequestsPerSecond: Double?
     }
 }
 

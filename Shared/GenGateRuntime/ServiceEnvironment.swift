@@ -99,6 +99,11 @@ public struct ServiceEnvironment: Sendable {
         var adapters: [any ProviderAdapter] = [sim]
         var unavailable: [ProviderRegistry.Unavailable] = []
         var tokens: [String: CallbackToken] = [:]
+        var limits: [String: ProviderLimits] = [
+            sim.name: ProviderLimits(
+                maxConcurrency: config.sim.maxConcurrency.flatMap { $0 > 0 ? $0 : nil },
+                maxRequestsPerSecond: config.sim.maxRequestsPerSecond.flatMap { $0 > 0 ? $0 : nil })
+        ]
         for provider in RealProvider.all {
             let connection = config.providers[keyPath: provider.connection]
             var values: [String] = []
@@ -122,16 +127,17 @@ public struct ServiceEnvironment: Sendable {
                 continue
             }
             tokens[provider.name] = CallbackToken(credentials: values)
-            adapters.append(
-                provider.make(
-                    values,
-                    ProviderEndpoint(
-                        baseURL: connection.baseUrl ?? provider.defaultBaseURL,
-                        connectTimeoutSeconds: connection.connectTimeoutSeconds,
-                        requestTimeoutSeconds: connection.requestTimeoutSeconds,
-                        maxConnections: connection.maxConnections), provider.models(connection)))
+            let adapter = provider.make(
+                values,
+                ProviderEndpoint(
+                    baseURL: connection.baseUrl ?? provider.defaultBaseURL,
+                    connectTimeoutSeconds: connection.connectTimeoutSeconds,
+                    requestTimeoutSeconds: connection.requestTimeoutSeconds,
+                    maxConnections: connection.maxConnections), provider.models(connection))
+            adapters.append(adapter)
+            limits[provider.name] = connection.limits(over: adapter.capabilities.limits)
         }
-        return ProviderRegistry(adapters: adapters, unavailable: unavailable, callbackTokens: tokens)
+        return ProviderRegistry(adapters: adapters, unavailable: unavailable, callbackTokens: tokens, limits: limits)
     }
 
     /// How long a stopping service lets its in-flight work finish.

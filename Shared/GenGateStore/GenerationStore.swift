@@ -38,10 +38,12 @@ public protocol GenerationStore: Sendable {
         -> [Generation]
 
     /// Takes a lease on a generation in one of `statuses` that nobody holds (or whose lease
-    /// expired) and that is due. Returns it with its new version, or nil if someone else has it,
-    /// it moved on, or it is not due yet.
-    func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date) async throws
-        -> Generation?
+    /// expired) and that is due. With `heldAt`, due or not, but only while still at that version:
+    /// a job held back for its provider's limits, let go as it was held. Returns it with its new
+    /// version, or nil if someone else has it, it moved on, or it is not due yet.
+    func claim(
+        id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date, heldAt: Int?
+    ) async throws -> Generation?
     /// Takes leases on up to `limit` unleased jobs in `status` that are due by `now`, earliest
     /// first, skipping `excludingProviders`; returns them with their new versions.
     func claimDue(
@@ -120,6 +122,8 @@ public protocol GenerationStore: Sendable {
     func expire(eventsBefore: Date, keysBefore: Date, limit: Int) async throws -> Int
     /// Submissions recorded as possibly made twice, by provider.
     func possibleDoubleCharges() async throws -> [String: Int]
+    /// Each provider's open tasks and current (adaptive) limits, for those that have either.
+    func providerLimits() async throws -> [ProviderLimitState]
     /// How many generations are in each non-terminal state now.
     func activeCounts() async throws -> [GenerationStatus: Int]
     /// Non-terminal generations past their deadline.
@@ -145,6 +149,13 @@ public enum NudgeResult: Sendable, Equatable {
 }
 
 extension GenerationStore {
+    /// Takes a lease on a generation that is due (see the requirement).
+    public func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date)
+        async throws -> Generation?
+    {
+        try await claim(id: id, statuses: statuses, owner: owner, leaseUntil: leaseUntil, now: now, heldAt: nil)
+    }
+
     /// Commits a new generation with no idempotency key.
     public func insert(_ generation: Generation, event: Event) async throws {
         _ = try await insert(generation, event: event, idempotency: nil)

@@ -159,6 +159,24 @@ enum SQLiteSchema {
                     );
                     """)
         }
+        migrator.registerMigration("v4-provider-limits") { db in
+            try db.execute(
+                sql: """
+                    -- Each provider's current (adaptive) limits, shared by every process: the
+                    -- concurrency limit, the submission rate and its token bucket (see ProviderLimits).
+                    CREATE TABLE provider_limits (
+                        provider TEXT PRIMARY KEY,
+                        concurrency REAL,
+                        rate REAL,
+                        tokens REAL NOT NULL,
+                        refilled_at REAL NOT NULL,
+                        decreased_at REAL
+                    );
+                    -- A provider's open tasks are counted by index at each admission.
+                    CREATE INDEX generations_provider_open ON generations(provider)
+                        WHERE status IN ('dispatching', 'running');
+                    """)
+        }
         return migrator
     }
 }

@@ -198,18 +198,19 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
-    public func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date)
-        async throws -> Generation?
-    {
+    public func claim(
+        id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date, heldAt: Int?
+    ) async throws -> Generation? {
         let statusList = statuses.map(\.rawValue)
         var arguments: StatementArguments = [owner, leaseUntil.timeIntervalSince1970, now.timeIntervalSince1970, id]
         arguments += StatementArguments(statusList)
-        arguments += [now.timeIntervalSince1970, now.timeIntervalSince1970]
+        arguments += [now.timeIntervalSince1970, now.timeIntervalSince1970, heldAt ?? -1, heldAt ?? -1, heldAt != nil]
         let sql = """
             UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
             WHERE id = ? AND status IN (\(databaseQuestionMarks(count: statusList.count)))
               AND (lease_owner IS NULL OR lease_expires_at < ?)
-              AND (next_action_at IS NULL OR next_action_at <= ? OR lease_owner IS NOT NULL)
+              AND (next_action_at IS NULL OR next_action_at <= ? OR lease_owner IS NOT NULL OR version = ?)
+              AND (version = ? OR NOT ?)
             RETURNING version
             """
         let claimArguments = arguments
@@ -424,6 +425,11 @@ public final class SQLiteStore: GenerationStore {
             let applied = try await batcher.write { db -> Bool in
                 try db.run(sql: sql, arguments: finalArguments)
                 guard db.changesCount == 1 else { return false }
+                // Throwing `ProviderAtLimit` rolls the whole change back.
+                if let admission = change.admission {
+                    try ProviderLimitRows.admit(admission, generationID: change.id, db: db)
+                }
+                if let feedback = change.limitFeedback { try ProviderLimitRows.adapt(feedback, db: db) }
                 if let newAttempt { try newAttempt.insert(db) }
                 // Refusing rolls the whole change back: the job and its attempt move together.
                 if let attemptUpdate, try !attemptUpdate.apply(db) { throw RefusedChange() }
@@ -567,6 +573,10 @@ public final class SQLiteStore: GenerationStore {
                     """, arguments: [now.timeIntervalSince1970, generationID])
             return db.changesCount == 1 ? .nudged : .busy
         }
+    }
+
+    public func providerLimits() async throws -> [ProviderLimitState] {
+        try await pool.read { db in try ProviderLimitRows.states(db: db) }
     }
 
     // MARK: Recovery
@@ -769,6 +779,99 @@ public final class SQLiteStore: GenerationStore {
 /// A change the store refused part-way (an attempt no longer in an expected state); thrown to
 /// roll the change back, never seen by callers.
 struct RefusedChange: Error {}
+
+/// The `provider_limits` table: admissions and adaptive limits inside a transition's transaction
+/// (the writer lock makes the count and the token exact across processes).
+enum ProviderLimitRows {
+    static func row(_ provider: String, db: Database) throws -> AdaptiveLimit.Row? {
+        try Row.fetchOne(db, cached: "SELECT * FROM provider_limits WHERE provider = ?", arguments: [provider]).map {
+            AdaptiveLimit.Row(
+                concurrency: $0["concurrency"], rate: $0["rate"], tokens: $0["tokens"], refilledAt: $0["refilled_at"],
+                decreasedAt: $0["decreased_at"])
+        }
+    }
+
+    static func save(_ row: AdaptiveLimit.Row, provider: String, db: Database) throws {
+        try db.run(
+            sql: """
+                INSERT INTO provider_limits (provider, concurrency, rate, tokens, refilled_at, decreased_at)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (provider) DO UPDATE SET concurrency = excluded.concurrency, rate = excluded.rate,
+                    tokens = excluded.tokens, refilled_at = excluded.refilled_at, decreased_at = excluded.decreased_at
+                """,
+            arguments: [provider, row.concurrency, row.rate, row.tokens, row.refilledAt, row.decreasedAt])
+    }
+
+    /// Provider tasks open now, but for `excluding`'s own.
+    static func open(_ provider: String, excluding: String?, db: Database) throws -> Int {
+        try Int.fetchOne(
+            db,
+            cached: """
+                SELECT COUNT(*) FROM generations INDEXED BY generations_provider_open
+                WHERE status IN ('dispatching', 'running') AND provider = ? AND id != ?
+                """, arguments: [provider, excluding ?? ""]) ?? 0
+    }
+
+    static func admit(_ admission: ProviderAdmission, generationID: String, db: Database) throws {
+        let stored = try row(admission.provider, db: db)
+        let limits = admission.limits
+        // Nothing configured and nothing learned: no limit, nothing to count.
+        if stored == nil && limits.maxConcurrency == nil && limits.maxRequestsPerSecond == nil { return }
+        let now = Date().timeIntervalSince1970
+        let current = stored ?? .initial(limits, now: now)
+        let inFlight =
+            current.clamped(to: limits).concurrency == nil
+            ? 0 : try open(admission.provider, excluding: generationID, db: db)
+        switch AdaptiveLimit.admit(current, inFlight: inFlight, limits: limits, provider: admission.provider, now: now)
+        {
+        case .success(let next):
+            if next != stored { try save(next, provider: admission.provider, db: db) }
+        case .failure(let refusal):
+            throw refusal
+        }
+    }
+
+    static func adapt(_ feedback: LimitFeedback, db: Database) throws {
+        let stored = try row(feedback.provider, db: db)
+        if stored == nil && !feedback.throttled { return }
+        let inFlight = try open(feedback.provider, excluding: nil, db: db)
+        let now = Date().timeIntervalSince1970
+        if let next = AdaptiveLimit.adapt(stored, feedback: feedback, inFlight: inFlight, now: now) {
+            try save(next, provider: feedback.provider, db: db)
+        }
+    }
+
+    static func states(db: Database) throws -> [ProviderLimitState] {
+        var states: [String: ProviderLimitState] = [:]
+        for row in try Row.fetchAll(
+            db,
+            cached: """
+                SELECT provider, COUNT(*) AS open FROM generations INDEXED BY generations_provider_open
+                WHERE status IN ('dispatching', 'running') GROUP BY provider
+                """)
+        {
+            let provider: String = row["provider"]
+            states[provider] = ProviderLimitState(
+                provider: provider, inFlight: row["open"], concurrency: nil, requestsPerSecond: nil, tokens: nil)
+        }
+        let now = Date().timeIntervalSince1970
+        for row in try Row.fetchAll(db, cached: "SELECT * FROM provider_limits") {
+            let provider: String = row["provider"]
+            let rate: Double? = row["rate"]
+            let tokens: Double = row["tokens"]
+            let refilledAt: Double = row["refilled_at"]
+            var state =
+                states[provider]
+                ?? ProviderLimitState(
+                    provider: provider, inFlight: 0, concurrency: nil, requestsPerSecond: nil, tokens: nil)
+            state.concurrency = row["concurrency"]
+            state.requestsPerSecond = rate
+            state.tokens = rate.map { min(max(1, $0), tokens + max(0, now - refilledAt) * $0) }
+            states[provider] = state
+        }
+        return states.values.sorted { $0.provider < $1.provider }
+    }
+}
 
 /// An event in the form the events table keeps, encoded before the writer lock is taken.
 struct EncodedEvent: Sendable {

@@ -35,6 +35,11 @@ public struct Transition: Sendable {
     public var attemptUpdate: AttemptUpdate?
     /// Written with the change, in the same transaction.
     public var events: [Event]
+    /// A submission's admission under its provider's limits: the change is refused with
+    /// `ProviderAtLimit` (nothing written) when the provider has no room.
+    public var admission: ProviderAdmission?
+    /// A submission's outcome, adapting its provider's limits in the same transaction.
+    public var limitFeedback: LimitFeedback?
     /// The generation as last read, when known: the store then returns it changed without
     /// reading it back.
     public var base: Generation?

@@ -127,9 +127,12 @@ final class Harness: Sendable {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    func context(_ instance: String = "worker-a", policy: JobPolicy? = nil) throws -> JobContext {
+    func context(_ instance: String = "worker-a", policy: JobPolicy? = nil, limits: ProviderLimits? = nil) throws
+        -> JobContext
+    {
         JobContext(
-            instance: instance, store: store, providers: ProviderRegistry(adapters: [provider]),
+            instance: instance, store: store,
+            providers: ProviderRegistry(adapters: [provider], limits: limits.map { ["scripted": $0] } ?? [:]),
             objects: try LocalObjectStore(root: directory.appendingPathComponent("objects")),
             policy: policy ?? self.policy,
             logger: Logger(label: "test"),

@@ -256,6 +256,77 @@ class GenerationStoreContractTests: XCTestCase {
             id: generation.id, statuses: [.pending], owner: "b", leaseUntil: now + 30, now: now)
         XCTAssertEqual(again?.leaseOwner, "b")
     }
+
+    /// Moves `generation` to dispatching under `limits`: the job, or the refusal.
+    static func dispatch(_ generation: Generation, on store: any GenerationStore, limits: ProviderLimits) async throws
+        -> Result<Generation?, ProviderAtLimit>
+    {
+        var change = Transition.of(generation, to: .dispatching)
+        change.admission = ProviderAdmission(provider: generation.provider, limits: limits)
+        do {
+            return .success(try await store.transition(change))
+        } catch let refusal as ProviderAtLimit {
+            return .failure(refusal)
+        }
+    }
+
+    func testAdmissionsHoldTheConcurrencyLimitAcrossConnections() async throws {
+        let limits = ProviderLimits(maxConcurrency: 5)
+        var jobs: [Generation] = []
+        for _ in 0..<24 { jobs.append(try await inserted()) }
+        let second = try makeSecondConnection()
+        let stores: [any GenerationStore] = [store, second]
+        let outcomes = try await withThrowingTaskGroup(of: Result<Generation?, ProviderAtLimit>.self) { group in
+            for (index, job) in jobs.enumerated() {
+                let target = stores[index % 2]
+                group.addTask { try await Self.dispatch(job, on: target, limits: limits) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let admitted = outcomes.filter { if case .success(let job) = $0 { return job != nil } else { return false } }
+        XCTAssertEqual(admitted.count, 5, "exactly the limit, whichever connection asked")
+        XCTAssertEqual(outcomes.count - admitted.count, 19)
+        let refused = try await store.generation(id: jobs.last!.id)
+        XCTAssertEqual(refused?.status, .pending, "a refused admission writes nothing")
+        let state = try await store.providerLimits().first { $0.provider == "sim" }
+        XCTAssertEqual(state?.inFlight, 5)
+        XCTAssertEqual(state?.room, 0)
+    }
+
+    func testAThrottleFedBackWithAnOutcomeShrinksTheLimitForEveryone() async throws {
+        let limits = ProviderLimits(maxConcurrency: 8)
+        var running: [Generation] = []
+        for _ in 0..<4 {
+            if case .success(let job?) = try await Self.dispatch(try await inserted(), on: store, limits: limits) {
+                running.append(job)
+            }
+        }
+        XCTAssertEqual(running.count, 4)
+        // The fifth submission was throttled: its retry records the feedback.
+        var retry = Transition.of(running[3], to: .retryWait)
+        retry.nextActionAt = .some(Date() + 60)
+        retry.limitFeedback = LimitFeedback(provider: "sim", limits: limits, throttled: true)
+        _ = try await store.transition(retry)
+        let state = try await store.providerLimits().first { $0.provider == "sim" }
+        XCTAssertEqual(state?.concurrency, 1.5, "half of the 3 tasks open once the throttled one left")
+        XCTAssertEqual(state?.inFlight, 3)
+        guard
+            case .failure(let refusal) = try await Self.dispatch(
+                try await inserted(), on: try makeSecondConnection(), limits: limits)
+        else { return XCTFail("admitted over the shrunk limit") }
+        XCTAssertEqual(refusal.reason, .concurrency)
+    }
+
+    func testProvidersWithoutLimitsAreNeitherCountedNorWritten() async throws {
+        let job = try await inserted()
+        guard case .success(let moved?) = try await Self.dispatch(job, on: store, limits: ProviderLimits()) else {
+            return XCTFail("refused with no limit")
+        }
+        XCTAssertEqual(moved.status, .dispatching)
+        let states = try await store.providerLimits()
+        XCTAssertEqual(states.map(\.provider), ["sim"])
+        XCTAssertNil(states.first?.concurrency)
+    }
 }
 
 func XCTUnwrapAsync<T>(_ value: T?, file: StaticString = #filePath, line: UInt = #line) async throws -> T {

@@ -40,7 +40,9 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 1, inputImages: false,
-            findsSubmissionByReference: false, callbacks: true)
+            findsSubmissionByReference: false, callbacks: true,
+            // Creating predictions: 600 requests a minute.
+            limits: ProviderLimits(maxRequestsPerSecond: 10))
     }
 
     /// The models offered.

@@ -1,0 +1,110 @@
+import Foundation
+import GenGateStore
+import Synchronization
+
+/// Jobs this dispatcher holds back because their provider is at its limit (`ProviderAtLimit`),
+/// first come first served per provider.
+///
+/// A held job is unleased in the store and due again `holdSeconds` later, so nothing is lost if
+/// this process dies: the sweep re-drives it then. While this process lives, one watcher task per
+/// provider with waiting jobs reads the provider's state from the store every `lookInterval` and
+/// lets as many go as it has room for; a job refused again (another process took the room first)
+/// goes back to the front. A job that arrives for a provider with jobs waiting joins the back
+/// instead of trying first. Nothing here writes to the store while jobs wait.
+public final class WaitingRoom: Sendable {
+    public let holdSeconds: Double
+    public let lookInterval: Duration
+
+    /// A held job, and its version when held (it is let go only if still at it).
+    struct Held: Sendable {
+        var id: String
+        var version: Int
+    }
+
+    struct State {
+        var queues: [String: [Held]] = [:]
+        var members: Set<String> = []
+    }
+
+    let state = Mutex(State())
+
+    public init(holdSeconds: Double = 30, lookInterval: Duration = .milliseconds(250)) {
+        self.holdSeconds = holdSeconds
+        self.lookInterval = lookInterval
+    }
+
+    /// Whether jobs of `provider` wait here.
+    public func isWaiting(_ provider: String) -> Bool {
+        state.withLock { !($0.queues[provider]?.isEmpty ?? true) }
+    }
+
+    /// How many jobs wait here, for each provider.
+    public func counts() -> [String: Int] {
+        state.withLock { $0.queues.mapValues(\.count).filter { $0.value > 0 } }
+    }
+
+    /// Holds `id` for `provider` (at the front when it was let go from here and refused again).
+    /// Returns true when the provider had nobody waiting: the caller starts its watcher.
+    func hold(_ held: Held, provider: String, front: Bool) -> Bool {
+        state.withLock { state in
+            guard state.members.insert(held.id).inserted else {
+                // Held again at a newer version (re-driven by the sweep): keep its place.
+                if let index = state.queues[provider]?.firstIndex(where: { $0.id == held.id }) {
+                    state.queues[provider]?[index] = held
+                }
+                return false
+            }
+            let wasEmpty = state.queues[provider]?.isEmpty ?? true
+            if front {
+                state.queues[provider, default: []].insert(held, at: 0)
+            } else {
+                state.queues[provider, default: []].append(held)
+            }
+            return wasEmpty
+        }
+    }
+
+    /// Takes up to `count` jobs of `provider` from the front.
+    func take(_ provider: String, count: Int) -> [Held] {
+        state.withLock { state in
+            guard var queue = state.queues[provider], count > 0 else { return [] }
+            let taken = Array(queue.prefix(count))
+            queue.removeFirst(taken.count)
+            state.queues[provider] = queue.isEmpty ? nil : queue
+            for held in taken { state.members.remove(held.id) }
+            return taken
+        }
+    }
+
+    /// Holds job `id` (at `version`) and, if it is the first of its provider, watches the
+    /// provider's room.
+    func hold(_ id: String, version: Int, provider: String, front: Bool, context: JobContext) {
+        guard hold(Held(id: id, version: version), provider: provider, front: front) else { return }
+        Task { await watch(provider, context: context) }
+    }
+
+    /// Lets the jobs of `provider` go as room appears, until none wait.
+    func watch(_ provider: String, context: JobContext) async {
+        while isWaiting(provider) {
+            try? await Task.sleep(for: lookInterval)
+            var room = 1
+            do {
+                if let limit = try await context.store.providerLimits().first(where: { $0.provider == provider }) {
+                    room = limit.room
+                } else {
+                    room = Int.max  // no limit left (a configuration changed): let all go
+                }
+            } catch {
+                context.logger.warning(
+                    "cannot read a provider's limits; trying one waiting job",
+                    metadata: ["provider": "\(provider)", "error": "\(error)"])
+            }
+            for held in take(provider, count: room) {
+                Task { await Submission(context: context).handle(held.id, heldAt: held.version) }
+            }
+            // Let those just sent claim their room before looking again.
+            if room > 0 { try? await Task.sleep(for: lookInterval) }
+            if Task.isCancelled { return }
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import Foundation
+import GenGateCore
+import XCTest
+
+/// Provider limits through the whole stack, against simulators that refuse a concurrency breach
+/// with a 429 as providers do.
+final class ProviderLimitTests: XCTestCase {
+    typealias Sim = ProviderSimulatorTests.SimulatorProcess
+
+    /// Flux allows two active tasks here, and GenGate is told so: no submission is ever refused,
+    /// the jobs beyond two wait their turn, and Replicate's jobs beside them do not wait at all.
+    func testAConfiguredLimitIsNeverPassedAndSlowsNoOtherProvider() async throws {
+        let flux = try await Sim(provider: "flux", key: "bfl_test", knobs: #"{"task_seconds": 1, "max_active": 2}"#)
+        defer { flux.stop() }
+        let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 1}"#)
+        defer { replicate.stop() }
+        let system = try await GenGateSystem.start(environment: [
+            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL, "GENGATE_FLUX_MAX_CONCURRENCY": "2",
+            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
+        ])
+        defer { system.stop() }
+
+        let started = ContinuousClock.now
+        var fluxJobs: [String] = []
+        for index in 0..<6 {
+            fluxJobs.append(try await system.submit(#"{"model": "flux/flux-pro-1.1", "prompt": "waiting \#(index)"}"#))
+        }
+        var replicateJobs: [String] = []
+        for index in 0..<3 {
+            replicateJobs.append(
+                try await system.submit(
+                    #"{"model": "replicate/black-forest-labs/flux-schnell", "prompt": "not waiting \#(index)"}"#))
+        }
+        for id in replicateJobs { _ = try await system.waitForStatus(id, "completed") }
+        let replicateDone = ContinuousClock.now - started
+        for id in fluxJobs { _ = try await system.waitForStatus(id, "completed") }
+        let fluxDone = ContinuousClock.now - started
+
+        let stats = try await flux.stats()
+        XCTAssertLessThanOrEqual(stats["peak_active"]?.intValue ?? 99, 2, "\(stats)")
+        XCTAssertEqual(stats["busy_refusals"]?.intValue, 0, "GenGate kept to the limit: \(stats)")
+        XCTAssertEqual(stats["submissions"]?.intValue, 6, "one submission a job: \(stats)")
+        XCTAssertGreaterThanOrEqual(fluxDone, .seconds(3), "six one-second tasks two at a time take three rounds")
+        XCTAssertLessThan(replicateDone, fluxDone, "Replicate's jobs did not queue behind Flux's")
+        let metrics = try await system.metrics(containing: #"gengate_provider_concurrency_limit{provider="flux"}"#)
+        XCTAssertTrue(metrics.contains(#"gengate_provider_concurrency_limit{provider="flux"} 2"#), metrics)
+    }
+
+    /// GenGate believes Flux allows 24 tasks, but this account allows 2: the first 429s halve the
+    /// limit GenGate keeps to, every job still completes, and the refusals stop being many.
+    func testAThrottlingProviderTeachesGenGateItsLimit() async throws {
+        let flux = try await Sim(provider: "flux", key: "bfl_test", knobs: #"{"task_seconds": 1, "max_active": 2}"#)
+        defer { flux.stop() }
+        let system = try await GenGateSystem.start(environment: [
+            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL, "GENGATE_MAX_ATTEMPTS": "10",
+        ])
+        defer { system.stop() }
+        var jobs: [String] = []
+        for index in 0..<8 {
+            jobs.append(try await system.submit(#"{"model": "flux/flux-pro-1.1", "prompt": "learning \#(index)"}"#))
+        }
+        for id in jobs { _ = try await system.waitForStatus(id, "completed", timeout: .seconds(60)) }
+        let stats = try await flux.stats()
+        let refusals = stats["busy_refusals"]?.intValue ?? 0
+        XCTAssertGreaterThan(refusals, 0, "the provider throttled: \(stats)")
+        XCTAssertLessThan(refusals, 20, "GenGate learned rather than hammering: \(stats)")
+        let metrics = try await system.metrics(containing: #"gengate_provider_concurrency_limit{provider="flux"}"#)
+        let line = metrics.split(separator: "\n").first {
+            $0.hasPrefix(#"gengate_provider_concurrency_limit{provider="flux"}"#)
+        }
+        let limit = Double(line?.split(separator: " ").last ?? "") ?? 99
+        XCTAssertLessThan(limit, 24, "the limit adapted down: \(line ?? "none")")
+    }
+}
