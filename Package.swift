@@ -203,6 +203,7 @@ let package = Package(
                 "GenGateBus",
                 "GenGateStore",
                 "GenGateProviders",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -36,9 +36,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
         // Providers' callbacks carry their own proof, not an API key.
         CallbackRoutes(environment: environment, poll: poll).register(on: router)
         let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
-        let validator = SubmissionValidator(
-            providers: environment.providers, defaultDeadlineSeconds: config.jobs.defaultDeadlineSeconds,
-            maxDeadlineSeconds: config.jobs.maxDeadlineSeconds)
+        let validator = SubmissionValidator(providers: environment.providers, jobs: config.jobs)
         GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs())
             .register(on: api)
 

@@ -41,22 +41,29 @@ struct GenerationRoutes: Sendable {
         let key = try context.requireKey()
         let idempotencyKey = try Self.idempotencyKey(request)
         let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
-        let (generationRequest, model) = try validator.validate(body)
+        let cancelAfter = try Self.cancelAfter(request, max: environment.config.jobs.maxDeadlineSeconds)
+        let validated = try validator.validate(body)
+        let (generationRequest, model) = (validated.request, validated.model)
         let now = Date()
+        let deadline = now.addingTimeInterval(
+            Double(generationRequest.deadlineSeconds ?? environment.config.jobs.defaultDeadlineSeconds))
+        let cancelAt = cancelAfter.map { now.addingTimeInterval($0) }
         let generation = Generation(
             id: Identifier.make("gen", at: now), ownerKeyID: key.id, request: generationRequest,
             provider: model.provider,
             status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, nextActionAt: now,
-            deadlineAt: now.addingTimeInterval(
-                Double(generationRequest.deadlineSeconds ?? environment.config.jobs.defaultDeadlineSeconds)),
-            createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [])
-        let event = Event(
-            .generationCreated, generationID: generation.id, at: now,
-            payload: [
-                "model": .string(model.id), "provider": .string(model.provider),
-                "n": .number(Double(generationRequest.n)),
-            ])
+            leaseExpiresAt: nil, nextActionAt: now, deadlineAt: min(deadline, cancelAt ?? deadline),
+            createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [], cancelAt: cancelAt,
+            route: validated.route)
+        var payload: [String: JSONValue] = [
+            "model": .string(model.id), "provider": .string(model.provider),
+            "n": .number(Double(generationRequest.n)),
+        ]
+        if !validated.route.isEmpty {
+            payload["alias"] = .string(generationRequest.model)
+            payload["route"] = .array(validated.route.map(JSONValue.string))
+        }
+        let event = Event(.generationCreated, generationID: generation.id, at: now, payload: payload)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
                 key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(generationRequest)),
@@ -88,6 +95,26 @@ struct GenerationRoutes: Sendable {
         return JSONResponse.make(
             status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
             headers: [.location: "/v1/generations/\(generation.id)"])
+    }
+
+    static let cancelAfterHeader = HTTPField.Name("Cancel-After")!
+
+    /// The request's `Cancel-After` in seconds, or none: a duration as Replicate takes it
+    /// (`90`, `45s`, `5m`, `1h30m`, `1.5h`, `500ms`), at least 1 s and at most `max`.
+    static func cancelAfter(_ request: Request, max: Int) throws -> Double? {
+        guard let text = request.headers[cancelAfterHeader] else { return nil }
+        guard let seconds = Duration.seconds(parsing: text), seconds >= 1, seconds <= Double(max) else {
+            throw APIError.invalidRequest(
+                "invalid Cancel-After",
+                details: [
+                    .init(
+                        path: "Cancel-After",
+                        message:
+                            "must be a duration from 1s to \(max)s: seconds (90) or units (45s, 5m, 1h30m, 500ms), got \"\(text.prefix(40))\""
+                    )
+                ])
+        }
+        return seconds
     }
 
     static let idempotencyHeader = HTTPField.Name("Idempotency-Key")!
@@ -125,14 +152,27 @@ struct GenerationRoutes: Sendable {
         for provider in providers.unavailable.values {
             data += provider.models.map { entry($0, missing: provider.missing) }
         }
+        for (name, route) in providers.aliases {
+            // An alias is available while any of its models is.
+            let usable = providers.route(name) ?? []
+            let kind = route.lazy.compactMap(providers.knownModel).first?.kind ?? .image
+            var fields: [String: JSONValue] = [
+                "id": .string(name), "object": .string("model"), "kind": .string(kind.rawValue),
+                "fallbacks": .array(route.map(JSONValue.string)), "available": .bool(!usable.isEmpty),
+                "max_outputs": .number(Double(usable.map(\.maxOutputs).min() ?? 0)),
+            ]
+            if usable.isEmpty { fields["unavailable_because"] = .string("none of its models is configured") }
+            data.append(.object(fields))
+        }
         data.sort { ($0["id"]?.stringValue ?? "") < ($1["id"]?.stringValue ?? "") }
         return JSONResponse.make(status: .ok, ["object": .string("list"), "data": .array(data)])
     }
 
     func show(_ context: GateContext) async throws -> Response {
         let generation = try await owned(context)
-        var view = GenerationView.render(generation, baseURL: baseURL)
-        view["attempt_history"] = GenerationView.render(try await store.attempts(generationID: generation.id))
+        let attempts = try await store.attempts(generationID: generation.id)
+        var view = GenerationView.render(generation, baseURL: baseURL, attempts: attempts)
+        view["attempt_history"] = GenerationView.render(attempts)
         return JSONResponse.make(status: .ok, view)
     }
 

@@ -13,6 +13,7 @@ enum GenerationView {
             attempts.map { attempt in
                 .object([
                     "number": .number(Double(attempt.number)), "provider": .string(attempt.provider),
+                    "model": attempt.model.map(JSONValue.string) ?? .null,
                     "state": .string(attempt.state.rawValue),
                     "outputs": .array(attempt.outputIndexes.map { .number(Double($0)) }),
                     "error": error(attempt.error), "started_at": time(attempt.createdAt),
@@ -29,12 +30,19 @@ enum GenerationView {
             "retryable": .bool(error.retryable),
         ]
         if let code = error.providerCode { fields["provider_code"] = .string(code) }
+        if let reason = error.reason { fields["reason"] = .string(reason) }
         return .object(fields)
     }
 
-    static func render(_ generation: Generation, baseURL: String) -> [String: JSONValue] {
+    /// The job; with its `attempts`, each output also says which provider and model made it
+    /// (the attempt that delivered it).
+    static func render(_ generation: Generation, baseURL: String, attempts: [Attempt] = []) -> [String: JSONValue] {
         func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
         let request = generation.request
+        var makers: [Int: Attempt] = [:]
+        for attempt in attempts where attempt.state == .succeeded {
+            for index in attempt.outputIndexes { makers[index] = attempt }
+        }
         var view: [String: JSONValue] = [
             "id": .string(generation.id),
             "object": .string("generation"),
@@ -52,19 +60,30 @@ enum GenerationView {
             "error": error(generation.error),
             "outputs": .array(
                 generation.outputs.filter(\.isStored).map { output in
-                    .object([
+                    var fields: [String: JSONValue] = [
                         "index": .number(Double(output.index)),
                         "url": .string(OutputURL.make(base: baseURL, generationID: generation.id, index: output.index)),
                         "content_type": .string(output.contentType),
                         "bytes": .number(Double(output.bytes ?? 0)),
                         "sha256": .string(output.sha256 ?? ""),
-                    ])
+                    ]
+                    if let maker = makers[output.index] {
+                        fields["provider"] = .string(maker.provider)
+                        fields["model"] = .string(maker.model ?? (generation.route.isEmpty ? request.model : ""))
+                    }
+                    return .object(fields)
                 }),
         ]
         for status in GenerationStatus.allCases where status != .pending {
             view["\(status.rawValue)_at"] = time(generation.phaseTimes[status])
         }
         if let seed = request.seed { view["seed"] = .number(Double(seed)) }
+        if let cancelAt = generation.cancelAt { view["cancel_at"] = time(cancelAt) }
+        if !generation.route.isEmpty {
+            // A fallback alias: its models in order, and the one the job is on now.
+            view["route"] = .array(generation.route.map(JSONValue.string))
+            view["current_model"] = .string(generation.model)
+        }
         if generation.status == .retryWait { view["next_attempt_at"] = time(generation.nextActionAt) }
         return view
     }

@@ -1,13 +1,14 @@
 import Foundation
 import GenGateCore
 import GenGateProviders
+import GenGateRuntime
 
 /// Checks a submission body and turns it into a `GenerationRequest`, collecting every problem
 /// with the path of the field at fault, so a client fixes them all in one round.
 struct SubmissionValidator: Sendable {
     let providers: ProviderRegistry
-    let defaultDeadlineSeconds: Int
-    let maxDeadlineSeconds: Int
+    /// Deadlines: the defaults by model and kind, and the longest allowed.
+    let jobs: GenGateConfig.Jobs
 
     static let maxPromptCharacters = 4_000
     static let maxMetadataBytes = 16_384
@@ -16,8 +17,15 @@ struct SubmissionValidator: Sendable {
         "model", "prompt", "n", "seed", "width", "height", "params", "deadline_seconds", "metadata",
     ]
 
-    /// The validated request, its model, and the deadline in seconds.
-    func validate(_ body: JSONValue) throws -> (request: GenerationRequest, model: ModelInfo) {
+    /// What a valid submission is: the request, the model it starts on, and its fallback route
+    /// (the alias's usable models in order; empty for a model named directly).
+    struct Validated {
+        var request: GenerationRequest
+        var model: ModelInfo
+        var route: [String]
+    }
+
+    func validate(_ body: JSONValue) throws -> Validated {
         guard case .object(let fields) = body else {
             throw APIError.invalidRequest(
                 "the body must be a JSON object",
@@ -29,10 +37,27 @@ struct SubmissionValidator: Sendable {
         }
 
         var model: ModelInfo?
+        var name = ""
+        var route: [String] = []
         switch fields["model"] {
         case nil, .null?:
             details.append(.init(path: "model", message: "required"))
-        case .string(let name)?:
+        case .string(let given)?:
+            name = given
+            if let usable = providers.route(name) {
+                guard let first = usable.first else {
+                    let reasons = (providers.aliases[name] ?? []).compactMap { providers.unavailableReason(model: $0) }
+                    throw APIError(
+                        .providerNotConfigured,
+                        "none of the models of \(name) can be used here: \(reasons.joined(separator: "; "))",
+                        details: [.init(path: "model", message: "no model of this alias is configured")])
+                }
+                // An alias asks as much of each model as the least of them allows.
+                model = first
+                model?.maxOutputs = usable.map(\.maxOutputs).min() ?? first.maxOutputs
+                route = usable.map(\.id)
+                break
+            }
             model = providers.model(name)
             if model == nil, let reason = providers.unavailableReason(model: name) {
                 throw APIError(
@@ -40,7 +65,8 @@ struct SubmissionValidator: Sendable {
                     details: [.init(path: "model", message: "its provider is not configured")])
             }
             if model == nil {
-                let known = providers.models.keys.sorted().joined(separator: ", ")
+                let known = (Array(providers.models.keys) + Array(providers.aliases.keys)).sorted().joined(
+                    separator: ", ")
                 throw APIError(
                     .unknownModel,
                     "unknown model \"\(name)\"; available: \(known)",
@@ -84,7 +110,8 @@ struct SubmissionValidator: Sendable {
             height = integer(fields["height"], path: "height", range: Self.sizeRange, details: &details)
         }
         let deadline = integer(
-            fields["deadline_seconds"], path: "deadline_seconds", range: 10...maxDeadlineSeconds, details: &details)
+            fields["deadline_seconds"], path: "deadline_seconds", range: 10...jobs.maxDeadlineSeconds,
+            details: &details)
         let params = object(fields["params"], path: "params", details: &details)
         let metadata = object(fields["metadata"], path: "metadata", details: &details)
         if let size = try? JSONCoding.encode(JSONValue.object(metadata)).count, size > Self.maxMetadataBytes {
@@ -98,9 +125,11 @@ struct SubmissionValidator: Sendable {
             throw APIError.invalidRequest("invalid generation request: \(summary)", details: details)
         }
         let request = GenerationRequest(
-            model: model.id, prompt: prompt, n: n, seed: seed, width: width, height: height,
-            params: params, deadlineSeconds: deadline ?? defaultDeadlineSeconds, metadata: metadata)
-        return (request, model)
+            model: route.isEmpty ? model.id : name, prompt: prompt, n: n, seed: seed, width: width, height: height,
+            params: params,
+            deadlineSeconds: deadline ?? jobs.deadlineSeconds(model: name, kind: model.kind, route: route),
+            metadata: metadata)
+        return Validated(request: request, model: model, route: route)
     }
 
     private func integer(_ value: JSONValue?, path: String, range: ClosedRange<Int>, details: inout [APIError.Detail])

@@ -27,6 +27,10 @@ struct DispatcherCommand: AsyncParsableCommand {
         }
         environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storePath)"])
         try await environment.run([loop, RecoverySweep(context: jobs)])
+        // Jobs let go from the waiting room are handled outside the loop: their submissions too
+        // are recorded before the process ends.
+        jobs.waiting.stop()
+        await jobs.waiting.drain()
         await producers.close()
         await environment.finish()
     }

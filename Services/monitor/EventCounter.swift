@@ -71,6 +71,14 @@ struct EventCounter: Service, CustomStringConvertible {
             Counter(label: "gengate_generations_cancelled_total").increment()
         case .generationRetrying:
             Counter(label: "gengate_generation_retries_total").increment()
+        case .generationFallback:
+            Counter(
+                label: "gengate_generation_fallbacks_total",
+                dimensions: [
+                    ("from", payload["from"]?.stringValue ?? "unknown"),
+                    ("to", payload["to"]?.stringValue ?? "unknown"),
+                ]
+            ).increment()
         case .generationOutput:
             Counter(label: "gengate_outputs_stored_total").increment()
             if let bytes = payload["bytes"]?.intValue {

@@ -30,12 +30,15 @@ public struct Attempt: Codable, Sendable, Equatable {
     /// uses (no answer, an unreadable one, a stop mid-call, outputs lost): whatever comes next
     /// (a retry, or the job failing) is counted against it.
     public var possibleDoubleCharge: Bool
+    /// The model asked (one of a fallback route's); nil in attempts recorded before routes.
+    public var model: String?
 
     public init(
         generationID: String, number: Int, provider: String, clientReference: String, providerTaskID: String?,
         outputIndexes: [Int], state: State, error: GenGateError?, createdAt: Date, finishedAt: Date?,
-        possibleDoubleCharge: Bool = false
+        possibleDoubleCharge: Bool = false, model: String? = nil
     ) {
+        self.model = model
         self.generationID = generationID
         self.number = number
         self.provider = provider

@@ -30,6 +30,8 @@ public enum EventType: String, Codable, Sendable, CaseIterable {
     case generationStreamChunk = "generation.stream_chunk"
     case generationOutput = "generation.output"
     case generationRetrying = "generation.retrying"
+    /// The job moved to the next model of its fallback route (`from`, `to`, `because`).
+    case generationFallback = "generation.fallback"
     case generationCompleted = "generation.completed"
     case generationFailed = "generation.failed"
     case generationCancelled = "generation.cancelled"

@@ -12,11 +12,15 @@ public struct GenGateError: Error, Codable, Sendable, Equatable, CustomStringCon
     /// The provider's own code for it (Kling's `1303`, Tencent's `RequestLimitExceeded`,
     /// OpenAI's `insufficient_quota`), where it gave one.
     public var providerCode: String?
+    /// Why, where the code alone does not say: a cancelled job's `client` or `deadline`
+    /// (its Cancel-After ran out).
+    public var reason: String?
 
     public init(
         _ code: ErrorCode, _ message: String, retryable: Bool? = nil, retryAfter: Double? = nil,
-        providerCode: String? = nil
+        providerCode: String? = nil, reason: String? = nil
     ) {
+        self.reason = reason
         self.code = code
         self.message = message
         self.retryable = retryable ?? code.isRetryable
@@ -28,6 +32,7 @@ public struct GenGateError: Error, Codable, Sendable, Equatable, CustomStringCon
         case code, message, retryable
         case retryAfter = "retry_after"
         case providerCode = "provider_code"
+        case reason
     }
 
     public var description: String { "\(code.rawValue): \(message)" }

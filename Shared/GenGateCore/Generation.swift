@@ -31,14 +31,24 @@ public struct Generation: Codable, Sendable, Equatable {
     /// Status checks of the current provider task so far, and how many failed in a row.
     public var checks: Int
     public var checkFailures: Int
+    /// When the job is cancelled if still unfinished (the client's `Cancel-After`); `deadlineAt`
+    /// is never later.
+    public var cancelAt: Date?
+    /// The models to try in order (a fallback alias's); empty: just `request.model`.
+    public var route: [String]
+    /// Which of `route` the job is on.
+    public var routeIndex: Int
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
         version: Int, progress: Int, attempts: Int, error: GenGateError?, providerTaskID: String?,
         leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
         updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
-        checkFailures: Int = 0
+        checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0
     ) {
+        self.cancelAt = cancelAt
+        self.route = route
+        self.routeIndex = routeIndex
         self.id = id
         self.ownerKeyID = ownerKeyID
         self.request = request
@@ -60,6 +70,12 @@ public struct Generation: Codable, Sendable, Equatable {
         self.checks = checks
         self.checkFailures = checkFailures
     }
+
+    /// The model the job is on now: its route's current one, else the one asked for.
+    public var model: String { route.indices.contains(routeIndex) ? route[routeIndex] : request.model }
+
+    /// Whether reaching `deadlineAt` cancels the job (its Cancel-After) rather than failing it.
+    public var deadlineCancels: Bool { cancelAt.map { $0 <= deadlineAt } ?? false }
 
     /// Output indexes (0..<n) not yet stored in object storage.
     public var missingOutputIndexes: [Int] {

@@ -15,7 +15,15 @@ extension JobContext {
     /// Cancels `generation` (as last read) whatever step it is in, by compare-and-set, looking
     /// again when it moved on meanwhile. A provider task it had running is stopped by the sweep
     /// (`RecoverySweep`), which also covers a cancel that lands while a worker holds the job.
-    public func cancel(_ generation: Generation, reason: String = "cancelled by the client") async throws
+    /// Why a job is cancelled (the `reason` of its error).
+    public enum CancelReason: String, Sendable {
+        /// The client asked.
+        case client
+        /// Its Cancel-After ran out.
+        case deadline
+    }
+
+    public func cancel(_ generation: Generation, reason: CancelReason = .client, now: Date = Date()) async throws
         -> CancelOutcome
     {
         var current = generation
@@ -28,19 +36,49 @@ extension JobContext {
             default:
                 break
             }
-            var change = Transition.of(current, to: .cancelled)
-            change.error = .some(GenGateError(.cancelled, reason))
+            var change = Transition.of(current, to: .cancelled, at: now)
+            let message =
+                reason == .client
+                ? "cancelled by the client" : "cancelled: still unfinished when its Cancel-After ran out"
+            change.error = .some(GenGateError(.cancelled, message, reason: reason.rawValue))
             change.events = [
                 Event(
-                    .generationCancelled, generationID: current.id,
+                    .generationCancelled, generationID: current.id, at: now,
                     payload: [
-                        "previous_status": .string(current.status.rawValue)
+                        "previous_status": .string(current.status.rawValue), "reason": .string(reason.rawValue),
                     ])
             ]
-            if let cancelled = try await apply(change) { return .cancelled(cancelled) }
+            if let cancelled = try await apply(change) {
+                logger.info("cancelled", metadata: ["generation": "\(current.id)", "reason": "\(reason.rawValue)"])
+                return .cancelled(cancelled)
+            }
             guard let reread = try await store.generation(id: current.id) else { return .busy(current) }
             current = reread
         }
         return .busy(current)
+    }
+
+    /// Ends a job that reached its deadline: cancelled (reason `deadline`) when that was its
+    /// Cancel-After, else failed with `task_timeout` saying `what`. Its provider task, if any, is
+    /// stopped by the sweep. Nil if the job moved on meanwhile.
+    public func expire(
+        _ generation: Generation, _ what: String, attempt: (GenGateError) -> AttemptUpdate? = { _ in nil },
+        now: Date = Date()
+    ) async throws -> Generation? {
+        guard generation.deadlineCancels else {
+            let timeout = GenGateError(.taskTimeout, what)
+            return try await fail(generation, error: timeout, attempt: attempt(timeout), now: now)
+        }
+        var change = Transition.of(generation, to: .cancelled, at: now)
+        change.attemptUpdate = attempt(GenGateError(.cancelled, "its job's Cancel-After ran out", reason: "deadline"))
+        change.error = .some(
+            GenGateError(.cancelled, "cancelled: still unfinished when its Cancel-After ran out", reason: "deadline"))
+        change.events = [
+            Event(
+                .generationCancelled, generationID: generation.id, at: now,
+                payload: ["previous_status": .string(generation.status.rawValue), "reason": .string("deadline")])
+        ]
+        logger.info("cancelled", metadata: ["generation": "\(generation.id)", "reason": "deadline"])
+        return try await apply(change)
     }
 }

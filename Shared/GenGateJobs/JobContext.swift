@@ -72,7 +72,7 @@ public struct JobContext: Sendable {
     /// The check schedule of a job's task: its model's (or kind's), stretched where a callback
     /// says when the task ends, so polling is only the safety net.
     public func schedule(of generation: Generation) -> CheckSchedule {
-        let model = generation.request.model
+        let model = generation.model
         let schedule = policy.schedule(model: model, kind: providers.model(model)?.kind)
         guard let adapter = try? providers.adapter(generation.provider), usesCallbacks(adapter) else { return schedule }
         return schedule.stretched(by: CheckSchedule.callbackStretch)
@@ -93,8 +93,49 @@ public struct JobContext: Sendable {
         return updated
     }
 
+    /// The next model of `generation`'s fallback route after its current one that can be used
+    /// here now (configured, and its provider's circuit letting submissions go), wrapping round
+    /// to the start; nil when there is none other. `wrapped`: it is at or before the current one.
+    public func nextOnRoute(_ generation: Generation, now: Date = Date(), checkingCircuits: Bool = true) -> (
+        move: RouteMove, wrapped: Bool
+    )? {
+        let route = generation.route
+        guard route.count > 1 else { return nil }
+        for step in 1..<route.count {
+            let index = (generation.routeIndex + step) % route.count
+            guard let model = providers.model(route[index]), providers.adapters[model.provider] != nil else { continue }
+            if checkingCircuits, !circuit.wouldAdmit(model.provider, now: now) { continue }
+            return (RouteMove(index: index, provider: model.provider), index <= generation.routeIndex)
+        }
+        return nil
+    }
+
+    /// Whether `error` is the provider's failure (one another provider may not have), as opposed
+    /// to one of ours (storing outputs, a bug), which a fallback would only pay for again.
+    static func isProviders(_ error: GenGateError) -> Bool {
+        switch error.code {
+        case .rateLimited, .providerError, .providerUnavailable, .providerTimeout: return true
+        default: return false
+        }
+    }
+
+    /// The `generation.fallback` event of moving `generation` along its route.
+    public func fallbackEvent(_ generation: Generation, to move: RouteMove, because: String, at now: Date) -> Event {
+        Event(
+            .generationFallback, generationID: generation.id, at: now,
+            payload: [
+                "from": .string(generation.model), "to": .string(generation.route[move.index]),
+                "because": .string(because),
+            ])
+    }
+
     /// After a failed attempt: `retry_wait` as the retry policy says, otherwise `failed`; `attempt`
     /// (the failed attempt's outcome) commits with it. Nil if the job moved on meanwhile.
+    ///
+    /// A job on a fallback route moves to the route's next model after a retryable failure, at
+    /// once (the failure says nothing against the next provider); after the last it starts the
+    /// route again from the first, with the usual back-off. `jobs.max_attempts` counts every
+    /// model's attempts together.
     public func failOrRetry(
         _ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
         limitFeedback: LimitFeedback? = nil, now: Date = Date()
@@ -102,11 +143,27 @@ public struct JobContext: Sendable {
         // Attempts that delivered (a model asked for its outputs in several calls) are not failures.
         let delivered = try await store.attempts(generationID: generation.id).filter { $0.state == .succeeded }.count
         let failures = max(1, generation.attempts - delivered)
-        switch policy.retry(for: generation.provider).decide(
-            after: error, attempts: failures, deadline: generation.deadlineAt, now: now)
+        let retry = policy.retry(for: generation.provider)
+        var decision = retry.decide(after: error, attempts: failures, deadline: generation.deadlineAt, now: now)
+        var fallback: RouteMove?
+        var retryNow = false
+        if error.retryable, Self.isProviders(error),
+            let next = nextOnRoute(generation, now: now, checkingCircuits: false)
         {
-        case .retry(let retryAt):
+            if !next.wrapped, failures < retry.maxAttempts, now < generation.deadlineAt {
+                // On to the next model now: this provider's back-off and Retry-After are its own.
+                decision = .retry(at: now)
+                retryNow = true
+                fallback = next.move
+            } else if case .retry = decision {
+                fallback = next.move  // round again from the first, after the back-off
+            }
+        }
+        switch decision {
+        case .retry(let backedOff):
+            let retryAt = retryNow ? now : backedOff
             var change = Transition.of(generation, to: .retryWait, at: now)
+            change.routeMove = fallback
             change.error = .some(error)
             change.lease = .release
             change.nextActionAt = .some(retryAt)
@@ -121,14 +178,23 @@ public struct JobContext: Sendable {
                         "error": Self.errorPayload(error),
                     ])
             ]
+            if let fallback {
+                change.events.append(fallbackEvent(generation, to: fallback, because: error.code.rawValue, at: now))
+            }
             logger.info(
                 "retrying",
                 metadata: [
                     "generation": "\(generation.id)", "error": "\(error)",
                     "in_seconds": "\(Int(retryAt.timeIntervalSince(now)))",
                 ])
-            return try await apply(change)
+            let applied = try await apply(change)
+            if applied != nil && retryNow { notify(.submit, generation.id, "fallback") }
+            return applied
         case .fail(let final):
+            if error.retryable && generation.deadlineCancels && failures < retry.maxAttempts {
+                // No time left before its Cancel-After: that is what ends it.
+                return try await expire(generation, final.message, attempt: { _ in attempt }, now: now)
+            }
             return try await fail(generation, error: final, attempt: attempt, limitFeedback: limitFeedback, now: now)
         }
     }
@@ -149,7 +215,7 @@ public struct JobContext: Sendable {
                     "error": Self.errorPayload(error),
                     "attempts": .number(Double(generation.attempts)),
                     "provider": .string(generation.provider),
-                    "model": .string(generation.request.model),
+                    "model": .string(generation.model),
                 ])
         ]
         logger.warning("failed", metadata: ["generation": "\(generation.id)", "error": "\(error)"])

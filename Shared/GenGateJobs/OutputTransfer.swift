@@ -175,7 +175,7 @@ public struct OutputTransfer: Sendable {
                     "outputs": .number(Double(generation.outputs.count)),
                     "attempts": .number(Double(generation.attempts)),
                     "provider": .string(generation.provider),
-                    "model": .string(generation.request.model),
+                    "model": .string(generation.model),
                     "duration_ms": .number((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()),
                 ])
         ]

@@ -63,6 +63,16 @@ public final class ProviderCircuit: Sendable {
         }
     }
 
+    /// Whether `admit` would let a submission go now, without taking the probe.
+    public func wouldAdmit(_ provider: String, now: Date = Date()) -> Bool {
+        states.withLock { states in
+            guard let state = states[provider], let until = state.openUntil else { return true }
+            if now < until { return false }
+            if let since = state.probeSince, now < since.addingTimeInterval(coolDown) { return false }
+            return true
+        }
+    }
+
     /// Records a submission's outcome; true when it opened the circuit (again).
     @discardableResult
     public func record(_ provider: String, error: GenGateError?, now: Date = Date()) -> Bool {

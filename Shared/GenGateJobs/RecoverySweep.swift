@@ -56,8 +56,7 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         // Each item on its own: one that fails must not hold up the rest of the pass.
         for generation in try await store.pastDeadline(now: now, limit: 500) {
             await each(generation.id) {
-                _ = try await context.fail(
-                    generation, error: GenGateError(.taskTimeout, "the generation passed its deadline"), now: now)
+                _ = try await context.expire(generation, "the generation passed its deadline", now: now)
             }
         }
         let stale = now.addingTimeInterval(-policy.staleAfterSeconds)

@@ -102,7 +102,7 @@ public struct StatusChecks: Service, CustomStringConvertible {
         let request = ProviderRequest(
             generation: generation, clientReference: attempt?.clientReference ?? "\(id)-a\(generation.attempts)",
             outputIndexes: attempt?.outputIndexes ?? generation.missingOutputIndexes)
-        let model = generation.request.model
+        let model = generation.model
         var machine = TaskCheck(
             checks: generation.checks, failures: generation.checkFailures, progress: generation.progress,
             schedule: context.schedule(of: generation),
@@ -189,9 +189,12 @@ public struct StatusChecks: Service, CustomStringConvertible {
         case .timedOut:
             // Closed only once stopped; otherwise it stays `submitted` and the sweep asks again.
             let stopped = await context.cancelProviderTask(adapter, taskID: taskID)
-            let timeout = GenGateError(.taskTimeout, "the provider task did not finish before the deadline")
-            _ = try await context.fail(
-                generation, error: timeout, attempt: stopped == .failed ? nil : try await closing(.failed, timeout))
+            let closed = stopped == .failed ? nil : attempt
+            _ = try await context.expire(generation, "the provider task did not finish before the deadline") { error in
+                closed.map {
+                    AttemptUpdate(generationID: id, number: $0.number, from: [.submitted], to: .failed, error: error)
+                }
+            }
         }
     }
 }

@@ -42,15 +42,29 @@ public struct Submission: Sendable {
                 leaseUntil: context.leaseUntil(now), now: now, heldAt: heldAt)
         else { return }
         if now >= generation.deadlineAt {
-            _ = try await context.fail(generation, error: GenGateError(.taskTimeout, "deadline passed before dispatch"))
+            _ = try await context.expire(generation, "deadline passed before dispatch")
             return
         }
-        let adapter: any ProviderAdapter
+        var adapter: any ProviderAdapter
+        var routeMove: RouteMove?
+        var fallbackEvent: Event?
         do {
             adapter = try context.providers.adapter(generation.provider)
         } catch {
-            _ = try await context.fail(generation, error: GenGateError.wrap(error))
-            return
+            // Not configured in this process (another one moved the job along its route): the
+            // route's next model that is, if the job has one and no submission to settle.
+            guard generation.status != .dispatching,
+                let next = context.nextOnRoute(generation, now: now, checkingCircuits: false),
+                let other = try? context.providers.adapter(next.move.provider)
+            else {
+                _ = try await context.fail(generation, error: GenGateError.wrap(error))
+                return
+            }
+            fallbackEvent = context.fallbackEvent(generation, to: next.move, because: "not_configured", at: now)
+            routeMove = next.move
+            generation.routeIndex = next.move.index
+            generation.provider = next.move.provider
+            adapter = other
         }
         if Task.isShuttingDownGracefully {
             // Draining: start nothing new; whoever comes next takes it at once.
@@ -82,11 +96,31 @@ public struct Submission: Sendable {
             if try await context.apply(change) != nil { context.notify(.upload, id, "all outputs stored") }
             return
         }
-        if case .wait(let until) = context.circuit.admit(adapter.name, now: now) {
+        // `admit` is asked once per provider: it hands out the probe after a cool-down.
+        var gate = context.circuit.admit(adapter.name, now: now)
+        if case .wait = gate, let next = context.nextOnRoute(generation, now: now),
+            let other = try? context.providers.adapter(next.move.provider)
+        {
+            // The provider keeps failing to answer and the job has a fallback whose circuit is
+            // closed: go there now (an interrupted attempt was settled above).
+            gate = context.circuit.admit(other.name, now: now)
+            if gate == .go {
+                fallbackEvent = context.fallbackEvent(generation, to: next.move, because: "circuit_open", at: now)
+                routeMove = next.move
+                generation.routeIndex = next.move.index
+                generation.provider = next.move.provider
+                adapter = other
+            }
+        }
+        if case .wait(let until) = gate {
             // The provider keeps failing to answer: wait for its circuit rather than spend an
             // attempt (and a timeout) on it; an interrupted attempt stays as it is until then.
             // A job whose deadline comes first fails now, saying why.
             guard until < generation.deadlineAt else {
+                if generation.deadlineCancels {
+                    _ = try await context.expire(generation, "its Cancel-After comes before the circuit closes")
+                    return
+                }
                 _ = try await context.fail(
                     generation,
                     error: GenGateError(
@@ -106,7 +140,7 @@ public struct Submission: Sendable {
         let number = generation.attempts + 1
         let perCall = min(
             adapter.capabilities.maxOutputsPerCall,
-            context.providers.model(generation.request.model)?.maxOutputsPerCall ?? Int.max)
+            context.providers.model(generation.model)?.maxOutputsPerCall ?? Int.max)
         let outputIndexes = Array(missing.prefix(max(1, perCall)))
         let reference = "\(id)-a\(number)"
         var request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
@@ -119,9 +153,13 @@ public struct Submission: Sendable {
         change.newAttempt = Attempt(
             generationID: id, number: number, provider: adapter.name, clientReference: reference,
             providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
-            createdAt: Date(), finishedAt: nil)
+            createdAt: Date(), finishedAt: nil, model: generation.model)
         change.attemptUpdate = abandoned
-        change.admission = ProviderAdmission(provider: adapter.name, limits: context.providers.limits(adapter.name))
+        change.routeMove = routeMove
+        change.events = fallbackEvent.map { [$0] } ?? []
+        change.admission = ProviderAdmission(
+            provider: adapter.name, limits: context.providers.limits(adapter.name),
+            replacing: generation.status == .dispatching && routeMove == nil)
         let applied: Generation?
         do {
             applied = try await context.apply(change)
@@ -433,7 +471,7 @@ public struct Submission: Sendable {
                 .generationStarted, generationID: generation.id, at: now,
                 payload: [
                     "attempt": .number(Double(attempt)), "provider": .string(generation.provider),
-                    "model": .string(generation.request.model), "provider_task_id": .string(taskID),
+                    "model": .string(generation.model), "provider_task_id": .string(taskID),
                 ])
         ]
         guard try await context.apply(change) != nil else { return false }
@@ -517,7 +555,7 @@ public struct Submission: Sendable {
             Event(
                 .providerPossibleDoubleCharge, generationID: generation.id,
                 payload: [
-                    "provider": .string(generation.provider), "model": .string(generation.request.model),
+                    "provider": .string(generation.provider), "model": .string(generation.model),
                     "attempt": .number(Double(attempt.number)),
                     "client_reference": .string("\(generation.id)-a\(attempt.number)"),
                 ])

@@ -24,11 +24,17 @@ public final class WaitingRoom: Sendable {
     struct State {
         var queues: [String: [Held]] = [:]
         var members: Set<String> = []
+        /// Jobs let go whose handling has not ended (a submission among them runs to its end).
+        var letGo = 0
+        var stopped = false
     }
+
+    /// Most jobs let go of one provider at one look.
+    static let batch = 64
 
     let state = Mutex(State())
 
-    public init(holdSeconds: Double = 30, lookInterval: Duration = .milliseconds(250)) {
+    public init(holdSeconds: Double = 10, lookInterval: Duration = .milliseconds(250)) {
         self.holdSeconds = holdSeconds
         self.lookInterval = lookInterval
     }
@@ -83,6 +89,15 @@ public final class WaitingRoom: Sendable {
         Task { await watch(provider, context: context) }
     }
 
+    /// Lets no more jobs go (the dispatcher is stopping: they are in the store, due after the
+    /// hold, for whoever comes next).
+    public func stop() { state.withLock { $0.stopped = true } }
+
+    /// Waits for the jobs let go to be handled: a submission under way is recorded first.
+    public func drain() async {
+        while state.withLock({ $0.letGo > 0 }) { try? await Task.sleep(for: .milliseconds(20)) }
+    }
+
     /// Lets the jobs of `provider` go as room appears, until none wait.
     func watch(_ provider: String, context: JobContext) async {
         while isWaiting(provider) {
@@ -99,8 +114,13 @@ public final class WaitingRoom: Sendable {
                     "cannot read a provider's limits; trying one waiting job",
                     metadata: ["provider": "\(provider)", "error": "\(error)"])
             }
-            for held in take(provider, count: room) {
-                Task { await Submission(context: context).handle(held.id, heldAt: held.version) }
+            if state.withLock({ $0.stopped }) { return }
+            for held in take(provider, count: min(room, Self.batch)) {
+                state.withLock { $0.letGo += 1 }
+                Task {
+                    await Submission(context: context).handle(held.id, heldAt: held.version)
+                    state.withLock { $0.letGo -= 1 }
+                }
             }
             // Let those just sent claim their room before looking again.
             if room > 0 { try? await Task.sleep(for: lookInterval) }

@@ -111,7 +111,8 @@ public struct ProviderRequest: Sendable, Equatable {
     public init(generation: Generation, clientReference: String, outputIndexes: [Int]) {
         let request = generation.request
         self.init(
-            generationID: generation.id, clientReference: clientReference, model: request.model, prompt: request.prompt,
+            generationID: generation.id, clientReference: clientReference, model: generation.model,
+            prompt: request.prompt,
             outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
             params: request.params, deadline: generation.deadlineAt)
     }

@@ -11,6 +11,8 @@ public struct ProviderRegistry: Sendable {
     public let callbackTokens: [String: CallbackToken]
     /// Configured limits of providers, over their adapters' own.
     let configuredLimits: [String: ProviderLimits]
+    /// Fallback aliases: a name for an ordered list of models, tried in turn.
+    public let aliases: [String: [String]]
 
     /// A provider without what it needs, its models, and what is missing (said to users).
     public struct Unavailable: Sendable {
@@ -27,10 +29,11 @@ public struct ProviderRegistry: Sendable {
 
     public init(
         adapters: [any ProviderAdapter], unavailable: [Unavailable] = [], callbackTokens: [String: CallbackToken] = [:],
-        limits: [String: ProviderLimits] = [:]
+        limits: [String: ProviderLimits] = [:], aliases: [String: [String]] = [:]
     ) {
         self.callbackTokens = callbackTokens
         self.configuredLimits = limits
+        self.aliases = aliases
         self.unavailable = Dictionary(unavailable.map { ($0.provider, $0) }, uniquingKeysWith: { first, _ in first })
         var byName: [String: any ProviderAdapter] = [:]
         var models: [String: ModelInfo] = [:]
@@ -47,6 +50,39 @@ public struct ProviderRegistry: Sendable {
     /// The limits submissions to `provider` keep to: as configured, else as its adapter says.
     public func limits(_ provider: String) -> ProviderLimits {
         configuredLimits[provider] ?? adapters[provider]?.capabilities.limits ?? ProviderLimits()
+    }
+
+    /// A model known here, configured or not.
+    public func knownModel(_ id: String) -> ModelInfo? {
+        models[id] ?? unavailable.values.lazy.compactMap { $0.models.first { $0.id == id } }.first
+    }
+
+    /// Problems with the configured aliases (a model nobody serves, models of different kinds, a
+    /// name that is a model's), one line each; empty when they are sound.
+    public func aliasProblems() -> [String] {
+        var problems: [String] = []
+        for (name, route) in aliases.sorted(by: { $0.key < $1.key }) {
+            if knownModel(name) != nil {
+                problems.append("model_aliases.\(name): the name of a model, not free for an alias")
+            }
+            if route.isEmpty { problems.append("model_aliases.\(name): names no model") }
+            if Set(route).count != route.count { problems.append("model_aliases.\(name): names a model twice") }
+            let known = route.compactMap(knownModel)
+            for id in route where knownModel(id) == nil {
+                problems.append("model_aliases.\(name): no provider serves model \(id)")
+            }
+            if Set(known.map(\.kind)).count > 1 {
+                problems.append(
+                    "model_aliases.\(name): mixes kinds of model (\(known.map(\.kind.rawValue).joined(separator: ", ")))"
+                )
+            }
+        }
+        return problems
+    }
+
+    /// The models of alias `name` that this deployment can use, in order (nil: not an alias).
+    public func route(_ name: String) -> [ModelInfo]? {
+        aliases[name].map { $0.compactMap { models[$0] } }
     }
 
     /// Closes every adapter's connections (AsyncHTTPClient insists on it before it goes away).

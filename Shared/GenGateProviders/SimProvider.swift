@@ -45,7 +45,8 @@ public struct SimProvider: ProviderAdapter {
             asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: settings.maxOutputsPerCall,
             inputImages: false, findsSubmissionByReference: settings.findsByReference)
     }
-    public let models = [
+    public var models: [ModelInfo] { Self.catalogue }
+    public static let catalogue = [
         ModelInfo(id: "sim/image", provider: "sim", kind: .image, maxOutputs: 10),
         ModelInfo(id: "sim/text", provider: "sim", kind: .text, maxOutputs: 10),
         // A video model as the engine sees one (checked on the video schedule); its output is

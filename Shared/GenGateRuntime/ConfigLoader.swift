@@ -1,6 +1,7 @@
 import Foundation
 import GenGateCore
 import GenGateJobs
+import GenGateProviders
 
 /// Reads the configuration: defaults, then a JSON file, then `GENGATE_*` environment variables,
 /// then overrides from the command line. Unknown keys and bad values are errors that say where.
@@ -126,6 +127,22 @@ public enum ConfigLoader {
                 "jobs settings out of range (lease_seconds ≥ 0.5, max_attempts ≥ 1, retry_max ≥ retry_base, concurrency, check_concurrency, check_batch, max_check_failures and max_handler_failures ≥ 1, drain_seconds ≥ 0, deadlines ≥ 1)"
             )
         }
+        for (model, seconds) in jobs.modelDeadlineSeconds.sorted(by: { $0.key < $1.key })
+        where !(10...jobs.maxDeadlineSeconds).contains(seconds) {
+            throw ConfigError(
+                "jobs.model_deadline_seconds.\(model) must be 10…\(jobs.maxDeadlineSeconds) (jobs.max_deadline_seconds), got \(seconds)"
+            )
+        }
+        // Aliases name models some provider serves (configured here or not), of one kind.
+        let everyModel = ProviderRegistry(
+            adapters: [],
+            unavailable: [.init(provider: "sim", models: SimProvider.catalogue, missing: "")]
+                + RealProvider.all.map {
+                    .init(provider: $0.name, models: $0.models(config.providers[keyPath: $0.connection]), missing: "")
+                },
+            aliases: config.modelAliases)
+        let problems = everyModel.aliasProblems()
+        guard problems.isEmpty else { throw ConfigError(problems.joined(separator: "; ")) }
         guard (0...100_000).contains(config.sim.maxConcurrency ?? 0),
             (0...100_000).contains(config.sim.maxRequestsPerSecond ?? 0)
         else {

@@ -19,6 +19,9 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     /// How each real provider is reached. Credentials are never here: they come from the
     /// environment, under the names the providers' own SDKs use (see `ProviderCredentials`).
     public var providers = Providers()
+    /// Fallback aliases: a name clients use as a model, for models tried in this order
+    /// (`"image-default": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-1.1-pro"]`).
+    public var modelAliases: [String: [String]] = [:]
 
     public init() {}
 
@@ -87,8 +90,27 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// On SIGTERM, how long in-flight work may take to finish before it is cancelled.
         /// Provider submissions already made are always recorded, however long that takes.
         public var drainSeconds = 20.0
+        /// A job's deadline when its request names none: by model id or alias, else by kind of
+        /// model (`image`, `video`, `text`; video at least 3600 unless set here), else
+        /// `default_deadline_seconds`.
         public var defaultDeadlineSeconds = 1_800
+        public var modelDeadlineSeconds: [String: Int] = [:]
         public var maxDeadlineSeconds = 86_400
+
+        /// Built in for video (tasks of many minutes), under `model_deadline_seconds` and never
+        /// shorter than `default_deadline_seconds`.
+        static let videoDeadlineSeconds = 3_600
+
+        /// The deadline of a job for `model` (a model or an alias) of `kind`, whose route is
+        /// `route`, when its request names none: its own entry, else the longest of its route's
+        /// models' entries, else its kind's.
+        public func deadlineSeconds(model: String, kind: ModelInfo.Kind, route: [String] = []) -> Int {
+            if let own = modelDeadlineSeconds[model] { return own }
+            if let longest = route.compactMap({ modelDeadlineSeconds[$0] }).max() { return longest }
+            if let byKind = modelDeadlineSeconds[kind.rawValue] { return byKind }
+            guard kind == .video else { return defaultDeadlineSeconds }
+            return min(maxDeadlineSeconds, max(defaultDeadlineSeconds, Self.videoDeadlineSeconds))
+        }
         /// Provider submissions per generation before it fails.
         public var maxAttempts = 4
         public var retryBaseSeconds = 2.0

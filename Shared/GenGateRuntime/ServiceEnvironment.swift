@@ -137,7 +137,9 @@ public struct ServiceEnvironment: Sendable {
             adapters.append(adapter)
             limits[provider.name] = connection.limits(over: adapter.capabilities.limits)
         }
-        return ProviderRegistry(adapters: adapters, unavailable: unavailable, callbackTokens: tokens, limits: limits)
+        return ProviderRegistry(
+            adapters: adapters, unavailable: unavailable, callbackTokens: tokens, limits: limits,
+            aliases: config.modelAliases)
     }
 
     /// How long a stopping service lets its in-flight work finish.

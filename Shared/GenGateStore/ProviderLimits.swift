@@ -7,10 +7,15 @@ import GenGateCore
 public struct ProviderAdmission: Sendable, Equatable {
     public var provider: String
     public var limits: ProviderLimits
+    /// The job holds its slot already (it is `dispatching`, submitting again in place of an
+    /// interrupted submission): only a token is taken. Counting it against others in the same
+    /// state could leave them all refusing each other.
+    public var replacing: Bool
 
-    public init(provider: String, limits: ProviderLimits) {
+    public init(provider: String, limits: ProviderLimits, replacing: Bool = false) {
         self.provider = provider
         self.limits = limits
+        self.replacing = replacing
     }
 }
 

@@ -177,6 +177,17 @@ enum SQLiteSchema {
                         WHERE status IN ('dispatching', 'running');
                     """)
         }
+        migrator.registerMigration("v5-routes-and-cancel-after") { db in
+            try db.execute(
+                sql: """
+                    -- A client's Cancel-After; the fallback route (a JSON array of models) and where the
+                    -- job is on it; the model each attempt asked.
+                    ALTER TABLE generations ADD COLUMN cancel_at REAL;
+                    ALTER TABLE generations ADD COLUMN route TEXT;
+                    ALTER TABLE generations ADD COLUMN route_index INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE attempts ADD COLUMN model TEXT;
+                    """)
+        }
         return migrator
     }
 }

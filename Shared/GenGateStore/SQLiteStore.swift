@@ -125,6 +125,9 @@ public final class SQLiteStore: GenerationStore {
         -> InsertOutcome
     {
         let request = String(decoding: try JSONCoding.encode(generation.request), as: UTF8.self)
+        let route =
+            generation.route.isEmpty
+            ? nil : String(decoding: try JSONCoding.encode(generation.route), as: UTF8.self)
         let events = try EncodedEvent.encode([event])
         return try await batcher.write { db -> InsertOutcome in
             if let idempotency {
@@ -158,15 +161,16 @@ public final class SQLiteStore: GenerationStore {
             try db.run(
                 sql: """
                     INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
-                        next_action_at, deadline_at, created_at, updated_at)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
                     generation.request.n, generation.status.rawValue, generation.version, generation.progress,
                     generation.attempts, generation.nextActionAt?.timeIntervalSince1970,
                     generation.deadlineAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970,
-                    generation.updatedAt.timeIntervalSince1970,
+                    generation.updatedAt.timeIntervalSince1970, generation.cancelAt?.timeIntervalSince1970, route,
+                    generation.routeIndex,
                 ])
             try Self.append(events, db: db)
             return .inserted
@@ -398,6 +402,10 @@ public final class SQLiteStore: GenerationStore {
         if let failures = change.checkFailures {
             assignments.append("check_failures = ?")
             arguments += [failures]
+        }
+        if let move = change.routeMove {
+            assignments.append("route_index = ?, provider = ?")
+            arguments += [move.index, move.provider]
         }
         switch change.lease {
         case .keep:
@@ -724,7 +732,7 @@ public final class SQLiteStore: GenerationStore {
             error: try decodeError(row["error"]),
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-            possibleDoubleCharge: (row["possible_double_charge"] as Bool?) ?? false)
+            possibleDoubleCharge: (row["possible_double_charge"] as Bool?) ?? false, model: row["model"])
     }
 
     static func fetchGeneration(id: String, db: Database) throws -> Generation? {
@@ -772,7 +780,10 @@ public final class SQLiteStore: GenerationStore {
             nextActionAt: date("next_action_at"),
             deadlineAt: date("deadline_at") ?? Date.distantFuture, createdAt: date("created_at") ?? Date(),
             updatedAt: date("updated_at") ?? Date(), phaseTimes: phases, outputs: outputs, checks: row["checks"],
-            checkFailures: row["check_failures"])
+            checkFailures: row["check_failures"], cancelAt: date("cancel_at"),
+            route: try (row["route"] as String?).map { try JSONCoding.decode([String].self, from: Data($0.utf8)) }
+                ?? [],
+            routeIndex: row["route_index"])
     }
 }
 
@@ -820,7 +831,7 @@ enum ProviderLimitRows {
         let now = Date().timeIntervalSince1970
         let current = stored ?? .initial(limits, now: now)
         let inFlight =
-            current.clamped(to: limits).concurrency == nil
+            admission.replacing || current.clamped(to: limits).concurrency == nil
             ? 0 : try open(admission.provider, excluding: generationID, db: db)
         switch AdaptiveLimit.admit(current, inFlight: inFlight, limits: limits, provider: admission.provider, now: now)
         {
@@ -905,13 +916,13 @@ struct EncodedAttempt: Sendable {
         try db.run(
             sql: """
                 INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
-                    state, error, created_at, finished_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    state, error, created_at, finished_at, model)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 attempt.generationID, attempt.number, attempt.provider, attempt.clientReference, attempt.providerTaskID,
                 indexes, attempt.state.rawValue, error, attempt.createdAt.timeIntervalSince1970,
-                attempt.finishedAt?.timeIntervalSince1970,
+                attempt.finishedAt?.timeIntervalSince1970, attempt.model,
             ])
     }
 }

@@ -35,6 +35,8 @@ public struct Transition: Sendable {
     public var attemptUpdate: AttemptUpdate?
     /// Written with the change, in the same transaction.
     public var events: [Event]
+    /// Moves the job along its fallback route: to this index, whose model's provider is this.
+    public var routeMove: RouteMove?
     /// A submission's admission under its provider's limits: the change is refused with
     /// `ProviderAtLimit` (nothing written) when the provider has no room.
     public var admission: ProviderAdmission?
@@ -74,6 +76,17 @@ public struct Transition: Sendable {
         var change = Transition(id: generation.id, from: generation.status, version: generation.version, to: to, at: at)
         change.base = generation
         return change
+    }
+}
+
+/// A step along a fallback route.
+public struct RouteMove: Sendable, Equatable {
+    public var index: Int
+    public var provider: String
+
+    public init(index: Int, provider: String) {
+        self.index = index
+        self.provider = provider
     }
 }
 
@@ -136,6 +149,10 @@ extension Generation {
         }
         if let checks = change.checks { next.checks = checks }
         if let failures = change.checkFailures { next.checkFailures = failures }
+        if let move = change.routeMove {
+            next.routeIndex = move.index
+            next.provider = move.provider
+        }
         for output in change.newOutputs {
             if let index = next.outputs.firstIndex(where: { $0.index == output.index }) {
                 if !next.outputs[index].isStored {

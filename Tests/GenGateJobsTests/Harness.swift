@@ -26,16 +26,18 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         var duringGenerate: (@Sendable () async throws -> Void)?
     }
 
-    let name = "scripted"
+    let name: String
     let capabilities: ProviderCapabilities
-    let models = [ModelInfo(id: "scripted/image", provider: "scripted", kind: .image, maxOutputs: 10)]
+    let models: [ModelInfo]
     let submitDelay: Duration
     let state = Mutex(State())
 
     init(
         submitDelay: Duration = .zero, findsByReference: Bool = false, maxOutputsPerCall: Int = 10,
-        synchronous: Bool = false, referenceSettleSeconds: Double = 0
+        synchronous: Bool = false, referenceSettleSeconds: Double = 0, name: String = "scripted"
     ) {
+        self.name = name
+        models = [ModelInfo(id: "\(name)/image", provider: name, kind: .image, maxOutputs: 10)]
         self.submitDelay = submitDelay
         capabilities = ProviderCapabilities(
             asynchronous: !synchronous, streaming: false, cancel: !synchronous, maxOutputsPerCall: maxOutputsPerCall,
@@ -127,12 +129,14 @@ final class Harness: Sendable {
 
     deinit { try? FileManager.default.removeItem(at: directory) }
 
-    func context(_ instance: String = "worker-a", policy: JobPolicy? = nil, limits: ProviderLimits? = nil) throws
-        -> JobContext
-    {
+    func context(
+        _ instance: String = "worker-a", policy: JobPolicy? = nil, limits: ProviderLimits? = nil,
+        also: [ScriptedProvider] = [], aliases: [String: [String]] = [:]
+    ) throws -> JobContext {
         JobContext(
             instance: instance, store: store,
-            providers: ProviderRegistry(adapters: [provider], limits: limits.map { ["scripted": $0] } ?? [:]),
+            providers: ProviderRegistry(
+                adapters: [provider] + also, limits: limits.map { ["scripted": $0] } ?? [:], aliases: aliases),
             objects: try LocalObjectStore(root: directory.appendingPathComponent("objects")),
             policy: policy ?? self.policy,
             logger: Logger(label: "test"),
@@ -149,15 +153,18 @@ final class Harness: Sendable {
     }
 
     /// A new pending job, committed.
-    func submit(n: Int = 1, deadline: TimeInterval = 600, created: Date = Date()) async throws -> Generation {
+    func submit(n: Int = 1, deadline: TimeInterval = 600, created: Date = Date(), route: [String] = [])
+        async throws -> Generation
+    {
         let generation = Generation(
             id: Identifier.make("gen", at: created), ownerKeyID: owner.id,
-            request: GenerationRequest(model: "scripted/image", prompt: "a test", n: n), provider: "scripted",
+            request: GenerationRequest(model: route.isEmpty ? "scripted/image" : "alias", prompt: "a test", n: n),
+            provider: "scripted",
             status: .pending,
             version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil,
             nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created,
             updatedAt: created,
-            phaseTimes: [.pending: created], outputs: [])
+            phaseTimes: [.pending: created], outputs: [], route: route)
         try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id, at: created))
         return generation
     }

@@ -23,7 +23,7 @@ final class ProviderLimitEngineTests: XCTestCase {
         let held = try await harness.job(second.id)
         XCTAssertEqual(held.status, .pending)
         XCTAssertNil(held.leaseOwner, "held jobs are not leased: a dead dispatcher loses nothing")
-        XCTAssertGreaterThan(held.nextActionAt ?? .distantPast, Date() + 20, "due again only if nobody lets it go")
+        XCTAssertGreaterThan(held.nextActionAt ?? .distantPast, Date() + 5, "due again only if nobody lets it go")
         XCTAssertEqual(held.attempts, 0, "no attempt is spent waiting")
         try await submission.dispatch(third.id)
         XCTAssertEqual(context.waiting.counts(), ["scripted": 2])

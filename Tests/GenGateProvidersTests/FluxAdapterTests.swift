@@ -96,6 +96,15 @@ final class FluxAdapterTests: XCTestCase {
         XCTAssertEqual(gone.code, .providerError, "Task not found: the attempt failed, worth another")
     }
 
+    func testAnUnreadableStatusAnswerIsARetryableProviderError() async throws {
+        let id = try await adapter.submit(request())
+        try sim.set(["p_malformed": 1])
+        await assertThrows(try await adapter.status(taskID: id, request: request())) { error in
+            XCTAssertEqual(error.code, .providerError, "a 200 that cannot be read says nothing of the request")
+            XCTAssertTrue(error.retryable)
+        }
+    }
+
     func testFluxCannotCancel() async throws {
         XCTAssertFalse(adapter.capabilities.cancel)
         await assertThrows(try await adapter.cancel(taskID: "x")) { error in

@@ -81,3 +81,24 @@ final class ProviderLimitTests: XCTestCase {
         XCTAssertNil(clamped.rate)
     }
 }
+
+extension GenerationStoreContractTests {
+    func testJobsResubmittingInPlaceAreNotRefusedByEachOther() async throws {
+        let limits = ProviderLimits(maxConcurrency: 1)
+        var stuck: [Generation] = []
+        for _ in 0..<3 {
+            // Left `dispatching` by a dispatcher that died: each holds a slot already.
+            var change = Transition.of(try await inserted(), to: .dispatching)
+            change.attempts = 1
+            let moved = try await store.transition(change)
+            stuck.append(try XCTUnwrap(moved))
+        }
+        for job in stuck {
+            var change = Transition.of(job, to: .dispatching)
+            change.attempts = 2
+            change.admission = ProviderAdmission(provider: "sim", limits: limits, replacing: true)
+            let resubmitted = try await store.transition(change)
+            XCTAssertNotNil(resubmitted, "a job replacing its own submission takes no new slot")
+        }
+    }
+}

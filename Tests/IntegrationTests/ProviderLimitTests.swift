@@ -72,3 +72,52 @@ final class ProviderLimitTests: XCTestCase {
         XCTAssertLessThan(limit, 24, "the limit adapted down: \(line ?? "none")")
     }
 }
+
+/// A 429 storm on one provider costs another nothing: its throughput with the storm raging stays
+/// within a tenth of what it is alone (CI asserts a looser bound, for a loaded machine; the
+/// figure is printed).
+final class ThrottleIsolationTests: XCTestCase {
+    typealias Sim = ProviderSimulatorTests.SimulatorProcess
+
+    func testA429StormOnOneProviderLeavesAnothersThroughputAlone() async throws {
+        let flux = try await Sim(provider: "flux", key: "bfl_test", knobs: #"{"task_seconds": 0.5}"#)
+        defer { flux.stop() }
+        let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.5}"#)
+        defer { replicate.stop() }
+        let system = try await GenGateSystem.start(environment: [
+            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL,
+            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
+            "GENGATE_REPLICATE_MAX_REQUESTS_PER_SECOND": "0",
+        ])
+        defer { system.stop() }
+
+        func replicateBatch(_ label: String) async throws -> Double {
+            let started = ContinuousClock.now
+            var ids: [String] = []
+            for index in 0..<30 {
+                ids.append(
+                    try await system.submit(
+                        #"{"model": "replicate/black-forest-labs/flux-schnell", "prompt": "\#(label) \#(index)"}"#))
+            }
+            for id in ids { _ = try await system.waitForStatus(id, "completed") }
+            let took = ContinuousClock.now - started
+            return Double(ids.count) / (Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)
+        }
+        _ = try await replicateBatch("warm-up")
+        let alone = try await replicateBatch("alone")
+        _ = try await GenGateSystem.rawRequest(
+            .POST, flux.baseURL + "/_sim/config", body: Data(#"{"p_429": 1, "retry_after_s": 1}"#.utf8), key: nil)
+        for index in 0..<60 {
+            _ = try await system.submit(#"{"model": "flux/flux-pro-1.1", "prompt": "storm \#(index)"}"#)
+        }
+        let storm = try await replicateBatch("storm")
+        let ratio = storm / alone
+        print(
+            String(
+                format: "throttle isolation: replicate %.1f jobs/s alone, %.1f in a 429 storm on flux (%.0f%%)", alone,
+                storm, ratio * 100))
+        XCTAssertGreaterThan(ratio, 0.75, "Replicate slowed by Flux's storm: \(alone) → \(storm) jobs/s")
+        let fluxStats = try await flux.stats()
+        XCTAssertEqual(fluxStats["submissions"]?.intValue, 0, "every Flux call was refused: \(fluxStats)")
+    }
+}

@@ -41,6 +41,10 @@ final class ProviderSimulatorTests: XCTestCase {
         func stop() {
             if process.isRunning {
                 process.terminate()
+                // A call the simulator holds open on purpose (`p_timeout`) must not hold up the end.
+                let deadline = Date().addingTimeInterval(3)
+                while process.isRunning && Date() < deadline { usleep(20_000) }
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
                 process.waitUntilExit()
             }
         }

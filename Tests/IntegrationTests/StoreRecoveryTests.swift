@@ -42,9 +42,11 @@ final class StoreRecoveryTests: XCTestCase {
         let past = Date().addingTimeInterval(-30)
         let left = generation(status: .pending, n: n, created: past)
         try await store.insert(left, event: Event(.generationCreated, generationID: left.id))
+        // A lease that runs out a second from now: long enough to set the scene before the
+        // running sweep may take the job over.
         let claimed = try await store.claim(
             id: left.id, statuses: [.pending], owner: "dispatcher-dead",
-            leaseUntil: past.addingTimeInterval(5), now: past)
+            leaseUntil: Date().addingTimeInterval(1), now: past)
         var change = Transition.of(try XCTUnwrap(claimed), to: .dispatching, at: past)
         change.attempts = 1
         let dispatching = try await store.transition(change)

@@ -29,6 +29,11 @@ public enum ProviderErrors {
             return GenGateError(.providerTimeout, text, retryAfter: retryAfter(headers))
         case 500...599:
             return GenGateError(.providerUnavailable, text, retryAfter: retryAfter(headers))
+        case 100...399:
+            // A success (or redirect) the adapter could not use: the body was unreadable or
+            // incomplete, not a verdict on the request.
+            return GenGateError(
+                .providerError, "\(provider): an answer that could not be read (HTTP \(status.code))", retryable: true)
         default:
             return GenGateError(.invalidRequest, text)
         }
