@@ -23,7 +23,10 @@ public final class WaitingRoom: Sendable {
 
     struct State {
         var queues: [String: [Held]] = [:]
-        var members: Set<String> = []
+        /// The provider each held job waits for.
+        var members: [String: String] = [:]
+        /// Providers with a watcher.
+        var watched: Set<String> = []
         /// Jobs let go whose handling has not ended (a submission among them runs to its end).
         var letGo = 0
         var stopped = false
@@ -50,23 +53,27 @@ public final class WaitingRoom: Sendable {
     }
 
     /// Holds `id` for `provider` (at the front when it was let go from here and refused again).
-    /// Returns true when the provider had nobody waiting: the caller starts its watcher.
+    /// Returns true when the provider has no watcher yet: the caller starts one.
     func hold(_ held: Held, provider: String, front: Bool) -> Bool {
         state.withLock { state in
-            guard state.members.insert(held.id).inserted else {
-                // Held again at a newer version (re-driven by the sweep): keep its place.
-                if let index = state.queues[provider]?.firstIndex(where: { $0.id == held.id }) {
-                    state.queues[provider]?[index] = held
-                }
+            if state.members[held.id] == provider,
+                let index = state.queues[provider]?.firstIndex(where: { $0.id == held.id })
+            {
+                // Held again at a newer version (re-driven by the sweep): it keeps its place.
+                state.queues[provider]?[index] = held
                 return false
             }
-            let wasEmpty = state.queues[provider]?.isEmpty ?? true
+            if let other = state.members[held.id] {
+                // Held for another provider before (its job moved along its route since).
+                state.queues[other]?.removeAll { $0.id == held.id }
+            }
+            state.members[held.id] = provider
             if front {
                 state.queues[provider, default: []].insert(held, at: 0)
             } else {
                 state.queues[provider, default: []].append(held)
             }
-            return wasEmpty
+            return state.watched.insert(provider).inserted
         }
     }
 
@@ -77,7 +84,7 @@ public final class WaitingRoom: Sendable {
             let taken = Array(queue.prefix(count))
             queue.removeFirst(taken.count)
             state.queues[provider] = queue.isEmpty ? nil : queue
-            for held in taken { state.members.remove(held.id) }
+            for held in taken { state.members[held.id] = nil }
             return taken
         }
     }
@@ -98,9 +105,19 @@ public final class WaitingRoom: Sendable {
         while state.withLock({ $0.letGo > 0 }) { try? await Task.sleep(for: .milliseconds(20)) }
     }
 
+    /// Whether the watcher of `provider` goes on (jobs wait); if not, it is gone, in one step, so
+    /// a job held just after starts a new one.
+    func keepsWatching(_ provider: String) -> Bool {
+        state.withLock { state in
+            if !(state.queues[provider]?.isEmpty ?? true) { return true }
+            state.watched.remove(provider)
+            return false
+        }
+    }
+
     /// Lets the jobs of `provider` go as room appears, until none wait.
     func watch(_ provider: String, context: JobContext) async {
-        while isWaiting(provider) {
+        while keepsWatching(provider) {
             try? await Task.sleep(for: lookInterval)
             var room = 1
             do {
@@ -114,7 +131,7 @@ public final class WaitingRoom: Sendable {
                     "cannot read a provider's limits; trying one waiting job",
                     metadata: ["provider": "\(provider)", "error": "\(error)"])
             }
-            if state.withLock({ $0.stopped }) { return }
+            if state.withLock({ $0.stopped }) { return }  // the process is ending
             for held in take(provider, count: min(room, Self.batch)) {
                 state.withLock { $0.letGo += 1 }
                 Task {
@@ -124,7 +141,6 @@ public final class WaitingRoom: Sendable {
             }
             // Let those just sent claim their room before looking again.
             if room > 0 { try? await Task.sleep(for: lookInterval) }
-            if Task.isCancelled { return }
         }
     }
 }

@@ -40,26 +40,18 @@ final class ChaosTests: XCTestCase {
         defer { kling.stop() }
         let sims = ["replicate": replicate, "flux": flux, "kling": kling]
 
-        let config = FileManager.default.temporaryDirectory.appendingPathComponent("gg-chaos-\(UUID().uuidString).json")
-        defer { try? FileManager.default.removeItem(at: config) }
         // Short timeouts and back-offs so a run takes a minute, not an hour; a 5 s lease so a
         // killed dispatcher's submissions are taken over quickly.
         let provider = #"{"request_timeout_seconds": 3, "connect_timeout_seconds": 2}"#
-        try Data(
-            """
-            {"model_aliases": {"chaos-image": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-schnell"]},
-             "providers": {"replicate": \(provider), "flux": \(provider), "kling": \(provider)},
-             "jobs": {"lease_seconds": 5, "retry_base_seconds": 0.5, "retry_max_seconds": 4,
-                      "rate_limit_base_seconds": 2, "max_attempts": 6,
-                      "check_schedules": {"image": {"first_seconds": 0.5, "factor": 1.5, "max_seconds": 2, "jitter": 0.1}}}}
-            """.utf8
-        ).write(to: config)
-        let system = try await GenGateSystem.start(environment: [
-            "GENGATE_CONFIG": config.path,
-            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
-            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL,
-            "KLING_ACCESS_KEY": "ak_test", "KLING_SECRET_KEY": klingSecret, "GENGATE_KLING_BASE_URL": kling.baseURL,
-        ])
+        let system = try await GenGateSystem.start(
+            environment: sims.values.reduce(into: [:]) { $0.merge($1.environment) { $1 } },
+            config: """
+                {"model_aliases": {"chaos-image": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-schnell"]},
+                 "providers": {"replicate": \(provider), "flux": \(provider), "kling": \(provider)},
+                 "jobs": {"lease_seconds": 5, "retry_base_seconds": 0.5, "retry_max_seconds": 4,
+                          "rate_limit_base_seconds": 2, "max_attempts": 6,
+                          "check_schedules": {"image": {"first_seconds": 0.5, "factor": 1.5, "max_seconds": 2, "jitter": 0.1}}}}
+                """)
         defer { system.stop() }
 
         let started = ContinuousClock.now

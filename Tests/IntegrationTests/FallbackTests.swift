@@ -14,16 +14,11 @@ final class FallbackTests: XCTestCase {
         defer { flux.stop() }
         let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.3}"#)
         defer { replicate.stop() }
-        let config = FileManager.default.temporaryDirectory.appendingPathComponent("gg-\(UUID().uuidString).json")
-        defer { try? FileManager.default.removeItem(at: config) }
-        try Data(
-            #"{"model_aliases": {"image-default": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-1.1-pro"]}}"#
-                .utf8
-        ).write(to: config)
-        let system = try await GenGateSystem.start(environment: [
-            "GENGATE_CONFIG": config.path, "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL,
-            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
-        ])
+        let system = try await GenGateSystem.start(
+            environment: flux.environment.merging(replicate.environment) { $1 },
+            config:
+                #"{"model_aliases": {"image-default": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-1.1-pro"]}}"#
+        )
         defer { system.stop() }
 
         let models = try await system.request(.GET, "/v1/models").json
@@ -131,16 +126,11 @@ final class CircuitFallbackTests: XCTestCase {
         defer { flux.stop() }
         let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.3}"#)
         defer { replicate.stop() }
-        let config = FileManager.default.temporaryDirectory.appendingPathComponent("gg-\(UUID().uuidString).json")
-        defer { try? FileManager.default.removeItem(at: config) }
-        try Data(
-            #"{"model_aliases": {"image-default": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-schnell"]}, "providers": {"flux": {"request_timeout_seconds": 1}}, "jobs": {"circuit_threshold": 3, "circuit_cool_down_seconds": 60}}"#
-                .utf8
-        ).write(to: config)
-        let system = try await GenGateSystem.start(environment: [
-            "GENGATE_CONFIG": config.path, "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL,
-            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
-        ])
+        let system = try await GenGateSystem.start(
+            environment: flux.environment.merging(replicate.environment) { $1 },
+            config:
+                #"{"model_aliases": {"image-default": ["flux/flux-pro-1.1", "replicate/black-forest-labs/flux-schnell"]}, "providers": {"flux": {"request_timeout_seconds": 1}}, "jobs": {"circuit_threshold": 3, "circuit_cool_down_seconds": 60}}"#
+        )
         defer { system.stop() }
 
         // Three jobs each wait out Flux's timeout, then fall back: the circuit opens.

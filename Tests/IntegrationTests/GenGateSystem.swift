@@ -35,9 +35,10 @@ final class GenGateSystem: @unchecked Sendable {
 
     /// Starts a system; on `dataDir`, an earlier system's data directory, it starts again where
     /// that one stopped.
+    /// Starts `gengate up`; `config` (JSON) becomes its configuration file, in the data dir.
     static func start(
         environment extra: [String: String] = [:], dataDir existing: URL? = nil, arguments: [String] = [],
-        publicURL: Bool = false
+        publicURL: Bool = false, config: String? = nil
     ) async throws
         -> GenGateSystem
     {
@@ -70,6 +71,11 @@ final class GenGateSystem: @unchecked Sendable {
         environment["GENGATE_HEARTBEAT_SECONDS"] = "0.5"
         // Reachable at its own address, as providers reach a deployment's public URL.
         if publicURL { environment["GENGATE_PUBLIC_URL"] = "http://127.0.0.1:\(ports[0])" }
+        if let config {
+            let file = given.appendingPathComponent("test-config.json")
+            try Data(config.utf8).write(to: file)
+            environment["GENGATE_CONFIG"] = file.path
+        }
         environment.merge(extra) { $1 }
         process.environment = environment
         let log = try FileHandle(forWritingTo: logFile)

@@ -14,10 +14,10 @@ final class ProviderLimitTests: XCTestCase {
         defer { flux.stop() }
         let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 1}"#)
         defer { replicate.stop() }
-        let system = try await GenGateSystem.start(environment: [
-            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL, "GENGATE_FLUX_MAX_CONCURRENCY": "2",
-            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
-        ])
+        let system = try await GenGateSystem.start(
+            environment: flux.environment.merging(replicate.environment) { $1 }.merging([
+                "GENGATE_FLUX_MAX_CONCURRENCY": "2"
+            ]) { $1 })
         defer { system.stop() }
 
         let started = ContinuousClock.now
@@ -51,9 +51,8 @@ final class ProviderLimitTests: XCTestCase {
     func testAThrottlingProviderTeachesGenGateItsLimit() async throws {
         let flux = try await Sim(provider: "flux", key: "bfl_test", knobs: #"{"task_seconds": 1, "max_active": 2}"#)
         defer { flux.stop() }
-        let system = try await GenGateSystem.start(environment: [
-            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL, "GENGATE_MAX_ATTEMPTS": "10",
-        ])
+        let system = try await GenGateSystem.start(
+            environment: flux.environment.merging(["GENGATE_MAX_ATTEMPTS": "10"]) { $1 })
         defer { system.stop() }
         var jobs: [String] = []
         for index in 0..<8 {
@@ -84,11 +83,10 @@ final class ThrottleIsolationTests: XCTestCase {
         defer { flux.stop() }
         let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: #"{"task_seconds": 0.5}"#)
         defer { replicate.stop() }
-        let system = try await GenGateSystem.start(environment: [
-            "BFL_API_KEY": "bfl_test", "GENGATE_FLUX_BASE_URL": flux.baseURL,
-            "REPLICATE_API_TOKEN": "r8_test", "GENGATE_REPLICATE_BASE_URL": replicate.baseURL,
-            "GENGATE_REPLICATE_MAX_REQUESTS_PER_SECOND": "0",
-        ])
+        let system = try await GenGateSystem.start(
+            environment: flux.environment.merging(replicate.environment) { $1 }.merging([
+                "GENGATE_REPLICATE_MAX_REQUESTS_PER_SECOND": "0"
+            ]) { $1 })
         defer { system.stop() }
 
         func replicateBatch(_ label: String) async throws -> Double {

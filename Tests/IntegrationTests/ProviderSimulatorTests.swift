@@ -15,7 +15,12 @@ final class ProviderSimulatorTests: XCTestCase {
         let port: Int
         var baseURL: String { "http://127.0.0.1:\(port)" }
 
+        let provider: String
+        let key: String
+
         init(provider: String, key: String, knobs: String = "{}") async throws {
+            self.provider = provider
+            self.key = key
             port = try FreePorts.take(1)[0]
             process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("provider-sim")
             process.arguments = ["--provider", provider, "--key", key, "--port", "\(port)", "--knobs", knobs]
@@ -32,6 +37,23 @@ final class ProviderSimulatorTests: XCTestCase {
             }
             process.terminate()
             throw SystemError("provider-sim did not start")
+        }
+
+        /// What GenGate needs to use this simulator as its provider: the credentials and the
+        /// base URL, in the variables GenGate reads.
+        var environment: [String: String] {
+            let parts = key.split(separator: ":", maxSplits: 1).map(String.init)
+            let credentials: [String: String]
+            switch provider {
+            case "flux": credentials = ["BFL_API_KEY": key]
+            case "kling": credentials = ["KLING_ACCESS_KEY": parts[0], "KLING_SECRET_KEY": parts.last ?? ""]
+            case "hunyuan":
+                credentials = ["TENCENTCLOUD_SECRET_ID": parts[0], "TENCENTCLOUD_SECRET_KEY": parts.last ?? ""]
+            case "replicate": credentials = ["REPLICATE_API_TOKEN": key]
+            default: credentials = ["\(provider.uppercased())_API_KEY": key]
+            }
+            let base = baseURL + (["dashscope": "/api/v1", "openai": "/v1"][provider] ?? "")
+            return credentials.merging(["GENGATE_\(provider.uppercased())_BASE_URL": base]) { $1 }
         }
 
         func stats() async throws -> JSONValue {
