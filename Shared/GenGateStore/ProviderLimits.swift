@@ -29,7 +29,7 @@ public struct LimitFeedback: Sendable, Equatable {
     public var throttled: Bool
 
     /// Seconds between two decreases.
-    public static let decreaseSpacing = 2.0
+    public static let decreaseSpacing = 5.0
 
     public init(provider: String, limits: ProviderLimits, throttled: Bool) {
         self.provider = provider
@@ -168,8 +168,13 @@ public enum AdaptiveLimit {
         if feedback.throttled {
             var next = (row ?? .initial(limits, now: now)).clamped(to: limits).refilled(limits, now: now)
             if let last = next.decreasedAt, now - last < LimitFeedback.decreaseSpacing { return nil }
-            let open = Double(max(1, inFlight))
-            next.concurrency = max(1, min(next.concurrency ?? open, open) / 2)
+            // What a throttle means follows the limit the provider is known to have: a provider
+            // that limits its request rate (and no concurrency) is slowed, not narrowed; one that
+            // limits concurrency, or of which nothing is known, is narrowed.
+            if next.concurrency != nil || limits.maxRequestsPerSecond == nil {
+                let open = Double(max(1, inFlight))
+                next.concurrency = max(1, min(next.concurrency ?? open, open) / 2)
+            }
             if let rate = next.rate, let max = limits.maxRequestsPerSecond {
                 next.rate = Swift.max(max / 64, rate / 2)
                 next.tokens = min(next.tokens, 0)

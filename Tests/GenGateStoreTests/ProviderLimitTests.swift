@@ -44,9 +44,9 @@ final class ProviderLimitTests: XCTestCase {
         XCTAssertEqual(halved.rate, 2)
         XCTAssertLessThanOrEqual(halved.tokens, 0, "a throttle empties the bucket")
         // The other calls of the same overload, answered 429 within the spacing, change nothing.
-        XCTAssertNil(AdaptiveLimit.adapt(halved, feedback: throttled, inFlight: 8, now: 11))
+        XCTAssertNil(AdaptiveLimit.adapt(halved, feedback: throttled, inFlight: 8, now: 14))
         // Halving works from the tasks open, not from a limit far above them.
-        let fromOpen = try XCTUnwrap(AdaptiveLimit.adapt(halved, feedback: throttled, inFlight: 2, now: 13))
+        let fromOpen = try XCTUnwrap(AdaptiveLimit.adapt(halved, feedback: throttled, inFlight: 2, now: 16))
         XCTAssertEqual(fromOpen.concurrency, 1)
         // Additive increase: about one more per round of successes, never past the maximum.
         var row = fromOpen
@@ -72,6 +72,15 @@ final class ProviderLimitTests: XCTestCase {
             AdaptiveLimit.adapt(
                 nil, feedback: LimitFeedback(provider: "p", limits: unknown, throttled: false), inFlight: 10, now: 0),
             "success with no row writes nothing")
+    }
+
+    func testAThrottleSlowsAProviderKnownToLimitItsRateWithoutNarrowingIt() throws {
+        let rateOnly = ProviderLimits(maxRequestsPerSecond: 10)
+        let slowed = try XCTUnwrap(
+            AdaptiveLimit.adapt(
+                nil, feedback: LimitFeedback(provider: "p", limits: rateOnly, throttled: true), inFlight: 12, now: 0))
+        XCTAssertEqual(slowed.rate, 5)
+        XCTAssertNil(slowed.concurrency, "a rate limit's 429 says nothing of how many tasks may run")
     }
 
     func testALoweredMaximumTakesEffectAtOnce() {

@@ -30,6 +30,8 @@ final class ChaosTests: XCTestCase {
         let environment = ProcessInfo.processInfo.environment
         let jobCount = Int(environment["GENGATE_CHAOS_JOBS"] ?? "") ?? 90
         let killSeconds = Double(environment["GENGATE_CHAOS_KILL_SECONDS"] ?? "") ?? 30
+        // Long enough for the whole load to get through the providers' limits while the kills go on.
+        let deadline = Int(max(60, killSeconds + 60))
 
         let replicate = try await Sim(provider: "replicate", key: "r8_test", knobs: Self.faults)
         defer { replicate.stop() }
@@ -66,7 +68,8 @@ final class ChaosTests: XCTestCase {
             let model = models[index % models.count]
             let n = 1 + index % 4
             let (id, tries) = try await Self.submit(
-                system, #"{"model": "\#(model)", "prompt": "chaos \#(index)", "n": \#(n), "deadline_seconds": 60}"#)
+                system,
+                #"{"model": "\#(model)", "prompt": "chaos \#(index)", "n": \#(n), "deadline_seconds": \#(deadline)}"#)
             resubmissions += tries - 1
             submitted.append(Submitted(id: id, model: model, n: n))
             try await Task.sleep(for: .milliseconds(Int(killSeconds * 500) / max(1, jobCount)))
@@ -75,8 +78,8 @@ final class ChaosTests: XCTestCase {
 
         // Every job ends.
         var ended: [String: JSONValue] = [:]
-        let deadline = ContinuousClock.now + .seconds(180)
-        while ended.count < submitted.count && ContinuousClock.now < deadline {
+        let giveUp = ContinuousClock.now + .seconds(deadline + 120)
+        while ended.count < submitted.count && ContinuousClock.now < giveUp {
             for job in submitted where ended[job.id] == nil {
                 guard let answer = try? await system.request(.GET, "/v1/generations/\(job.id)"), answer.status == 200
                 else { continue }
