@@ -88,6 +88,9 @@ public struct ProviderLimitState: Sendable, Equatable {
 
 /// The arithmetic of adaptive limits, one place for every store backend.
 public enum AdaptiveLimit {
+    /// Seconds without a throttle after which a provider's limits are back at their maximum.
+    public static let forgetSeconds = 60.0
+
     /// The row as stored: nil fields are "no limit".
     public struct Row: Sendable, Equatable {
         public var concurrency: Double?
@@ -125,6 +128,20 @@ public enum AdaptiveLimit {
             return row
         }
 
+        /// The row held to the configuration and, once `forgetSeconds` passed without a
+        /// throttle, back at the configured maximum (none, for a limit only learned): tasks that
+        /// never end (stuck at the provider) could otherwise fill a learned limit for good, and
+        /// with no submission answered it would never grow back.
+        public func settled(_ limits: ProviderLimits, now: Double) -> Row {
+            var row = clamped(to: limits)
+            if let last = row.decreasedAt, now - last >= AdaptiveLimit.forgetSeconds {
+                row.concurrency = limits.maxConcurrency.map(Double.init)
+                row.rate = limits.maxRequestsPerSecond
+                row.decreasedAt = nil
+            }
+            return row
+        }
+
         /// Tokens refilled up to `now`.
         public func refilled(_ limits: ProviderLimits, now: Double) -> Row {
             guard let rate else { return self }
@@ -141,7 +158,7 @@ public enum AdaptiveLimit {
             Row, ProviderAtLimit
         >
     {
-        let row = row.clamped(to: limits).refilled(limits, now: now)
+        let row = row.settled(limits, now: now).refilled(limits, now: now)
         if let concurrency = row.concurrency, Double(inFlight) >= max(1, concurrency.rounded(.down)) {
             return .failure(
                 ProviderAtLimit(provider: provider, reason: .concurrency, retryAt: Date(timeIntervalSince1970: now + 1))
@@ -166,7 +183,7 @@ public enum AdaptiveLimit {
     public static func adapt(_ row: Row?, feedback: LimitFeedback, inFlight: Int, now: Double) -> Row? {
         let limits = feedback.limits
         if feedback.throttled {
-            var next = (row ?? .initial(limits, now: now)).clamped(to: limits).refilled(limits, now: now)
+            var next = (row ?? .initial(limits, now: now)).settled(limits, now: now).refilled(limits, now: now)
             if let last = next.decreasedAt, now - last < LimitFeedback.decreaseSpacing { return nil }
             // What a throttle means follows the limit the provider is known to have: a provider
             // that limits its request rate (and no concurrency) is slowed, not narrowed; one that
@@ -182,7 +199,9 @@ public enum AdaptiveLimit {
             next.decreasedAt = now
             return next
         }
-        guard var next = row?.clamped(to: limits) else { return nil }  // never throttled: nothing to grow back
+        guard let stored = row else { return nil }  // never throttled: nothing to grow back
+        var next = stored.settled(limits, now: now)
+        if next != stored.clamped(to: limits) { return next }  // forgotten: back at the maximum
         var changed = false
         if let concurrency = next.concurrency {
             let ceiling = limits.maxConcurrency.map(Double.init) ?? .infinity

@@ -875,6 +875,12 @@ enum ProviderLimitRows {
                 states[provider]
                 ?? ProviderLimitState(
                     provider: provider, inFlight: 0, concurrency: nil, requestsPerSecond: nil, tokens: nil)
+            let decreasedAt: Double? = row["decreased_at"]
+            if let decreasedAt, now - decreasedAt >= AdaptiveLimit.forgetSeconds {
+                // Back at a maximum this process may not know: the next admission applies it.
+                states[provider] = state
+                continue
+            }
             state.concurrency = row["concurrency"]
             state.requestsPerSecond = rate
             state.tokens = rate.map { min(max(1, $0), tokens + max(0, now - refilledAt) * $0) }

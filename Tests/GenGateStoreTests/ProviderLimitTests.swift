@@ -83,6 +83,26 @@ final class ProviderLimitTests: XCTestCase {
         XCTAssertNil(slowed.concurrency, "a rate limit's 429 says nothing of how many tasks may run")
     }
 
+    func testALearnedLimitIsForgottenAfterAQuietMinuteSoStuckTasksCannotHoldItForGood() throws {
+        let unknown = ProviderLimits()
+        let learned = try XCTUnwrap(
+            AdaptiveLimit.adapt(
+                nil, feedback: LimitFeedback(provider: "p", limits: unknown, throttled: true), inFlight: 4, now: 0))
+        XCTAssertEqual(learned.concurrency, 2)
+        // Two tasks stuck at the provider fill it: nothing is admitted, so nothing grows it back.
+        guard case .failure = AdaptiveLimit.admit(learned, inFlight: 2, limits: unknown, provider: "p", now: 30) else {
+            return XCTFail("admitted over the learned limit")
+        }
+        guard
+            case .success(let later) = AdaptiveLimit.admit(
+                learned, inFlight: 2, limits: unknown, provider: "p", now: 61)
+        else { return XCTFail("a quiet minute later the learned limit still holds") }
+        XCTAssertNil(later.concurrency)
+        let configured = ProviderLimits(maxConcurrency: 8)
+        let narrowed = AdaptiveLimit.Row(concurrency: 2, rate: nil, tokens: 1, refilledAt: 0, decreasedAt: 0)
+        XCTAssertEqual(narrowed.settled(configured, now: 61).concurrency, 8, "a configured one is back at its maximum")
+    }
+
     func testALoweredMaximumTakesEffectAtOnce() {
         let row = AdaptiveLimit.Row(concurrency: 20, rate: 50, tokens: 50, refilledAt: 0, decreasedAt: nil)
         let clamped = row.clamped(to: ProviderLimits(maxConcurrency: 3, maxRequestsPerSecond: nil))
