@@ -36,19 +36,7 @@ extension JobContext {
             default:
                 break
             }
-            var change = Transition.of(current, to: .cancelled, at: now)
-            let message =
-                reason == .client
-                ? "cancelled by the client" : "cancelled: still unfinished when its Cancel-After ran out"
-            change.error = .some(GenGateError(.cancelled, message, reason: reason.rawValue))
-            change.events = [
-                Event(
-                    .generationCancelled, generationID: current.id, at: now,
-                    payload: [
-                        "previous_status": .string(current.status.rawValue), "reason": .string(reason.rawValue),
-                    ])
-            ]
-            if let cancelled = try await apply(change) {
+            if let cancelled = try await apply(cancelling(current, reason: reason, now: now)) {
                 logger.info("cancelled", metadata: ["generation": "\(current.id)", "reason": "\(reason.rawValue)"])
                 return .cancelled(cancelled)
             }
@@ -69,16 +57,26 @@ extension JobContext {
             let timeout = GenGateError(.taskTimeout, what)
             return try await fail(generation, error: timeout, attempt: attempt(timeout), now: now)
         }
-        var change = Transition.of(generation, to: .cancelled, at: now)
+        var change = cancelling(generation, reason: .deadline, now: now)
         change.attemptUpdate = attempt(GenGateError(.cancelled, "its job's Cancel-After ran out", reason: "deadline"))
-        change.error = .some(
-            GenGateError(.cancelled, "cancelled: still unfinished when its Cancel-After ran out", reason: "deadline"))
+        let cancelled = try await apply(change)
+        if cancelled != nil {
+            logger.info("cancelled", metadata: ["generation": "\(generation.id)", "reason": "deadline"])
+        }
+        return cancelled
+    }
+
+    /// The move of `generation` to `cancelled` for `reason`, with its error and event.
+    func cancelling(_ generation: Generation, reason: CancelReason, now: Date) -> Transition {
+        var change = Transition.of(generation, to: .cancelled, at: now)
+        let message =
+            reason == .client ? "cancelled by the client" : "cancelled: still unfinished when its Cancel-After ran out"
+        change.error = .some(GenGateError(.cancelled, message, reason: reason.rawValue))
         change.events = [
             Event(
                 .generationCancelled, generationID: generation.id, at: now,
-                payload: ["previous_status": .string(generation.status.rawValue), "reason": .string("deadline")])
+                payload: ["previous_status": .string(generation.status.rawValue), "reason": .string(reason.rawValue)])
         ]
-        logger.info("cancelled", metadata: ["generation": "\(generation.id)", "reason": "deadline"])
-        return try await apply(change)
+        return change
     }
 }
