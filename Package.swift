@@ -116,6 +116,7 @@ let package = Package(
             name: "api-ingress",
             dependencies: [
                 "GenGateRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -134,7 +134,6 @@ struct Scenarios {
             context: context, endpoint: "tcp://127.0.0.1:\(system.eventsPort)",
             topics: ["poller.checks"])
         try await Task.sleep(for: .seconds(1))  // the subscription reaches the forwarder
-        let windowStart = Date()
         let started = ContinuousClock.now
         let firstChecks = try await load(tasks: tasks, into: system)
         log(
@@ -156,25 +155,23 @@ struct Scenarios {
         }
         // The poller reports every 2 s; collect its reports for the window.
         let reports = Task {
-            var reports: [[String: JSONValue]] = []
+            var reports: [EventPayload.PollerChecks] = []
             for await result in subscriber.events {
-                if case .success(let received) = result, received.event.type == .pollerChecks {
-                    reports.append(received.event.payload)
+                if case .success(let received) = result, case .pollerChecks(let checks) = received.event.payload {
+                    reports.append(checks)
                 }
             }
             return reports
         }
         try await Task.sleep(for: window)
         await subscriber.close()
-        for payload in await reports.value {
-            calls += payload["status_calls"]?.intValue ?? 0
-            worst = max(worst, payload["lateness_max"]?.doubleValue ?? 0)
-            if case .array(let counts)? = payload["lateness_counts"],
-                case .array(let edges)? = payload["lateness_bounds"]
-            {
-                if buckets.isEmpty { buckets = Array(repeating: 0, count: counts.count) }
-                bounds = edges.compactMap(\.doubleValue)
-                for (index, count) in counts.enumerated() { buckets[index] += count.doubleValue ?? 0 }
+        for report in await reports.value {
+            calls += report.statusCalls
+            worst = max(worst, report.latenessMax)
+            if buckets.isEmpty { buckets = Array(repeating: 0, count: report.latenessCounts.count) }
+            bounds = report.latenessBounds
+            for (index, count) in report.latenessCounts.enumerated() where index < buckets.count {
+                buckets[index] += Double(count)
             }
         }
         let windowEnd = Date()

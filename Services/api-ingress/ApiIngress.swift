@@ -1,5 +1,6 @@
 import ArgumentParser
 import GenGateBus
+import GenGateCore
 import GenGateRuntime
 import Hummingbird
 
@@ -21,6 +22,12 @@ struct ApiIngressCommand: AsyncParsableCommand {
         let poll = try await WorkProducer.connect(
             context: environment.zmq, queue: .poll, endpoint: environment.topology.producerEndpoint(.poll),
             source: environment.instance)
+        // Hints for the requests that wait on jobs (server-sent events, Prefer: wait).
+        let hub = EventHub(
+            subscriber: try await EventSubscriber.connect(
+                context: environment.zmq, endpoint: environment.topology.eventsSubscriberEndpoint,
+                topics: ["generation."]),
+            logger: environment.logger)
         let router = Router(context: GateContext.self)
         // One line per request at debug level (headers left out, so keys never reach the log).
         router.middlewares.add(RequestLog())
@@ -36,9 +43,25 @@ struct ApiIngressCommand: AsyncParsableCommand {
         // Providers' callbacks carry their own proof, not an API key.
         CallbackRoutes(environment: environment, poll: poll).register(on: router)
         let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
-        let validator = SubmissionValidator(providers: environment.providers, jobs: config.jobs)
-        GenerationRoutes(environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs())
-            .register(on: api)
+        let validator = SubmissionValidator(
+            providers: environment.providers, jobs: config.jobs,
+            webhookPolicy: OutboundURLPolicy(allowPrivate: config.webhooks.allowPrivate))
+        let routes = GenerationRoutes(
+            environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs(), hub: hub)
+        routes.register(on: api)
+        let secrets = WebhookSecretKeeper(
+            store: environment.store, box: try MasterKey.load(config: config),
+            grace: config.webhooks.rotationGraceSeconds)
+        WebhookRoutes(routes: routes, secrets: secrets).register(on: api)
+        let sender = WebhookSender(
+            store: environment.store, secrets: secrets, config: config.webhooks,
+            policy: OutboundURLPolicy(allowPrivate: config.webhooks.allowPrivate), hub: hub,
+            instance: environment.instance, logger: environment.logger,
+            render: { generation in
+                var view = try await routes.fullView(generation)
+                view["webhook_deliveries"] = nil  // the deliveries' own bookkeeping stays out of them
+                return view
+            })
 
         // An idle timeout closes connections of clients that stopped talking (and is the last
         // resort for one that never reads its answer).
@@ -48,7 +71,8 @@ struct ApiIngressCommand: AsyncParsableCommand {
             logger: environment.logger)
         environment.logger.info(
             "api-ingress listening", metadata: ["address": "\(config.http.host):\(config.http.port)"])
-        try await environment.run([app])
+        // Stopped in reverse order: the hub first, which ends the streams the server then waits for.
+        try await environment.run([app, sender, hub])
         await dispatch.close()
         await poll.close()
         await environment.finish()

@@ -17,6 +17,7 @@ struct GenerationRoutes: Sendable {
     let dispatch: WorkProducer
     let validator: SubmissionValidator
     let jobs: JobContext
+    let hub: EventHub
     let fileIO = FileIO()
 
     var store: any GenerationStore { environment.store }
@@ -26,6 +27,8 @@ struct GenerationRoutes: Sendable {
         group.post("generations") { request, context in try await create(request, context) }
         group.get("generations") { request, context in try await list(request, context) }
         group.get("generations/:id") { _, context in try await show(context) }
+        EventStreamRoutes(routes: self, hub: hub).register(on: group)
+        BatchRoutes(routes: self).register(on: group)
         group.get("models") { _, _ in models() }
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
         group.get("generations/:id/outputs/:index") { request, context in try await output(request, context) }
@@ -36,39 +39,27 @@ struct GenerationRoutes: Sendable {
     /// 202 `{id, status}`, sent only after the generation is committed. With an
     /// `Idempotency-Key`, a repeat of the same request (same key, same body, within the window)
     /// answers the original generation instead of making another; the key with another body is
-    /// a 409.
+    /// a 409. With `Prefer: wait=N`, the answer waits up to N seconds for the job to end, and is
+    /// then the whole job (200).
     func create(_ request: Request, _ context: GateContext) async throws -> Response {
         let key = try context.requireKey()
         let idempotencyKey = try Self.idempotencyKey(request)
+        let wait = try Self.preferWait(request)
         let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
         let cancelAfter = try Self.cancelAfter(request, max: environment.config.jobs.maxDeadlineSeconds)
         let validated = try validator.validate(body)
-        let (generationRequest, model) = (validated.request, validated.model)
-        let now = Date()
-        let deadline = now.addingTimeInterval(
-            Double(generationRequest.deadlineSeconds ?? environment.config.jobs.defaultDeadlineSeconds))
-        let cancelAt = cancelAfter.map { now.addingTimeInterval($0) }
-        let generation = Generation(
-            id: Identifier.make("gen", at: now), ownerKeyID: key.id, request: generationRequest,
-            provider: model.provider,
-            status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, nextActionAt: now, deadlineAt: min(deadline, cancelAt ?? deadline),
-            createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [], cancelAt: cancelAt,
-            route: validated.route)
-        var payload: [String: JSONValue] = [
-            "model": .string(model.id), "provider": .string(model.provider),
-            "n": .number(Double(generationRequest.n)),
-        ]
-        if !validated.route.isEmpty {
-            payload["alias"] = .string(generationRequest.model)
-            payload["route"] = .array(validated.route.map(JSONValue.string))
-        }
-        let event = Event(.generationCreated, generationID: generation.id, at: now, payload: payload)
+        let generationRequest = validated.request
+        let (generation, event) = Self.make(
+            validated, owner: key.id, now: Date(), cancelAfter: cancelAfter,
+            defaultDeadline: environment.config.jobs.defaultDeadlineSeconds)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
                 key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(generationRequest)),
                 window: environment.config.http.idempotencyWindowSeconds)
         }
+        // Watching before the commit: the job may end before this handler looks again.
+        let watch = wait.map { _ in hub.watch(generation.id) }
+        defer { watch.map(hub.unwatch) }
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(generation, event: event, idempotency: idempotency)
@@ -80,9 +71,18 @@ struct GenerationRoutes: Sendable {
         case .inserted:
             break
         case .replayed(let original):
-            let status = try await store.generation(id: original)?.status ?? .pending
+            if let wait {
+                let watching = hub.watch(original)
+                defer { hub.unwatch(watching) }
+                if let ended = try await waitForEnd(original, upTo: wait, watch: watching) {
+                    var response = try await finished(ended)
+                    response.headers[Self.replayed] = "true"
+                    return response
+                }
+            }
+            let found = try await store.generation(id: original)
             return JSONResponse.make(
-                status: .accepted, ["id": .string(original), "status": .string(status.rawValue)],
+                status: .accepted, ["id": .string(original), "status": .string((found?.status ?? .pending).rawValue)],
                 headers: [.location: "/v1/generations/\(original)", Self.replayed: "true"])
         case .keyReused(let original):
             throw APIError(
@@ -92,9 +92,89 @@ struct GenerationRoutes: Sendable {
         }
         environment.publish([event])
         dispatch.send(generationID: generation.id, reason: "created")
+        if let wait, let watch, let ended = try await waitForEnd(generation.id, upTo: wait, watch: watch) {
+            var response = try await finished(ended)
+            response.headers[Self.preferenceApplied] = "wait=\(Int(wait.components.seconds))"
+            return response
+        }
         return JSONResponse.make(
             status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
             headers: [.location: "/v1/generations/\(generation.id)"])
+    }
+
+    /// A new pending generation of a validated request, and its `generation.created` event.
+    static func make(
+        _ validated: SubmissionValidator.Validated, owner: String, now: Date, cancelAfter: Double? = nil,
+        defaultDeadline: Int, batchID: String? = nil, priority: Int = 0
+    ) -> (Generation, Event) {
+        let (request, model) = (validated.request, validated.model)
+        let deadline = now.addingTimeInterval(Double(request.deadlineSeconds ?? defaultDeadline))
+        let cancelAt = cancelAfter.map { now.addingTimeInterval($0) }
+        let generation = Generation(
+            id: Identifier.make("gen", at: now), ownerKeyID: owner, request: request, provider: model.provider,
+            status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
+            leaseExpiresAt: nil, nextActionAt: now, deadlineAt: min(deadline, cancelAt ?? deadline),
+            createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [], cancelAt: cancelAt,
+            route: validated.route, batchID: batchID, priority: priority)
+        let aliased = !validated.route.isEmpty
+        let event = Event(
+            .generationCreated(
+                .init(
+                    model: model.id, provider: model.provider, n: request.n, alias: aliased ? request.model : nil,
+                    route: aliased ? validated.route : nil, batchID: batchID)),
+            generationID: generation.id, at: now)
+        return (generation, event)
+    }
+
+    /// The generation once it has ended, if it does within `limit`; nil if not (or if this
+    /// process is stopping). Hints from the event stream wake it, and it looks anyway every second.
+    func waitForEnd(_ id: String, upTo limit: Duration, watch: EventHub.Watch) async throws -> Generation? {
+        let deadline = ContinuousClock.now + limit
+        while true {
+            if let generation = try await store.generation(id: id), generation.status.isTerminal { return generation }
+            let left = deadline - .now
+            guard left > .zero, !hub.isClosed, !Task.isCancelled else { return nil }
+            await watch.doorbell.wait(upTo: min(left, .seconds(1)))
+        }
+    }
+
+    /// A 200 with the whole job, as `GET /v1/generations/{id}` shows it.
+    func finished(_ generation: Generation) async throws -> Response {
+        JSONResponse.make(
+            status: .ok, try await fullView(generation), headers: [.location: "/v1/generations/\(generation.id)"])
+    }
+
+    static let preferHeader = HTTPField.Name("Prefer")!
+    static let preferenceApplied = HTTPField.Name("Preference-Applied")!
+    /// The longest `Prefer: wait` honoured.
+    static let maxWait = 60
+
+    /// The request's `Prefer: wait=N` (RFC 7240; `wait` alone is the most, 60 s), or nil.
+    /// Other preferences beside it are ignored, as the RFC says.
+    static func preferWait(_ request: Request) throws -> Duration? {
+        let preferences = request.headers[values: preferHeader].flatMap { $0.split(separator: ",") }
+        for preference in preferences {
+            let parts = preference.split(separator: "=", maxSplits: 1).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            guard parts[0].lowercased() == "wait" else { continue }
+            guard parts.count == 2 else { return .seconds(maxWait) }
+            guard let seconds = Int(parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))),
+                (1...maxWait).contains(seconds)
+            else {
+                throw APIError.invalidRequest(
+                    "invalid Prefer: wait",
+                    details: [
+                        .init(
+                            path: "Prefer",
+                            message:
+                                "wait must be a whole number of seconds from 1 to \(maxWait), got \"\(parts[1].prefix(20))\""
+                        )
+                    ])
+            }
+            return .seconds(seconds)
+        }
+        return nil
     }
 
     static let cancelAfterHeader = HTTPField.Name("Cancel-After")!
@@ -169,11 +249,19 @@ struct GenerationRoutes: Sendable {
     }
 
     func show(_ context: GateContext) async throws -> Response {
-        let generation = try await owned(context)
+        JSONResponse.make(status: .ok, try await fullView(try await owned(context)))
+    }
+
+    /// A generation with its attempts, as `GET /v1/generations/{id}` shows it.
+    func fullView(_ generation: Generation) async throws -> [String: JSONValue] {
         let attempts = try await store.attempts(generationID: generation.id)
         var view = GenerationView.render(generation, baseURL: baseURL, attempts: attempts)
         view["attempt_history"] = GenerationView.render(attempts)
-        return JSONResponse.make(status: .ok, view)
+        if generation.request.webhook != nil {
+            view["webhook_deliveries"] = .array(
+                try await store.webhookDeliveries(generationID: generation.id).map(GenerationView.render))
+        }
+        return view
     }
 
     func list(_ request: Request, _ context: GateContext) async throws -> Response {

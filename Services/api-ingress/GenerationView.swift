@@ -2,14 +2,16 @@ import Foundation
 import GenGateCore
 import GenGateJobs
 import GenGateRuntime
+import GenGateStore
 
 /// A generation as the API shows it. Internal bookkeeping (leases, versions, sources) stays out.
 enum GenerationView {
+    static func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
+
     /// Every submission of a job to a provider, in order: which provider, what it was asked,
     /// how it ended and when; so every retry is visible on the job.
     static func render(_ attempts: [Attempt]) -> JSONValue {
-        func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
-        return .array(
+        .array(
             attempts.map { attempt in
                 .object([
                     "number": .number(Double(attempt.number)), "provider": .string(attempt.provider),
@@ -37,7 +39,6 @@ enum GenerationView {
     /// The job; with its `attempts`, each output also says which provider and model made it
     /// (the attempt that delivered it).
     static func render(_ generation: Generation, baseURL: String, attempts: [Attempt] = []) -> [String: JSONValue] {
-        func time(_ date: Date?) -> JSONValue { date.map { .string(Timestamp.format($0)) } ?? .null }
         let request = generation.request
         var makers: [Int: Attempt] = [:]
         for attempt in attempts where attempt.state == .succeeded {
@@ -85,6 +86,30 @@ enum GenerationView {
             view["current_model"] = .string(generation.model)
         }
         if generation.status == .retryWait { view["next_attempt_at"] = time(generation.nextActionAt) }
+        if let batch = generation.batchID { view["batch_id"] = .string(batch) }
+        if let webhook = request.webhook {
+            view["webhook"] = .string(webhook)
+            view["webhook_events"] = .array((request.webhookEvents ?? []).map { .string($0.rawValue) })
+        }
         return view
+    }
+
+    /// A webhook delivery and its attempts, as the API shows them.
+    static func render(_ delivery: WebhookDelivery) -> JSONValue {
+        .object([
+            "id": .string(delivery.id), "event": .string(delivery.eventType.rawValue), "url": .string(delivery.url),
+            "status": .string(delivery.state.rawValue), "attempts": .number(Double(delivery.attempts)),
+            "created_at": time(delivery.createdAt), "delivered_at": time(delivery.deliveredAt),
+            "next_attempt_at": delivery.state == .pending ? time(delivery.nextAttemptAt) : .null,
+            "attempt_history": .array(
+                delivery.history.map { attempt in
+                    .object([
+                        "number": .number(Double(attempt.number)), "at": time(attempt.at),
+                        "status_code": attempt.statusCode.map { .number(Double($0)) } ?? .null,
+                        "error": attempt.error.map(JSONValue.string) ?? .null,
+                        "duration_ms": .number(Double(attempt.durationMs)),
+                    ])
+                }),
+        ])
     }
 }

@@ -9,12 +9,15 @@ struct SubmissionValidator: Sendable {
     let providers: ProviderRegistry
     /// Deadlines: the defaults by model and kind, and the longest allowed.
     let jobs: GenGateConfig.Jobs
+    /// Which webhook URLs are allowed.
+    let webhookPolicy: OutboundURLPolicy
 
     static let maxPromptCharacters = 4_000
     static let maxMetadataBytes = 16_384
     static let sizeRange = 16...1_024
     static let knownFields: Set<String> = [
-        "model", "prompt", "n", "seed", "width", "height", "params", "deadline_seconds", "metadata",
+        "model", "prompt", "n", "seed", "width", "height", "params", "deadline_seconds", "metadata", "webhook",
+        "webhook_events",
     ]
 
     /// What a valid submission is: the request, the model it starts on, and its fallback route
@@ -119,6 +122,8 @@ struct SubmissionValidator: Sendable {
                 .init(path: "metadata", message: "must be at most \(Self.maxMetadataBytes) bytes of JSON, got \(size)"))
         }
 
+        let (webhook, webhookEvents) = webhookFields(fields, details: &details)
+
         guard details.isEmpty, let model else {
             let summary = details.map { $0.path.isEmpty ? $0.message : "\($0.path): \($0.message)" }.joined(
                 separator: "; ")
@@ -128,8 +133,54 @@ struct SubmissionValidator: Sendable {
             model: route.isEmpty ? model.id : name, prompt: prompt, n: n, seed: seed, width: width, height: height,
             params: params,
             deadlineSeconds: deadline ?? jobs.deadlineSeconds(model: name, kind: model.kind, route: route),
-            metadata: metadata)
+            metadata: metadata, webhook: webhook, webhookEvents: webhookEvents)
         return Validated(request: request, model: model, route: route)
+    }
+
+    /// `webhook` (an http(s) URL the policy allows) and `webhook_events` (a non-empty list of
+    /// `start`, `progress`, `output`, `completed`; default output and completed). The events
+    /// without a webhook are an error: they would say nothing.
+    private func webhookFields(_ fields: [String: JSONValue], details: inout [APIError.Detail]) -> (
+        String?, [WebhookEvent]?
+    ) {
+        var url: String?
+        switch fields["webhook"] {
+        case nil, .null?: break
+        case .string(let text)?:
+            if let problem = webhookPolicy.problem(with: text) {
+                details.append(.init(path: "webhook", message: problem))
+            } else {
+                url = text
+            }
+        case let other?:
+            details.append(
+                .init(path: "webhook", message: "must be a string (an http or https URL), got \(other.typeName)"))
+        }
+        var events: [WebhookEvent]?
+        switch fields["webhook_events"] {
+        case nil, .null?: break
+        case .array(let items)?:
+            let names = WebhookEvent.allCases.map(\.rawValue).joined(separator: ", ")
+            var chosen: [WebhookEvent] = []
+            for (index, item) in items.enumerated() {
+                guard let name = item.stringValue, let event = WebhookEvent(rawValue: name) else {
+                    details.append(.init(path: "webhook_events[\(index)]", message: "must be one of \(names)"))
+                    continue
+                }
+                if !chosen.contains(event) { chosen.append(event) }
+            }
+            if items.isEmpty {
+                details.append(.init(path: "webhook_events", message: "must name at least one of \(names)"))
+            }
+            events = chosen
+            if fields["webhook"] == nil || fields["webhook"] == .null {
+                details.append(.init(path: "webhook_events", message: "needs a webhook to deliver them to"))
+            }
+        case let other?:
+            details.append(.init(path: "webhook_events", message: "must be an array, got \(other.typeName)"))
+        }
+        guard let url else { return (nil, nil) }
+        return (url, events ?? WebhookEvent.defaults)
     }
 
     private func integer(_ value: JSONValue?, path: String, range: ClosedRange<Int>, details: inout [APIError.Detail])

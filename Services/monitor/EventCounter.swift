@@ -32,89 +32,73 @@ struct EventCounter: Service, CustomStringConvertible {
 
     func count(_ received: ReceivedEvent) async {
         let event = received.event
-        let payload = event.payload
         Counter(label: "gengate_events_total", dimensions: [("type", event.type.rawValue)]).increment()
-        let provider = payload["provider"]?.stringValue ?? "unknown"
-        let model = payload["model"]?.stringValue ?? "unknown"
-        switch event.type {
-        case .serviceHeartbeat:
-            await services.heartbeat(event, source: received.source)
+        switch event.payload {
+        case .serviceHeartbeat(let beat):
+            await services.heartbeat(beat)
             // Every message a service's bus sockets dropped since it started (they only say
             // how many so far: a gauge per service and socket).
-            if case .object(let drops)? = payload["bus_dropped"] {
-                let service = payload["service"]?.stringValue ?? "unknown"
-                for (socket, count) in drops {
-                    Gauge(
-                        label: "gengate_bus_dropped_messages", dimensions: [("service", service), ("socket", socket)]
-                    )
-                    .record(count.doubleValue ?? 0)
-                }
+            for (socket, count) in beat.busDropped {
+                Gauge(
+                    label: "gengate_bus_dropped_messages", dimensions: [("service", beat.service), ("socket", socket)]
+                )
+                .record(Double(count))
             }
-        case .generationCreated:
-            Counter(label: "gengate_generations_created_total", dimensions: [("provider", provider), ("model", model)])
-                .increment()
-        case .generationCompleted:
+        case .generationCreated(let created):
             Counter(
-                label: "gengate_generations_completed_total", dimensions: [("provider", provider), ("model", model)]
+                label: "gengate_generations_created_total",
+                dimensions: [("provider", created.provider), ("model", created.model)]
             ).increment()
-            if let milliseconds = payload["duration_ms"]?.doubleValue {
-                Timer(label: "gengate_generation_duration_seconds", dimensions: [("provider", provider)])
-                    .recordNanoseconds(Int64(milliseconds * 1_000_000))
-            }
-        case .generationFailed:
-            let code = payload["error"]?["code"]?.stringValue ?? "unknown"
+        case .generationCompleted(let completed):
+            Counter(
+                label: "gengate_generations_completed_total",
+                dimensions: [("provider", completed.provider), ("model", completed.model)]
+            ).increment()
+            Timer(label: "gengate_generation_duration_seconds", dimensions: [("provider", completed.provider)])
+                .recordNanoseconds(Int64(completed.durationMs) * 1_000_000)
+        case .generationFailed(let failed):
             Counter(
                 label: "gengate_generations_failed_total",
-                dimensions: [("provider", provider), ("model", model), ("code", code)]
+                dimensions: [
+                    ("provider", failed.provider ?? "unknown"), ("model", failed.model ?? "unknown"),
+                    ("code", failed.error.code.rawValue),
+                ]
             ).increment()
         case .generationCancelled:
             Counter(label: "gengate_generations_cancelled_total").increment()
         case .generationRetrying:
             Counter(label: "gengate_generation_retries_total").increment()
-        case .generationFallback:
+        case .generationFallback(let fallback):
             Counter(
-                label: "gengate_generation_fallbacks_total",
-                dimensions: [
-                    ("from", payload["from"]?.stringValue ?? "unknown"),
-                    ("to", payload["to"]?.stringValue ?? "unknown"),
-                ]
+                label: "gengate_generation_fallbacks_total", dimensions: [("from", fallback.from), ("to", fallback.to)]
             ).increment()
-        case .generationOutput:
+        case .generationOutput(let output):
             Counter(label: "gengate_outputs_stored_total").increment()
-            if let bytes = payload["bytes"]?.intValue {
-                Counter(label: "gengate_output_bytes_total").increment(by: bytes)
-            }
-        case .providerCircuitOpened:
-            Counter(label: "gengate_provider_circuit_opened_total", dimensions: [("provider", provider)]).increment()
-        case .providerCall:
-            let operation = payload["operation"]?.stringValue ?? "unknown"
-            let outcome = payload["outcome"]?.stringValue ?? "unknown"
-            let code = payload["error_code"]?.stringValue ?? "none"
+            Counter(label: "gengate_output_bytes_total").increment(by: output.bytes)
+        case .providerCircuitOpened(let opened):
+            Counter(label: "gengate_provider_circuit_opened_total", dimensions: [("provider", opened.provider)])
+                .increment()
+        case .providerCall(let call):
             Counter(
                 label: "gengate_provider_calls_total",
                 dimensions: [
-                    ("provider", provider), ("operation", operation), ("outcome", outcome), ("code", code),
+                    ("provider", call.provider), ("operation", call.operation), ("outcome", call.outcome),
+                    ("code", call.errorCode ?? "none"),
                 ]
             ).increment()
-            if let milliseconds = payload["latency_ms"]?.doubleValue {
-                Timer(
-                    label: "gengate_provider_call_duration_seconds",
-                    dimensions: [("provider", provider), ("operation", operation)]
-                )
-                .recordNanoseconds(Int64(milliseconds * 1_000_000))
-            }
-        case .providerPossibleDoubleCharge:
+            Timer(
+                label: "gengate_provider_call_duration_seconds",
+                dimensions: [("provider", call.provider), ("operation", call.operation)]
+            )
+            .recordNanoseconds(Int64(call.latencyMs) * 1_000_000)
+        case .providerPossibleDoubleCharge(let charge):
             // Counted from the store at each scrape (see Monitor), where no event can be lost.
             logger.warning(
                 "possible double charge",
-                metadata: ["generation": "\(event.generationID ?? "")", "provider": "\(provider)"])
-        case .pollerChecks:
-            if let calls = payload["status_calls"]?.intValue {
-                Counter(label: "gengate_status_calls_total").increment(by: calls)
-            }
-            if let late = payload["lateness_max"]?.doubleValue {
-                Gauge(label: "gengate_check_lateness_max_seconds").record(late)
-            }
+                metadata: ["generation": "\(event.generationID ?? "")", "provider": "\(charge.provider)"])
+        case .pollerChecks(let checks):
+            Counter(label: "gengate_status_calls_total").increment(by: checks.statusCalls)
+            Gauge(label: "gengate_check_lateness_max_seconds").record(checks.latenessMax)
         case .generationStarted, .generationProgress, .generationStreamChunk:
             break
         }

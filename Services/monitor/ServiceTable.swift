@@ -23,16 +23,14 @@ actor ServiceTable {
         self.staleAfter = staleAfter
     }
 
-    func heartbeat(_ event: Event, source: String) {
-        let service = event.payload["service"]?.stringValue ?? "unknown"
-        let instance = event.payload["instance"]?.stringValue ?? source
-        if event.payload["stopping"] == .bool(true) {
-            instances[instance] = nil
+    func heartbeat(_ beat: EventPayload.Heartbeat) {
+        if beat.stopping {
+            instances[beat.instance] = nil
             return
         }
-        instances[instance] = Instance(
-            service: service, instance: instance, pid: event.payload["pid"]?.intValue,
-            startedAt: event.payload["started_at"]?.stringValue, lastSeen: .now, lastSeenDate: Date())
+        instances[beat.instance] = Instance(
+            service: beat.service, instance: beat.instance, pid: beat.pid,
+            startedAt: Timestamp.format(beat.startedAt), lastSeen: .now, lastSeenDate: Date())
     }
 
     private func age(_ instance: Instance) -> Double {

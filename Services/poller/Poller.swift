@@ -24,7 +24,7 @@ struct PollerCommand: AsyncParsableCommand {
         environment.logger.info("poller started")
         let report = CheckReport(
             stats: checks.stats, every: .milliseconds(Int(environment.config.bus.heartbeatSeconds * 1_000)),
-            publish: { environment.events.publish(Event(.pollerChecks, payload: $0)) })
+            publish: { environment.events.publish(Event(.pollerChecks($0))) })
         try await environment.run([checks, WakeOnHints(hints: hints, wake: checks.wake), report])
         await producers.close()
         await environment.finish()
@@ -37,7 +37,7 @@ struct CheckReport: Service, CustomStringConvertible {
 
     let stats: CheckStats
     let every: Duration
-    let publish: @Sendable ([String: JSONValue]) -> Void
+    let publish: @Sendable (EventPayload.PollerChecks) -> Void
 
     func run() async throws {
         await cancelWhenGracefulShutdown {

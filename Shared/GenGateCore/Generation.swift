@@ -38,14 +38,21 @@ public struct Generation: Codable, Sendable, Equatable {
     public var route: [String]
     /// Which of `route` the job is on.
     public var routeIndex: Int
+    /// The batch it belongs to, if any.
+    public var batchID: String?
+    /// Dispatch order against other pending jobs: higher first (a batch's `priority`).
+    public var priority: Int
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
         version: Int, progress: Int, attempts: Int, error: GenGateError?, providerTaskID: String?,
         leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
         updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
-        checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0
+        checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0,
+        batchID: String? = nil, priority: Int = 0
     ) {
+        self.batchID = batchID
+        self.priority = priority
         self.cancelAt = cancelAt
         self.route = route
         self.routeIndex = routeIndex

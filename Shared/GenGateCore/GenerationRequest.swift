@@ -15,11 +15,17 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
     public var deadlineSeconds: Int?
     /// Free-form data the application attaches and gets back untouched.
     public var metadata: [String: JSONValue]
+    /// Where to deliver the job's events (`webhookEvents` of them), signed.
+    public var webhook: String?
+    public var webhookEvents: [WebhookEvent]?
 
     public init(
         model: String, prompt: String, n: Int = 1, seed: Int? = nil, width: Int? = nil, height: Int? = nil,
-        params: [String: JSONValue] = [:], deadlineSeconds: Int? = nil, metadata: [String: JSONValue] = [:]
+        params: [String: JSONValue] = [:], deadlineSeconds: Int? = nil, metadata: [String: JSONValue] = [:],
+        webhook: String? = nil, webhookEvents: [WebhookEvent]? = nil
     ) {
+        self.webhook = webhook
+        self.webhookEvents = webhookEvents
         self.model = model
         self.prompt = prompt
         self.n = n
@@ -32,7 +38,8 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case model, prompt, n, seed, width, height, params, metadata
+        case model, prompt, n, seed, width, height, params, metadata, webhook
         case deadlineSeconds = "deadline_seconds"
+        case webhookEvents = "webhook_events"
     }
 }

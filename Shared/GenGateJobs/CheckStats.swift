@@ -31,16 +31,13 @@ public final class CheckStats: Sendable {
     public func statusCall() { counts.withLock { $0.statusCalls += 1 } }
 
     /// The counts since the last call, as an event payload, and starts over.
-    public func drain() -> [String: JSONValue] {
+    public func drain() -> EventPayload.PollerChecks {
         let taken = counts.withLock { counts -> Counts in
             defer { counts = Counts() }
             return counts
         }
-        return [
-            "status_calls": .number(Double(taken.statusCalls)),
-            "lateness_bounds": .array(Self.bounds.map { .number($0) }),
-            "lateness_counts": .array(taken.buckets.map { .number(Double($0)) }),
-            "lateness_max": .number(taken.maxLateness),
-        ]
+        return .init(
+            statusCalls: taken.statusCalls, latenessBounds: Self.bounds, latenessCounts: taken.buckets,
+            latenessMax: taken.maxLateness)
     }
 }

@@ -89,7 +89,10 @@ public struct JobContext: Sendable {
                 .internalError, "illegal move \(change.from.rawValue) → \(change.to.rawValue) of \(change.id)")
         }
         let updated = try await store.transition(change)
-        if updated != nil { publish(change.events) }
+        if let updated {
+            publish(change.events)
+            if updated.status.isTerminal, updated.batchID != nil { await batchJobEnded(updated) }
+        }
         return updated
     }
 
@@ -122,11 +125,8 @@ public struct JobContext: Sendable {
     /// The `generation.fallback` event of moving `generation` along its route.
     public func fallbackEvent(_ generation: Generation, to move: RouteMove, because: String, at now: Date) -> Event {
         Event(
-            .generationFallback, generationID: generation.id, at: now,
-            payload: [
-                "from": .string(generation.model), "to": .string(generation.route[move.index]),
-                "because": .string(because),
-            ])
+            .generationFallback(.init(from: generation.model, to: generation.route[move.index], because: because)),
+            generationID: generation.id, at: now)
     }
 
     /// After a failed attempt: `retry_wait` as the retry policy says, otherwise `failed`; `attempt`
@@ -171,12 +171,8 @@ public struct JobContext: Sendable {
             change.limitFeedback = limitFeedback
             change.events = [
                 Event(
-                    .generationRetrying, generationID: generation.id, at: now,
-                    payload: [
-                        "attempt": .number(Double(generation.attempts)),
-                        "retry_at": .string(Timestamp.format(retryAt)),
-                        "error": Self.errorPayload(error),
-                    ])
+                    .generationRetrying(.init(attempt: generation.attempts, retryAt: retryAt, error: error)),
+                    generationID: generation.id, at: now)
             ]
             if let fallback {
                 change.events.append(fallbackEvent(generation, to: fallback, because: error.code.rawValue, at: now))
@@ -210,13 +206,11 @@ public struct JobContext: Sendable {
         change.limitFeedback = limitFeedback
         change.events = [
             Event(
-                .generationFailed, generationID: generation.id, at: now,
-                payload: [
-                    "error": Self.errorPayload(error),
-                    "attempts": .number(Double(generation.attempts)),
-                    "provider": .string(generation.provider),
-                    "model": .string(generation.model),
-                ])
+                .generationFailed(
+                    .init(
+                        error: error, attempts: generation.attempts, provider: generation.provider,
+                        model: generation.model)),
+                generationID: generation.id, at: now)
         ]
         logger.warning("failed", metadata: ["generation": "\(generation.id)", "error": "\(error)"])
         return try await apply(change)
@@ -311,11 +305,13 @@ public struct JobContext: Sendable {
             logger.error(
                 "handler failed",
                 metadata: ["generation": "\(generationID)", "step": "\(step.rawValue)", "error": "\(error)"])
+            let job = try? await store.generation(id: generationID)
             let failed = Event(
-                .generationFailed, generationID: generationID,
-                payload: [
-                    "error": Self.errorPayload(GenGateError(.internalError, message, retryable: false))
-                ])
+                .generationFailed(
+                    .init(
+                        error: GenGateError(.internalError, message, retryable: false), attempts: job?.attempts,
+                        provider: job?.provider, model: job?.model)),
+                generationID: generationID)
             if let count = try? await store.recordHandlerFailure(
                 id: generationID, owner: instance, message: message,
                 limit: policy.maxHandlerFailures, event: failed, at: Date()),
@@ -326,13 +322,14 @@ public struct JobContext: Sendable {
         }
     }
 
-    public static func errorPayload(_ error: GenGateError) -> JSONValue {
-        var fields: [String: JSONValue] = [
-            "code": .string(error.code.rawValue), "message": .string(error.message),
-            "retryable": .bool(error.retryable),
-        ]
-        if let code = error.providerCode { fields["provider_code"] = .string(code) }
-        return .object(fields)
+    /// The `generation.output` event of an output stored under `stored`.
+    public func outputEvent(_ generationID: String, index: Int, stored: StoredObject) -> Event {
+        Event(
+            .generationOutput(
+                .init(
+                    index: index, contentType: stored.contentType, bytes: stored.bytes, sha256: stored.sha256,
+                    url: OutputURL.make(base: publicBaseURL, generationID: generationID, index: index))),
+            generationID: generationID)
     }
 
     /// A `provider.call` event: the outcome of one call to a provider, for the monitor.
@@ -342,14 +339,11 @@ public struct JobContext: Sendable {
     ) -> Event {
         let elapsed = ContinuousClock.now - started
         let milliseconds = Double(elapsed.components.seconds) * 1_000 + Double(elapsed.components.attoseconds) / 1e15
-        var payload: [String: JSONValue] = [
-            "provider": .string(provider), "model": .string(model), "operation": .string(operation),
-            "latency_ms": .number(milliseconds.rounded()), "outcome": .string(error == nil ? "ok" : "error"),
-        ]
-        if let error {
-            payload["error_code"] = .string(error.code.rawValue)
-            payload["retryable"] = .bool(error.retryable)
-        }
-        return Event(.providerCall, payload: payload)
+        return Event(
+            .providerCall(
+                .init(
+                    provider: provider, model: model, operation: operation, latencyMs: Int(milliseconds.rounded()),
+                    outcome: error == nil ? "ok" : "error", errorCode: error?.code.rawValue,
+                    retryable: error?.retryable)))
     }
 }

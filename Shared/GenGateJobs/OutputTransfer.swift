@@ -114,13 +114,7 @@ public struct OutputTransfer: Sendable {
             checkpoint.sha256 = stored.sha256
             checkpoint.contentType = stored.contentType
             checkpoint.storedAt = Date()
-            let event = Event(
-                .generationOutput, generationID: id,
-                payload: [
-                    "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
-                    "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
-                    "url": .string(OutputURL.make(base: context.publicBaseURL, generationID: id, index: output.index)),
-                ])
+            let event = context.outputEvent(id, index: output.index, stored: stored)
             guard try await store.recordStoredOutput(generationID: id, output: checkpoint, event: event) else {
                 return  // cancelled meanwhile
             }
@@ -170,14 +164,12 @@ public struct OutputTransfer: Sendable {
         change.error = .some(nil)
         change.events = [
             Event(
-                .generationCompleted, generationID: id,
-                payload: [
-                    "outputs": .number(Double(generation.outputs.count)),
-                    "attempts": .number(Double(generation.attempts)),
-                    "provider": .string(generation.provider),
-                    "model": .string(generation.model),
-                    "duration_ms": .number((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()),
-                ])
+                .generationCompleted(
+                    .init(
+                        outputs: generation.outputs.count, attempts: generation.attempts,
+                        provider: generation.provider, model: generation.model,
+                        durationMs: Int((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()))),
+                generationID: id)
         ]
         _ = try await context.apply(change)
     }

@@ -86,8 +86,31 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         }
         // A submission still `submitting` a lease period after it began has no worker left.
         let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
+        try await tendBatches(now: now)
         for attempt in try await store.openAttemptsOfEndedGenerations(submittingBefore: orphanedBefore, limit: 100) {
             await each(attempt.generationID) { try await stopTask(of: attempt) }
+        }
+    }
+
+    /// What a batch's jobs ending did not do (their process died first, or a job ended without
+    /// `apply`): stop batches that stop on error and have a failure, cancel what a stop left
+    /// running, release held jobs into free room, and tell the dispatchers.
+    func tendBatches(now: Date) async throws {
+        for batch in try await store.batchesToStop(limit: 10) {
+            await each(batch) { try await context.stopBatch(batch, reason: .batch) }
+        }
+        for id in try await store.unfinishedJobsOfStoppedBatches(limit: 100) {
+            await each(id) {
+                guard let generation = try await store.generation(id: id), let batchID = generation.batchID else {
+                    return
+                }
+                let reason =
+                    try await store.batch(id: batchID)?.stopReason == "client" ? JobContext.CancelReason.client : .batch
+                _ = try await context.cancel(generation, reason: reason)
+            }
+        }
+        for id in try await store.releaseBatchJobs(batchID: nil, now: now) {
+            context.notify(.submit, id, "released by its batch")
         }
     }
 

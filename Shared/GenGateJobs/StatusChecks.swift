@@ -151,11 +151,7 @@ public struct StatusChecks: Service, CustomStringConvertible {
                 change.progress = machine.progress
                 // Progress events are coalesced: one per ten points, not one per check.
                 if machine.progress / 10 != generation.progress / 10 {
-                    change.events = [
-                        Event(
-                            .generationProgress, generationID: id,
-                            payload: ["progress": .number(Double(machine.progress))])
-                    ]
+                    change.events = [Event(.generationProgress(.init(progress: machine.progress)), generationID: id)]
                 }
             }
             _ = try await context.apply(change)  // nil: it moved on (cancelled); the sweep stops the task

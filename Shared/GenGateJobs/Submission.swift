@@ -267,9 +267,7 @@ public struct Submission: Sendable {
             "a provider keeps failing to answer; its circuit is open",
             metadata: ["provider": "\(adapter.name)", "seconds": "\(context.circuit.coolDown)"])
         context.publish([
-            Event(
-                .providerCircuitOpened,
-                payload: ["provider": .string(adapter.name), "until": .string(Timestamp.format(until))])
+            Event(.providerCircuitOpened(.init(provider: adapter.name, until: until)))
         ])
     }
 
@@ -316,11 +314,11 @@ public struct Submission: Sendable {
                 }
                 context.publish([
                     Event(
-                        .generationStreamChunk, generationID: id,
-                        payload: [
-                            "index": .number(Double(index)),
-                            "output_index": .number(Double(request.outputIndexes.first ?? 0)), "text": .string(text),
-                        ])
+                        .generationStreamChunk(
+                            .init(
+                                attempt: number, index: index, outputIndex: request.outputIndexes.first ?? 0,
+                                text: text)),
+                        generationID: id)
                 ])
             })
         var made: [GeneratedOutput] = []
@@ -418,16 +416,7 @@ public struct Submission: Sendable {
                 Output(
                     index: output.index, source: "\(provider):generated", contentType: stored.contentType,
                     objectKey: stored.key, bytes: stored.bytes, sha256: stored.sha256, storedAt: Date()))
-            events.append(
-                Event(
-                    .generationOutput, generationID: generation.id,
-                    payload: [
-                        "index": .number(Double(output.index)), "content_type": .string(stored.contentType),
-                        "bytes": .number(Double(stored.bytes)), "sha256": .string(stored.sha256),
-                        "url": .string(
-                            OutputURL.make(
-                                base: context.publicBaseURL, generationID: generation.id, index: output.index)),
-                    ]))
+            events.append(context.outputEvent(generation.id, index: output.index, stored: stored))
         }
         return (outputs, events)
     }
@@ -468,11 +457,11 @@ public struct Submission: Sendable {
         change.limitFeedback = feedback
         change.events = [
             Event(
-                .generationStarted, generationID: generation.id, at: now,
-                payload: [
-                    "attempt": .number(Double(attempt)), "provider": .string(generation.provider),
-                    "model": .string(generation.model), "provider_task_id": .string(taskID),
-                ])
+                .generationStarted(
+                    .init(
+                        attempt: attempt, provider: generation.provider, model: generation.model,
+                        providerTaskID: taskID)),
+                generationID: generation.id, at: now)
         ]
         guard try await context.apply(change) != nil else { return false }
         context.notify(.check, generation.id, "submitted")
@@ -553,12 +542,11 @@ public struct Submission: Sendable {
     func reportPossibleDoubleCharge(_ generation: Generation, attempt: AttemptUpdate) {
         context.publish([
             Event(
-                .providerPossibleDoubleCharge, generationID: generation.id,
-                payload: [
-                    "provider": .string(generation.provider), "model": .string(generation.model),
-                    "attempt": .number(Double(attempt.number)),
-                    "client_reference": .string("\(generation.id)-a\(attempt.number)"),
-                ])
+                .providerPossibleDoubleCharge(
+                    .init(
+                        provider: generation.provider, model: generation.model, attempt: attempt.number,
+                        clientReference: "\(generation.id)-a\(attempt.number)")),
+                generationID: generation.id)
         ])
         context.logger.warning(
             "submitting again after an interrupted submission; the provider may charge twice",

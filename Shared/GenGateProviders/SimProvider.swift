@@ -64,7 +64,8 @@ public struct SimProvider: ProviderAdapter {
         }
         let now = Date()
         let latencyMs = Self.milliseconds(settings.latency) + Self.milliseconds(settings.submitLatency)
-        let fails = Double.random(in: 0..<1) < settings.failureRate
+        // `params.sim_fail: true` makes a task fail for certain (for trying out failures).
+        let fails = Double.random(in: 0..<1) < settings.failureRate || request.params["sim_fail"] == .bool(true)
         let task = SimTask(
             id: Identifier.make("simt", at: now), submittedMs: Int64(now.timeIntervalSince1970 * 1_000),
             readyMs: Int64(now.timeIntervalSince1970 * 1_000) + latencyMs, fails: fails)

@@ -12,6 +12,8 @@ public enum ConfigLoader {
         "GENGATE_HTTP_HOST": ["http", "host"],
         "GENGATE_HTTP_PORT": ["http", "port"],
         "GENGATE_PUBLIC_URL": ["http", "public_url"],
+        "GENGATE_EVENT_STREAM_KEEP_ALIVE_SECONDS": ["http", "event_stream_keep_alive_seconds"],
+        "GENGATE_WEBHOOK_ALLOW_PRIVATE": ["webhooks", "allow_private"],
         "GENGATE_MONITOR_PORT": ["monitor", "port"],
         "GENGATE_EVENTS_PORT": ["bus", "events_port"],
         "GENGATE_STORE_PATH": ["store", "path"],
@@ -243,6 +245,28 @@ public enum ConfigLoader {
         }
         guard config.http.idempotencyWindowSeconds >= 60 else {
             throw ConfigError("http.idempotency_window_seconds must be at least 60")
+        }
+        let batches = config.batches
+        guard batches.maxRequests >= 1, batches.maxBodyBytes >= 1_024, batches.maxConcurrency >= 1,
+            (1...batches.maxConcurrency).contains(batches.defaultMaxConcurrency)
+        else {
+            throw ConfigError(
+                "batches: max_requests and max_concurrency must be at least 1, max_body_bytes at least 1024, default_max_concurrency from 1 to max_concurrency"
+            )
+        }
+        let webhooks = config.webhooks
+        guard webhooks.retryScheduleSeconds.count <= 20, webhooks.retryScheduleSeconds.allSatisfy({ $0 >= 0.1 })
+        else {
+            throw ConfigError("webhooks.retry_schedule_seconds must be at most 20 delays of at least 0.1 s")
+        }
+        guard (1...120).contains(webhooks.timeoutSeconds), (1...256).contains(webhooks.concurrency),
+            webhooks.rotationGraceSeconds >= 0
+        else {
+            throw ConfigError(
+                "webhooks: timeout_seconds must be 1–120, concurrency 1–256, rotation_grace_seconds not negative")
+        }
+        guard (1...300).contains(config.http.eventStreamKeepAliveSeconds) else {
+            throw ConfigError("http.event_stream_keep_alive_seconds must be from 1 to 300")
         }
         guard !config.sim.findsByReference || config.sim.ledger != nil else {
             throw ConfigError("sim.finds_by_reference needs sim.ledger, where the sim keeps its submissions")

@@ -16,6 +16,8 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public var log = Log()
     public var jobs = Jobs()
     public var sim = Sim()
+    public var webhooks = Webhooks()
+    public var batches = Batches()
     /// How each real provider is reached. Credentials are never here: they come from the
     /// environment, under the names the providers' own SDKs use (see `ProviderCredentials`).
     public var providers = Providers()
@@ -34,6 +36,37 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var maxBodyBytes = 1_048_576
         /// How long an `Idempotency-Key` is remembered (per API key).
         public var idempotencyWindowSeconds = 86_400.0
+        /// A server-sent event stream with nothing to say sends a comment this often, so that
+        /// proxies and load balancers do not close it as idle.
+        public var eventStreamKeepAliveSeconds = 15.0
+    }
+
+    /// Batches (`POST /v1/batches`).
+    public struct Batches: Codable, Sendable, Equatable {
+        /// The most requests in one batch.
+        public var maxRequests = 10_000
+        /// Largest batch body accepted (the requests together); larger ones get 413.
+        public var maxBodyBytes = 32 << 20
+        /// How many of a batch's jobs run at once when it does not say (`max_concurrency`).
+        public var defaultMaxConcurrency = 100
+        /// The most a batch may ask for.
+        public var maxConcurrency = 1_000
+    }
+
+    /// Webhooks to applications (`webhook` on a submission).
+    public struct Webhooks: Codable, Sendable, Equatable {
+        /// Loopback, private and link-local targets allowed (for tests and private networks);
+        /// otherwise refused at submission and again after DNS resolution at each delivery.
+        public var allowPrivate = false
+        /// Seconds before each retry of a delivery the receiver did not accept (a 2xx): the
+        /// Standard Webhooks schedule, eight attempts over about 27 hours.
+        public var retryScheduleSeconds: [Double] = [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000]
+        /// How long a receiver has to answer one delivery.
+        public var timeoutSeconds = 10.0
+        /// Deliveries one api-ingress process sends at once.
+        public var concurrency = 16
+        /// After a rotation, how long deliveries are also signed with the previous secret.
+        public var rotationGraceSeconds = 86_400.0
     }
 
     public struct Monitor: Codable, Sendable, Equatable {

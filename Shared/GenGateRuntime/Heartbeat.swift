@@ -48,15 +48,10 @@ public struct Heartbeat: Service, CustomStringConvertible {
 
     func beat(stopping: Bool) -> Event {
         Event(
-            .serviceHeartbeat,
-            payload: [
-                "service": .string(environment.service),
-                "instance": .string(environment.instance),
-                "pid": .number(Double(getpid())),
-                "started_at": .string(Timestamp.format(environment.startedAt)),
-                "stopping": .bool(stopping),
-                "bus_dropped": .object(BusStatistics.shared.dropped.mapValues { .number(Double($0)) }),
-            ])
+            .serviceHeartbeat(
+                .init(
+                    service: environment.service, instance: environment.instance, pid: Int(getpid()),
+                    startedAt: environment.startedAt, stopping: stopping, busDropped: BusStatistics.shared.dropped)))
     }
 }
 

@@ -129,10 +129,76 @@ public protocol GenerationStore: Sendable {
     /// Non-terminal generations past their deadline.
     func pastDeadline(now: Date, limit: Int) async throws -> [Generation]
 
+    /// How many pending jobs come before `generation` in the order the dispatchers take them.
+    func queuePosition(of generation: Generation) async throws -> Int
+
     // MARK: Events
 
-    /// The event log of one generation, oldest first.
-    func events(generationID: String) async throws -> [Event]
+    /// Up to `limit` events of one generation with a sequence number above `seq`, oldest first.
+    func events(generationID: String, after seq: Int64, limit: Int) async throws -> [StoredEvent]
+    /// Up to `limit` events of `ownerKeyID`'s generations with a sequence number above `seq`,
+    /// oldest first, looking at no more than `scan` events of the log past `seq`; and the
+    /// sequence number it looked through (where the next call starts).
+    ///
+    /// A backend must hand out sequence numbers in commit order, so that a reader that saw
+    /// number n never later finds a smaller one committed: SQLite's single writer does; a
+    /// backend with concurrent writers must hold back numbers not yet safe to read past.
+    func events(ownerKeyID: String, after seq: Int64, limit: Int, scan: Int) async throws
+        -> (events: [StoredEvent], through: Int64)
+    /// The sequence number of the newest event (0 when there is none).
+    func lastEventSeq() async throws -> Int64
+
+    // MARK: Batches
+
+    /// Commits a batch and its generations (each with its event in `events`) in one transaction:
+    /// the first `maxConcurrency` due at once, the rest held until released. With `idempotency`,
+    /// as `insert` (the idempotency key then names the batch).
+    func insertBatch(_ batch: Batch, generations: [Generation], events: [Event], idempotency: IdempotencyKey?)
+        async throws -> InsertOutcome
+    func batch(id: String) async throws -> Batch?
+    /// A key's batches, newest first, after `cursor` (an id).
+    func batches(ownerKeyID: String, after cursor: String?, limit: Int) async throws -> [Batch]
+    /// Up to `limit` of a batch's jobs after position `index`, in order.
+    func batchJobs(id: String, after index: Int, limit: Int) async throws -> [BatchJob]
+    /// A batch's jobs by status, and how many of its pending ones are still held.
+    func batchCounts(id: String) async throws -> (byStatus: [GenerationStatus: Int], held: Int)
+    /// Releases held jobs of one batch (or of every batch holding some) while fewer than its
+    /// `maxConcurrency` are unfinished: each becomes due now, its deadline counted from now.
+    /// Returns the jobs released, for the dispatchers to be told.
+    func releaseBatchJobs(batchID: String?, now: Date) async throws -> [String]
+    /// Stops a batch (`reason`: `client` or `error`): nothing more is released, and its held jobs
+    /// are cancelled with their events. Idempotent. Returns how many held jobs it cancelled;
+    /// released ones still unfinished are for the caller to cancel (`unfinishedJobsOfStoppedBatches`).
+    func stopBatch(id: String, reason: String, at: Date) async throws -> Int
+    /// Batches with `stopOnError` that have a failed job and are not stopped yet.
+    func batchesToStop(limit: Int) async throws -> [String]
+    /// Released jobs still unfinished in batches stopped (in the last week).
+    func unfinishedJobsOfStoppedBatches(limit: Int) async throws -> [String]
+
+    // MARK: Webhooks
+
+    // Deliveries are made by the store itself, in the transaction that records an event, for
+    // each generation whose request has a `webhook` and lists the event's `WebhookEvent` in
+    // `webhook_events`.
+
+    /// An API key's signing secrets, if it has any.
+    func webhookSecrets(keyID: String) async throws -> WebhookSecrets?
+    /// Keeps `sealed` as the key's secret unless it has one already; returns the secrets it has.
+    func createWebhookSecret(keyID: String, sealed: Data, at: Date) async throws -> WebhookSecrets
+    /// Makes `sealed` the key's secret; the current one stays valid until `previousUntil`.
+    func rotateWebhookSecret(keyID: String, sealed: Data, previousUntil: Date, at: Date) async throws
+        -> WebhookSecrets
+    /// Leases up to `limit` deliveries that are due, each the earliest pending one of its job
+    /// (a job's deliveries go out in order).
+    func claimWebhookDeliveries(owner: String, leaseUntil: Date, now: Date, limit: Int) async throws
+        -> [WebhookDelivery]
+    /// Records an attempt and what follows it; false (nothing written) if `owner` lost the lease.
+    func recordWebhookAttempt(_ outcome: WebhookOutcome) async throws -> Bool
+    /// A job's deliveries, oldest first, with their attempts.
+    func webhookDeliveries(generationID: String) async throws -> [WebhookDelivery]
+    /// Makes a delivery of `generationID` due now again (another round of attempts, the same
+    /// `webhook-id`); false if there is no such delivery.
+    func redeliverWebhook(id: String, generationID: String, now: Date) async throws -> Bool
 }
 
 /// What a nudge found.
@@ -156,9 +222,25 @@ extension GenerationStore {
         try await claim(id: id, statuses: statuses, owner: owner, leaseUntil: leaseUntil, now: now, heldAt: nil)
     }
 
+    /// The whole event log of one generation, oldest first.
+    public func events(generationID: String) async throws -> [Event] {
+        try await events(generationID: generationID, after: 0, limit: 1_000_000).map(\.event)
+    }
+
     /// Commits a new generation with no idempotency key.
     public func insert(_ generation: Generation, event: Event) async throws {
         _ = try await insert(generation, event: event, idempotency: nil)
+    }
+}
+
+/// An event as the store's log keeps it: with its place in the log (`seq`, increasing).
+public struct StoredEvent: Sendable, Equatable {
+    public var seq: Int64
+    public var event: Event
+
+    public init(seq: Int64, event: Event) {
+        self.seq = seq
+        self.event = event
     }
 }
 

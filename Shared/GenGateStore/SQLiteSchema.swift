@@ -188,6 +188,82 @@ enum SQLiteSchema {
                     ALTER TABLE attempts ADD COLUMN model TEXT;
                     """)
         }
+        migrator.registerMigration("v6-webhooks") { db in
+            try db.execute(
+                sql: """
+                    -- Signing secrets per API key, sealed under the master key (never in clear).
+                    CREATE TABLE webhook_secrets (
+                        key_id TEXT PRIMARY KEY,
+                        sealed BLOB NOT NULL,
+                        previous BLOB,
+                        previous_until REAL,
+                        created_at REAL NOT NULL
+                    );
+                    CREATE TABLE webhook_deliveries (
+                        id TEXT PRIMARY KEY,
+                        generation_id TEXT NOT NULL,
+                        owner_key_id TEXT NOT NULL,
+                        event_seq INTEGER NOT NULL,
+                        event_type TEXT NOT NULL,
+                        url TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        next_attempt_at REAL,
+                        lease_owner TEXT,
+                        lease_expires_at REAL,
+                        body TEXT,
+                        created_at REAL NOT NULL,
+                        delivered_at REAL
+                    );
+                    CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at)
+                        WHERE state = 'pending';
+                    CREATE INDEX webhook_deliveries_generation ON webhook_deliveries(generation_id, event_seq);
+                    CREATE TABLE webhook_attempts (
+                        delivery_id TEXT NOT NULL,
+                        number INTEGER NOT NULL,
+                        at REAL NOT NULL,
+                        status_code INTEGER,
+                        error TEXT,
+                        duration_ms INTEGER NOT NULL,
+                        PRIMARY KEY (delivery_id, number)
+                    );
+                    """)
+        }
+        migrator.registerMigration("v7-batches") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE batches (
+                        id TEXT PRIMARY KEY,
+                        owner_key_id TEXT NOT NULL,
+                        total INTEGER NOT NULL,
+                        max_concurrency INTEGER NOT NULL,
+                        stop_on_error INTEGER NOT NULL,
+                        priority INTEGER NOT NULL,
+                        metadata TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        stopped_at REAL,
+                        stop_reason TEXT,
+                        -- Jobs that may still be held (a hint for the sweep; the rows decide).
+                        held_count INTEGER NOT NULL
+                    );
+                    CREATE INDEX batches_holding ON batches(held_count) WHERE held_count > 0 AND stopped_at IS NULL;
+                    CREATE INDEX batches_owner ON batches(owner_key_id, id);
+                    -- A batch's jobs; those held for its window have no due time until released.
+                    ALTER TABLE generations ADD COLUMN batch_id TEXT;
+                    ALTER TABLE generations ADD COLUMN batch_index INTEGER;
+                    ALTER TABLE generations ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+                    ALTER TABLE generations ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+                    CREATE INDEX generations_batch ON generations(batch_id, batch_index) WHERE batch_id IS NOT NULL;
+                    CREATE INDEX generations_batch_held ON generations(batch_id, batch_index)
+                        WHERE held = 1 AND status = 'pending';
+                    -- A batch's unfinished jobs, released or held: counted at each release.
+                    CREATE INDEX generations_batch_open ON generations(batch_id, held)
+                        WHERE batch_id IS NOT NULL AND \(active);
+                    -- Pending work is taken in priority order, then by due time.
+                    CREATE INDEX generations_dispatch_order ON generations(status, priority DESC, next_action_at)
+                        WHERE lease_owner IS NULL AND \(active) AND next_action_at IS NOT NULL;
+                    """)
+        }
         return migrator
     }
 }

@@ -130,28 +130,11 @@ public final class SQLiteStore: GenerationStore {
             ? nil : String(decoding: try JSONCoding.encode(generation.route), as: UTF8.self)
         let events = try EncodedEvent.encode([event])
         return try await batcher.write { db -> InsertOutcome in
-            if let idempotency {
-                let now = generation.createdAt.timeIntervalSince1970
-                if let row = try Row.fetchOne(
-                    db,
-                    cached: """
-                        SELECT request_hash, generation_id, created_at FROM idempotency_keys WHERE key_id = ? AND key = ?
-                        """, arguments: [generation.ownerKeyID, idempotency.key])
-                {
-                    if (row["created_at"] as Double) >= now - idempotency.window {
-                        let original: String = row["generation_id"]
-                        return (row["request_hash"] as String) == idempotency.requestHash
-                            ? .replayed(generationID: original) : .keyReused(generationID: original)
-                    }
-                    try db.run(
-                        sql: "DELETE FROM idempotency_keys WHERE key_id = ? AND key = ?",
-                        arguments: [generation.ownerKeyID, idempotency.key])
-                }
-                try db.run(
-                    sql: """
-                        INSERT INTO idempotency_keys (key_id, key, request_hash, generation_id, created_at) VALUES (?, ?, ?, ?, ?)
-                        """,
-                    arguments: [generation.ownerKeyID, idempotency.key, idempotency.requestHash, generation.id, now])
+            if let idempotency,
+                let replay = try Self.idempotent(
+                    idempotency, owner: generation.ownerKeyID, id: generation.id, at: generation.createdAt, db: db)
+            {
+                return replay
             }
             if try Bool.fetchOne(db, cached: "SELECT 1 FROM generations WHERE id = ?", arguments: [generation.id])
                 != nil
@@ -175,6 +158,34 @@ public final class SQLiteStore: GenerationStore {
             try Self.append(events, db: db)
             return .inserted
         }
+    }
+
+    /// Within a write: what an earlier request under `idempotency`'s key (of API key `owner`) made,
+    /// or nil after recording `id` under it (an expired entry is replaced).
+    static func idempotent(_ idempotency: IdempotencyKey, owner: String, id: String, at: Date, db: Database) throws
+        -> InsertOutcome?
+    {
+        let now = at.timeIntervalSince1970
+        if let row = try Row.fetchOne(
+            db,
+            cached: """
+                SELECT request_hash, generation_id, created_at FROM idempotency_keys WHERE key_id = ? AND key = ?
+                """, arguments: [owner, idempotency.key])
+        {
+            if (row["created_at"] as Double) >= now - idempotency.window {
+                let original: String = row["generation_id"]
+                return (row["request_hash"] as String) == idempotency.requestHash
+                    ? .replayed(generationID: original) : .keyReused(generationID: original)
+            }
+            try db.run(
+                sql: "DELETE FROM idempotency_keys WHERE key_id = ? AND key = ?", arguments: [owner, idempotency.key])
+        }
+        try db.run(
+            sql: """
+                INSERT INTO idempotency_keys (key_id, key, request_hash, generation_id, created_at) VALUES (?, ?, ?, ?, ?)
+                """,
+            arguments: [owner, idempotency.key, idempotency.requestHash, id, now])
+        return nil
     }
 
     public func generation(id: String) async throws -> Generation? {
@@ -213,6 +224,7 @@ public final class SQLiteStore: GenerationStore {
             UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
             WHERE id = ? AND status IN (\(databaseQuestionMarks(count: statusList.count)))
               AND (lease_owner IS NULL OR lease_expires_at < ?)
+              AND held = 0
               AND (next_action_at IS NULL OR next_action_at <= ? OR lease_owner IS NOT NULL OR version = ?)
               AND (version = ? OR NOT ?)
             RETURNING version
@@ -243,9 +255,10 @@ public final class SQLiteStore: GenerationStore {
         arguments += [limit]
         let sql = """
             UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
-            WHERE id IN (SELECT id FROM generations INDEXED BY generations_unleased_due
-                         WHERE lease_owner IS NULL AND \(Self.active) AND status = ? AND next_action_at <= ? \(excluded)
-                         ORDER BY next_action_at LIMIT ?)
+            WHERE id IN (SELECT id FROM generations INDEXED BY generations_dispatch_order
+                         WHERE lease_owner IS NULL AND \(Self.active) AND next_action_at IS NOT NULL
+                           AND status = ? AND next_action_at <= ? \(excluded)
+                         ORDER BY priority DESC, next_action_at LIMIT ?)
             RETURNING id, version
             """
         let claimArguments = arguments
@@ -630,6 +643,18 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
+    public func queuePosition(of generation: Generation) async throws -> Int {
+        guard generation.status == .pending, let due = generation.nextActionAt else { return 0 }
+        return try await pool.read { db in
+            try Int.fetchOne(
+                db,
+                cached: """
+                    SELECT COUNT(*) FROM generations INDEXED BY generations_active
+                    WHERE \(Self.active) AND status = 'pending' AND next_action_at < ?
+                    """, arguments: [due.timeIntervalSince1970]) ?? 0
+        }
+    }
+
     public func pastDeadline(now: Date, limit: Int) async throws -> [Generation] {
         try await pool.read { db in
             try Row.fetchAll(
@@ -693,19 +718,47 @@ public final class SQLiteStore: GenerationStore {
 
     // MARK: Events
 
-    public func events(generationID: String) async throws -> [Event] {
+    public func events(generationID: String, after seq: Int64, limit: Int) async throws -> [StoredEvent] {
         try await pool.read { db in
             try Row.fetchAll(
-                db, cached: "SELECT * FROM events WHERE generation_id = ? ORDER BY seq", arguments: [generationID]
+                db, cached: "SELECT * FROM events WHERE generation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                arguments: [generationID, seq, limit]
             )
-            .compactMap { row in
-                guard let type = EventType(rawValue: row["type"]) else { return nil }
-                let payload: String = row["payload"]
-                return Event(
-                    type, generationID: row["generation_id"], at: Date(timeIntervalSince1970: row["at"]),
-                    payload: try JSONCoding.decode([String: JSONValue].self, from: Data(payload.utf8)))
-            }
+            .compactMap(Self.decodeEvent)
         }
+    }
+
+    public func events(ownerKeyID: String, after seq: Int64, limit: Int, scan: Int) async throws
+        -> (events: [StoredEvent], through: Int64)
+    {
+        try await pool.read { db in
+            let newest = try Int64.fetchOne(db, cached: "SELECT MAX(seq) FROM events") ?? 0
+            let upTo = min(newest, seq + Int64(scan))
+            let found = try Row.fetchAll(
+                db,
+                cached: """
+                    SELECT e.* FROM events e JOIN generations g ON g.id = e.generation_id
+                    WHERE e.seq > ? AND e.seq <= ? AND g.owner_key_id = ? ORDER BY e.seq LIMIT ?
+                    """, arguments: [seq, upTo, ownerKeyID, limit]
+            )
+            .compactMap(Self.decodeEvent)
+            return (found, found.count == limit ? found.last!.seq : max(seq, upTo))
+        }
+    }
+
+    public func lastEventSeq() async throws -> Int64 {
+        try await pool.read { db in try Int64.fetchOne(db, cached: "SELECT MAX(seq) FROM events") ?? 0 }
+    }
+
+    /// An event row; nil for a type this build does not know (written by a newer one).
+    static func decodeEvent(_ row: Row) throws -> StoredEvent? {
+        guard let type = EventType(rawValue: row["type"]) else { return nil }
+        let payload: String = row["payload"]
+        return StoredEvent(
+            seq: row["seq"],
+            event: Event(
+                try EventPayload.decode(type, from: Data(payload.utf8)), generationID: row["generation_id"],
+                at: Date(timeIntervalSince1970: row["at"])))
     }
 
     // MARK: Rows
@@ -719,6 +772,9 @@ public final class SQLiteStore: GenerationStore {
             try db.run(
                 sql: "INSERT INTO events (generation_id, type, at, payload) VALUES (?, ?, ?, ?)",
                 arguments: [event.generationID, event.type, event.at, event.payload])
+            if let webhook = event.webhook {
+                try makeWebhookDelivery(webhook, of: event, seq: db.lastInsertedRowID, db: db)
+            }
         }
     }
 
@@ -783,7 +839,7 @@ public final class SQLiteStore: GenerationStore {
             checkFailures: row["check_failures"], cancelAt: date("cancel_at"),
             route: try (row["route"] as String?).map { try JSONCoding.decode([String].self, from: Data($0.utf8)) }
                 ?? [],
-            routeIndex: row["route_index"])
+            routeIndex: row["route_index"], batchID: row["batch_id"], priority: row["priority"])
     }
 }
 
@@ -896,12 +952,16 @@ struct EncodedEvent: Sendable {
     var type: String
     var at: Double
     var payload: String
+    /// For an event a webhook may want: its webhook event and a delivery id, should it need one.
+    var webhook: (event: WebhookEvent, deliveryID: String)?
 
     static func encode(_ events: [Event]) throws -> [EncodedEvent] {
         try events.map { event in
             EncodedEvent(
                 generationID: event.generationID, type: event.type.rawValue, at: event.at.timeIntervalSince1970,
-                payload: String(decoding: try JSONCoding.encode(event.payload), as: UTF8.self))
+                payload: String(decoding: try event.payload.encoded(), as: UTF8.self),
+                webhook: event.generationID == nil
+                    ? nil : WebhookEvent.of(event.type).map { ($0, Identifier.make("msg", at: event.at)) })
         }
     }
 }

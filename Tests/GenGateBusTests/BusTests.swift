@@ -212,7 +212,7 @@ final class BusDeviceTests: XCTestCase {
         }
         let prober = Task {
             while !Task.isCancelled {
-                publisher.publish(Event(.generationProgress, generationID: "probe"))
+                publisher.publish(Event(.generationProgress(.init(progress: 10)), generationID: "probe"))
                 try? await Task.sleep(for: .milliseconds(20))
             }
         }
@@ -224,7 +224,12 @@ final class BusDeviceTests: XCTestCase {
 
         let start = ContinuousClock.now
         for i in 0..<20_000 {
-            publisher.publish(Event(i % 2 == 0 ? .serviceHeartbeat : .generationProgress, generationID: "gen_\(i)"))
+            let payload: EventPayload =
+                i % 2 == 0
+                ? .serviceHeartbeat(
+                    .init(service: "test", instance: "t", pid: 1, startedAt: Date(), stopping: false, busDropped: [:]))
+                : .generationProgress(.init(progress: i % 100))
+            publisher.publish(Event(payload, generationID: "gen_\(i)"))
         }
         XCTAssertLessThan(ContinuousClock.now - start, .seconds(5), "publishing must not wait for the slow subscriber")
 

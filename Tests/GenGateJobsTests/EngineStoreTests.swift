@@ -29,7 +29,9 @@ final class EngineStoreTests: XCTestCase {
         XCTAssertEqual(counts[.pending], 300)
         // One duplicate among good writes fails alone.
         async let duplicate: Void = harness.store.insert(
-            jobs[0], event: Event(.generationCreated, generationID: jobs[0].id))
+            jobs[0],
+            event: Event(.generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: jobs[0].id)
+        )
         async let fresh = harness.submit()
         do {
             try await duplicate
@@ -138,7 +140,9 @@ final class EngineStoreTests: XCTestCase {
             updatedAt: old,
             phaseTimes: [:], outputs: [])
         let first = try await harness.store.insert(
-            keyed, event: Event(.generationCreated, generationID: keyed.id, at: old),
+            keyed,
+            event: Event(
+                .generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: keyed.id, at: old),
             idempotency: IdempotencyKey(key: "k1", requestHash: "a", window: 86_400))
         XCTAssertEqual(first, .inserted)
         let fresh = try await harness.submit()
@@ -154,7 +158,8 @@ final class EngineStoreTests: XCTestCase {
         again.id = Identifier.make("gen")
         again.createdAt = now
         let reused = try await harness.store.insert(
-            again, event: Event(.generationCreated, generationID: again.id),
+            again,
+            event: Event(.generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: again.id),
             idempotency: IdempotencyKey(key: "k1", requestHash: "b", window: 86_400))
         XCTAssertEqual(reused, .inserted, "an expired key is free again")
     }

@@ -28,8 +28,9 @@ final class FallbackEngineTests: XCTestCase {
         XCTAssertEqual(harness.noticed(.submit), [job.id], "the dispatchers are told at once")
         let events = try await harness.store.events(generationID: job.id)
         let fallback = try XCTUnwrap(events.first { $0.type == .generationFallback })
-        XCTAssertEqual(fallback.payload["to"], .string("backup/image"))
-        XCTAssertEqual(fallback.payload["because"], .string("rate_limited"))
+        XCTAssertEqual(
+            fallback.payload,
+            .generationFallback(.init(from: "scripted/image", to: "backup/image", because: "rate_limited")))
 
         try await Submission(context: context).dispatch(job.id)
         let running = try await harness.job(job.id)
@@ -84,7 +85,9 @@ final class FallbackEngineTests: XCTestCase {
         XCTAssertEqual(harness.provider.submissions, [], "nothing sent to the provider that is down")
         XCTAssertEqual(backup.submissions, ["\(job.id)-a1"])
         let events = try await harness.store.events(generationID: job.id)
-        XCTAssertEqual(events.first { $0.type == .generationFallback }?.payload["because"], .string("circuit_open"))
+        guard case .generationFallback(let fallback)? = events.first(where: { $0.type == .generationFallback })?.payload
+        else { return XCTFail("no fallback event") }
+        XCTAssertEqual(fallback.because, "circuit_open")
     }
 }
 

@@ -165,7 +165,11 @@ final class Harness: Sendable {
             nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created,
             updatedAt: created,
             phaseTimes: [.pending: created], outputs: [], route: route)
-        try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id, at: created))
+        try await store.insert(
+            generation,
+            event: Event(
+                .generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: generation.id,
+                at: created))
         return generation
     }
 

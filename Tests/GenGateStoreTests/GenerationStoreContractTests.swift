@@ -48,7 +48,10 @@ class GenerationStoreContractTests: XCTestCase {
 
     func inserted(_ generation: Generation? = nil) async throws -> Generation {
         let generation = generation ?? makeGeneration()
-        try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id))
+        try await store.insert(
+            generation,
+            event: Event(
+                .generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: generation.id))
         return generation
     }
 
@@ -63,7 +66,10 @@ class GenerationStoreContractTests: XCTestCase {
         let events = try await store.events(generationID: generation.id)
         XCTAssertEqual(events.map(\.type), [.generationCreated], "the created event is committed with the generation")
         do {
-            try await store.insert(generation, event: Event(.generationCreated, generationID: generation.id))
+            try await store.insert(
+                generation,
+                event: Event(
+                    .generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: generation.id))
             XCTFail("a duplicate id must be refused")
         } catch let error as StoreError {
             XCTAssertEqual(error, .duplicateID(generation.id))
@@ -106,7 +112,11 @@ class GenerationStoreContractTests: XCTestCase {
         let generation = try await inserted()
         var change = Transition.of(generation, to: .dispatching)
         change.attempts = 1
-        change.events = [Event(.generationStarted, generationID: generation.id)]
+        change.events = [
+            Event(
+                .generationStarted(.init(attempt: 1, provider: "sim", model: "sim/image", providerTaskID: "t1")),
+                generationID: generation.id)
+        ]
         let moved = try await XCTUnwrapAsync(try await store.transition(change))
         XCTAssertEqual(moved.status, .dispatching)
         XCTAssertEqual(moved.version, generation.version + 1)
@@ -152,7 +162,10 @@ class GenerationStoreContractTests: XCTestCase {
         stored.storedAt = Date()
         let recorded = try await store.recordStoredOutput(
             generationID: generation.id, output: stored,
-            event: Event(.generationOutput, generationID: generation.id))
+            event: Event(
+                .generationOutput(
+                    .init(index: 0, contentType: "image/png", bytes: 4, sha256: "00", url: "http://localhost/o")),
+                generationID: generation.id))
         XCTAssertTrue(recorded)
         let after = try await XCTUnwrapAsync(try await store.generation(id: generation.id))
         XCTAssertEqual(after.missingOutputIndexes, [0, 2])
@@ -175,7 +188,10 @@ class GenerationStoreContractTests: XCTestCase {
         output.objectKey = "k"
         output.storedAt = Date()
         let recorded = try await store.recordStoredOutput(
-            generationID: generation.id, output: output, event: Event(.generationOutput))
+            generationID: generation.id, output: output,
+            event: Event(
+                .generationOutput(
+                    .init(index: 0, contentType: "image/png", bytes: 4, sha256: "00", url: "http://localhost/o"))))
         XCTAssertFalse(recorded, "a cancelled job is final")
     }
 

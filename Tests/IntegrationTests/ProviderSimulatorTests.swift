@@ -372,11 +372,8 @@ final class ProviderSimulatorTests: XCTestCase {
                     continue
                 }
                 guard let target, received.event.generationID == target else { continue }
-                if received.event.type == .generationStreamChunk,
-                    let index = received.event.payload["index"]?.intValue,
-                    let text = received.event.payload["text"]?.stringValue
-                {
-                    chunks.append((index, text))
+                if case .generationStreamChunk(let chunk) = received.event.payload {
+                    chunks.append((chunk.index, chunk.text))
                 }
                 if received.event.type == .generationCompleted { break }
             }

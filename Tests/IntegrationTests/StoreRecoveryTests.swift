@@ -41,7 +41,9 @@ final class StoreRecoveryTests: XCTestCase {
     func leftInDispatching(n: Int, attempt state: Attempt.State, taskID: String? = nil) async throws -> Generation {
         let past = Date().addingTimeInterval(-30)
         let left = generation(status: .pending, n: n, created: past)
-        try await store.insert(left, event: Event(.generationCreated, generationID: left.id))
+        try await store.insert(
+            left,
+            event: Event(.generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: left.id))
         // A lease that runs out a second from now: long enough to set the scene before the
         // running sweep may take the job over.
         let claimed = try await store.claim(
@@ -97,7 +99,10 @@ final class StoreRecoveryTests: XCTestCase {
         // Taken, submitted and left running under the lost poller's lease, well before the sweep
         // would re-drive it (stale after 0.5 s).
         let checking = generation(status: .pending, created: now)
-        try await store.insert(checking, event: Event(.generationCreated, generationID: checking.id))
+        try await store.insert(
+            checking,
+            event: Event(
+                .generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: checking.id))
         let claimed = try await store.claim(
             id: checking.id, statuses: [.pending], owner: poller, leaseUntil: now.addingTimeInterval(600), now: now)
         var dispatch = Transition.of(try XCTUnwrap(claimed), to: .dispatching, at: now)
@@ -134,7 +139,9 @@ final class StoreRecoveryTests: XCTestCase {
 
     func testAJobPastItsDeadlineFailsWithTaskTimeout() async throws {
         let stuck = generation(status: .pending, created: Date().addingTimeInterval(-120), deadline: 60)
-        try await store.insert(stuck, event: Event(.generationCreated, generationID: stuck.id))
+        try await store.insert(
+            stuck,
+            event: Event(.generationCreated(.init(model: "sim/image", provider: "sim", n: 1)), generationID: stuck.id))
         let failed = try await system.waitForStatus(stuck.id, "failed", timeout: .seconds(10))
         XCTAssertEqual(failed["error"]?["code"]?.stringValue, "task_timeout")
         XCTAssertEqual(failed["error"]?["retryable"], .bool(false))

@@ -1,0 +1,257 @@
+import AsyncHTTPClient
+import Foundation
+import GenGateCore
+import GenGateJobs
+import GenGateRuntime
+import GenGateStore
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+
+/// Each API key's webhook signing secret: made on first need, kept sealed in the store, read
+/// back through the master key. The secret is shown only to its own key.
+final class WebhookSecretKeeper: Sendable {
+    let store: any GenerationStore
+    let box: SecretBox
+    /// How long the previous secret keeps signing after a rotation.
+    let grace: TimeInterval
+
+    init(store: any GenerationStore, box: SecretBox, grace: TimeInterval) {
+        self.store = store
+        self.box = box
+        self.grace = grace
+    }
+
+    struct Opened {
+        var secret: String
+        var createdAt: Date
+        var previous: String?
+        var previousUntil: Date?
+    }
+
+    /// The key's secrets, made now if it has none.
+    func secrets(for keyID: String) async throws -> Opened {
+        let sealed: WebhookSecrets
+        if let found = try await store.webhookSecrets(keyID: keyID) {
+            sealed = found
+        } else {
+            sealed = try await store.createWebhookSecret(
+                keyID: keyID, sealed: try box.seal(Data(StandardWebhooks.newSecret().utf8)), at: Date())
+        }
+        return try open(sealed)
+    }
+
+    /// A new secret for the key; the one it had signs too until the grace period ends.
+    func rotate(for keyID: String) async throws -> Opened {
+        let now = Date()
+        let sealed = try await store.rotateWebhookSecret(
+            keyID: keyID, sealed: try box.seal(Data(StandardWebhooks.newSecret().utf8)),
+            previousUntil: now.addingTimeInterval(grace), at: now)
+        return try open(sealed)
+    }
+
+    private func open(_ sealed: WebhookSecrets) throws -> Opened {
+        func text(_ data: Data) throws -> String {
+            do {
+                return String(decoding: try box.open(data), as: UTF8.self)
+            } catch {
+                throw GenGateError(
+                    .internalError,
+                    "a webhook secret cannot be opened with this master key (was GENGATE_MASTER_KEY or master.key changed?)"
+                )
+            }
+        }
+        let live = sealed.previousUntil.map { $0 > Date() } ?? false
+        return Opened(
+            secret: try text(sealed.sealed), createdAt: sealed.createdAt,
+            previous: live ? try sealed.previous.map(text) : nil, previousUntil: live ? sealed.previousUntil : nil)
+    }
+
+    /// The keys a delivery is signed with now: the current secret's, and the previous one's
+    /// during a rotation's grace period.
+    func signingKeys(for keyID: String) async throws -> [[UInt8]] {
+        let opened = try await secrets(for: keyID)
+        return [opened.secret, opened.previous].compactMap { $0.flatMap(StandardWebhooks.key(secret:)) }
+    }
+}
+
+/// Sends the applications' webhooks: claims due deliveries from the store (a lease each, so
+/// several api-ingress processes share the work and none is sent twice at once), posts each,
+/// signed, and records every attempt; a receiver that does not accept (2xx) gets it again on
+/// the retry schedule, over hours. At least once: a process stopped mid-delivery leaves its
+/// lease to run out and the delivery is sent again, with the same `webhook-id`.
+struct WebhookSender: Service, CustomStringConvertible {
+    var description: String { "WebhookSender" }
+
+    let store: any GenerationStore
+    let secrets: WebhookSecretKeeper
+    let config: GenGateConfig.Webhooks
+    let policy: OutboundURLPolicy
+    let hub: EventHub
+    let instance: String
+    let logger: Logger
+    /// The body's `data`: the job as `GET /v1/generations/{id}` shows it.
+    let render: @Sendable (Generation) async throws -> [String: JSONValue]
+
+    /// No redirects: a receiver could send the delivery on to an address it may not reach.
+    static func makeClient(timeout: Double) -> HTTPClient {
+        var configuration = HTTPClient.Configuration(
+            redirectConfiguration: .disallow,
+            timeout: .init(connect: .seconds(Int64(min(timeout, 10))), read: .seconds(Int64(timeout))))
+        configuration.connectionPool.idleTimeout = .seconds(30)
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
+    func run() async throws {
+        let client = Self.makeClient(timeout: config.timeoutSeconds)
+        let watch = hub.watch(nil)
+        let inFlight = InFlight()
+        let doorbell = watch.doorbell
+        await cancelWhenGracefulShutdown {
+            await withDiscardingTaskGroup { group in
+                while !Task.isCancelled {
+                    let free = config.concurrency - inFlight.count.withLock { $0 }
+                    var claimed: [WebhookDelivery] = []
+                    if free > 0 {
+                        do {
+                            let now = Date()
+                            claimed = try await store.claimWebhookDeliveries(
+                                owner: instance, leaseUntil: now.addingTimeInterval(config.timeoutSeconds * 3 + 30),
+                                now: now, limit: free)
+                        } catch {
+                            logger.warning("cannot claim webhook deliveries", metadata: ["error": "\(error)"])
+                        }
+                    }
+                    for delivery in claimed {
+                        inFlight.count.withLock { $0 += 1 }
+                        group.addTask {
+                            await deliver(delivery, client: client)
+                            inFlight.count.withLock { $0 -= 1 }
+                            doorbell.ring()
+                        }
+                    }
+                    if claimed.count < free || free == 0 {
+                        await doorbell.wait(upTo: .seconds(1))
+                        // Every job's events ring: at most ten looks a second.
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            }
+        }
+        hub.unwatch(watch)
+        try? await client.shutdown()
+    }
+
+    final class InFlight: Sendable {
+        let count = Mutex(0)
+    }
+
+    /// One attempt at one delivery, recorded whatever happens.
+    func deliver(_ delivery: WebhookDelivery, client: HTTPClient) async {
+        let started = ContinuousClock.now
+        let now = Date()
+        var status: Int?
+        var problem: String?
+        var final = false
+        var body = delivery.body ?? ""
+        do {
+            if delivery.body == nil { body = try await makeBody(delivery) }
+            guard let url = URL(string: delivery.url), let host = url.host else {
+                throw OutboundURLRefused(reason: "\(delivery.url) is not a URL")
+            }
+            try await policy.checkResolved(host: host)
+            let keys = try await secrets.signingKeys(for: delivery.ownerKeyID)
+            let timestamp = Int(now.timeIntervalSince1970)
+            let data = Data(body.utf8)
+            var request = HTTPClientRequest(url: delivery.url)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.headers.add(name: "User-Agent", value: "GenGate-Webhooks/1")
+            request.headers.add(name: "webhook-id", value: delivery.id)
+            request.headers.add(name: "webhook-timestamp", value: "\(timestamp)")
+            request.headers.add(
+                name: "webhook-signature",
+                value: keys.map { StandardWebhooks.sign(key: $0, id: delivery.id, timestamp: timestamp, body: data) }
+                    .joined(separator: " "))
+            request.body = .bytes(ByteBuffer(data: data))
+            let response = try await client.execute(request, timeout: .seconds(Int64(config.timeoutSeconds)))
+            status = Int(response.status.code)
+            // What the receiver says is not needed: read (a little of) it and let go.
+            _ = try? await response.body.collect(upTo: 64 * 1_024)
+            if !(200..<300).contains(status ?? 0) { problem = "the receiver answered \(status ?? 0)" }
+            // 410 Gone: the receiver says this endpoint is no more.
+            final = status == 410
+        } catch let refused as OutboundURLRefused {
+            problem = refused.description
+            final = true
+        } catch is CancellationError {
+            return  // stopping: the lease runs out and the delivery is made again
+        } catch {
+            problem = Self.describe(error)
+        }
+        let elapsed = ContinuousClock.now - started
+        let attempt = WebhookAttempt(
+            number: delivery.attempts + 1, at: now, statusCode: status, error: problem,
+            durationMs: Int(elapsed.components.seconds * 1_000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+        )
+        let schedule = config.retryScheduleSeconds
+        let state: WebhookDelivery.State
+        var next: Date?
+        if problem == nil {
+            state = .delivered
+        } else if final || delivery.attempts >= schedule.count {
+            state = .failed
+        } else {
+            state = .pending
+            next = Date().addingTimeInterval(schedule[delivery.attempts])
+        }
+        if state != .delivered {
+            logger.info(
+                "webhook delivery failed",
+                metadata: [
+                    "generation": "\(delivery.generationID)", "delivery": "\(delivery.id)",
+                    "error": "\(problem ?? "")", "then": "\(state.rawValue)",
+                ])
+        }
+        do {
+            _ = try await store.recordWebhookAttempt(
+                WebhookOutcome(
+                    deliveryID: delivery.id, owner: instance, attempt: attempt, body: body, state: state,
+                    nextAttemptAt: next))
+        } catch {
+            logger.warning("cannot record a webhook attempt", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// `{"type", "timestamp", "data": the job, "event": the event}`, the Standard Webhooks
+    /// payload shape; made once, at the first attempt, and sent as it is ever after.
+    func makeBody(_ delivery: WebhookDelivery) async throws -> String {
+        guard let generation = try await store.generation(id: delivery.generationID) else {
+            throw OutboundURLRefused(reason: "its job \(delivery.generationID) is gone")
+        }
+        let event = try await store.events(
+            generationID: delivery.generationID, after: delivery.eventSeq - 1, limit: 1
+        ).first { $0.seq == delivery.eventSeq }
+        var body: [String: JSONValue] = [
+            "type": .string(delivery.eventType.rawValue),
+            "timestamp": .string(Timestamp.format(event?.event.at ?? delivery.createdAt)),
+            "data": .object(try await render(generation)),
+        ]
+        if let event {
+            body["event"] = try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(event.event))
+        }
+        return String(decoding: try JSONCoding.encode(JSONValue.object(body)), as: UTF8.self)
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? HTTPClientError {
+            switch error {
+            case .connectTimeout, .readTimeout, .deadlineExceeded: return "the receiver did not answer in time"
+            default: return "could not reach the receiver (\(error))"
+            }
+        }
+        return "could not reach the receiver (\(String(describing: error).prefix(200)))"
+    }
+}

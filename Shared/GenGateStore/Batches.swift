@@ -1,0 +1,55 @@
+import Foundation
+import GenGateCore
+
+/// Many generations submitted in one call, run at most `maxConcurrency` at a time: the rest are
+/// held in the store (`held`, no due time) and released one by one as others end, so a batch of
+/// 10,000 neither floods the dispatchers nor keeps other callers' jobs waiting behind it.
+public struct Batch: Sendable, Equatable {
+    public var id: String
+    public var ownerKeyID: String
+    public var total: Int
+    public var maxConcurrency: Int
+    /// The first failed job stops the batch: jobs not started are cancelled, and running ones.
+    public var stopOnError: Bool
+    /// Dispatch order against other jobs: higher first (low −1, normal 0, high 1).
+    public var priority: Int
+    public var metadata: [String: JSONValue]
+    public var createdAt: Date
+    /// When it was stopped, and why (`client`: cancelled; `error`: a job failed with `stopOnError`).
+    public var stoppedAt: Date?
+    public var stopReason: String?
+
+    public init(
+        id: String, ownerKeyID: String, total: Int, maxConcurrency: Int, stopOnError: Bool, priority: Int,
+        metadata: [String: JSONValue], createdAt: Date, stoppedAt: Date? = nil, stopReason: String? = nil
+    ) {
+        self.id = id
+        self.ownerKeyID = ownerKeyID
+        self.total = total
+        self.maxConcurrency = maxConcurrency
+        self.stopOnError = stopOnError
+        self.priority = priority
+        self.metadata = metadata
+        self.createdAt = createdAt
+        self.stoppedAt = stoppedAt
+        self.stopReason = stopReason
+    }
+}
+
+/// One job of a batch, as a batch's listing shows it.
+public struct BatchJob: Sendable, Equatable {
+    public var index: Int
+    public var generationID: String
+    public var status: GenerationStatus
+    /// Waiting for the batch's window (not yet released to the dispatchers).
+    public var held: Bool
+    public var errorCode: String?
+
+    public init(index: Int, generationID: String, status: GenerationStatus, held: Bool, errorCode: String?) {
+        self.index = index
+        self.generationID = generationID
+        self.status = status
+        self.held = held
+        self.errorCode = errorCode
+    }
+}

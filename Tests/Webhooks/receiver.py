@@ -1,0 +1,51 @@
+"""A webhook receiver that checks every delivery with the Standard Webhooks reference library
+(`standardwebhooks` on PyPI), independently of GenGate's own signing code.
+
+    python3 receiver.py PORT_FILE FAIL_FIRST SECRET [SECRET ...]
+
+Listens on 127.0.0.1 (a free port, written to PORT_FILE), answers 500 to the first FAIL_FIRST
+deliveries and 200 after, and prints one JSON line per delivery: its webhook-id, which of the
+SECRETs verified it, the status answered, and the body.
+"""
+import json
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+port_file, fail_first, secrets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+seen = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        global seen
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        verified = []
+        for secret in secrets:
+            try:
+                Webhook(secret).verify(body, headers)
+                verified.append(True)
+            except WebhookVerificationError:
+                verified.append(False)
+        seen += 1
+        status = 500 if seen <= fail_first else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        print(json.dumps({
+            "id": headers.get("webhook-id"), "signatures": headers.get("webhook-signature", "").count("v1,"),
+            "verified": verified, "status": status, "path": self.path, "body": json.loads(body),
+        }), flush=True)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(port_file + ".tmp", "w") as handle:
+    handle.write(str(server.server_address[1]))
+import os
+os.replace(port_file + ".tmp", port_file)
+server.serve_forever()
