@@ -49,9 +49,16 @@ struct ApiIngressCommand: AsyncParsableCommand {
         let routes = GenerationRoutes(
             environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs(), hub: hub)
         routes.register(on: api)
+        let masterKey = try MasterKey.load(config: config)
         let secrets = WebhookSecretKeeper(
-            store: environment.store, box: try MasterKey.load(config: config),
-            grace: config.webhooks.rotationGraceSeconds)
+            store: environment.store, box: masterKey, grace: config.webhooks.rotationGraceSeconds)
+        let links = OutputLinks(
+            box: masterKey, baseURL: config.publicBaseURL, lifetime: config.openai.linkLifetimeSeconds)
+        OpenAIRoutes(routes: routes, links: links).register(on: api)
+        // Signed links carry their own proof, not an API key.
+        router.get("files/:id/:index") { request, context in
+            try await routes.linkedOutput(request, context, links: links)
+        }
         WebhookRoutes(routes: routes, secrets: secrets).register(on: api)
         let sender = WebhookSender(
             store: environment.store, secrets: secrets, config: config.webhooks,

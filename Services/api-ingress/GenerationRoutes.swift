@@ -219,9 +219,12 @@ struct GenerationRoutes: Sendable {
     /// provider is configured (and if not, what it needs).
     func models() -> Response {
         let providers = environment.providers
+        // OpenAI's field: when the model was made; here, when this deployment started.
+        let created = JSONValue.number(Double(Int(environment.startedAt.timeIntervalSince1970)))
         func entry(_ model: ModelInfo, missing: String?) -> JSONValue {
             var fields: [String: JSONValue] = [
                 "id": .string(model.id), "object": .string("model"), "provider": .string(model.provider),
+                "owned_by": .string(model.provider), "created": created,
                 "kind": .string(model.kind.rawValue), "max_outputs": .number(Double(model.maxOutputs)),
                 "available": .bool(missing == nil),
             ]
@@ -238,6 +241,7 @@ struct GenerationRoutes: Sendable {
             let kind = route.lazy.compactMap(providers.knownModel).first?.kind ?? .image
             var fields: [String: JSONValue] = [
                 "id": .string(name), "object": .string("model"), "kind": .string(kind.rawValue),
+                "owned_by": .string("gengate"), "created": created,
                 "fallbacks": .array(route.map(JSONValue.string)), "available": .bool(!usable.isEmpty),
                 "max_outputs": .number(Double(usable.map(\.maxOutputs).min() ?? 0)),
             ]
@@ -324,6 +328,27 @@ struct GenerationRoutes: Sendable {
         guard let text = context.parameters.get("index"), let index = Int(text) else {
             throw APIError.notFound("no such output")
         }
+        return try await serve(generation, index: index, request, context)
+    }
+
+    /// The bytes of one stored output through a signed link (`OutputLinks`), with no API key.
+    func linkedOutput(_ request: Request, _ context: GateContext, links: OutputLinks) async throws -> Response {
+        let query = request.uri.queryParameters
+        guard let id = context.parameters.get("id"), id.count <= 64, let text = context.parameters.get("index"),
+            let index = Int(text),
+            links.isValid(
+                generationID: id, index: index, expires: query.get("expires"), signature: query.get("signature"))
+        else {
+            throw APIError(.forbidden, "this link is not valid, or it expired; ask the API for a new one")
+        }
+        guard let generation = try await store.generation(id: id) else { throw APIError.notFound("no such output") }
+        return try await serve(generation, index: index, request, context)
+    }
+
+    /// One stored output's bytes, streamed from its file, whole or a range.
+    func serve(_ generation: Generation, index: Int, _ request: Request, _ context: GateContext) async throws
+        -> Response
+    {
         guard let output = generation.outputs.first(where: { $0.index == index }), output.isStored,
             let key = output.objectKey
         else {

@@ -53,6 +53,14 @@ public struct SecretBox: Sendable {
         try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key)
     }
 
+    /// An HMAC-SHA256 of `message` under a key derived from the master key for `purpose` (HKDF),
+    /// so that one master key serves several uses without one's tags being valid for another.
+    public func authenticationCode(_ message: Data, purpose: String) -> Data {
+        let derived = HKDF<SHA256>.deriveKey(
+            inputKeyMaterial: key, info: Data("gengate \(purpose)".utf8), outputByteCount: 32)
+        return Data(HMAC<SHA256>.authenticationCode(for: message, using: derived))
+    }
+
     /// A new random key.
     public static func newKey() -> [UInt8] {
         SymmetricKey(size: .bits256).withUnsafeBytes { Array($0) }

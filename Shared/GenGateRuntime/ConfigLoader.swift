@@ -246,6 +246,9 @@ public enum ConfigLoader {
         guard config.http.idempotencyWindowSeconds >= 60 else {
             throw ConfigError("http.idempotency_window_seconds must be at least 60")
         }
+        guard (1...3_600).contains(config.openai.waitSeconds), config.openai.linkLifetimeSeconds >= 60 else {
+            throw ConfigError("openai.wait_seconds must be 1–3600 and openai.link_lifetime_seconds at least 60")
+        }
         let batches = config.batches
         guard batches.maxRequests >= 1, batches.maxBodyBytes >= 1_024, batches.maxConcurrency >= 1,
             (1...batches.maxConcurrency).contains(batches.defaultMaxConcurrency)

@@ -18,6 +18,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public var sim = Sim()
     public var webhooks = Webhooks()
     public var batches = Batches()
+    public var openai = OpenAI()
     /// How each real provider is reached. Credentials are never here: they come from the
     /// environment, under the names the providers' own SDKs use (see `ProviderCredentials`).
     public var providers = Providers()
@@ -39,6 +40,14 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// A server-sent event stream with nothing to say sends a comment this often, so that
         /// proxies and load balancers do not close it as idle.
         public var eventStreamKeepAliveSeconds = 15.0
+    }
+
+    /// The OpenAI-compatible endpoints (`/v1/images/generations`, `/v1/chat/completions`).
+    public struct OpenAI: Codable, Sendable, Equatable {
+        /// How long such a call waits for its job before answering 504 (the job goes on).
+        public var waitSeconds = 600
+        /// How long the image links they hand out (`url`) work.
+        public var linkLifetimeSeconds = 3_600.0
     }
 
     /// Batches (`POST /v1/batches`).
