@@ -3,6 +3,7 @@ import GenGateBus
 import GenGateCore
 import GenGateRuntime
 import Hummingbird
+import NIOCore
 
 /// api-ingress: the HTTP API for applications. Validates, authenticates, commits, answers at
 /// once with an id, and tells the dispatchers.
@@ -39,6 +40,13 @@ struct ApiIngressCommand: AsyncParsableCommand {
                 throw APIError.unavailable
             }
             return JSONResponse.make(status: .ok, ["status": .string("ok"), "service": .string(environment.instance)])
+        }
+        // The API's description, made once: it changes only with the configuration.
+        let openAPI = try OpenAPIRoute.document(providers: environment.providers, config: config)
+        router.get("openapi.json") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(data: openAPI)))
         }
         // Providers' callbacks carry their own proof, not an API key.
         CallbackRoutes(environment: environment, poll: poll).register(on: router)

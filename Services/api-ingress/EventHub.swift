@@ -124,7 +124,8 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
     }
 
     private func keep(_ event: Event, chunk: EventPayload.StreamChunk, of id: String, in state: inout State) {
-        let size = chunk.text.utf8.count
+        // The text and what keeping it costs besides (the event, its strings, the array slot).
+        let size = chunk.text.utf8.count + 256
         var log = state.chunks[id] ?? ChunkLog()
         // A retry streams its text again: the earlier attempt's chunks are of no more use.
         if case .generationStreamChunk(let last)? = log.chunks.last?.payload, last.attempt < chunk.attempt {

@@ -144,11 +144,21 @@ struct EventStreamRoutes: Sendable {
             }
         }
 
-        /// Stored events and chunks in the order they happened (chunks were stamped by the
-        /// process that streamed them, as were the events around them).
+        /// Stored events in the log's order (`seq`, whatever the clocks of the processes that
+        /// wrote them said), each chunk (in its own order) just before the first stored event
+        /// stamped after it: chunks and the events around them come from one process's clock.
         static func ordered(_ stored: [StoredEvent], _ chunks: [(Event, ChunkMark)]) -> [Item] {
-            let items = stored.map(Item.stored) + chunks.map { Item.chunk($0.0, $0.1) }
-            return items.enumerated().sorted { ($0.element.at, $0.offset) < ($1.element.at, $1.offset) }.map(\.element)
+            var items: [Item] = []
+            var pending = chunks[...]
+            for event in stored {
+                while let next = pending.first, next.0.at <= event.event.at {
+                    items.append(.chunk(next.0, next.1))
+                    pending = pending.dropFirst()
+                }
+                items.append(.stored(event))
+            }
+            items += pending.map { Item.chunk($0.0, $0.1) }
+            return items
         }
     }
 
@@ -215,7 +225,7 @@ struct EventStreamRoutes: Sendable {
             for item in Item.ordered(stored, chunks) {
                 switch item {
                 case .stored(let stored):
-                    seq = stored.seq
+                    seq = max(seq, stored.seq)
                     frame(
                         id: "\(seq)", event: stored.event.type.rawValue, data: try JSONCoding.encode(stored.event),
                         into: &buffer)
@@ -243,8 +253,7 @@ struct EventStreamRoutes: Sendable {
                     try await pacer.send(done, &writer)
                     return
                 }
-                if now.status == .pending {
-                    let place = try await store.queuePosition(of: now)
+                if now.status == .pending, let place = try await store.queuePosition(of: now) {
                     if place != position {
                         position = place
                         var queue = ByteBuffer()
@@ -304,6 +313,7 @@ struct EventStreamRoutes: Sendable {
                     marks[id].map { chunk > $0 } ?? (event.at > since)
                 }
                 if let last = fresh.last { marks[id] = last.1 }
+                if marks.count > 100_000 { marks.removeAll() }
                 chunks += fresh
             }
             var buffer = ByteBuffer()
@@ -313,7 +323,6 @@ struct EventStreamRoutes: Sendable {
                     frame(
                         id: "\(stored.seq)", event: stored.event.type.rawValue,
                         data: try JSONCoding.encode(stored.event), into: &buffer)
-                    if stored.event.type.isTerminal, let id = stored.event.generationID { marks[id] = nil }
                 case .chunk(let event, _):
                     frame(id: nil, event: event.type.rawValue, data: try JSONCoding.encode(event), into: &buffer)
                 }

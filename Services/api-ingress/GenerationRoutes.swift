@@ -157,7 +157,7 @@ struct GenerationRoutes: Sendable {
             let parts = preference.split(separator: "=", maxSplits: 1).map {
                 $0.trimmingCharacters(in: .whitespaces)
             }
-            guard parts[0].lowercased() == "wait" else { continue }
+            guard let name = parts.first, name.lowercased() == "wait" else { continue }
             guard parts.count == 2 else { return .seconds(maxWait) }
             guard let seconds = Int(parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))),
                 (1...maxWait).contains(seconds)
@@ -399,7 +399,7 @@ struct GenerationRoutes: Sendable {
             details.append(.init(path: name, message: "unknown field"))
         }
         let name = fields["name"]?.stringValue ?? ""
-        if name.trimmingCharacters(in: .whitespaces).isEmpty || name.count > 200 {
+        if name.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty || name.unicodeScalars.count > 200 {
             details.append(.init(path: "name", message: "required: a string of 1 to 200 characters"))
         }
         var admin = false

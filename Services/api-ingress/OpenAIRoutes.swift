@@ -135,14 +135,19 @@ struct OpenAIRoutes: Sendable {
     /// themselves for the provider.
     static func prompt(of messages: [JSONValue]) -> String? {
         for message in messages.reversed() where message["role"]?.stringValue == "user" {
+            var text = ""
             switch message["content"] {
-            case .string(let text)?: return text
+            case .string(let content)?: text = content
             case .array(let parts)?:
-                let text = parts.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }
+                text = parts.compactMap { $0["type"]?.stringValue == "text" ? $0["text"]?.stringValue : nil }
                     .joined(separator: "\n")
-                return text.isEmpty ? nil : text
-            default: return nil
+            default: continue
             }
+            // The job's prompt only shows the question: NULs go, and it is cut to the prompt's limit.
+            let shown = String(
+                String.UnicodeScalarView(
+                    text.unicodeScalars.filter { $0.value != 0 }.prefix(SubmissionValidator.maxPromptCharacters)))
+            if !shown.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { return shown }
         }
         return nil
     }
@@ -158,7 +163,7 @@ struct OpenAIRoutes: Sendable {
         case .array(let messages)? where !messages.isEmpty:
             if let text = Self.prompt(of: messages), !text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                 // The whole conversation goes to the provider; the job shows its last question.
-                prompt = String(text.prefix(SubmissionValidator.maxPromptCharacters))
+                prompt = text
             } else {
                 details.append(.init(path: "messages", message: "needs a user message with text"))
             }

@@ -86,11 +86,13 @@ struct SubmissionValidator: Sendable {
         case .string(let text)?:
             if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty {
                 details.append(.init(path: "prompt", message: "must not be empty"))
-            } else if text.count > Self.maxPromptCharacters {
+            } else if text.unicodeScalars.count > Self.maxPromptCharacters {
+                // Counted as JSON Schema counts (code points), so the OpenAPI document's limit holds.
                 details.append(
                     .init(
                         path: "prompt",
-                        message: "must be at most \(Self.maxPromptCharacters) characters, got \(text.count)"))
+                        message:
+                            "must be at most \(Self.maxPromptCharacters) characters, got \(text.unicodeScalars.count)"))
             } else if text.unicodeScalars.contains(where: { $0.value == 0 }) {
                 details.append(.init(path: "prompt", message: "must not contain NUL characters"))
             }

@@ -95,17 +95,19 @@ struct WebhookSender: Service, CustomStringConvertible {
     /// The body's `data`: the job as `GET /v1/generations/{id}` shows it.
     let render: @Sendable (Generation) async throws -> [String: JSONValue]
 
-    /// No redirects: a receiver could send the delivery on to an address it may not reach.
-    static func makeClient(timeout: Double) -> HTTPClient {
+    /// A client for one delivery: connecting to `address` (the one checked) for `host`, whatever
+    /// the name resolves to by then (TLS still checks the certificate against the name), and
+    /// following no redirects (a receiver could send the delivery on to an address it may not
+    /// reach).
+    static func makeClient(timeout: Double, host: String, address: IPAddress?) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(Int64(min(timeout, 10))), read: .seconds(Int64(timeout))))
-        configuration.connectionPool.idleTimeout = .seconds(30)
+        if let address { configuration.dnsOverride = [host: address.description] }
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     func run() async throws {
-        let client = Self.makeClient(timeout: config.timeoutSeconds)
         let watch = hub.watch(nil)
         let inFlight = InFlight()
         let doorbell = watch.doorbell
@@ -127,7 +129,7 @@ struct WebhookSender: Service, CustomStringConvertible {
                     for delivery in claimed {
                         inFlight.count.withLock { $0 += 1 }
                         group.addTask {
-                            await deliver(delivery, client: client)
+                            await deliver(delivery)
                             inFlight.count.withLock { $0 -= 1 }
                             doorbell.ring()
                         }
@@ -141,7 +143,11 @@ struct WebhookSender: Service, CustomStringConvertible {
             }
         }
         hub.unwatch(watch)
-        try? await client.shutdown()
+    }
+
+    /// A failure on this side, said as it is (not as the receiver's).
+    struct Problem: Error {
+        let text: String
     }
 
     final class InFlight: Sendable {
@@ -149,22 +155,32 @@ struct WebhookSender: Service, CustomStringConvertible {
     }
 
     /// One attempt at one delivery, recorded whatever happens.
-    func deliver(_ delivery: WebhookDelivery, client: HTTPClient) async {
+    func deliver(_ delivery: WebhookDelivery) async {
         let started = ContinuousClock.now
         let now = Date()
         var status: Int?
         var problem: String?
         var final = false
-        var body = delivery.body ?? ""
+        var body = delivery.body
         do {
-            if delivery.body == nil { body = try await makeBody(delivery) }
+            let sent: String
+            do {
+                sent = try await makeBody(delivery)
+            } catch let error as OutboundURLRefused {
+                throw error
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                throw Problem(text: "could not make the delivery's body (\(String(describing: error).prefix(200)))")
+            }
+            body = sent
             guard let url = URL(string: delivery.url), let host = url.host else {
                 throw OutboundURLRefused(reason: "\(delivery.url) is not a URL")
             }
-            try await policy.checkResolved(host: host)
+            let address = try await policy.checkResolved(host: host)
             let keys = try await secrets.signingKeys(for: delivery.ownerKeyID)
             let timestamp = Int(now.timeIntervalSince1970)
-            let data = Data(body.utf8)
+            let data = Data(sent.utf8)
             var request = HTTPClientRequest(url: delivery.url)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
@@ -176,18 +192,29 @@ struct WebhookSender: Service, CustomStringConvertible {
                 value: keys.map { StandardWebhooks.sign(key: $0, id: delivery.id, timestamp: timestamp, body: data) }
                     .joined(separator: " "))
             request.body = .bytes(ByteBuffer(data: data))
-            let response = try await client.execute(request, timeout: .seconds(Int64(config.timeoutSeconds)))
-            status = Int(response.status.code)
-            // What the receiver says is not needed: read (a little of) it and let go.
-            _ = try? await response.body.collect(upTo: 64 * 1_024)
+            let client = Self.makeClient(
+                timeout: config.timeoutSeconds, host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")),
+                address: address)
+            do {
+                // The status is the answer; its body is not read (a receiver that drips it
+                // would hold the delivery), and the connection goes with the client.
+                let response = try await client.execute(request, timeout: .seconds(Int64(config.timeoutSeconds)))
+                status = Int(response.status.code)
+            } catch {
+                try? await client.shutdown()
+                throw error
+            }
+            try? await client.shutdown()
             if !(200..<300).contains(status ?? 0) { problem = "the receiver answered \(status ?? 0)" }
             // 410 Gone: the receiver says this endpoint is no more.
             final = status == 410
         } catch let refused as OutboundURLRefused {
             problem = refused.description
-            final = true
+            final = refused.final
         } catch is CancellationError {
             return  // stopping: the lease runs out and the delivery is made again
+        } catch let failure as Problem {
+            problem = failure.text
         } catch {
             problem = Self.describe(error)
         }
@@ -228,8 +255,9 @@ struct WebhookSender: Service, CustomStringConvertible {
     /// `{"type", "timestamp", "data": the job, "event": the event}`, the Standard Webhooks
     /// payload shape; made once, at the first attempt, and sent as it is ever after.
     func makeBody(_ delivery: WebhookDelivery) async throws -> String {
+        if let body = delivery.body { return body }
         guard let generation = try await store.generation(id: delivery.generationID) else {
-            throw OutboundURLRefused(reason: "its job \(delivery.generationID) is gone")
+            throw OutboundURLRefused(reason: "its job \(delivery.generationID) is gone")  // final
         }
         let event = try await store.events(
             generationID: delivery.generationID, after: delivery.eventSeq - 1, limit: 1

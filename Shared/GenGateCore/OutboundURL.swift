@@ -44,16 +44,21 @@ public struct OutboundURLPolicy: Sendable, Equatable {
         return nil
     }
 
-    /// Resolves `host` and throws unless every address it has is allowed. Runs the blocking
-    /// resolver on a thread of its own, never on the cooperative pool.
-    public func checkResolved(host: String) async throws {
-        if allowPrivate { return }
+    /// Resolves `host` and throws unless every address it has is allowed; returns the address
+    /// to connect to (the caller connects to it, not to the name, which could resolve elsewhere
+    /// the next time), or nil when private targets are allowed. Runs the blocking resolver on a
+    /// thread of its own, never on the cooperative pool.
+    public func checkResolved(host: String) async throws -> IPAddress? {
+        if allowPrivate { return nil }
         let bare = host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         let addresses = try await Self.resolve(bare)
-        guard !addresses.isEmpty else { throw OutboundURLRefused(reason: "\(bare) does not resolve") }
+        guard let first = addresses.first else {
+            throw OutboundURLRefused(reason: "\(bare) does not resolve", final: false)
+        }
         if let bad = addresses.first(where: { !$0.isPublic }) {
             throw OutboundURLRefused(reason: "\(bare) resolves to \(bad), a private, loopback or link-local address")
         }
+        return first
     }
 
     /// The addresses `host` resolves to (getaddrinfo, on a thread of its own).
@@ -65,9 +70,11 @@ public struct OutboundURLPolicy: Sendable, Equatable {
                 var list: UnsafeMutablePointer<addrinfo>?
                 let status = getaddrinfo(host, nil, &hints, &list)
                 guard status == 0 else {
+                    // Perhaps for now only (a resolver that did not answer): not final.
                     continuation.resume(
                         throwing: OutboundURLRefused(
-                            reason: "\(host) does not resolve (\(String(cString: gai_strerror(status))))"))
+                            reason: "\(host) does not resolve (\(String(cString: gai_strerror(status))))", final: false)
+                    )
                     return
                 }
                 defer { freeaddrinfo(list) }
@@ -89,7 +96,12 @@ public struct OutboundURLPolicy: Sendable, Equatable {
 /// A URL refused by `OutboundURLPolicy`.
 public struct OutboundURLRefused: Error, CustomStringConvertible, Equatable {
     public var reason: String
-    public init(reason: String) { self.reason = reason }
+    /// Trying again will not help (a private address); false for a name that did not resolve.
+    public var final: Bool
+    public init(reason: String, final: Bool = true) {
+        self.reason = reason
+        self.final = final
+    }
     public var description: String { "refused: \(reason)" }
 }
 
@@ -173,7 +185,13 @@ public enum IPAddress: Sendable, Equatable, CustomStringConvertible {
             if bytes[0..<12] == [0x00, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0] {
                 return IPAddress.v4(embedded).isPublic
             }
-            if bytes[0..<15].allSatisfy({ $0 == 0 }) { return false }  // :: and ::1
+            if bytes[0..<12].allSatisfy({ $0 == 0 }) { return false }  // ::/96: ::, ::1, IPv4-compatible
+            if bytes[0] == 0x20 && bytes[1] == 0x02 {  // 2002::/16, 6to4: the IPv4 address inside decides
+                return IPAddress.v4(
+                    UInt32(bytes[2]) << 24 | UInt32(bytes[3]) << 16 | UInt32(bytes[4]) << 8 | UInt32(bytes[5])
+                )
+                .isPublic
+            }
             if bytes[0] & 0xfe == 0xfc { return false }  // fc00::/7 unique local
             if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0x80 { return false }  // fe80::/10 link-local
             if bytes[0] == 0xfe && bytes[1] & 0xc0 == 0xc0 { return false }  // fec0::/10 site-local (old)

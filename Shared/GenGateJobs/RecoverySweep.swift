@@ -86,7 +86,7 @@ public struct RecoverySweep: Service, CustomStringConvertible {
         }
         // A submission still `submitting` a lease period after it began has no worker left.
         let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
-        try await tendBatches(now: now)
+        await each("batches") { try await tendBatches(now: now) }
         for attempt in try await store.openAttemptsOfEndedGenerations(submittingBefore: orphanedBefore, limit: 100) {
             await each(attempt.generationID) { try await stopTask(of: attempt) }
         }

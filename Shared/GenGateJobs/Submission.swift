@@ -194,7 +194,8 @@ public struct Submission: Sendable {
     func hold(_ generation: Generation, provider: String, front: Bool) async {
         await context.releaseLease(generation, nextActionAt: Date().addingTimeInterval(context.waiting.holdSeconds))
         context.waiting.hold(
-            generation.id, version: generation.version, provider: provider, front: front, context: context)
+            generation.id, version: generation.version, priority: generation.priority, provider: provider, front: front,
+            context: context)
     }
 
     /// How a submission's call bears on its provider's adaptive limits.

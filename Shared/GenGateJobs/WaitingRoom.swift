@@ -19,6 +19,8 @@ public final class WaitingRoom: Sendable {
     struct Held: Sendable {
         var id: String
         var version: Int
+        /// Higher first (a batch's `priority`); in order of arrival within one priority.
+        var priority: Int = 0
     }
 
     struct State {
@@ -68,11 +70,14 @@ public final class WaitingRoom: Sendable {
                 state.queues[other]?.removeAll { $0.id == held.id }
             }
             state.members[held.id] = provider
-            if front {
-                state.queues[provider, default: []].insert(held, at: 0)
-            } else {
-                state.queues[provider, default: []].append(held)
-            }
+            var queue = state.queues[provider] ?? []
+            // Before every job of lower priority; at the front of its own when it was let go and refused.
+            let place =
+                front
+                ? queue.firstIndex { $0.priority <= held.priority } ?? queue.count
+                : queue.firstIndex { $0.priority < held.priority } ?? queue.count
+            queue.insert(held, at: place)
+            state.queues[provider] = queue
             return state.watched.insert(provider).inserted
         }
     }
@@ -91,8 +96,10 @@ public final class WaitingRoom: Sendable {
 
     /// Holds job `id` (at `version`) and, if it is the first of its provider, watches the
     /// provider's room.
-    func hold(_ id: String, version: Int, provider: String, front: Bool, context: JobContext) {
-        guard hold(Held(id: id, version: version), provider: provider, front: front) else { return }
+    func hold(_ id: String, version: Int, priority: Int, provider: String, front: Bool, context: JobContext) {
+        guard hold(Held(id: id, version: version, priority: priority), provider: provider, front: front) else {
+            return
+        }
         Task { await watch(provider, context: context) }
     }
 

@@ -129,8 +129,9 @@ public protocol GenerationStore: Sendable {
     /// Non-terminal generations past their deadline.
     func pastDeadline(now: Date, limit: Int) async throws -> [Generation]
 
-    /// How many pending jobs come before `generation` in the order the dispatchers take them.
-    func queuePosition(of generation: Generation) async throws -> Int
+    /// How many pending jobs come before `generation` in the order the dispatchers take them;
+    /// nil when it is not waiting to be dispatched (or waits for its batch's window, not the queue).
+    func queuePosition(of generation: Generation) async throws -> Int?
 
     // MARK: Events
 

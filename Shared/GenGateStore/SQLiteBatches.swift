@@ -121,11 +121,16 @@ extension SQLiteStore {
                         "SELECT id, max_concurrency FROM batches WHERE id = ? AND held_count > 0 AND stopped_at IS NULL",
                     arguments: [batchID])
             } else {
+                // Only batches with room: full ones would take the places of those that have some.
                 batches = try Row.fetchAll(
                     db,
                     cached: """
-                        SELECT id, max_concurrency FROM batches INDEXED BY batches_holding
-                        WHERE held_count > 0 AND stopped_at IS NULL LIMIT 100
+                        SELECT b.id, b.max_concurrency FROM batches b INDEXED BY batches_holding
+                        WHERE b.held_count > 0 AND b.stopped_at IS NULL
+                          AND (SELECT COUNT(*) FROM generations g INDEXED BY generations_batch_open
+                               WHERE g.batch_id = b.id AND g.held = 0 AND g.status NOT IN \(Self.terminalList))
+                              < b.max_concurrency
+                        LIMIT 100
                         """)
             }
             var released: [String] = []
@@ -207,15 +212,19 @@ extension SQLiteStore {
     }
 
     public func batchesToStop(limit: Int) async throws -> [String] {
-        try await pool.read { db in
+        // Looked for from the failures of the last day (the job's own process stops its batch at
+        // once; this is for when it died first), so the look costs nothing as batches pile up.
+        let since = Date().addingTimeInterval(-86_400).timeIntervalSince1970
+        return try await pool.read { db in
             try String.fetchAll(
                 db,
                 cached: """
-                    SELECT b.id FROM batches b WHERE b.stop_on_error = 1 AND b.stopped_at IS NULL
-                      AND EXISTS (SELECT 1 FROM generations g INDEXED BY generations_batch
-                                  WHERE g.batch_id = b.id AND g.status = 'failed')
+                    SELECT DISTINCT b.id FROM generations g INDEXED BY generations_batch_failed
+                    JOIN batches b ON b.id = g.batch_id
+                    WHERE g.batch_id IS NOT NULL AND g.status = 'failed' AND g.updated_at > ?
+                      AND b.stop_on_error = 1 AND b.stopped_at IS NULL
                     LIMIT ?
-                    """, arguments: [limit])
+                    """, arguments: [since, limit])
         }
     }
 
@@ -224,7 +233,8 @@ extension SQLiteStore {
             try String.fetchAll(
                 db,
                 cached: """
-                    SELECT g.id FROM batches b JOIN generations g INDEXED BY generations_batch_open
+                    SELECT g.id FROM batches b INDEXED BY batches_stopped
+                    JOIN generations g INDEXED BY generations_batch_open
                       ON g.batch_id = b.id AND g.held = 0 AND g.status NOT IN \(Self.terminalList)
                     WHERE b.stopped_at IS NOT NULL AND b.stopped_at > ?
                     LIMIT ?

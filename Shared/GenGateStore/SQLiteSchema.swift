@@ -259,9 +259,10 @@ enum SQLiteSchema {
                     -- A batch's unfinished jobs, released or held: counted at each release.
                     CREATE INDEX generations_batch_open ON generations(batch_id, held)
                         WHERE batch_id IS NOT NULL AND \(active);
-                    -- Pending work is taken in priority order, then by due time.
-                    CREATE INDEX generations_dispatch_order ON generations(status, priority DESC, next_action_at)
-                        WHERE lease_owner IS NULL AND \(active) AND next_action_at IS NOT NULL;
+                    -- Batch jobs that failed, newest first: where a stop on error is looked for.
+                    CREATE INDEX generations_batch_failed ON generations(updated_at)
+                        WHERE batch_id IS NOT NULL AND status = 'failed';
+                    CREATE INDEX batches_stopped ON batches(stopped_at) WHERE stopped_at IS NOT NULL;
                     """)
         }
         return migrator

@@ -255,10 +255,9 @@ public final class SQLiteStore: GenerationStore {
         arguments += [limit]
         let sql = """
             UPDATE generations SET lease_owner = ?, lease_expires_at = ?, version = version + 1, updated_at = ?
-            WHERE id IN (SELECT id FROM generations INDEXED BY generations_dispatch_order
-                         WHERE lease_owner IS NULL AND \(Self.active) AND next_action_at IS NOT NULL
-                           AND status = ? AND next_action_at <= ? \(excluded)
-                         ORDER BY priority DESC, next_action_at LIMIT ?)
+            WHERE id IN (SELECT id FROM generations INDEXED BY generations_unleased_due
+                         WHERE lease_owner IS NULL AND \(Self.active) AND status = ? AND next_action_at <= ? \(excluded)
+                         ORDER BY next_action_at LIMIT ?)
             RETURNING id, version
             """
         let claimArguments = arguments
@@ -643,8 +642,8 @@ public final class SQLiteStore: GenerationStore {
         }
     }
 
-    public func queuePosition(of generation: Generation) async throws -> Int {
-        guard generation.status == .pending, let due = generation.nextActionAt else { return 0 }
+    public func queuePosition(of generation: Generation) async throws -> Int? {
+        guard generation.status == .pending, let due = generation.nextActionAt else { return nil }
         return try await pool.read { db in
             try Int.fetchOne(
                 db,

@@ -70,29 +70,24 @@ extension SQLiteStore {
     public func claimWebhookDeliveries(owner: String, leaseUntil: Date, now: Date, limit: Int) async throws
         -> [WebhookDelivery]
     {
-        // Looked for first with a read: most looks find nothing, and a write would queue for the lock.
+        // Looked for first with a read, asking what the claim asks (a delivery waiting behind its
+        // job's earlier one is not due): most looks find nothing, and a write queues for the lock.
+        let claimable = """
+            SELECT d.id FROM webhook_deliveries d INDEXED BY webhook_deliveries_due
+            WHERE d.state = 'pending' AND d.next_attempt_at <= ?
+              AND (d.lease_owner IS NULL OR d.lease_expires_at < ?)
+              AND NOT EXISTS (
+                  SELECT 1 FROM webhook_deliveries e INDEXED BY webhook_deliveries_generation
+                  WHERE e.generation_id = d.generation_id AND e.event_seq < d.event_seq AND e.state = 'pending')
+            ORDER BY d.next_attempt_at LIMIT ?
+            """
+        let at = now.timeIntervalSince1970
         let due = try await pool.read { db in
-            try Bool.fetchOne(
-                db,
-                cached: """
-                    SELECT EXISTS (SELECT 1 FROM webhook_deliveries INDEXED BY webhook_deliveries_due
-                                   WHERE state = 'pending' AND next_attempt_at <= ?)
-                    """, arguments: [now.timeIntervalSince1970]) ?? false
+            try String.fetchOne(db, cached: claimable, arguments: [at, at, 1]) != nil
         }
         guard due else { return [] }
         return try await batcher.write { db in
-            let ids = try String.fetchAll(
-                db,
-                cached: """
-                    SELECT d.id FROM webhook_deliveries d INDEXED BY webhook_deliveries_due
-                    WHERE d.state = 'pending' AND d.next_attempt_at <= ?
-                      AND (d.lease_owner IS NULL OR d.lease_expires_at < ?)
-                      AND NOT EXISTS (
-                          SELECT 1 FROM webhook_deliveries e INDEXED BY webhook_deliveries_generation
-                          WHERE e.generation_id = d.generation_id AND e.event_seq < d.event_seq AND e.state = 'pending')
-                    ORDER BY d.next_attempt_at LIMIT ?
-                    """,
-                arguments: [now.timeIntervalSince1970, now.timeIntervalSince1970, limit])
+            let ids = try String.fetchAll(db, cached: claimable, arguments: [at, at, limit])
             guard !ids.isEmpty else { return [] }
             let marks = databaseQuestionMarks(count: ids.count)
             try db.run(

@@ -72,14 +72,15 @@ public struct WebhookOutcome: Sendable, Equatable {
     /// The process that claimed it: the record is refused if another took it since.
     public var owner: String
     public var attempt: WebhookAttempt
-    /// The body sent, kept for later attempts (ignored once one is kept).
-    public var body: String
+    /// The body sent, kept for later attempts (ignored once one is kept); nil if it could not
+    /// be made this time.
+    public var body: String?
     public var state: WebhookDelivery.State
     /// When to try again (`pending` only).
     public var nextAttemptAt: Date?
 
     public init(
-        deliveryID: String, owner: String, attempt: WebhookAttempt, body: String, state: WebhookDelivery.State,
+        deliveryID: String, owner: String, attempt: WebhookAttempt, body: String?, state: WebhookDelivery.State,
         nextAttemptAt: Date?
     ) {
         self.deliveryID = deliveryID

@@ -34,18 +34,24 @@ final class OutboundURLTests: XCTestCase {
 
     func testANameIsCheckedAgainAfterResolution() async throws {
         do {
-            try await strict.checkResolved(host: "localhost")
+            _ = try await strict.checkResolved(host: "localhost")
             XCTFail("localhost resolves to loopback")
         } catch let refused as OutboundURLRefused {
             XCTAssertTrue(refused.reason.contains("resolves to"), refused.reason)
         }
         do {
-            try await strict.checkResolved(host: "no-such-host.invalid")
+            _ = try await strict.checkResolved(host: "no-such-host.invalid")
             XCTFail("an unknown name")
         } catch let refused as OutboundURLRefused {
             XCTAssertTrue(refused.reason.contains("does not resolve"), refused.reason)
+            XCTAssertFalse(refused.final, "a name may resolve later")
         }
-        try await OutboundURLPolicy(allowPrivate: true).checkResolved(host: "localhost")
+        let allowed = try await OutboundURLPolicy(allowPrivate: true).checkResolved(host: "localhost")
+        XCTAssertNil(allowed)
+        XCTAssertEqual(IPAddress("::ffff:127.0.0.1")?.isPublic, false)
+        XCTAssertEqual(IPAddress("::7f00:1")?.isPublic, false, "IPv4-compatible")
+        XCTAssertEqual(IPAddress("2002:7f00:1::1")?.isPublic, false, "6to4 of 127.0.0.1")
+        XCTAssertEqual(IPAddress("2002:0808:0808::1")?.isPublic, true, "6to4 of 8.8.8.8")
     }
 
     func testAddressesClassify() {

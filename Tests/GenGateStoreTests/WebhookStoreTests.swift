@@ -146,7 +146,7 @@ extension GenerationStoreContractTests {
             job.nextActionAt = now.addingTimeInterval(Double(offset))
             jobs.append(try await inserted(job))
         }
-        var positions: [Int] = []
+        var positions: [Int?] = []
         for job in jobs { positions.append(try await store.queuePosition(of: job)) }
         XCTAssertEqual(positions, [0, 1, 2])
     }

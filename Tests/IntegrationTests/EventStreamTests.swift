@@ -264,6 +264,13 @@ final class EventStreamTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(waited, .milliseconds(900))
         XCTAssertLessThan(waited, .seconds(5))
 
+        // Preferences it does not know are ignored, malformed ones too (RFC 7240).
+        for other in ["=", "respond-async", "a, =="] {
+            let answer = try await system.request(
+                .POST, "/v1/generations", body: #"{"model": "sim/image", "prompt": "other"}"#,
+                headers: [("Prefer", other)])
+            XCTAssertEqual(answer.status, 202, other)
+        }
         for bad in ["wait=0", "wait=61", "wait=soon"] {
             let answer = try await system.request(
                 .POST, "/v1/generations", body: #"{"model": "sim/image", "prompt": "bad"}"#, headers: [("Prefer", bad)])
