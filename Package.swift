@@ -16,6 +16,8 @@ let package = Package(
         .executable(name: "monitor", targets: ["monitor"]),
         .executable(name: "provider-sim", targets: ["provider-sim"]),
         .executable(name: "gengate-bench", targets: ["gengate-bench"]),
+        // The Swift client of GenGate's HTTP API, for applications.
+        .library(name: "GenGateClient", targets: ["GenGateClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
@@ -101,6 +103,16 @@ let package = Package(
             path: "Shared/GenGateJobs"
         ),
         .target(
+            name: "GenGateClient",
+            dependencies: [
+                "GenGateCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Shared/GenGateClient"
+        ),
+        .target(
             name: "GenGateRuntime",
             dependencies: [
                 "GenGateCore", "GenGateBus", "GenGateStore", "GenGateObjects", "GenGateProviders", "GenGateJobs",
@@ -139,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "gengate",
             dependencies: [
-                "GenGateRuntime", "GenGateProviderSim",
+                "GenGateRuntime", "GenGateProviderSim", "GenGateClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -200,6 +212,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "GenGateCore",
+                "GenGateClient",
                 "GenGateLocalPorts",
                 "GenGateBus",
                 "GenGateStore",

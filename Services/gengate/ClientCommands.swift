@@ -1,10 +1,63 @@
 import ArgumentParser
 import Foundation
+import GenGateClient
 import GenGateCore
-import NIOHTTP1
+import GenGateRuntime
 
-/// `gengate submit`: creates a generation and prints `{id, status}` (or, with --wait, the
-/// finished generation).
+/// Options shared by the client commands: which GenGate, and which key.
+struct ClientOptions: ParsableArguments {
+    @Option(name: .long, help: "GenGate's base URL (default http://127.0.0.1:8080; GENGATE_URL).")
+    var url: String?
+
+    @Option(name: .long, help: "API key (GENGATE_API_KEY; default: the admin key in the data dir).")
+    var key: String?
+
+    @Option(name: .long, help: "Data directory whose admin.key to use when no key is given.")
+    var dataDir: String?
+
+    func client() throws -> GenGateClient {
+        let environment = ProcessInfo.processInfo.environment
+        let base = url ?? environment["GENGATE_URL"] ?? "http://127.0.0.1:\(environment["GENGATE_HTTP_PORT"] ?? "8080")"
+        var secret = key ?? environment["GENGATE_API_KEY"]
+        if secret == nil {
+            var config = GenGateConfig()
+            config.dataDir = dataDir ?? environment["GENGATE_DATA_DIR"] ?? config.dataDir
+            secret = (try? String(contentsOf: config.adminKeyPath, encoding: .utf8))?.trimmingCharacters(
+                in: .whitespacesAndNewlines)
+        }
+        guard let secret, !secret.isEmpty else {
+            throw ValidationError(
+                "no API key: pass --key, set GENGATE_API_KEY, or run where ./.gengate/admin.key exists")
+        }
+        return GenGateClient(baseURL: base, apiKey: secret)
+    }
+}
+
+/// A failure of a client command: printed as `Error: <text>`, exit status 1, no usage text
+/// (that is for mistakes in the command line itself, which stay `ValidationError`s).
+struct ClientError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Runs a client call; the API's errors become `ClientError`s (`code: message`).
+func calling<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as GenGateClientError {
+        throw ClientError(error.description)
+    }
+}
+
+enum Printer {
+    static func json(_ value: JSONValue) {
+        let data = (try? JSONCoding.encoder(pretty: true).encode(value)) ?? Data()
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// `gengate submit`: creates a generation and prints `{id, status}` (or, with --wait, follows it
+/// live and prints the finished generation).
 struct SubmitCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "submit", abstract: "Submit a generation.")
 
@@ -17,14 +70,14 @@ struct SubmitCommand: AsyncParsableCommand {
 
     func run() async throws {
         let api = try client.client()
-        var body: [String: JSONValue] = ["model": .string(model), "prompt": .string(prompt), "n": .number(Double(n))]
-        if let seed { body["seed"] = .number(Double(seed)) }
-        let created = try api.expect(try await api.call(.POST, "/v1/generations", body: .object(body)))
-        guard wait, let id = created["id"]?.stringValue else {
-            Printer.json(created)
+        let job = try await calling {
+            try await api.submit(GenerationRequest(model: model, prompt: prompt, n: n, seed: seed))
+        }
+        guard wait else {
+            Printer.json(job.json)
             return
         }
-        try await Watcher.follow(id, api: api)
+        try await Watcher.follow(job.id, api: api)
     }
 }
 
@@ -37,14 +90,14 @@ struct StatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         let api = try client.client()
-        Printer.json(try api.expect(try await api.call(.GET, "/v1/generations/\(id)")))
+        Printer.json(try await calling { try await api.job(id) }.json)
     }
 }
 
-/// `gengate watch <id>`: follows a generation until it ends, one line per change.
+/// `gengate watch <id>`: follows a generation live until it ends (a progress bar on a terminal).
 struct WatchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "watch", abstract: "Follow a generation until it ends.")
+        commandName: "watch", abstract: "Follow a generation live until it ends.")
 
     @OptionGroup var client: ClientOptions
     @Argument(help: "Generation id.") var id: String
@@ -63,28 +116,63 @@ struct CancelCommand: AsyncParsableCommand {
 
     func run() async throws {
         let api = try client.client()
-        Printer.json(try api.expect(try await api.call(.POST, "/v1/generations/\(id)/cancel")))
+        Printer.json(try await calling { try await api.cancel(id) }.json)
     }
 }
 
 enum Watcher {
-    /// Prints each change of status or progress, then the final generation; fails if it failed.
-    static func follow(_ id: String, api: APIClient) async throws {
+    /// Follows the job's events, showing its state and progress on standard error (a bar
+    /// redrawn in place on a terminal, one line per change otherwise) and streamed text as it
+    /// comes; then prints the ended job on standard output. Fails if it did not complete.
+    static func follow(_ id: String, api: GenGateClient) async throws {
+        let terminal = isatty(STDERR_FILENO) == 1
+        var status = "pending"
+        var progress = 0
         var last = ""
-        while true {
-            let generation = try api.expect(try await api.call(.GET, "/v1/generations/\(id)"))
-            let status = generation["status"]?.stringValue ?? "?"
-            let line = "\(id) \(status) \(generation["progress"]?.intValue ?? 0)%"
-            if line != last {
-                FileHandle.standardError.write(Data((line + "\n").utf8))
-                last = line
+        func show() {
+            let line: String
+            if terminal {
+                let filled = progress / 5
+                line =
+                    "\r\(id) [\(String(repeating: "#", count: filled))\(String(repeating: "-", count: 20 - filled))] \(progress)% \(status)   "
+            } else {
+                line = "\(id) \(status) \(progress)%\n"
             }
-            if ["completed", "failed", "cancelled"].contains(status) {
-                Printer.json(generation)
-                if status != "completed" { throw ExitCode(1) }
-                return
-            }
-            try await Task.sleep(for: .milliseconds(300))
+            guard line != last else { return }
+            last = line
+            FileHandle.standardError.write(Data(line.utf8))
         }
+        show()
+        do {
+            for try await event in api.events(of: id) {
+                switch event {
+                case .queue(let position):
+                    status = "pending (\(position) ahead)"
+                case .done(let ended):
+                    status = ended.rawValue
+                    if ended == .completed { progress = 100 }
+                case .event(_, let event):
+                    switch event.payload {
+                    case .generationStarted: status = "running"
+                    case .generationProgress(let update): progress = update.progress
+                    case .generationOutput: status = "uploading"
+                    case .generationRetrying(let retry): status = "retrying (\(retry.error.code.rawValue))"
+                    case .generationFallback(let move): status = "falling back to \(move.to)"
+                    case .generationStreamChunk(let chunk):
+                        FileHandle.standardError.write(Data(((terminal ? "\r" : "") + chunk.text).utf8))
+                        last = ""
+                    default: break
+                    }
+                }
+                show()
+            }
+        } catch let error as GenGateClientError {
+            if case .api = error { throw ClientError(error.description) }
+            // The stream broke off: the job's state is read below all the same.
+        }
+        if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
+        let job = try await calling { try await api.wait(for: id) }
+        Printer.json(job.json)
+        if job.status != .completed { throw ExitCode(1) }
     }
 }
