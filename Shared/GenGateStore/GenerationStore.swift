@@ -116,8 +116,9 @@ public protocol GenerationStore: Sendable {
     /// (cancelled, or failed at its deadline, with nobody left to stop the task): submitted
     /// ones, and submitting ones made before `submittingBefore` (whose worker is surely gone).
     func openAttemptsOfEndedGenerations(submittingBefore: Date, limit: Int) async throws -> [Attempt]
-    /// Deletes up to `limit` events older than `eventsBefore` and idempotency keys older than
-    /// `keysBefore`, oldest first. Returns how many rows went. (Attempts and outputs stay: an
+    /// Deletes up to `limit` events older than `eventsBefore` (and ended webhook deliveries made
+    /// before then, with their attempts) and idempotency keys older than `keysBefore`, oldest
+    /// first. Returns how many rows went. (Attempts and outputs stay: an
     /// attempt per submission is bounded by the retry policy, and outputs are what was bought.)
     func expire(eventsBefore: Date, keysBefore: Date, limit: Int) async throws -> Int
     /// Submissions recorded as possibly made twice, by provider.

@@ -218,6 +218,8 @@ enum SQLiteSchema {
                     CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at)
                         WHERE state = 'pending';
                     CREATE INDEX webhook_deliveries_generation ON webhook_deliveries(generation_id, event_seq);
+                    -- Ended deliveries expire with the events they carried.
+                    CREATE INDEX webhook_deliveries_ended ON webhook_deliveries(created_at) WHERE state != 'pending';
                     CREATE TABLE webhook_attempts (
                         delivery_id TEXT NOT NULL,
                         number INTEGER NOT NULL,

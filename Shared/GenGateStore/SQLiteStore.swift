@@ -696,6 +696,18 @@ public final class SQLiteStore: GenerationStore {
                         (SELECT rowid FROM idempotency_keys INDEXED BY idempotency_keys_created WHERE created_at < ? LIMIT ?)
                     """, arguments: [keysBefore.timeIntervalSince1970, limit])
             count += db.changesCount
+            // Webhook deliveries that ended (delivered or given up) go with their events.
+            let ended = """
+                SELECT id FROM webhook_deliveries INDEXED BY webhook_deliveries_ended
+                WHERE state != 'pending' AND created_at < ? ORDER BY created_at LIMIT ?
+                """
+            let deliveries = try String.fetchAll(
+                db, cached: ended, arguments: [eventsBefore.timeIntervalSince1970, limit])
+            for id in deliveries {
+                try db.run(sql: "DELETE FROM webhook_attempts WHERE delivery_id = ?", arguments: [id])
+                try db.run(sql: "DELETE FROM webhook_deliveries WHERE id = ?", arguments: [id])
+            }
+            count += deliveries.count
             return count
         }
     }

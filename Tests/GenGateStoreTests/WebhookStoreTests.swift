@@ -106,6 +106,12 @@ extension GenerationStoreContractTests {
         XCTAssertTrue(done)
         let next = try await store.claimWebhookDeliveries(owner: "b", leaseUntil: now + 60, now: now + 6, limit: 10)
         XCTAssertEqual(next.map(\.eventType), [.generationCancelled])
+        let givenUp = try await store.recordWebhookAttempt(
+            WebhookOutcome(
+                deliveryID: next[0].id, owner: "b",
+                attempt: WebhookAttempt(number: 1, at: now + 6, statusCode: 410, error: "gone", durationMs: 1),
+                body: nil, state: .failed, nextAttemptAt: nil))
+        XCTAssertTrue(givenUp)
 
         let shown = try await store.webhookDeliveries(generationID: job.id)
         XCTAssertEqual(shown[0].state, .delivered)
@@ -118,6 +124,11 @@ extension GenerationStoreContractTests {
         let back = try await store.webhookDeliveries(generationID: job.id)
         XCTAssertEqual(back[0].state, .pending)
         XCTAssertEqual(back[0].history.count, 2, "the history stays")
+
+        // Ended deliveries expire with their events; pending ones stay.
+        _ = try await store.expire(eventsBefore: Date().addingTimeInterval(60), keysBefore: .distantPast, limit: 100)
+        let left = try await store.webhookDeliveries(generationID: job.id)
+        XCTAssertEqual(left.map(\.state), [.pending], "the failed one went, with its attempts")
     }
 
     func testWebhookSecretsAreCreatedOnceAndRotatedWithTheirPredecessor() async throws {
