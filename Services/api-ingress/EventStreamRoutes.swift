@@ -316,6 +316,8 @@ struct EventStreamRoutes: Sendable {
                 if marks.count > 100_000 { marks.removeAll() }
                 chunks += fresh
             }
+            // Gathered job by job: in time order before they are slotted in.
+            chunks.sort { $0.0.at < $1.0.at }
             var buffer = ByteBuffer()
             for item in Item.ordered(stored, chunks) {
                 switch item {

@@ -342,13 +342,16 @@ struct GenerationRoutes: Sendable {
             throw APIError(.forbidden, "this link is not valid, or it expired; ask the API for a new one")
         }
         guard let generation = try await store.generation(id: id) else { throw APIError.notFound("no such output") }
-        return try await serve(generation, index: index, request, context)
+        // Cached no longer than the link works.
+        let left = max(0, Int((Double(query.get("expires") ?? "") ?? 0) - Date().timeIntervalSince1970))
+        return try await serve(generation, index: index, request, context, cacheControl: "private, max-age=\(left)")
     }
 
     /// One stored output's bytes, streamed from its file, whole or a range.
-    func serve(_ generation: Generation, index: Int, _ request: Request, _ context: GateContext) async throws
-        -> Response
-    {
+    func serve(
+        _ generation: Generation, index: Int, _ request: Request, _ context: GateContext,
+        cacheControl: String = "private, max-age=31536000, immutable"
+    ) async throws -> Response {
         guard let output = generation.outputs.first(where: { $0.index == index }), output.isStored,
             let key = output.objectKey
         else {
@@ -366,7 +369,7 @@ struct GenerationRoutes: Sendable {
         }
         // Streamed from the file in chunks (flat memory whatever its size), whole or one range.
         var headers: HTTPFields = [
-            .contentType: output.contentType, .cacheControl: "private, max-age=31536000, immutable",
+            .contentType: output.contentType, .cacheControl: cacheControl,
             .acceptRanges: "bytes",
         ]
         if let sha = output.sha256 { headers[.eTag] = "\"\(sha)\"" }

@@ -33,10 +33,14 @@ struct OpenAIRoutes: Sendable {
 
     /// Validates `body` as a GenGate submission of `kind`, commits the job and tells the
     /// dispatchers; returns the job and the watch that says when it changes.
-    func submit(_ body: [String: JSONValue], kind: ModelInfo.Kind, context: GateContext) async throws -> (
-        Generation, EventHub.Watch
-    ) {
+    ///
+    /// With an `Idempotency-Key` (`extra_headers` in the SDKs), a repeat of the same call is the
+    /// first call's job, so a client's retry never pays twice.
+    func submit(_ body: [String: JSONValue], kind: ModelInfo.Kind, request: Request, context: GateContext)
+        async throws -> (Generation, EventHub.Watch)
+    {
         let key = try context.requireKey()
+        let idempotencyKey = try GenerationRoutes.idempotencyKey(request)
         let validated = try routes.validator.validate(.object(body))
         guard validated.model.kind == kind else {
             let other = validated.model.kind == .text ? "/v1/chat/completions" : "/v1/images/generations"
@@ -48,30 +52,56 @@ struct OpenAIRoutes: Sendable {
             validated, owner: key.id, now: Date(),
             defaultDeadline: routes.environment.config.jobs.defaultDeadlineSeconds)
         let watch = hub.watch(generation.id)
+        let outcome: InsertOutcome
         do {
-            try await store.insert(generation, event: event)
+            let idempotency = try idempotencyKey.map {
+                IdempotencyKey(
+                    key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.request)),
+                    window: routes.environment.config.http.idempotencyWindowSeconds)
+            }
+            outcome = try await store.insert(generation, event: event, idempotency: idempotency)
         } catch {
             hub.unwatch(watch)
             context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
             throw APIError.unavailable
+        }
+        switch outcome {
+        case .inserted: break
+        case .replayed(let original):
+            hub.unwatch(watch)
+            guard let first = try await store.generation(id: original) else { throw APIError.unavailable }
+            return (first, hub.watch(original))
+        case .keyReused(let original):
+            hub.unwatch(watch)
+            throw APIError(
+                .idempotencyKeyReused,
+                "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original))")
         }
         routes.environment.publish([event])
         routes.dispatch.send(generationID: generation.id, reason: "created")
         return (generation, watch)
     }
 
+    static let shouldRetry = HTTPField.Name("x-should-retry")!
+
     /// The job's end as an error answer, for a job that did not complete (or did not end in time).
+    /// The job has been paid for, or retried, already: `x-should-retry: false` tells the OpenAI
+    /// SDKs (which retry 409, 429 and 5xx by themselves) not to make another. A provider's
+    /// refusal of GenGate's own credentials is a 502, not the caller's 401 or 402.
     func failure(_ generation: Generation?, id: String) -> APIError {
+        var headers: HTTPFields = [.location: "/v1/generations/\(id)", Self.shouldRetry: "false"]
+        headers[HTTPField.Name("X-GenGate-Generation")!] = id
         guard let generation else {
             return APIError(
                 .providerTimeout,
                 "generation \(id) is still running after \(Int(waitLimit.components.seconds)) s; follow it at /v1/generations/\(id)",
-                headers: [.location: "/v1/generations/\(id)"])
+                headers: headers)
         }
         let error =
             generation.error ?? GenGateError(.internalError, "generation \(id) ended \(generation.status.rawValue)")
-        return APIError(
-            error.code, "\(error.message) (generation \(id))", headers: [.location: "/v1/generations/\(id)"])
+        let status: HTTPResponse.Status? =
+            [.authenticationFailed, .quotaExceeded].contains(error.code) ? .badGateway : nil
+        return APIError(error.code, "\(error.message) (generation \(id))", status: status, headers: headers)
     }
 
     // MARK: Images
@@ -107,7 +137,7 @@ struct OpenAIRoutes: Sendable {
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid image request", details: details) }
         if !params.isEmpty { body["params"] = .object(params) }
-        let (generation, watch) = try await submit(body, kind: .image, context: context)
+        let (generation, watch) = try await submit(body, kind: .image, request: request, context: context)
         defer { hub.unwatch(watch) }
         let ended = try await routes.waitForEnd(generation.id, upTo: waitLimit, watch: watch)
         guard let ended, ended.status == .completed else { throw failure(ended, id: generation.id) }
@@ -176,7 +206,7 @@ struct OpenAIRoutes: Sendable {
         case .bool(let flag)?: stream = flag
         case let other?: details.append(.init(path: "stream", message: "must be a boolean, got \(other.typeName)"))
         }
-        if let n = fields["n"]?.intValue, n != 1 {
+        if let n = fields["n"], n != .null, n.intValue != 1 {
             details.append(.init(path: "n", message: "only 1 choice per call"))
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid chat request", details: details) }
@@ -186,7 +216,7 @@ struct OpenAIRoutes: Sendable {
         let body: [String: JSONValue] = [
             "model": fields["model"] ?? .null, "prompt": .string(prompt), "params": .object(params),
         ]
-        let (generation, watch) = try await submit(body, kind: .text, context: context)
+        let (generation, watch) = try await submit(body, kind: .text, request: request, context: context)
         let model = generation.request.model
         let created = Int(generation.createdAt.timeIntervalSince1970)
         guard stream else {
@@ -207,18 +237,19 @@ struct OpenAIRoutes: Sendable {
                     ]),
                 ], headers: [HTTPField.Name("X-GenGate-Generation")!: generation.id])
         }
-        let hub = self.hub
         let store = self.store
         let limit2 = waitLimit
         let reader = self
         var headers: HTTPFields = [.contentType: "text/event-stream; charset=utf-8", .cacheControl: "no-store"]
         headers[HTTPField.Name("X-GenGate-Generation")!] = generation.id
+        headers[HTTPField.Name("X-Accel-Buffering")!] = "no"
+        // Let go with the body, run or not (a client gone before the headers were written).
+        let held = HeldWatch(hub: hub, watch: watch)
         return Response(
             status: .ok, headers: headers,
             body: ResponseBody { writer in
-                defer { hub.unwatch(watch) }
                 try await reader.streamChat(
-                    generation.id, model: model, created: created, watch: watch, store: store, limit: limit2,
+                    generation.id, model: model, created: created, watch: held.watch, store: store, limit: limit2,
                     writer: &writer)
                 try await writer.finish(nil)
             })
@@ -259,10 +290,12 @@ struct OpenAIRoutes: Sendable {
         let deadline = ContinuousClock.now + limit
         var attempt: Int?
         var nextIndex = 0
-        var sent = ""
+        var sent: [UInt8] = []
         var diverged = false
         var lastWrite = ContinuousClock.now
+        var lastLook = ContinuousClock.now
         while true {
+            var fresh = false
             for event in hub.chunks(of: id) {
                 guard case .generationStreamChunk(let piece) = event.payload else { continue }
                 if attempt == nil { attempt = piece.attempt }
@@ -274,14 +307,23 @@ struct OpenAIRoutes: Sendable {
                 guard piece.index >= nextIndex else { continue }
                 try await writer.write(try chunk(["content": .string(piece.text)]))
                 lastWrite = .now
-                sent += piece.text
+                sent += Array(piece.text.utf8)
                 nextIndex = piece.index + 1
+                fresh = true
             }
+            // The job itself is read when a wake brought no text (another event came) or every
+            // second, not once per token.
+            if fresh, ContinuousClock.now - lastLook < .seconds(1) {
+                await watch.doorbell.wait(upTo: .seconds(1))
+                continue
+            }
+            lastLook = .now
             if let generation = try await store.generation(id: id), generation.status.isTerminal {
                 if generation.status == .completed {
-                    let text = try await outputText(generation)
-                    if text.hasPrefix(sent) {
-                        let rest = String(text.dropFirst(sent.count))
+                    // Compared as bytes: a chunk may end inside a character.
+                    let text = Array(try await outputText(generation).utf8)
+                    if text.starts(with: sent) {
+                        let rest = String(decoding: text[sent.count...], as: UTF8.self)
                         if !rest.isEmpty { try await writer.write(try chunk(["content": .string(rest)])) }
                         try await writer.write(try chunk([:], finish: "stop"))
                         try await writer.write(ByteBuffer(string: "data: [DONE]\n\n"))
@@ -309,6 +351,19 @@ struct OpenAIRoutes: Sendable {
             }
             await watch.doorbell.wait(upTo: .seconds(1))
         }
+    }
+
+    /// A watch let go when the last holder of this goes (the response body, run or not).
+    final class HeldWatch: Sendable {
+        let hub: EventHub
+        let watch: EventHub.Watch
+
+        init(hub: EventHub, watch: EventHub.Watch) {
+            self.hub = hub
+            self.watch = watch
+        }
+
+        deinit { hub.unwatch(watch) }
     }
 
     func streamError(_ error: APIError) -> ByteBuffer {

@@ -240,6 +240,16 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       },
@@ -321,6 +331,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -367,6 +397,26 @@ enum OpenAPIDocument {
           },
           "404": {
             "description": "No such thing for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -430,6 +480,26 @@ enum OpenAPIDocument {
           },
           "409": {
             "description": "It completed or failed already.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -524,6 +594,26 @@ enum OpenAPIDocument {
           },
           "416": {
             "description": "The range lies outside the output.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -632,6 +722,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -713,6 +823,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -774,6 +904,26 @@ enum OpenAPIDocument {
           },
           "404": {
             "description": "No such thing for this key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -844,6 +994,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -875,6 +1045,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -899,6 +1089,26 @@ enum OpenAPIDocument {
           },
           "401": {
             "description": "No key, or an unknown or revoked one.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -999,6 +1209,16 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       },
@@ -1077,6 +1297,26 @@ enum OpenAPIDocument {
           },
           "401": {
             "description": "No key, or an unknown or revoked one.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1168,6 +1408,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1221,6 +1481,26 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1260,6 +1540,26 @@ enum OpenAPIDocument {
           },
           "401": {
             "description": "No key, or an unknown or revoked one.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1372,18 +1672,8 @@ enum OpenAPIDocument {
               }
             }
           },
-          "402": {
-            "description": "The provider's quota is spent.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
-          },
           "409": {
-            "description": "The job was cancelled.",
+            "description": "The job was cancelled, or the Idempotency-Key was used for another request.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1413,7 +1703,7 @@ enum OpenAPIDocument {
             }
           },
           "502": {
-            "description": "The provider failed the job.",
+            "description": "The provider failed the job, or refused GenGate's credentials or quota.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1434,6 +1724,16 @@ enum OpenAPIDocument {
           },
           "504": {
             "description": "Still running after `openai.wait_seconds`; `Location` names the job.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "The body is over the limit.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1604,18 +1904,8 @@ enum OpenAPIDocument {
               }
             }
           },
-          "402": {
-            "description": "The provider's quota is spent.",
-            "content": {
-              "application/json": {
-                "schema": {
-                  "$ref": "#/components/schemas/Error"
-                }
-              }
-            }
-          },
           "409": {
-            "description": "The job was cancelled.",
+            "description": "The job was cancelled, or the Idempotency-Key was used for another request.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1645,7 +1935,7 @@ enum OpenAPIDocument {
             }
           },
           "502": {
-            "description": "The provider failed the job.",
+            "description": "The provider failed the job, or refused GenGate's credentials or quota.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1666,6 +1956,16 @@ enum OpenAPIDocument {
           },
           "504": {
             "description": "Still running after `openai.wait_seconds`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "The body is over the limit.",
             "content": {
               "application/json": {
                 "schema": {
@@ -1774,6 +2074,36 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "The body is over the limit.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -1857,6 +2187,26 @@ enum OpenAPIDocument {
           },
           "409": {
             "description": "A key cannot revoke itself.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
             "content": {
               "application/json": {
                 "schema": {

@@ -129,10 +129,11 @@ enum Watcher {
         var status = "pending"
         var progress = 0
         var last = ""
+        var ended = false
         func show() {
             let line: String
             if terminal {
-                let filled = progress / 5
+                let filled = min(20, max(0, progress / 5))
                 line =
                     "\r\(id) [\(String(repeating: "#", count: filled))\(String(repeating: "-", count: 20 - filled))] \(progress)% \(status)   "
             } else {
@@ -148,9 +149,10 @@ enum Watcher {
                 switch event {
                 case .queue(let position):
                     status = "pending (\(position) ahead)"
-                case .done(let ended):
-                    status = ended.rawValue
-                    if ended == .completed { progress = 100 }
+                case .done(let end):
+                    status = end.rawValue
+                    if end == .completed { progress = 100 }
+                    ended = true
                 case .event(_, let event):
                     switch event.payload {
                     case .generationStarted: status = "running"
@@ -171,7 +173,8 @@ enum Watcher {
             // The stream broke off: the job's state is read below all the same.
         }
         if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
-        let job = try await calling { try await api.wait(for: id) }
+        // Its stream said it ended: read it; else (the stream broke off) wait for it.
+        let job = try await calling { ended ? try await api.job(id) : try await api.wait(for: id) }
         Printer.json(job.json)
         if job.status != .completed { throw ExitCode(1) }
     }

@@ -59,11 +59,15 @@ public struct GenGateClient: Sendable {
                         if case .done = event { break }
                     }
                 } catch let error as GenGateClientError {
-                    if case .api = error { throw error }  // no such job, a bad key: no point asking again
+                    if !error.isPassing { throw error }  // no such job, a bad key: no point asking again
                 }
                 while true {
-                    let job = try await job(id)
-                    if job.status.isTerminal { return job }
+                    do {
+                        let job = try await job(id)
+                        if job.status.isTerminal { return job }
+                    } catch let error as GenGateClientError where error.isPassing {
+                        // A restart, a busy store, a proxy's 502: ask again.
+                    }
                     try await Task.sleep(for: .seconds(1))
                 }
             }
@@ -102,7 +106,7 @@ public struct GenGateClient: Sendable {
         AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    var sent = ""
+                    var sent: [UInt8] = []
                     var attempt: Int?
                     for try await event in events(of: id) {
                         switch event {
@@ -111,16 +115,23 @@ public struct GenGateClient: Sendable {
                             if attempt == nil { attempt = chunk.attempt }
                             // A retry writes the text again from the start: not shown twice.
                             guard chunk.attempt == attempt else { continue }
-                            sent += chunk.text
+                            sent += Array(chunk.text.utf8)
                             continuation.yield(chunk.text)
                         case .done:
                             let job = try await job(id)
                             guard job.status == .completed, let first = job.outputs.first else {
                                 throw GenGateClientError.jobFailed(job)
                             }
-                            let whole = String(decoding: try await output(id, index: first.index), as: UTF8.self)
-                            if whole.hasPrefix(sent), whole.count > sent.count {
-                                continuation.yield(String(whole.dropFirst(sent.count)))
+                            // Compared as bytes (a chunk may end inside a character): what was
+                            // streamed must be the start of the stored text, else it is not the text.
+                            let whole = Array(try await output(id, index: first.index))
+                            guard whole.starts(with: sent) else {
+                                throw GenGateClientError.transport(
+                                    "the streamed text of \(id) is not its stored text (a retry wrote it again, or chunks were lost); read output 0"
+                                )
+                            }
+                            if whole.count > sent.count {
+                                continuation.yield(String(decoding: whole[sent.count...], as: UTF8.self))
                             }
                             continuation.finish()
                             return
@@ -280,10 +291,10 @@ public struct GenGateClient: Sendable {
                         var parser = ServerSentEvents()
                         for try await buffer in response.body {
                             for message in parser.feed(buffer.readableBytesView) {
-                                failures = 0
                                 if let id = message.id { last = id }
                                 if let milliseconds = message.retry { retry = .milliseconds(milliseconds) }
                                 guard let event = JobEvent(message) else { continue }
+                                failures = 0  // only a real event shows the stream works
                                 continuation.yield(event)
                                 if case .done = event {
                                     continuation.finish()
@@ -292,7 +303,7 @@ public struct GenGateClient: Sendable {
                             }
                         }
                     } catch let error as GenGateClientError {
-                        if case .api = error {
+                        if !error.isPassing {
                             continuation.finish(throwing: error)
                             return
                         }

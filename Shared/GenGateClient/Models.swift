@@ -14,6 +14,16 @@ public enum GenGateClientError: Error, CustomStringConvertible, Sendable {
     /// A webhook delivery whose signature does not hold.
     case invalidWebhook(String)
 
+    /// A failure that may pass by itself (GenGate restarting, its store busy, a proxy's 502, a
+    /// rate limit, a dropped connection): worth trying again.
+    public var isPassing: Bool {
+        switch self {
+        case .api(let failure): failure.retryable || failure.status == 429 || failure.status >= 500
+        case .transport: true
+        default: false
+        }
+    }
+
     public var description: String {
         switch self {
         case .api(let failure): "\(failure.code): \(failure.message)"

@@ -44,8 +44,9 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
 
     /// The OpenAI-compatible endpoints (`/v1/images/generations`, `/v1/chat/completions`).
     public struct OpenAI: Codable, Sendable, Equatable {
-        /// How long such a call waits for its job before answering 504 (the job goes on).
-        public var waitSeconds = 600
+        /// How long such a call waits for its job before answering 504 (the job goes on); below
+        /// the OpenAI SDKs' own 600 s, so they hear the answer before they give up and retry.
+        public var waitSeconds = 540
         /// How long the image links they hand out (`url`) work.
         public var linkLifetimeSeconds = 3_600.0
     }

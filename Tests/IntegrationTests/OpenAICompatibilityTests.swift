@@ -32,4 +32,35 @@ final class OpenAICompatibilityTests: XCTestCase {
             .GET, "/files/\(jobs[0]["id"]!.stringValue!)/0?expires=9999999999&signature=AAAA", key: .some(nil))
         XCTAssertEqual(forged.status, 403)
     }
+
+    /// A job that fails is answered so that OpenAI's SDKs do not retry it (they would pay
+    /// again), and an Idempotency-Key makes a repeated call the same job.
+    func testAFailedJobIsNotRetriedAndAnIdempotencyKeyMakesOneJob() async throws {
+        let system = try await GenGateSystem.start(environment: [
+            "GENGATE_MAX_ATTEMPTS": "1", "GENGATE_SIM_LATENCY_MS": "200",
+        ])
+        defer { system.stop() }
+        let failed = try await system.request(
+            .POST, "/v1/images/generations", body: #"{"model": "sim/image", "prompt": "x", "sim_fail": true}"#)
+        XCTAssertEqual(failed.status, 502, String(decoding: failed.body, as: UTF8.self))
+        XCTAssertEqual(failed.headers.first(name: "x-should-retry"), "false")
+        XCTAssertEqual(failed.json["error"]?["code"], .string("provider_error"))
+        let job = try XCTUnwrap(failed.headers.first(name: "X-GenGate-Generation"))
+        let shown = try await system.request(.GET, "/v1/generations/\(job)").json
+        XCTAssertEqual(shown["status"], .string("failed"))
+
+        var jobs: [String] = []
+        for _ in 0..<2 {
+            let answer = try await system.request(
+                .POST, "/v1/images/generations", body: #"{"model": "sim/image", "prompt": "once"}"#,
+                headers: [("Idempotency-Key", "retry-me-1")])
+            XCTAssertEqual(answer.status, 200)
+            jobs.append(try XCTUnwrap(answer.headers.first(name: "X-GenGate-Generation")))
+        }
+        XCTAssertEqual(jobs[0], jobs[1], "the repeat is the first call's job")
+        let chat = try await system.request(
+            .POST, "/v1/chat/completions",
+            body: #"{"model": "sim/text", "messages": [{"role": "user", "content": "hi"}], "n": "2"}"#)
+        XCTAssertEqual(chat.status, 400)
+    }
 }
