@@ -186,22 +186,9 @@ struct BatchRoutes: Sendable {
 
     func list(_ request: Request, _ context: GateContext) async throws -> Response {
         let key = try context.requireKey()
-        let query = request.uri.queryParameters
-        var limit = 20
-        if let text = query.get("limit") {
-            guard let value = Int(text), (1...100).contains(value) else {
-                throw APIError.invalidRequest(
-                    "invalid list query",
-                    details: [.init(path: "limit", message: "must be an integer between 1 and 100")])
-            }
-            limit = value
-        }
-        let cursor = query.get("cursor")
-        if let cursor, !cursor.hasPrefix("bat_") || cursor.count > 64 {
-            throw APIError.invalidRequest(
-                "invalid list query",
-                details: [.init(path: "cursor", message: "not a cursor returned by this endpoint")])
-        }
+        var details: [APIError.Detail] = []
+        let (limit, cursor) = GenerationRoutes.page(request, idPrefix: "bat_", details: &details)
+        guard details.isEmpty else { throw APIError.invalidRequest("invalid list query", details: details) }
         let rows = try await store.batches(ownerKeyID: key.id, after: cursor, limit: limit + 1)
         let page = Array(rows.prefix(limit))
         var data: [JSONValue] = []

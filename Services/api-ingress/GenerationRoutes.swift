@@ -282,18 +282,7 @@ struct GenerationRoutes: Sendable {
                         message: "must be one of \(GenerationStatus.allCases.map(\.rawValue).joined(separator: ", "))"))
             }
         }
-        var limit = 20
-        if let text = query.get("limit") {
-            if let value = Int(text), (1...100).contains(value) {
-                limit = value
-            } else {
-                details.append(.init(path: "limit", message: "must be an integer between 1 and 100"))
-            }
-        }
-        let cursor = query.get("cursor")
-        if let cursor, !cursor.hasPrefix("gen_") || cursor.count > 64 {
-            details.append(.init(path: "cursor", message: "not a cursor returned by this endpoint"))
-        }
+        let (limit, cursor) = Self.page(request, idPrefix: "gen_", details: &details)
         guard details.isEmpty else { throw APIError.invalidRequest("invalid list query", details: details) }
         // One extra row says whether another page exists.
         let rows = try await store.list(ownerKeyID: key.id, status: status, after: cursor, limit: limit + 1)
@@ -306,6 +295,26 @@ struct GenerationRoutes: Sendable {
                 "data": .array(page.map { .object(GenerationView.render($0, baseURL: baseURL)) }),
                 "next_cursor": next,
             ])
+    }
+
+    /// A list's `limit` (1–100, default 20) and `cursor` (an id with `idPrefix`, as a page gave it).
+    static func page(_ request: Request, idPrefix: String, details: inout [APIError.Detail]) -> (
+        limit: Int, cursor: String?
+    ) {
+        let query = request.uri.queryParameters
+        var limit = 20
+        if let text = query.get("limit") {
+            if let value = Int(text), (1...100).contains(value) {
+                limit = value
+            } else {
+                details.append(.init(path: "limit", message: "must be an integer between 1 and 100"))
+            }
+        }
+        let cursor = query.get("cursor")
+        if let cursor, !cursor.hasPrefix(idPrefix) || cursor.count > 64 {
+            details.append(.init(path: "cursor", message: "not a cursor returned by this endpoint"))
+        }
+        return (limit, cursor)
     }
 
     /// Cancels a generation that has not ended; cancelling a cancelled one again is fine, while a

@@ -145,9 +145,24 @@ final class EventSchemaTests: XCTestCase {
 /// Python scripts that tests drive: run to the end, or started and read line by line.
 enum Python {
     static func run(_ script: URL, arguments: [String], input: String = "") throws -> (status: Int32, output: String) {
+        try run(python: [script.path] + arguments, input: input)
+    }
+
+    /// Runs `python3 -c code arguments…` to its end (`in` a working directory).
+    static func inline(_ code: String, arguments: [String], in directory: URL? = nil) throws -> (
+        status: Int32, output: String
+    ) {
+        try run(python: ["-c", code] + arguments, in: directory)
+    }
+
+    /// Runs `python3 arguments…` with `input` on its standard input; its status and all it printed.
+    static func run(python arguments: [String], input: String = "", in directory: URL? = nil) throws -> (
+        status: Int32, output: String
+    ) {
         let process = Process()
+        if let directory { process.currentDirectoryURL = directory }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script.path] + arguments
+        process.arguments = ["python3"] + arguments
         let stdin = Pipe()
         let output = Pipe()
         process.standardInput = stdin

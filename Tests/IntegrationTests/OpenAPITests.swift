@@ -94,22 +94,3 @@ final class OpenAPITests: XCTestCase {
         print(summary)
     }
 }
-
-extension Python {
-    /// Runs `python3 -c code arguments…` to its end.
-    static func inline(_ code: String, arguments: [String], in directory: URL? = nil) throws -> (
-        status: Int32, output: String
-    ) {
-        let process = Process()
-        if let directory { process.currentDirectoryURL = directory }
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", code] + arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-}

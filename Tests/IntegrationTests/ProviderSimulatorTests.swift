@@ -469,17 +469,8 @@ final class ProviderSimulatorTests: XCTestCase {
 
     /// Runs a Python script and returns its last line of output; fails with all it printed.
     func runPython(_ script: URL, arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", script.path] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard process.terminationStatus == 0 else {
+        let (status, text) = try Python.run(script, arguments: arguments)
+        guard status == 0 else {
             throw SystemError(
                 "\(script.lastPathComponent) failed (install its client: pip install -r Tests/SDK/requirements.txt):\n\(text)"
             )
