@@ -48,58 +48,79 @@ struct GenerationRoutes: Sendable {
         let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
         let cancelAfter = try Self.cancelAfter(request, max: environment.config.jobs.maxDeadlineSeconds)
         let validated = try validator.validate(body)
-        let generationRequest = validated.request
+        let committed = try await commit(
+            validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter, watching: wait != nil,
+            context: context)
+        defer { committed.watch.map(hub.unwatch) }
+        let id = committed.generation.id
+        if let wait, let watch = committed.watch, let ended = try await waitForEnd(id, upTo: wait, watch: watch) {
+            var response = try await finished(ended)
+            if committed.replayed {
+                response.headers[Self.replayed] = "true"
+            } else {
+                response.headers[Self.preferenceApplied] = "wait=\(Int(wait.components.seconds))"
+            }
+            return response
+        }
+        var headers: HTTPFields = [.location: "/v1/generations/\(id)"]
+        if committed.replayed { headers[Self.replayed] = "true" }
+        return JSONResponse.make(
+            status: .accepted, ["id": .string(id), "status": .string(committed.generation.status.rawValue)],
+            headers: headers)
+    }
+
+    /// A job just committed, or the one an `Idempotency-Key` repeat names, and a watch on it.
+    struct Committed {
+        var generation: Generation
+        var replayed: Bool
+        var watch: EventHub.Watch?
+    }
+
+    /// Commits a new job for `validated` and tells the dispatchers; with an `Idempotency-Key`
+    /// used before for the same request, the first job instead (as it is now), and for another
+    /// request a 409. With `watching`, a watch on the job made before the commit (it may end
+    /// before the caller looks); the caller lets go of it.
+    func commit(
+        _ validated: SubmissionValidator.Validated, owner: String, idempotencyKey: String?,
+        cancelAfter: Double? = nil, watching: Bool, context: GateContext
+    ) async throws -> Committed {
         let (generation, event) = Self.make(
-            validated, owner: key.id, now: Date(), cancelAfter: cancelAfter,
+            validated, owner: owner, now: Date(), cancelAfter: cancelAfter,
             defaultDeadline: environment.config.jobs.defaultDeadlineSeconds)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
-                key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(generationRequest)),
+                key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.request)),
                 window: environment.config.http.idempotencyWindowSeconds)
         }
-        // Watching before the commit: the job may end before this handler looks again.
-        let watch = wait.map { _ in hub.watch(generation.id) }
-        defer { watch.map(hub.unwatch) }
+        let watch = watching ? hub.watch(generation.id) : nil
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(generation, event: event, idempotency: idempotency)
         } catch {
+            watch.map(hub.unwatch)
             context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
             throw APIError.unavailable
         }
         switch outcome {
         case .inserted:
-            break
+            environment.publish([event])
+            dispatch.send(generationID: generation.id, reason: "created")
+            return Committed(generation: generation, replayed: false, watch: watch)
         case .replayed(let original):
-            if let wait {
-                let watching = hub.watch(original)
-                defer { hub.unwatch(watching) }
-                if let ended = try await waitForEnd(original, upTo: wait, watch: watching) {
-                    var response = try await finished(ended)
-                    response.headers[Self.replayed] = "true"
-                    return response
-                }
+            watch.map(hub.unwatch)
+            let again = watching ? hub.watch(original) : nil
+            guard let first = try await store.generation(id: original) else {
+                again.map(hub.unwatch)
+                throw APIError.unavailable
             }
-            let found = try await store.generation(id: original)
-            return JSONResponse.make(
-                status: .accepted, ["id": .string(original), "status": .string((found?.status ?? .pending).rawValue)],
-                headers: [.location: "/v1/generations/\(original)", Self.replayed: "true"])
+            return Committed(generation: first, replayed: true, watch: again)
         case .keyReused(let original):
+            watch.map(hub.unwatch)
             throw APIError(
                 .idempotencyKeyReused,
                 "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request"
             )
         }
-        environment.publish([event])
-        dispatch.send(generationID: generation.id, reason: "created")
-        if let wait, let watch, let ended = try await waitForEnd(generation.id, upTo: wait, watch: watch) {
-            var response = try await finished(ended)
-            response.headers[Self.preferenceApplied] = "wait=\(Int(wait.components.seconds))"
-            return response
-        }
-        return JSONResponse.make(
-            status: .accepted, ["id": .string(generation.id), "status": .string(generation.status.rawValue)],
-            headers: [.location: "/v1/generations/\(generation.id)"])
     }
 
     /// A new pending generation of a validated request, and its `generation.created` event.

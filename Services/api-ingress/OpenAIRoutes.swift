@@ -48,38 +48,10 @@ struct OpenAIRoutes: Sendable {
                 "model \(validated.request.model) makes \(validated.model.kind.rawValue); use \(other)",
                 details: [.init(path: "model", message: "not a \(kind.rawValue) model")])
         }
-        let (generation, event) = GenerationRoutes.make(
-            validated, owner: key.id, now: Date(),
-            defaultDeadline: routes.environment.config.jobs.defaultDeadlineSeconds)
-        let watch = hub.watch(generation.id)
-        let outcome: InsertOutcome
-        do {
-            let idempotency = try idempotencyKey.map {
-                IdempotencyKey(
-                    key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.request)),
-                    window: routes.environment.config.http.idempotencyWindowSeconds)
-            }
-            outcome = try await store.insert(generation, event: event, idempotency: idempotency)
-        } catch {
-            hub.unwatch(watch)
-            context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
-            throw APIError.unavailable
-        }
-        switch outcome {
-        case .inserted: break
-        case .replayed(let original):
-            hub.unwatch(watch)
-            guard let first = try await store.generation(id: original) else { throw APIError.unavailable }
-            return (first, hub.watch(original))
-        case .keyReused(let original):
-            hub.unwatch(watch)
-            throw APIError(
-                .idempotencyKeyReused,
-                "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original))")
-        }
-        routes.environment.publish([event])
-        routes.dispatch.send(generationID: generation.id, reason: "created")
-        return (generation, watch)
+        let committed = try await routes.commit(
+            validated, owner: key.id, idempotencyKey: idempotencyKey, watching: true, context: context)
+        guard let watch = committed.watch else { throw APIError.unavailable }  // always made when watching
+        return (committed.generation, watch)
     }
 
     static let shouldRetry = HTTPField.Name("x-should-retry")!

@@ -4,8 +4,7 @@ import GenGateCore
 
 /// Batches in SQLite (see `GenerationStore`).
 extension SQLiteStore {
-    /// Unfinished statuses, as the partial indexes spell them.
-    static let terminalList = "('completed', 'failed', 'cancelled')"
+    static let terminalList = SQLiteSchema.terminalList
 
     public func insertBatch(
         _ batch: Batch, generations: [Generation], events: [Event], idempotency: IdempotencyKey?

@@ -5,7 +5,9 @@ import GRDB
 enum SQLiteSchema {
     /// Every status but the terminal ones. Partial indexes and the queries that use them repeat
     /// it word for word: SQLite uses a partial index only when the query states its condition.
-    static let active = "status NOT IN ('completed', 'failed', 'cancelled')"
+    /// The terminal statuses, as SQL spells a list of them.
+    static let terminalList = "('completed', 'failed', 'cancelled')"
+    static let active = "status NOT IN \(terminalList)"
 
     static var migrator: DatabaseMigrator {
         var migrator = DatabaseMigrator()
