@@ -62,7 +62,10 @@ let package = Package(
             name: "GenGateObjects",
             dependencies: [
                 "GenGateCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Shared/GenGateObjects"
@@ -70,7 +73,7 @@ let package = Package(
         .target(
             name: "GenGateProviders",
             dependencies: [
-                "GenGateCore",
+                "GenGateCore", "GenGateObjects",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -151,7 +154,7 @@ let package = Package(
         .executableTarget(
             name: "gengate",
             dependencies: [
-                "GenGateRuntime", "GenGateProviderSim", "GenGateClient",
+                "GenGateRuntime", "GenGateProviderSim", "GenGateClient", "GenGateObjects",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -201,6 +204,8 @@ let package = Package(
                 "GenGateProviders", "GenGateObjects", "GenGateProviderSim",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(
@@ -217,6 +222,7 @@ let package = Package(
                 "GenGateBus",
                 "GenGateStore",
                 "GenGateProviders",
+                "GenGateObjects",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -73,7 +73,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
             policy: OutboundURLPolicy(allowPrivate: config.webhooks.allowPrivate), hub: hub,
             instance: environment.instance, logger: environment.logger,
             render: { generation in
-                var view = try await routes.fullView(generation)
+                var view = try await routes.fullView(generation, lasting: true)
                 view["webhook_deliveries"] = nil  // the deliveries' own bookkeeping stays out of them
                 return view
             })

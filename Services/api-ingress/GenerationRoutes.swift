@@ -1,6 +1,7 @@
 import Foundation
 import GenGateBus
 import GenGateCore
+import AsyncHTTPClient
 import GenGateJobs
 import GenGateObjects
 import GenGateProviders
@@ -277,10 +278,23 @@ struct GenerationRoutes: Sendable {
         JSONResponse.make(status: .ok, try await fullView(try await owned(context)))
     }
 
-    /// A generation with its attempts, as `GET /v1/generations/{id}` shows it.
-    func fullView(_ generation: Generation) async throws -> [String: JSONValue] {
+    /// Where an output is fetched from: its public URL in object storage if it has one; else,
+    /// unless the link must last (kept in a webhook body, read hours later), a presigned one;
+    /// else GenGate's own route, for the job's owner.
+    func link(_ generation: Generation, _ output: Output, lasting: Bool = false) -> String {
+        if let key = output.objectKey {
+            if let url = environment.objects.publicURL(key: key) { return url }
+            if !lasting, let url = environment.objects.temporaryURL(key: key, now: Date()) { return url }
+        }
+        return OutputURL.make(base: baseURL, generationID: generation.id, index: output.index)
+    }
+
+    /// A generation with its attempts, as `GET /v1/generations/{id}` shows it (`lasting`: with
+    /// links that do not expire).
+    func fullView(_ generation: Generation, lasting: Bool = false) async throws -> [String: JSONValue] {
         let attempts = try await store.attempts(generationID: generation.id)
-        var view = GenerationView.render(generation, baseURL: baseURL, attempts: attempts)
+        var view = GenerationView.render(
+            generation, link: { link(generation, $0, lasting: lasting) }, attempts: attempts)
         view["attempt_history"] = GenerationView.render(attempts)
         if generation.request.webhook != nil {
             view["webhook_deliveries"] = .array(
@@ -313,7 +327,10 @@ struct GenerationRoutes: Sendable {
             status: .ok,
             [
                 "object": .string("list"),
-                "data": .array(page.map { .object(GenerationView.render($0, baseURL: baseURL)) }),
+                "data": .array(
+                    page.map { generation in
+                        .object(GenerationView.render(generation, link: { link(generation, $0) }))
+                    }),
                 "next_cursor": next,
             ])
     }
@@ -343,7 +360,8 @@ struct GenerationRoutes: Sendable {
     func cancel(_ context: GateContext) async throws -> Response {
         switch try await jobs.cancel(try await owned(context)) {
         case .cancelled(let generation):
-            return JSONResponse.make(status: .ok, GenerationView.render(generation, baseURL: baseURL))
+            return JSONResponse.make(
+                status: .ok, GenerationView.render(generation, link: { link(generation, $0) }))
         case .ended(let generation):
             throw APIError.conflict(
                 "generation \(generation.id) is \(generation.status.rawValue) and can no longer be cancelled")
@@ -393,6 +411,11 @@ struct GenerationRoutes: Sendable {
         } catch let error as GenGateError where error.code == .invalidRequest {
             found = nil  // a key no object can have (a prefix configured since): nothing there
         }
+        if found == nil,
+            let url = environment.objects.temporaryURL(key: key, now: Date()) ?? environment.objects.publicURL(key: key)
+        {
+            return try await relay(url, output: output, request, context, cacheControl: cacheControl)
+        }
         guard let file = found else {
             context.logger.error("stored output is missing from object storage", metadata: ["key": "\(key)"])
             throw APIError.notFound("output \(index) of \(generation.id) is missing from object storage")
@@ -421,6 +444,59 @@ struct GenerationRoutes: Sendable {
                 headers: [.contentRange: "bytes */\(file.size)"])
         }
     }
+
+    /// Streams an output from object storage (`url` needs no credentials), whole or the range
+    /// asked for, chunk by chunk as it arrives: flat memory whatever its size.
+    func relay(
+        _ url: String, output: Output, _ request: Request, _ context: GateContext, cacheControl: String
+    ) async throws -> Response {
+        var upstream = HTTPClientRequest(url: url)
+        if let range = request.headers[.range] { upstream.headers.add(name: "Range", value: range) }
+        let response: HTTPClientResponse
+        do {
+            response = try await Self.objectClient.execute(upstream, timeout: .hours(6))
+        } catch {
+            context.logger.error(
+                "object storage did not answer", metadata: ["error": "\(HTTPFailure.describe(error))"])
+            throw APIError(
+                .unavailable, "object storage is not answering; try again shortly", headers: [.retryAfter: "5"])
+        }
+        var headers: HTTPFields = [
+            .contentType: output.contentType, .cacheControl: cacheControl, .acceptRanges: "bytes",
+        ]
+        if let sha = output.sha256 { headers[.eTag] = "\"\(sha)\"" }
+        for (name, field) in [("Content-Length", HTTPField.Name.contentLength), ("Content-Range", .contentRange)] {
+            if let value = response.headers.first(name: name) { headers[field] = value }
+        }
+        switch response.status {
+        case .ok, .partialContent:
+            return Response(
+                status: .init(code: Int(response.status.code)), headers: headers,
+                body: ResponseBody(asyncSequence: response.body))
+        case .rangeNotSatisfiable:
+            throw APIError(
+                .rangeNotSatisfiable,
+                "output \(output.index) has \(output.bytes ?? 0) bytes; the requested range lies outside them",
+                headers: [.contentRange: "bytes */\(output.bytes ?? 0)"])
+        case .notFound:
+            context.logger.error(
+                "stored output is missing from object storage", metadata: ["key": "\(output.objectKey ?? "")"])
+            throw APIError.notFound("output \(output.index) is missing from object storage")
+        default:
+            context.logger.error(
+                "object storage refused to serve an output",
+                metadata: ["key": "\(output.objectKey ?? "")", "status": "\(response.status.code)"])
+            throw APIError(
+                .unavailable, "object storage answered HTTP \(response.status.code); try again shortly",
+                headers: [.retryAfter: "5"])
+        }
+    }
+
+    /// For outputs relayed from object storage: read timeouts end a stalled transfer, a whole
+    /// one may take as long as its size needs.
+    static let objectClient = HTTPClient(
+        eventLoopGroup: .singletonMultiThreadedEventLoopGroup,
+        configuration: .init(timeout: .init(connect: .seconds(10), read: .seconds(60))))
 
     /// Admin only: creates an API key and shows its secret, once.
     func createKey(_ request: Request, _ context: GateContext) async throws -> Response {

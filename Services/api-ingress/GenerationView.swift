@@ -37,8 +37,10 @@ enum GenerationView {
     }
 
     /// The job; with its `attempts`, each output also says which provider and model made it
-    /// (the attempt that delivered it).
-    static func render(_ generation: Generation, baseURL: String, attempts: [Attempt] = []) -> [String: JSONValue] {
+    /// (the attempt that delivered it). `link` is where an output is fetched from.
+    static func render(_ generation: Generation, link: (Output) -> String, attempts: [Attempt] = []) -> [String:
+        JSONValue]
+    {
         let request = generation.request
         var makers: [Int: Attempt] = [:]
         for attempt in attempts where attempt.state == .succeeded {
@@ -63,7 +65,7 @@ enum GenerationView {
                 generation.outputs.filter(\.isStored).map { output in
                     var fields: [String: JSONValue] = [
                         "index": .number(Double(output.index)),
-                        "url": .string(OutputURL.make(base: baseURL, generationID: generation.id, index: output.index)),
+                        "url": .string(link(output)),
                         "content_type": .string(output.contentType),
                         "bytes": .number(Double(output.bytes ?? 0)),
                         "sha256": .string(output.sha256 ?? ""),

@@ -116,7 +116,13 @@ struct OpenAIRoutes: Sendable {
         var data: [JSONValue] = []
         for output in ended.outputs.sorted(by: { $0.index < $1.index }) {
             if format == "url" {
-                data.append(.object(["url": .string(links.link(generationID: ended.id, index: output.index))]))
+                // Straight from object storage where it hands out links; else a signed link to GenGate.
+                let objects = routes.environment.objects
+                let direct = output.objectKey.flatMap {
+                    objects.publicURL(key: $0) ?? objects.temporaryURL(key: $0, now: Date())
+                }
+                data.append(
+                    .object(["url": .string(direct ?? links.link(generationID: ended.id, index: output.index))]))
             } else {
                 guard let key = output.objectKey, let bytes = try await routes.environment.objects.get(key: key) else {
                     throw APIError(

@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateObjects
 import GenGateRuntime
 import GenGateStore
 import Logging
@@ -24,7 +25,25 @@ enum Preparation {
             path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
             busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
         try await bootstrapAdminKey(store: store, path: config.adminKeyPath, logger: logger)
+        try await checkObjectStorage(config, logger: logger)
         return store
+    }
+
+    /// With S3, checks the bucket before anything starts: refused credentials or a missing bucket
+    /// stop `up` with what to fix; a service that does not answer is only warned of (work waits
+    /// for it).
+    static func checkObjectStorage(_ config: GenGateConfig, logger: Logger) async throws {
+        guard let s3 = try config.objectStore() as? S3ObjectStore else { return }
+        switch await s3.check() {
+        case .ok:
+            logger.info(
+                "object storage: S3",
+                metadata: ["endpoint": "\(s3.settings.endpoint)", "bucket": "\(s3.settings.bucket)"])
+        case .refused(let problem):
+            throw ConfigError(problem)
+        case .unreachable(let problem):
+            logger.warning("object storage is not answering; outputs wait for it", metadata: ["error": "\(problem)"])
+        }
     }
 
     /// Fails at once, with the flag to change, when a port is taken; otherwise the service that

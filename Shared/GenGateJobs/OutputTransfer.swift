@@ -55,17 +55,15 @@ public struct OutputTransfer: Sendable {
                         // Streamed through a scratch file where the adapter can; whole otherwise.
                         let scratch = try objects.scratchFile()
                         do {
-                            if let contentType = try await adapter.download(output, to: scratch) {
-                                return try await objects.put(
-                                    key: key(contentType), file: scratch, contentType: contentType)
+                            if let claimed = try await adapter.download(output, to: scratch) {
+                                return try await objects.putOutput(file: scratch, claimed: claimed, key: key)
                             }
                         } catch {
                             try? FileManager.default.removeItem(at: scratch)
                             throw error
                         }
                         let fetched = try await adapter.fetch(output)
-                        return try await objects.put(
-                            key: key(fetched.contentType), data: fetched.data, contentType: fetched.contentType)
+                        return try await objects.putOutput(data: fetched.data, claimed: fetched.contentType, key: key)
                     }
                     context.failPoints.reached(.afterStore)
                     break

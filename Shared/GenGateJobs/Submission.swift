@@ -409,10 +409,11 @@ public struct Submission: Sendable {
         var outputs: [Output] = []
         var events: [Event] = []
         for output in made {
-            let key = ObjectKey.forOutput(
-                prefix: context.objectPrefix, generationID: generation.id, createdAt: generation.createdAt,
-                index: output.index, contentType: output.contentType, attempt: attempt)
-            let stored = try await context.objects.put(key: key, file: output.file, contentType: output.contentType)
+            let stored = try await context.objects.putOutput(file: output.file, claimed: output.contentType) {
+                ObjectKey.forOutput(
+                    prefix: context.objectPrefix, generationID: generation.id, createdAt: generation.createdAt,
+                    index: output.index, contentType: $0, attempt: attempt)
+            }
             outputs.append(
                 Output(
                     index: output.index, source: "\(provider):generated", contentType: stored.contentType,

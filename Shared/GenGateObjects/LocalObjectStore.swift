@@ -109,6 +109,10 @@ public struct LocalObjectStore: ObjectStore {
         root.appendingPathComponent(".incoming/\(UUID().uuidString).part")
     }
 
+    /// Served by api-ingress, to the job's owner or through its signed links.
+    public func publicURL(key: String) -> String? { nil }
+    public func temporaryURL(key: String, now: Date) -> String? { nil }
+
     /// The file of `key`; keys that would leave the root (`..`, absolute) are refused.
     func path(for key: String) throws -> URL {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false)

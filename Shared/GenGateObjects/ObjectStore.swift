@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import NIOPosix
 
 /// Where outputs live: the local directory by default, an S3-compatible
 /// service when configured. Writes are whole-or-nothing: a reader never sees half an object.
@@ -16,8 +17,46 @@ public protocol ObjectStore: Sendable {
     func get(key: String) async throws -> Data?
     /// A local file holding the object, and its size, to stream from; nil if there is none.
     func localFile(key: String) async throws -> (path: String, size: Int)?
-    /// A scratch file on the same file system, for a download on its way in.
+    /// A scratch file (on the same file system, for the local store), for a download on its way in.
     func scratchFile() throws -> URL
+    /// A URL anyone may fetch the object from, for good (a public bucket, a CDN); nil if none.
+    func publicURL(key: String) -> String?
+    /// A URL that works without credentials for a while (a presigned URL); nil when GenGate
+    /// serves the object itself.
+    func temporaryURL(key: String, now: Date) -> String?
+}
+
+extension ObjectStore {
+    /// Stores an output's file (consumed) under `key(contentType)`, its content type told by its
+    /// bytes (`ContentSniffer`), not by the provider: the one way in for every output, whether it
+    /// came as a URL to download or as base64 in an answer.
+    public func putOutput(file: URL, claimed: String, key: (String) -> String) async throws -> StoredObject {
+        let head: [UInt8]
+        do {
+            head = try await NIOThreadPool.singleton.runIfActive {
+                let handle = try FileHandle(forReadingFrom: file)
+                defer { try? handle.close() }
+                return Array(try handle.read(upToCount: ContentSniffer.headLength) ?? Data())
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: file)
+            throw GenGateError(.uploadFailed, "cannot read a downloaded output: \(error)")
+        }
+        let contentType: String
+        do {
+            contentType = try ContentSniffer.contentType(head: head, claimed: claimed)
+        } catch {
+            try? FileManager.default.removeItem(at: file)
+            throw error
+        }
+        return try await put(key: key(contentType), file: file, contentType: contentType)
+    }
+
+    /// As `putOutput(file:…)`, for an output held in memory.
+    public func putOutput(data: Data, claimed: String, key: (String) -> String) async throws -> StoredObject {
+        let contentType = try ContentSniffer.contentType(head: data.prefix(ContentSniffer.headLength), claimed: claimed)
+        return try await put(key: key(contentType), data: data, contentType: contentType)
+    }
 }
 
 /// An object as stored: where, how big, and its checksum.
@@ -60,6 +99,19 @@ public enum ObjectKey {
         case "image/gif": return "gif"
         case "video/mp4": return "mp4"
         case "video/webm": return "webm"
+        case "video/quicktime": return "mov"
+        case "video/x-matroska": return "mkv"
+        case "image/avif": return "avif"
+        case "image/heic": return "heic"
+        case "image/bmp": return "bmp"
+        case "image/tiff": return "tiff"
+        case "image/svg+xml": return "svg"
+        case "audio/mpeg": return "mp3"
+        case "audio/wav": return "wav"
+        case "audio/ogg": return "ogg"
+        case "audio/flac": return "flac"
+        case "audio/mp4": return "m4a"
+        case "application/pdf": return "pdf"
         case "text/plain": return "txt"
         case "application/json": return "json"
         default: return "bin"

@@ -19,6 +19,13 @@ public enum ConfigLoader {
         "GENGATE_STORE_PATH": ["store", "path"],
         "GENGATE_STORE_DURABILITY": ["store", "durability"],
         "GENGATE_OBJECTS_DIR": ["objects", "directory"],
+        "GENGATE_S3_BUCKET": ["objects", "s3", "bucket"],
+        "GENGATE_S3_ENDPOINT": ["objects", "s3", "endpoint"],
+        "GENGATE_S3_REGION": ["objects", "s3", "region"],
+        "GENGATE_S3_PREFIX": ["objects", "prefix"],
+        "GENGATE_S3_PATH_STYLE": ["objects", "s3", "path_style"],
+        "GENGATE_S3_PUBLIC_URL": ["objects", "s3", "public_url"],
+        "GENGATE_S3_URL_LIFETIME_SECONDS": ["objects", "s3", "url_lifetime_seconds"],
         "GENGATE_LOG_LEVEL": ["log", "level"],
         "GENGATE_LOG_FORMAT": ["log", "format"],
         "GENGATE_LEASE_SECONDS": ["jobs", "lease_seconds"],
@@ -243,6 +250,15 @@ public enum ConfigLoader {
         guard !prefixParts.contains(where: { $0.hasPrefix(".") }) else {
             throw ConfigError("objects.prefix must not have parts starting with \".\", got \(config.objects.prefix)")
         }
+        let s3 = config.objects.s3
+        guard (1...604_800).contains(s3.urlLifetimeSeconds), (5...5_120).contains(s3.partSizeMib),
+            s3.requestTimeoutSeconds >= 1
+        else {
+            throw ConfigError(
+                "objects.s3: url_lifetime_seconds must be 1–604800 (7 days, S3's limit), part_size_mib 5–5120, request_timeout_seconds at least 1"
+            )
+        }
+        if s3.bucket != nil, s3.region.isEmpty { throw ConfigError("objects.s3.region must not be empty") }
         guard config.http.idempotencyWindowSeconds >= 60 else {
             throw ConfigError("http.idempotency_window_seconds must be at least 60")
         }
@@ -294,7 +310,8 @@ public enum ConfigLoader {
     /// Settings without a default value (absent from the encoded defaults).
     static let optionalSettings: Set<String> = Set(
         [
-            "http.public_url", "store.path", "objects.directory", "sim.ledger", "sim.max_concurrency",
+            "http.public_url", "store.path", "objects.directory", "objects.s3.bucket", "objects.s3.endpoint",
+            "objects.s3.public_url", "sim.ledger", "sim.max_concurrency",
             "sim.max_requests_per_second",
         ]
             + RealProvider.all.flatMap { provider in

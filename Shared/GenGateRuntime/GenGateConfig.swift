@@ -107,9 +107,33 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     }
 
     public struct Objects: Codable, Sendable, Equatable {
-        /// Local object directory; default `<data dir>/objects`.
+        /// Local object directory; default `<data dir>/objects`. Also where downloads wait on
+        /// their way to S3.
         public var directory: String?
+        /// Every output's key starts with it.
         public var prefix = "outputs"
+        /// An S3-compatible service instead of the local directory, when `s3.bucket` is set.
+        public var s3 = S3()
+    }
+
+    /// Outputs in an S3-compatible service; credentials come from `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), never from this file.
+    public struct S3: Codable, Sendable, Equatable {
+        public var bucket: String?
+        /// Default AWS's endpoint for `region`; an S3-compatible service's URL otherwise.
+        public var endpoint: String?
+        public var region = "us-east-1"
+        /// `<endpoint>/<bucket>/<key>` addressing (most S3-compatible services) instead of
+        /// `<bucket>.<endpoint host>/<key>`.
+        public var pathStyle = false
+        /// Where the bucket is readable by anyone (public bucket, CDN): output URLs are
+        /// `<public_url>/<key>`. Without it, outputs get presigned URLs.
+        public var publicUrl: String?
+        /// How long a presigned output URL works (1 s to 7 days).
+        public var urlLifetimeSeconds = 3_600
+        /// Outputs larger than this go up in parts of this size (multipart upload).
+        public var partSizeMib = 16
+        public var requestTimeoutSeconds = 120.0
     }
 
     public struct Log: Codable, Sendable, Equatable {

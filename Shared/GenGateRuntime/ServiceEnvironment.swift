@@ -59,7 +59,7 @@ public struct ServiceEnvironment: Sendable {
         let store = try SQLiteStore(
             path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
             busyTimeout: config.store.busyTimeoutSeconds)
-        let objects = try LocalObjectStore(root: config.objectsDirectory)
+        let objects = try config.objectStore()
         let failPoints = try FailPoints(
             spec: ProcessInfo.processInfo.environment["GENGATE_FAILPOINTS"] ?? "",
             markerDirectory: config.runDirectory)

@@ -64,6 +64,7 @@ final class GenGateSystem: @unchecked Sendable {
         let credentials: Set<String> = [
             "REPLICATE_API_TOKEN", "BFL_API_KEY", "DASHSCOPE_API_KEY", "POLLO_API_KEY", "KLING_ACCESS_KEY",
             "KLING_SECRET_KEY", "OPENAI_API_KEY", "TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY",
+            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
         ]
         var environment = ProcessInfo.processInfo.environment.filter {
             !$0.key.hasPrefix("GENGATE_") && !credentials.contains($0.key)

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import GenGateCore
+import GenGateObjects
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -274,18 +275,6 @@ public final class ProviderHTTP: Sendable {
         default: return "application/octet-stream"
         }
     }
-    /// A name for an AsyncHTTPClient error that quotes nothing it was given.
-    static func kind(of error: HTTPClientError) -> String {
-        let known: [(HTTPClientError, String)] = [
-            (.remoteConnectionClosed, "connection closed by the provider"), (.cancelled, "cancelled"),
-            (.connectTimeout, "connect timeout"), (.readTimeout, "read timeout"), (.writeTimeout, "write timeout"),
-            (.deadlineExceeded, "deadline exceeded"), (.tlsHandshakeTimeout, "TLS handshake timeout"),
-            (.alreadyShutdown, "client shut down"), (.emptyHost, "no host in the URL"),
-            (.invalidURL, "invalid URL"), (.emptyScheme, "no scheme in the URL"),
-        ]
-        return known.first { $0.0 == error }?.1 ?? "HTTP client error"
-    }
-
     func url(_ path: String) -> String {
         if path.hasPrefix("http://") || path.hasPrefix("https://") { return path }
         return endpoint.baseURL + (path.hasPrefix("/") ? path : "/" + path)
@@ -305,10 +294,9 @@ public final class ProviderHTTP: Sendable {
         if error is NIOTooManyBytesError {
             return GenGateError(.providerError, "\(provider): answer to \(method) \(path) is too large")
         }
-        // Never the foreign error's own text: AsyncHTTPClient's descriptions can quote header
-        // values, and a header holds the provider's key. Its kind says enough.
-        let kind = (error as? HTTPClientError).map { Self.kind(of: $0) } ?? String(describing: type(of: error))
-        return GenGateError(.providerUnavailable, "\(provider): \(method) \(path) failed (\(kind))")
+        // Never the foreign error's own text (a header holds the provider's key).
+        return GenGateError(
+            .providerUnavailable, "\(provider): \(method) \(path) failed (\(HTTPFailure.describe(error)))")
     }
 }
 
