@@ -49,14 +49,21 @@ extension JobContext {
     }
 
     /// Ends a job that reached its deadline: cancelled (reason `deadline`) when that was its
-    /// Cancel-After, else failed with `task_timeout` saying `what`. Its provider task, if any, is
+    /// Cancel-After, else failed with `task_timeout` saying `what` (or `upload_failed`, when
+    /// storing its outputs is what kept failing). Its provider task, if any, is
     /// stopped by the sweep. Nil if the job moved on meanwhile.
     public func expire(
         _ generation: Generation, _ what: String, attempt: (GenGateError) -> AttemptUpdate? = { _ in nil },
         now: Date = Date()
     ) async throws -> Generation? {
         guard generation.deadlineCancels else {
-            let timeout = GenGateError(.taskTimeout, what)
+            var timeout = GenGateError(.taskTimeout, what)
+            if generation.status == .uploading, let last = generation.error, last.code == .uploadFailed {
+                // Its outputs were made but could not be stored (object storage down or refusing):
+                // that is what the job ends on, not a slow provider.
+                timeout = GenGateError(
+                    .uploadFailed, "storing the outputs still failed at the job's deadline: \(last.message)")
+            }
             return try await fail(generation, error: timeout, attempt: attempt(timeout), now: now)
         }
         var change = cancelling(generation, reason: .deadline, now: now)

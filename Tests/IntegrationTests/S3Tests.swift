@@ -207,3 +207,100 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertEqual(try server.command("get outputs/t/y.txt")["bytes"]?.intValue, 1)
     }
 }
+
+/// Whole systems storing their outputs in S3: what a job shows, what the bucket holds, and what
+/// happens when the bucket's service is down or refuses GenGate's credentials.
+final class S3SystemTests: XCTestCase {
+    var server: S3Server!
+
+    override func setUp() async throws {
+        server = try S3Server()
+    }
+
+    override func tearDown() async throws {
+        server.stop()
+    }
+
+    func testOutputsGoToTheBucketAndJobsLinkToThem() async throws {
+        let system = try await GenGateSystem.start(environment: server.environment)
+        defer { system.stop() }
+        let id = try await system.submit(#"{"model": "sim/image", "prompt": "a harbour at dawn", "n": 2}"#)
+        let done = try await system.waitForStatus(id, "completed")
+        guard case .array(let outputs)? = done["outputs"], outputs.count == 2 else {
+            return XCTFail("no outputs in \(done)")
+        }
+        try server.command("auth off")  // moto checks no presigned URL (see S3ObjectStoreTests)
+        for output in outputs {
+            let url = try XCTUnwrap(output["url"]?.stringValue)
+            XCTAssertTrue(url.hasPrefix("\(server.endpoint)/\(server.bucket)/outputs/"), url)
+            XCTAssertTrue(url.contains("X-Amz-Signature="), "a presigned URL: \(url)")
+            let sha256 = try XCTUnwrap(output["sha256"]?.stringValue)
+            // What the bucket holds, read with boto3.
+            let key = String(url.dropFirst("\(server.endpoint)/\(server.bucket)/".count).prefix { $0 != "?" })
+            let object = try server.command("get \(key)")
+            XCTAssertEqual(object["sha256"]?.stringValue, sha256)
+            XCTAssertEqual(object["content_type"]?.stringValue, "image/png")
+            // The presigned URL, with no credentials.
+            let direct = try await GenGateSystem.rawRequest(.GET, url, body: nil, key: nil)
+            XCTAssertEqual(direct.status, 200)
+            XCTAssertEqual(Digest.sha256Hex(direct.body), sha256)
+            // GenGate's own route relays the object, whole or a range.
+            let index = try XCTUnwrap(output["index"]?.intValue)
+            let relayed = try await system.request(.GET, "/v1/generations/\(id)/outputs/\(index)")
+            XCTAssertEqual(relayed.status, 200)
+            XCTAssertEqual(relayed.headers.first(name: "Content-Type"), "image/png")
+            XCTAssertEqual(Digest.sha256Hex(relayed.body), sha256)
+            let part = try await system.request(
+                .GET, "/v1/generations/\(id)/outputs/\(index)", headers: [("Range", "bytes=0-7")])
+            XCTAssertEqual(part.status, 206)
+            XCTAssertEqual(Array(part.body), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        }
+        try server.command("auth on")
+        // Events are kept: they name GenGate's route, which does not expire.
+        let events = try await system.request(.GET, "/v1/generations/\(id)/events")
+        XCTAssertFalse(String(decoding: events.body, as: UTF8.self).contains("X-Amz-Signature"))
+    }
+
+    func testAnUnreachableBucketHoldsTheJobUntilItReturns() async throws {
+        let system = try await GenGateSystem.start(environment: server.environment)
+        defer { system.stop() }
+        try server.command("stop")
+        let id = try await system.submit(#"{"model": "sim/image", "prompt": "waits for its bucket"}"#)
+        let waiting = try await system.waitFor(id, timeout: .seconds(60)) {
+            $0["status"]?.stringValue == "uploading" && $0["error"]?["code"]?.stringValue == "upload_failed"
+        }
+        XCTAssertTrue(waiting["error"]?["message"]?.stringValue?.contains("did not answer") == true, "\(waiting)")
+        try server.command("start")
+        let done = try await system.waitForStatus(id, "completed", timeout: .seconds(60))
+        XCTAssertEqual(done["error"], .null)
+        let key = try XCTUnwrap(try server.command("keys")["keys"]?.arrayValue?.first?.stringValue)
+        XCTAssertEqual(
+            try server.command("get \(key)")["sha256"]?.stringValue,
+            done["outputs"]?.arrayValue?.first?["sha256"]?.stringValue)
+    }
+
+    func testABucketDownPastTheDeadlineFailsTheJobWithUploadFailed() async throws {
+        let system = try await GenGateSystem.start(
+            environment: server.environment.merging(["GENGATE_SWEEP_INTERVAL_SECONDS": "1"]) { $1 })
+        defer { system.stop() }
+        try server.command("stop")
+        let id = try await system.submit(
+            #"{"model": "sim/image", "prompt": "never stored", "deadline_seconds": 10}"#)
+        let failed = try await system.waitForStatus(id, "failed", timeout: .seconds(60))
+        XCTAssertEqual(failed["error"]?["code"]?.stringValue, "upload_failed", "\(failed)")
+        XCTAssertTrue(failed["error"]?["message"]?.stringValue?.contains("deadline") == true, "\(failed)")
+    }
+
+    func testUpRefusesCredentialsTheBucketRefuses() async throws {
+        var environment = server.environment
+        environment["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+        do {
+            let system = try await GenGateSystem.start(environment: environment)
+            system.stop()
+            XCTFail("gengate up started with credentials the bucket refuses")
+        } catch let error as SystemError {
+            XCTAssertTrue(error.description.contains("refused the credentials"), error.description)
+            XCTAssertFalse(error.description.contains("not-the-secret"))
+        }
+    }
+}
