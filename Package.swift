@@ -212,7 +212,7 @@ let package = Package(
             name: "GenGateJobsTests",
             dependencies: ["GenGateJobs", "GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
-        .testTarget(name: "GenGateRuntimeTests", dependencies: ["GenGateRuntime"]),
+        .testTarget(name: "GenGateRuntimeTests", dependencies: ["GenGateRuntime", "GenGateObjects"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

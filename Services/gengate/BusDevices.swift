@@ -20,14 +20,14 @@ struct BusDevices {
                 devices.append(
                     try await BusDevice.start(
                         context: context, kind: .queue, name: queue.rawValue,
-                        frontend: [topology.producerEndpoint(queue)],
-                        backend: [topology.consumerEndpoint(queue)], onFailure: onFailure))
+                        frontend: [topology.bindEndpoints["\(queue.rawValue)-in"]!],
+                        backend: [topology.bindEndpoints["\(queue.rawValue)-out"]!], onFailure: onFailure))
             }
             devices.append(
                 try await BusDevice.start(
                     context: context, kind: .forwarder, name: "events",
-                    frontend: [topology.eventsPublisherEndpoint],
-                    backend: [topology.eventsSubscriberEndpoint, topology.eventsPublic],
+                    frontend: [topology.bindEndpoints["events-in"]!],
+                    backend: [topology.bindEndpoints["events-out"]!, topology.eventsPublic],
                     onFailure: onFailure))
         } catch {
             for device in devices { await device.stop() }

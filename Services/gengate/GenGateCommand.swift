@@ -1,6 +1,7 @@
 import ArgumentParser
 
-/// `gengate`: runs the whole system on one host (`up`), prepares a store (`migrate`), and is the
+/// `gengate`: runs the whole system on one host, or some of its services (`up`), the message bus
+/// alone (`bus`), prepares a store (`migrate`), and is the
 /// command-line client of a running GenGate (`submit`, `status`, `watch`, `cancel`).
 @main
 struct GenGateCommand: AsyncParsableCommand {
@@ -8,7 +9,8 @@ struct GenGateCommand: AsyncParsableCommand {
         commandName: "gengate",
         abstract: "A self-hosted gateway for AI generation jobs.",
         subcommands: [
-            UpCommand.self, MigrateCommand.self, ConfigCommand.self, SubmitCommand.self, StatusCommand.self,
+            UpCommand.self, BusCommand.self, MigrateCommand.self, ConfigCommand.self, SubmitCommand.self,
+            StatusCommand.self,
             WatchCommand.self,
             CancelCommand.self,
         ])

@@ -9,8 +9,10 @@ import Logging
 enum Preparation {
     /// Returns the store, migrated.
     @discardableResult
-    static func prepare(config: GenGateConfig, logger: Logger) async throws -> SQLiteStore {
-        try checkPortsAreFree(config)
+    static func prepare(config: GenGateConfig, services: [String] = Supervisor.allServices, logger: Logger)
+        async throws -> SQLiteStore
+    {
+        try checkPortsAreFree(config, services: services)
         let files = FileManager.default
         try files.createDirectory(
             at: config.dataDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -48,11 +50,11 @@ enum Preparation {
 
     /// Fails at once, with the flag to change, when a port is taken; otherwise the service that
     /// cannot bind it would crash and be restarted forever.
-    static func checkPortsAreFree(_ config: GenGateConfig) throws {
-        for (host, port, flag) in [
-            (config.http.host, config.http.port, "--http-port"),
-            (config.monitor.host, config.monitor.port, "--monitor-port"),
-        ] {
+    static func checkPortsAreFree(_ config: GenGateConfig, services: [String]) throws {
+        for (host, port, flag, service) in [
+            (config.http.host, config.http.port, "--http-port", "api-ingress"),
+            (config.monitor.host, config.monitor.port, "--monitor-port", "monitor"),
+        ] where services.contains(service) {
             let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
             guard fd >= 0 else { continue }
             defer { close(fd) }

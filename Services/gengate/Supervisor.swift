@@ -39,6 +39,8 @@ struct Supervisor: Service, CustomStringConvertible {
     }
 
     func run() async throws {
+        // A host that runs only the bus: nothing to supervise until told to stop.
+        if services.isEmpty { return try await UntilShutdown().run() }
         let binaries = Self.binaryDirectory()
         let environment = Self.childEnvironment().merging(extraEnvironment) { $1 }
         await withGracefulShutdownHandler {

@@ -21,8 +21,21 @@ struct UpCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Public event stream port, ZeroMQ XPUB (default 5560; GENGATE_EVENTS_PORT).")
     var eventsPort: Int?
 
-    @Option(name: .long, parsing: .upToNextOption, help: "Services to run (default: all five).")
-    var services: [String] = Supervisor.allServices
+    @Option(
+        name: .long, parsing: .upToNextOption,
+        help: """
+            Services to run on this host, by name, separated by spaces or commas: bus, api-ingress, \
+            dispatcher, poller, uploader, monitor (default: all). A host without `bus` uses the bus \
+            of the host in bus.host (GENGATE_BUS_HOST).
+            """)
+    var services: [String] = ["bus"] + Supervisor.allServices
+
+    /// The services asked for, commas split, each once, in the order given.
+    var chosen: [String] {
+        var seen = Set<String>()
+        return services.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            .filter { !$0.isEmpty && seen.insert($0).inserted }
+    }
 
     @Flag(
         name: .long,
@@ -45,9 +58,18 @@ struct UpCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        for service in services where !Supervisor.allServices.contains(service) {
+        let chosen = self.chosen
+        for service in chosen where service != "bus" && !Supervisor.allServices.contains(service) {
             throw ValidationError(
-                "unknown service \(service); known: \(Supervisor.allServices.joined(separator: ", "))")
+                "unknown service \(service); known: bus, \(Supervisor.allServices.joined(separator: ", "))")
+        }
+        guard !chosen.isEmpty else { throw ValidationError("--services names no service") }
+        let runsBus = chosen.contains("bus")
+        let children = chosen.filter { $0 != "bus" }
+        if !runsBus, config.bus.host == nil, config.bus.endpoints.isEmpty {
+            throw ValidationError(
+                "without the bus service, this host needs another's bus: set bus.host (GENGATE_BUS_HOST) to the host that runs it"
+            )
         }
         if simulateProviders {
             // Simulated jobs never share a store with real ones: a real job resumed against a
@@ -65,34 +87,87 @@ struct UpCommand: AsyncParsableCommand {
 
         let lock = try DataDirectoryLock.acquire(config: config)
         defer { lock.release() }
-        let store = try await Preparation.prepare(config: config, logger: logger)
+        let store = try await Preparation.prepare(config: config, services: children, logger: logger)
         var simulated = ProviderSimulation()
         if simulateProviders {
             simulated = try await ProviderSimulation.start(config: &config, logger: logger)
         }
         defer { simulated.stop() }
         let configPath = try Preparation.writeResolvedConfig(config)
-        let devices = try await BusDevices.start(config: config, logger: logger)
+        let devices = runsBus ? try await BusDevices.start(config: config, logger: logger) : nil
 
         let leases = LeaseReaper(store: store, staleAfterSeconds: config.jobs.staleAfterSeconds, logger: logger)
         await leases.reapGoneProcesses()
         let supervisor = Supervisor(
-            config: config, configPath: configPath, services: services, logger: logger, leases: leases,
+            config: config, configPath: configPath, services: children, logger: logger, leases: leases,
             extraEnvironment: simulated.credentials)
         logger.info(
             "GenGate is starting",
             metadata: [
                 "http": "\(config.http.host):\(config.http.port)",
                 "monitor": "\(config.monitor.host):\(config.monitor.port)",
-                "events": "\(devices.publicEvents)", "data_dir": "\(config.dataDirectory.path)",
+                "events": "\(devices?.publicEvents ?? "on the bus host")",
+                "data_dir": "\(config.dataDirectory.path)", "services": "\(chosen.joined(separator: ","))",
             ])
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: supervisor)],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        await devices.stop()
+        await devices?.stop()
         logger.info("GenGate stopped")
+    }
+}
+
+/// `gengate bus`: the message bus alone (its queue devices and event forwarder, on TCP ports of
+/// `bus.host`), for a deployment whose services run on several hosts. It keeps no state: work
+/// in flight while it is down waits in the store, and services reconnect when it is back.
+struct BusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bus", abstract: "Run the message bus alone, for services on other hosts.")
+
+    @OptionGroup var options: ServiceOptions
+
+    @Option(name: .long, help: "Public event stream port, ZeroMQ XPUB (default 5560; GENGATE_EVENTS_PORT).")
+    var eventsPort: Int?
+
+    func run() async throws {
+        var overrides: [([String], JSONValue)] = []
+        if let dataDir = options.dataDir { overrides.append((["data_dir"], .string(dataDir))) }
+        if let eventsPort { overrides.append((["bus", "events_port"], .number(Double(eventsPort)))) }
+        let config: GenGateConfig
+        do {
+            config = try ConfigLoader.load(file: options.config, overrides: overrides)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        LogSetup.bootstrap(config: config, service: "bus", instance: "bus-\(getpid())")
+        let logger = Logger(label: "gengate.bus")
+        umask(0o077)
+        try FileManager.default.createDirectory(
+            atPath: BusTopology.socketDirectory(for: config), withIntermediateDirectories: true,
+            attributes: [.posixPermissions: 0o700])
+        let devices = try await BusDevices.start(config: config, logger: logger)
+        logger.info(
+            "bus is running",
+            metadata: [
+                "endpoints": "\(BusTopology(config: config).bindEndpoints.sorted { $0.key < $1.key }.map(\.value))",
+                "events": "\(devices.publicEvents)",
+            ])
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: UntilShutdown())], gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        await devices.stop()
+        logger.info("bus stopped")
+    }
+}
+
+/// A service that does nothing until the process is told to stop.
+struct UntilShutdown: Service {
+    func run() async throws {
+        try? await gracefulShutdown()
     }
 }
 
@@ -107,6 +182,6 @@ struct MigrateCommand: AsyncParsableCommand {
         let config = try options.load()
         LogSetup.bootstrap(config: config, service: "gengate", instance: "gengate-\(getpid())")
         umask(0o077)
-        _ = try await Preparation.prepare(config: config, logger: Logger(label: "gengate.migrate"))
+        _ = try await Preparation.prepare(config: config, services: [], logger: Logger(label: "gengate.migrate"))
     }
 }

@@ -4,7 +4,8 @@ import GenGateCore
 
 /// The endpoints of every bus channel. Devices (run by `gengate up` or `gengate bus`) bind them;
 /// services connect. By default they are `ipc://` sockets under `<data dir>/run`, or under a
-/// short directory in /tmp when that path would pass the 107-byte Unix socket limit.
+/// short directory in /tmp when that path would pass the 107-byte Unix socket limit; with
+/// `bus.host` set, TCP ports of that host, so services on other hosts reach them.
 public struct BusTopology: Sendable, Equatable {
     /// Names usable in `bus.endpoints` of the configuration.
     public static let endpointNames = [
@@ -12,18 +13,38 @@ public struct BusTopology: Sendable, Equatable {
         "events-in", "events-out",
     ]
 
+    /// Where services connect, by name.
     public var endpoints: [String: String]
+    /// Where the devices bind, by name: the same, but for TCP ports of `bus.host`, bound on
+    /// `bus.bind_host`.
+    public var bindEndpoints: [String: String]
     /// The public event stream, bound in addition to `events-out`.
     public var eventsPublic: String
 
     public init(config: GenGateConfig) {
         let runDirectory = Self.socketDirectory(for: config)
         var endpoints: [String: String] = [:]
-        for name in Self.endpointNames {
-            endpoints[name] = config.bus.endpoints[name] ?? "ipc://\(runDirectory)/\(name).sock"
+        var bindEndpoints: [String: String] = [:]
+        for (offset, name) in Self.endpointNames.enumerated() {
+            if let given = config.bus.endpoints[name] {
+                endpoints[name] = given
+                bindEndpoints[name] = given
+            } else if let host = config.bus.host {
+                endpoints[name] = "tcp://\(Self.bracketed(host)):\(config.bus.port + offset)"
+                bindEndpoints[name] = "tcp://\(Self.bracketed(config.bus.bindHost)):\(config.bus.port + offset)"
+            } else {
+                endpoints[name] = "ipc://\(runDirectory)/\(name).sock"
+                bindEndpoints[name] = endpoints[name]
+            }
         }
         self.endpoints = endpoints
-        self.eventsPublic = "tcp://\(config.bus.eventsHost):\(config.bus.eventsPort)"
+        self.bindEndpoints = bindEndpoints
+        self.eventsPublic = "tcp://\(Self.bracketed(config.bus.eventsHost)):\(config.bus.eventsPort)"
+    }
+
+    /// An IPv6 address in brackets, as ZeroMQ's TCP endpoints want it.
+    static func bracketed(_ host: String) -> String {
+        host.contains(":") && !host.hasPrefix("[") ? "[\(host)]" : host
     }
 
     /// Where producers of `queue` connect (the device's frontend).

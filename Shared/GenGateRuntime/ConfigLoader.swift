@@ -16,6 +16,10 @@ public enum ConfigLoader {
         "GENGATE_WEBHOOK_ALLOW_PRIVATE": ["webhooks", "allow_private"],
         "GENGATE_MONITOR_PORT": ["monitor", "port"],
         "GENGATE_EVENTS_PORT": ["bus", "events_port"],
+        "GENGATE_EVENTS_HOST": ["bus", "events_host"],
+        "GENGATE_BUS_HOST": ["bus", "host"],
+        "GENGATE_BUS_PORT": ["bus", "port"],
+        "GENGATE_BUS_BIND_HOST": ["bus", "bind_host"],
         "GENGATE_STORE_PATH": ["store", "path"],
         "GENGATE_STORE_DURABILITY": ["store", "durability"],
         "GENGATE_OBJECTS_DIR": ["objects", "directory"],
@@ -296,6 +300,12 @@ public enum ConfigLoader {
         guard config.bus.heartbeatSeconds >= 0.1 else {
             throw ConfigError("bus.heartbeat_seconds must be at least 0.1 (each beat is a store write)")
         }
+        guard (1...65_528).contains(config.bus.port) else {
+            throw ConfigError("bus.port must be 1–65528 (the bus takes it and the 7 ports after it)")
+        }
+        if let host = config.bus.host, host.isEmpty || host.contains("/") || host.contains(" ") {
+            throw ConfigError("bus.host must be a host name or address, got \"\(host)\"")
+        }
         let knownEndpoints = Set(BusTopology.endpointNames)
         for name in config.bus.endpoints.keys where !knownEndpoints.contains(name) {
             throw ConfigError(
@@ -311,7 +321,7 @@ public enum ConfigLoader {
     static let optionalSettings: Set<String> = Set(
         [
             "http.public_url", "store.path", "objects.directory", "objects.s3.bucket", "objects.s3.endpoint",
-            "objects.s3.public_url", "sim.ledger", "sim.max_concurrency",
+            "objects.s3.public_url", "bus.host", "sim.ledger", "sim.max_concurrency",
             "sim.max_requests_per_second",
         ]
             + RealProvider.all.flatMap { provider in

@@ -90,8 +90,16 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// The public event stream (XPUB) for outside subscribers, on 127.0.0.1.
         public var eventsHost = "127.0.0.1"
         public var eventsPort = 5560
-        /// Internal endpoints; unset means `ipc://` sockets under the data dir's `run/`.
+        /// Internal endpoints, one by one; unset means `ipc://` sockets under the data dir's
+        /// `run/`, or `tcp://<host>:<port + i>` when `host` is set.
         public var endpoints: [String: String] = [:]
+        /// The host that runs the bus (`gengate bus`, or `gengate up` with the `bus` service), as
+        /// services on other hosts reach it: setting it puts the bus on TCP, ports `port` to
+        /// `port + 7`.
+        public var host: String?
+        public var port = 5570
+        /// The address the bus binds its TCP ports on, on its own host (`*`: every interface).
+        public var bindHost = "*"
         public var heartbeatSeconds = 2.0
     }
 

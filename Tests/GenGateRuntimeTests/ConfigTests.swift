@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import GenGateCore
+import GenGateObjects
 @testable import GenGateRuntime
 
 final class ConfigTests: XCTestCase {
@@ -153,5 +154,71 @@ final class DeployExampleTests: XCTestCase {
             try String(contentsOfFile: example, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines),
             String(decoding: try ConfigLoader.encoded(GenGateConfig()), as: UTF8.self),
             "regenerate it with `gengate config > deploy/gengate.example.json`")
+    }
+
+}
+
+/// Where the bus and the outputs are, for a deployment on several hosts.
+final class TopologyConfigTests: XCTestCase {
+    func testBusHostPutsTheBusOnTCP() throws {
+        let local = BusTopology(config: try ConfigLoader.load(file: nil, environment: ["GENGATE_DATA_DIR": "/tmp/gg"]))
+        XCTAssertEqual(local.producerEndpoint(.dispatch), "ipc:///tmp/gg/run/dispatch-in.sock")
+        XCTAssertEqual(local.bindEndpoints, local.endpoints)
+
+        let config = try ConfigLoader.load(
+            file: nil, environment: ["GENGATE_BUS_HOST": "10.0.0.5", "GENGATE_BUS_PORT": "6000"])
+        let remote = BusTopology(config: config)
+        XCTAssertEqual(remote.producerEndpoint(.dispatch), "tcp://10.0.0.5:6000")
+        XCTAssertEqual(remote.consumerEndpoint(.upload), "tcp://10.0.0.5:6005")
+        XCTAssertEqual(remote.eventsSubscriberEndpoint, "tcp://10.0.0.5:6007")
+        XCTAssertEqual(remote.bindEndpoints["events-out"], "tcp://*:6007", "the bus binds every interface")
+        let ipv6 = BusTopology(
+            config: try ConfigLoader.load(file: nil, environment: ["GENGATE_BUS_HOST": "fd00::5"]))
+        XCTAssertEqual(ipv6.producerEndpoint(.poll), "tcp://[fd00::5]:5572")
+        // One endpoint set by hand wins over the host's.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gg-bus-\(UUID().uuidString).json")
+            .path
+        try #"{"bus": {"host": "bus.internal", "endpoints": {"poll-in": "tcp://10.1.1.1:7000"}}}"#.write(
+            toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let mixed = BusTopology(config: try ConfigLoader.load(file: path, environment: [:]))
+        XCTAssertEqual(mixed.producerEndpoint(.poll), "tcp://10.1.1.1:7000")
+        XCTAssertEqual(mixed.bindEndpoints["poll-in"], "tcp://10.1.1.1:7000")
+        XCTAssertEqual(mixed.consumerEndpoint(.poll), "tcp://bus.internal:5573")
+        XCTAssertThrowsError(try ConfigLoader.load(file: nil, environment: ["GENGATE_BUS_PORT": "65530"]))
+        XCTAssertThrowsError(try ConfigLoader.load(file: nil, environment: ["GENGATE_BUS_HOST": "tcp://x"]))
+    }
+
+    func testS3IsConfiguredFromTheEnvironment() throws {
+        let environment = [
+            "GENGATE_S3_BUCKET": "outputs", "GENGATE_S3_ENDPOINT": "http://minio:9000",
+            "GENGATE_S3_REGION": "eu-west-1",
+            "GENGATE_S3_PREFIX": "gen", "GENGATE_S3_PATH_STYLE": "1", "AWS_ACCESS_KEY_ID": "AKID",
+            "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token",
+        ]
+        let config = try ConfigLoader.load(file: nil, environment: environment)
+        XCTAssertEqual(config.objects.prefix, "gen")
+        let settings = try XCTUnwrap(try config.s3Settings(environment: environment))
+        XCTAssertEqual(settings.endpoint, "http://minio:9000")
+        XCTAssertEqual(settings.bucket, "outputs")
+        XCTAssertEqual(settings.region, "eu-west-1")
+        XCTAssertTrue(settings.pathStyle)
+        XCTAssertEqual(settings.partSize, 16 << 20)
+        XCTAssertEqual(settings.credentials.sessionToken, "token")
+        XCTAssertEqual(try config.objectStore(environment: environment).publicURL(key: "a"), nil)
+        // AWS's own endpoint when none is given.
+        let aws = try ConfigLoader.load(file: nil, environment: ["GENGATE_S3_BUCKET": "outputs"])
+        XCTAssertEqual(
+            try aws.s3Settings(environment: ["AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"])?.endpoint,
+            "https://s3.us-east-1.amazonaws.com")
+        // No bucket: the local directory. A bucket without credentials: what to set.
+        XCTAssertNil(try ConfigLoader.load(file: nil, environment: [:]).s3Settings(environment: [:]))
+        XCTAssertThrowsError(try aws.s3Settings(environment: [:])) { error in
+            XCTAssertTrue("\(error)".contains("AWS_ACCESS_KEY_ID"), "\(error)")
+        }
+        let badBucket = try ConfigLoader.load(file: nil, environment: ["GENGATE_S3_BUCKET": "Not_A_Bucket"])
+        XCTAssertThrowsError(try badBucket.objectStore(environment: environment))
+        XCTAssertThrowsError(
+            try ConfigLoader.load(file: nil, environment: ["GENGATE_S3_URL_LIFETIME_SECONDS": "700000"]))
     }
 }
