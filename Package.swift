@@ -182,6 +182,7 @@ let package = Package(
                 "GenGateCore",
                 "GenGateBus",
                 "GenGateLocalPorts",
+                "GenGateObjects",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

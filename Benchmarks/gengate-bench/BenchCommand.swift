@@ -8,7 +8,7 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gengate-bench", abstract: "GenGate benchmarks")
 
-    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight.")
+    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3.")
     var scenarios: [String] = ["idle", "submit", "e2e", "inflight"]
 
     @Option(help: "Seconds each load phase lasts.")
@@ -16,6 +16,9 @@ struct BenchCommand: AsyncParsableCommand {
 
     @Option(help: "Provider tasks in flight for the inflight scenario.")
     var tasks: Int = 100_000
+
+    @Option(help: "Size of the object the s3 scenario uploads, in MB.")
+    var s3Megabytes: Int = 500
 
     @Option(help: "Where to write the results (Markdown).")
     var output: String = "BENCHMARKS.md"
@@ -41,7 +44,8 @@ struct BenchCommand: AsyncParsableCommand {
             case "e2e": rows += try await runner.endToEnd()
             case "inflight": rows += try await runner.inFlight()
             case "idle": rows += try await runner.idle()
-            default: throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle")
+            case "s3": rows += try await runner.objectStorage(megabytes: s3Megabytes)
+            default: throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3")
             }
         }
         let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))

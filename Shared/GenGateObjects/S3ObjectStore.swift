@@ -157,6 +157,7 @@ public struct S3ObjectStore: ObjectStore {
                 bytes += first.readableBytes
                 parts.append(
                     (number, try await uploadPart(path, key: key, upload: upload, number: number, body: first)))
+                first = ByteBuffer()  // the part sent is let go before the next is read
                 first = try await reader.next(settings.partSize)
                 first.withUnsafeReadableBytes { whole.update(bufferPointer: $0) }
             }
