@@ -47,6 +47,9 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
 
     /// A synchronous call: counted as received, `duringGenerate` run, then one small PNG-headed
     /// file an output.
+    /// Outputs begin like PNG files: the store tells an output's type by its bytes.
+    static let pngSignature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+
     func generate(_ request: ProviderRequest, into sink: GenerationSink) async throws -> [GeneratedOutput] {
         let during = state.withLock { state -> (@Sendable () async throws -> Void)? in
             state.submissions.append(request.clientReference)
@@ -55,7 +58,7 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         try await during?()
         return try request.outputIndexes.map { index in
             let file = try sink.scratchFile()
-            try Data([0x89, 0x50, 0x4E, 0x47] + Array("output \(index) of \(request.clientReference)".utf8))
+            try Data(Self.pngSignature + Array("output \(index) of \(request.clientReference)".utf8))
                 .write(to: file)
             return GeneratedOutput(index: index, file: file, contentType: "image/png")
         }
@@ -99,7 +102,7 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
         let delay = state.withLock { $0.fetchDelay }
         if delay > .zero { try await Task.sleep(for: delay) }  // throws when cancelled, as a download does
-        return (Data("bytes of \(output.source)".utf8), output.contentType)
+        return (Data(Self.pngSignature + Array("bytes of \(output.source)".utf8)), output.contentType)
     }
 
     static func outputs(_ indexes: [Int]) -> [Output] {
