@@ -48,13 +48,12 @@ struct UpCommand: AsyncParsableCommand {
 
     func run() async throws {
         var overrides: [([String], JSONValue)] = []
-        if let dataDir = options.dataDir { overrides.append((["data_dir"], .string(dataDir))) }
         if let httpPort { overrides.append((["http", "port"], .number(Double(httpPort)))) }
         if let monitorPort { overrides.append((["monitor", "port"], .number(Double(monitorPort)))) }
         if let eventsPort { overrides.append((["bus", "events_port"], .number(Double(eventsPort)))) }
         var config: GenGateConfig
         do {
-            config = try ConfigLoader.load(file: options.config, overrides: overrides)
+            config = try options.load(overrides: overrides)
         } catch {
             throw ValidationError("\(error)")
         }
@@ -132,12 +131,10 @@ struct BusCommand: AsyncParsableCommand {
     var eventsPort: Int?
 
     func run() async throws {
-        var overrides: [([String], JSONValue)] = []
-        if let dataDir = options.dataDir { overrides.append((["data_dir"], .string(dataDir))) }
-        if let eventsPort { overrides.append((["bus", "events_port"], .number(Double(eventsPort)))) }
         let config: GenGateConfig
         do {
-            config = try ConfigLoader.load(file: options.config, overrides: overrides)
+            config = try options.load(
+                overrides: eventsPort.map { [(["bus", "events_port"], .number(Double($0)))] } ?? [])
         } catch {
             throw ValidationError("\(error)")
         }

@@ -18,11 +18,12 @@ public struct ServiceOptions: ParsableArguments {
 
     public init() {}
 
-    /// The configuration these options select.
-    public func load() throws -> GenGateConfig {
+    /// The configuration these options select, with `overrides` (key paths set by a command's
+    /// own flags) on top.
+    public func load(overrides extra: [([String], JSONValue)] = []) throws -> GenGateConfig {
         var overrides: [([String], JSONValue)] = []
         if let dataDir { overrides.append((["data_dir"], .string(dataDir))) }
-        return try ConfigLoader.load(file: config, overrides: overrides)
+        return try ConfigLoader.load(file: config, overrides: overrides + extra)
     }
 }
 
