@@ -8,7 +8,7 @@ import Foundation
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gengate-bench", abstract: "GenGate benchmarks")
 
-    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3.")
+    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale.")
     var scenarios: [String] = ["idle", "submit", "e2e", "inflight"]
 
     @Option(help: "Seconds each load phase lasts.")
@@ -45,7 +45,8 @@ struct BenchCommand: AsyncParsableCommand {
             case "inflight": rows += try await runner.inFlight()
             case "idle": rows += try await runner.idle()
             case "s3": rows += try await runner.objectStorage(megabytes: s3Megabytes)
-            default: throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3")
+            case "scale": rows += try await runner.scale()
+            default: throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale")
             }
         }
         let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))

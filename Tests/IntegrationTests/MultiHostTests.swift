@@ -33,34 +33,6 @@ final class MultiHostTests: XCTestCase {
         return url
     }
 
-    /// Eight consecutive free ports on 127.0.0.1, for the bus.
-    static func busPorts() throws -> Int {
-        for _ in 0..<50 {
-            let base = Int.random(in: 20_000...60_000)
-            var sockets: [Int32] = []
-            defer { sockets.forEach { close($0) } }
-            for port in base..<base + 8 {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                let bound = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
-                sockets.append(fd)
-                if bound != 0 { break }
-            }
-            if sockets.count == 8, sockets.allSatisfy({ $0 >= 0 }) {
-                // All eight bound: free (released when the sockets close).
-                return base
-            }
-        }
-        throw SystemError("no eight consecutive free ports")
-    }
-
     func start(_ arguments: [String], environment: [String: String], log: URL) throws -> Process {
         let process = Process()
         process.executableURL = GenGateSystem.binDirectory.appendingPathComponent("gengate")
@@ -83,7 +55,7 @@ final class MultiHostTests: XCTestCase {
     }
 
     func testPollersAndUploadersOnTwoHostsShareTheWorkAndALostBusIsSurvived() async throws {
-        let busPort = try Self.busPorts()
+        let busPort = try FreePorts.consecutive(8)
         let eventsPort = try FreePorts.take(1)[0]
         let busDirectory = try directory("bus")
         let firstDirectory = try directory("a")
