@@ -46,7 +46,8 @@ struct BenchCommand: AsyncParsableCommand {
             case "idle": rows += try await runner.idle()
             case "s3": rows += try await runner.objectStorage(megabytes: s3Megabytes)
             case "scale": rows += try await runner.scale()
-            default: throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale")
+            default:
+                throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale")
             }
         }
         let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))
