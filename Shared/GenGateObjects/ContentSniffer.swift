@@ -17,12 +17,15 @@ public enum ContentSniffer {
     /// its file host answered with an error page); anything else is `application/octet-stream`.
     public static func contentType(head: some Collection<UInt8>, claimed: String) throws -> String {
         let head = Array(head.prefix(headLength))
-        if let known = format(of: head) { return known }
         let claimedType =
             claimed.split(separator: ";").first.map {
                 $0.trimmingCharacters(in: .whitespaces).lowercased()
             } ?? ""
-        if claimedType.hasPrefix("text/") || claimedType == "application/json" { return claimed }
+        let textual = claimedType.hasPrefix("text/") || claimedType == "application/json"
+        // Text that happens to begin like a format ("ID3 tags…", "%PDF-1.7 is…") stays text.
+        if textual, isText(head) { return claimed }
+        if let known = format(of: head) { return known }
+        if textual { return claimed }
         if claimedType == "image/svg+xml", String(decoding: head, as: UTF8.self).contains("<svg") { return claimed }
         let media = ["image/", "video/", "audio/"].contains { claimedType.hasPrefix($0) }
         if media, let first = head.first(where: { ![0x20, 0x09, 0x0a, 0x0d, 0xef, 0xbb, 0xbf].contains($0) }),
@@ -34,6 +37,18 @@ public enum ContentSniffer {
                 retryable: true)
         }
         return "application/octet-stream"
+    }
+
+    /// Whether `head` reads as UTF-8 text without control characters but tab and line ends (a
+    /// character cut off at its end allowed).
+    static func isText(_ head: [UInt8]) -> Bool {
+        guard !head.contains(where: { ($0 < 0x20 && ![0x09, 0x0A, 0x0D].contains($0)) || $0 == 0x7F }) else {
+            return false
+        }
+        for cut in 0...min(3, head.count) where String(validating: head.dropLast(cut), as: UTF8.self) != nil {
+            return true
+        }
+        return false
     }
 
     /// The format `head` begins with, if known.

@@ -34,6 +34,17 @@ final class ContentSnifferTests: XCTestCase {
             "text/plain; charset=utf-8")
         XCTAssertEqual(
             try ContentSniffer.contentType(head: [1, 2, 3, 4], claimed: "image/png"), "application/octet-stream")
+        // Text that begins like a format stays text; a PNG called text is a PNG.
+        for story in ["ID3 tags name the songs", "%PDF-1.7 is a version", "GIF89a was a year", "OggS and ends"] {
+            XCTAssertEqual(try ContentSniffer.contentType(head: Array(story.utf8), claimed: "text/plain"), "text/plain")
+        }
+        XCTAssertEqual(
+            try ContentSniffer.contentType(head: Array("«ключ»".utf8).dropLast(1), claimed: "text/plain"), "text/plain",
+            "a character cut off by the head's end")
+        XCTAssertEqual(
+            try ContentSniffer.contentType(
+                head: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0], claimed: "text/plain"),
+            "image/png")
         XCTAssertEqual(
             try ContentSniffer.contentType(head: Array("<svg xmlns=…".utf8), claimed: "image/svg+xml"), "image/svg+xml")
     }
