@@ -26,7 +26,7 @@ enum Preparation {
         let store = try SQLiteStore(
             path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
             busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
-        try await checkObjectStorage(config, logger: logger)
+        if !services.isEmpty { try await checkObjectStorage(config, logger: logger) }
         try await bootstrapAdminKey(store: store, path: config.adminKeyPath, logger: logger)
         return store
     }
