@@ -70,7 +70,7 @@ public struct S3ObjectStore: ObjectStore {
     /// being retried until the request's deadline; one client for the process's life.
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration(
-            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10)))
+            redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10), read: .seconds(60)))
         configuration.connectionPool.retryConnectionEstablishment = false
         return HTTPClient(eventLoopGroup: .singletonMultiThreadedEventLoopGroup, configuration: configuration)
     }()
@@ -373,7 +373,10 @@ public struct S3ObjectStore: ObjectStore {
         // fixed by an operator while the job waits.
         let requestAtFault =
             [400, 411, 413, 414].contains(status)
-            && !["RequestTimeout", "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidToken"].contains(code ?? "")
+            && ![
+                "RequestTimeout", "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidToken", "BadDigest",
+                "XAmzContentSHA256Mismatch", "IncompleteBody",
+            ].contains(code ?? "")
         return GenGateError(
             .uploadFailed, "object storage refused \(doing): \(named)\(message)\(hint)", retryable: !requestAtFault)
     }
