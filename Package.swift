@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.0"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
         .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
     ],
     targets: [
         // C shims
@@ -57,6 +58,16 @@ let package = Package(
             name: "GenGateStore",
             dependencies: ["GenGateCore", .product(name: "GRDB", package: "GRDB.swift")],
             path: "Shared/GenGateStore"
+        ),
+        // The PostgreSQL backend of the store, for several hosts.
+        .target(
+            name: "GenGatePostgres",
+            dependencies: [
+                "GenGateCore", "GenGateStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Shared/GenGatePostgres"
         ),
         .target(
             name: "GenGateObjects",
@@ -118,7 +129,8 @@ let package = Package(
         .target(
             name: "GenGateRuntime",
             dependencies: [
-                "GenGateCore", "GenGateBus", "GenGateStore", "GenGateObjects", "GenGateProviders", "GenGateJobs",
+                "GenGateCore", "GenGateBus", "GenGateStore", "GenGatePostgres", "GenGateObjects", "GenGateProviders",
+                "GenGateJobs",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -197,7 +209,9 @@ let package = Package(
         .testTarget(name: "GenGateBusTests", dependencies: ["GenGateBus"]),
         .testTarget(
             name: "GenGateStoreTests",
-            dependencies: ["GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "GenGateStore", "GenGatePostgres", "GenGateLocalPorts", .product(name: "GRDB", package: "GRDB.swift"),
+            ]
         ),
         .testTarget(
             name: "GenGateProvidersTests",

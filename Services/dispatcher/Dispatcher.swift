@@ -25,7 +25,7 @@ struct DispatcherCommand: AsyncParsableCommand {
         ) { id in
             await submission.handle(id)
         }
-        environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storePath)"])
+        environment.logger.info("dispatcher started", metadata: ["store": "\(environment.config.storeDescription)"])
         try await environment.run([loop, RecoverySweep(context: jobs)])
         // Jobs let go from the waiting room are handled outside the loop: their submissions too
         // are recorded before the process ends.

@@ -17,6 +17,13 @@ struct ConfigCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        print(String(decoding: try ConfigLoader.encoded(config), as: UTF8.self))
+        var shown = config
+        // A password in the store's URL is not printed.
+        if let url = shown.store.url, let password = URLComponents(string: url)?.percentEncodedPassword,
+            !password.isEmpty
+        {
+            shown.store.url = url.replacingOccurrences(of: ":\(password)@", with: ":***@")
+        }
+        print(String(decoding: try ConfigLoader.encoded(shown), as: UTF8.self))
     }
 }

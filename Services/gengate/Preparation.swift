@@ -10,7 +10,7 @@ enum Preparation {
     /// Returns the store, migrated.
     @discardableResult
     static func prepare(config: GenGateConfig, services: [String] = Supervisor.allServices, logger: Logger)
-        async throws -> SQLiteStore
+        async throws -> any GenerationStore
     {
         try checkPortsAreFree(config, services: services)
         let files = FileManager.default
@@ -23,9 +23,7 @@ enum Preparation {
         try files.createDirectory(
             atPath: BusTopology.socketDirectory(for: config), withIntermediateDirectories: true,
             attributes: [.posixPermissions: 0o700])
-        let store = try SQLiteStore(
-            path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
-            busyTimeout: config.store.busyTimeoutSeconds, migrate: true)
+        let store = try await config.openStore(migrate: true, logger: logger)
         if !services.isEmpty { try await checkObjectStorage(config, logger: logger) }
         try await bootstrapAdminKey(store: store, path: config.adminKeyPath, logger: logger)
         return store
@@ -79,7 +77,7 @@ enum Preparation {
 
     /// On first start, when no key exists, creates an admin key and writes it to `admin.key`
     /// (mode 0600). The secret goes only to that file, never to the log.
-    static func bootstrapAdminKey(store: SQLiteStore, path: URL, logger: Logger) async throws {
+    static func bootstrapAdminKey(store: any GenerationStore, path: URL, logger: Logger) async throws {
         guard try await store.apiKeyCount() == 0 else { return }
         let (key, secret) = try await store.createAPIKey(name: "admin", isAdmin: true)
         try writeSecret(secret + "\n", to: path)

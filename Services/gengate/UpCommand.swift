@@ -76,6 +76,7 @@ struct UpCommand: AsyncParsableCommand {
             // resumed against the real provider would be paid for.
             config.dataDir = config.dataDirectory.appendingPathComponent("simulated").path
             config.store.path = nil
+            config.store.url = nil
             config.objects.directory = nil
         }
         LogSetup.bootstrap(config: config, service: "gengate", instance: "gengate-\(getpid())")

@@ -1,4 +1,5 @@
 import Foundation
+import GenGatePostgres
 import GenGateCore
 import GenGateJobs
 import GenGateProviders
@@ -21,6 +22,8 @@ public enum ConfigLoader {
         "GENGATE_BUS_PORT": ["bus", "port"],
         "GENGATE_BUS_BIND_HOST": ["bus", "bind_host"],
         "GENGATE_STORE_PATH": ["store", "path"],
+        "GENGATE_STORE_URL": ["store", "url"],
+        "GENGATE_STORE_POOL_SIZE": ["store", "pool_size"],
         "GENGATE_STORE_DURABILITY": ["store", "durability"],
         "GENGATE_OBJECTS_DIR": ["objects", "directory"],
         "GENGATE_S3_BUCKET": ["objects", "s3", "bucket"],
@@ -119,6 +122,21 @@ public enum ConfigLoader {
             throw ConfigError("sim.failure_rate must be between 0 and 1, got \(config.sim.failureRate)")
         }
         guard config.sim.latencyMs >= 0 else { throw ConfigError("sim.latency_ms must not be negative") }
+        if let url = config.store.url {
+            if PostgresSettings.isPostgresURL(url) {
+                do {
+                    _ = try PostgresSettings.parse(url)
+                } catch {
+                    throw ConfigError("store.url (GENGATE_STORE_URL): \(error)")
+                }
+            } else if !url.hasPrefix("sqlite:") || url.count == "sqlite:".count {
+                throw ConfigError(
+                    "store.url (GENGATE_STORE_URL) must be sqlite:PATH or postgres://user:password@host:5432/database")
+            }
+        }
+        guard (1...200).contains(config.store.poolSize) else {
+            throw ConfigError("store.pool_size must be between 1 and 200, got \(config.store.poolSize)")
+        }
         guard ["full", "normal"].contains(config.store.durability) else {
             throw ConfigError("store.durability must be full or normal, got \(config.store.durability)")
         }
@@ -320,7 +338,8 @@ public enum ConfigLoader {
     /// Settings without a default value (absent from the encoded defaults).
     static let optionalSettings: Set<String> = Set(
         [
-            "http.public_url", "store.path", "objects.directory", "objects.s3.bucket", "objects.s3.endpoint",
+            "http.public_url", "store.url", "store.path", "objects.directory", "objects.s3.bucket",
+            "objects.s3.endpoint",
             "objects.s3.public_url", "bus.host", "sim.ledger", "sim.max_concurrency",
             "sim.max_requests_per_second",
         ]

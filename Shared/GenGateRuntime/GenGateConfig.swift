@@ -104,8 +104,13 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     }
 
     public struct Store: Codable, Sendable, Equatable {
+        /// `sqlite:PATH`, or `postgres://user:password@host:5432/database` for the PostgreSQL
+        /// store that services on several hosts share; default the SQLite file at `path`.
+        public var url: String?
         /// SQLite file; default `<data dir>/gengate.sqlite`.
         public var path: String?
+        /// PostgreSQL connections each process opens at most.
+        public var poolSize = 8
         /// `full` survives power loss; `normal` only a process crash, and commits faster.
         public var durability = "full"
         public var busyTimeoutSeconds = 10.0
@@ -348,7 +353,11 @@ extension GenGateConfig {
 
     public var runDirectory: URL { dataDirectory.appendingPathComponent("run") }
 
-    public var storePath: String { store.path ?? dataDirectory.appendingPathComponent("gengate.sqlite").path }
+    /// The SQLite file, when the store is SQLite (`store.url` `sqlite:PATH`, or `store.path`).
+    public var storePath: String {
+        if let url = store.url, url.hasPrefix("sqlite:") { return String(url.dropFirst("sqlite:".count)) }
+        return store.path ?? dataDirectory.appendingPathComponent("gengate.sqlite").path
+    }
 
     public var objectsDirectory: URL {
         objects.directory.map { URL(fileURLWithPath: $0) } ?? dataDirectory.appendingPathComponent("objects")

@@ -57,9 +57,7 @@ public struct ServiceEnvironment: Sendable {
         logger[metadataKey: "service"] = "\(service)"
         let topology = BusTopology(config: config)
         let zmq = try ZMQContext()
-        let store = try SQLiteStore(
-            path: config.storePath, durability: config.store.durability == "full" ? .full : .normal,
-            busyTimeout: config.store.busyTimeoutSeconds)
+        let store = try await config.openStore()
         let objects = try config.objectStore()
         let failPoints = try FailPoints(
             spec: ProcessInfo.processInfo.environment["GENGATE_FAILPOINTS"] ?? "",

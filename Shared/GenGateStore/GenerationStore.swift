@@ -304,11 +304,15 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
     /// The database's schema is not the one this build expects.
     case schemaMismatch(String)
     case duplicateID(String)
+    /// The store cannot be reached or is busy right now, and the call wrote nothing: trying again
+    /// shortly is right.
+    case unavailable(String)
 
     public var description: String {
         switch self {
         case .schemaMismatch(let detail): return "store schema mismatch: \(detail)"
         case .duplicateID(let id): return "a generation with id \(id) already exists"
+        case .unavailable(let detail): return "store unavailable: \(detail)"
         }
     }
 }

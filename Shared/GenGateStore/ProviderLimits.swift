@@ -152,6 +152,31 @@ public enum AdaptiveLimit {
         }
     }
 
+    /// Each provider's limits as they stand at `now`, from its open tasks and its stored row.
+    public static func states(open: [String: Int], rows: [String: Row], now: Double) -> [ProviderLimitState] {
+        var states: [String: ProviderLimitState] = [:]
+        for (provider, count) in open {
+            states[provider] = ProviderLimitState(
+                provider: provider, inFlight: count, concurrency: nil, requestsPerSecond: nil, tokens: nil)
+        }
+        for (provider, row) in rows {
+            var state =
+                states[provider]
+                ?? ProviderLimitState(
+                    provider: provider, inFlight: 0, concurrency: nil, requestsPerSecond: nil, tokens: nil)
+            if let decreasedAt = row.decreasedAt, now - decreasedAt >= AdaptiveLimit.forgetSeconds {
+                // Back at a maximum this process may not know: the next admission applies it.
+                states[provider] = state
+                continue
+            }
+            state.concurrency = row.concurrency
+            state.requestsPerSecond = row.rate
+            state.tokens = row.rate.map { min(max(1, $0), row.tokens + max(0, now - row.refilledAt) * $0) }
+            states[provider] = state
+        }
+        return states.values.sorted { $0.provider < $1.provider }
+    }
+
     /// Whether a submission may go with `inFlight` tasks open; the row after taking its token.
     public static func admit(_ row: Row, inFlight: Int, limits: ProviderLimits, provider: String, now: Double)
         -> Result<

@@ -790,16 +790,12 @@ public final class SQLiteStore: GenerationStore {
     }
 
     static func decodeAttempt(_ row: Row) throws -> Attempt {
-        let indexes: String = row["output_indexes"]
-        return Attempt(
+        try EncodedAttempt.decode(
             generationID: row["generation_id"], number: row["number"], provider: row["provider"],
             clientReference: row["client_reference"], providerTaskID: row["provider_task_id"],
-            outputIndexes: try JSONCoding.decode([Int].self, from: Data(indexes.utf8)),
-            state: Attempt.State(rawValue: row["state"]) ?? .abandoned,
-            error: try decodeError(row["error"]),
-            createdAt: Date(timeIntervalSince1970: row["created_at"]),
-            finishedAt: (row["finished_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
-            possibleDoubleCharge: (row["possible_double_charge"] as Bool?) ?? false, model: row["model"])
+            indexes: row["output_indexes"], state: row["state"], error: row["error"], createdAt: row["created_at"],
+            finishedAt: row["finished_at"], possibleDoubleCharge: (row["possible_double_charge"] as Bool?) ?? false,
+            model: row["model"])
     }
 
     static func fetchGeneration(id: String, db: Database) throws -> Generation? {
@@ -920,7 +916,7 @@ enum ProviderLimitRows {
     }
 
     static func states(db: Database) throws -> [ProviderLimitState] {
-        var states: [String: ProviderLimitState] = [:]
+        var open: [String: Int] = [:]
         for row in try Row.fetchAll(
             db,
             cached: """
@@ -928,67 +924,19 @@ enum ProviderLimitRows {
                 WHERE status IN ('dispatching', 'running') GROUP BY provider
                 """)
         {
-            let provider: String = row["provider"]
-            states[provider] = ProviderLimitState(
-                provider: provider, inFlight: row["open"], concurrency: nil, requestsPerSecond: nil, tokens: nil)
+            open[row["provider"]] = row["open"]
         }
-        let now = Date().timeIntervalSince1970
+        var rows: [String: AdaptiveLimit.Row] = [:]
         for row in try Row.fetchAll(db, cached: "SELECT * FROM provider_limits") {
-            let provider: String = row["provider"]
-            let rate: Double? = row["rate"]
-            let tokens: Double = row["tokens"]
-            let refilledAt: Double = row["refilled_at"]
-            var state =
-                states[provider]
-                ?? ProviderLimitState(
-                    provider: provider, inFlight: 0, concurrency: nil, requestsPerSecond: nil, tokens: nil)
-            let decreasedAt: Double? = row["decreased_at"]
-            if let decreasedAt, now - decreasedAt >= AdaptiveLimit.forgetSeconds {
-                // Back at a maximum this process may not know: the next admission applies it.
-                states[provider] = state
-                continue
-            }
-            state.concurrency = row["concurrency"]
-            state.requestsPerSecond = rate
-            state.tokens = rate.map { min(max(1, $0), tokens + max(0, now - refilledAt) * $0) }
-            states[provider] = state
+            rows[row["provider"]] = AdaptiveLimit.Row(
+                concurrency: row["concurrency"], rate: row["rate"], tokens: row["tokens"],
+                refilledAt: row["refilled_at"], decreasedAt: row["decreased_at"])
         }
-        return states.values.sorted { $0.provider < $1.provider }
+        return AdaptiveLimit.states(open: open, rows: rows, now: Date().timeIntervalSince1970)
     }
 }
 
-/// An event in the form the events table keeps, encoded before the writer lock is taken.
-struct EncodedEvent: Sendable {
-    var generationID: String?
-    var type: String
-    var at: Double
-    var payload: String
-    /// For an event a webhook may want: its webhook event and a delivery id, should it need one.
-    var webhook: (event: WebhookEvent, deliveryID: String)?
-
-    static func encode(_ events: [Event]) throws -> [EncodedEvent] {
-        try events.map { event in
-            EncodedEvent(
-                generationID: event.generationID, type: event.type.rawValue, at: event.at.timeIntervalSince1970,
-                payload: String(decoding: try event.payload.encoded(), as: UTF8.self),
-                webhook: event.generationID == nil
-                    ? nil : WebhookEvent.of(event.type).map { ($0, Identifier.make("msg", at: event.at)) })
-        }
-    }
-}
-
-/// An attempt row, encoded before the writer lock is taken.
-struct EncodedAttempt: Sendable {
-    var attempt: Attempt
-    var indexes: String
-    var error: String?
-
-    init(_ attempt: Attempt) throws {
-        self.attempt = attempt
-        indexes = String(decoding: try JSONCoding.encode(attempt.outputIndexes), as: UTF8.self)
-        error = try attempt.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
-    }
-
+extension EncodedAttempt {
     func insert(_ db: Database) throws {
         try db.run(
             sql: """
@@ -1004,23 +952,11 @@ struct EncodedAttempt: Sendable {
     }
 }
 
-/// An attempt's compare-and-set, encoded before the writer lock is taken.
-struct EncodedAttemptUpdate: Sendable {
-    var update: AttemptUpdate
-    var error: String?
-
-    init(_ update: AttemptUpdate) throws {
-        self.update = update
-        error = try update.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
-    }
-
+extension EncodedAttemptUpdate {
     /// False if the attempt is not in one of the expected states (nothing written).
     func apply(_ db: Database) throws -> Bool {
-        let finished: Double? =
-            (update.to == .submitting || update.to == .submitted) ? nil : update.at.timeIntervalSince1970
-        let expected = update.from.map(\.rawValue).sorted()
         var arguments: StatementArguments = [
-            update.to.rawValue, update.providerTaskID, error, finished, update.possibleDoubleCharge,
+            update.to.rawValue, update.providerTaskID, error, finishedAt, update.possibleDoubleCharge,
             update.generationID, update.number,
         ]
         arguments += StatementArguments(expected)
@@ -1071,11 +1007,13 @@ extension DatabaseValueConvertible where Self: StatementColumnConvertible {
 }
 
 extension StoreError {
-    /// Whether `error` says the store is busy right now (its writer lock held past the busy
-    /// timeout by others): the write did not happen, and trying again shortly is right. Other
-    /// failures (a full disk, an I/O error during a commit, whose outcome is unknown) are not
-    /// this: they do not pass in a second, and a blind retry could make a second generation.
+    /// Whether `error` says the store is busy or out of reach right now (SQLite's writer lock
+    /// held past the busy timeout by others; a PostgreSQL server, connection or lock not had in
+    /// time): the write did not happen, and trying again shortly is right. Other failures (a
+    /// full disk, an I/O error during a commit, whose outcome is unknown) are not this: they do
+    /// not pass in a second, and a blind retry could make a second generation.
     public static func isUnavailable(_ error: any Error) -> Bool {
+        if case .unavailable = error as? StoreError { return true }
         guard let error = error as? DatabaseError else { return false }
         return error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
     }

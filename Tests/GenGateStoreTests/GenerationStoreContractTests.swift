@@ -5,7 +5,7 @@ import GenGateCore
 
 /// The behaviour every `GenerationStore` backend must have. The tests speak to the protocol only,
 /// except where they check SQLite itself (the file, the schema check); a second backend runs the
-/// same cases by overriding `makeStore` and `makeSecondConnection`.
+/// same cases by overriding `makeStore` and `makeSecondConnection` (`PostgresStoreTests`).
 class GenerationStoreContractTests: XCTestCase {
     var directory: URL!
     var store: (any GenerationStore)!
@@ -17,7 +17,7 @@ class GenerationStoreContractTests: XCTestCase {
     }
 
     /// Another connection to the same store, as another process would have.
-    func makeSecondConnection() throws -> any GenerationStore {
+    func makeSecondConnection() async throws -> any GenerationStore {
         try SQLiteStore(path: path)
     }
 
@@ -80,7 +80,7 @@ class GenerationStoreContractTests: XCTestCase {
         let generation = try await inserted()
         let now = Date()
         let first = store!
-        let second = try makeSecondConnection()
+        let second = try await makeSecondConnection()
         async let a = first.claim(id: generation.id, statuses: [.pending], owner: "a", leaseUntil: now + 30, now: now)
         async let b = second.claim(id: generation.id, statuses: [.pending], owner: "b", leaseUntil: now + 30, now: now)
         let winners = [try await a, try await b].compactMap { $0 }
@@ -290,7 +290,7 @@ class GenerationStoreContractTests: XCTestCase {
         let limits = ProviderLimits(maxConcurrency: 5)
         var jobs: [Generation] = []
         for _ in 0..<24 { jobs.append(try await inserted()) }
-        let second = try makeSecondConnection()
+        let second = try await makeSecondConnection()
         let stores: [any GenerationStore] = [store, second]
         let outcomes = try await withThrowingTaskGroup(of: Result<Generation?, ProviderAtLimit>.self) { group in
             for (index, job) in jobs.enumerated() {
@@ -328,7 +328,7 @@ class GenerationStoreContractTests: XCTestCase {
         XCTAssertEqual(state?.inFlight, 3)
         guard
             case .failure(let refusal) = try await Self.dispatch(
-                try await inserted(), on: try makeSecondConnection(), limits: limits)
+                try await inserted(), on: try await makeSecondConnection(), limits: limits)
         else { return XCTFail("admitted over the shrunk limit") }
         XCTAssertEqual(refusal.reason, .concurrency)
     }

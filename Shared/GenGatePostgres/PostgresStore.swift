@@ -1,0 +1,237 @@
+import Foundation
+import GenGateCore
+import GenGateStore
+import Logging
+import PostgresNIO
+import Synchronization
+
+/// The store on PostgreSQL, for services on several hosts: the same protocol, rules and answers
+/// as `SQLiteStore`, over a bounded pool of connections (`PostgresSettings.poolSize`).
+///
+/// Writes go through `PostgresWriteBatcher` (grouped commits under one writer lock); reads go
+/// straight to the pool. A server that cannot be reached, or a connection or lock not had within
+/// `busyTimeout`, is `StoreError.unavailable` (nothing written; callers retry); the pool
+/// reconnects by itself when the server is back. A failure while a commit is under way is
+/// reported as it is: its outcome is unknown.
+public final class PostgresStore: GenerationStore, @unchecked Sendable {
+    /// Lends a connection to a closure, or fails with `StoreError.unavailable` in time.
+    typealias Connector = @Sendable (@escaping @Sendable (PostgresConnection) async throws -> Void) async throws -> Void
+
+    public let settings: PostgresSettings
+    let client: PostgresClient
+    private let running: Task<Void, Never>
+    let batcher: PostgresWriteBatcher
+
+    /// Connects, and checks (or with `migrate`, brings up to date) the schema.
+    public init(settings: PostgresSettings, migrate: Bool = false, logger: Logger? = nil) async throws {
+        self.settings = settings
+        let client = PostgresClient(
+            configuration: settings.clientConfiguration(),
+            backgroundLogger: logger ?? Logger(label: "gengate.postgres", factory: { _ in SwiftLogNoOpLogHandler() }))
+        self.client = client
+        running = Task.detached { await client.run() }
+        let timeout = settings.busyTimeout
+        let description = settings.description
+        batcher = PostgresWriteBatcher(connect: { body in
+            try await Self.lend(client, timeout: timeout, to: description, body)
+        })
+        do {
+            do {
+                try await settings.probe(timeout: settings.busyTimeout)
+            } catch {
+                let problem = Self.classify(error, committing: false)
+                if case .unavailable = problem as? StoreError {
+                    throw StoreError.unavailable("PostgreSQL at \(settings.description) cannot be reached")
+                }
+                throw PostgresStoreError(
+                    state: (problem as? PostgresStoreError)?.state ?? "",
+                    message: "cannot log in to PostgreSQL at \(settings.description): \(problem)")
+            }
+            if migrate {
+                try await self.migrate()
+            } else {
+                try await checkSchema()
+            }
+        } catch {
+            running.cancel()
+            throw error
+        }
+    }
+
+    deinit { running.cancel() }
+
+    /// Closes the pool; calls after this fail.
+    public func close() { running.cancel() }
+
+    // MARK: Connections
+
+    /// Runs `body` on a connection of `client`'s pool; `StoreError.unavailable` if none is had
+    /// within `timeout` (the body then never runs).
+    static func lend(
+        _ client: PostgresClient, timeout: TimeInterval, to description: String,
+        _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
+    ) async throws {
+        enum Lease: Sendable { case waiting, lent, gaveUp }
+        let lease = Locked(Lease.waiting)
+        let unavailable = StoreError.unavailable(
+            "no connection to PostgreSQL at \(description) within \(Int(timeout.rounded())) s")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                do {
+                    try await client.withConnection { connection in
+                        let lent = lease.withLock { state -> Bool in
+                            guard state == .waiting else { return false }
+                            state = .lent
+                            return true
+                        }
+                        guard lent else { throw unavailable }
+                        try await body(connection)
+                    }
+                } catch {
+                    throw classify(error, committing: false)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(timeout))
+                let gaveUp = lease.withLock { state -> Bool in
+                    guard state == .waiting else { return false }
+                    state = .gaveUp
+                    return true
+                }
+                if gaveUp { throw unavailable }
+            }
+            // The first to end decides: the body's outcome, or the timeout before any lease.
+            do {
+                try await group.next()
+                group.cancelAll()
+                try await group.waitForAll()
+            } catch {
+                group.cancelAll()
+                throw error
+            }
+        }
+    }
+
+    /// A read on a connection of the pool.
+    func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        let result = Locked<T?>(nil)
+        try await Self.lend(client, timeout: settings.busyTimeout, to: settings.description) { connection in
+            let value = try await body(connection)
+            result.withLock { $0 = value }
+        }
+        guard let value = result.withLock({ $0 }) else { throw StoreError.unavailable("a read returned nothing") }
+        return value
+    }
+
+    /// A write, grouped with others into one transaction (see `PostgresWriteBatcher`).
+    func write<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await batcher.write(body)
+    }
+
+    /// `error` as callers act on it: a server that cannot be reached, a busy lock, a
+    /// serialization failure (nothing written) is `StoreError.unavailable`; a server's refusal
+    /// becomes `PostgresStoreError` with its message (PostgresNIO's own description hides it).
+    /// While `committing`, a lost connection leaves the outcome unknown and is not unavailable.
+    static func classify(_ error: any Error, committing: Bool) -> any Error {
+        if error is StoreError || error is PostgresStoreError { return error }
+        if let error = error as? PostgresTransactionError {
+            return classify(
+                error.commitError ?? error.closureError ?? error.beginError ?? error, committing: committing)
+        }
+        guard let psql = error as? PSQLError else { return error }
+        switch psql.code {
+        case .server:
+            let state = psql.serverInfo?[.sqlState] ?? ""
+            let message = psql.serverInfo?[.message] ?? "PostgreSQL refused the statement"
+            // 08: connection exceptions; 40001/40P01: serialization failure, deadlock (the
+            // transaction was rolled back); 55P03: a lock not had in time; 57P0x: the server is
+            // shutting down or starting; 53300: too many connections.
+            if state.hasPrefix("08") || ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"].contains(state)
+            {
+                return committing
+                    ? PostgresStoreError(state: state, message: "during commit (outcome unknown): \(message)")
+                    : StoreError.unavailable("PostgreSQL: \(message) (\(state))")
+            }
+            return PostgresStoreError(state: state, message: message)
+        case .connectionError, .serverClosedConnection, .clientClosedConnection, .poolClosed, .uncleanShutdown,
+            .sslUnsupported, .failedToAddSSLHandler:
+            if committing {
+                return PostgresStoreError(
+                    state: "08006", message: "the connection was lost during a commit (outcome unknown)")
+            }
+            return StoreError.unavailable("PostgreSQL cannot be reached (\(psql.code))")
+        default:
+            return PostgresStoreError(state: "", message: "PostgreSQL client error: \(psql.code)")
+        }
+    }
+
+    // MARK: Schema
+
+    /// Applies the migrations not yet applied, under a lock that the other hosts starting at the
+    /// same moment wait for.
+    func migrate() async throws {
+        try await Self.lend(client, timeout: max(settings.busyTimeout, 60), to: settings.description) { connection in
+            try await connection.run("SELECT pg_advisory_lock($1)", [PostgresSchema.migrationLock])
+            do {
+                try await connection.run(
+                    "CREATE TABLE IF NOT EXISTS gengate_migrations (name TEXT PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+                )
+                let applied = Set(
+                    try await connection.rows("SELECT name FROM gengate_migrations").map {
+                        try $0.get("name", as: String.self)
+                    })
+                let known = Set(PostgresSchema.migrations.map(\.name))
+                if let newer = applied.subtracting(known).first {
+                    throw StoreError.schemaMismatch(
+                        "the database was migrated by a newer GenGate (\(newer)); upgrade this one")
+                }
+                for migration in PostgresSchema.migrations where !applied.contains(migration.name) {
+                    try await connection.run("BEGIN")
+                    for statement in PostgresSchema.statements(migration.sql) { try await connection.run(statement) }
+                    do {
+                        try await connection.run(
+                            "INSERT INTO gengate_migrations (name, applied_at) VALUES ($1, $2)",
+                            [migration.name, Date().timeIntervalSince1970])
+                        let commit = try await connection.run("COMMIT")
+                        guard commit.command == "COMMIT" else {
+                            throw StoreError.schemaMismatch("migration \(migration.name) was rolled back")
+                        }
+                    } catch {
+                        _ = try? await connection.run("ROLLBACK")
+                        throw error
+                    }
+                }
+            } catch {
+                _ = try? await connection.run("ROLLBACK")
+                _ = try? await connection.run("SELECT pg_advisory_unlock($1)", [PostgresSchema.migrationLock])
+                throw Self.classify(error, committing: false)
+            }
+            try await connection.run("SELECT pg_advisory_unlock($1)", [PostgresSchema.migrationLock])
+        }
+    }
+
+    func checkSchema() async throws {
+        let applied = try await read { connection -> [String] in
+            let exists = try await connection.row("SELECT to_regclass('gengate_migrations') IS NOT NULL AS present")
+            guard try exists?.get("present", as: Bool.self) == true else { return [] }
+            return try await connection.rows("SELECT name FROM gengate_migrations").map { try $0.get("name") }
+        }
+        let known = PostgresSchema.migrations.map(\.name)
+        if let newer = Set(applied).subtracting(known).first {
+            throw StoreError.schemaMismatch(
+                "\(settings.description) was migrated by a newer GenGate (\(newer)); upgrade this one")
+        }
+        if !Set(known).isSubset(of: Set(applied)) {
+            throw StoreError.schemaMismatch(
+                "\(settings.description) is not migrated to this version; run `gengate migrate`")
+        }
+    }
+}
+
+/// PostgreSQL refused a statement: its SQLSTATE and message.
+public struct PostgresStoreError: Error, CustomStringConvertible, Equatable {
+    public var state: String
+    public var message: String
+
+    public var description: String { state.isEmpty ? message : "\(message) (SQLSTATE \(state))" }
+}
