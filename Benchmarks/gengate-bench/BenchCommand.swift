@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GenGateLocalPorts
 
 /// `gengate-bench`: starts the real multi-process GenGate (release binaries) for each scenario,
 /// drives it with its own load generator, and writes a Markdown table with the machine's
@@ -20,6 +21,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Size of the object the s3 scenario uploads, in MB.")
     var s3Megabytes: Int = 500
 
+    @Option(help: "The store: sqlite (default) or postgres (a private PostgreSQL server; submit and e2e only).")
+    var store: String = "sqlite"
+
     @Option(help: "Where to write the results (Markdown).")
     var output: String = "BENCHMARKS.md"
 
@@ -34,9 +38,14 @@ struct BenchCommand: AsyncParsableCommand {
                     ?? CommandLine.arguments[0]
             )
             .deletingLastPathComponent()
-        let runner = Scenarios(binaries: directory, duration: .seconds(Int64(seconds)), tasks: tasks) { line in
+        guard ["sqlite", "postgres"].contains(store) else { throw ValidationError("--store is sqlite or postgres") }
+        if store == "postgres", let other = scenarios.first(where: { !["submit", "e2e"].contains($0) }) {
+            throw ValidationError("\(other) runs on SQLite only; with --store postgres run submit and e2e")
+        }
+        var runner = Scenarios(binaries: directory, duration: .seconds(Int64(seconds)), tasks: tasks) { line in
             FileHandle.standardError.write(Data("\(line)\n".utf8))
         }
+        if store == "postgres" { runner.postgres = try LocalPostgres() }
         var rows: [Row] = []
         for scenario in scenarios {
             switch scenario {

@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import GenGateBus
 import GenGateCore
+import GenGateLocalPorts
 
 /// One row of the results table.
 struct Row {
@@ -17,12 +18,17 @@ struct Scenarios {
     let binaries: URL
     let duration: Duration
     let tasks: Int
+    /// Runs the store on this PostgreSQL server instead of SQLite (the submit and e2e scenarios).
+    var postgres: LocalPostgres? = nil
     let log: (String) -> Void
+
+    /// Said after a scenario's name when the store is not the default.
+    var onStore: String { postgres == nil ? "" : ", PostgreSQL store" }
 
     /// Durable `POST /v1/generations`: as fast as 64 clients can, then 5,000/s offered.
     func submit() async throws -> [Row] {
         let system = try await SystemUnderTest.start(
-            binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "1000"])
+            binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "1000"], postgres: postgres)
         defer { system.stop() }
         let body: @Sendable (Int) -> String = { #"{"model": "sim/text", "prompt": "bench \#($0)"}"# }
         _ = await HTTPLoad.closedLoop(system, clients: 64, duration: .seconds(2), body: body)  // warm up
@@ -38,13 +44,15 @@ struct Scenarios {
         )
         return [
             Row(
-                scenario: "submit, 64 clients (closed loop)", target: "≥ 10,000/s", measured: "\(Int(closed.rate))/s",
+                scenario: "submit, 64 clients (closed loop)\(onStore)", target: "≥ 10,000/s",
+                measured: "\(Int(closed.rate))/s",
                 met: closed.rate >= 10_000,
                 notes:
                     "p50 \(ms(closed.latencies.quantile(0.5))), p99 \(ms(closed.latencies.quantile(0.99))), \(closed.latencies.count) accepted, \(closed.failures) failed"
             ),
             Row(
-                scenario: "submit, 5,000/s offered (open loop)", target: "p99 ≤ 10 ms", measured: "p99 \(ms(openP99))",
+                scenario: "submit, 5,000/s offered (open loop)\(onStore)", target: "p99 ≤ 10 ms",
+                measured: "p99 \(ms(openP99))",
                 met: openP99 <= 0.010,
                 notes:
                     "p50 \(ms(open.latencies.quantile(0.5))), p99.9 \(ms(open.latencies.quantile(0.999))), \(Int(open.rate))/s answered, \(open.failures) failed"
@@ -59,7 +67,7 @@ struct Scenarios {
         let config =
             #"{"jobs": {"model_check_schedules": {"sim/image": {"first_seconds": 0.01, "factor": 1.5, "max_seconds": 1, "jitter": 0.2}}}}"#
         let system = try await SystemUnderTest.start(
-            binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "0"], config: config)
+            binaries: binaries, environment: ["GENGATE_SIM_LATENCY_MS": "0"], config: config, postgres: postgres)
         defer { system.stop() }
         let body: @Sendable (Int) -> String = {
             #"{"model": "sim/image", "prompt": "e2e \#($0)", "width": 16, "height": 16}"#
@@ -78,13 +86,13 @@ struct Scenarios {
         )
         return [
             Row(
-                scenario: "end to end, 64 clients, zero-latency provider, n=1", target: "≥ 2,000 jobs/s",
+                scenario: "end to end, 64 clients, zero-latency provider, n=1\(onStore)", target: "≥ 2,000 jobs/s",
                 measured: "\(Int(closedDone.rate)) jobs/s", met: closedDone.rate >= 2_000,
                 notes:
                     "\(closedDone.latencies.count) of \(closed.ids.count) completed; p50 \(ms(closedDone.latencies.quantile(0.5))), p99 \(ms(closedDone.latencies.quantile(0.99)))"
             ),
             Row(
-                scenario: "end to end, 1,000/s offered", target: "p99 ≤ 250 ms", measured: "p99 \(ms(p99))",
+                scenario: "end to end, 1,000/s offered\(onStore)", target: "p99 ≤ 250 ms", measured: "p99 \(ms(p99))",
                 met: p99 <= 0.25,
                 notes:
                     "\(openDone.latencies.count) of \(open.ids.count) completed; p50 \(ms(openDone.latencies.quantile(0.5))); first check after 10 ms ± 20 %"
@@ -99,13 +107,23 @@ struct Scenarios {
 
     /// Waits until `ids` are all terminal (or 120 s pass), then reads their times from the store.
     func waitForCompletion(_ system: SystemUnderTest, ids: [String]) async throws -> Completion {
-        let queue = try DatabaseQueue(path: system.storePath, configuration: readOnly())
+        let queue = system.postgres == nil ? try DatabaseQueue(path: system.storePath, configuration: readOnly()) : nil
         let deadline = ContinuousClock.now + .seconds(120)
         let wanted = Set(ids)
         var rows: [(Double, Double?)] = []
         while ContinuousClock.now < deadline {
-            rows = try await queue.read { db in
-                try Row2.fetchAll(db, ids: wanted)
+            if let queue {
+                rows = try await queue.read { db in
+                    try Row2.fetchAll(db, ids: wanted)
+                }
+            } else if let (server, database) = system.postgres {
+                // Each run has a database of its own: every generation in it is one of `ids`.
+                rows = try server.psql("SELECT created_at, completed_at FROM generations", database: database)
+                    .split(separator: "\n").compactMap { line in
+                        let fields = line.split(separator: "|", omittingEmptySubsequences: false)
+                        guard fields.count == 2, let created = Double(fields[0]) else { return nil }
+                        return (created, Double(fields[1]))
+                    }
             }
             if rows.count == wanted.count && rows.allSatisfy({ $0.1 != nil }) { break }
             try await Task.sleep(for: .milliseconds(250))

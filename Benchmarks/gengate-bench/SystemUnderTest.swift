@@ -9,14 +9,25 @@ final class SystemUnderTest: @unchecked Sendable {
     let eventsPort: Int
     let process: Process
     let adminKey: String
+    /// The PostgreSQL database the system's store is in, when it is not SQLite.
+    var postgres: (server: LocalPostgres, database: String)?
 
     var baseURL: String { "http://127.0.0.1:\(httpPort)" }
     var storePath: String { dataDir.appendingPathComponent("gengate.sqlite").path }
 
-    static func start(binaries: URL, environment extra: [String: String], config: String? = nil) async throws
+    static func start(
+        binaries: URL, environment extra: [String: String], config: String? = nil, postgres: LocalPostgres? = nil
+    ) async throws
         -> SystemUnderTest
     {
         let ports = try FreePorts.take(3)
+        var extra = extra
+        var database: String?
+        if let postgres {
+            let url = try postgres.createDatabase()
+            extra["GENGATE_STORE_URL"] = url
+            database = String(url.split(separator: "/").last!.split(separator: "?")[0])
+        }
         let dataDir = URL(fileURLWithPath: "/tmp/ggbench-\(UUID().uuidString.prefix(8).lowercased())")
         try FileManager.default.createDirectory(at: dataDir, withIntermediateDirectories: true)
         var arguments = [
@@ -52,6 +63,7 @@ final class SystemUnderTest: @unchecked Sendable {
             {
                 let system = SystemUnderTest(
                     dataDir: dataDir, httpPort: ports[0], eventsPort: ports[2], process: process, adminKey: key)
+                if let postgres, let database { system.postgres = (postgres, database) }
                 try await Task.sleep(for: .seconds(1))  // every service up and connected
                 return system
             }

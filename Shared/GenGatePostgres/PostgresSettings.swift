@@ -117,6 +117,8 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
             ("lock_timeout", "\(milliseconds)"),
             // A transaction left open by a process that hangs does not hold the writer lock.
             ("idle_in_transaction_session_timeout", "\(max(30_000, milliseconds * 3))"),
+            // No statement runs longer than this: a store statement takes milliseconds.
+            ("statement_timeout", "\(max(30_000, milliseconds * 3))"),
             ("application_name", "gengate"),
             ("TimeZone", "UTC"),
         ]

@@ -21,19 +21,21 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     let client: PostgresClient
     private let running: Task<Void, Never>
     let batcher: PostgresWriteBatcher
+    let logger: Logger
 
     /// Connects, and checks (or with `migrate`, brings up to date) the schema.
     public init(settings: PostgresSettings, migrate: Bool = false, logger: Logger? = nil) async throws {
         self.settings = settings
+        let quiet = Self.quieter(logger)
+        self.logger = quiet
         let client = PostgresClient(
-            configuration: settings.clientConfiguration(),
-            backgroundLogger: logger ?? Logger(label: "gengate.postgres", factory: { _ in SwiftLogNoOpLogHandler() }))
+            configuration: settings.clientConfiguration(), backgroundLogger: quiet)
         self.client = client
         running = Task.detached { await client.run() }
         let timeout = settings.busyTimeout
         let description = settings.description
         batcher = PostgresWriteBatcher(connect: { body in
-            try await Self.lend(client, timeout: timeout, to: description, body)
+            try await Self.lend(client, timeout: timeout, to: description, logger: quiet, body)
         })
         do {
             do {
@@ -60,52 +62,86 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
 
     deinit { running.cancel() }
 
+    /// The pool's own log: warnings and worse only (it reports every failed reconnection at
+    /// `info`; the store's callers say what an outage costs).
+    static func quieter(_ logger: Logger?) -> Logger {
+        guard var logger else { return PostgresConnection.quiet }
+        logger.logLevel = max(logger.logLevel, .warning)
+        return logger
+    }
+
     /// Closes the pool; calls after this fail.
     public func close() { running.cancel() }
 
     // MARK: Connections
 
     /// Runs `body` on a connection of `client`'s pool; `StoreError.unavailable` if none is had
-    /// within `timeout` (the body then never runs).
+    /// within `timeout` (the body then never runs). A body still running `hangLimit` seconds
+    /// later has a connection that stopped answering (statements themselves are cut by the
+    /// server's `statement_timeout` well before): the connection is closed, which fails the
+    /// body, so that no caller waits for ever.
     static func lend(
-        _ client: PostgresClient, timeout: TimeInterval, to description: String,
+        _ client: PostgresClient, timeout: TimeInterval, to description: String, logger: Logger,
         _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
     ) async throws {
-        enum Lease: Sendable { case waiting, lent, gaveUp }
+        enum Lease: Sendable {
+            case waiting
+            case lent(PostgresConnection)
+            case done, gaveUp
+        }
         let lease = Locked(Lease.waiting)
         let unavailable = StoreError.unavailable(
             "no connection to PostgreSQL at \(description) within \(Int(timeout.rounded())) s")
-        try await withThrowingTaskGroup(of: Void.self) { group in
+        let hangLimit = max(90, timeout * 6)
+        // `true` when the body ended, `false` when the watchdog did (having found the body
+        // lent: the body is then waited for, never cancelled, as it may be mid-transaction).
+        try await withThrowingTaskGroup(of: Bool.self) { group in
             group.addTask {
                 do {
                     try await client.withConnection { connection in
                         let lent = lease.withLock { state -> Bool in
-                            guard state == .waiting else { return false }
-                            state = .lent
+                            guard case .waiting = state else { return false }
+                            state = .lent(connection)
                             return true
                         }
                         guard lent else { throw unavailable }
+                        defer { lease.withLock { $0 = .done } }
                         try await body(connection)
                     }
                 } catch {
                     throw classify(error, committing: false)
                 }
+                return true
             }
             group.addTask {
                 try? await Task.sleep(for: .seconds(timeout))
                 let gaveUp = lease.withLock { state -> Bool in
-                    guard state == .waiting else { return false }
+                    guard case .waiting = state else { return false }
                     state = .gaveUp
                     return true
                 }
                 if gaveUp { throw unavailable }
+                try? await Task.sleep(for: .seconds(hangLimit - timeout))
+                let hung = lease.withLock { state -> PostgresConnection? in
+                    if case .lent(let connection) = state { return connection }
+                    return nil
+                }
+                if let hung {
+                    logger.error(
+                        "a PostgreSQL connection stopped answering; closing it",
+                        metadata: ["store": "\(description)", "seconds": "\(Int(hangLimit))"])
+                    try? await hung.close()
+                }
+                return false
             }
-            // The first to end decides: the body's outcome, or the timeout before any lease.
             do {
-                try await group.next()
-                group.cancelAll()
-                try await group.waitForAll()
+                while let bodyEnded = try await group.next() {
+                    if bodyEnded { break }
+                }
+                group.cancelAll()  // the watchdog, if it still sleeps
             } catch {
+                // The body failed, or no connection was lent in time (the lease request is then
+                // cancelled; the body never runs).
                 group.cancelAll()
                 throw error
             }
@@ -115,7 +151,8 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// A read on a connection of the pool.
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let result = Locked<T?>(nil)
-        try await Self.lend(client, timeout: settings.busyTimeout, to: settings.description) { connection in
+        try await Self.lend(client, timeout: settings.busyTimeout, to: settings.description, logger: logger) {
+            connection in
             let value = try await body(connection)
             result.withLock { $0 = value }
         }
@@ -144,9 +181,11 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
             let state = psql.serverInfo?[.sqlState] ?? ""
             let message = psql.serverInfo?[.message] ?? "PostgreSQL refused the statement"
             // 08: connection exceptions; 40001/40P01: serialization failure, deadlock (the
-            // transaction was rolled back); 55P03: a lock not had in time; 57P0x: the server is
+            // transaction was rolled back); 55P03: a lock not had in time; 57014: a statement
+            // over statement_timeout; 57P0x: the server is
             // shutting down or starting; 53300: too many connections.
-            if state.hasPrefix("08") || ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"].contains(state)
+            if state.hasPrefix("08")
+                || ["40001", "40P01", "55P03", "57014", "57P01", "57P02", "57P03", "53300"].contains(state)
             {
                 return committing
                     ? PostgresStoreError(state: state, message: "during commit (outcome unknown): \(message)")
@@ -170,7 +209,9 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// Applies the migrations not yet applied, under a lock that the other hosts starting at the
     /// same moment wait for.
     func migrate() async throws {
-        try await Self.lend(client, timeout: max(settings.busyTimeout, 60), to: settings.description) { connection in
+        try await Self.lend(
+            client, timeout: max(settings.busyTimeout, 60), to: settings.description, logger: logger
+        ) { connection in
             try await connection.run("SELECT pg_advisory_lock($1)", [PostgresSchema.migrationLock])
             do {
                 try await connection.run(

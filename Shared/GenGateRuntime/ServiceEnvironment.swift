@@ -57,7 +57,7 @@ public struct ServiceEnvironment: Sendable {
         logger[metadataKey: "service"] = "\(service)"
         let topology = BusTopology(config: config)
         let zmq = try ZMQContext()
-        let store = try await config.openStore()
+        let store = try await config.openStore(logger: logger)
         let objects = try config.objectStore()
         let failPoints = try FailPoints(
             spec: ProcessInfo.processInfo.environment["GENGATE_FAILPOINTS"] ?? "",

@@ -5,9 +5,9 @@ import XCTest
 
 /// Services split over "hosts" as a deployment on several machines splits them: the bus alone
 /// (`gengate bus`) on TCP ports, a first host with every service but the bus, a second with
-/// only pollers and uploaders (`gengate up --services poller,uploader`), one shared store and
-/// one S3 bucket. (The hosts are processes with data directories of their own on this machine;
-/// they share nothing but the store, the bucket and the bus's TCP ports.)
+/// only pollers and uploaders (`gengate up --services poller,uploader`), one shared PostgreSQL
+/// store and one S3 bucket. (The hosts are processes with data directories of their own on this
+/// machine; they share nothing but the PostgreSQL server, the bucket and the bus's TCP ports.)
 final class MultiHostTests: XCTestCase {
     var s3: S3Server!
     var processes: [Process] = []
@@ -54,7 +54,7 @@ final class MultiHostTests: XCTestCase {
             .flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     }
 
-    func testPollersAndUploadersOnTwoHostsShareTheWorkAndALostBusIsSurvived() async throws {
+    func testPollersAndUploadersOnTwoHostsShareTheWorkOnPostgreSQLAndALostBusIsSurvived() async throws {
         let busPort = try FreePorts.consecutive(8)
         let eventsPort = try FreePorts.take(1)[0]
         let busDirectory = try directory("bus")
@@ -63,7 +63,8 @@ final class MultiHostTests: XCTestCase {
         var shared = s3.environment
         shared["GENGATE_BUS_HOST"] = "127.0.0.1"
         shared["GENGATE_BUS_PORT"] = "\(busPort)"
-        shared["GENGATE_STORE_PATH"] = firstDirectory.appendingPathComponent("gengate.sqlite").path
+        let database = try LocalPostgres.shared().createDatabase()
+        shared["GENGATE_STORE_URL"] = database
         shared["GENGATE_SIM_LATENCY_MS"] = "400"
         shared["GENGATE_HEARTBEAT_SECONDS"] = "0.5"
         shared["GENGATE_STALE_AFTER_SECONDS"] = "2"
@@ -99,7 +100,15 @@ final class MultiHostTests: XCTestCase {
         for index in 0..<16 {
             ids.append(try await first.submit(#"{"model": "sim/image", "prompt": "shared work \#(index)"}"#))
         }
-        for id in ids { _ = try await first.waitForStatus(id, "completed", timeout: .seconds(90)) }
+        for id in ids {
+            let done = try await first.waitForStatus(id, "completed", timeout: .seconds(90))
+            // Its output is in the bucket, as boto3 reads it.
+            guard case .array(let outputs)? = done["outputs"], let output = outputs.first,
+                let url = output["url"]?.stringValue
+            else { return XCTFail("no output in \(done)") }
+            let key = String(url.dropFirst("\(s3.endpoint)/\(s3.bucket)/".count).prefix { $0 != "?" })
+            XCTAssertEqual(try s3.command("get \(key)")["sha256"], output["sha256"])
+        }
 
         var sources = Set<String>()
         for line in subscriber.lines() {
