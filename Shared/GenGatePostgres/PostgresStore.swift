@@ -22,12 +22,15 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     private let running: Task<Void, Never>
     let batcher: PostgresWriteBatcher
     let logger: Logger
+    let outage: Outage
 
     /// Connects, and checks (or with `migrate`, brings up to date) the schema.
     public init(settings: PostgresSettings, migrate: Bool = false, logger: Logger? = nil) async throws {
         self.settings = settings
         let quiet = Self.quieter(logger)
         self.logger = quiet
+        let outage = Outage()
+        self.outage = outage
         let client = PostgresClient(
             configuration: settings.clientConfiguration(), backgroundLogger: quiet)
         self.client = client
@@ -35,7 +38,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         let timeout = settings.busyTimeout
         let description = settings.description
         batcher = PostgresWriteBatcher(connect: { body in
-            try await Self.lend(client, timeout: timeout, to: description, logger: quiet, body)
+            try await Self.lend(client, timeout: timeout, to: description, logger: quiet, outage: outage, body)
         })
         do {
             do {
@@ -82,8 +85,11 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// body, so that no caller waits for ever.
     static func lend(
         _ client: PostgresClient, timeout: TimeInterval, to description: String, logger: Logger,
-        _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
+        outage: Outage, _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
     ) async throws {
+        // While the server is known to be out of reach, a call gives up after a second, not the
+        // whole timeout: callers hear "unavailable" at once instead of queueing behind each other.
+        let timeout = outage.since == nil ? timeout : min(timeout, 1)
         enum Lease: Sendable {
             case waiting
             case lent(PostgresConnection)
@@ -105,6 +111,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                             return true
                         }
                         guard lent else { throw unavailable }
+                        outage.ended()
                         defer { lease.withLock { $0 = .done } }
                         try await body(connection)
                     }
@@ -120,7 +127,10 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                     state = .gaveUp
                     return true
                 }
-                if gaveUp { throw unavailable }
+                if gaveUp {
+                    outage.began()
+                    throw unavailable
+                }
                 try? await Task.sleep(for: .seconds(hangLimit - timeout))
                 let hung = lease.withLock { state -> PostgresConnection? in
                     if case .lent(let connection) = state { return connection }
@@ -151,7 +161,9 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// A read on a connection of the pool.
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let result = Locked<T?>(nil)
-        try await Self.lend(client, timeout: settings.busyTimeout, to: settings.description, logger: logger) {
+        try await Self.lend(
+            client, timeout: settings.busyTimeout, to: settings.description, logger: logger, outage: outage
+        ) {
             connection in
             let value = try await body(connection)
             result.withLock { $0 = value }
@@ -210,7 +222,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// same moment wait for.
     func migrate() async throws {
         try await Self.lend(
-            client, timeout: max(settings.busyTimeout, 60), to: settings.description, logger: logger
+            client, timeout: max(settings.busyTimeout, 60), to: settings.description, logger: logger, outage: Outage()
         ) { connection in
             try await connection.run("SELECT pg_advisory_lock($1)", [PostgresSchema.migrationLock])
             do {
@@ -267,6 +279,15 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                 "\(settings.description) is not migrated to this version; run `gengate migrate`")
         }
     }
+}
+
+/// Since when no connection could be had, if that is the state now.
+final class Outage: Sendable {
+    private let state = Locked<Date?>(nil)
+
+    var since: Date? { state.withLock { $0 } }
+    func began() { state.withLock { if $0 == nil { $0 = Date() } } }
+    func ended() { state.withLock { $0 = nil } }
 }
 
 /// PostgreSQL refused a statement: its SQLSTATE and message.
