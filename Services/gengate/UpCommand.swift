@@ -93,14 +93,18 @@ struct UpCommand: AsyncParsableCommand {
             simulated = try await ProviderSimulation.start(config: &config, logger: logger)
         }
         defer { simulated.stop() }
-        let configPath = try Preparation.writeResolvedConfig(config)
+        // The store's password goes to the services in their environment, not in the file.
+        let (written, storePassword) = config.withoutStorePassword()
+        let configPath = try Preparation.writeResolvedConfig(written)
+        var childEnvironment = simulated.credentials
+        if let storePassword { childEnvironment["PGPASSWORD"] = storePassword }
         let devices = runsBus ? try await BusDevices.start(config: config, logger: logger) : nil
 
         let leases = LeaseReaper(store: store, staleAfterSeconds: config.jobs.staleAfterSeconds, logger: logger)
         await leases.reapGoneProcesses()
         let supervisor = Supervisor(
             config: config, configPath: configPath, services: children, logger: logger, leases: leases,
-            extraEnvironment: simulated.credentials)
+            extraEnvironment: childEnvironment)
         logger.info(
             "GenGate is starting",
             metadata: [

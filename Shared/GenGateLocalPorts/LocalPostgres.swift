@@ -51,6 +51,8 @@ public final class LocalPostgres: @unchecked Sendable {
         try runAsServerUser([
             bin.appendingPathComponent("initdb").path, "-D", dataDirectory, "-U", Self.user, "-E", "UTF8",
             "--auth-local=trust", "--auth-host=scram-sha-256", "--pwfile", passwordFile.path, "--no-sync",
+            // A locale as production databases have (text sorts by language, not by byte).
+            "--locale-provider=icu", "--icu-locale=en", "--locale=C.UTF-8",
         ])
         try start()
         Self.runningLock.lock()
@@ -69,7 +71,7 @@ public final class LocalPostgres: @unchecked Sendable {
             [
                 bin.appendingPathComponent("pg_ctl").path, "-D", dataDirectory, "-w", "-t", "60", "-l",
                 directory.appendingPathComponent("server.log").path, "-o",
-                "-p \(port) -k \(directory.path) -c listen_addresses=127.0.0.1 -c max_connections=200", "start",
+                "-p \(port) -k \(directory.path) -c listen_addresses=127.0.0.1 -c max_connections=500", "start",
             ])
     }
 

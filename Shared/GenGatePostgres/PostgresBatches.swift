@@ -46,7 +46,17 @@ extension PostgresStore {
                     batch.id, batch.ownerKeyID, batch.total, batch.maxConcurrency, batch.stopOnError, batch.priority,
                     metadata, batch.createdAt.timeIntervalSince1970, heldCount,
                 ])
-            for columns in rows { try await db.run(Self.insertSQL, columns) }
+            // Many rows a statement (24 parameters each, under PostgreSQL's 65,535).
+            for chunk in rows.chunked(500) {
+                var values: [any SQLValue] = []
+                var tuples: [String] = []
+                for columns in chunk {
+                    let first = values.count
+                    tuples.append("(" + (1...columns.count).map { "$\(first + $0)" }.joined(separator: ", ") + ")")
+                    values += columns
+                }
+                try await db.run(Self.insertColumnsSQL + tuples.joined(separator: ", "), values)
+            }
             try await Self.append(encoded, db: db)
             return .inserted
         }
@@ -146,13 +156,8 @@ extension PostgresStore {
     }
 
     public func stopBatch(id: String, reason: String, at now: Date) async throws -> Int {
-        let why = reason == "client" ? "client" : "batch"
-        let error = String(
-            decoding: try JSONCoding.encode(
-                GenGateError(
-                    .cancelled,
-                    reason == "client" ? "cancelled with its batch" : "cancelled: another job of its batch failed",
-                    reason: why)), as: UTF8.self)
+        let (why, cancellation) = Batch.stopCancellation(reason: reason)
+        let error = String(decoding: try JSONCoding.encode(cancellation), as: UTF8.self)
         return try await write { db -> Int in
             try await db.run(
                 """
@@ -210,8 +215,11 @@ extension PostgresStore {
     public func batches(ownerKeyID: String, after cursor: String?, limit: Int) async throws -> [Batch] {
         try await read { db in
             try await db.rows(
-                "SELECT * FROM batches WHERE owner_key_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
-                [ownerKeyID, cursor ?? "~", limit]
+                """
+                SELECT * FROM batches WHERE owner_key_id = $1 AND ($2::text IS NULL OR id < $2) ORDER BY id DESC
+                LIMIT $3
+                """,
+                [ownerKeyID, cursor, limit]
             ).map(Self.decodeBatch)
         }
     }

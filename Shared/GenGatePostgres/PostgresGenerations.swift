@@ -69,13 +69,16 @@ extension PostgresStore {
         ]
     }
 
-    static let insertSQL = """
+    static let insertColumnsSQL = """
         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
             next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, batch_id, batch_index,
             held, priority, webhook_url, webhook_events, deadline_seconds)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22,
-            $23, $24)
+        VALUES
         """
+    static let insertSQL =
+        insertColumnsSQL
+        + " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
+        + " $21, $22, $23, $24)"
 
     public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws
         -> InsertOutcome

@@ -223,26 +223,51 @@ extension PostgresStore {
         try await read { db in try await db.row("SELECT COALESCE(MAX(seq), 0) AS seq FROM events")?.get("seq") ?? 0 }
     }
 
-    /// Appends events in the current write, each with its webhook delivery if its job wants one.
+    /// Appends events in the current write, each with its webhook delivery if its job wants one:
+    /// two statements for any number of events (a batch's thousands hold the writer lock for
+    /// milliseconds, not one round trip each).
     static func append(_ events: [EncodedEvent], db: PostgresConnection) async throws {
-        for event in events {
-            guard
-                let seq: Int64 = try await db.row(
-                    "INSERT INTO events (generation_id, type, at, payload) VALUES ($1, $2, $3, $4) RETURNING seq",
-                    [event.generationID, event.type, event.at, event.payload])?.get("seq")
-            else { throw StoreError.schemaMismatch("an event was inserted without a sequence number") }
-            if let webhook = event.webhook {
-                try await db.run(
-                    """
-                    INSERT INTO webhook_deliveries
-                        (id, generation_id, owner_key_id, event_seq, event_type, url, state, attempts, next_attempt_at,
-                         created_at)
-                    SELECT $1, id, owner_key_id, $2, $3, webhook_url, 'pending', 0, $4, $4
-                    FROM generations
-                    WHERE id = $5 AND webhook_url IS NOT NULL AND $6 = ANY(webhook_events)
-                    """,
-                    [webhook.deliveryID, seq, event.type, event.at, event.generationID, webhook.event.rawValue])
+        for chunk in events.chunked(1_000) {
+            var values: [any SQLValue] = []
+            var rows: [String] = []
+            for event in chunk {
+                let n = values.count
+                rows.append("($\(n + 1), $\(n + 2), $\(n + 3)::double precision, $\(n + 4))")
+                values += [event.generationID, event.type, event.at, event.payload] as [any SQLValue]
             }
+            let inserted = try await db.rows(
+                """
+                INSERT INTO events (generation_id, type, at, payload) VALUES \(rows.joined(separator: ", "))
+                RETURNING seq, generation_id, type, at
+                """, values)
+            // Delivery ids were made with the events; any unique one does for any delivery.
+            var ids = chunk.compactMap { $0.webhook?.deliveryID }
+            var deliveries: [String] = []
+            var arguments: [any SQLValue] = []
+            for row in inserted {
+                guard let generationID: String = try row.get("generation_id"),
+                    let type = EventType(rawValue: try row.get("type")), let wanted = WebhookEvent.of(type)
+                else { continue }
+                let at: Double = try row.get("at")
+                let id = ids.popLast() ?? Identifier.make("msg", at: Date(timeIntervalSince1970: at))
+                let n = arguments.count
+                deliveries.append(
+                    "($\(n + 1), $\(n + 2)::bigint, $\(n + 3), $\(n + 4)::double precision, $\(n + 5), $\(n + 6))")
+                arguments +=
+                    [id, try row.get("seq", as: Int64.self), type.rawValue, at, generationID, wanted.rawValue]
+                    as [any SQLValue]
+            }
+            guard !deliveries.isEmpty else { continue }
+            try await db.run(
+                """
+                INSERT INTO webhook_deliveries
+                    (id, generation_id, owner_key_id, event_seq, event_type, url, state, attempts, next_attempt_at,
+                     created_at)
+                SELECT v.id, g.id, g.owner_key_id, v.seq, v.type, g.webhook_url, 'pending', 0, v.at, v.at
+                FROM (VALUES \(deliveries.joined(separator: ", "))) AS v(id, seq, type, at, generation_id, wanted)
+                JOIN generations g ON g.id = v.generation_id
+                WHERE g.webhook_url IS NOT NULL AND v.wanted = ANY(g.webhook_events)
+                """, arguments)
         }
     }
 
@@ -378,5 +403,11 @@ enum ProviderLimitRows {
                 refilledAt: try row.get("refilled_at"), decreasedAt: try row.get("decreased_at"))
         }
         return AdaptiveLimit.states(open: open, rows: rows, now: Date().timeIntervalSince1970)
+    }
+}
+
+extension Array {
+    func chunked(_ size: Int) -> [[Element]] {
+        stride(from: 0, to: count, by: size).map { Array(self[$0..<Swift.min($0 + size, count)]) }
     }
 }

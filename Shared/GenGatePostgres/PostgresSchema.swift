@@ -48,8 +48,9 @@ enum PostgresSchema {
                 revoked_at DOUBLE PRECISION
             );
 
+            -- Ids compare byte by byte (cursors, newest first), whatever the database's locale.
             CREATE TABLE generations (
-                id TEXT PRIMARY KEY,
+                id TEXT COLLATE "C" PRIMARY KEY,
                 owner_key_id TEXT NOT NULL REFERENCES api_keys(id),
                 model TEXT NOT NULL,
                 provider TEXT NOT NULL,
@@ -211,7 +212,7 @@ enum PostgresSchema {
             );
 
             CREATE TABLE batches (
-                id TEXT PRIMARY KEY,
+                id TEXT COLLATE "C" PRIMARY KEY,
                 owner_key_id TEXT NOT NULL,
                 total BIGINT NOT NULL,
                 max_concurrency BIGINT NOT NULL,

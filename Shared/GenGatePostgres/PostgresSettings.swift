@@ -1,8 +1,10 @@
 import Foundation
+import NIOSSL
 import PostgresNIO
 
 /// Where the PostgreSQL store is, from a `postgres://user:password@host:port/database` URL
-/// (`postgresql://` too; `?sslmode=disable|prefer|require`, default `prefer` as libpq's).
+/// (`postgresql://` too; `?sslmode=disable|prefer|require`, default `prefer`, as libpq's: TLS
+/// when the server offers it, its certificate not verified).
 /// The password may come from `PGPASSWORD` instead of the URL. `description` never shows it.
 public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
     public enum TLSMode: String, Sendable { case disable, prefer, require }
@@ -18,6 +20,9 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
     /// How long a statement may wait for a connection or a lock before the store counts as
     /// unavailable (the write did not happen).
     public var busyTimeout: TimeInterval
+    /// Commits wait for the server's disk (`synchronous_commit = on`); false: a server crash may
+    /// lose the last moment's commits (never corrupts), and commits are faster.
+    public var durable = true
 
     public init(
         host: String, port: Int = 5432, user: String, password: String? = nil, database: String,
@@ -87,8 +92,8 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         let tlsMode: PostgresConnection.Configuration.TLS
         switch tls {
         case .disable: tlsMode = .disable
-        case .prefer: tlsMode = .prefer(try .init(configuration: .makeClientConfiguration()))
-        case .require: tlsMode = .require(try .init(configuration: .makeClientConfiguration()))
+        case .prefer: tlsMode = .prefer(try NIOSSLContext(configuration: Self.unverified))
+        case .require: tlsMode = .require(try NIOSSLContext(configuration: Self.unverified))
         }
         var configuration = PostgresConnection.Configuration(
             host: host, port: port, username: user, password: password, database: database, tls: tlsMode)
@@ -98,12 +103,20 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
         try await connection.close()
     }
 
+    /// TLS as libpq's `prefer` and `require` have it: encrypted, the certificate not checked
+    /// (managed databases and Debian's own server use certificates of private authorities).
+    static var unverified: TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = .none
+        return configuration
+    }
+
     func clientConfiguration() -> PostgresClient.Configuration {
         let tlsMode: PostgresClient.Configuration.TLS
         switch tls {
         case .disable: tlsMode = .disable
-        case .prefer: tlsMode = .prefer(.makeClientConfiguration())
-        case .require: tlsMode = .require(.makeClientConfiguration())
+        case .prefer: tlsMode = .prefer(Self.unverified)
+        case .require: tlsMode = .require(Self.unverified)
         }
         var configuration = PostgresClient.Configuration(
             host: host, port: port, username: user, password: password, database: database, tls: tlsMode)
@@ -119,6 +132,7 @@ public struct PostgresSettings: Sendable, Equatable, CustomStringConvertible {
             ("idle_in_transaction_session_timeout", "\(max(30_000, milliseconds * 3))"),
             // No statement runs longer than this: a store statement takes milliseconds.
             ("statement_timeout", "\(max(30_000, milliseconds * 3))"),
+            ("synchronous_commit", durable ? "on" : "off"),
             ("application_name", "gengate"),
             ("TimeZone", "UTC"),
         ]

@@ -131,7 +131,11 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                     outage.began()
                     throw unavailable
                 }
+                // A caller cancelled while its body runs: the body ends by itself (reads see
+                // the cancellation; writes run detached and are never cancelled).
+                if Task.isCancelled { return false }
                 try? await Task.sleep(for: .seconds(hangLimit - timeout))
+                if Task.isCancelled { return false }
                 let hung = lease.withLock { state -> PostgresConnection? in
                     if case .lent(let connection) = state { return connection }
                     return nil
@@ -224,6 +228,9 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         try await Self.lend(
             client, timeout: max(settings.busyTimeout, 60), to: settings.description, logger: logger, outage: Outage()
         ) { connection in
+            // Another host's migration may take longer than any store statement should.
+            try await connection.run("SET lock_timeout = 0")
+            try await connection.run("SET statement_timeout = 0")
             try await connection.run("SELECT pg_advisory_lock($1)", [PostgresSchema.migrationLock])
             do {
                 try await connection.run(
@@ -260,6 +267,8 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                 throw Self.classify(error, committing: false)
             }
             try await connection.run("SELECT pg_advisory_unlock($1)", [PostgresSchema.migrationLock])
+            try await connection.run("RESET lock_timeout")
+            try await connection.run("RESET statement_timeout")
         }
     }
 

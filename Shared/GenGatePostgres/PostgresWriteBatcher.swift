@@ -57,7 +57,7 @@ final class PostgresWriteBatcher: Sendable {
                         try await connection.run("RELEASE SAVEPOINT w")
                         result.withLock { $0 = .success(value) }
                     } catch {
-                        result.withLock { $0 = .failure(error) }
+                        result.withLock { $0 = .failure(PostgresStore.classify(error, committing: false)) }
                         // If this fails too, the connection is gone and the commit fails for all.
                         try await connection.run("ROLLBACK TO SAVEPOINT w")
                     }
@@ -120,7 +120,7 @@ final class PostgresWriteBatcher: Sendable {
                     do {
                         try await pending.run(connection, alone)
                     } catch  where alone {
-                        _ = try? await connection.run("ROLLBACK")
+                        await Self.rollback(connection)
                         throw WriteFailure(error: error, own: PostgresStore.classify(error, committing: false))
                     }
                 }
@@ -133,9 +133,19 @@ final class PostgresWriteBatcher: Sendable {
             } catch let failure as WriteFailure {
                 throw failure
             } catch {
-                if !committing { _ = try? await connection.run("ROLLBACK") }
+                if !committing { await Self.rollback(connection) }
                 throw WriteFailure(error: PostgresStore.classify(error, committing: committing), own: nil)
             }
+        }
+    }
+
+    /// Rolls back; a connection that cannot is closed, never handed back to the pool inside a
+    /// transaction that holds the writer lock.
+    static func rollback(_ connection: PostgresConnection) async {
+        do {
+            try await connection.run("ROLLBACK")
+        } catch {
+            try? await connection.close()
         }
     }
 }

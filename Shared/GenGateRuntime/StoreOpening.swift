@@ -12,6 +12,7 @@ extension GenGateConfig {
         var settings = try PostgresSettings.parse(url, environment: environment)
         settings.poolSize = store.poolSize
         settings.busyTimeout = store.busyTimeoutSeconds
+        settings.durable = store.durability == "full"
         return settings
     }
 
@@ -28,5 +29,17 @@ extension GenGateConfig {
         return try SQLiteStore(
             path: storePath, durability: store.durability == "full" ? .full : .normal,
             busyTimeout: store.busyTimeoutSeconds, migrate: migrate)
+    }
+
+    /// This configuration without the password of its PostgreSQL URL, and that password (for
+    /// `PGPASSWORD`): what is written to files must not hold it.
+    public func withoutStorePassword() -> (config: GenGateConfig, password: String?) {
+        guard let url = store.url, PostgresSettings.isPostgresURL(url), var components = URLComponents(string: url),
+            let password = components.password, !password.isEmpty
+        else { return (self, nil) }
+        components.password = nil
+        var config = self
+        config.store.url = components.string
+        return (config, password)
     }
 }

@@ -53,3 +53,13 @@ public struct BatchJob: Sendable, Equatable {
         self.errorCode = errorCode
     }
 }
+
+extension Batch {
+    /// What a stopped batch's held jobs end with: the cancellation's reason (`client` or
+    /// `batch`) and their error (`reason` as `stopBatch` takes it).
+    public static func stopCancellation(reason: String) -> (why: String, error: GenGateError) {
+        let why = reason == "client" ? "client" : "batch"
+        let message = reason == "client" ? "cancelled with its batch" : "cancelled: another job of its batch failed"
+        return (why, GenGateError(.cancelled, message, reason: why))
+    }
+}

@@ -176,13 +176,8 @@ extension SQLiteStore {
     }
 
     public func stopBatch(id: String, reason: String, at now: Date) async throws -> Int {
-        let why = reason == "client" ? "client" : "batch"
-        let error = String(
-            decoding: try JSONCoding.encode(
-                GenGateError(
-                    .cancelled,
-                    reason == "client" ? "cancelled with its batch" : "cancelled: another job of its batch failed",
-                    reason: why)), as: UTF8.self)
+        let (why, cancellation) = Batch.stopCancellation(reason: reason)
+        let error = String(decoding: try JSONCoding.encode(cancellation), as: UTF8.self)
         return try await batcher.write { db in
             try db.run(
                 sql:

@@ -20,6 +20,11 @@ final class PostgresStoreContractTests: GenerationStoreContractTests {
         try await PostgresStore(settings: try PostgresSettings.parse(url))
     }
 
+    override func tearDown() {
+        (store as? PostgresStore)?.close()
+        super.tearDown()
+    }
+
     // Linux's test discovery finds a class by the test methods it declares itself, and then
     // runs the inherited ones too: this one makes sure the class is found.
     func testTheContractRunsOnPostgres() async throws {
@@ -133,7 +138,12 @@ final class PostgresStoreTests: XCTestCase {
         // added to later.
         var seen: [Int64] = []
         var cursor: Int64 = 0
+        let deadline = Date() + 60
         while seen.count < 400 {
+            guard Date() < deadline else {
+                try await writers.value  // a writer's failure, if that is why
+                return XCTFail("the reader found \(seen.count) of 400 events: some were skipped")
+            }
             let page = try await first.events(ownerKeyID: key.id, after: cursor, limit: 50, scan: 1_000)
             for event in page.events { XCTAssertGreaterThan(event.seq, cursor) }
             seen += page.events.map(\.seq)

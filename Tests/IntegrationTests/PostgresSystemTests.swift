@@ -15,6 +15,10 @@ final class PostgresSystemTests: XCTestCase {
         XCTAssertFalse(
             FileManager.default.fileExists(atPath: system.dataDir.appendingPathComponent("gengate.sqlite").path),
             "no SQLite store beside PostgreSQL")
+        let written = try String(
+            contentsOf: system.dataDir.appendingPathComponent("run/config.json"), encoding: .utf8)
+        XCTAssertTrue(written.contains("postgres://"))
+        XCTAssertFalse(written.contains(LocalPostgres.password), "the database password is not written to files")
         var ids: [String] = []
         for index in 0..<10 {
             ids.append(try await system.submit(#"{"model": "sim/image", "prompt": "through a restart \#(index)"}"#))
