@@ -117,12 +117,12 @@ struct Scenarios {
                     try Row2.fetchAll(db, ids: wanted)
                 }
             } else if let (server, database) = system.postgres {
-                // Each run has a database of its own: every generation in it is one of `ids`.
-                rows = try server.psql("SELECT created_at, completed_at FROM generations", database: database)
+                rows = try server.psql("SELECT id, created_at, completed_at FROM generations", database: database)
                     .split(separator: "\n").compactMap { line in
                         let fields = line.split(separator: "|", omittingEmptySubsequences: false)
-                        guard fields.count == 2, let created = Double(fields[0]) else { return nil }
-                        return (created, Double(fields[1]))
+                        guard fields.count == 3, wanted.contains(String(fields[0])), let created = Double(fields[1])
+                        else { return nil }
+                        return (created, Double(fields[2]))
                     }
             }
             if rows.count == wanted.count && rows.allSatisfy({ $0.1 != nil }) { break }
