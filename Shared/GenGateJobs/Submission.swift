@@ -340,14 +340,17 @@ public struct Submission: Sendable {
         let outputsMade = made
         do {
             kept = try await context.keepingLease(dispatching) {
-                try await Submission(context: context).keep(
+                try await Submission(context: context).keepPatiently(
                     outputsMade, of: dispatching, attempt: number, provider: adapter.name)
             }
         } catch {
             for output in made { try? FileManager.default.removeItem(at: output.file) }
-            // The provider made (and billed) these outputs, but they could not be kept: the retry
-            // pays for them again.
-            let failure = GenGateError(.uploadFailed, "storing the outputs failed: \(GenGateError.wrap(error).message)")
+            // The provider made (and billed) these outputs, but they could not be kept even by
+            // the deadline: the job fails rather than pay for them again.
+            let failure = GenGateError(
+                .uploadFailed,
+                "storing the outputs failed, and the provider is not asked again (its call was paid): \(GenGateError.wrap(error).message)",
+                retryable: false)
             try await submissionFailed(
                 dispatching, adapter: adapter, request: request, attempt: number, started: started, error: failure,
                 charged: true)
@@ -400,6 +403,30 @@ public struct Submission: Sendable {
         context.logger.warning(
             "a synchronous call's outputs arrived after another worker took the job over",
             metadata: ["generation": "\(id)", "attempt": "\(number)"])
+    }
+
+    /// `keep`, tried again while object storage fails in a way that passes (down, refusing for
+    /// now), until the job's deadline: a synchronous call's outputs exist only here, and calling
+    /// the provider again would pay for them twice.
+    func keepPatiently(_ made: [GeneratedOutput], of generation: Generation, attempt: Int, provider: String)
+        async throws -> (outputs: [Output], events: [Event])
+    {
+        var delay: Duration = .seconds(1)
+        while true {
+            do {
+                return try await keep(made, of: generation, attempt: attempt, provider: provider)
+            } catch let error as GenGateError where error.code == .uploadFailed && error.retryable {
+                let seconds = Double(delay.components.seconds)
+                guard Date().addingTimeInterval(seconds) < generation.deadlineAt else { throw error }
+                context.logger.warning(
+                    "storing a synchronous call's outputs failed; trying again",
+                    metadata: [
+                        "generation": "\(generation.id)", "error": "\(error.message)", "in_seconds": "\(seconds)",
+                    ])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(15))
+            }
+        }
     }
 
     /// Puts a synchronous call's outputs in object storage; what to record for them.

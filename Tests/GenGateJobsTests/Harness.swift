@@ -134,13 +134,13 @@ final class Harness: Sendable {
 
     func context(
         _ instance: String = "worker-a", policy: JobPolicy? = nil, limits: ProviderLimits? = nil,
-        also: [ScriptedProvider] = [], aliases: [String: [String]] = [:]
+        also: [ScriptedProvider] = [], aliases: [String: [String]] = [:], objects: (any ObjectStore)? = nil
     ) throws -> JobContext {
         JobContext(
             instance: instance, store: store,
             providers: ProviderRegistry(
                 adapters: [provider] + also, limits: limits.map { ["scripted": $0] } ?? [:], aliases: aliases),
-            objects: try LocalObjectStore(root: directory.appendingPathComponent("objects")),
+            objects: try objects ?? LocalObjectStore(root: directory.appendingPathComponent("objects")),
             policy: policy ?? self.policy,
             logger: Logger(label: "test"),
             notify: { [notices] step, id, _ in notices.list.withLock { $0.append((step, id)) } })

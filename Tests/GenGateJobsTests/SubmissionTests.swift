@@ -5,6 +5,7 @@ import GenGateProviders
 import GenGateStore
 import GenGateObjects
 import Logging
+import Synchronization
 import XCTest
 
 /// The dispatcher's step against a real (temporary) SQLite store: what is recorded when, and
@@ -348,6 +349,36 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(done.status, .completed)
     }
 
+    /// Object storage is down when a synchronous call's outputs arrive: they are stored once it
+    /// is back, and the provider is not called again (it was paid).
+    func testASynchronousCallsOutputsWaitForObjectStorageInsteadOfPayingAgain() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(synchronous: true))
+        let objects = FailingObjects(
+            inner: try LocalObjectStore(root: harness.directory.appendingPathComponent("objects")), failures: 2)
+        let job = try await harness.submit(n: 1)
+        try await Submission(context: try harness.context(objects: objects)).dispatch(job.id)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertTrue(after.outputs.allSatisfy(\.isStored))
+        XCTAssertEqual(objects.failures.withLock { $0 }, 0, "tried until storage took them")
+        XCTAssertEqual(harness.provider.state.withLock { $0.submissions.count }, 1, "paid once")
+    }
+
+    /// Storage stays down past the deadline: the job fails with `upload_failed`, paid once.
+    func testASynchronousCallsOutputsThatCannotBeStoredByTheDeadlineFailTheJobWithoutPayingAgain() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(synchronous: true))
+        let objects = FailingObjects(
+            inner: try LocalObjectStore(root: harness.directory.appendingPathComponent("objects")), failures: 1_000)
+        let job = try await harness.submit(n: 1, deadline: 2.5)
+        try await Submission(context: try harness.context(objects: objects)).dispatch(job.id)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .failed)
+        XCTAssertEqual(after.error?.code, .uploadFailed)
+        XCTAssertEqual(harness.provider.state.withLock { $0.submissions.count }, 1, "paid once")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.possibleDoubleCharge), [true], "a paid call whose outputs were lost is counted")
+    }
+
     /// The worker's lease was voided during the call (a busy store, a long call) and nobody took
     /// the job: the worker takes it back and records what it made. Paid once.
     func testASynchronousCallWhoseLeaseLapsedStillRecordsItsOutputs() async throws {
@@ -402,4 +433,40 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(after.status, .uploading)
         XCTAssertTrue(after.outputs.allSatisfy { ($0.objectKey ?? "").hasSuffix("-a2.png") })
     }
+}
+
+/// Object storage that refuses the first `failures` puts (down, for now), then stores.
+final class FailingObjects: ObjectStore, Sendable {
+    let inner: LocalObjectStore
+    let failures: Mutex<Int>
+
+    init(inner: LocalObjectStore, failures: Int) {
+        self.inner = inner
+        self.failures = Mutex(failures)
+    }
+
+    func refuse() throws {
+        let refuse = failures.withLock { count -> Bool in
+            guard count > 0 else { return false }
+            count -= 1
+            return true
+        }
+        if refuse { throw GenGateError(.uploadFailed, "object storage is down", retryable: true) }
+    }
+
+    func put(key: String, data: Data, contentType: String) async throws -> StoredObject {
+        try refuse()
+        return try await inner.put(key: key, data: data, contentType: contentType)
+    }
+
+    func put(key: String, file: URL, contentType: String) async throws -> StoredObject {
+        try refuse()
+        return try await inner.put(key: key, file: file, contentType: contentType)
+    }
+
+    func get(key: String) async throws -> Data? { try await inner.get(key: key) }
+    func localFile(key: String) async throws -> (path: String, size: Int)? { try await inner.localFile(key: key) }
+    func scratchFile() throws -> URL { try inner.scratchFile() }
+    func publicURL(key: String) -> String? { inner.publicURL(key: key) }
+    func temporaryURL(key: String, now: Date) -> String? { inner.temporaryURL(key: key, now: now) }
 }
