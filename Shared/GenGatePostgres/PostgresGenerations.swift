@@ -92,10 +92,10 @@ extension PostgresStore {
             {
                 return replay
             }
-            if try await db.row("SELECT 1 AS one FROM generations WHERE id = $1", [generation.id]) != nil {
+            // One round trip: an id taken already inserts nothing, and says so.
+            guard try await db.row(Self.insertSQL + " ON CONFLICT (id) DO NOTHING RETURNING id", columns) != nil else {
                 throw StoreError.duplicateID(generation.id)
             }
-            try await db.run(Self.insertSQL, columns)
             try await Self.append(events, db: db)
             return .inserted
         }

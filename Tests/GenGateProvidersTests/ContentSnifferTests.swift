@@ -81,7 +81,10 @@ final class ContentSnifferTests: XCTestCase {
         do {
             _ = try await objects.putOutput(file: page, claimed: "image/png") { _ in "outputs/c.png" }
             XCTFail("an HTML page was stored as an image")
-        } catch {}
+        } catch let error as GenGateError {
+            XCTAssertEqual(error.code, .providerError, "\(error)")
+            XCTAssertTrue(error.retryable, "a stale link's page is downloaded again")
+        }
         XCTAssertFalse(FileManager.default.fileExists(atPath: page.path), "the refused download is not left behind")
     }
 }
