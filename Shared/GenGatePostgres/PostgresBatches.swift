@@ -171,9 +171,10 @@ extension PostgresStore {
                 UPDATE generations SET status = 'cancelled', version = version + 1, updated_at = $1, cancelled_at = $1,
                     error = $2, next_action_at = NULL
                 WHERE batch_id = $3 AND held AND status = 'pending'
-                RETURNING id
+                RETURNING id, batch_index
                 """, [now.timeIntervalSince1970, error, id]
-            ).map { try $0.get("id") }
+            ).map { (try $0.get("batch_index", as: Int.self), try $0.get("id", as: String.self)) }
+                .sorted { $0.0 < $1.0 }.map(\.1)  // their events in the batch's order, as SQLite writes them
             let events = held.map { job in
                 Event(.generationCancelled(.init(previousStatus: "pending", reason: why)), generationID: job, at: now)
             }

@@ -131,8 +131,14 @@ extension PostgresStore {
             // One at a time: one unreadable row must not hold up the rest.
             var found: [Generation] = []
             for id in ids {
-                if let generation = try? await Self.generations(where: "id = $1", [id], db: db).first {
-                    found.append(generation)
+                do {
+                    if let generation = try await Self.generations(where: "id = $1", [id], db: db).first {
+                        found.append(generation)
+                    }
+                } catch let error as PSQLError {
+                    throw PostgresStore.classify(error, committing: false)  // the server, not the row
+                } catch {
+                    continue
                 }
             }
             return found
