@@ -17,13 +17,8 @@ struct ConfigCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        var shown = config
         // A password in the store's URL is not printed.
-        if let url = shown.store.url, let password = URLComponents(string: url)?.percentEncodedPassword,
-            !password.isEmpty
-        {
-            shown.store.url = url.replacingOccurrences(of: ":\(password)@", with: ":***@")
-        }
+        let shown = config.withoutStorePassword().config
         print(String(decoding: try ConfigLoader.encoded(shown), as: UTF8.self))
     }
 }
