@@ -92,12 +92,3 @@ extension PostgresRandomAccessRow {
         try get(column, as: Double?.self).map(Date.init(timeIntervalSince1970:))
     }
 }
-
-/// A value shared by concurrent tasks, behind a lock (`Mutex` itself cannot be captured).
-final class Locked<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-
-    init(_ value: Value) { mutex = Mutex(value) }
-
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
-}

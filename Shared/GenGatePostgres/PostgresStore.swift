@@ -79,10 +79,18 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     // MARK: Connections
 
     /// Runs `body` on a connection of `client`'s pool; `StoreError.unavailable` if none is had
-    /// within `timeout` (the body then never runs). A body still running `hangLimit` seconds
-    /// later has a connection that stopped answering (statements themselves are cut by the
-    /// server's `statement_timeout` well before): the connection is closed, which fails the
-    /// body, so that no caller waits for ever.
+    /// within `timeout` (the body then never runs).
+    ///
+    /// The caller always hears back in bounded time, whatever the pool or a connection does: the
+    /// body runs in a task of its own that the caller does not wait for once the body is given
+    /// up on. That happens when its connection has closed (the server went away) and the body
+    /// has still not ended a moment later (a statement whose answer will never come), or when the
+    /// body has run `hangLimit` seconds (a connection that stopped answering: statements
+    /// themselves are cut by the server's `statement_timeout` well before), in which case the
+    /// connection is closed first. A body given up on is `ConnectionAbandoned`: nothing more
+    /// reaches the server on its connection. A body is never cancelled because of a timeout, as
+    /// it may be mid-transaction; a cancelled caller cancels it (writes run on a detached task
+    /// and are never cancelled).
     static func lend(
         _ client: PostgresClient, timeout: TimeInterval, to description: String, logger: Logger,
         outage: Outage, _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
@@ -90,76 +98,111 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         // While the server is known to be out of reach, a call gives up after a second, not the
         // whole timeout: callers hear "unavailable" at once instead of queueing behind each other.
         let timeout = outage.since == nil ? timeout : min(timeout, 1)
-        enum Lease: Sendable {
+        let unavailable = StoreError.unavailable(
+            "no connection to PostgreSQL at \(description) within \(Int(timeout.rounded())) s")
+        let hangLimit = max(90, timeout * 6)
+        let lease = Locked(LendState())
+        let work = Locked<Task<Void, Never>?>(nil)
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+                let finish: @Sendable (Result<Void, any Error>) -> Void = { result in
+                    let first = lease.withLock { state -> Bool in
+                        if state.answered { return false }
+                        state.answered = true
+                        return true
+                    }
+                    if first { continuation.resume(with: result) }
+                }
+                let task = Task.detached {
+                    do {
+                        try await client.withConnection { connection in
+                            let lent = lease.withLock { state -> Bool in
+                                guard case .waiting = state.phase else { return false }
+                                state.phase = .lent(connection)
+                                return true
+                            }
+                            guard lent else { throw unavailable }
+                            outage.ended()
+                            defer { lease.withLock { $0.phase = .done } }
+                            try await body(connection)
+                        }
+                        finish(.success(()))
+                    } catch {
+                        finish(.failure(classify(error, committing: false)))
+                    }
+                }
+                work.withLock { $0 = task }
+                if Task.isCancelled { task.cancel() }  // cancelled before the handler had a task to cancel
+                Task.detached {
+                    try? await Task.sleep(for: .seconds(timeout))
+                    let gaveUp = lease.withLock { state -> Bool in
+                        guard case .waiting = state.phase, !state.answered else { return false }
+                        state.phase = .gaveUp
+                        return true
+                    }
+                    if gaveUp {
+                        outage.began()
+                        task.cancel()  // the lease request; the body never runs
+                        finish(.failure(unavailable))
+                        return
+                    }
+                    var closedFor = 0
+                    var elapsed = timeout
+                    while true {
+                        let lent = lease.withLock { state -> PostgresConnection? in
+                            if state.answered { return nil }
+                            if case .lent(let connection) = state.phase { return connection }
+                            return nil
+                        }
+                        guard let lent else { return }  // the body ended
+                        closedFor = lent.isClosed ? closedFor + 1 : 0
+                        if closedFor >= 2 {
+                            logger.warning(
+                                "a PostgreSQL connection closed under a statement that never ended; giving up on it",
+                                metadata: ["store": "\(description)"])
+                            finish(.failure(ConnectionAbandoned()))
+                            return
+                        }
+                        if elapsed >= hangLimit {
+                            logger.error(
+                                "a PostgreSQL connection stopped answering; closing it",
+                                metadata: ["store": "\(description)", "seconds": "\(Int(hangLimit))"])
+                            try? await lent.close()
+                            try? await Task.sleep(for: .seconds(2))
+                            finish(.failure(ConnectionAbandoned()))
+                            return
+                        }
+                        try? await Task.sleep(for: .seconds(1))
+                        elapsed += 1
+                    }
+                }
+            }
+        } onCancel: {
+            // Not lent yet: the lease request is dropped and the caller hears CancellationError.
+            // Lent: the body sees the cancellation (a read stops; writes run detached, never
+            // cancelled).
+            lease.withLock { state in
+                if case .waiting = state.phase { state.phase = .gaveUp }
+            }
+            work.withLock { $0 }?.cancel()
+        }
+    }
+
+    /// Where one `lend` is.
+    struct LendState: Sendable {
+        enum Phase: Sendable {
             case waiting
             case lent(PostgresConnection)
             case done, gaveUp
         }
-        let lease = Locked(Lease.waiting)
-        let unavailable = StoreError.unavailable(
-            "no connection to PostgreSQL at \(description) within \(Int(timeout.rounded())) s")
-        let hangLimit = max(90, timeout * 6)
-        // `true` when the body ended, `false` when the watchdog did (having found the body
-        // lent: the body is then waited for, never cancelled, as it may be mid-transaction).
-        try await withThrowingTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                do {
-                    try await client.withConnection { connection in
-                        let lent = lease.withLock { state -> Bool in
-                            guard case .waiting = state else { return false }
-                            state = .lent(connection)
-                            return true
-                        }
-                        guard lent else { throw unavailable }
-                        outage.ended()
-                        defer { lease.withLock { $0 = .done } }
-                        try await body(connection)
-                    }
-                } catch {
-                    throw classify(error, committing: false)
-                }
-                return true
-            }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(timeout))
-                let gaveUp = lease.withLock { state -> Bool in
-                    guard case .waiting = state else { return false }
-                    state = .gaveUp
-                    return true
-                }
-                if gaveUp {
-                    outage.began()
-                    throw unavailable
-                }
-                // A caller cancelled while its body runs: the body ends by itself (reads see
-                // the cancellation; writes run detached and are never cancelled).
-                if Task.isCancelled { return false }
-                try? await Task.sleep(for: .seconds(hangLimit - timeout))
-                if Task.isCancelled { return false }
-                let hung = lease.withLock { state -> PostgresConnection? in
-                    if case .lent(let connection) = state { return connection }
-                    return nil
-                }
-                if let hung {
-                    logger.error(
-                        "a PostgreSQL connection stopped answering; closing it",
-                        metadata: ["store": "\(description)", "seconds": "\(Int(hangLimit))"])
-                    try? await hung.close()
-                }
-                return false
-            }
-            do {
-                while let bodyEnded = try await group.next() {
-                    if bodyEnded { break }
-                }
-                group.cancelAll()  // the watchdog, if it still sleeps
-            } catch {
-                // The body failed, or no connection was lent in time (the lease request is then
-                // cancelled; the body never runs).
-                group.cancelAll()
-                throw error
-            }
-        }
+        var phase = Phase.waiting
+        /// The caller has had its answer.
+        var answered = false
+    }
+
+    /// A body given up on because its connection closed or stopped answering under it.
+    struct ConnectionAbandoned: Error, CustomStringConvertible {
+        var description: String { "the connection to PostgreSQL was lost under a statement" }
     }
 
     /// A read on a connection of the pool.
@@ -187,6 +230,12 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// While `committing`, a lost connection leaves the outcome unknown and is not unavailable.
     static func classify(_ error: any Error, committing: Bool) -> any Error {
         if error is StoreError || error is PostgresStoreError { return error }
+        if error is ConnectionAbandoned {
+            return committing
+                ? PostgresStoreError(
+                    state: "08006", message: "the connection was lost during a commit (outcome unknown)")
+                : StoreError.unavailable("PostgreSQL: \(error)")
+        }
         if let error = error as? PostgresTransactionError {
             return classify(
                 error.commitError ?? error.closureError ?? error.beginError ?? error, committing: committing)

@@ -1,3 +1,4 @@
+import GenGateCore
 import Foundation
 import GenGateStore
 import PostgresNIO
@@ -110,32 +111,46 @@ final class PostgresWriteBatcher: Sendable {
     }
 
     private func commit(_ batch: [Pending]) async throws {
-        try await connect { connection in
-            var committing = false
-            do {
-                try await connection.run("BEGIN")
-                try await connection.run("SELECT pg_advisory_xact_lock($1)", [PostgresSchema.writerLock])
-                let alone = batch.count == 1
-                for pending in batch {
-                    do {
-                        try await pending.run(connection, alone)
-                    } catch  where alone {
-                        await Self.rollback(connection)
-                        throw WriteFailure(error: error, own: PostgresStore.classify(error, committing: false))
-                    }
-                }
-                committing = true
-                let result = try await connection.run("COMMIT")
-                // COMMIT of a transaction that failed part-way answers ROLLBACK, not an error.
-                guard result.command == "COMMIT" else {
-                    throw StoreError.unavailable("the transaction was rolled back by the server")
-                }
-            } catch let failure as WriteFailure {
-                throw failure
-            } catch {
-                if !committing { await Self.rollback(connection) }
-                throw WriteFailure(error: PostgresStore.classify(error, committing: committing), own: nil)
+        // Set once COMMIT is sent: a connection lost after that leaves the outcome unknown.
+        let sentCommit = Locked(false)
+        do {
+            try await connect { connection in
+                try await Self.run(batch, on: connection, sentCommit: sentCommit)
             }
+        } catch let abandoned as PostgresStore.ConnectionAbandoned {
+            throw WriteFailure(
+                error: PostgresStore.classify(abandoned, committing: sentCommit.withLock { $0 }), own: nil)
+        }
+    }
+
+    private static func run(_ batch: [Pending], on connection: PostgresConnection, sentCommit: Locked<Bool>)
+        async throws
+    {
+        var committing = false
+        do {
+            try await connection.run("BEGIN")
+            try await connection.run("SELECT pg_advisory_xact_lock($1)", [PostgresSchema.writerLock])
+            let alone = batch.count == 1
+            for pending in batch {
+                do {
+                    try await pending.run(connection, alone)
+                } catch  where alone {
+                    await Self.rollback(connection)
+                    throw WriteFailure(error: error, own: PostgresStore.classify(error, committing: false))
+                }
+            }
+            committing = true
+            sentCommit.withLock { $0 = true }
+            let result = try await connection.run("COMMIT")
+            // COMMIT of a transaction that failed part-way answers ROLLBACK, not an error.
+            guard result.command == "COMMIT" else {
+                throw StoreError.unavailable("the transaction was rolled back by the server")
+            }
+        } catch let failure as WriteFailure {
+            throw failure
+        } catch {
+            if !committing { await Self.rollback(connection) }
+            throw WriteFailure(error: PostgresStore.classify(error, committing: committing), own: nil)
         }
     }
 

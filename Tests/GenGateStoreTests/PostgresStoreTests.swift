@@ -194,6 +194,63 @@ final class PostgresStoreTests: XCTestCase {
         XCTAssertEqual(Set(listed), Set(accepted + [generation.id]))
     }
 
+    /// A server that stops while writes and reads are under way, again and again: every call
+    /// ends (done or unavailable) within its timeouts, none waits for ever on a connection the
+    /// server dropped, and the store works again after each restart.
+    func testEveryCallEndsInTimeWhenTheServerStopsMidWork() async throws {
+        let server = try LocalPostgres()
+        defer { try? server.stop() }
+        var settings = try PostgresSettings.parse(try server.createDatabase())
+        settings.busyTimeout = 2
+        let store = try await PostgresStore(settings: settings, migrate: true)
+        let key = try await owner(store)
+        let running = Locked(true)
+        let longest = Locked(0.0)
+        let workers = (0..<12).map { worker in
+            Task.detached {
+                while running.withLock({ $0 }) {
+                    let started = Date()
+                    let generation = PostgresStoreTests.job(owner: key)
+                    do {
+                        if worker % 3 == 0 {
+                            _ = try await store.generation(id: generation.id)
+                        } else {
+                            try await store.insert(generation, event: PostgresStoreTests.created(generation))
+                        }
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(20))
+                    }
+                    let took = Date().timeIntervalSince(started)
+                    longest.withLock { $0 = max($0, took) }
+                }
+            }
+        }
+        for _ in 0..<3 {
+            try await Task.sleep(for: .milliseconds(700))
+            try server.stop()
+            try await Task.sleep(for: .seconds(3))
+            try server.start()
+        }
+        try await Task.sleep(for: .seconds(1))
+        // Every worker must get back here: one stuck on a dropped connection would hang the test.
+        running.withLock { $0 = false }
+        let stopped = Date()
+        for worker in workers { await worker.value }
+        XCTAssertLessThan(Date().timeIntervalSince(stopped), 10, "the workers' last calls ended in time")
+        XCTAssertLessThan(longest.withLock { $0 }, 10, "no call waited past its timeouts")
+        let generation = PostgresStoreTests.job(owner: key)
+        var written = false
+        for _ in 0..<100 where !written {
+            do {
+                try await store.insert(generation, event: PostgresStoreTests.created(generation))
+                written = true
+            } catch  where StoreError.isUnavailable(error) {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        XCTAssertTrue(written, "the store writes again after the last restart")
+    }
+
     func testACancelledCallerStillHasItsWriteCommitted() async throws {
         let url = try LocalPostgres.shared().createDatabase()
         let store = try await PostgresStore(settings: try PostgresSettings.parse(url), migrate: true)

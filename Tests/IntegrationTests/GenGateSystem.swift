@@ -184,8 +184,15 @@ final class GenGateSystem: @unchecked Sendable {
         headers: [(String, String)] = []
     ) async throws -> Answer {
         let chosen: String? = key ?? adminKey
-        return try await Self.rawRequest(
-            method, baseURL + path, body: body.map { Data($0.utf8) }, key: chosen, headers: headers)
+        let started = ContinuousClock.now
+        do {
+            return try await Self.rawRequest(
+                method, baseURL + path, body: body.map { Data($0.utf8) }, key: chosen, headers: headers)
+        } catch {
+            // Which request, after how long, and what the services said meanwhile.
+            throw SystemError(
+                "\(method) \(path) failed after \(ContinuousClock.now - started): \(error)\n\(Self.tail(logFile))")
+        }
     }
 
     func monitor(_ path: String) async throws -> Answer {
