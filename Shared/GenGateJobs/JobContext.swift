@@ -227,33 +227,53 @@ public struct JobContext: Sendable {
     /// third of the lease period, so a slow call never lets another worker take the job over and
     /// repeat it. If the lease is lost (the job moved on, or it expired and was voided), renewing
     /// stops and the compare-and-set that records the operation's result finds the job moved on.
-    public func keepingLease<T: Sendable>(_ generation: Generation, _ operation: @Sendable () async throws -> T)
-        async throws -> T
-    {
+    ///
+    /// With `stopIfLost` (work that is free to repeat: a download, an upload), losing the lease
+    /// also stops `operation`, which is cancelled and `LeaseLost` thrown: another worker may be
+    /// doing the same work by now. A lease counts as lost when the store says so, or when it has
+    /// lapsed while renewals failed. Without it (a provider call, which costs money and whose
+    /// answer must be recorded), `operation` always runs to its end and its result is returned,
+    /// even if the caller is cancelled meanwhile.
+    public func keepingLease<T: Sendable>(
+        _ generation: Generation, stopIfLost: Bool = false, _ operation: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
         let store = self.store
         let owner = instance
         let period = policy.leaseSeconds
-        return try await withThrowingTaskGroup(of: Void.self) { group in
+        // `.some`: the operation's result; nil: the renewals ended.
+        return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
+                var heldUntil = generation.leaseExpiresAt ?? Date().addingTimeInterval(period)
                 while true {
-                    try await Task.sleep(for: .milliseconds(Int(period * 1_000 / 3)))
+                    // Never throws on cancellation: a cancelled renewal must not end the group
+                    // before the operation's result is in.
+                    try? await Task.sleep(for: .milliseconds(Int(period * 1_000 / 3)))
+                    if Task.isCancelled { return nil }
                     let until = Date().addingTimeInterval(period)
                     do {
                         guard
                             try await store.renewLease(
                                 id: generation.id, owner: owner, version: generation.version, until: until)
                         else {
-                            return  // lost: the job moved on
+                            if stopIfLost { throw LeaseLost(generationID: generation.id) }
+                            return nil  // lost: the job moved on
                         }
-                    } catch is CancellationError {
-                        return
+                        heldUntil = until
+                    } catch let lost as LeaseLost {
+                        throw lost
                     } catch {
-                        continue  // a passing store error: try again at the next third
+                        // A passing store error: try again at the next third, unless the lease
+                        // has lapsed meanwhile.
+                        if stopIfLost && Date() >= heldUntil { throw LeaseLost(generationID: generation.id) }
                     }
                 }
             }
+            group.addTask { try await operation() }
             defer { group.cancelAll() }
-            return try await operation()
+            while let ended = try await group.next() {
+                if let value = ended { return value }
+            }
+            throw CancellationError()  // not reached: the operation's task always ends the loop
         }
     }
 
@@ -346,4 +366,10 @@ public struct JobContext: Sendable {
                     outcome: error == nil ? "ok" : "error", errorCode: error?.code.rawValue,
                     retryable: error?.retryable)))
     }
+}
+
+/// The lease on a job was lost while work for it ran (`JobContext.keepingLease(stopIfLost:)`).
+public struct LeaseLost: Error, CustomStringConvertible {
+    public var generationID: String
+    public var description: String { "the lease on \(generationID) was lost; another worker may hold it" }
 }

@@ -38,6 +38,10 @@ public struct OutputTransfer: Sendable {
         for output in generation.outputs where !output.isStored {
             var stored: StoredObject?
             var lastError = GenGateError(.uploadFailed, "not tried")
+            // What was downloaded is kept while object storage is tried again: the provider's
+            // file is fetched once (its URL may expire, and its bytes cost the provider's egress).
+            let fetched = Locked<Fetched?>(nil)
+            defer { fetched.withLock { $0?.discard() } }
             for attempt in 1...Self.triesPerOutput {
                 if Task.isCancelled {
                     await context.releaseLease(generation)
@@ -45,29 +49,36 @@ public struct OutputTransfer: Sendable {
                 }
                 do {
                     let createdAt = generation.createdAt
-                    stored = try await context.keepingLease(generation) {
+                    stored = try await context.keepingLease(generation, stopIfLost: true) {
                         let objects = context.objects
                         func key(_ contentType: String) -> String {
                             ObjectKey.forOutput(
                                 prefix: context.objectPrefix, generationID: id, createdAt: createdAt,
                                 index: output.index, contentType: contentType)
                         }
-                        // Streamed through a scratch file where the adapter can; whole otherwise.
-                        let scratch = try objects.scratchFile()
-                        do {
-                            if let claimed = try await adapter.download(output, to: scratch) {
-                                return try await objects.putOutput(file: scratch, claimed: claimed, key: key)
-                            }
-                        } catch {
-                            try? FileManager.default.removeItem(at: scratch)
-                            throw error
+                        let source: Fetched
+                        if let earlier = fetched.withLock({ $0 }) {
+                            source = earlier
+                        } else {
+                            source = try await Self.fetch(output, with: adapter, scratch: objects.scratchFile())
+                            fetched.withLock { $0 = source }
                         }
-                        let fetched = try await adapter.fetch(output)
-                        return try await objects.putOutput(data: fetched.data, claimed: fetched.contentType, key: key)
+                        switch source {
+                        case .file(let file, let claimed):
+                            return try await objects.putOutput(file: file, claimed: claimed, key: key)
+                        case .data(let data, let claimed):
+                            return try await objects.putOutput(data: data, claimed: claimed, key: key)
+                        }
                     }
+                    fetched.withLock { $0 = nil }  // a stored file was consumed
                     context.failPoints.reached(.afterStore)
                     break
                 } catch {
+                    if error is LeaseLost {
+                        // Another worker has the job now (or it was cancelled): this one stops
+                        // moving bytes for it and records nothing.
+                        return
+                    }
                     if error is CancellationError || Task.isCancelled {
                         // Stopping: not the output's fault. Whoever comes next takes it over.
                         await context.releaseLease(generation)
@@ -170,5 +181,31 @@ public struct OutputTransfer: Sendable {
                 generationID: id)
         ]
         _ = try await context.apply(change)
+    }
+
+    /// An output fetched from its provider, on its way to object storage.
+    enum Fetched: Sendable {
+        /// Streamed to a scratch file (videos, large images).
+        case file(URL, claimed: String)
+        /// Held whole: a provider whose outputs come only in answers.
+        case data(Data, claimed: String)
+
+        func discard() {
+            if case .file(let file, _) = self { try? FileManager.default.removeItem(at: file) }
+        }
+    }
+
+    /// Streamed through a scratch file where the adapter can; whole otherwise.
+    static func fetch(_ output: Output, with adapter: any ProviderAdapter, scratch: URL) async throws -> Fetched {
+        do {
+            if let claimed = try await adapter.download(output, to: scratch) {
+                return .file(scratch, claimed: claimed)
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: scratch)
+            throw error
+        }
+        let fetched = try await adapter.fetch(output)
+        return .data(fetched.data, claimed: fetched.contentType)
     }
 }

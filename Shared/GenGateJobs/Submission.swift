@@ -405,47 +405,43 @@ public struct Submission: Sendable {
             metadata: ["generation": "\(id)", "attempt": "\(number)"])
     }
 
-    /// `keep`, tried again while object storage fails in a way that passes (down, refusing for
-    /// now), until the job's deadline: a synchronous call's outputs exist only here, and calling
-    /// the provider again would pay for them twice.
+    /// Puts a synchronous call's outputs in object storage; what to record for them. A put that
+    /// fails in a way that passes (storage down, refusing for now) is tried again until the job's
+    /// deadline: these outputs exist only here, and calling the provider again would pay for them
+    /// twice. Each output is put once: a retry takes up the ones not stored yet (a stored file
+    /// is consumed; one whose put failed is still there).
     func keepPatiently(_ made: [GeneratedOutput], of generation: Generation, attempt: Int, provider: String)
         async throws -> (outputs: [Output], events: [Event])
     {
-        var delay: Duration = .seconds(1)
-        while true {
-            do {
-                return try await keep(made, of: generation, attempt: attempt, provider: provider)
-            } catch let error as GenGateError where error.code == .uploadFailed && error.retryable {
-                let seconds = Double(delay.components.seconds)
-                guard Date().addingTimeInterval(seconds) < generation.deadlineAt else { throw error }
-                context.logger.warning(
-                    "storing a synchronous call's outputs failed; trying again",
-                    metadata: [
-                        "generation": "\(generation.id)", "error": "\(error.message)", "in_seconds": "\(seconds)",
-                    ])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(15))
-            }
-        }
-    }
-
-    /// Puts a synchronous call's outputs in object storage; what to record for them.
-    func keep(_ made: [GeneratedOutput], of generation: Generation, attempt: Int, provider: String) async throws -> (
-        outputs: [Output], events: [Event]
-    ) {
         var outputs: [Output] = []
         var events: [Event] = []
+        var delay: Duration = .seconds(1)
         for output in made {
-            let stored = try await context.objects.putOutput(file: output.file, claimed: output.contentType) {
-                ObjectKey.forOutput(
-                    prefix: context.objectPrefix, generationID: generation.id, createdAt: generation.createdAt,
-                    index: output.index, contentType: $0, attempt: attempt)
+            while true {
+                do {
+                    let stored = try await context.objects.putOutput(file: output.file, claimed: output.contentType) {
+                        ObjectKey.forOutput(
+                            prefix: context.objectPrefix, generationID: generation.id,
+                            createdAt: generation.createdAt, index: output.index, contentType: $0, attempt: attempt)
+                    }
+                    outputs.append(
+                        Output(
+                            index: output.index, source: "\(provider):generated", contentType: stored.contentType,
+                            objectKey: stored.key, bytes: stored.bytes, sha256: stored.sha256, storedAt: Date()))
+                    events.append(context.outputEvent(generation.id, index: output.index, stored: stored))
+                    break
+                } catch let error as GenGateError where error.code == .uploadFailed && error.retryable {
+                    let seconds = Double(delay.components.seconds)
+                    guard Date().addingTimeInterval(seconds) < generation.deadlineAt else { throw error }
+                    context.logger.warning(
+                        "storing a synchronous call's outputs failed; trying again",
+                        metadata: [
+                            "generation": "\(generation.id)", "error": "\(error.message)", "in_seconds": "\(seconds)",
+                        ])
+                    try await Task.sleep(for: delay)
+                    delay = min(delay * 2, .seconds(15))
+                }
             }
-            outputs.append(
-                Output(
-                    index: output.index, source: "\(provider):generated", contentType: stored.contentType,
-                    objectKey: stored.key, bytes: stored.bytes, sha256: stored.sha256, storedAt: Date()))
-            events.append(context.outputEvent(generation.id, index: output.index, stored: stored))
         }
         return (outputs, events)
     }

@@ -66,7 +66,6 @@ public struct LocalObjectStore: ObjectStore {
     public func put(key: String, file: URL, contentType: String) async throws -> StoredObject {
         let url = try path(for: key)
         return try await Self.blocking {
-            defer { try? FileManager.default.removeItem(at: file) }
             do {
                 let handle = try FileHandle(forUpdating: file)
                 var hasher = SHA256()

@@ -10,8 +10,9 @@ import NIOPosix
 public protocol ObjectStore: Sendable {
     /// Stores `data` under `key`, replacing what was there. Returns what was stored.
     func put(key: String, data: Data, contentType: String) async throws -> StoredObject
-    /// Stores the file at `file` under `key` (the file is consumed: moved in or deleted),
-    /// replacing what was there. Returns what was stored.
+    /// Stores the file at `file` under `key`, replacing what was there. Returns what was stored.
+    /// The file is consumed (moved in or deleted) once stored; after a failure it is left where
+    /// it is, so that a caller trying again need not fetch it again (nor pay for it again).
     func put(key: String, file: URL, contentType: String) async throws -> StoredObject
     /// The object's bytes, or nil if there is none under `key` (for small objects).
     func get(key: String) async throws -> Data?
@@ -27,7 +28,7 @@ public protocol ObjectStore: Sendable {
 }
 
 extension ObjectStore {
-    /// Stores an output's file (consumed) under `key(contentType)`, its content type told by its
+    /// Stores an output's file (consumed once stored, as `put(key:file:)`) under `key(contentType)`, its content type told by its
     /// bytes (`ContentSniffer`), not by the provider: the one way in for every output, whether it
     /// came as a URL to download or as base64 in an answer.
     public func putOutput(file: URL, claimed: String, key: (String) -> String) async throws -> StoredObject {
@@ -39,16 +40,9 @@ extension ObjectStore {
                 return Array(try handle.read(upToCount: ContentSniffer.headLength) ?? Data())
             }
         } catch {
-            try? FileManager.default.removeItem(at: file)
             throw GenGateError(.uploadFailed, "cannot read a downloaded output: \(error)")
         }
-        let contentType: String
-        do {
-            contentType = try ContentSniffer.contentType(head: head, claimed: claimed)
-        } catch {
-            try? FileManager.default.removeItem(at: file)
-            throw error
-        }
+        let contentType = try ContentSniffer.contentType(head: head, claimed: claimed)
         return try await put(key: key(contentType), file: file, contentType: contentType)
     }
 

@@ -132,7 +132,6 @@ public struct S3ObjectStore: ObjectStore {
     }
 
     public func put(key: String, file: URL, contentType: String) async throws -> StoredObject {
-        defer { try? FileManager.default.removeItem(at: file) }
         let path = try objectPath(key)
         let reader = try await PartReader.open(file)
         defer { reader.close() }
@@ -146,6 +145,7 @@ public struct S3ObjectStore: ObjectStore {
             _ = try await send(
                 "PUT", path, headers: [("Content-Type", contentType)], body: first, payloadHash: sha256,
                 doing: "PUT \(key)")
+            try? FileManager.default.removeItem(at: file)
             return StoredObject(key: key, bytes: bytes, sha256: sha256, contentType: contentType)
         }
         let upload = try await createMultipartUpload(path, key: key, contentType: contentType)
@@ -162,6 +162,7 @@ public struct S3ObjectStore: ObjectStore {
                 first.withUnsafeReadableBytes { whole.update(bufferPointer: $0) }
             }
             try await completeMultipartUpload(path, key: key, upload: upload, parts: parts)
+            try? FileManager.default.removeItem(at: file)
             return StoredObject(key: key, bytes: bytes, sha256: Digest.hex(whole.finalize()), contentType: contentType)
         } catch {
             // Its parts are stored (and billed) until aborted. Best effort, not cancelled with the

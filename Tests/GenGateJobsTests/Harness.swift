@@ -19,6 +19,7 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         var script: [ProviderTaskState] = []
         var statusError: GenGateError?
         var fetchDelay: Duration = .zero
+        var fetches = 0
         /// Errors the next submissions throw, in order: the provider got the call (it is counted
         /// as received) and the answer is this error.
         var submitErrors: [GenGateError] = []
@@ -100,7 +101,10 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
     }
 
     func fetch(_ output: Output) async throws -> (data: Data, contentType: String) {
-        let delay = state.withLock { $0.fetchDelay }
+        let delay = state.withLock { state in
+            state.fetches += 1
+            return state.fetchDelay
+        }
         if delay > .zero { try await Task.sleep(for: delay) }  // throws when cancelled, as a download does
         return (Data(Self.pngSignature + Array("bytes of \(output.source)".utf8)), output.contentType)
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateObjects
 import GenGateJobs
 import GenGateProviders
 @testable import GenGateStore
@@ -147,6 +148,46 @@ final class StatusCheckTests: XCTestCase {
         let after = try await harness.job(job.id)
         XCTAssertEqual(after.status, .uploading, "a paid task's outputs are not given up because a process stopped")
         XCTAssertNil(after.leaseOwner)
+    }
+
+    /// Object storage refuses an output twice: the upload is tried again from what was fetched,
+    /// and the provider's file is fetched once.
+    func testAnUploadTriedAgainDoesNotFetchTheOutputAgain() async throws {
+        let harness = try await Harness()
+        let job = try await running(harness)
+        harness.provider.script(.succeeded(outputs: ScriptedProvider.outputs([0])))
+        await StatusChecks(context: try harness.context()).check(try await claimFirst(harness))
+        let objects = FailingObjects(
+            inner: try LocalObjectStore(root: harness.directory.appendingPathComponent("objects")), failures: 2)
+        try await OutputTransfer(context: try harness.context("uploader-a", objects: objects)).transfer(job.id)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .completed)
+        XCTAssertEqual(objects.failures.withLock { $0 }, 0, "storage was tried three times")
+        XCTAssertEqual(harness.provider.state.withLock { $0.fetches }, 1, "the output was fetched once")
+    }
+
+    /// Another worker takes the job while an upload runs (the lease lapsed): this one stops at
+    /// once instead of moving the bytes to the end, and records nothing.
+    func testAnUploadWhoseLeaseIsLostStopsMovingBytes() async throws {
+        let harness = try await Harness()
+        let job = try await running(harness)
+        harness.provider.script(.succeeded(outputs: ScriptedProvider.outputs([0])))
+        await StatusChecks(context: try harness.context()).check(try await claimFirst(harness))
+        harness.provider.state.withLock { $0.fetchDelay = .seconds(10) }
+        let context = try harness.context("uploader-a", policy: JobPolicy(leaseSeconds: 0.6))
+        let started = ContinuousClock.now
+        let transfer = Task { try await OutputTransfer(context: context).transfer(job.id) }
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await harness.store.releaseLeases(owners: ["uploader-a"], dueAt: Date())
+        let taken = try await harness.store.claim(
+            id: job.id, statuses: [.uploading], owner: "uploader-b", leaseUntil: Date() + 60, now: Date())
+        XCTAssertNotNil(taken)
+        try await transfer.value
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(3), "stopped when the lease was found lost")
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.leaseOwner, "uploader-b")
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertFalse(after.outputs.contains(where: \.isStored))
     }
 
     func testTheCheckLoopFollowsManyTasksToTheEnd() async throws {

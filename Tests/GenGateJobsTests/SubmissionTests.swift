@@ -364,6 +364,27 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(harness.provider.state.withLock { $0.submissions.count }, 1, "paid once")
     }
 
+    /// Storage fails after the first of two outputs went in: the second is tried again from
+    /// the file it left, the first is not put again (its file was consumed), both are recorded.
+    func testStorageFailingHalfwayThroughASynchronousCallsOutputsStoresEachOnce() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(synchronous: true))
+        let objects = FailingObjects(
+            inner: try LocalObjectStore(root: harness.directory.appendingPathComponent("objects")), failures: 2,
+            passFirst: 1)
+        let job = try await harness.submit(n: 2)
+        try await Submission(context: try harness.context(objects: objects)).dispatch(job.id)
+        let after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.outputs.count, 2)
+        XCTAssertTrue(after.outputs.allSatisfy(\.isStored))
+        for output in after.outputs {
+            let bytes = try await objects.get(key: try XCTUnwrap(output.objectKey))
+            XCTAssertEqual(bytes?.count, output.bytes, "output \(output.index) is in storage whole")
+        }
+        XCTAssertEqual(objects.failures.withLock { $0 }, 0)
+        XCTAssertEqual(harness.provider.state.withLock { $0.submissions.count }, 1, "paid once")
+    }
+
     /// Storage stays down past the deadline: the job fails with `upload_failed`, paid once.
     func testASynchronousCallsOutputsThatCannotBeStoredByTheDeadlineFailTheJobWithoutPayingAgain() async throws {
         let harness = try await Harness(provider: ScriptedProvider(synchronous: true))
@@ -439,13 +460,22 @@ final class SubmissionTests: XCTestCase {
 final class FailingObjects: ObjectStore, Sendable {
     let inner: LocalObjectStore
     let failures: Mutex<Int>
+    /// Puts let through before the failures start.
+    let passing: Mutex<Int>
 
-    init(inner: LocalObjectStore, failures: Int) {
+    init(inner: LocalObjectStore, failures: Int, passFirst: Int = 0) {
         self.inner = inner
         self.failures = Mutex(failures)
+        self.passing = Mutex(passFirst)
     }
 
     func refuse() throws {
+        let passes = passing.withLock { count -> Bool in
+            guard count > 0 else { return false }
+            count -= 1
+            return true
+        }
+        if passes { return }
         let refuse = failures.withLock { count -> Bool in
             guard count > 0 else { return false }
             count -= 1
