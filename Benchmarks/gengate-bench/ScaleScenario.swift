@@ -16,7 +16,10 @@ extension Scenarios {
             ]
             let config =
                 #"{"jobs": {"model_check_schedules": {"sim/image": {"first_seconds": 0.1, "factor": 1.5, "max_seconds": 1, "jitter": 0.2}}}}"#
-            let system = try await SystemUnderTest.start(binaries: binaries, environment: environment, config: config)
+            let system = try await SystemUnderTest.start(
+                binaries: binaries, environment: environment, config: config, postgres: postgres)
+            // The workers share the first host's store: its database, or its SQLite file.
+            let store = system.storeURL.map { ["GENGATE_STORE_URL": $0] } ?? ["GENGATE_STORE_PATH": system.storePath]
             defer { system.stop() }
             var extra: [(Process, URL)] = []
             defer {
@@ -37,9 +40,7 @@ extension Scenarios {
                 ]
                 process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GENGATE_") }
                     .merging(
-                        environment.merging(["GENGATE_STORE_PATH": system.storePath, "GENGATE_LOG_LEVEL": "warning"]) {
-                            $1
-                        }
+                        environment.merging(store.merging(["GENGATE_LOG_LEVEL": "warning"]) { $1 }) { $1 }
                     ) { $1 }
                 process.standardOutput = FileHandle.nullDevice
                 process.standardError = FileHandle.nullDevice
@@ -58,7 +59,7 @@ extension Scenarios {
             rows.append(
                 Row(
                     scenario:
-                        "end to end, \(count) poller\(count == 1 ? "" : "s") and \(count) uploader\(count == 1 ? "" : "s") (SQLite, bus on TCP)",
+                        "end to end, \(count) poller\(count == 1 ? "" : "s") and \(count) uploader\(count == 1 ? "" : "s") (\(postgres == nil ? "SQLite" : "PostgreSQL"), bus on TCP)",
                     target: "—", measured: "\(Int(done.rate)) jobs/s", met: nil,
                     notes:
                         "\(relative); \(done.latencies.count) of \(load.ids.count) completed, p50 \(ms(done.latencies.quantile(0.5))), p99 \(ms(done.latencies.quantile(0.99))); sim answers after 200 ms"

@@ -11,6 +11,8 @@ final class SystemUnderTest: @unchecked Sendable {
     let adminKey: String
     /// The PostgreSQL database the system's store is in, when it is not SQLite.
     var postgres: (server: LocalPostgres, database: String)?
+    /// Its `GENGATE_STORE_URL`, for more processes sharing that database.
+    var storeURL: String?
 
     var baseURL: String { "http://127.0.0.1:\(httpPort)" }
     var storePath: String { dataDir.appendingPathComponent("gengate.sqlite").path }
@@ -23,9 +25,11 @@ final class SystemUnderTest: @unchecked Sendable {
         let ports = try FreePorts.take(3)
         var extra = extra
         var database: String?
+        var storeURL: String?
         if let postgres {
             let url = try postgres.createDatabase()
             extra["GENGATE_STORE_URL"] = url
+            storeURL = url
             database = String(url.split(separator: "/").last!.split(separator: "?")[0])
         }
         let dataDir = URL(fileURLWithPath: "/tmp/ggbench-\(UUID().uuidString.prefix(8).lowercased())")
@@ -64,6 +68,7 @@ final class SystemUnderTest: @unchecked Sendable {
                 let system = SystemUnderTest(
                     dataDir: dataDir, httpPort: ports[0], eventsPort: ports[2], process: process, adminKey: key)
                 if let postgres, let database { system.postgres = (postgres, database) }
+                system.storeURL = storeURL
                 try await Task.sleep(for: .seconds(1))  // every service up and connected
                 return system
             }

@@ -232,8 +232,9 @@ public struct JobContext: Sendable {
     /// also stops `operation`, which is cancelled and `LeaseLost` thrown: another worker may be
     /// doing the same work by now. A lease counts as lost when the store says so, or when it has
     /// lapsed while renewals failed. Without it (a provider call, which costs money and whose
-    /// answer must be recorded), `operation` always runs to its end and its result is returned,
-    /// even if the caller is cancelled meanwhile.
+    /// answer must be recorded), a lost lease never stops `operation`: its result is returned.
+    /// Cancelling the caller does cancel `operation` (it is a child task): a provider call that
+    /// must outlive a shutdown runs in a task shutdown does not cancel (`Submission.dispatch`).
     public func keepingLease<T: Sendable>(
         _ generation: Generation, stopIfLost: Bool = false, _ operation: @escaping @Sendable () async throws -> T
     ) async throws -> T {
@@ -243,7 +244,10 @@ public struct JobContext: Sendable {
         // `.some`: the operation's result; nil: the renewals ended.
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask {
-                var heldUntil = generation.leaseExpiresAt ?? Date().addingTimeInterval(period)
+                // The lease as of the caller's last renewal; at least one renewal's time from now,
+                // should the caller have renewed it since without telling `generation`.
+                var heldUntil = max(
+                    generation.leaseExpiresAt ?? .distantPast, Date().addingTimeInterval(period / 3))
                 while true {
                     // Never throws on cancellation: a cancelled renewal must not end the group
                     // before the operation's result is in.

@@ -86,6 +86,12 @@ public struct OutputTransfer: Sendable {
                     }
                     lastError = GenGateError.wrap(error)
                     if lastError.code != .uploadFailed {
+                        // The download or its bytes were at fault (a stale link's error page):
+                        // the next try fetches again; only storage's failures keep the file.
+                        fetched.withLock { fetched in
+                            fetched?.discard()
+                            fetched = nil
+                        }
                         lastError = GenGateError(
                             .uploadFailed, "output \(output.index): \(lastError.message)",
                             retryable: lastError.retryable)
@@ -133,10 +139,12 @@ public struct OutputTransfer: Sendable {
             }
             if generation.outputs.contains(where: { !$0.isStored }) {
                 // More to move: a fresh lease for them (the last output needs none).
+                let until = context.leaseUntil()
                 guard
                     try await store.renewLease(
-                        id: id, owner: context.instance, version: generation.version, until: context.leaseUntil())
+                        id: id, owner: context.instance, version: generation.version, until: until)
                 else { return }
+                generation.leaseExpiresAt = until
             }
         }
 

@@ -20,14 +20,14 @@ public struct StatusChecks: Service, CustomStringConvertible {
     /// What the checks did, for the `poller.checks` event.
     public let stats = CheckStats()
     let doorbell = Doorbell()
-    let slots: ProviderSlots
+    let slots: Slots
     /// Longest sleep between two looks at the store when nothing is due (work may come from
     /// another host without a message).
     let idleLook: Duration
 
     public init(context: JobContext, idleLook: Duration = .milliseconds(500)) {
         self.context = context
-        self.slots = ProviderSlots(limit: context.policy.checkConcurrency)
+        self.slots = Slots(limit: context.policy.checkConcurrency)
         self.idleLook = idleLook
     }
 

@@ -8,8 +8,9 @@ import GenGateCore
 /// MP3, FLAC, PDF), as in the WHATWG MIME Sniffing standard; written here because no library
 /// this package depends on sniffs.
 public enum ContentSniffer {
-    /// How many leading bytes `contentType` looks at.
-    public static let headLength = 64
+    /// How many leading bytes `contentType` looks at: binary formats say what they are in their
+    /// first bytes; an SVG may open with an XML declaration, a doctype and comments first.
+    public static let headLength = 1_024
 
     /// The type for an output whose bytes begin with `head`, which the provider called `claimed`.
     /// A recognised format wins; text the provider called text (or JSON) stays so; bytes that look

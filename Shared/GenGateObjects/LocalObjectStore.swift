@@ -150,7 +150,14 @@ public struct LocalObjectStore: ObjectStore {
             let code = errno
             throw GenGateError(.uploadFailed, "cannot move object into place at \(url.path): errno \(code)")
         }
-        try syncDirectory(url.deletingLastPathComponent())
+        do {
+            try syncDirectory(url.deletingLastPathComponent())
+        } catch {
+            // Not durable: the put failed, and its file goes back where the caller left it, for
+            // a retry to find (a put that fails leaves its file).
+            _ = rename(url.path, temporary.path)
+            throw error
+        }
     }
 
     /// fsync(2) of a directory: makes the entries created, renamed or removed in it durable.

@@ -18,26 +18,36 @@ public struct S3Settings: Sendable, Equatable {
     /// Where the bucket is readable by anyone (a public bucket, a CDN): output URLs are then
     /// `<public URL>/<key>`, for good. Without it they are presigned, for `urlLifetime` seconds.
     public var publicURL: String?
+    /// Where clients reach the service when that is not `endpoint` (a compose network's
+    /// `http://minio:9000`, seen from outside as `https://files.example.com`): presigned output
+    /// URLs point there, signed for that host. Nil: `endpoint`.
+    public var urlEndpoint: String?
     public var urlLifetime: Int
     /// Objects larger than this go up in parts of this size (multipart upload; S3 wants 5 MiB at least).
     public var partSize: Int
     /// How long one request (one part) may take.
     public var requestTimeout: TimeInterval
+    /// How many bytes of uploads the process holds in memory at most, a part (or a small object)
+    /// each: uploads beyond `memory / partSize` at once wait their turn instead of growing memory.
+    public var memory: Int
     public var credentials: AWSCredentials
 
     public init(
         endpoint: String, bucket: String, region: String, pathStyle: Bool, publicURL: String? = nil,
-        urlLifetime: Int = 3_600, partSize: Int = 16 << 20, requestTimeout: TimeInterval = 120,
-        credentials: AWSCredentials
+        urlEndpoint: String? = nil, urlLifetime: Int = 3_600, partSize: Int = 16 << 20,
+        requestTimeout: TimeInterval = 120,
+        memory: Int = 256 << 20, credentials: AWSCredentials
     ) {
         self.endpoint = endpoint
         self.bucket = bucket
         self.region = region
         self.pathStyle = pathStyle
         self.publicURL = publicURL
+        self.urlEndpoint = urlEndpoint
         self.urlLifetime = urlLifetime
         self.partSize = partSize
         self.requestTimeout = requestTimeout
+        self.memory = memory
         self.credentials = credentials
     }
 
@@ -60,30 +70,70 @@ public struct S3ObjectStore: ObjectStore {
     public let settings: S3Settings
     let signer: SigV4
     let scratch: URL
-    let scheme: String
-    /// Host (and port unless the scheme's default) requests go to, and the path before the key.
-    let host: String
-    let basePath: String
+    /// Where requests go.
+    let address: Address
+    /// Where presigned URLs point (`S3Settings.urlEndpoint`, or `address`).
+    let urlAddress: Address
+    var scheme: String { address.scheme }
+    var host: String { address.host }
+    var basePath: String { address.basePath }
+
+    /// A service's URL, as requests to one bucket use it.
+    struct Address: Sendable {
+        var scheme: String
+        /// Host (and port unless the scheme's default), and the path before the key.
+        var host: String
+        var basePath: String
+
+        init(endpoint: String, bucket: String, pathStyle: Bool, setting: String) throws {
+            guard let components = URLComponents(string: endpoint),
+                let scheme = components.scheme?.lowercased(), ["http", "https"].contains(scheme),
+                let endpointHost = components.host, !endpointHost.isEmpty, components.query == nil
+            else {
+                throw GenGateError(.invalidRequest, "\(setting) must be an http:// or https:// URL, got \(endpoint)")
+            }
+            self.scheme = scheme
+            let defaultPort = scheme == "https" ? 443 : 80
+            // An IPv6 literal keeps its brackets in a Host header and a URL.
+            let name =
+                endpointHost.contains(":") && !endpointHost.hasPrefix("[") ? "[\(endpointHost)]" : endpointHost
+            let port = components.port.flatMap { $0 == defaultPort ? nil : $0 }.map { ":\($0)" } ?? ""
+            let endpointPath =
+                components.percentEncodedPath.hasSuffix("/")
+                ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
+            if pathStyle {
+                host = name + port
+                basePath = endpointPath + "/" + SigV4.encode(bucket)
+            } else {
+                host = bucket + "." + name + port
+                basePath = endpointPath
+            }
+        }
+    }
+
+    /// Parts (and small objects) of uploads in memory at once, a slot each: shared by every
+    /// store of the process with the same budget.
+    let parts: Slots
+    static let partKey = "part"
+    private static let slotsByLimit = Locked<[Int: Slots]>([:])
+    /// The most parts in flight: as many connections as the client keeps open to one host.
+    static let maxPartsInFlight = 64
 
     /// No redirects (a redirected request would carry a signature for another host); a refused
     /// connection fails the request at once (the caller's retries pace the next try) rather than
-    /// being retried until the request's deadline; one client for the process's life.
+    /// being retried until the request's deadline; one client for the process's life, with a
+    /// connection for every part that may be in flight (a request waiting for a connection
+    /// would spend its timeout waiting).
     static let client: HTTPClient = {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow, timeout: .init(connect: .seconds(10), read: .seconds(60)))
         configuration.connectionPool.retryConnectionEstablishment = false
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = maxPartsInFlight
         return HTTPClient(eventLoopGroup: .singletonMultiThreadedEventLoopGroup, configuration: configuration)
     }()
 
     /// `scratch`: a local directory for downloads on their way to the bucket.
     public init(settings: S3Settings, scratch: URL) throws {
-        guard let components = URLComponents(string: settings.endpoint),
-            let scheme = components.scheme?.lowercased(), ["http", "https"].contains(scheme),
-            let endpointHost = components.host, !endpointHost.isEmpty, components.query == nil
-        else {
-            throw GenGateError(
-                .invalidRequest, "the S3 endpoint must be an http:// or https:// URL, got \(settings.endpoint)")
-        }
         guard Self.isValidBucket(settings.bucket) else {
             throw GenGateError(
                 .invalidRequest,
@@ -92,22 +142,28 @@ public struct S3ObjectStore: ObjectStore {
         guard settings.partSize >= 5 << 20 else {
             throw GenGateError(.invalidRequest, "the S3 part size must be at least 5 MiB (S3's own minimum)")
         }
+        guard settings.memory >= settings.partSize else {
+            throw GenGateError(.invalidRequest, "the S3 upload memory must hold at least one part")
+        }
+        let limit = min(Self.maxPartsInFlight, settings.memory / settings.partSize)
+        parts = Self.slotsByLimit.withLock { all in
+            if let slots = all[limit] { return slots }
+            let slots = Slots(limit: limit)
+            all[limit] = slots
+            return slots
+        }
         self.settings = settings
         self.signer = SigV4(credentials: settings.credentials, region: settings.region)
         self.scratch = scratch
-        self.scheme = scheme
-        let defaultPort = scheme == "https" ? 443 : 80
-        let port = components.port.flatMap { $0 == defaultPort ? nil : $0 }.map { ":\($0)" } ?? ""
-        let endpointPath =
-            components.percentEncodedPath.hasSuffix("/")
-            ? String(components.percentEncodedPath.dropLast()) : components.percentEncodedPath
-        if settings.pathStyle {
-            host = endpointHost + port
-            basePath = endpointPath + "/" + SigV4.encode(settings.bucket)
-        } else {
-            host = settings.bucket + "." + endpointHost + port
-            basePath = endpointPath
-        }
+        address = try Address(
+            endpoint: settings.endpoint, bucket: settings.bucket, pathStyle: settings.pathStyle,
+            setting: "the S3 endpoint")
+        urlAddress =
+            try settings.urlEndpoint.map {
+                try Address(
+                    endpoint: $0, bucket: settings.bucket, pathStyle: settings.pathStyle, setting: "the S3 URL endpoint"
+                )
+            } ?? address
         try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         LocalObjectStore.removeStaleScratch(in: scratch)
     }
@@ -136,41 +192,66 @@ public struct S3ObjectStore: ObjectStore {
         let reader = try await PartReader.open(file)
         defer { reader.close() }
         var whole = SHA256()
-        // One part (or the whole of a small object) in memory at a time.
-        var first = try await reader.next(settings.partSize)
-        first.withUnsafeReadableBytes { whole.update(bufferPointer: $0) }
-        if first.readableBytes < settings.partSize {
-            let sha256 = Self.sha256Hex(first)
-            let bytes = first.readableBytes
-            _ = try await send(
-                "PUT", path, headers: [("Content-Type", contentType)], body: first, payloadHash: sha256,
-                doing: "PUT \(key)")
-            try? FileManager.default.removeItem(at: file)
-            return StoredObject(key: key, bytes: bytes, sha256: sha256, contentType: contentType)
-        }
-        let upload = try await createMultipartUpload(path, key: key, contentType: contentType)
+        var single: StoredObject?
+        var upload: String?
+        var uploaded: [(number: Int, etag: String)] = []
+        var bytes = 0
         do {
-            var parts: [(number: Int, etag: String)] = []
-            var bytes = 0
-            while first.readableBytes > 0 {
-                let number = parts.count + 1
-                bytes += first.readableBytes
-                parts.append(
-                    (number, try await uploadPart(path, key: key, upload: upload, number: number, body: first)))
-                first = ByteBuffer()  // the part sent is let go before the next is read
-                first = try await reader.next(settings.partSize)
-                first.withUnsafeReadableBytes { whole.update(bufferPointer: $0) }
+            // One part in memory at a time for this upload, each holding one of the process's
+            // slots while it is read and sent; a small object is its own single part.
+            var done = false
+            while !done {
+                done = try await withPart {
+                    let part = try await reader.next(settings.partSize)
+                    part.withUnsafeReadableBytes { whole.update(bufferPointer: $0) }
+                    if upload == nil, part.readableBytes < settings.partSize {
+                        let sha256 = Self.sha256Hex(part)
+                        _ = try await send(
+                            "PUT", path, headers: [("Content-Type", contentType)], body: part, payloadHash: sha256,
+                            doing: "PUT \(key)")
+                        single = StoredObject(
+                            key: key, bytes: part.readableBytes, sha256: sha256, contentType: contentType)
+                        return true
+                    }
+                    if part.readableBytes == 0 { return true }
+                    let id: String
+                    if let upload {
+                        id = upload
+                    } else {
+                        id = try await createMultipartUpload(path, key: key, contentType: contentType)
+                        upload = id
+                    }
+                    let number = uploaded.count + 1
+                    bytes += part.readableBytes
+                    uploaded.append(
+                        (number, try await uploadPart(path, key: key, upload: id, number: number, body: part)))
+                    return false
+                }
             }
-            try await completeMultipartUpload(path, key: key, upload: upload, parts: parts)
-            try? FileManager.default.removeItem(at: file)
-            return StoredObject(key: key, bytes: bytes, sha256: Digest.hex(whole.finalize()), contentType: contentType)
+            if let upload {
+                try await completeMultipartUpload(path, key: key, upload: upload, parts: uploaded)
+            }
         } catch {
-            // Its parts are stored (and billed) until aborted. Best effort, not cancelled with the
-            // task that failed nor waited for: a bucket lifecycle rule catches what this misses.
-            let store = self
-            Task.detached { await store.abortMultipartUpload(path, upload: upload) }
+            if let upload {
+                // Its parts are stored (and billed) until aborted. Best effort, not cancelled with
+                // the task that failed nor waited for: a bucket lifecycle rule catches what this
+                // misses.
+                let store = self
+                Task.detached { await store.abortMultipartUpload(path, upload: upload) }
+            }
             throw error
         }
+        try? FileManager.default.removeItem(at: file)
+        return single
+            ?? StoredObject(key: key, bytes: bytes, sha256: Digest.hex(whole.finalize()), contentType: contentType)
+    }
+
+    /// Runs `body` holding one of the process's part slots.
+    func withPart<T>(_ body: () async throws -> T) async throws -> T {
+        await parts.acquire(Self.partKey)
+        defer { parts.release(Self.partKey) }
+        try Task.checkCancellation()
+        return try await body()
     }
 
     public func get(key: String) async throws -> Data? {
@@ -194,10 +275,12 @@ public struct S3ObjectStore: ObjectStore {
     }
 
     public func temporaryURL(key: String, now: Date) -> String? {
-        guard let path = try? objectPath(key) else { return nil }
+        guard let path = try? objectPath(key, in: urlAddress) else { return nil }
         let query = signer.presignedQuery(
-            .init(method: "GET", host: host, path: path), expires: min(max(settings.urlLifetime, 1), 604_800), at: now)
-        return "\(scheme)://\(host)\(path)?\(query)"
+            .init(method: "GET", host: urlAddress.host, path: path),
+            expires: min(max(settings.urlLifetime, 1), 604_800),
+            at: now)
+        return "\(urlAddress.scheme)://\(urlAddress.host)\(path)?\(query)"
     }
 
     /// What a look at the bucket found.
@@ -298,14 +381,14 @@ public struct S3ObjectStore: ObjectStore {
 
     /// The encoded path of `key`; keys that are empty, absolute or climb (`..`) are refused, as by
     /// the local store, so both backends take the same keys.
-    func objectPath(_ key: String) throws -> String {
+    func objectPath(_ key: String, in address: Address? = nil) throws -> String {
         let parts = key.split(separator: "/", omittingEmptySubsequences: false)
         guard !key.isEmpty, !key.hasPrefix("/"), !key.hasPrefix("."), key.utf8.count <= 1_024,
             !parts.contains(where: { $0 == ".." || $0 == "." || $0.isEmpty })
         else {
             throw GenGateError(.invalidRequest, "invalid object key \(key)")
         }
-        return basePath + "/" + SigV4.encode(key, keepSlash: true)
+        return (address ?? self.address).basePath + "/" + SigV4.encode(key, keepSlash: true)
     }
 
     /// A request that must succeed (2xx); its answer.

@@ -87,8 +87,9 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// has still not ended a moment later (a statement whose answer will never come), or when the
     /// body has run `hangLimit` seconds (a connection that stopped answering: statements
     /// themselves are cut by the server's `statement_timeout` well before), in which case the
-    /// connection is closed first. A body given up on is `ConnectionAbandoned`: nothing more
-    /// reaches the server on its connection. A body is never cancelled because of a timeout, as
+    /// connection is closed first. A body given up on is `ConnectionAbandoned` (nothing more
+    /// reaches the server on its connection), which the caller classifies: a read or a write
+    /// whose COMMIT was not sent is unavailable, one whose COMMIT was sent has an unknown outcome. A body is never cancelled because of a timeout, as
     /// it may be mid-transaction; a cancelled caller cancels it (writes run on a detached task
     /// and are never cancelled).
     static func lend(
@@ -101,66 +102,53 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         let unavailable = StoreError.unavailable(
             "no connection to PostgreSQL at \(description) within \(Int(timeout.rounded())) s")
         let hangLimit = max(90, timeout * 6)
-        let lease = Locked(LendState())
-        let work = Locked<Task<Void, Never>?>(nil)
+        let lending = Lending()
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-                let finish: @Sendable (Result<Void, any Error>) -> Void = { result in
-                    let first = lease.withLock { state -> Bool in
-                        if state.answered { return false }
-                        state.answered = true
-                        return true
-                    }
-                    if first { continuation.resume(with: result) }
+                guard lending.start(continuation), !Task.isCancelled else {
+                    lending.finish(.failure(CancellationError()))
+                    return
                 }
-                let task = Task.detached {
+                lending.work = Task.detached {
                     do {
                         try await client.withConnection { connection in
-                            let lent = lease.withLock { state -> Bool in
-                                guard case .waiting = state.phase else { return false }
-                                state.phase = .lent(connection)
-                                return true
-                            }
-                            guard lent else { throw unavailable }
+                            guard lending.lent(connection) else { throw unavailable }
                             outage.ended()
-                            defer { lease.withLock { $0.phase = .done } }
+                            defer { lending.bodyEnded() }
                             try await body(connection)
                         }
-                        finish(.success(()))
+                        lending.finish(.success(()))
                     } catch {
-                        finish(.failure(classify(error, committing: false)))
+                        if lending.wasLent || error is CancellationError {
+                            lending.finish(.failure(classify(error, committing: false)))
+                        } else if !lending.cancelled {
+                            // The pool could not lend a connection (its circuit breaker is open
+                            // after a long outage, it is closed): nothing ran.
+                            outage.began()
+                            lending.finish(
+                                .failure(
+                                    StoreError.unavailable("no connection to PostgreSQL at \(description): \(error)")))
+                        }
                     }
                 }
-                work.withLock { $0 = task }
-                if Task.isCancelled { task.cancel() }  // cancelled before the handler had a task to cancel
-                Task.detached {
+                lending.watchdog = Task.detached {
                     try? await Task.sleep(for: .seconds(timeout))
-                    let gaveUp = lease.withLock { state -> Bool in
-                        guard case .waiting = state.phase, !state.answered else { return false }
-                        state.phase = .gaveUp
-                        return true
-                    }
-                    if gaveUp {
+                    if Task.isCancelled { return }  // answered meanwhile
+                    if lending.giveUpWaiting() {
                         outage.began()
-                        task.cancel()  // the lease request; the body never runs
-                        finish(.failure(unavailable))
+                        lending.work?.cancel()  // the lease request; the body never runs
+                        lending.finish(.failure(unavailable))
                         return
                     }
                     var closedFor = 0
                     var elapsed = timeout
-                    while true {
-                        let lent = lease.withLock { state -> PostgresConnection? in
-                            if state.answered { return nil }
-                            if case .lent(let connection) = state.phase { return connection }
-                            return nil
-                        }
-                        guard let lent else { return }  // the body ended
+                    while let lent = lending.runningOn {
                         closedFor = lent.isClosed ? closedFor + 1 : 0
                         if closedFor >= 2 {
                             logger.warning(
                                 "a PostgreSQL connection closed under a statement that never ended; giving up on it",
                                 metadata: ["store": "\(description)"])
-                            finish(.failure(ConnectionAbandoned()))
+                            lending.finish(.failure(ConnectionAbandoned()))
                             return
                         }
                         if elapsed >= hangLimit {
@@ -169,35 +157,133 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                                 metadata: ["store": "\(description)", "seconds": "\(Int(hangLimit))"])
                             try? await lent.close()
                             try? await Task.sleep(for: .seconds(2))
-                            finish(.failure(ConnectionAbandoned()))
+                            lending.finish(.failure(ConnectionAbandoned()))
                             return
                         }
                         try? await Task.sleep(for: .seconds(1))
+                        if Task.isCancelled { return }
                         elapsed += 1
                     }
                 }
             }
         } onCancel: {
-            // Not lent yet: the lease request is dropped and the caller hears CancellationError.
-            // Lent: the body sees the cancellation (a read stops; writes run detached, never
-            // cancelled).
-            lease.withLock { state in
-                if case .waiting = state.phase { state.phase = .gaveUp }
-            }
-            work.withLock { $0 }?.cancel()
+            // Not lent yet: the caller hears CancellationError at once and the lease request is
+            // dropped. Lent: the body sees the cancellation (a read stops; writes run detached and
+            // are never cancelled) and the caller hears how it ended.
+            if lending.cancel() { lending.finish(.failure(CancellationError())) }
+            lending.work?.cancel()
         }
     }
 
-    /// Where one `lend` is.
-    struct LendState: Sendable {
+    /// One `lend`: whether its connection was lent, the tasks it runs, and its caller's
+    /// continuation, resumed exactly once (`finish`), which also stops the watchdog.
+    final class Lending: Sendable {
         enum Phase: Sendable {
             case waiting
             case lent(PostgresConnection)
             case done, gaveUp
         }
-        var phase = Phase.waiting
-        /// The caller has had its answer.
-        var answered = false
+
+        private struct State: Sendable {
+            var phase = Phase.waiting
+            var cancelled = false
+            var started = false
+            var continuation: CheckedContinuation<Void, any Error>?
+            var answered = false
+            var work: Task<Void, Never>?
+            var watchdog: Task<Void, Never>?
+        }
+
+        private let state = Locked(State())
+
+        /// Takes the caller's continuation; false if the caller was cancelled already.
+        func start(_ continuation: CheckedContinuation<Void, any Error>) -> Bool {
+            state.withLock { state in
+                state.continuation = continuation
+                state.started = true
+                return !state.cancelled
+            }
+        }
+
+        var work: Task<Void, Never>? {
+            get { state.withLock { $0.work } }
+            set { state.withLock { $0.work = newValue } }
+        }
+
+        /// Set once; cancelled at once if the caller was answered before.
+        var watchdog: Task<Void, Never>? {
+            get { state.withLock { $0.watchdog } }
+            set {
+                let answered = state.withLock { state -> Bool in
+                    state.watchdog = newValue
+                    return state.answered
+                }
+                if answered { newValue?.cancel() }
+            }
+        }
+
+        /// True if the connection goes to the body (nobody gave up waiting for it).
+        func lent(_ connection: PostgresConnection) -> Bool {
+            state.withLock { state in
+                guard case .waiting = state.phase else { return false }
+                state.phase = .lent(connection)
+                return true
+            }
+        }
+
+        var wasLent: Bool {
+            state.withLock { state in
+                switch state.phase {
+                case .lent, .done: return true
+                case .waiting, .gaveUp: return false
+                }
+            }
+        }
+
+        var cancelled: Bool { state.withLock { $0.cancelled } }
+
+        func bodyEnded() { state.withLock { $0.phase = .done } }
+
+        /// The connection the body runs on, while it runs and its caller has not been answered.
+        var runningOn: PostgresConnection? {
+            state.withLock { state in
+                guard !state.answered, case .lent(let connection) = state.phase else { return nil }
+                return connection
+            }
+        }
+
+        /// True if no connection was lent yet: nobody will wait for one any more.
+        func giveUpWaiting() -> Bool {
+            state.withLock { state in
+                guard case .waiting = state.phase, !state.answered else { return false }
+                state.phase = .gaveUp
+                return true
+            }
+        }
+
+        /// The caller was cancelled; true if no connection was lent and the caller is waiting
+        /// (it is to be answered now).
+        func cancel() -> Bool {
+            state.withLock { state in
+                state.cancelled = true
+                guard case .waiting = state.phase else { return false }
+                state.phase = .gaveUp
+                return state.started
+            }
+        }
+
+        /// Answers the caller, the first time only, and stops the watchdog.
+        func finish(_ result: Result<Void, any Error>) {
+            let ended = state.withLock { state -> (CheckedContinuation<Void, any Error>, Task<Void, Never>?)? in
+                guard !state.answered, let continuation = state.continuation else { return nil }
+                state.answered = true
+                state.continuation = nil
+                return (continuation, state.watchdog)
+            }
+            guard let (continuation, watchdog) = ended else { return }
+            watchdog?.cancel()
+            continuation.resume(with: result)
+        }
     }
 
     /// A body given up on because its connection closed or stopped answering under it.
@@ -208,12 +294,16 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// A read on a connection of the pool.
     func read<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
         let result = Locked<T?>(nil)
-        try await Self.lend(
-            client, timeout: settings.busyTimeout, to: settings.description, logger: logger, outage: outage
-        ) {
-            connection in
-            let value = try await body(connection)
-            result.withLock { $0 = value }
+        do {
+            try await Self.lend(
+                client, timeout: settings.busyTimeout, to: settings.description, logger: logger, outage: outage
+            ) {
+                connection in
+                let value = try await body(connection)
+                result.withLock { $0 = value }
+            }
+        } catch let abandoned as ConnectionAbandoned {
+            throw Self.classify(abandoned, committing: false)
         }
         guard let value = result.withLock({ $0 }) else { throw StoreError.unavailable("a read returned nothing") }
         return value

@@ -33,6 +33,8 @@ public enum ConfigLoader {
         "GENGATE_S3_PATH_STYLE": ["objects", "s3", "path_style"],
         "GENGATE_S3_PUBLIC_URL": ["objects", "s3", "public_url"],
         "GENGATE_S3_URL_LIFETIME_SECONDS": ["objects", "s3", "url_lifetime_seconds"],
+        "GENGATE_S3_MEMORY_MIB": ["objects", "s3", "memory_mib"],
+        "GENGATE_S3_URL_ENDPOINT": ["objects", "s3", "url_endpoint"],
         "GENGATE_LOG_LEVEL": ["log", "level"],
         "GENGATE_LOG_FORMAT": ["log", "format"],
         "GENGATE_LEASE_SECONDS": ["jobs", "lease_seconds"],
@@ -274,10 +276,10 @@ public enum ConfigLoader {
         }
         let s3 = config.objects.s3
         guard (1...604_800).contains(s3.urlLifetimeSeconds), (5...5_120).contains(s3.partSizeMib),
-            s3.requestTimeoutSeconds >= 1
+            s3.requestTimeoutSeconds >= 1, (5...1_048_576).contains(s3.memoryMib)
         else {
             throw ConfigError(
-                "objects.s3: url_lifetime_seconds must be 1–604800 (7 days, S3's limit), part_size_mib 5–5120, request_timeout_seconds at least 1"
+                "objects.s3: url_lifetime_seconds must be 1–604800 (7 days, S3's limit), part_size_mib 5–5120, request_timeout_seconds at least 1, memory_mib 5–1048576"
             )
         }
         if s3.bucket != nil, s3.region.isEmpty { throw ConfigError("objects.s3.region must not be empty") }
@@ -340,7 +342,7 @@ public enum ConfigLoader {
         [
             "http.public_url", "store.url", "store.path", "objects.directory", "objects.s3.bucket",
             "objects.s3.endpoint",
-            "objects.s3.public_url", "bus.host", "sim.ledger", "sim.max_concurrency",
+            "objects.s3.public_url", "objects.s3.url_endpoint", "bus.host", "sim.ledger", "sim.max_concurrency",
             "sim.max_requests_per_second",
         ]
             + RealProvider.all.flatMap { provider in

@@ -142,11 +142,17 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// Where the bucket is readable by anyone (public bucket, CDN): output URLs are
         /// `<public_url>/<key>`. Without it, outputs get presigned URLs.
         public var publicUrl: String?
+        /// Where clients reach the service, when not at `endpoint` (a container network's name):
+        /// presigned output URLs point there, signed for that host.
+        public var urlEndpoint: String?
         /// How long a presigned output URL works (1 s to 7 days).
         public var urlLifetimeSeconds = 3_600
         /// Outputs larger than this go up in parts of this size (multipart upload).
         public var partSizeMib = 16
         public var requestTimeoutSeconds = 120.0
+        /// Memory a process gives to uploads in flight, a part each (at least one part): more
+        /// uploads at once wait.
+        public var memoryMib = 256
     }
 
     public struct Log: Codable, Sendable, Equatable {

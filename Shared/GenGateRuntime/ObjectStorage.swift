@@ -29,7 +29,10 @@ extension GenGateConfig {
         let endpoint = s3.endpoint.flatMap { $0.isEmpty ? nil : $0 } ?? S3Settings.awsEndpoint(region: s3.region)
         return S3Settings(
             endpoint: endpoint, bucket: bucket, region: s3.region, pathStyle: s3.pathStyle,
-            publicURL: s3.publicUrl.flatMap { $0.isEmpty ? nil : $0 }, urlLifetime: s3.urlLifetimeSeconds,
-            partSize: s3.partSizeMib << 20, requestTimeout: s3.requestTimeoutSeconds, credentials: credentials)
+            publicURL: s3.publicUrl.flatMap { $0.isEmpty ? nil : $0 },
+            urlEndpoint: s3.urlEndpoint.flatMap { $0.isEmpty ? nil : $0 }, urlLifetime: s3.urlLifetimeSeconds,
+            partSize: s3.partSizeMib << 20, requestTimeout: s3.requestTimeoutSeconds,
+            memory: max(s3.memoryMib, s3.partSizeMib) << 20,
+            credentials: credentials)
     }
 }

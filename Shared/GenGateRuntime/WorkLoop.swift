@@ -1,5 +1,6 @@
 import Foundation
 import GenGateBus
+import GenGateCore
 import GenGateJobs
 import Logging
 import ServiceLifecycle
@@ -57,7 +58,7 @@ public struct WorkLoop: Service, CustomStringConvertible {
 
     func receiveAndHandle() async {
         let inFlight = InFlightSet()
-        let slots = ProviderSlots(limit: concurrency)
+        let slots = Slots(limit: concurrency)
         await withDiscardingTaskGroup { group in
             for await result in consumer.items {
                 let item: WorkItem

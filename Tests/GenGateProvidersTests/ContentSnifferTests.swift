@@ -47,6 +47,13 @@ final class ContentSnifferTests: XCTestCase {
             "image/png")
         XCTAssertEqual(
             try ContentSniffer.contentType(head: Array("<svg xmlns=…".utf8), claimed: "image/svg+xml"), "image/svg+xml")
+        // An SVG whose <svg> comes after an XML declaration, a doctype and a comment.
+        let prologue =
+            #"<?xml version="1.0" encoding="UTF-8" standalone="no"?>"# + "\n"
+            + #"<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">"#
+            + "\n<!-- made by a model -->\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"16\" height=\"16\"/>"
+        XCTAssertEqual(
+            try ContentSniffer.contentType(head: Array(prologue.utf8), claimed: "image/svg+xml"), "image/svg+xml")
     }
 
     func testAnErrorPageWhereMediaWasPromisedIsRefused() {
@@ -85,6 +92,8 @@ final class ContentSnifferTests: XCTestCase {
             XCTAssertEqual(error.code, .providerError, "\(error)")
             XCTAssertTrue(error.retryable, "a stale link's page is downloaded again")
         }
-        XCTAssertFalse(FileManager.default.fileExists(atPath: page.path), "the refused download is not left behind")
+        XCTAssertTrue(
+            FileManager.default.fileExists(atPath: page.path),
+            "a file not stored stays the caller's, to try again or remove")
     }
 }

@@ -176,6 +176,38 @@ final class SigV4Tests: XCTestCase {
                     endpoint: "https://host", bucket: "outputs", region: "x", pathStyle: true, partSize: 1 << 20,
                     credentials: credentials),
                 scratch: scratch))
+        XCTAssertThrowsError(
+            try S3ObjectStore(
+                settings: .init(
+                    endpoint: "https://host", bucket: "outputs", region: "x", pathStyle: true, partSize: 16 << 20,
+                    memory: 8 << 20, credentials: credentials),
+                scratch: scratch), "memory for less than one part")
+
+        // Requests go to the service where GenGate reaches it; presigned URLs point where
+        // clients reach it, signed for that host.
+        let behindAName = try S3ObjectStore(
+            settings: .init(
+                endpoint: "http://minio:9000", bucket: "outputs", region: "us-east-1", pathStyle: true,
+                urlEndpoint: "https://files.example.com/s3", credentials: credentials),
+            scratch: scratch)
+        XCTAssertEqual(behindAName.host, "minio:9000")
+        let outside = try XCTUnwrap(behindAName.temporaryURL(key: "a/b.png", now: s3Time))
+        XCTAssertTrue(outside.hasPrefix("https://files.example.com/s3/outputs/a/b.png?X-Amz-Algorithm="), outside)
+        let signedFor = SigV4(credentials: credentials, region: "us-east-1").presignedQuery(
+            .init(method: "GET", host: "files.example.com", path: "/s3/outputs/a/b.png"), expires: 3_600, at: s3Time)
+        XCTAssertTrue(outside.hasSuffix(signedFor), "signed for the host the client asks")
+        XCTAssertThrowsError(
+            try S3ObjectStore(
+                settings: .init(
+                    endpoint: "http://minio:9000", bucket: "outputs", region: "x", pathStyle: true,
+                    urlEndpoint: "files.example.com", credentials: credentials),
+                scratch: scratch), "a URL endpoint without a scheme")
+        let literal = try S3ObjectStore(
+            settings: .init(
+                endpoint: "http://[::1]:9000", bucket: "outputs", region: "x", pathStyle: true, credentials: credentials
+            ),
+            scratch: scratch)
+        XCTAssertEqual(literal.host, "[::1]:9000", "an IPv6 literal keeps its brackets")
     }
 
     func testS3ErrorAnswersAreExplained() throws {

@@ -1,9 +1,9 @@
 import Foundation
 import GenGateCore
 import GenGateLocalPorts
-import GenGatePostgres
 import XCTest
 
+@testable import GenGatePostgres
 @testable import GenGateStore
 
 /// The store contract on PostgreSQL: every case of `GenerationStoreContractTests` (and its
@@ -249,6 +249,33 @@ final class PostgresStoreTests: XCTestCase {
             }
         }
         XCTAssertTrue(written, "the store writes again after the last restart")
+    }
+
+    /// A caller cancelled while it waits for a connection hears so at once; that is no outage,
+    /// and the next call has a connection as usual.
+    func testACallerCancelledWhileWaitingForAConnectionHearsSoAtOnce() async throws {
+        var settings = try PostgresSettings.parse(try LocalPostgres.shared().createDatabase())
+        settings.poolSize = 1
+        let store = try await PostgresStore(settings: settings, migrate: true)
+        defer { store.close() }
+        let busy = Task { try await store.read { _ = try await $0.run("SELECT pg_sleep(1.5)") } }
+        try await Task.sleep(for: .milliseconds(200))
+        let waiting = Task { try await store.read { _ = try await $0.run("SELECT 1") } }
+        try await Task.sleep(for: .milliseconds(200))
+        let cancelled = ContinuousClock.now
+        waiting.cancel()
+        do {
+            try await waiting.value
+            XCTFail("a cancelled call went on")
+        } catch {
+            XCTAssertTrue(error is CancellationError, "\(error)")
+        }
+        XCTAssertLessThan(ContinuousClock.now - cancelled, .milliseconds(500), "answered at once")
+        XCTAssertNil(store.outage.since, "a cancellation is not an outage")
+        try await busy.value
+        let started = ContinuousClock.now
+        try await store.read { _ = try await $0.run("SELECT 1") }
+        XCTAssertLessThan(ContinuousClock.now - started, .seconds(1))
     }
 
     func testACancelledCallerStillHasItsWriteCommitted() async throws {

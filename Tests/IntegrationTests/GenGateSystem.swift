@@ -189,9 +189,11 @@ final class GenGateSystem: @unchecked Sendable {
             return try await Self.rawRequest(
                 method, baseURL + path, body: body.map { Data($0.utf8) }, key: chosen, headers: headers)
         } catch {
-            // Which request, after how long, and what the services said meanwhile.
+            // Which request, after how long, and (when it waited) what the services said meanwhile.
+            let waited = ContinuousClock.now - started
             throw SystemError(
-                "\(method) \(path) failed after \(ContinuousClock.now - started): \(error)\n\(Self.tail(logFile))")
+                "\(method) \(path) failed after \(waited): \(error)"
+                    + (waited > .seconds(5) ? "\n" + Self.tail(logFile) : ""))
         }
     }
 
@@ -285,8 +287,13 @@ final class GenGateSystem: @unchecked Sendable {
         return (process.terminationStatus, data, text)
     }
 
+    /// The last `lines` lines of a log, read from its last 256 KiB (a long test's log is large).
     static func tail(_ url: URL, lines: Int = 60) -> String {
-        let text = (try? String(contentsOf: url, encoding: .utf8)) ?? ""
+        guard let handle = try? FileHandle(forReadingFrom: url) else { return "" }
+        defer { try? handle.close() }
+        let end = (try? handle.seekToEnd()) ?? 0
+        try? handle.seek(toOffset: end > 262_144 ? end - 262_144 : 0)
+        let text = String(decoding: (try? handle.readToEnd()) ?? Data(), as: UTF8.self)
         return text.split(separator: "\n").suffix(lines).joined(separator: "\n")
     }
 }

@@ -76,10 +76,12 @@ final class S3Server: @unchecked Sendable {
         ]
     }
 
-    func settings(partSize: Int = 5 << 20, secret: String? = nil, keyID: String? = nil) -> S3Settings {
+    func settings(partSize: Int = 5 << 20, memory: Int? = nil, secret: String? = nil, keyID: String? = nil)
+        -> S3Settings
+    {
         S3Settings(
             endpoint: endpoint, bucket: bucket, region: "us-east-1", pathStyle: true, partSize: partSize,
-            requestTimeout: 10,
+            requestTimeout: 10, memory: memory ?? 256 << 20,
             credentials: .init(accessKeyID: keyID ?? accessKeyID, secretAccessKey: secret ?? secretAccessKey))
     }
 
@@ -105,8 +107,12 @@ final class S3ObjectStoreTests: XCTestCase {
         try? FileManager.default.removeItem(at: scratch)
     }
 
-    func store(partSize: Int = 5 << 20, secret: String? = nil, keyID: String? = nil) throws -> S3ObjectStore {
-        try S3ObjectStore(settings: server.settings(partSize: partSize, secret: secret, keyID: keyID), scratch: scratch)
+    func store(partSize: Int = 5 << 20, memory: Int? = nil, secret: String? = nil, keyID: String? = nil) throws
+        -> S3ObjectStore
+    {
+        try S3ObjectStore(
+            settings: server.settings(partSize: partSize, memory: memory, secret: secret, keyID: keyID),
+            scratch: scratch)
     }
 
     /// A file of `size` bytes that are not all alike (so a part out of order would be noticed).
@@ -166,6 +172,33 @@ final class S3ObjectStoreTests: XCTestCase {
         XCTAssertEqual(read["sha256"]?.stringValue, sha256)
         XCTAssertEqual(read["bytes"]?.intValue, size)
         XCTAssertEqual(read["content_type"]?.stringValue, "video/mp4")
+        XCTAssertEqual(try server.command("uploads")["uploads"]?.intValue, 0)
+    }
+
+    /// Uploads at once beyond the memory given to them take turns a part at a time: with room
+    /// for one part, four large objects and a small one all go up whole, none waits for ever.
+    func testUploadsBeyondTheirMemoryTakeTurnsAndAllArrive() async throws {
+        let store = try store(partSize: 5 << 20, memory: 5 << 20)
+        let sizes = [12 << 20, 11 << 20, 10 << 20 + 7, 6 << 20, 1_000]
+        let files = try sizes.map { try file(in: store, size: $0) }
+        let stored = try await withThrowingTaskGroup(of: (Int, StoredObject).self) { group in
+            for (index, (file, _)) in files.enumerated() {
+                group.addTask {
+                    (
+                        index,
+                        try await store.put(key: "outputs/t/many-\(index).mp4", file: file, contentType: "video/mp4")
+                    )
+                }
+            }
+            var stored: [Int: StoredObject] = [:]
+            for try await (index, object) in group { stored[index] = object }
+            return stored
+        }
+        for (index, (file, sha256)) in files.enumerated() {
+            XCTAssertEqual(stored[index]?.sha256, sha256)
+            XCTAssertEqual(try server.command("get outputs/t/many-\(index).mp4")["sha256"]?.stringValue, sha256)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: file.path), "a stored file is consumed")
+        }
         XCTAssertEqual(try server.command("uploads")["uploads"]?.intValue, 0)
     }
 

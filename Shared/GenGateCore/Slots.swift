@@ -1,25 +1,26 @@
 import Synchronization
 
-/// Bounds the calls in flight to each provider: `acquire` waits for one of `limit` slots of a
-/// provider, `release` frees it for the next waiter, in arrival order.
-public final class ProviderSlots: Sendable {
-    private struct Slots {
+/// Bounds the work in flight for each key (calls to a provider, parts of uploads in memory):
+/// `acquire` waits for one of `limit` slots of a key, `release` frees it for the next waiter, in
+/// arrival order.
+public final class Slots: Sendable {
+    private struct Entry {
         var inUse = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let limit: Int
-    private let slots = Mutex<[String: Slots]>([:])
+    private let slots = Mutex<[String: Entry]>([:])
 
     public init(limit: Int) {
         self.limit = max(1, limit)
     }
 
-    public func acquire(_ provider: String) async {
+    public func acquire(_ key: String) async {
         await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
             let granted = slots.withLock { all -> Bool in
-                var entry = all[provider, default: Slots()]
-                defer { all[provider] = entry }
+                var entry = all[key, default: Entry()]
+                defer { all[key] = entry }
                 if entry.inUse < limit {
                     entry.inUse += 1
                     return true
@@ -31,10 +32,10 @@ public final class ProviderSlots: Sendable {
         }
     }
 
-    public func release(_ provider: String) {
+    public func release(_ key: String) {
         let next = slots.withLock { all -> CheckedContinuation<Void, Never>? in
-            guard var entry = all[provider] else { return nil }
-            defer { all[provider] = entry }
+            guard var entry = all[key] else { return nil }
+            defer { all[key] = entry }
             if entry.waiters.isEmpty {
                 entry.inUse = max(0, entry.inUse - 1)
                 return nil
@@ -44,7 +45,7 @@ public final class ProviderSlots: Sendable {
         next?.resume()
     }
 
-    /// Providers whose slots are all taken (callers may be waiting too).
+    /// Keys whose slots are all taken (callers may be waiting too).
     public func saturated() -> Set<String> {
         slots.withLock { all in Set(all.filter { $0.value.inUse + $0.value.waiters.count >= limit }.keys) }
     }
