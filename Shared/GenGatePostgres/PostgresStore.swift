@@ -18,8 +18,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     typealias Connector = @Sendable (@escaping @Sendable (PostgresConnection) async throws -> Void) async throws -> Void
 
     public let settings: PostgresSettings
-    let client: PostgresClient
-    private let running: Task<Void, Never>
+    let pool: PostgresPool
     let batcher: PostgresWriteBatcher
     let logger: Logger
     let outage: Outage
@@ -29,16 +28,23 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         self.settings = settings
         let quiet = Self.quieter(logger)
         self.logger = quiet
-        let outage = Outage()
+        let pool = PostgresPool {
+            PostgresClient(configuration: settings.clientConfiguration(), backgroundLogger: quiet)
+        }
+        self.pool = pool
+        let outage = Outage { [logger] in
+            // The server answers a connection of its own, while the pool may still be backing off.
+            guard (try? await settings.probe(timeout: 2)) != nil else { return }
+            logger?.notice(
+                "PostgreSQL answers again; starting a fresh connection pool",
+                metadata: ["store": "\(settings.description)"])
+            pool.renew()
+        }
         self.outage = outage
-        let client = PostgresClient(
-            configuration: settings.clientConfiguration(), backgroundLogger: quiet)
-        self.client = client
-        running = Task.detached { await client.run() }
         let timeout = settings.busyTimeout
         let description = settings.description
         batcher = PostgresWriteBatcher(connect: { body in
-            try await Self.lend(client, timeout: timeout, to: description, logger: quiet, outage: outage, body)
+            try await Self.lend(pool, timeout: timeout, to: description, logger: quiet, outage: outage, body)
         })
         do {
             do {
@@ -58,12 +64,12 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                 try await checkSchema()
             }
         } catch {
-            running.cancel()
+            pool.close()
             throw error
         }
     }
 
-    deinit { running.cancel() }
+    deinit { pool.close() }
 
     /// The pool's own log: warnings and worse only (it reports every failed reconnection at
     /// `info`; the store's callers say what an outage costs).
@@ -74,11 +80,11 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     }
 
     /// Closes the pool; calls after this fail.
-    public func close() { running.cancel() }
+    public func close() { pool.close() }
 
     // MARK: Connections
 
-    /// Runs `body` on a connection of `client`'s pool; `StoreError.unavailable` if none is had
+    /// Runs `body` on a connection of `pool`; `StoreError.unavailable` if none is had
     /// within `timeout` (the body then never runs).
     ///
     /// The caller always hears back in bounded time, whatever the pool or a connection does: the
@@ -93,7 +99,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// it may be mid-transaction; a cancelled caller cancels it (writes run on a detached task
     /// and are never cancelled).
     static func lend(
-        _ client: PostgresClient, timeout: TimeInterval, to description: String, logger: Logger,
+        _ pool: PostgresPool, timeout: TimeInterval, to description: String, logger: Logger,
         outage: Outage, _ body: @escaping @Sendable (PostgresConnection) async throws -> Void
     ) async throws {
         // While the server is known to be out of reach, a call gives up after a second, not the
@@ -111,7 +117,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                 }
                 lending.work = Task.detached {
                     do {
-                        try await client.withConnection { connection in
+                        try await pool.client.withConnection { connection in
                             guard lending.lent(connection) else { throw unavailable }
                             outage.ended()
                             defer { lending.bodyEnded() }
@@ -296,7 +302,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         let result = Locked<T?>(nil)
         do {
             try await Self.lend(
-                client, timeout: settings.busyTimeout, to: settings.description, logger: logger, outage: outage
+                pool, timeout: settings.busyTimeout, to: settings.description, logger: logger, outage: outage
             ) {
                 connection in
                 let value = try await body(connection)
@@ -365,7 +371,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     /// same moment wait for.
     func migrate() async throws {
         try await Self.lend(
-            client, timeout: max(settings.busyTimeout, 60), to: settings.description, logger: logger, outage: Outage()
+            pool, timeout: max(settings.busyTimeout, 60), to: settings.description, logger: logger, outage: Outage()
         ) { connection in
             // Another host's migration may take longer than any store statement should.
             try await connection.run("SET lock_timeout = 0")
@@ -429,13 +435,90 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
     }
 }
 
-/// Since when no connection could be had, if that is the state now.
+/// Since when no connection could be had, if that is the state now. While it lasts, `recover`
+/// runs every `probeEvery` seconds at most (one at a time): the store probes the server and, if
+/// it answers, renews its pool.
 final class Outage: Sendable {
-    private let state = Locked<Date?>(nil)
+    private struct State: Sendable {
+        var since: Date?
+        var probing = false
+        var lastProbe = Date.distantPast
+    }
 
-    var since: Date? { state.withLock { $0 } }
-    func began() { state.withLock { if $0 == nil { $0 = Date() } } }
-    func ended() { state.withLock { $0 = nil } }
+    private let state = Locked(State())
+    private let recover: (@Sendable () async -> Void)?
+    private let probeEvery: TimeInterval
+
+    init(probeEvery: TimeInterval = 2, recover: (@Sendable () async -> Void)? = nil) {
+        self.probeEvery = probeEvery
+        self.recover = recover
+    }
+
+    var since: Date? { state.withLock { $0.since } }
+
+    func began() {
+        let probe = state.withLock { state -> Bool in
+            let now = Date()
+            if state.since == nil { state.since = now }
+            guard let since = state.since, now.timeIntervalSince(since) >= probeEvery, !state.probing,
+                now.timeIntervalSince(state.lastProbe) >= probeEvery
+            else { return false }
+            state.probing = true
+            state.lastProbe = now
+            return true
+        }
+        guard probe, let recover else { return }
+        Task.detached {
+            await recover()
+            self.state.withLock { $0.probing = false }
+        }
+    }
+
+    func ended() { state.withLock { $0.since = nil } }
+}
+
+/// The store's connection pool, replaced by a fresh one when the server answers again while the
+/// pool still cannot lend: postgres-nio's pool waits up to a minute between connection attempts
+/// after a long outage (and after a minute of failures refuses every lease until its next
+/// attempt), so on its own it may notice a returned server a minute late.
+final class PostgresPool: Sendable {
+    private struct State: Sendable {
+        var client: PostgresClient
+        var running: Task<Void, Never>
+        var closed = false
+    }
+
+    private let state: Locked<State>
+    private let make: @Sendable () -> PostgresClient
+
+    init(make: @escaping @Sendable () -> PostgresClient) {
+        self.make = make
+        let client = make()
+        state = Locked(State(client: client, running: Task.detached { await client.run() }))
+    }
+
+    var client: PostgresClient { state.withLock { $0.client } }
+
+    /// A fresh pool for the calls from now on; the old one shuts down once its leases end.
+    func renew() {
+        let client = make()
+        let old = state.withLock { state -> Task<Void, Never>? in
+            guard !state.closed else { return nil }
+            let old = state.running
+            state.client = client
+            state.running = Task.detached { await client.run() }
+            return old
+        }
+        old?.cancel()
+    }
+
+    func close() {
+        let running = state.withLock { state -> Task<Void, Never> in
+            state.closed = true
+            return state.running
+        }
+        running.cancel()
+    }
 }
 
 /// PostgreSQL refused a statement: its SQLSTATE and message.
