@@ -32,13 +32,15 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
             PostgresClient(configuration: settings.clientConfiguration(), backgroundLogger: quiet)
         }
         self.pool = pool
-        let outage = Outage { [logger] in
+        let outage = Outage { [logger] outage in
             // The server answers a connection of its own, while the pool may still be backing off.
             guard (try? await settings.probe(timeout: 2)) != nil else { return }
+            // Not if the pool has lent a connection since, or has any in use: replacing it would
+            // close them under their statements (postgres-nio shuts a pool down by force).
+            guard outage.since != nil, pool.renew() else { return }
             logger?.notice(
-                "PostgreSQL answers again; starting a fresh connection pool",
+                "PostgreSQL answers again; started a fresh connection pool",
                 metadata: ["store": "\(settings.description)"])
-            pool.renew()
         }
         self.outage = outage
         let timeout = settings.busyTimeout
@@ -115,12 +117,17 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                     lending.finish(.failure(CancellationError()))
                     return
                 }
+                let client = pool.client
                 lending.work = Task.detached {
                     do {
-                        try await pool.client.withConnection { connection in
+                        try await client.withConnection { connection in
                             guard lending.lent(connection) else { throw unavailable }
+                            pool.lent(client)
                             outage.ended()
-                            defer { lending.bodyEnded() }
+                            defer {
+                                lending.bodyEnded()
+                                if lending.uncount() { pool.returned(client) }
+                            }
                             try await body(connection)
                         }
                         lending.finish(.success(()))
@@ -137,11 +144,13 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                         }
                     }
                 }
+                if lending.cancelled { lending.work?.cancel() }  // cancelled before there was a task to cancel
                 lending.watchdog = Task.detached {
                     try? await Task.sleep(for: .seconds(timeout))
                     if Task.isCancelled { return }  // answered meanwhile
                     if lending.giveUpWaiting() {
-                        outage.began()
+                        // A pool whose connections are all in use is busy, not out of reach.
+                        if !pool.busy { outage.began() }
                         lending.work?.cancel()  // the lease request; the body never runs
                         lending.finish(.failure(unavailable))
                         return
@@ -154,6 +163,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                             logger.warning(
                                 "a PostgreSQL connection closed under a statement that never ended; giving up on it",
                                 metadata: ["store": "\(description)"])
+                            if lending.uncount() { pool.returned(client) }
                             lending.finish(.failure(ConnectionAbandoned()))
                             return
                         }
@@ -163,6 +173,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                                 metadata: ["store": "\(description)", "seconds": "\(Int(hangLimit))"])
                             try? await lent.close()
                             try? await Task.sleep(for: .seconds(2))
+                            if lending.uncount() { pool.returned(client) }
                             lending.finish(.failure(ConnectionAbandoned()))
                             return
                         }
@@ -194,6 +205,8 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
             var phase = Phase.waiting
             var cancelled = false
             var started = false
+            /// Counted as in use by the pool, until the body ends or is given up on.
+            var counted = false
             var continuation: CheckedContinuation<Void, any Error>?
             var answered = false
             var work: Task<Void, Never>?
@@ -233,7 +246,16 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
             state.withLock { state in
                 guard case .waiting = state.phase else { return false }
                 state.phase = .lent(connection)
+                state.counted = true
                 return true
+            }
+        }
+
+        /// True the first time after the connection was lent: the pool is to hear it is free.
+        func uncount() -> Bool {
+            state.withLock { state in
+                defer { state.counted = false }
+                return state.counted
             }
         }
 
@@ -446,10 +468,10 @@ final class Outage: Sendable {
     }
 
     private let state = Locked(State())
-    private let recover: (@Sendable () async -> Void)?
+    private let recover: (@Sendable (Outage) async -> Void)?
     private let probeEvery: TimeInterval
 
-    init(probeEvery: TimeInterval = 2, recover: (@Sendable () async -> Void)? = nil) {
+    init(probeEvery: TimeInterval = 2, recover: (@Sendable (Outage) async -> Void)? = nil) {
         self.probeEvery = probeEvery
         self.recover = recover
     }
@@ -469,7 +491,7 @@ final class Outage: Sendable {
         }
         guard probe, let recover else { return }
         Task.detached {
-            await recover()
+            await recover(self)
             self.state.withLock { $0.probing = false }
         }
     }
@@ -478,18 +500,24 @@ final class Outage: Sendable {
 }
 
 /// The store's connection pool, replaced by a fresh one when the server answers again while the
-/// pool still cannot lend: postgres-nio's pool waits up to a minute between connection attempts
+/// pool still cannot lend and has nothing lent out: postgres-nio's pool waits up to a minute between connection attempts
 /// after a long outage (and after a minute of failures refuses every lease until its next
 /// attempt), so on its own it may notice a returned server a minute late.
 final class PostgresPool: Sendable {
     private struct State: Sendable {
         var client: PostgresClient
         var running: Task<Void, Never>
+        /// The current client's connections lent out now.
+        var lent = 0
+        var renewed = Date.distantPast
         var closed = false
     }
 
     private let state: Locked<State>
     private let make: @Sendable () -> PostgresClient
+    /// Renewals at most this often: a server that answers a probe but refuses the pool's own
+    /// connections (a pooler refusing its startup parameters) is not met with a pool every probe.
+    static let renewEvery: TimeInterval = 30
 
     init(make: @escaping @Sendable () -> PostgresClient) {
         self.make = make
@@ -499,17 +527,38 @@ final class PostgresPool: Sendable {
 
     var client: PostgresClient { state.withLock { $0.client } }
 
-    /// A fresh pool for the calls from now on; the old one shuts down once its leases end.
-    func renew() {
+    /// Some of the current client's connections are lent out (the pool is busy, not out of reach).
+    var busy: Bool { state.withLock { $0.lent > 0 } }
+
+    func lent(_ client: PostgresClient) {
+        state.withLock { if $0.client === client { $0.lent += 1 } }
+    }
+
+    func returned(_ client: PostgresClient) {
+        state.withLock { if $0.client === client { $0.lent = max(0, $0.lent - 1) } }
+    }
+
+    /// A fresh pool for the calls from now on, unless the current one has connections lent out
+    /// (postgres-nio closes them when its pool shuts down) or was renewed less than
+    /// `renewEvery` ago. True if renewed.
+    func renew() -> Bool {
+        let now = Date()
+        let due = state.withLock { state in
+            !state.closed && state.lent == 0 && now.timeIntervalSince(state.renewed) >= Self.renewEvery
+        }
+        guard due else { return false }
         let client = make()
         let old = state.withLock { state -> Task<Void, Never>? in
-            guard !state.closed else { return nil }
+            guard !state.closed, state.lent == 0 else { return nil }
             let old = state.running
             state.client = client
             state.running = Task.detached { await client.run() }
+            state.lent = 0
+            state.renewed = now
             return old
         }
         old?.cancel()
+        return old != nil
     }
 
     func close() {
