@@ -21,7 +21,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Size of the object the s3 scenario uploads, in MB.")
     var s3Megabytes: Int = 500
 
-    @Option(help: "The store: sqlite (default) or postgres (a private PostgreSQL server; submit, e2e and scale).")
+    @Option(
+        help: "The store: sqlite (default) or postgres (a private PostgreSQL server; submit, e2e, inflight, scale).")
     var store: String = "sqlite"
 
     @Option(help: "Where to write the results (Markdown).")
@@ -39,8 +40,11 @@ struct BenchCommand: AsyncParsableCommand {
             )
             .deletingLastPathComponent()
         guard ["sqlite", "postgres"].contains(store) else { throw ValidationError("--store is sqlite or postgres") }
-        if store == "postgres", let other = scenarios.first(where: { !["submit", "e2e", "scale"].contains($0) }) {
-            throw ValidationError("\(other) runs on SQLite only; with --store postgres run submit, e2e and scale")
+        if store == "postgres",
+            let other = scenarios.first(where: { !["submit", "e2e", "inflight", "scale"].contains($0) })
+        {
+            throw ValidationError(
+                "\(other) runs on SQLite only; with --store postgres run submit, e2e, inflight, scale")
         }
         var runner = Scenarios(binaries: directory, duration: .seconds(Int64(seconds)), tasks: tasks) { line in
             FileHandle.standardError.write(Data("\(line)\n".utf8))

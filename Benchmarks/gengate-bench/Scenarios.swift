@@ -18,7 +18,7 @@ struct Scenarios {
     let binaries: URL
     let duration: Duration
     let tasks: Int
-    /// Runs the store on this PostgreSQL server instead of SQLite (the submit and e2e scenarios).
+    /// Runs the store on this PostgreSQL server instead of SQLite (submit, e2e, inflight, scale).
     var postgres: LocalPostgres? = nil
     let log: (String) -> Void
 
@@ -140,7 +140,7 @@ struct Scenarios {
             binaries: binaries,
             environment: [
                 "GENGATE_SIM_LATENCY_MS": "600000", "GENGATE_HEARTBEAT_SECONDS": "2",
-            ])
+            ], postgres: postgres)
         defer { system.stop() }
         // Steady state of 100,000 ten-minute tasks: written straight into the store as the
         // poller leaves them mid-flight (submitted 5 to 7 minutes ago, checked 8 times, so on the
@@ -218,7 +218,8 @@ struct Scenarios {
         )
         return [
             Row(
-                scenario: "\(tasks) tasks of 10 min in flight, one poller: poller memory", target: "RSS ≤ 300 MB",
+                scenario: "\(tasks) tasks of 10 min in flight, one poller\(onStore): poller memory",
+                target: "RSS ≤ 300 MB",
                 measured: "\(Int(rss)) MiB", met: rss <= 300,
                 notes:
                     "peak over a \(Int(HTTPLoad.seconds(window))) s window; steady state: tasks mid-flight, checked every 2 min"
@@ -239,6 +240,9 @@ struct Scenarios {
     /// Writes `tasks` running generations (sim/video, a 10-minute sim task each, attempt 1
     /// submitted) as the poller leaves them mid-flight. Returns each task's next check time.
     func load(tasks: Int, into system: SystemUnderTest) async throws -> [Double] {
+        if let (server, database) = system.postgres {
+            return try Self.loadPostgres(tasks: tasks, into: server, database: database)
+        }
         var configuration = Configuration()
         configuration.busyMode = .timeout(30)
         let queue = try DatabaseQueue(path: system.storePath, configuration: configuration)
@@ -278,6 +282,35 @@ struct Scenarios {
             firstChecks += checks
         }
         return firstChecks
+    }
+
+    /// `load` on PostgreSQL: the same rows, made by the server (`generate_series`).
+    static func loadPostgres(tasks: Int, into server: LocalPostgres, database: String) throws -> [Double] {
+        let now = Date().timeIntervalSince1970
+        let made = try server.psql(
+            """
+            WITH made AS (
+                INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress,
+                    attempts, provider_task_id, next_action_at, deadline_at, created_at, updated_at, dispatching_at,
+                    running_at, checks)
+                SELECT 'gen_bench' || lpad(i::text, 11, '0'), (SELECT id FROM api_keys LIMIT 1), 'sim/video', 'sim',
+                    '{"model":"sim/video","prompt":"long ' || i || '","n":1,"params":{},"metadata":{}}', 1, 'running',
+                    3, 0, 1,
+                    'simt_bench' || lpad(i::text, 16, '0') || '.' || floor(s * 1000)::bigint || '.'
+                        || (floor(s * 1000)::bigint + 600000) || '.o',
+                    \(now) + 30 + random() * 120, s + 1800, s, s, s, s, 8
+                FROM (SELECT i, \(now) - 420 + 120.0 * i / \(tasks) AS s FROM generate_series(0, \(tasks - 1)) i) t
+                RETURNING next_action_at)
+            SELECT next_action_at FROM made
+            """, database: database)
+        _ = try server.psql(
+            """
+            INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
+                state, created_at)
+            SELECT id, 1, 'sim', id || '-a1', provider_task_id, '[0]', 'submitted', created_at
+            FROM generations WHERE id LIKE 'gen_bench%'
+            """, database: database)
+        return made.split(separator: "\n").compactMap { Double($0) }
     }
 
     /// Memory of each service at rest.

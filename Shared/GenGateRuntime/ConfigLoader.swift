@@ -276,10 +276,10 @@ public enum ConfigLoader {
         }
         let s3 = config.objects.s3
         guard (1...604_800).contains(s3.urlLifetimeSeconds), (5...5_120).contains(s3.partSizeMib),
-            s3.requestTimeoutSeconds >= 1, (5...1_048_576).contains(s3.memoryMib)
+            (1...3_600).contains(s3.requestTimeoutSeconds), (5...1_048_576).contains(s3.memoryMib)
         else {
             throw ConfigError(
-                "objects.s3: url_lifetime_seconds must be 1–604800 (7 days, S3's limit), part_size_mib 5–5120, request_timeout_seconds at least 1, memory_mib 5–1048576"
+                "objects.s3: url_lifetime_seconds must be 1–604800 (7 days, S3's limit), part_size_mib 5–5120, request_timeout_seconds 1–3600, memory_mib 5–1048576"
             )
         }
         if s3.bucket != nil, s3.region.isEmpty { throw ConfigError("objects.s3.region must not be empty") }

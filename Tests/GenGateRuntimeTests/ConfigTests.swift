@@ -195,6 +195,7 @@ final class TopologyConfigTests: XCTestCase {
             "GENGATE_S3_REGION": "eu-west-1",
             "GENGATE_S3_PREFIX": "gen", "GENGATE_S3_PATH_STYLE": "1", "AWS_ACCESS_KEY_ID": "AKID",
             "AWS_SECRET_ACCESS_KEY": "secret", "AWS_SESSION_TOKEN": "token",
+            "GENGATE_S3_URL_ENDPOINT": "https://files.example.com", "GENGATE_S3_MEMORY_MIB": "64",
         ]
         let config = try ConfigLoader.load(file: nil, environment: environment)
         XCTAssertEqual(config.objects.prefix, "gen")
@@ -204,6 +205,8 @@ final class TopologyConfigTests: XCTestCase {
         XCTAssertEqual(settings.region, "eu-west-1")
         XCTAssertTrue(settings.pathStyle)
         XCTAssertEqual(settings.partSize, 16 << 20)
+        XCTAssertEqual(settings.urlEndpoint, "https://files.example.com")
+        XCTAssertEqual(settings.memory, 64 << 20)
         XCTAssertEqual(settings.credentials.sessionToken, "token")
         XCTAssertEqual(try config.objectStore(environment: environment).publicURL(key: "a"), nil)
         // AWS's own endpoint when none is given.
@@ -220,5 +223,16 @@ final class TopologyConfigTests: XCTestCase {
         XCTAssertThrowsError(try badBucket.objectStore(environment: environment))
         XCTAssertThrowsError(
             try ConfigLoader.load(file: nil, environment: ["GENGATE_S3_URL_LIFETIME_SECONDS": "700000"]))
+        XCTAssertThrowsError(try ConfigLoader.load(file: nil, environment: ["GENGATE_S3_MEMORY_MIB": "1"]))
+        // Memory for less than one part still holds one part.
+        let small = try ConfigLoader.load(
+            file: nil, environment: environment.merging(["GENGATE_S3_MEMORY_MIB": "8"]) { $1 })
+        XCTAssertEqual(try small.s3Settings(environment: environment)?.memory, 16 << 20)
+        // A timeout that would not fit a deadline is refused, not a crash at the first upload.
+        let timeout = #"{"objects": {"s3": {"request_timeout_seconds": 1e300}}}"#
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("s3-timeout-\(UUID()).json")
+        try Data(timeout.utf8).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        XCTAssertThrowsError(try ConfigLoader.load(file: file.path, environment: [:]))
     }
 }
