@@ -41,6 +41,15 @@ final class PostgresStoreTests: XCTestCase {
         try await store.createAPIKey(name: "test", isAdmin: false).key
     }
 
+    /// A store with a short busy timeout on a server of its own (to stop and start), and a key.
+    func onItsOwnServer() async throws -> (LocalPostgres, PostgresStore, APIKey) {
+        let server = try LocalPostgres()
+        var settings = try PostgresSettings.parse(try server.createDatabase())
+        settings.busyTimeout = 2
+        let store = try await PostgresStore(settings: settings, migrate: true)
+        return (server, store, try await owner(store))
+    }
+
     static func job(owner: APIKey, now: Date = Date()) -> Generation {
         Generation(
             id: Identifier.make("gen", at: now), ownerKeyID: owner.id,
@@ -156,13 +165,8 @@ final class PostgresStoreTests: XCTestCase {
     }
 
     func testARestartedServerLosesNoAcceptedWorkAndTheStoreReconnects() async throws {
-        let server = try LocalPostgres()
+        let (server, store, key) = try await onItsOwnServer()
         defer { try? server.stop() }
-        let url = try server.createDatabase()
-        var settings = try PostgresSettings.parse(url)
-        settings.busyTimeout = 2
-        let store = try await PostgresStore(settings: settings, migrate: true)
-        let key = try await owner(store)
         var accepted: [String] = []
         for _ in 0..<20 {
             let generation = PostgresStoreTests.job(owner: key)
@@ -198,12 +202,8 @@ final class PostgresStoreTests: XCTestCase {
     /// ends (done or unavailable) within its timeouts, none waits for ever on a connection the
     /// server dropped, and the store works again after each restart.
     func testEveryCallEndsInTimeWhenTheServerStopsMidWork() async throws {
-        let server = try LocalPostgres()
+        let (server, store, key) = try await onItsOwnServer()
         defer { try? server.stop() }
-        var settings = try PostgresSettings.parse(try server.createDatabase())
-        settings.busyTimeout = 2
-        let store = try await PostgresStore(settings: settings, migrate: true)
-        let key = try await owner(store)
         let running = Locked(true)
         let longest = Locked(0.0)
         let workers = (0..<12).map { worker in
@@ -283,13 +283,9 @@ final class PostgresStoreTests: XCTestCase {
     /// starts a fresh pool once it answers, so writes resume within seconds of its return (9.6 s
     /// without, measured after 75 s down; 1.8 s with).
     func testWritesResumeWithinSecondsOfAServerBackFromALongOutage() async throws {
-        let server = try LocalPostgres()
+        let (server, store, key) = try await onItsOwnServer()
         defer { try? server.stop() }
-        var settings = try PostgresSettings.parse(try server.createDatabase())
-        settings.busyTimeout = 2
-        let store = try await PostgresStore(settings: settings, migrate: true)
         defer { store.close() }
-        let key = try await owner(store)
         try server.stop()
         let stopped = Date()
         while Date().timeIntervalSince(stopped) < 65 {
