@@ -17,7 +17,7 @@ struct MonitorCommand: AsyncParsableCommand {
         let environment = try await ServiceEnvironment.start(service: "monitor", options: options)
         let config = environment.config
         let registry = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        MetricsSystem.bootstrap(DescribedMetricsFactory(registry: registry))
         let subscriber = try await EventSubscriber.connect(
             context: environment.zmq,
             endpoint: environment.topology.eventsSubscriberEndpoint)
@@ -42,7 +42,7 @@ struct MonitorCommand: AsyncParsableCommand {
                 }
                 // From the store, not the event stream: a lost event must not hide a double charge.
                 for (provider, count) in try await environment.store.possibleDoubleCharges() {
-                    Gauge(label: "gengate_possible_double_charges_total", dimensions: [("provider", provider)]).record(
+                    Gauge(label: "gengate_possible_double_charges", dimensions: [("provider", provider)]).record(
                         count)
                 }
             } catch {

@@ -159,10 +159,21 @@ enum Python {
     static func run(python arguments: [String], input: String = "", in directory: URL? = nil) throws -> (
         status: Int32, output: String
     ) {
+        try Command.run(["python3"] + arguments, input: input, in: directory)
+    }
+}
+
+/// Commands tests run to their end (checkers such as `promtool`).
+enum Command {
+    /// Runs `arguments` (the first found on PATH) with `input` on its standard input; its status
+    /// and all it printed.
+    static func run(_ arguments: [String], input: String = "", in directory: URL? = nil) throws -> (
+        status: Int32, output: String
+    ) {
         let process = Process()
         if let directory { process.currentDirectoryURL = directory }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3"] + arguments
+        process.arguments = arguments
         let stdin = Pipe()
         let output = Pipe()
         process.standardInput = stdin
@@ -178,7 +189,9 @@ enum Python {
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
     }
+}
 
+extension Python {
     /// A running script whose output lines are collected as they come.
     final class Running: @unchecked Sendable {
         let process: Process

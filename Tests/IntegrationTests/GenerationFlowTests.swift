@@ -248,6 +248,9 @@ final class GenerationFlowTests: XCTestCase {
         XCTAssertTrue(metrics.contains("gengate_provider_calls_total{"), metrics)
         XCTAssertTrue(metrics.contains(#"gengate_service_up{service="poller"} 1"#), metrics)
         XCTAssertTrue(metrics.contains(#"gengate_generations_active{status="pending"}"#), metrics)
+        // What Prometheus's own checker says of the page: every metric described, well named.
+        let checked = try Command.run(["promtool", "check", "metrics"], input: metrics)
+        XCTAssertEqual(checked.status, 0, "promtool check metrics: \(checked.output)")
     }
 
     func testPublicEventStreamCarriesLifecycleEvents() async throws {

@@ -72,8 +72,8 @@ final class StoreRecoveryTests: XCTestCase {
         let attempts = try await store.attempts(generationID: left.id)
         XCTAssertEqual(attempts.map(\.state), [.abandoned, .succeeded])
 
-        let metrics = try await system.metrics(containing: "gengate_possible_double_charges_total")
-        XCTAssertTrue(metrics.contains(#"gengate_possible_double_charges_total{provider="sim"} 1"#), metrics)
+        let metrics = try await system.metrics(containing: "gengate_possible_double_charges")
+        XCTAssertTrue(metrics.contains(#"gengate_possible_double_charges{provider="sim"} 1"#), metrics)
     }
 
     /// A job whose submission was recorded with its task id (the dispatcher died just after) is
