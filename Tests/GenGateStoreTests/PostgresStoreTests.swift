@@ -50,6 +50,16 @@ final class PostgresStoreTests: XCTestCase {
         return (server, store, try await owner(store))
     }
 
+    /// Inserting `generation` into `store`, whose server is stopped, fails as unavailable.
+    func refused(_ generation: Generation, by store: PostgresStore, line: UInt = #line) async {
+        do {
+            try await store.insert(generation, event: PostgresStoreTests.created(generation))
+            XCTFail("wrote to a stopped server", line: line)
+        } catch {
+            XCTAssertTrue(StoreError.isUnavailable(error), "\(error)", line: line)
+        }
+    }
+
     static func job(owner: APIKey, now: Date = Date()) -> Generation {
         Generation(
             id: Identifier.make("gen", at: now), ownerKeyID: owner.id,
@@ -176,12 +186,7 @@ final class PostgresStoreTests: XCTestCase {
         try server.stop()
         let started = Date()
         let generation = PostgresStoreTests.job(owner: key)
-        do {
-            try await store.insert(generation, event: PostgresStoreTests.created(generation))
-            XCTFail("wrote to a stopped server")
-        } catch {
-            XCTAssertTrue(StoreError.isUnavailable(error), "\(error)")
-        }
+        await refused(generation, by: store)
         XCTAssertLessThan(Date().timeIntervalSince(started), 15, "fails in time, never hangs")
         try server.start()
         var again: Generation?
@@ -289,13 +294,7 @@ final class PostgresStoreTests: XCTestCase {
         try server.stop()
         let stopped = Date()
         while Date().timeIntervalSince(stopped) < 65 {
-            let generation = PostgresStoreTests.job(owner: key)
-            do {
-                try await store.insert(generation, event: PostgresStoreTests.created(generation))
-                XCTFail("wrote to a stopped server")
-            } catch {
-                XCTAssertTrue(StoreError.isUnavailable(error), "\(error)")
-            }
+            await refused(PostgresStoreTests.job(owner: key), by: store)
             try await Task.sleep(for: .milliseconds(200))
         }
         try server.start()
