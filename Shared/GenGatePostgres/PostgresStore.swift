@@ -134,7 +134,7 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
                     } catch {
                         if lending.wasLent || error is CancellationError {
                             lending.finish(.failure(classify(error, committing: false)))
-                        } else if !lending.cancelled {
+                        } else if !lending.cancelled, !lending.answered {
                             // The pool could not lend a connection (its circuit breaker is open
                             // after a long outage, it is closed): nothing ran.
                             outage.began()
@@ -269,6 +269,9 @@ public final class PostgresStore: GenerationStore, @unchecked Sendable {
         }
 
         var cancelled: Bool { state.withLock { $0.cancelled } }
+
+        /// The caller has had its answer (a timeout's, or the body's).
+        var answered: Bool { state.withLock { $0.answered } }
 
         func bodyEnded() { state.withLock { $0.phase = .done } }
 
@@ -504,11 +507,18 @@ final class Outage: Sendable {
 /// after a long outage (and after a minute of failures refuses every lease until its next
 /// attempt), so on its own it may notice a returned server a minute late.
 final class PostgresPool: Sendable {
-    private struct State: Sendable {
+    private struct Entry: Sendable {
         var client: PostgresClient
         var running: Task<Void, Never>
-        /// The current client's connections lent out now.
+        /// Its connections lent out now.
         var lent = 0
+        /// Replaced: shut down once nothing it lent is in use.
+        var retired = false
+    }
+
+    private struct State: Sendable {
+        var current: ObjectIdentifier
+        var entries: [ObjectIdentifier: Entry]
         var renewed = Date.distantPast
         var closed = false
     }
@@ -518,55 +528,76 @@ final class PostgresPool: Sendable {
     /// Renewals at most this often: a server that answers a probe but refuses the pool's own
     /// connections (a pooler refusing its startup parameters) is not met with a pool every probe.
     static let renewEvery: TimeInterval = 30
+    /// How long a replaced pool is kept before it shuts down with nothing lent: a lease it handed
+    /// out just before the replacement is counted by then, and keeps it up until returned.
+    static let retireAfter: Duration = .seconds(2)
 
     init(make: @escaping @Sendable () -> PostgresClient) {
         self.make = make
         let client = make()
-        state = Locked(State(client: client, running: Task.detached { await client.run() }))
+        let entry = Entry(client: client, running: Task.detached { await client.run() })
+        state = Locked(State(current: ObjectIdentifier(client), entries: [ObjectIdentifier(client): entry]))
     }
 
-    var client: PostgresClient { state.withLock { $0.client } }
+    var client: PostgresClient { state.withLock { $0.entries[$0.current]!.client } }
 
     /// Some of the current client's connections are lent out (the pool is busy, not out of reach).
-    var busy: Bool { state.withLock { $0.lent > 0 } }
+    var busy: Bool { state.withLock { ($0.entries[$0.current]?.lent ?? 0) > 0 } }
 
     func lent(_ client: PostgresClient) {
-        state.withLock { if $0.client === client { $0.lent += 1 } }
+        state.withLock { $0.entries[ObjectIdentifier(client)]?.lent += 1 }
     }
 
     func returned(_ client: PostgresClient) {
-        state.withLock { if $0.client === client { $0.lent = max(0, $0.lent - 1) } }
+        let idle = state.withLock { state -> Task<Void, Never>? in
+            let id = ObjectIdentifier(client)
+            guard var entry = state.entries[id] else { return nil }
+            entry.lent = max(0, entry.lent - 1)
+            state.entries[id] = entry
+            return entry.retired && entry.lent == 0 ? state.entries.removeValue(forKey: id)?.running : nil
+        }
+        idle?.cancel()
     }
 
     /// A fresh pool for the calls from now on, unless the current one has connections lent out
-    /// (postgres-nio closes them when its pool shuts down) or was renewed less than
-    /// `renewEvery` ago. True if renewed.
+    /// or was renewed less than `renewEvery` ago. The old one shuts down (postgres-nio closes the
+    /// connections of a pool it shuts down) only once nothing it lent is in use. True if renewed.
     func renew() -> Bool {
         let now = Date()
         let due = state.withLock { state in
-            !state.closed && state.lent == 0 && now.timeIntervalSince(state.renewed) >= Self.renewEvery
+            !state.closed && (state.entries[state.current]?.lent ?? 0) == 0
+                && now.timeIntervalSince(state.renewed) >= Self.renewEvery
         }
         guard due else { return false }
         let client = make()
-        let old = state.withLock { state -> Task<Void, Never>? in
-            guard !state.closed, state.lent == 0 else { return nil }
-            let old = state.running
-            state.client = client
-            state.running = Task.detached { await client.run() }
-            state.lent = 0
+        let old = state.withLock { state -> ObjectIdentifier? in
+            let old = state.current
+            guard !state.closed, (state.entries[old]?.lent ?? 0) == 0 else { return nil }
+            state.entries[old]?.retired = true
+            state.entries[ObjectIdentifier(client)] = Entry(
+                client: client, running: Task.detached { await client.run() })
+            state.current = ObjectIdentifier(client)
             state.renewed = now
             return old
         }
-        old?.cancel()
-        return old != nil
+        guard let old else { return false }
+        Task.detached {
+            try? await Task.sleep(for: Self.retireAfter)
+            let idle = self.state.withLock { state -> Task<Void, Never>? in
+                guard (state.entries[old]?.lent ?? 0) == 0 else { return nil }
+                return state.entries.removeValue(forKey: old)?.running
+            }
+            idle?.cancel()
+        }
+        return true
     }
 
     func close() {
-        let running = state.withLock { state -> Task<Void, Never> in
+        let running = state.withLock { state -> [Task<Void, Never>] in
             state.closed = true
-            return state.running
+            return state.entries.values.map(\.running)
         }
-        running.cancel()
+        for task in running { task.cancel() }
     }
 }
 
