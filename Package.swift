@@ -118,6 +118,20 @@ let package = Package(
             ],
             path: "Shared/GenGateJobs"
         ),
+        // What the monitor makes of the event stream and the store: windows of figures, alert
+        // rules, and alert delivery (webhook, Slack, email).
+        .target(
+            name: "GenGateMonitoring",
+            dependencies: [
+                "GenGateCore", "GenGateStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Shared/GenGateMonitoring"
+        ),
         .target(
             name: "GenGateClient",
             dependencies: [
@@ -158,7 +172,8 @@ let package = Package(
         .executableTarget(
             name: "monitor",
             dependencies: [
-                "GenGateRuntime",
+                "GenGateRuntime", "GenGateMonitoring",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -229,11 +244,18 @@ let package = Package(
             name: "GenGateJobsTests",
             dependencies: ["GenGateJobs", "GenGateStore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
+        .testTarget(
+            name: "GenGateMonitoringTests",
+            dependencies: [
+                "GenGateMonitoring", "GenGateStore", "GenGateCore", .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "GenGateRuntimeTests", dependencies: ["GenGateRuntime", "GenGateObjects"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "GenGateCore",
+                "GenGateMonitoring",
                 "GenGateClient",
                 "GenGateLocalPorts",
                 "GenGateBus",

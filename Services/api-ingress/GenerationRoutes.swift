@@ -30,6 +30,7 @@ struct GenerationRoutes: Sendable {
         group.get("generations/:id") { _, context in try await show(context) }
         EventStreamRoutes(routes: self, hub: hub).register(on: group)
         BatchRoutes(routes: self).register(on: group)
+        AlertRoutes(routes: self).register(on: group)
         group.get("models") { _, _ in models() }
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
         group.get("generations/:id/outputs/:index") { request, context in try await output(request, context) }

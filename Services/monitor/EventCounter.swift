@@ -1,6 +1,7 @@
 import Foundation
 import GenGateBus
 import GenGateCore
+import GenGateStore
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -12,6 +13,7 @@ struct EventCounter: Service, CustomStringConvertible {
 
     let subscriber: EventSubscriber
     let services: ServiceTable
+    let state: MonitorState
     let logger: Logger
 
     func run() async throws {
@@ -24,6 +26,10 @@ struct EventCounter: Service, CustomStringConvertible {
                     Counter(label: "gengate_bus_rejected_messages_total", dimensions: [("channel", "events")])
                         .increment()
                     logger.warning("rejected event", metadata: ["error": "\(error)"])
+                    await state.log(
+                        ErrorEntry(
+                            level: .warning, source: "bus", code: nil, message: "an event was rejected: \(error)",
+                            generationID: nil, at: Date()))
                 }
             }
         }
@@ -31,6 +37,7 @@ struct EventCounter: Service, CustomStringConvertible {
     }
 
     func count(_ received: ReceivedEvent) async {
+        await state.record(received)
         let event = received.event
         Counter(label: "gengate_events_total", dimensions: [("type", event.type.rawValue)]).increment()
         switch event.payload {

@@ -36,6 +36,12 @@ enum MetricCatalogue {
             "Attempts that may have been paid twice, by provider (from the store, never missed).",
         "gengate_service_heartbeat_age_seconds": "Seconds since a service's last heartbeat, by service.",
         "gengate_service_up": "1 if a service's heartbeat is fresh, 0 if stale or missing, by service.",
+        "gengate_events_missed_total":
+            "Events a service published that the monitor never received (gaps in their seq), by service.",
+        "gengate_error_log_dropped_total": "Error log entries dropped because too many waited for the store.",
+        "gengate_alerts_raised_total": "Alerts raised (new incidents), by rule and severity.",
+        "gengate_alert_deliveries_total": "Attempts to deliver alerts, by channel and outcome (sent, failed).",
+        "gengate_alerts_open": "Alerts not yet resolved, by rule (from the store).",
     ]
 
     /// The help text of `name`; a metric missing from the catalogue is still described.

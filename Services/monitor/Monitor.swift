@@ -1,11 +1,17 @@
 import ArgumentParser
+import Foundation
+import AsyncHTTPClient
 import GenGateBus
+import GenGateMonitoring
 import GenGateRuntime
+import GenGateStore
 import Hummingbird
 import Metrics
 import Prometheus
+import ServiceLifecycle
 
-/// monitor: subscribes to every event, counts them into Prometheus metrics, and reports each
+/// monitor: subscribes to every event, counts them into Prometheus metrics and windows per
+/// provider, keeps the error log, checks the alert rules and sends alerts, and reports each
 /// service's heartbeat age. Serves `GET /metrics` and `GET /health`.
 @main
 struct MonitorCommand: AsyncParsableCommand {
@@ -22,7 +28,43 @@ struct MonitorCommand: AsyncParsableCommand {
             context: environment.zmq,
             endpoint: environment.topology.eventsSubscriberEndpoint)
         let services = ServiceTable(staleAfter: config.monitor.staleAfterSeconds)
-        let counter = EventCounter(subscriber: subscriber, services: services, logger: environment.logger)
+        let state = MonitorState()
+        let counter = EventCounter(
+            subscriber: subscriber, services: services, state: state, logger: environment.logger)
+        let channelSettings: AlertChannelSettings
+        do {
+            channelSettings = try AlertChannelSettings(
+                webhookURL: config.alerts.webhookUrl, emailFrom: config.alerts.emailFrom,
+                emailTo: config.alerts.emailTo)
+        } catch {
+            throw ValidationError("alert channels: \(error)")
+        }
+        let alertClient = HTTPClient(
+            eventLoopGroupProvider: .singleton,
+            configuration: .init(
+                redirectConfiguration: .disallow,
+                timeout: .init(connect: .seconds(10), read: .seconds(Int64(config.alerts.deliveryTimeoutSeconds)))))
+        let store = environment.store
+        let notifier = AlertNotifier(
+            channels: channelSettings.channels(
+                client: alertClient, timeout: .milliseconds(Int64(config.alerts.deliveryTimeoutSeconds * 1_000))),
+            attempts: config.alerts.deliveryAttempts, logger: environment.logger
+        ) { id, channel, error in
+            Counter(
+                label: "gengate_alert_deliveries_total",
+                dimensions: [("channel", channel), ("outcome", error == nil ? "sent" : "failed")]
+            ).increment()
+            try? await store.recordAlertDelivery(id: id, channel: channel, error: error, at: Date())
+        }
+        environment.logger.info(
+            "alert channels", metadata: ["channels": "\(notifier.channels.map { $0.name }.joined(separator: ","))"])
+        let alerts = AlertLoop(
+            store: store, rules: AlertRules(settings: config.alerts.ruleSettings), services: services,
+            notifier: notifier, state: state,
+            every: .milliseconds(Int64(config.alerts.evaluateEverySeconds * 1_000)),
+            coolDown: config.alerts.coolDownSeconds, staleAfter: config.monitor.staleAfterSeconds,
+            logger: environment.logger)
+        let errorLog = ErrorLogWriter(state: state, store: store, logger: environment.logger)
 
         let router = Router()
         router.get("metrics") { _, _ in
@@ -39,6 +81,9 @@ struct MonitorCommand: AsyncParsableCommand {
                         limit.concurrency ?? -1)
                     Gauge(label: "gengate_provider_rate_limit", dimensions: provider).record(
                         limit.requestsPerSecond ?? -1)
+                }
+                for (type, count) in try await environment.store.openAlertCounts() {
+                    Gauge(label: "gengate_alerts_open", dimensions: [("type", type)]).record(count)
                 }
                 // From the store, not the event stream: a lost event must not hide a double charge.
                 for (provider, count) in try await environment.store.possibleDoubleCharges() {
@@ -70,7 +115,36 @@ struct MonitorCommand: AsyncParsableCommand {
             logger: environment.logger)
         environment.logger.info(
             "monitor listening", metadata: ["address": "\(config.monitor.host):\(config.monitor.port)"])
-        try await environment.run([app, counter])
+        try await environment.run([app, counter, errorLog, alerts, NotifierService(notifier: notifier)])
+        try? await alertClient.shutdown()
         await environment.finish()
+    }
+}
+
+/// Runs the notifier's deliveries until shutdown (deliveries in progress are cancelled; what
+/// was not sent is sent by the next monitor to start, from the delivery records).
+struct NotifierService: Service, CustomStringConvertible {
+    var description: String { "AlertNotifier" }
+    let notifier: AlertNotifier
+
+    func run() async throws {
+        await cancelWhenGracefulShutdown { await notifier.run() }
+    }
+}
+
+extension GenGateConfig.Alerts {
+    /// The rules' settings from the configuration.
+    var ruleSettings: AlertRuleSettings {
+        var settings = AlertRuleSettings()
+        settings.failureRate = .init(
+            threshold: failureRate.threshold, window: failureRate.windowSeconds,
+            minimumAttempts: failureRate.minimumAttempts)
+        settings.timeoutRate = .init(
+            threshold: timeoutRate.threshold, window: timeoutRate.windowSeconds,
+            minimumAttempts: timeoutRate.minimumAttempts)
+        settings.maxRetries = maxRetries
+        settings.retryWindow = retryWindowSeconds
+        settings.disabled = Set(disabledRules.compactMap(AlertRule.init(rawValue:)))
+        return settings
     }
 }

@@ -17,6 +17,10 @@ actor ServiceTable {
     static let expected = ["api-ingress", "dispatcher", "poller", "uploader", "monitor"]
 
     private var instances: [String: Instance] = [:]
+    /// The last heartbeat of any instance of each service, a stopping one's included: a service
+    /// restarted in place is not missing meanwhile.
+    private var lastSeenByService: [String: ContinuousClock.Instant] = [:]
+    private let started = ContinuousClock.now
     let staleAfter: Double
 
     init(staleAfter: Double) {
@@ -24,6 +28,7 @@ actor ServiceTable {
     }
 
     func heartbeat(_ beat: EventPayload.Heartbeat) {
+        lastSeenByService[beat.service] = .now
         if beat.stopping {
             instances[beat.instance] = nil
             return
@@ -36,6 +41,17 @@ actor ServiceTable {
     private func age(_ instance: Instance) -> Double {
         let elapsed = ContinuousClock.now - instance.lastSeen
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    /// Each expected service and the seconds since any of its instances beat last (since this
+    /// monitor started, for one never heard from: a monitor that just started gives every
+    /// service time to be heard).
+    func heartbeatAges() -> [(service: String, heartbeatAge: Double?)] {
+        Self.expected.map { service in
+            let elapsed = ContinuousClock.now - (lastSeenByService[service] ?? started)
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            return (service, seconds)
+        }
     }
 
     /// Sets `gengate_service_heartbeat_age_seconds` per service (its freshest instance) and

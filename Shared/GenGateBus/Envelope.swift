@@ -16,14 +16,18 @@ public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
     public var at: Date
     /// The service instance that sent it, e.g. "dispatcher-4242".
     public var source: String
+    /// Its place among the messages `source` published on the event stream: 1, 2, 3… A gap
+    /// says messages were lost on the way. Absent on other messages.
+    public var seq: UInt64?
     public var payload: Payload
 
-    public init(type: String, source: String, payload: Payload, at: Date = Date()) {
+    public init(type: String, source: String, payload: Payload, at: Date = Date(), seq: UInt64? = nil) {
         self.v = Self.schemaVersion
         self.type = type
         self.id = Identifier.make("msg", at: at)
         self.at = at
         self.source = source
+        self.seq = seq
         self.payload = payload
     }
 

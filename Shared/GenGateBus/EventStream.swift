@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import Synchronization
 
 /// The message type of events on the stream.
 public let eventMessageType = "event"
@@ -10,6 +11,9 @@ public let eventMessageType = "event"
 public final class EventPublisher: Sendable {
     let socket: BusSocket
     public let source: String
+    /// The last `seq` given out: every message is numbered, sent or not, so a subscriber counts
+    /// what it missed, the drops at this end included.
+    private let sequence = Atomic<UInt64>(0)
 
     public init(socket: BusSocket, source: String) {
         self.socket = socket
@@ -26,7 +30,8 @@ public final class EventPublisher: Sendable {
     }
 
     public func publish(_ event: Event) {
-        let envelope = Envelope(type: eventMessageType, source: source, payload: event, at: event.at)
+        let seq = sequence.wrappingAdd(1, ordering: .relaxed).newValue
+        let envelope = Envelope(type: eventMessageType, source: source, payload: event, at: event.at, seq: seq)
         guard let data = try? envelope.encoded() else { return }
         socket.send([Data(event.type.rawValue.utf8), data])
     }
@@ -39,6 +44,15 @@ public struct ReceivedEvent: Sendable {
     public var event: Event
     public var source: String
     public var messageID: String
+    /// The envelope's `seq`, if the publisher numbers its messages.
+    public var seq: UInt64?
+
+    public init(event: Event, source: String, messageID: String, seq: UInt64? = nil) {
+        self.event = event
+        self.source = source
+        self.messageID = messageID
+        self.seq = seq
+    }
 }
 
 /// Subscribes to events (SUB, connected to the forwarder's XPUB backend) by topic prefix.
@@ -68,7 +82,9 @@ public final class EventSubscriber: Sendable {
             }
             do {
                 let envelope = try Envelope<Event>.decode(frames[1], expectedType: eventMessageType)
-                return .success(ReceivedEvent(event: envelope.payload, source: envelope.source, messageID: envelope.id))
+                return .success(
+                    ReceivedEvent(
+                        event: envelope.payload, source: envelope.source, messageID: envelope.id, seq: envelope.seq))
             } catch let error as BusError {
                 return .failure(error)
             } catch {

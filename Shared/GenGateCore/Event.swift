@@ -284,15 +284,20 @@ public enum EventPayload: Sendable, Equatable {
         public var attempt: Int
         public var retryAt: Date
         public var error: GenGateError
+        /// The provider and model of the attempt that failed.
+        public var provider: String?
+        public var model: String?
 
-        public init(attempt: Int, retryAt: Date, error: GenGateError) {
+        public init(attempt: Int, retryAt: Date, error: GenGateError, provider: String? = nil, model: String? = nil) {
             self.attempt = attempt
             self.retryAt = retryAt
             self.error = error
+            self.provider = provider
+            self.model = model
         }
 
         enum CodingKeys: String, CodingKey {
-            case attempt, error
+            case attempt, error, provider, model
             case retryAt = "retry_at"
         }
 

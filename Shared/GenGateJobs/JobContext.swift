@@ -171,7 +171,10 @@ public struct JobContext: Sendable {
             change.limitFeedback = limitFeedback
             change.events = [
                 Event(
-                    .generationRetrying(.init(attempt: generation.attempts, retryAt: retryAt, error: error)),
+                    .generationRetrying(
+                        .init(
+                            attempt: generation.attempts, retryAt: retryAt, error: error,
+                            provider: generation.provider, model: generation.model)),
                     generationID: generation.id, at: now)
             ]
             if let fallback {

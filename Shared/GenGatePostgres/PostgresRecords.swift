@@ -180,6 +180,13 @@ extension PostgresStore {
                 try await db.run("DELETE FROM webhook_attempts WHERE delivery_id = ANY($1)", [deliveries])
                 try await db.run("DELETE FROM webhook_deliveries WHERE id = ANY($1)", [deliveries])
             }
+            // The error log and resolved alerts go with the events too.
+            count += try await db.changes(
+                "DELETE FROM error_log WHERE id IN (SELECT id FROM error_log WHERE at < $1 ORDER BY at LIMIT $2)",
+                [eventsBefore.timeIntervalSince1970, limit])
+            count += try await db.changes(
+                "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE resolved_at < $1 LIMIT $2)",
+                [eventsBefore.timeIntervalSince1970, limit])
             return count + deliveries.count
         }
     }

@@ -263,6 +263,44 @@ enum PostgresSchema {
             CREATE TRIGGER outputs_within_n BEFORE INSERT ON outputs
                 FOR EACH ROW EXECUTE FUNCTION gengate_outputs_within_n();
             """
-        )
+        ),
+        (
+            "v2-monitoring",
+            """
+            CREATE TABLE alerts (
+                id TEXT PRIMARY KEY,
+                type TEXT NOT NULL,
+                severity TEXT NOT NULL,
+                fingerprint TEXT NOT NULL,
+                message TEXT NOT NULL,
+                details TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                last_seen_at DOUBLE PRECISION NOT NULL,
+                occurrences BIGINT NOT NULL,
+                resolved_at DOUBLE PRECISION,
+                acknowledged_at DOUBLE PRECISION,
+                acknowledged_by TEXT,
+                deliveries TEXT NOT NULL
+            );
+            CREATE INDEX alerts_fingerprint ON alerts(fingerprint, id);
+            CREATE INDEX alerts_unresolved ON alerts(type) WHERE resolved_at IS NULL;
+            CREATE INDEX alerts_resolved ON alerts(resolved_at) WHERE resolved_at IS NOT NULL;
+            CREATE TABLE error_log (
+                id TEXT PRIMARY KEY,
+                level TEXT NOT NULL,
+                source TEXT NOT NULL,
+                code TEXT,
+                message TEXT NOT NULL,
+                generation_id TEXT,
+                context TEXT NOT NULL,
+                at DOUBLE PRECISION NOT NULL
+            );
+            CREATE INDEX error_log_at ON error_log(at);
+            CREATE INDEX error_log_source ON error_log(source, id);
+            CREATE INDEX error_log_generation ON error_log(generation_id, id) WHERE generation_id IS NOT NULL;
+            CREATE INDEX attempts_finished ON attempts(finished_at) WHERE finished_at IS NOT NULL;
+            CREATE INDEX attempts_created ON attempts(created_at);
+            """
+        ),
     ]
 }

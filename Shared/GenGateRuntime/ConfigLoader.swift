@@ -3,6 +3,7 @@ import GenGatePostgres
 import GenGateCore
 import GenGateJobs
 import GenGateProviders
+import GenGateStore
 
 /// Reads the configuration: defaults, then a JSON file, then `GENGATE_*` environment variables,
 /// then overrides from the command line. Unknown keys and bad values are errors that say where.
@@ -16,6 +17,11 @@ public enum ConfigLoader {
         "GENGATE_EVENT_STREAM_KEEP_ALIVE_SECONDS": ["http", "event_stream_keep_alive_seconds"],
         "GENGATE_WEBHOOK_ALLOW_PRIVATE": ["webhooks", "allow_private"],
         "GENGATE_MONITOR_PORT": ["monitor", "port"],
+        "GENGATE_ALERT_WEBHOOK_URL": ["alerts", "webhook_url"],
+        "GENGATE_ALERT_EMAIL_FROM": ["alerts", "email_from"],
+        "GENGATE_ALERT_EMAIL_TO": ["alerts", "email_to"],
+        "GENGATE_ALERT_EVALUATE_EVERY_SECONDS": ["alerts", "evaluate_every_seconds"],
+        "GENGATE_ALERT_COOL_DOWN_SECONDS": ["alerts", "cool_down_seconds"],
         "GENGATE_EVENTS_PORT": ["bus", "events_port"],
         "GENGATE_EVENTS_HOST": ["bus", "events_host"],
         "GENGATE_BUS_HOST": ["bus", "host"],
@@ -110,6 +116,45 @@ public enum ConfigLoader {
         return try encoder.encode(config)
     }
 
+    static func validate(_ alerts: GenGateConfig.Alerts) throws {
+        guard (1...3_600).contains(alerts.evaluateEverySeconds) else {
+            throw ConfigError("alerts.evaluate_every_seconds must be between 1 and 3600")
+        }
+        guard alerts.coolDownSeconds >= 0 else { throw ConfigError("alerts.cool_down_seconds must not be negative") }
+        for (name, rule) in [("failure_rate", alerts.failureRate), ("timeout_rate", alerts.timeoutRate)] {
+            guard (0...1).contains(rule.threshold) else {
+                throw ConfigError("alerts.\(name).threshold must be a share between 0 and 1, got \(rule.threshold)")
+            }
+            guard (60...604_800).contains(rule.windowSeconds) else {
+                throw ConfigError("alerts.\(name).window_seconds must be between 60 and 604800")
+            }
+            guard rule.minimumAttempts >= 1 else {
+                throw ConfigError("alerts.\(name).minimum_attempts must be at least 1")
+            }
+        }
+        guard alerts.maxRetries >= 0 else { throw ConfigError("alerts.max_retries must not be negative") }
+        guard (60...604_800).contains(alerts.retryWindowSeconds) else {
+            throw ConfigError("alerts.retry_window_seconds must be between 60 and 604800")
+        }
+        let rules = AlertRule.allCases.map(\.rawValue)
+        if let unknown = alerts.disabledRules.first(where: { !rules.contains($0) }) {
+            throw ConfigError("alerts.disabled_rules: no rule \(unknown); rules: \(rules.joined(separator: ", "))")
+        }
+        if let url = alerts.webhookUrl {
+            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),
+                parsed.host?.isEmpty == false
+            else {
+                throw ConfigError("alerts.webhook_url (GENGATE_ALERT_WEBHOOK_URL) must be an http or https URL")
+            }
+        }
+        guard (1...300).contains(alerts.deliveryTimeoutSeconds) else {
+            throw ConfigError("alerts.delivery_timeout_seconds must be between 1 and 300")
+        }
+        guard (1...20).contains(alerts.deliveryAttempts) else {
+            throw ConfigError("alerts.delivery_attempts must be between 1 and 20")
+        }
+    }
+
     static func validate(_ config: GenGateConfig) throws {
         func port(_ value: Int, _ name: String) throws {
             guard (1...65_535).contains(value) else {
@@ -120,6 +165,7 @@ public enum ConfigLoader {
         try port(config.monitor.port, "monitor.port")
         try port(config.bus.eventsPort, "bus.events_port")
         guard !config.dataDir.isEmpty else { throw ConfigError("data_dir must not be empty") }
+        try validate(config.alerts)
         guard (0...1).contains(config.sim.failureRate) else {
             throw ConfigError("sim.failure_rate must be between 0 and 1, got \(config.sim.failureRate)")
         }
@@ -343,7 +389,7 @@ public enum ConfigLoader {
             "http.public_url", "store.url", "store.path", "objects.directory", "objects.s3.bucket",
             "objects.s3.endpoint",
             "objects.s3.public_url", "objects.s3.url_endpoint", "bus.host", "sim.ledger", "sim.max_concurrency",
-            "sim.max_requests_per_second",
+            "sim.max_requests_per_second", "alerts.webhook_url", "alerts.email_from", "alerts.email_to",
         ]
             + RealProvider.all.flatMap { provider in
                 ["base_url", "models", "max_concurrency", "max_requests_per_second"].map {

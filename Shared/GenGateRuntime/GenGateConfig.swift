@@ -10,6 +10,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public var dataDir: String = ".gengate"
     public var http = HTTP()
     public var monitor = Monitor()
+    public var alerts = Alerts()
     public var bus = Bus()
     public var store = Store()
     public var objects = Objects()
@@ -84,6 +85,45 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var port = 9464
         /// A service whose last heartbeat is older than this is reported stale.
         public var staleAfterSeconds = 10.0
+    }
+
+    /// The monitor's alert rules and where alerts go. Channels that carry a secret (the Slack
+    /// URL, the SMTP URL with its password, the webhook signing secret) come from the
+    /// environment only (`GENGATE_ALERT_SLACK_URL`, `GENGATE_ALERT_SMTP_URL`,
+    /// `GENGATE_ALERT_WEBHOOK_SECRET`), never from this file.
+    public struct Alerts: Codable, Sendable, Equatable {
+        /// How often the rules are checked against the store.
+        public var evaluateEverySeconds = 15.0
+        /// An incident that ended and comes back within this long is the same alert again
+        /// (reopened, not sent again).
+        public var coolDownSeconds = 1_800.0
+        /// A provider's (and model's) attempts that failed, of those that ended in the window.
+        public var failureRate = RateRule(threshold: 0.5, windowSeconds: 3_600, minimumAttempts: 10)
+        /// Attempts that ran past their task deadline (`task_timeout`), of those that ended.
+        public var timeoutRate = RateRule(threshold: 0.2, windowSeconds: 3_600, minimumAttempts: 10)
+        /// A job retried more than this many times within `retry_window_seconds` raises an alert.
+        public var maxRetries = 3
+        public var retryWindowSeconds = 3_600.0
+        /// Rules that raise nothing: `provider_failure_rate`, `task_timeout_rate`, `job_retries`,
+        /// `service_down`, `store_unreachable`, `possible_double_charge`.
+        public var disabledRules: [String] = []
+        /// Generic webhook (JSON, signed with `GENGATE_ALERT_WEBHOOK_SECRET` when set).
+        public var webhookUrl: String?
+        /// The sender and the comma-separated recipients of alert email (through
+        /// `GENGATE_ALERT_SMTP_URL`).
+        public var emailFrom: String?
+        public var emailTo: String?
+        /// How long one delivery may take, and how often a failed one is tried again.
+        public var deliveryTimeoutSeconds = 10.0
+        public var deliveryAttempts = 6
+    }
+
+    /// An alert when `threshold` (a share, 0–1) of the attempts that ended in the window is
+    /// exceeded, once at least `minimum_attempts` ended.
+    public struct RateRule: Codable, Sendable, Equatable {
+        public var threshold: Double
+        public var windowSeconds: Double
+        public var minimumAttempts: Int
     }
 
     public struct Bus: Codable, Sendable, Equatable {

@@ -269,6 +269,46 @@ enum SQLiteSchema {
                     CREATE INDEX batches_stopped ON batches(stopped_at) WHERE stopped_at IS NOT NULL;
                     """)
         }
+        migrator.registerMigration("v8-monitoring") { db in
+            try db.execute(sql: SQLiteSchema.monitoring)
+        }
         return migrator
     }
+
+    /// Alerts, the error log, and the indexes alert rules read attempts by.
+    static let monitoring = """
+        CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            message TEXT NOT NULL,
+            details TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            last_seen_at REAL NOT NULL,
+            occurrences INTEGER NOT NULL,
+            resolved_at REAL,
+            acknowledged_at REAL,
+            acknowledged_by TEXT,
+            deliveries TEXT NOT NULL
+        );
+        CREATE INDEX alerts_fingerprint ON alerts(fingerprint, id);
+        CREATE INDEX alerts_unresolved ON alerts(type) WHERE resolved_at IS NULL;
+        CREATE INDEX alerts_resolved ON alerts(resolved_at) WHERE resolved_at IS NOT NULL;
+        CREATE TABLE error_log (
+            id TEXT PRIMARY KEY,
+            level TEXT NOT NULL,
+            source TEXT NOT NULL,
+            code TEXT,
+            message TEXT NOT NULL,
+            generation_id TEXT,
+            context TEXT NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE INDEX error_log_at ON error_log(at);
+        CREATE INDEX error_log_source ON error_log(source, id);
+        CREATE INDEX error_log_generation ON error_log(generation_id, id) WHERE generation_id IS NOT NULL;
+        CREATE INDEX attempts_finished ON attempts(finished_at) WHERE finished_at IS NOT NULL;
+        CREATE INDEX attempts_created ON attempts(created_at);
+        """
 }

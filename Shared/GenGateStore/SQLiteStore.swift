@@ -708,6 +708,19 @@ public final class SQLiteStore: GenerationStore {
                 try db.run(sql: "DELETE FROM webhook_deliveries WHERE id = ?", arguments: [id])
             }
             count += deliveries.count
+            // The error log and resolved alerts go with the events too.
+            try db.run(
+                sql: """
+                    DELETE FROM error_log WHERE id IN
+                        (SELECT id FROM error_log INDEXED BY error_log_at WHERE at < ? ORDER BY at LIMIT ?)
+                    """, arguments: [eventsBefore.timeIntervalSince1970, limit])
+            count += db.changesCount
+            try db.run(
+                sql: """
+                    DELETE FROM alerts WHERE id IN
+                        (SELECT id FROM alerts INDEXED BY alerts_resolved WHERE resolved_at < ? LIMIT ?)
+                    """, arguments: [eventsBefore.timeIntervalSince1970, limit])
+            count += db.changesCount
             return count
         }
     }

@@ -8,7 +8,7 @@ final class WebhookTests: XCTestCase {
     static let receiverScript = EventSchemaTests.root.appendingPathComponent("Tests/Webhooks/receiver.py")
 
     /// A receiver on a free port: its port, and the deliveries it printed.
-    func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
+    static func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
         let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("hook-\(UUID().uuidString)")
         let running = try Python.start(Self.receiverScript, arguments: [portFile.path, "\(failFirst)"] + secrets)
         for _ in 0..<100 {
@@ -22,9 +22,16 @@ final class WebhookTests: XCTestCase {
         throw SystemError("the webhook receiver did not start: \(running.lines())")
     }
 
-    func deliveries(_ receiver: Python.Running) -> [JSONValue] {
+    func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
+        try await Self.receiver(failFirst: failFirst, secrets: secrets)
+    }
+
+    /// Each line a Python helper printed, as JSON.
+    static func deliveries(_ receiver: Python.Running) -> [JSONValue] {
         receiver.lines().compactMap { try? JSONCoding.decode(JSONValue.self, from: Data($0.utf8)) }
     }
+
+    func deliveries(_ receiver: Python.Running) -> [JSONValue] { Self.deliveries(receiver) }
 
     func waitFor(
         _ receiver: Python.Running, timeout: Duration = .seconds(30), file: StaticString = #filePath,

@@ -9,12 +9,14 @@ SECRETs verified it, the status answered, and the body.
 """
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 port_file, fail_first, secrets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 seen = 0
+printing = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -29,15 +31,20 @@ class Handler(BaseHTTPRequestHandler):
                 verified.append(True)
             except WebhookVerificationError:
                 verified.append(False)
-        seen += 1
-        status = 500 if seen <= fail_first else 200
+        with printing:
+            seen += 1
+            status = 500 if seen <= fail_first else 200
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
-        print(json.dumps({
+        line = json.dumps({
             "id": headers.get("webhook-id"), "signatures": headers.get("webhook-signature", "").count("v1,"),
             "verified": verified, "status": status, "path": self.path, "body": json.loads(body),
-        }), flush=True)
+        })
+        # Deliveries arrive on several threads at once: one whole line each.
+        with printing:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
     def log_message(self, *args):
         pass
