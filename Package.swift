@@ -172,9 +172,10 @@ let package = Package(
         .executableTarget(
             name: "monitor",
             dependencies: [
-                "GenGateRuntime", "GenGateMonitoring",
+                "GenGateRuntime", "GenGateMonitoring", "GenGateObjects", "GenGateStore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],

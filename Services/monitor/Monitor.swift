@@ -2,9 +2,11 @@ import ArgumentParser
 import Foundation
 import AsyncHTTPClient
 import GenGateBus
+import GenGateCore
 import GenGateMonitoring
 import GenGateRuntime
 import GenGateStore
+import HTTPTypes
 import Hummingbird
 import Metrics
 import Prometheus
@@ -99,6 +101,50 @@ struct MonitorCommand: AsyncParsableCommand {
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        let health = DetailedHealth(
+            store: store, objects: environment.objects, services: services, state: state)
+        let gate = AdminGate(store: store)
+        let dashboard = Dashboard(health: health, state: state, store: store)
+        router.get("health/detailed") { request, _ in
+            if case .failure(let refusal) = await gate.admin(request) { return AdminGate.answer(refusal) }
+            let report = await health.report()
+            return Response(
+                status: .ok, headers: [.contentType: "application/json; charset=utf-8", .cacheControl: "no-store"],
+                body: ResponseBody(
+                    byteBuffer: ByteBuffer(bytes: (try? JSONCoding.encode(JSONValue.object(report.json))) ?? Data())))
+        }
+        router.get("dashboard") { request, _ in
+            if case .failure(let refusal) = await gate.admin(request) { return AdminGate.answer(refusal) }
+            return Response(
+                status: .ok,
+                headers: [
+                    .contentType: "text/html; charset=utf-8", .cacheControl: "no-store",
+                    .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+                    HTTPField.Name("X-Frame-Options")!: "DENY",
+                ],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: await dashboard.page())))
+        }
+        // The dashboard's Acknowledge buttons: a form post from the page itself (a post from
+        // another site, which a browser would send with the remembered Basic credentials, is refused).
+        router.post("dashboard/alerts/:id/ack") { request, context in
+            let key: APIKey
+            switch await gate.admin(request) {
+            case .success(let admin): key = admin
+            case .failure(let refusal): return AdminGate.answer(refusal)
+            }
+            guard AdminGate.isSameOrigin(request) else {
+                return AdminGate.answer(.notAdmin)
+            }
+            guard let id = context.parameters.get("id"), id.hasPrefix("alt_"), id.count <= 64,
+                (try? await store.acknowledgeAlert(id: id, by: key.id, at: Date())) != nil
+            else {
+                return Response(
+                    status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(string: "no such alert\n")))
+            }
+            environment.logger.notice("alert acknowledged", metadata: ["alert": "\(id)", "key": "\(key.id)"])
+            return Response(status: .seeOther, headers: [.location: "/dashboard#\(id)"])
         }
         router.get("health") { _, _ in
             let report = await services.report()

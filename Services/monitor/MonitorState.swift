@@ -53,6 +53,10 @@ actor MonitorState {
 
     func missed(now: Date = Date()) -> [String: Int] { gaps.missed(now: now) }
 
+    func timeline(provider: String, now: Date = Date()) -> [WindowFigures] {
+        windows.timeline(provider: provider, now: now)
+    }
+
     /// The error log entry an event makes, if it says something went wrong.
     static func errorEntry(for event: Event) -> ErrorEntry? {
         switch event.payload {

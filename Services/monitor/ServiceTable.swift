@@ -69,6 +69,18 @@ actor ServiceTable {
 
     /// Health per service; healthy when every expected service has a fresh heartbeat.
     func report() -> (healthy: Bool, json: Data) {
+        let (healthy, services) = statuses()
+        let body: JSONValue = .object([
+            "status": .string(healthy ? "ok" : "degraded"),
+            "stale_after_seconds": .number(staleAfter),
+            "services": .object(services),
+        ])
+        return (healthy, (try? JSONCoding.encode(body)) ?? Data())
+    }
+
+    /// Each service (`status`: ok, stale or missing, and its instances), and whether every
+    /// expected one is ok.
+    func statuses() -> (healthy: Bool, services: [String: JSONValue]) {
         var services: [String: JSONValue] = [:]
         var healthy = true
         for service in Set(Self.expected + instances.values.map(\.service)).sorted() {
@@ -91,11 +103,6 @@ actor ServiceTable {
                 "instances": .array(rendered),
             ])
         }
-        let body: JSONValue = .object([
-            "status": .string(healthy ? "ok" : "degraded"),
-            "stale_after_seconds": .number(staleAfter),
-            "services": .object(services),
-        ])
-        return (healthy, (try? JSONCoding.encode(body)) ?? Data())
+        return (healthy, services)
     }
 }

@@ -187,8 +187,25 @@ public struct AlertRules: Sendable {
         }
     }
 
+    /// The service that evaluates the rules: its own heartbeat travels the bus like the others'.
+    public static let evaluator = "monitor"
+
     func services(_ services: [(service: String, heartbeatAge: Double?)], staleAfter: Double) -> [AlertDraft] {
-        services.compactMap { entry -> AlertDraft? in
+        // When not even the monitor's own heartbeat arrives, the bus is what is down: one
+        // incident, not one per service.
+        if let own = services.first(where: { $0.service == Self.evaluator }), let age = own.heartbeatAge,
+            age > staleAfter
+        {
+            return [
+                AlertDraft(
+                    type: AlertRule.serviceDown.rawValue, severity: .critical,
+                    fingerprint: "\(AlertRule.serviceDown.rawValue):bus",
+                    message:
+                        "No heartbeat has reached the monitor for \(Int(age.rounded())) s, its own included: the event bus (gengate up or gengate bus) is down or out of reach",
+                    details: ["service": .string("bus"), "heartbeat_age_seconds": .number((age * 10).rounded() / 10)])
+            ]
+        }
+        return services.compactMap { entry -> AlertDraft? in
             if let age = entry.heartbeatAge, age <= staleAfter { return nil }
             let said =
                 entry.heartbeatAge.map { "no heartbeat for \(Int($0.rounded())) s" } ?? "no heartbeat seen"

@@ -22,6 +22,15 @@ public struct LocalObjectStore: ObjectStore {
         Self.removeStaleScratch(in: root.appendingPathComponent(".incoming"))
     }
 
+    /// The directory is there and this process may write in it.
+    public func check() async -> ObjectStoreCheck {
+        let incoming = root.appendingPathComponent(".incoming").path
+        guard access(incoming, W_OK | X_OK) == 0 else {
+            return .refused("cannot write in \(incoming): \(String(cString: strerror(errno)))")
+        }
+        return .ok
+    }
+
     /// Scratch files a killed process left behind. Only old ones: another process's download
     /// may be under way in the same directory.
     static func removeStaleScratch(in directory: URL, olderThan age: TimeInterval = 3_600) {

@@ -25,6 +25,17 @@ public protocol ObjectStore: Sendable {
     /// A URL that works without credentials for a while (a presigned URL); nil when GenGate
     /// serves the object itself.
     func temporaryURL(key: String, now: Date) -> String?
+    /// Whether objects can be stored now (for health reports and start-up).
+    func check() async -> ObjectStoreCheck
+}
+
+/// What a look at object storage found.
+public enum ObjectStoreCheck: Sendable, Equatable {
+    case ok
+    /// The service answered, and refused: credentials, permissions, no such bucket.
+    case refused(String)
+    /// No answer.
+    case unreachable(String)
 }
 
 extension ObjectStore {

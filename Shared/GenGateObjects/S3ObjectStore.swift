@@ -283,18 +283,9 @@ public struct S3ObjectStore: ObjectStore {
         return "\(urlAddress.scheme)://\(urlAddress.host)\(path)?\(query)"
     }
 
-    /// What a look at the bucket found.
-    public enum Check: Sendable, Equatable {
-        case ok
-        /// The service answered, and refused: credentials, permissions, no such bucket.
-        case refused(String)
-        /// No answer.
-        case unreachable(String)
-    }
-
     /// Checks that the bucket is there and the credentials are taken (HEAD on the bucket; its
     /// answer has no body, so the status says what went wrong).
-    public func check() async -> Check {
+    public func check() async -> ObjectStoreCheck {
         let path = settings.pathStyle ? basePath : basePath + "/"
         let answer: Answer
         do {

@@ -463,6 +463,8 @@ final class FailingObjects: ObjectStore, Sendable {
     /// Puts let through before the failures start.
     let passing: Mutex<Int>
 
+    func check() async -> ObjectStoreCheck { await inner.check() }
+
     init(inner: LocalObjectStore, failures: Int, passFirst: Int = 0) {
         self.inner = inner
         self.failures = Mutex(failures)

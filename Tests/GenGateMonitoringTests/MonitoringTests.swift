@@ -162,6 +162,13 @@ final class AlertRuleTests: XCTestCase {
         XCTAssertEqual(verdict.checked, [.storeUnreachable])
     }
 
+    func testWhenNoHeartbeatArrivesAtAllTheBusIsOneIncident() {
+        let verdict = AlertRules(settings: AlertRuleSettings()).evaluate(
+            inputs([], services: [("poller", 30), ("uploader", 30), ("monitor", 30), ("dispatcher", 2)]))
+        XCTAssertEqual(verdict.raised.map(\.fingerprint), ["service_down:bus"])
+        XCTAssertTrue(verdict.checked.contains(.serviceDown))
+    }
+
     func testManyRetriedJobsOfOneProviderAreOneAlert() {
         let jobs = (0..<25).map {
             RetriedJob(generationID: "gen_\($0)", provider: "kling", model: "kling/v2", attempts: 5, lastErrorCode: nil)

@@ -1,0 +1,227 @@
+import Foundation
+import GenGateCore
+import GenGateMonitoring
+import GenGateStore
+
+/// The monitor's dashboard: one server-rendered HTML page (no scripts; it reloads itself every
+/// 15 s) with the services and their heartbeats, the providers with their failure rates and
+/// latency and a chart of their last hour, the queues, open alerts with a button to acknowledge
+/// each, and recent errors.
+struct Dashboard: Sendable {
+    let health: DetailedHealth
+    let state: MonitorState
+    let store: any GenerationStore
+
+    func page(now: Date = Date()) async -> String {
+        let report = await health.report()
+        let figures = await state.figures(now: now, window: DetailedHealth.providerWindow)
+        let providers = DetailedHealth.providerSummaries(figures)
+        var timelines: [String: [WindowFigures]] = [:]
+        for provider in providers { timelines[provider.name] = await state.timeline(provider: provider.name, now: now) }
+        let alerts = (try? await store.alerts(AlertFilter(states: [.open, .acknowledged], limit: 50))) ?? []
+        let errors = (try? await store.errors(ErrorFilter(minimumLevel: .error, limit: 20))) ?? []
+        return Self.render(
+            report: report, providers: providers, timelines: timelines, alerts: alerts, errors: errors, now: now)
+    }
+
+    static func render(
+        report: DetailedHealth.Report, providers: [DetailedHealth.ProviderSummary],
+        timelines: [String: [WindowFigures]],
+        alerts: [Alert], errors: [ErrorEntry], now: Date
+    ) -> String {
+        var html = """
+            <!doctype html>
+            <html lang="en"><head><meta charset="utf-8">
+            <meta http-equiv="refresh" content="15">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>GenGate: \(escape(report.status))</title>
+            <style>
+            body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1d2733;background:#f6f7f9}
+            h1{font-size:1.4em;margin:0 0 .2em} h2{font-size:1.1em;margin:1.4em 0 .4em}
+            table{border-collapse:collapse;background:#fff;width:100%}
+            th,td{border-bottom:1px solid #e3e6ea;padding:.35em .6em;text-align:left;vertical-align:middle}
+            th{background:#eef0f3;font-weight:600} td.n{text-align:right;font-variant-numeric:tabular-nums}
+            .badge{display:inline-block;padding:.1em .6em;border-radius:1em;color:#fff;font-weight:600}
+            .healthy,.up,.ok{background:#2e8540} .degraded,.stale,.medium,.high{background:#c77700}
+            .unhealthy,.down,.missing,.critical{background:#c0392b} .low,.acknowledged{background:#5b6b7d}
+            .muted{color:#5b6b7d} form{margin:0} button{cursor:pointer}
+            </style></head><body>
+            <h1>GenGate <span class="badge \(escape(report.status))" id="status">\(escape(report.status))</span></h1>
+            <p class="muted">\(escape(Timestamp.format(now))) · monitor up \(Int(report.json["uptime_seconds"]?.doubleValue ?? 0)) s · reloads every 15 s</p>
+
+            """
+        html += section("Open alerts", id: "alerts")
+        if alerts.isEmpty {
+            html += "<p class=\"muted\">None.</p>\n"
+        } else {
+            html +=
+                "<table><tr><th>severity</th><th>rule</th><th>message</th><th>since</th><th>seen</th><th></th></tr>\n"
+            for alert in alerts {
+                let action =
+                    alert.acknowledgedAt == nil
+                    ? "<form method=\"post\" action=\"/dashboard/alerts/\(escape(alert.id))/ack\"><button type=\"submit\">Acknowledge</button></form>"
+                    : "<span class=\"badge acknowledged\">acknowledged</span>"
+                html += """
+                    <tr id="\(escape(alert.id))"><td><span class="badge \(escape(alert.severity.rawValue))">\(escape(alert.severity.rawValue))</span></td>\
+                    <td>\(escape(alert.type))</td><td>\(escape(alert.message))</td>\
+                    <td>\(escape(Timestamp.format(alert.createdAt)))</td><td class="n">\(alert.occurrences)</td><td>\(action)</td></tr>
+
+                    """
+            }
+            html += "</table>\n"
+        }
+
+        html += section("Services", id: "services")
+        html += "<table><tr><th>service</th><th>status</th><th>instances</th><th>last heartbeat</th></tr>\n"
+        if case .object(let services)? = report.json["components"]?["services"] {
+            for (name, entry) in services.sorted(by: { $0.key < $1.key }) {
+                let status = entry["status"]?.stringValue ?? "missing"
+                let instances = entry["instances"]?.arrayValue ?? []
+                let ages = instances.compactMap { $0["heartbeat_age_seconds"]?.doubleValue }
+                html += """
+                    <tr><td>\(escape(name))</td><td><span class="badge \(escape(status))">\(escape(status))</span></td>\
+                    <td class="n">\(instances.count)</td><td>\(ages.min().map { String(format: "%.1f s ago", $0) } ?? "never")</td></tr>
+
+                    """
+            }
+        }
+        html += "</table>\n"
+
+        html += section("Providers (last 15 minutes; charts: the last hour, a bar a minute)", id: "providers")
+        if providers.isEmpty {
+            html += "<p class=\"muted\">No provider calls yet.</p>\n"
+        } else {
+            html += """
+                <table><tr><th>provider</th><th>status</th><th>calls</th><th>failure rate</th><th>p50</th><th>p95</th>\
+                <th>timeouts</th><th>retries</th><th>most common error</th><th>calls and failures</th><th>p95 latency</th></tr>
+
+                """
+            for provider in providers {
+                let figures = provider.figures
+                let timeline = timelines[provider.name] ?? []
+                html += """
+                    <tr id="provider-\(escape(provider.name))"><td>\(escape(provider.name))</td>\
+                    <td><span class="badge \(provider.status)">\(provider.status)</span></td>\
+                    <td class="n">\(figures.calls)</td>\
+                    <td class="n">\(figures.callFailureRate.map { String(format: "%.1f%%", $0 * 100) } ?? "–")</td>\
+                    <td class="n">\(milliseconds(figures.latency.percentile(0.5)))</td>\
+                    <td class="n">\(milliseconds(figures.latency.percentile(0.95)))</td>\
+                    <td class="n">\(figures.timeouts)</td><td class="n">\(figures.retries)</td>\
+                    <td>\(escape(figures.errors.max(by: { ($0.value, $1.key) < ($1.value, $0.key) })?.key ?? "–"))</td>\
+                    <td>\(callChart(timeline, provider: provider.name))</td><td>\(latencyChart(timeline, provider: provider.name))</td></tr>
+
+                    """
+            }
+            html += "</table>\n"
+        }
+
+        html += section("Queues", id: "queues")
+        if let active = report.active {
+            html += "<table><tr>"
+            for status in GenerationStatus.allCases where !status.isTerminal { html += "<th>\(status.rawValue)</th>" }
+            html += "</tr><tr>"
+            for status in GenerationStatus.allCases where !status.isTerminal {
+                html += "<td class=\"n\" id=\"queue-\(status.rawValue)\">\(active[status] ?? 0)</td>"
+            }
+            html += "</tr></table>\n"
+        } else {
+            html += "<p class=\"badge down\">The store cannot be read.</p>\n"
+        }
+        if case .object(let missed)? = report.json["events_missed_last_hour"], !missed.isEmpty {
+            let total = missed.values.compactMap(\.doubleValue).reduce(0, +)
+            html +=
+                "<p class=\"muted\">Events missed in the last hour: \(Int(total)) (figures above may be short by that much).</p>\n"
+        }
+
+        html += section("Recent errors", id: "errors")
+        if errors.isEmpty {
+            html += "<p class=\"muted\">None.</p>\n"
+        } else {
+            html +=
+                "<table><tr><th>at</th><th>level</th><th>source</th><th>code</th><th>message</th><th>generation</th></tr>\n"
+            for entry in errors {
+                html += """
+                    <tr><td>\(escape(Timestamp.format(entry.at)))</td><td>\(escape(entry.level.rawValue))</td>\
+                    <td>\(escape(entry.source))</td><td>\(escape(entry.code ?? ""))</td><td>\(escape(entry.message))</td>\
+                    <td>\(escape(entry.generationID ?? ""))</td></tr>
+
+                    """
+            }
+            html += "</table>\n"
+        }
+        html += "</body></html>\n"
+        return html
+    }
+
+    static func section(_ title: String, id: String) -> String { "<h2 id=\"\(id)-title\">\(escape(title))</h2>\n" }
+
+    static func milliseconds(_ value: Double?) -> String {
+        guard let value else { return "–" }
+        return value >= 10_000 ? String(format: "%.1f s", value / 1_000) : "\(Int(value.rounded())) ms"
+    }
+
+    /// Calls a minute as grey bars with the failed part in red, over the last hour.
+    static func callChart(_ timeline: [WindowFigures], provider: String) -> String {
+        let width = 240.0
+        let height = 40.0
+        let peak = Double(max(1, timeline.map(\.calls).max() ?? 1))
+        let step = width / Double(max(1, timeline.count))
+        var bars = ""
+        for (index, minute) in timeline.enumerated() where minute.calls > 0 {
+            let x = Double(index) * step
+            let total = Double(minute.calls) / peak * height
+            let failed = Double(minute.callErrors) / peak * height
+            bars += String(
+                format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#9aa5b1\"/>", x,
+                height - total,
+                max(1, step - 1), total)
+            if failed > 0 {
+                bars += String(
+                    format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#c0392b\"/>", x,
+                    height - failed, max(1, step - 1), failed)
+            }
+        }
+        let calls = timeline.map(\.calls).reduce(0, +)
+        let failed = timeline.map(\.callErrors).reduce(0, +)
+        return """
+            <svg class="chart" id="calls-\(escape(provider))" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" role="img" aria-label="\(calls) calls, \(failed) failed in the last hour"><title>\(calls) calls, \(failed) failed in the last hour (peak \(Int(peak)) a minute)</title><rect width="100%" height="100%" fill="#f0f2f5"/>\(bars)</svg>
+            """
+    }
+
+    /// The p95 latency of each minute as blue bars, over the last hour.
+    static func latencyChart(_ timeline: [WindowFigures], provider: String) -> String {
+        let width = 240.0
+        let height = 40.0
+        let values = timeline.map { $0.latency.percentile(0.95) }
+        let peak = max(1, values.compactMap { $0 }.max() ?? 1)
+        let step = width / Double(max(1, values.count))
+        var bars = ""
+        for (index, value) in values.enumerated() {
+            guard let value else { continue }
+            let bar = max(1, value / peak * height)
+            bars += String(
+                format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#1f6feb\"/>",
+                Double(index) * step, height - bar, max(1, step - 1), bar)
+        }
+        return """
+            <svg class="chart" id="latency-\(escape(provider))" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" role="img" aria-label="p95 latency, peak \(milliseconds(peak))"><title>p95 latency a minute, peak \(milliseconds(peak))</title><rect width="100%" height="100%" fill="#f0f2f5"/>\(bars)</svg>
+            """
+    }
+
+    /// Text made safe inside HTML elements and quoted attributes.
+    static func escape(_ text: String) -> String {
+        var escaped = ""
+        escaped.reserveCapacity(text.utf8.count)
+        for character in text {
+            switch character {
+            case "&": escaped += "&amp;"
+            case "<": escaped += "&lt;"
+            case ">": escaped += "&gt;"
+            case "\"": escaped += "&quot;"
+            case "'": escaped += "&#39;"
+            default: escaped.append(character)
+            }
+        }
+        return escaped
+    }
+}
