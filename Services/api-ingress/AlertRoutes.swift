@@ -121,8 +121,11 @@ struct AlertRoutes: Sendable {
         }
         for (name, path) in [("source", \ErrorFilter.source), ("code", \.code), ("generation_id", \.generationID)] {
             guard let value = query.get(name) else { continue }
-            if value.isEmpty || value.count > 200 {
-                details.append(.init(path: name, message: "must be 1 to 200 characters"))
+            if value.isEmpty || value.count > 200
+                || value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            {
+                details.append(
+                    .init(path: name, message: "must be 1 to 200 characters, none of them control characters"))
             } else {
                 filter[keyPath: path] = value
             }

@@ -350,7 +350,12 @@ struct GenerationRoutes: Sendable {
             }
         }
         let cursor = query.get("cursor")
-        if let cursor, !cursor.hasPrefix(idPrefix) || cursor.count > 64 {
+        if let cursor,
+            !cursor.hasPrefix(idPrefix) || cursor.count > 64
+                || !cursor.unicodeScalars.allSatisfy({
+                    $0.isASCII && ($0 == "_" || $0.properties.isAlphabetic || ("0"..."9").contains($0))
+                })
+        {
             details.append(.init(path: "cursor", message: "not a cursor returned by this endpoint"))
         }
         return (limit, cursor)

@@ -2287,7 +2287,7 @@ enum OpenAPIDocument {
             "description": "The next_cursor of the previous page.",
             "schema": {
               "type": "string",
-              "pattern": "^alt_",
+              "pattern": "^alt_[0-9a-z]+$",
               "maxLength": 64
             }
           }
@@ -2554,7 +2554,8 @@ enum OpenAPIDocument {
             "schema": {
               "type": "string",
               "minLength": 1,
-              "maxLength": 200
+              "maxLength": 200,
+              "pattern": "^[^\\u0000-\\u001f\\u007f]+$"
             }
           },
           {
@@ -2565,7 +2566,8 @@ enum OpenAPIDocument {
             "schema": {
               "type": "string",
               "minLength": 1,
-              "maxLength": 200
+              "maxLength": 200,
+              "pattern": "^[^\\u0000-\\u001f\\u007f]+$"
             }
           },
           {
@@ -2576,7 +2578,8 @@ enum OpenAPIDocument {
             "schema": {
               "type": "string",
               "minLength": 1,
-              "maxLength": 200
+              "maxLength": 200,
+              "pattern": "^[^\\u0000-\\u001f\\u007f]+$"
             }
           },
           {
@@ -2607,7 +2610,7 @@ enum OpenAPIDocument {
             "description": "The next_cursor of the previous page.",
             "schema": {
               "type": "string",
-              "pattern": "^err_",
+              "pattern": "^err_[0-9a-z]+$",
               "maxLength": 64
             }
           }

@@ -54,31 +54,6 @@ actor DetailedHealth {
         return report
     }
 
-    /// `body`'s result, or nil after `limit` (the body is cancelled).
-    static func within<T: Sendable>(_ limit: Duration, _ body: @escaping @Sendable () async throws -> T) async
-        -> Result<
-            T, any Error
-        >
-    {
-        await withTaskGroup(of: Result<T, any Error>?.self) { group in
-            group.addTask {
-                do { return .success(try await body()) } catch { return .failure(error) }
-            }
-            group.addTask {
-                try? await Task.sleep(for: limit)
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? .failure(CheckTimedOut(limit: limit))
-        }
-    }
-
-    struct CheckTimedOut: Error, CustomStringConvertible {
-        var limit: Duration
-        var description: String { "no answer within \(limit)" }
-    }
-
     static func milliseconds(_ duration: Duration) -> Double {
         (Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15).rounded()
     }
@@ -92,7 +67,7 @@ actor DetailedHealth {
         // The store: a read of jobs by status (also the queue depths).
         let store = self.store
         var started = ContinuousClock.now
-        let counts = await Self.within(checkTimeout) { try await store.activeCounts() }
+        let counts = await withDeadline(checkTimeout) { try await store.activeCounts() }
         var active: [GenerationStatus: Int]?
         switch counts {
         case .success(let value):
@@ -111,7 +86,7 @@ actor DetailedHealth {
 
         let objects = self.objects
         started = ContinuousClock.now
-        let check = await Self.within(checkTimeout) { await objects.check() }
+        let check = await withDeadline(checkTimeout) { await objects.check() }
         let objectStatus: (String, String?) =
             switch check {
             case .success(.ok): ("up", nil)

@@ -29,7 +29,8 @@ struct MonitorCommand: AsyncParsableCommand {
         let subscriber = try await EventSubscriber.connect(
             context: environment.zmq,
             endpoint: environment.topology.eventsSubscriberEndpoint)
-        let services = ServiceTable(staleAfter: config.monitor.staleAfterSeconds)
+        let services = ServiceTable(
+            staleAfter: config.monitor.staleAfterSeconds, expected: config.monitor.expectedServices)
         let state = MonitorState()
         let counter = EventCounter(
             subscriber: subscriber, services: services, state: state, logger: environment.logger)
@@ -47,25 +48,40 @@ struct MonitorCommand: AsyncParsableCommand {
                 redirectConfiguration: .disallow,
                 timeout: .init(connect: .seconds(10), read: .seconds(Int64(config.alerts.deliveryTimeoutSeconds)))))
         let store = environment.store
+        let owner = environment.instance
         let notifier = AlertNotifier(
             channels: channelSettings.channels(
                 client: alertClient, timeout: .milliseconds(Int64(config.alerts.deliveryTimeoutSeconds * 1_000))),
-            attempts: config.alerts.deliveryAttempts, logger: environment.logger
-        ) { id, channel, error in
+            ledger: .init(
+                claim: { id, channel, until in
+                    try await store.claimAlertDelivery(
+                        id: id, channel: channel, owner: owner, until: until, now: Date())
+                },
+                record: { id, channel, error in
+                    try await store.recordAlertDelivery(id: id, channel: channel, error: error, at: Date())
+                }),
+            giveUpAfter: .seconds(config.alerts.deliveryGiveUpSeconds),
+            channelTimeout: .milliseconds(Int64(config.alerts.deliveryTimeoutSeconds * 1_000) + 5_000),
+            logger: environment.logger
+        ) { channel, sent in
             Counter(
                 label: "gengate_alert_deliveries_total",
-                dimensions: [("channel", channel), ("outcome", error == nil ? "sent" : "failed")]
+                dimensions: [("channel", channel), ("outcome", sent ? "sent" : "failed")]
             ).increment()
-            try? await store.recordAlertDelivery(id: id, channel: channel, error: error, at: Date())
         }
         environment.logger.info(
             "alert channels", metadata: ["channels": "\(notifier.channels.map { $0.name }.joined(separator: ","))"])
         let alerts = AlertLoop(
-            store: store, rules: AlertRules(settings: config.alerts.ruleSettings), services: services,
-            notifier: notifier, state: state,
-            every: .milliseconds(Int64(config.alerts.evaluateEverySeconds * 1_000)),
+            store: store, rules: AlertRules(settings: config.alerts.ruleSettings), notifier: notifier,
             coolDown: config.alerts.coolDownSeconds, staleAfter: config.monitor.staleAfterSeconds,
-            logger: environment.logger)
+            deliveryWindow: config.alerts.deliveryGiveUpSeconds, logger: environment.logger,
+            heartbeatAges: { await services.heartbeatAges() }, log: { await state.log($0) },
+            onRaise: { alert in
+                Counter(
+                    label: "gengate_alerts_raised_total",
+                    dimensions: [("type", alert.type), ("severity", alert.severity.rawValue)]
+                ).increment()
+            })
         let errorLog = ErrorLogWriter(state: state, store: store, logger: environment.logger)
 
         let router = Router()
@@ -84,8 +100,12 @@ struct MonitorCommand: AsyncParsableCommand {
                     Gauge(label: "gengate_provider_rate_limit", dimensions: provider).record(
                         limit.requestsPerSecond ?? -1)
                 }
-                for (type, count) in try await environment.store.openAlertCounts() {
-                    Gauge(label: "gengate_alerts_open", dimensions: [("type", type)]).record(count)
+                // Every rule, zero included: a gauge left at its last count would keep a
+                // Prometheus alert firing after the incident ended.
+                let open = try await environment.store.openAlertCounts()
+                for rule in AlertRule.allCases {
+                    Gauge(label: "gengate_alerts_open", dimensions: [("type", rule.rawValue)]).record(
+                        open[rule.rawValue] ?? 0)
                 }
                 // From the store, not the event stream: a lost event must not hide a double charge.
                 for (provider, count) in try await environment.store.possibleDoubleCharges() {
@@ -161,20 +181,30 @@ struct MonitorCommand: AsyncParsableCommand {
             logger: environment.logger)
         environment.logger.info(
             "monitor listening", metadata: ["address": "\(config.monitor.host):\(config.monitor.port)"])
-        try await environment.run([app, counter, errorLog, alerts, NotifierService(notifier: notifier)])
+        let evaluateEvery = Duration.milliseconds(Int64(config.alerts.evaluateEverySeconds * 1_000))
+        try await environment.run([
+            app, counter, errorLog, Background("AlertLoop") { await alerts.run(every: evaluateEvery) },
+            Background("AlertNotifier") { await notifier.run() },
+        ])
         try? await alertClient.shutdown()
         await environment.finish()
     }
 }
 
-/// Runs the notifier's deliveries until shutdown (deliveries in progress are cancelled; what
-/// was not sent is sent by the next monitor to start, from the delivery records).
-struct NotifierService: Service, CustomStringConvertible {
-    var description: String { "AlertNotifier" }
-    let notifier: AlertNotifier
+/// Work that runs until a graceful shutdown cancels it (the alert rules, the notifier's
+/// deliveries: what a notifier did not get to send, the next monitor to look sends, from the
+/// delivery records).
+struct Background: Service, CustomStringConvertible {
+    let description: String
+    let body: @Sendable () async -> Void
+
+    init(_ name: String, _ body: @escaping @Sendable () async -> Void) {
+        description = name
+        self.body = body
+    }
 
     func run() async throws {
-        await cancelWhenGracefulShutdown { await notifier.run() }
+        await cancelWhenGracefulShutdown { await body() }
     }
 }
 
@@ -184,10 +214,10 @@ extension GenGateConfig.Alerts {
         var settings = AlertRuleSettings()
         settings.failureRate = .init(
             threshold: failureRate.threshold, window: failureRate.windowSeconds,
-            minimumAttempts: failureRate.minimumAttempts)
+            minimumAttempts: failureRate.minimumAttempts, shortWindow: failureRate.shortWindowSeconds)
         settings.timeoutRate = .init(
             threshold: timeoutRate.threshold, window: timeoutRate.windowSeconds,
-            minimumAttempts: timeoutRate.minimumAttempts)
+            minimumAttempts: timeoutRate.minimumAttempts, shortWindow: timeoutRate.shortWindowSeconds)
         settings.maxRetries = maxRetries
         settings.retryWindow = retryWindowSeconds
         settings.disabled = Set(disabledRules.compactMap(AlertRule.init(rawValue:)))

@@ -25,7 +25,9 @@ actor MonitorState {
             Counter(label: "gengate_events_missed_total", dimensions: [("service", service)]).increment(by: missed)
         }
         windows.record(received.event, now: now)
-        if let entry = Self.errorEntry(for: received.event) { log(entry) }
+        // Its id from the message's: every monitor writes the same entry, which the store keeps once.
+        let id = received.messageID.hasPrefix("msg_") ? "err_" + received.messageID.dropFirst(4) : nil
+        if let entry = Self.errorEntry(for: received.event, id: id) { log(entry) }
     }
 
     func log(_ entry: ErrorEntry) {
@@ -44,7 +46,11 @@ actor MonitorState {
 
     /// Puts back entries a write failed to store, ahead of newer ones.
     func putBack(_ entries: [ErrorEntry]) {
-        pendingErrors = Array((entries + pendingErrors).prefix(Self.maxPendingErrors))
+        let all = entries + pendingErrors
+        if all.count > Self.maxPendingErrors {
+            Counter(label: "gengate_error_log_dropped_total").increment(by: all.count - Self.maxPendingErrors)
+        }
+        pendingErrors = Array(all.prefix(Self.maxPendingErrors))
     }
 
     func figures(now: Date = Date(), window: TimeInterval? = nil) -> [ProviderFigures] {
@@ -58,18 +64,18 @@ actor MonitorState {
     }
 
     /// The error log entry an event makes, if it says something went wrong.
-    static func errorEntry(for event: Event) -> ErrorEntry? {
+    static func errorEntry(for event: Event, id: String? = nil) -> ErrorEntry? {
         switch event.payload {
         case .generationFailed(let failed):
             var context: [String: JSONValue] = [:]
             if let model = failed.model { context["model"] = .string(model) }
             if let attempts = failed.attempts { context["attempts"] = .number(Double(attempts)) }
             return ErrorEntry(
-                level: .error, source: failed.provider ?? "gengate", code: failed.error.code.rawValue,
+                id: id, level: .error, source: failed.provider ?? "gengate", code: failed.error.code.rawValue,
                 message: failed.error.message, generationID: event.generationID, context: context, at: event.at)
         case .providerCall(let call) where call.outcome != "ok":
             return ErrorEntry(
-                level: .warning, source: call.provider, code: call.errorCode,
+                id: id, level: .warning, source: call.provider, code: call.errorCode,
                 message: "\(call.operation) call to \(call.provider) failed: \(call.errorCode ?? "error")",
                 generationID: event.generationID,
                 context: [
@@ -79,7 +85,7 @@ actor MonitorState {
                 ], at: event.at)
         case .providerPossibleDoubleCharge(let charge):
             return ErrorEntry(
-                level: .critical, source: charge.provider, code: nil,
+                id: id, level: .critical, source: charge.provider, code: nil,
                 message: "attempt \(charge.attempt) at \(charge.provider) may have been paid twice",
                 generationID: event.generationID,
                 context: [
@@ -88,7 +94,7 @@ actor MonitorState {
                 ], at: event.at)
         case .providerCircuitOpened(let opened):
             return ErrorEntry(
-                level: .error, source: opened.provider, code: ErrorCode.providerUnavailable.rawValue,
+                id: id, level: .error, source: opened.provider, code: ErrorCode.providerUnavailable.rawValue,
                 message:
                     "\(opened.provider) kept failing to answer; submissions to it pause until \(Timestamp.format(opened.until))",
                 generationID: nil, context: [:], at: event.at)

@@ -13,8 +13,8 @@ actor ServiceTable {
         var lastSeenDate: Date
     }
 
-    /// The services a complete deployment runs.
-    static let expected = ["api-ingress", "dispatcher", "poller", "uploader", "monitor"]
+    /// The services a complete deployment runs (`monitor.expected_services`).
+    let expected: [String]
 
     private var instances: [String: Instance] = [:]
     /// The last heartbeat of any instance of each service, a stopping one's included: a service
@@ -23,8 +23,9 @@ actor ServiceTable {
     private let started = ContinuousClock.now
     let staleAfter: Double
 
-    init(staleAfter: Double) {
+    init(staleAfter: Double, expected: [String]) {
         self.staleAfter = staleAfter
+        self.expected = expected
     }
 
     func heartbeat(_ beat: EventPayload.Heartbeat) {
@@ -47,7 +48,7 @@ actor ServiceTable {
     /// monitor started, for one never heard from: a monitor that just started gives every
     /// service time to be heard).
     func heartbeatAges() -> [(service: String, heartbeatAge: Double?)] {
-        Self.expected.map { service in
+        expected.map { service in
             let elapsed = ContinuousClock.now - (lastSeenByService[service] ?? started)
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
             return (service, seconds)
@@ -57,7 +58,7 @@ actor ServiceTable {
     /// Sets `gengate_service_heartbeat_age_seconds` per service (its freshest instance) and
     /// `gengate_service_up`, just before a scrape.
     func recordAges() {
-        for service in Set(Self.expected + instances.values.map(\.service)) {
+        for service in Set(expected + instances.values.map(\.service)) {
             let ages = instances.values.filter { $0.service == service }.map(age)
             let freshest = ages.min()
             Gauge(label: "gengate_service_heartbeat_age_seconds", dimensions: [("service", service)]).record(
@@ -83,7 +84,7 @@ actor ServiceTable {
     func statuses() -> (healthy: Bool, services: [String: JSONValue]) {
         var services: [String: JSONValue] = [:]
         var healthy = true
-        for service in Set(Self.expected + instances.values.map(\.service)).sorted() {
+        for service in Set(expected + instances.values.map(\.service)).sorted() {
             let members = instances.values.filter { $0.service == service }.sorted { $0.instance < $1.instance }
             let rendered = members.map { member -> JSONValue in
                 let age = age(member)
@@ -97,7 +98,7 @@ actor ServiceTable {
                 ])
             }
             let fresh = members.contains { age($0) <= staleAfter }
-            if Self.expected.contains(service) && !fresh { healthy = false }
+            if expected.contains(service) && !fresh { healthy = false }
             services[service] = .object([
                 "status": .string(fresh ? "ok" : (members.isEmpty ? "missing" : "stale")),
                 "instances": .array(rendered),

@@ -165,58 +165,79 @@ enum AlertHTTP {
 }
 
 /// Sends alerts to every channel, each delivery in a task of its own, tried again after a
-/// failure (1 s, 2 s, 4 s … at most a minute apart, `attempts` in all), and recorded on the
-/// alert. `notify` never waits: a slow or dead channel never holds up the monitor.
+/// failure (1 s, 2 s, 4 s … at most a minute apart) for up to `giveUpAfter`, each attempt
+/// recorded on the alert. Before each attempt it claims the delivery in the store, so two
+/// monitors (or one that looks again) never send one alert to one channel at once, and one that
+/// was sent is not sent again. `deliver` never waits: a slow or dead channel never holds up the
+/// monitor.
 public final class AlertNotifier: Sendable {
-    public typealias Record = @Sendable (_ alertID: String, _ channel: String, _ error: String?) async -> Void
+    /// What the notifier needs of the store (the monitor passes its store's methods).
+    public struct Ledger: Sendable {
+        /// Claims a delivery until a time; false: sent already, or another monitor has it.
+        public var claim: @Sendable (_ alertID: String, _ channel: String, _ until: Date) async throws -> Bool
+        /// Records an attempt (`error` nil: sent).
+        public var record: @Sendable (_ alertID: String, _ channel: String, _ error: String?) async throws -> Void
 
-    public let channels: [any AlertChannel]
-    let attempts: Int
-    let firstDelay: Duration
-    let record: Record
-    let logger: Logger
-    let stream: AsyncStream<Alert>
-    let continuation: AsyncStream<Alert>.Continuation
-
-    public init(
-        channels: [any AlertChannel], attempts: Int, firstDelay: Duration = .seconds(1), logger: Logger,
-        record: @escaping Record
-    ) {
-        self.channels = channels
-        self.attempts = max(1, attempts)
-        self.firstDelay = firstDelay
-        self.record = record
-        self.logger = logger
-        (stream, continuation) = AsyncStream.makeStream(of: Alert.self, bufferingPolicy: .bufferingOldest(1_000))
+        public init(
+            claim: @escaping @Sendable (String, String, Date) async throws -> Bool,
+            record: @escaping @Sendable (String, String, String?) async throws -> Void
+        ) {
+            self.claim = claim
+            self.record = record
+        }
     }
 
-    /// Queues `alert` for every channel.
-    public func notify(_ alert: Alert) {
-        guard !channels.isEmpty else { return }
-        if case .dropped = continuation.yield(alert) {
+    public let channels: [any AlertChannel]
+    let ledger: Ledger
+    let giveUpAfter: Duration
+    let firstDelay: Duration
+    let channelTimeout: Duration
+    let logger: Logger
+    /// Told of each attempt: the channel, and whether it was sent.
+    let onAttempt: @Sendable (String, Bool) -> Void
+    let stream: AsyncStream<(Alert, Bool)>
+    let continuation: AsyncStream<(Alert, Bool)>.Continuation
+    /// Deliveries under way here, by alert, channel and level.
+    let underWay = Locked<Set<String>>([])
+
+    public init(
+        channels: [any AlertChannel], ledger: Ledger, giveUpAfter: Duration = .seconds(3_600),
+        firstDelay: Duration = .seconds(1), channelTimeout: Duration = .seconds(30), logger: Logger,
+        onAttempt: @escaping @Sendable (String, Bool) -> Void = { _, _ in }
+    ) {
+        self.channels = channels
+        self.ledger = ledger
+        self.giveUpAfter = giveUpAfter
+        self.firstDelay = firstDelay
+        self.channelTimeout = channelTimeout
+        self.logger = logger
+        self.onAttempt = onAttempt
+        (stream, continuation) = AsyncStream.makeStream(
+            of: (Alert, Bool).self, bufferingPolicy: .bufferingOldest(1_000))
+    }
+
+    /// Queues `alert` for every channel it has not reached at its level. `stored`: the alert is
+    /// in the store (false for the one that says the store cannot be reached: sent unclaimed).
+    public func deliver(_ alert: Alert, stored: Bool = true) {
+        guard channels.contains(where: { alert.deliveries[$0.name]?.due(level: alert.level) ?? true }) else { return }
+        if case .dropped = continuation.yield((alert, stored)) {
             logger.error("alert not sent: over 1000 alerts waiting to be sent", metadata: ["alert": "\(alert.id)"])
         }
     }
 
-    /// Queues `alert` for the channels it has not reached yet (after a restart).
-    public func resume(_ alert: Alert) {
-        let missing = channels.filter { channel in
-            let record = alert.deliveries[channel.name]
-            return record?.sentAt == nil && (record?.attempts ?? 0) < attempts
-        }
-        guard !missing.isEmpty else { return }
-        continuation.yield(alert)
-    }
-
-    /// Delivers until cancelled; deliveries in progress are cancelled with it.
+    /// Delivers until cancelled; deliveries in progress are cancelled with it (the next look at
+    /// unsent alerts, here or in another monitor, takes them up once their claims run out).
     public func run() async {
         await withDiscardingTaskGroup { group in
-            for await alert in stream {
-                for channel in channels {
-                    let done = alert.deliveries[channel.name]
-                    if done?.sentAt != nil { continue }
-                    let already = done?.attempts ?? 0
-                    group.addTask { await self.deliver(alert, to: channel, tried: already) }
+            for await (alert, stored) in stream {
+                for channel in channels where alert.deliveries[channel.name]?.due(level: alert.level) ?? true {
+                    let key = "\(alert.id) \(channel.name) \(alert.level)"
+                    let fresh = underWay.withLock { $0.insert(key).inserted }
+                    guard fresh else { continue }
+                    group.addTask {
+                        await self.send(alert, to: channel, stored: stored)
+                        _ = self.underWay.withLock { $0.remove(key) }
+                    }
                 }
             }
         }
@@ -224,20 +245,38 @@ public final class AlertNotifier: Sendable {
 
     public func finish() { continuation.finish() }
 
-    func deliver(_ alert: Alert, to channel: any AlertChannel, tried: Int) async {
+    func send(_ alert: Alert, to channel: any AlertChannel, stored: Bool) async {
+        let giveUp = ContinuousClock.now + giveUpAfter
         var delay = firstDelay
-        for attempt in (tried + 1)...max(tried + 1, attempts) {
+        var attempt = 0
+        while true {
+            attempt += 1
+            if stored {
+                // Held for one attempt and its pause; renewed before the next.
+                let until = Date().addingTimeInterval(
+                    Double((channelTimeout + .seconds(60)).components.seconds))
+                do {
+                    guard try await ledger.claim(alert.id, channel.name, until) else { return }
+                } catch {
+                    // The store is out of reach: sending twice beats not sending.
+                    logger.warning(
+                        "cannot claim an alert's delivery; sending it anyway",
+                        metadata: ["alert": "\(alert.id)", "channel": "\(channel.name)", "error": "\(error)"])
+                }
+            }
             do {
                 try await channel.send(alert)
-                await record(alert.id, channel.name, nil)
+                onAttempt(channel.name, true)
+                if stored { try? await ledger.record(alert.id, channel.name, nil) }
                 logger.info(
                     "alert sent",
                     metadata: ["alert": "\(alert.id)", "channel": "\(channel.name)", "attempt": "\(attempt)"])
                 return
             } catch {
                 if Task.isCancelled { return }
-                let said = String(describing: error).prefix(500)
-                await record(alert.id, channel.name, String(said))
+                onAttempt(channel.name, false)
+                let said = String(String(describing: error).prefix(500))
+                if stored { try? await ledger.record(alert.id, channel.name, said) }
                 logger.warning(
                     "alert not sent",
                     metadata: [
@@ -245,7 +284,7 @@ public final class AlertNotifier: Sendable {
                         "error": "\(said)",
                     ])
             }
-            guard attempt < attempts else { break }
+            guard ContinuousClock.now + delay < giveUp else { break }
             do { try await Task.sleep(for: delay) } catch { return }
             delay = min(delay * 2, .seconds(60))
         }

@@ -8,26 +8,34 @@ public struct AlertRuleSettings: Sendable, Equatable {
         public var threshold: Double
         public var window: TimeInterval
         public var minimumAttempts: Int
+        /// A second, shorter window checked the same way (0: none), so that a provider that
+        /// stops working is seen in minutes, not once its failures outweigh an hour of successes.
+        public var shortWindow: TimeInterval
 
-        public init(threshold: Double, window: TimeInterval, minimumAttempts: Int) {
+        public init(threshold: Double, window: TimeInterval, minimumAttempts: Int, shortWindow: TimeInterval = 0) {
             self.threshold = threshold
             self.window = window
             self.minimumAttempts = minimumAttempts
+            self.shortWindow = shortWindow
         }
+
+        var windows: [TimeInterval] { shortWindow > 0 ? [window, shortWindow] : [window] }
     }
 
-    public var failureRate = Rate(threshold: 0.5, window: 3_600, minimumAttempts: 10)
+    public var failureRate = Rate(threshold: 0.5, window: 3_600, minimumAttempts: 10, shortWindow: 300)
     public var timeoutRate = Rate(threshold: 0.2, window: 3_600, minimumAttempts: 10)
     public var maxRetries = 3
     public var retryWindow: TimeInterval = 3_600
-    /// The window in which a possible double charge keeps its alert open.
+    /// How long after the last possible double charge its alert may resolve (once acknowledged).
     public var doubleChargeWindow: TimeInterval = 3_600
     public var disabled: Set<AlertRule> = []
 
     public init() {}
 
-    /// The longest window any attempt-based rule reads.
-    public var attemptWindow: TimeInterval { max(failureRate.window, timeoutRate.window, doubleChargeWindow) }
+    /// The windows of attempts the rules read.
+    public var attemptWindows: Set<TimeInterval> { Set(failureRate.windows + [doubleChargeWindow]) }
+    /// The windows of jobs the rules read.
+    public var jobWindows: Set<TimeInterval> { Set(timeoutRate.windows) }
 }
 
 /// What the rules are checked against, gathered by the monitor. A figure that could not be
@@ -35,19 +43,26 @@ public struct AlertRuleSettings: Sendable, Equatable {
 /// resolved) rather than taken for zero.
 public struct AlertInputs: Sendable {
     /// Attempts that ended in each window the rules read, by provider and model.
-    public var outcomes: [TimeInterval: [AttemptOutcomes]]?
+    public var attempts: [TimeInterval: [OutcomeCounts]]?
+    /// Jobs that ended in each window the rules read, by provider and model.
+    public var jobs: [TimeInterval: [OutcomeCounts]]?
+    /// Possible double charges ever, by provider: an alert's level, so each new one is sent.
+    public var doubleChargeTotals: [String: Int]?
     public var retried: [RetriedJob]?
     /// Each expected service and the age of its freshest heartbeat (nil: never seen).
     public var services: [(service: String, heartbeatAge: Double?)]?
     public var staleAfter: Double
-    /// Why the store could not be read, if it could not.
+    /// Why the store could not be reached, if it could not.
     public var storeError: String?
 
     public init(
-        outcomes: [TimeInterval: [AttemptOutcomes]]?, retried: [RetriedJob]?,
+        attempts: [TimeInterval: [OutcomeCounts]]?, jobs: [TimeInterval: [OutcomeCounts]]? = nil,
+        doubleChargeTotals: [String: Int]? = nil, retried: [RetriedJob]?,
         services: [(service: String, heartbeatAge: Double?)]?, staleAfter: Double, storeError: String?
     ) {
-        self.outcomes = outcomes
+        self.attempts = attempts
+        self.jobs = jobs
+        self.doubleChargeTotals = doubleChargeTotals
         self.retried = retried
         self.services = services
         self.staleAfter = staleAfter
@@ -67,6 +82,12 @@ public struct AlertVerdict: Sendable, Equatable {
 public struct AlertRules: Sendable {
     public var settings: AlertRuleSettings
 
+    /// Failures that say the request was refused for what it asked, not that the provider
+    /// failed: they do not count against a provider.
+    static let clientCaused: Set<String> = [
+        ErrorCode.invalidRequest.rawValue, ErrorCode.contentPolicy.rawValue, ErrorCode.cancelled.rawValue,
+    ]
+
     public init(settings: AlertRuleSettings) {
         self.settings = settings
     }
@@ -79,13 +100,15 @@ public struct AlertRules: Sendable {
             verdict.raised += drafts
         }
         check(.providerFailureRate) {
-            inputs.outcomes?[settings.failureRate.window].map { rate(.providerFailureRate, settings.failureRate, $0) }
+            rate(.providerFailureRate, settings.failureRate, inputs.attempts)
         }
         check(.taskTimeoutRate) {
-            inputs.outcomes?[settings.timeoutRate.window].map { rate(.taskTimeoutRate, settings.timeoutRate, $0) }
+            rate(.taskTimeoutRate, settings.timeoutRate, inputs.jobs)
         }
         check(.possibleDoubleCharge) {
-            inputs.outcomes?[settings.doubleChargeWindow].map(doubleCharges)
+            guard let windowed = inputs.attempts?[settings.doubleChargeWindow], let totals = inputs.doubleChargeTotals
+            else { return nil }
+            return doubleCharges(windowed, totals: totals)
         }
         check(.jobRetries) { inputs.retried.map(retries) }
         check(.serviceDown) { inputs.services.map { services($0, staleAfter: inputs.staleAfter) } }
@@ -101,63 +124,106 @@ public struct AlertRules: Sendable {
         return verdict
     }
 
-    /// Per provider (its models together, listed in the details): the share of ended attempts
-    /// that failed (`providerFailureRate`) or timed out (`taskTimeoutRate`).
-    func rate(_ rule: AlertRule, _ setting: AlertRuleSettings.Rate, _ outcomes: [AttemptOutcomes]) -> [AlertDraft] {
-        let byProvider = Dictionary(grouping: outcomes, by: \.provider)
-        return byProvider.keys.sorted().compactMap { provider -> AlertDraft? in
-            let models = byProvider[provider] ?? []
-            let ended = models.reduce(0) { $0 + $1.ended }
-            func counted(_ outcome: AttemptOutcomes) -> Int {
-                rule == .taskTimeoutRate ? outcome.failures[ErrorCode.taskTimeout.rawValue, default: 0] : outcome.failed
-            }
-            let bad = models.reduce(0) { $0 + counted($1) }
-            guard ended >= setting.minimumAttempts, ended > 0 else { return nil }
-            let share = Double(bad) / Double(ended)
-            guard share > setting.threshold else { return nil }
-            let what = rule == .taskTimeoutRate ? "timed out" : "failed"
-            var failures: [String: Int] = [:]
-            for model in models { failures.merge(model.failures, uniquingKeysWith: +) }
-            let percent = Int((share * 100).rounded())
-            let minutes = Int(setting.window / 60)
-            return AlertDraft(
-                type: rule.rawValue, severity: rule == .providerFailureRate ? .high : .medium,
-                fingerprint: "\(rule.rawValue):\(provider)",
-                message:
-                    "\(provider): \(bad) of \(ended) attempts \(what) in the last \(minutes) min (\(percent)%, over \(Int((setting.threshold * 100).rounded()))%)",
-                details: [
-                    "provider": .string(provider), "ended": .number(Double(ended)), "count": .number(Double(bad)),
-                    "rate": .number((share * 1_000).rounded() / 1_000), "threshold": .number(setting.threshold),
-                    "window_seconds": .number(setting.window),
-                    "failures": .object(failures.mapValues { .number(Double($0)) }),
-                    "models": .object(
-                        Dictionary(
-                            uniqueKeysWithValues: models.map {
-                                (
-                                    $0.model,
-                                    JSONValue.object([
-                                        "ended": .number(Double($0.ended)), "count": .number(Double(counted($0))),
-                                    ])
-                                )
-                            })),
-                ])
-        }
+    /// What counts against the rule in `outcome`: failures not caused by the request
+    /// (`providerFailureRate`), or jobs that ran past their deadline (`taskTimeoutRate`).
+    func counted(_ rule: AlertRule, _ outcome: OutcomeCounts) -> Int {
+        if rule == .taskTimeoutRate { return outcome.failures[ErrorCode.taskTimeout.rawValue, default: 0] }
+        return outcome.failures.filter { !Self.clientCaused.contains($0.key) }.values.reduce(0, +)
     }
 
-    func doubleCharges(_ outcomes: [AttemptOutcomes]) -> [AlertDraft] {
+    /// Per provider (its models together): the share of what ended in a window that failed or
+    /// timed out, over the long window or the short one; when the provider as a whole is fine,
+    /// each of its models the same way (a model that fails alone is its own incident).
+    func rate(
+        _ rule: AlertRule, _ setting: AlertRuleSettings.Rate, _ byWindow: [TimeInterval: [OutcomeCounts]]?
+    ) -> [AlertDraft]? {
+        guard let byWindow, setting.windows.allSatisfy({ byWindow[$0] != nil }) else { return nil }
+        var drafts: [AlertDraft] = []
+        var providers = Set<String>()
+        for window in setting.windows { providers.formUnion(byWindow[window]!.map(\.provider)) }
+        for provider in providers.sorted() {
+            var found: AlertDraft?
+            for window in setting.windows where found == nil {
+                let models = byWindow[window]!.filter { $0.provider == provider }
+                found = draft(rule, setting, window: window, subject: provider, provider: provider, models: models)
+            }
+            if let found {
+                drafts.append(found)
+                continue
+            }
+            let modelNames = Set(
+                setting.windows.flatMap { byWindow[$0]!.filter { $0.provider == provider }.map(\.model) })
+            guard modelNames.count > 1 else { continue }
+            for model in modelNames.sorted() {
+                for window in setting.windows {
+                    let models = byWindow[window]!.filter { $0.provider == provider && $0.model == model }
+                    if let draft = draft(
+                        rule, setting, window: window, subject: "\(provider)/\(model)", provider: provider,
+                        models: models)
+                    {
+                        drafts.append(draft)
+                        break
+                    }
+                }
+            }
+        }
+        return drafts
+    }
+
+    func draft(
+        _ rule: AlertRule, _ setting: AlertRuleSettings.Rate, window: TimeInterval, subject: String, provider: String,
+        models: [OutcomeCounts]
+    ) -> AlertDraft? {
+        let ended = models.reduce(0) { $0 + $1.ended }
+        let bad = models.reduce(0) { $0 + counted(rule, $1) }
+        guard ended >= setting.minimumAttempts, ended > 0 else { return nil }
+        let share = Double(bad) / Double(ended)
+        guard share > setting.threshold else { return nil }
+        let what = rule == .taskTimeoutRate ? "jobs ran past their deadline" : "attempts failed"
+        var failures: [String: Int] = [:]
+        for model in models { failures.merge(model.failures, uniquingKeysWith: +) }
+        let percent = Int((share * 100).rounded())
+        let minutes = Int(window / 60)
+        return AlertDraft(
+            type: rule.rawValue, severity: rule == .providerFailureRate ? .high : .medium,
+            fingerprint: "\(rule.rawValue):\(subject)",
+            message:
+                "\(subject): \(bad) of \(ended) \(what) in the last \(minutes) min (\(percent)%, over \(Int((setting.threshold * 100).rounded()))%)",
+            details: [
+                "provider": .string(provider), "subject": .string(subject), "ended": .number(Double(ended)),
+                "count": .number(Double(bad)), "rate": .number((share * 1_000).rounded() / 1_000),
+                "threshold": .number(setting.threshold), "window_seconds": .number(window),
+                "failures": .object(failures.mapValues { .number(Double($0)) }),
+                "models": .object(
+                    Dictionary(
+                        models.map {
+                            (
+                                $0.model,
+                                JSONValue.object([
+                                    "ended": .number(Double($0.ended)), "count": .number(Double(counted(rule, $0))),
+                                ])
+                            )
+                        }, uniquingKeysWith: { first, _ in first })),
+            ])
+    }
+
+    /// A provider with possible double charges in the window: one incident, sent again each
+    /// time there are more (its level is the provider's count of them, ever).
+    func doubleCharges(_ outcomes: [OutcomeCounts], totals: [String: Int]) -> [AlertDraft] {
         let byProvider = Dictionary(grouping: outcomes, by: \.provider)
         return byProvider.keys.sorted().compactMap { provider -> AlertDraft? in
             let count = (byProvider[provider] ?? []).reduce(0) { $0 + $1.possibleDoubleCharges }
             guard count > 0 else { return nil }
+            let total = max(count, totals[provider] ?? 0)
             return AlertDraft(
                 type: AlertRule.possibleDoubleCharge.rawValue, severity: .high,
                 fingerprint: "\(AlertRule.possibleDoubleCharge.rawValue):\(provider)",
                 message:
-                    "\(provider): \(count) submission\(count == 1 ? "" : "s") may have been paid twice in the last \(Int(settings.doubleChargeWindow / 60)) min; check the provider's bill",
+                    "\(provider): \(count) submission\(count == 1 ? "" : "s") may have been paid twice in the last \(Int(settings.doubleChargeWindow / 60)) min (\(total) in all); check the provider's bill",
                 details: [
-                    "provider": .string(provider), "count": .number(Double(count)),
+                    "provider": .string(provider), "count": .number(Double(count)), "total": .number(Double(total)),
                     "window_seconds": .number(settings.doubleChargeWindow),
-                ])
+                ], level: total)
         }
     }
 

@@ -158,7 +158,7 @@ public struct ProviderWindows: Sendable {
 
     private mutating func prune(now: Date) {
         let oldest = Self.minute(now.addingTimeInterval(-span))
-        guard buckets.count > Int(span / Self.bucketSeconds) + 1 else { return }
+        guard buckets.count > Int(span / Self.bucketSeconds) + 2 else { return }
         for minute in buckets.keys where minute < oldest { buckets[minute] = nil }
     }
 
@@ -167,7 +167,8 @@ public struct ProviderWindows: Sendable {
         let oldest = Self.minute(now.addingTimeInterval(-min(window ?? span, span)))
         let newest = Self.minute(now)
         var merged: [Key: WindowFigures] = [:]
-        for (minute, byKey) in buckets where minute > oldest && minute <= newest {
+        // Whole minutes: the one `window` ago included, so a window is never shorter than asked.
+        for (minute, byKey) in buckets where minute >= oldest && minute <= newest {
             for (key, figures) in byKey { merged[key, default: WindowFigures()].add(figures) }
         }
         return merged.map { ProviderFigures(provider: $0.key.provider, model: $0.key.model, figures: $0.value) }
@@ -204,15 +205,17 @@ public struct EventGaps: Sendable {
     @discardableResult
     public mutating func saw(source: String, service: String, seq: UInt64?, now: Date) -> Int {
         guard let seq else { return 0 }
-        defer {
-            last[source] = (max(seq, last[source]?.seq ?? 0), now)
-            if last.count > 1_000 {
-                // Sources that went quiet (processes that ended) are forgotten after the span.
-                last = last.filter { now.timeIntervalSince($0.value.seen) < span }
-            }
+        let previous = last[source]?.seq
+        last[source] = (seq, now)
+        if last.count > 1_000 {
+            // Sources that went quiet (processes that ended) are forgotten after the span.
+            last = last.filter { now.timeIntervalSince($0.value.seen) < span }
         }
-        guard let previous = last[source]?.seq, seq > previous + 1 else { return 0 }
-        let gap = Int(min(seq - previous - 1, UInt64(Int.max)))
+        // Lower or equal: a new process under the same name (a container's pid 1 restarted),
+        // counting from 1 again; the bus keeps one publisher's messages in order.
+        guard let previous, seq > previous, seq - previous > 1 else { return 0 }
+        // Capped: a gap past a trillion is a publisher's numbering gone wrong, not messages.
+        let gap = Int(min(seq - previous - 1, 1 << 40))
         missed[ProviderWindows.minute(now), default: [:]][service, default: 0] += gap
         let oldest = ProviderWindows.minute(now.addingTimeInterval(-span))
         for minute in missed.keys where minute < oldest { missed[minute] = nil }
@@ -223,7 +226,7 @@ public struct EventGaps: Sendable {
     public func missed(now: Date, window: TimeInterval? = nil) -> [String: Int] {
         let oldest = ProviderWindows.minute(now.addingTimeInterval(-min(window ?? span, span)))
         var total: [String: Int] = [:]
-        for (minute, byService) in missed where minute > oldest {
+        for (minute, byService) in missed where minute >= oldest {
             total.merge(byService, uniquingKeysWith: +)
         }
         return total

@@ -71,25 +71,42 @@ public struct EmailMessage: Sendable, Equatable {
         self.body = body
     }
 
-    /// The message in RFC 5322 form, lines ending CRLF, dot-stuffed for DATA.
+    /// The message in RFC 5322 form for DATA: lines ending CRLF, the text in base64 (so any
+    /// server takes it, 8BITMIME or not, and no line of it starts with a dot), the subject at
+    /// most 200 characters, folded.
     func rendered(id: String, date: Date) -> String {
         let header = [
-            "From: \(from)", "To: \(to.joined(separator: ", "))", "Subject: \(Self.encodedWord(subject))",
+            "From: \(from)", "To: \(to.joined(separator: ", "))", "Subject: \(Self.encodedWords(subject))",
             "Date: \(Self.dateFormatter.string(from: date))", "Message-ID: <\(id)@gengate>", "MIME-Version: 1.0",
-            "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit",
+            "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: base64",
         ]
-        let lines = body.replacingOccurrences(of: "\r\n", with: "\n").split(
-            separator: "\n", omittingEmptySubsequences: false
-        )
-        .map { $0.hasPrefix(".") ? "." + $0 : String($0) }
-        return (header + [""] + lines).joined(separator: "\r\n") + "\r\n"
+        let text = body.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+            .replacingOccurrences(of: "\n", with: "\r\n")
+        let encoded = Data(text.utf8).base64EncodedString(options: [
+            .lineLength76Characters, .endLineWithCarriageReturn, .endLineWithLineFeed,
+        ])
+        return (header + [""]).joined(separator: "\r\n") + "\r\n" + encoded + "\r\n"
     }
 
-    /// A header value in RFC 2047 form when it is not plain ASCII.
-    static func encodedWord(_ text: String) -> String {
-        let clean = text.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
-        guard !clean.unicodeScalars.allSatisfy({ $0.isASCII }) else { return clean }
-        return "=?utf-8?B?\(Data(clean.utf8).base64EncodedString())?="
+    /// A header value, on one line: plain when it is short ASCII, otherwise RFC 2047 encoded
+    /// words of at most 75 characters each, on folded lines.
+    static func encodedWords(_ text: String) -> String {
+        var clean = text.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " ")
+        if clean.count > 200 { clean = String(clean.prefix(199)) + "…" }
+        if clean.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 32 }) && clean.utf8.count <= 900 { return clean }
+        // 42 bytes of UTF-8 make 56 of base64: with "=?utf-8?B?" and "?=", 68 a word, and the
+        // first line, after "Subject: ", 77.
+        var words: [String] = []
+        var chunk = ""
+        for character in clean {
+            if chunk.utf8.count + String(character).utf8.count > 42 {
+                words.append(chunk)
+                chunk = ""
+            }
+            chunk.append(character)
+        }
+        if !chunk.isEmpty { words.append(chunk) }
+        return words.map { "=?utf-8?B?\(Data($0.utf8).base64EncodedString())?=" }.joined(separator: "\r\n ")
     }
 
     static let dateFormatter: DateFormatter = {
@@ -190,6 +207,11 @@ public enum SMTPClient {
             let offered = capabilities.contains { $0.uppercased() == "STARTTLS" }
             if !secured && settings.startTLS != .never && offered {
                 _ = try await command("STARTTLS", expect: [220])
+                // Anything after the 220 came before TLS, from anyone on the way: refused, or it
+                // would be read as the server's answers once encrypted.
+                guard replies.buffer.isEmpty else {
+                    throw SMTPError(description: "\(settings.host) sent more after agreeing to STARTTLS; refused")
+                }
                 let handler = try NIOSSLClientHandler(context: tls, serverHostname: serverName(settings.host))
                 try await channel.channel.pipeline.addHandler(handler, position: .first)
                 secured = true
@@ -214,14 +236,19 @@ public enum SMTPClient {
             _ = try await command("DATA", expect: [354])
             let rendered = message.rendered(id: UUID().uuidString.lowercased(), date: Date())
             _ = try await command(rendered + ".", expect: [250], redacted: "the message")
-            _ = try? await command("QUIT", expect: [221])
+            // Accepted: sent. QUIT's answer is not waited for (a server that stalls now must
+            // not turn a delivered message into a failure, and a second copy).
+            try? await outbound.write(ByteBuffer(string: "QUIT\r\n"))
         }
     }
 
-    static var localName: String {
-        let name = ProcessInfo.processInfo.hostName
-        return name.isEmpty || name.contains(where: { $0.isWhitespace }) ? "localhost" : name
-    }
+    /// This host's name for EHLO, looked up once.
+    static let localName: String = {
+        var buffer = [CChar](repeating: 0, count: 256)
+        guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+        let name = String(cString: buffer)
+        return name.isEmpty || name.contains(where: { $0.isWhitespace || $0 == "@" }) ? "localhost" : name
+    }()
 
     /// The name TLS checks the certificate against; none for an address (SNI takes names only).
     static func serverName(_ host: String) -> String? {

@@ -6,42 +6,47 @@ import PostgresNIO
 /// Alerts, the error log and the figures of alert rules in PostgreSQL (see `MonitoringStore`).
 /// Writes hold the writer lock, so two monitors never raise one incident twice.
 extension PostgresStore {
-    public func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date) async throws -> Alert? {
+    public func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date, id: String?) async throws
+        -> Alert?
+    {
         let details = try StoredJSON.text(draft.details)
         return try await write { db -> Alert? in
             if let newest = try await db.row(
-                "SELECT id, resolved_at FROM alerts WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1",
+                "SELECT id, resolved_at, level FROM alerts WHERE fingerprint = $1 ORDER BY id DESC LIMIT 1",
                 [draft.fingerprint])
             {
                 let resolvedAt = try newest.get("resolved_at", as: Double?.self)
                 if resolvedAt.map({ $0 > now.timeIntervalSince1970 - coolDown }) ?? true {
+                    let known = try newest.get("id", as: String.self)
+                    let level = try newest.get("level", as: Int.self)
                     try await db.run(
                         """
                         UPDATE alerts SET last_seen_at = $1, occurrences = occurrences + 1, resolved_at = NULL,
-                            message = $2, details = $3, severity = $4
-                        WHERE id = $5
+                            message = $2, details = $3, severity = $4, level = GREATEST(level, $5)
+                        WHERE id = $6
                         """,
                         [
-                            now.timeIntervalSince1970, draft.message, details, draft.severity.rawValue,
-                            try newest.get("id", as: String.self),
+                            now.timeIntervalSince1970, draft.message, details, draft.severity.rawValue, draft.level,
+                            known,
                         ])
-                    return nil
+                    guard draft.level > level else { return nil }
+                    return try await db.row("SELECT * FROM alerts WHERE id = $1", [known]).map(Self.decodeAlert)
                 }
             }
             let alert = Alert(
-                id: Identifier.make("alt", at: now), type: draft.type, severity: draft.severity,
+                id: id ?? Identifier.make("alt", at: now), type: draft.type, severity: draft.severity,
                 fingerprint: draft.fingerprint, message: draft.message, details: draft.details, createdAt: now,
-                lastSeenAt: now, occurrences: 1, resolvedAt: nil, acknowledgedAt: nil, acknowledgedBy: nil,
-                deliveries: [:])
+                lastSeenAt: now, occurrences: 1, level: draft.level, resolvedAt: nil, acknowledgedAt: nil,
+                acknowledgedBy: nil, deliveries: [:])
             try await db.run(
                 """
                 INSERT INTO alerts (id, type, severity, fingerprint, message, details, created_at, last_seen_at,
-                    occurrences, deliveries)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, '{}')
+                    occurrences, level, deliveries)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $7, 1, $8, '{}')
                 """,
                 [
                     alert.id, alert.type, alert.severity.rawValue, alert.fingerprint, alert.message, details,
-                    now.timeIntervalSince1970,
+                    now.timeIntervalSince1970, alert.level,
                 ])
             return alert
         }
@@ -67,13 +72,32 @@ extension PostgresStore {
 
     public func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws {
         try await write { db in
-            guard let row = try await db.row("SELECT deliveries FROM alerts WHERE id = $1 FOR UPDATE", [id]) else {
-                return
-            }
+            guard let row = try await db.row("SELECT deliveries, level FROM alerts WHERE id = $1 FOR UPDATE", [id])
+            else { return }
             var deliveries = StoredJSON.deliveries(try row.get("deliveries", as: String.self))
-            deliveries[channel] = AlertDeliveryRecord.after(deliveries[channel], error: error, at: at)
+            deliveries[channel] = AlertDeliveryRecord.after(
+                deliveries[channel], error: error, at: at, level: try row.get("level", as: Int.self))
             try await db.run(
                 "UPDATE alerts SET deliveries = $1 WHERE id = $2", [try StoredJSON.text(deliveries), id])
+        }
+    }
+
+    public func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws
+        -> Bool
+    {
+        try await write { db in
+            guard let row = try await db.row("SELECT deliveries, level FROM alerts WHERE id = $1 FOR UPDATE", [id])
+            else { return false }
+            var deliveries = StoredJSON.deliveries(try row.get("deliveries", as: String.self))
+            guard
+                let claimed = AlertDeliveryRecord.claim(
+                    deliveries[channel], owner: owner, until: until, now: now, level: try row.get("level", as: Int.self)
+                )
+            else { return false }
+            deliveries[channel] = claimed
+            try await db.run(
+                "UPDATE alerts SET deliveries = $1 WHERE id = $2", [try StoredJSON.text(deliveries), id])
+            return true
         }
     }
 
@@ -131,26 +155,32 @@ extension PostgresStore {
             details: StoredJSON.object(try row.get("details", as: String.self)),
             createdAt: Date(timeIntervalSince1970: try row.get("created_at")),
             lastSeenAt: Date(timeIntervalSince1970: try row.get("last_seen_at")),
-            occurrences: try row.get("occurrences"), resolvedAt: try row.date("resolved_at"),
+            occurrences: try row.get("occurrences"), level: try row.get("level"),
+            resolvedAt: try row.date("resolved_at"),
             acknowledgedAt: try row.date("acknowledged_at"), acknowledgedBy: try row.get("acknowledged_by"),
             deliveries: StoredJSON.deliveries(try row.get("deliveries", as: String.self)))
     }
 
     public func appendErrors(_ entries: [ErrorEntry]) async throws {
         guard !entries.isEmpty else { return }
-        let rows = try entries.map { ($0, try StoredJSON.text($0.context)) }
+        let contexts = try entries.map { try StoredJSON.text($0.context) }
+        // One statement for the batch: the writer lock is held for one round trip, not one a row.
+        let ids = entries.map(\.id)
+        let levels = entries.map(\.level.rawValue)
+        let sources = entries.map(\.source)
+        let codes = entries.map { $0.code ?? "" }
+        let messages = entries.map(\.message)
+        let generations = entries.map { $0.generationID ?? "" }
+        let times = entries.map { String($0.at.timeIntervalSince1970) }
         try await write { db in
-            for (entry, context) in rows {
-                try await db.run(
-                    """
-                    INSERT INTO error_log (id, level, source, code, message, generation_id, context, at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
-                    """,
-                    [
-                        entry.id, entry.level.rawValue, entry.source, entry.code, entry.message, entry.generationID,
-                        context, entry.at.timeIntervalSince1970,
-                    ])
-            }
+            try await db.run(
+                """
+                INSERT INTO error_log (id, level, source, code, message, generation_id, context, at)
+                SELECT id, level, source, NULLIF(code, ''), message, NULLIF(generation_id, ''), context, at::DOUBLE PRECISION
+                FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[])
+                    AS e(id, level, source, code, message, generation_id, context, at)
+                ON CONFLICT DO NOTHING
+                """, [ids, levels, sources, codes, messages, generations, contexts, times])
         }
     }
 
@@ -192,7 +222,7 @@ extension PostgresStore {
         }
     }
 
-    public func attemptOutcomes(since: Date) async throws -> [AttemptOutcomes] {
+    public func attemptOutcomes(since: Date) async throws -> [OutcomeCounts] {
         try await read { db in
             let rows = try await db.rows(
                 """
@@ -203,7 +233,7 @@ extension PostgresStore {
                 WHERE finished_at IS NOT NULL AND finished_at >= $1
                 GROUP BY 1, 2, 3, 4
                 """, [since.timeIntervalSince1970])
-            return AttemptOutcomes.tally(
+            return OutcomeCounts.tally(
                 try rows.map {
                     .init(
                         provider: try $0.get("provider"), model: try $0.get("model"), state: try $0.get("state"),
@@ -213,18 +243,40 @@ extension PostgresStore {
         }
     }
 
+    public func jobOutcomes(since: Date) async throws -> [OutcomeCounts] {
+        try await read { db in
+            let rows = try await db.rows(
+                """
+                SELECT provider, model, CASE status WHEN 'completed' THEN 'succeeded' ELSE 'failed' END AS state,
+                    (error::jsonb) ->> 'code' AS code, COUNT(*) AS count
+                FROM generations
+                WHERE status IN ('completed', 'failed') AND updated_at >= $1
+                GROUP BY 1, 2, 3, 4
+                """, [since.timeIntervalSince1970])
+            return OutcomeCounts.tally(
+                try rows.map {
+                    .init(
+                        provider: try $0.get("provider"), model: try $0.get("model"), state: try $0.get("state"),
+                        code: try $0.get("code", as: String?.self), count: try $0.get("count"), flagged: 0)
+                })
+        }
+    }
+
     public func retriedJobs(moreThan attempts: Int, since: Date, limit: Int) async throws -> [RetriedJob] {
         try await read { db in
             try await db.rows(
                 """
-                SELECT a.generation_id, MIN(g.provider) AS provider, MIN(g.model) AS model,
-                    MAX(a.number) AS attempts,
-                    (SELECT (b.error::jsonb) ->> 'code' FROM attempts b
-                     WHERE b.generation_id = a.generation_id AND b.error IS NOT NULL
-                     ORDER BY b.number DESC LIMIT 1) AS last_error
-                FROM attempts a JOIN generations g ON g.id = a.generation_id
-                WHERE a.created_at >= $1 AND a.number > $2
-                GROUP BY a.generation_id ORDER BY attempts DESC, a.generation_id LIMIT $3
+                SELECT * FROM (
+                    SELECT DISTINCT ON (a.generation_id) a.generation_id, a.provider,
+                        COALESCE(a.model, 'unknown') AS model, a.number AS attempts,
+                        (SELECT (b.error::jsonb) ->> 'code' FROM attempts b
+                         WHERE b.generation_id = a.generation_id AND b.error IS NOT NULL
+                         ORDER BY b.number DESC LIMIT 1) AS last_error
+                    FROM attempts a
+                    WHERE a.created_at >= $1 AND a.number > $2
+                    ORDER BY a.generation_id, a.number DESC
+                ) latest
+                ORDER BY attempts DESC, generation_id LIMIT $3
                 """, [since.timeIntervalSince1970, attempts, limit]
             ).map { row in
                 RetriedJob(

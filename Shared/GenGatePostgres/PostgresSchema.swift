@@ -277,6 +277,7 @@ enum PostgresSchema {
                 created_at DOUBLE PRECISION NOT NULL,
                 last_seen_at DOUBLE PRECISION NOT NULL,
                 occurrences BIGINT NOT NULL,
+                level BIGINT NOT NULL,
                 resolved_at DOUBLE PRECISION,
                 acknowledged_at DOUBLE PRECISION,
                 acknowledged_by TEXT,
@@ -300,6 +301,7 @@ enum PostgresSchema {
             CREATE INDEX error_log_generation ON error_log(generation_id, id) WHERE generation_id IS NOT NULL;
             CREATE INDEX attempts_finished ON attempts(finished_at) WHERE finished_at IS NOT NULL;
             CREATE INDEX attempts_created ON attempts(created_at);
+            CREATE INDEX generations_ended ON generations(updated_at) WHERE status IN ('completed', 'failed');
             """
         ),
     ]

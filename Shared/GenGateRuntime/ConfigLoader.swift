@@ -122,19 +122,25 @@ public enum ConfigLoader {
         }
         guard alerts.coolDownSeconds >= 0 else { throw ConfigError("alerts.cool_down_seconds must not be negative") }
         for (name, rule) in [("failure_rate", alerts.failureRate), ("timeout_rate", alerts.timeoutRate)] {
-            guard (0...1).contains(rule.threshold) else {
-                throw ConfigError("alerts.\(name).threshold must be a share between 0 and 1, got \(rule.threshold)")
+            guard rule.threshold >= 0 && rule.threshold < 1 else {
+                throw ConfigError(
+                    "alerts.\(name).threshold must be a share from 0 up to (not including) 1, got \(rule.threshold)")
             }
-            guard (60...604_800).contains(rule.windowSeconds) else {
-                throw ConfigError("alerts.\(name).window_seconds must be between 60 and 604800")
+            // The rules read every attempt of their windows at each evaluation: a day at most.
+            guard (60...86_400).contains(rule.windowSeconds) else {
+                throw ConfigError("alerts.\(name).window_seconds must be between 60 and 86400")
+            }
+            guard rule.shortWindowSeconds == 0 || (60..<rule.windowSeconds).contains(rule.shortWindowSeconds) else {
+                throw ConfigError(
+                    "alerts.\(name).short_window_seconds must be 0 (none) or between 60 and window_seconds")
             }
             guard rule.minimumAttempts >= 1 else {
                 throw ConfigError("alerts.\(name).minimum_attempts must be at least 1")
             }
         }
         guard alerts.maxRetries >= 0 else { throw ConfigError("alerts.max_retries must not be negative") }
-        guard (60...604_800).contains(alerts.retryWindowSeconds) else {
-            throw ConfigError("alerts.retry_window_seconds must be between 60 and 604800")
+        guard (60...86_400).contains(alerts.retryWindowSeconds) else {
+            throw ConfigError("alerts.retry_window_seconds must be between 60 and 86400")
         }
         let rules = AlertRule.allCases.map(\.rawValue)
         if let unknown = alerts.disabledRules.first(where: { !rules.contains($0) }) {
@@ -150,8 +156,8 @@ public enum ConfigLoader {
         guard (1...300).contains(alerts.deliveryTimeoutSeconds) else {
             throw ConfigError("alerts.delivery_timeout_seconds must be between 1 and 300")
         }
-        guard (1...20).contains(alerts.deliveryAttempts) else {
-            throw ConfigError("alerts.delivery_attempts must be between 1 and 20")
+        guard (1...86_400).contains(alerts.deliveryGiveUpSeconds) else {
+            throw ConfigError("alerts.delivery_give_up_seconds must be between 1 and 86400")
         }
     }
 
@@ -166,6 +172,11 @@ public enum ConfigLoader {
         try port(config.bus.eventsPort, "bus.events_port")
         guard !config.dataDir.isEmpty else { throw ConfigError("data_dir must not be empty") }
         try validate(config.alerts)
+        guard !config.monitor.expectedServices.isEmpty,
+            config.monitor.expectedServices.allSatisfy({ !$0.isEmpty && $0.count <= 64 })
+        else {
+            throw ConfigError("monitor.expected_services must list services by name")
+        }
         guard (0...1).contains(config.sim.failureRate) else {
             throw ConfigError("sim.failure_rate must be between 0 and 1, got \(config.sim.failureRate)")
         }

@@ -85,6 +85,9 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var port = 9464
         /// A service whose last heartbeat is older than this is reported stale.
         public var staleAfterSeconds = 10.0
+        /// The services a complete deployment runs, each reported missing (and alerted) when no
+        /// instance of it is heard; leave out those a deployment does not run.
+        public var expectedServices = ["api-ingress", "dispatcher", "poller", "uploader", "monitor"]
     }
 
     /// The monitor's alert rules and where alerts go. Channels that carry a secret (the Slack
@@ -97,9 +100,11 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// An incident that ended and comes back within this long is the same alert again
         /// (reopened, not sent again).
         public var coolDownSeconds = 1_800.0
-        /// A provider's (and model's) attempts that failed, of those that ended in the window.
-        public var failureRate = RateRule(threshold: 0.5, windowSeconds: 3_600, minimumAttempts: 10)
-        /// Attempts that ran past their task deadline (`task_timeout`), of those that ended.
+        /// A provider's (or one of its models') attempts that failed, of those that ended in
+        /// the window (or in the short window); failures the request caused do not count.
+        public var failureRate = RateRule(
+            threshold: 0.5, windowSeconds: 3_600, minimumAttempts: 10, shortWindowSeconds: 300)
+        /// A provider's jobs that ran past their deadline (`task_timeout`), of those that ended.
         public var timeoutRate = RateRule(threshold: 0.2, windowSeconds: 3_600, minimumAttempts: 10)
         /// A job retried more than this many times within `retry_window_seconds` raises an alert.
         public var maxRetries = 3
@@ -113,17 +118,19 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// `GENGATE_ALERT_SMTP_URL`).
         public var emailFrom: String?
         public var emailTo: String?
-        /// How long one delivery may take, and how often a failed one is tried again.
+        /// How long one delivery may take, and for how long a failed one is tried again (at
+        /// most a minute apart).
         public var deliveryTimeoutSeconds = 10.0
-        public var deliveryAttempts = 6
+        public var deliveryGiveUpSeconds = 3_600.0
     }
 
-    /// An alert when `threshold` (a share, 0–1) of the attempts that ended in the window is
-    /// exceeded, once at least `minimum_attempts` ended.
+    /// An alert when over `threshold` (a share, 0–1) of what ended in the window failed, once at
+    /// least `minimum_attempts` ended; also over `short_window_seconds` when that is set (0: not).
     public struct RateRule: Codable, Sendable, Equatable {
         public var threshold: Double
         public var windowSeconds: Double
         public var minimumAttempts: Int
+        public var shortWindowSeconds: Double = 0
     }
 
     public struct Bus: Codable, Sendable, Equatable {

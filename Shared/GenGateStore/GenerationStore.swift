@@ -121,8 +121,6 @@ public protocol GenerationStore: MonitoringStore {
     /// first. Returns how many rows went. (Attempts and outputs stay: an
     /// attempt per submission is bounded by the retry policy, and outputs are what was bought.)
     func expire(eventsBefore: Date, keysBefore: Date, limit: Int) async throws -> Int
-    /// Submissions recorded as possibly made twice, by provider.
-    func possibleDoubleCharges() async throws -> [String: Int]
     /// Each provider's open tasks and current (adaptive) limits, for those that have either.
     func providerLimits() async throws -> [ProviderLimitState]
     /// How many generations are in each non-terminal state now.

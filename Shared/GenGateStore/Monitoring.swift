@@ -36,15 +36,20 @@ public struct AlertDraft: Sendable, Equatable {
     public var message: String
     /// The figures behind it (a JSON object).
     public var details: [String: JSONValue]
+    /// How bad it is, for incidents that can grow while open (possible double charges: how many
+    /// there are): a draft of an open incident with a higher level is sent again.
+    public var level: Int
 
     public init(
-        type: String, severity: AlertSeverity, fingerprint: String, message: String, details: [String: JSONValue]
+        type: String, severity: AlertSeverity, fingerprint: String, message: String, details: [String: JSONValue],
+        level: Int = 0
     ) {
         self.type = type
         self.severity = severity
         self.fingerprint = fingerprint
         self.message = message
         self.details = details
+        self.level = level
     }
 }
 
@@ -62,6 +67,8 @@ public struct Alert: Sendable, Equatable {
     public var lastSeenAt: Date
     /// How many evaluations found it.
     public var occurrences: Int
+    /// Its draft's level when last sent (see `AlertDraft.level`).
+    public var level: Int
     public var resolvedAt: Date?
     public var acknowledgedAt: Date?
     /// The API key that acknowledged it.
@@ -71,9 +78,10 @@ public struct Alert: Sendable, Equatable {
 
     public init(
         id: String, type: String, severity: AlertSeverity, fingerprint: String, message: String,
-        details: [String: JSONValue], createdAt: Date, lastSeenAt: Date, occurrences: Int, resolvedAt: Date?,
-        acknowledgedAt: Date?, acknowledgedBy: String?, deliveries: [String: AlertDeliveryRecord]
+        details: [String: JSONValue], createdAt: Date, lastSeenAt: Date, occurrences: Int, level: Int = 0,
+        resolvedAt: Date?, acknowledgedAt: Date?, acknowledgedBy: String?, deliveries: [String: AlertDeliveryRecord]
     ) {
+        self.level = level
         self.id = id
         self.type = type
         self.severity = severity
@@ -105,18 +113,35 @@ public struct AlertDeliveryRecord: Codable, Sendable, Equatable {
     public var attempts: Int
     public var sentAt: Date?
     public var lastError: String?
+    /// The monitor sending it now, and until when its claim holds (`claimAlertDelivery`).
+    public var claimedBy: String?
+    public var claimedUntil: Date?
+    /// The alert's level when it was last sent here.
+    public var sentLevel: Int?
 
-    public init(attempts: Int, sentAt: Date?, lastError: String?) {
+    public init(
+        attempts: Int, sentAt: Date?, lastError: String?, claimedBy: String? = nil, claimedUntil: Date? = nil,
+        sentLevel: Int? = nil
+    ) {
         self.attempts = attempts
         self.sentAt = sentAt
         self.lastError = lastError
+        self.claimedBy = claimedBy
+        self.claimedUntil = claimedUntil
+        self.sentLevel = sentLevel
     }
 
     enum CodingKeys: String, CodingKey {
         case attempts
         case sentAt = "sent_at"
         case lastError = "last_error"
+        case claimedBy = "claimed_by"
+        case claimedUntil = "claimed_until"
+        case sentLevel = "sent_level"
     }
+
+    /// Whether the alert at `level` still has to go to this channel.
+    public func due(level: Int) -> Bool { sentAt == nil || (sentLevel ?? 0) < level }
 }
 
 /// Which alerts to list, newest first.
@@ -150,6 +175,9 @@ public struct ErrorEntry: Sendable, Equatable {
         }
     }
 
+    /// The longest message kept.
+    public static let maxMessage = 2_000
+
     public var id: String
     public var level: Level
     /// Where it happened: a provider's name, or a part of GenGate (`store`, `bus`, `poller`).
@@ -168,9 +196,10 @@ public struct ErrorEntry: Sendable, Equatable {
     ) {
         self.id = id ?? Identifier.make("err", at: at)
         self.level = level
-        self.source = source
-        self.code = code
-        self.message = message
+        self.source = String(source.prefix(200))
+        self.code = code.map { String($0.prefix(200)) }
+        // Bounded: a provider's or a bus's text can be long, and the log keeps many.
+        self.message = message.count > Self.maxMessage ? String(message.prefix(Self.maxMessage - 1)) + "…" : message
         self.generationID = generationID
         self.context = context
         self.at = at
@@ -202,9 +231,9 @@ public struct ErrorFilter: Sendable, Equatable {
     }
 }
 
-/// How the attempts at one provider and model that ended in a window went (from the store, so
-/// nothing is missed the way events can be).
-public struct AttemptOutcomes: Sendable, Equatable {
+/// How the attempts (or jobs) at one provider and model that ended in a window went (from the
+/// store, so nothing is missed the way events can be).
+public struct OutcomeCounts: Sendable, Equatable {
     public var provider: String
     /// The model asked; "unknown" for attempts recorded before models were.
     public var model: String
@@ -255,14 +284,22 @@ public protocol MonitoringStore: Sendable {
     /// fingerprint is unresolved, or was resolved less than `coolDown` ago, that one is seen again
     /// (and reopened) and nil is returned; otherwise a new alert is made and returned, for the
     /// caller to deliver. One transaction, so two monitors never raise the same incident twice.
-    func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date) async throws -> Alert?
+    /// A known incident whose draft has a higher `level` than the alert had is updated and
+    /// returned too, to be sent again. `id` names a new alert (one already sent, without the
+    /// store); nil makes one.
+    func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date, id: String?) async throws -> Alert?
     /// Marks the unresolved alerts with these fingerprints resolved; returns how many were.
     func resolveAlerts(fingerprints: [String], at: Date) async throws -> Int
     /// Records the acknowledgement; nil if there is no such alert. An acknowledged alert keeps
     /// its first acknowledgement.
     func acknowledgeAlert(id: String, by keyID: String, at: Date) async throws -> Alert?
-    /// Records how delivering an alert to a channel went (`error` nil: sent).
+    /// Records how delivering an alert to a channel went (`error` nil: sent, at the alert's
+    /// `level`), and ends the sender's claim.
     func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws
+    /// Claims the delivery of an alert to a channel for `owner` until `until`: false if it was
+    /// sent already (at the alert's level) or another owner's claim holds. So two monitors never
+    /// send one alert to one channel at once.
+    func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws -> Bool
     func alert(id: String) async throws -> Alert?
     func alerts(_ filter: AlertFilter) async throws -> [Alert]
     /// Unresolved alerts by type.
@@ -274,9 +311,21 @@ public protocol MonitoringStore: Sendable {
 
     /// Attempts that ended at or after `since`, by provider and model (abandoned ones count only
     /// as possible double charges).
-    func attemptOutcomes(since: Date) async throws -> [AttemptOutcomes]
-    /// Jobs with an attempt numbered above `attempts` made at or after `since`, most attempts first.
+    func attemptOutcomes(since: Date) async throws -> [OutcomeCounts]
+    /// Jobs that ended (completed or failed) at or after `since`, by provider and model (of the
+    /// route they ended on).
+    func jobOutcomes(since: Date) async throws -> [OutcomeCounts]
+    /// Jobs with an attempt numbered above `attempts` made at or after `since`, most attempts
+    /// first, each with the provider and model of its latest attempt.
     func retriedJobs(moreThan attempts: Int, since: Date, limit: Int) async throws -> [RetriedJob]
+    /// Attempts that may have been paid twice, ever, by provider.
+    func possibleDoubleCharges() async throws -> [String: Int]
+}
+
+extension MonitoringStore {
+    public func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date) async throws -> Alert? {
+        try await raiseAlert(draft, coolDown: coolDown, now: now, id: nil)
+    }
 }
 
 /// JSON objects as the store keeps them in a text column.
@@ -310,7 +359,8 @@ extension Alert {
             "id": .string(id), "type": .string(type), "severity": .string(severity.rawValue),
             "state": .string(state.rawValue), "fingerprint": .string(fingerprint), "message": .string(message),
             "details": .object(details), "created_at": time(createdAt), "last_seen_at": time(lastSeenAt),
-            "occurrences": .number(Double(occurrences)), "resolved_at": time(resolvedAt),
+            "occurrences": .number(Double(occurrences)), "level": .number(Double(level)),
+            "resolved_at": time(resolvedAt),
             "acknowledged_at": time(acknowledgedAt),
             "acknowledged_by": acknowledgedBy.map(JSONValue.string) ?? .null,
             "deliveries": .object(

@@ -4,42 +4,48 @@ import GenGateCore
 
 /// Alerts, the error log and the figures of alert rules in SQLite (see `MonitoringStore`).
 extension SQLiteStore {
-    public func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date) async throws -> Alert? {
+    public func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date, id: String?) async throws
+        -> Alert?
+    {
         let details = try StoredJSON.text(draft.details)
         return try await batcher.write { db -> Alert? in
             let newest = try Row.fetchOne(
-                db, cached: "SELECT id, resolved_at FROM alerts WHERE fingerprint = ? ORDER BY id DESC LIMIT 1",
+                db, cached: "SELECT id, resolved_at, level FROM alerts WHERE fingerprint = ? ORDER BY id DESC LIMIT 1",
                 arguments: [draft.fingerprint])
             if let newest {
                 let resolvedAt: Double? = newest["resolved_at"]
                 if resolvedAt.map({ $0 > now.timeIntervalSince1970 - coolDown }) ?? true {
+                    let known: String = newest["id"]
+                    let level: Int = newest["level"]
                     try db.run(
                         sql: """
                             UPDATE alerts SET last_seen_at = ?, occurrences = occurrences + 1, resolved_at = NULL,
-                                message = ?, details = ?, severity = ?
+                                message = ?, details = ?, severity = ?, level = MAX(level, ?)
                             WHERE id = ?
                             """,
                         arguments: [
-                            now.timeIntervalSince1970, draft.message, details, draft.severity.rawValue,
-                            newest["id"] as String,
+                            now.timeIntervalSince1970, draft.message, details, draft.severity.rawValue, draft.level,
+                            known,
                         ])
-                    return nil
+                    guard draft.level > level else { return nil }
+                    return try Row.fetchOne(db, cached: "SELECT * FROM alerts WHERE id = ?", arguments: [known])
+                        .map(Self.decodeAlert)
                 }
             }
             let alert = Alert(
-                id: Identifier.make("alt", at: now), type: draft.type, severity: draft.severity,
+                id: id ?? Identifier.make("alt", at: now), type: draft.type, severity: draft.severity,
                 fingerprint: draft.fingerprint, message: draft.message, details: draft.details, createdAt: now,
-                lastSeenAt: now, occurrences: 1, resolvedAt: nil, acknowledgedAt: nil, acknowledgedBy: nil,
-                deliveries: [:])
+                lastSeenAt: now, occurrences: 1, level: draft.level, resolvedAt: nil, acknowledgedAt: nil,
+                acknowledgedBy: nil, deliveries: [:])
             try db.run(
                 sql: """
                     INSERT INTO alerts (id, type, severity, fingerprint, message, details, created_at, last_seen_at,
-                        occurrences, deliveries)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, '{}')
+                        occurrences, level, deliveries)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, '{}')
                     """,
                 arguments: [
                     alert.id, alert.type, alert.severity.rawValue, alert.fingerprint, alert.message, details,
-                    now.timeIntervalSince1970, now.timeIntervalSince1970,
+                    now.timeIntervalSince1970, now.timeIntervalSince1970, alert.level,
                 ])
             return alert
         }
@@ -75,14 +81,36 @@ extension SQLiteStore {
     public func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws {
         try await batcher.write { db in
             guard
-                let text = try String.fetchOne(
-                    db, cached: "SELECT deliveries FROM alerts WHERE id = ?", arguments: [id])
+                let row = try Row.fetchOne(
+                    db, cached: "SELECT deliveries, level FROM alerts WHERE id = ?", arguments: [id])
             else { return }
-            var deliveries = StoredJSON.deliveries(text)
-            deliveries[channel] = AlertDeliveryRecord.after(deliveries[channel], error: error, at: at)
+            var deliveries = StoredJSON.deliveries(row["deliveries"])
+            deliveries[channel] = AlertDeliveryRecord.after(
+                deliveries[channel], error: error, at: at, level: row["level"])
             try db.run(
                 sql: "UPDATE alerts SET deliveries = ? WHERE id = ?",
                 arguments: [try StoredJSON.text(deliveries), id])
+        }
+    }
+
+    public func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws
+        -> Bool
+    {
+        try await batcher.write { db in
+            guard
+                let row = try Row.fetchOne(
+                    db, cached: "SELECT deliveries, level FROM alerts WHERE id = ?", arguments: [id])
+            else { return false }
+            var deliveries = StoredJSON.deliveries(row["deliveries"])
+            guard
+                let claimed = AlertDeliveryRecord.claim(
+                    deliveries[channel], owner: owner, until: until, now: now, level: row["level"])
+            else { return false }
+            deliveries[channel] = claimed
+            try db.run(
+                sql: "UPDATE alerts SET deliveries = ? WHERE id = ?",
+                arguments: [try StoredJSON.text(deliveries), id])
+            return true
         }
     }
 
@@ -144,7 +172,7 @@ extension SQLiteStore {
             fingerprint: row["fingerprint"], message: row["message"], details: StoredJSON.object(row["details"]),
             createdAt: Date(timeIntervalSince1970: row["created_at"]),
             lastSeenAt: Date(timeIntervalSince1970: row["last_seen_at"]), occurrences: row["occurrences"],
-            resolvedAt: (row["resolved_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
+            level: row["level"], resolvedAt: (row["resolved_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
             acknowledgedAt: (row["acknowledged_at"] as Double?).map(Date.init(timeIntervalSince1970:)),
             acknowledgedBy: row["acknowledged_by"], deliveries: StoredJSON.deliveries(row["deliveries"]))
     }
@@ -206,7 +234,7 @@ extension SQLiteStore {
         }
     }
 
-    public func attemptOutcomes(since: Date) async throws -> [AttemptOutcomes] {
+    public func attemptOutcomes(since: Date) async throws -> [OutcomeCounts] {
         try await pool.read { db in
             let rows = try Row.fetchAll(
                 db,
@@ -218,7 +246,7 @@ extension SQLiteStore {
                     WHERE finished_at IS NOT NULL AND finished_at >= ?
                     GROUP BY 1, 2, 3, 4
                     """, arguments: [since.timeIntervalSince1970])
-            return AttemptOutcomes.tally(
+            return OutcomeCounts.tally(
                 rows.map {
                     .init(
                         provider: $0["provider"], model: $0["model"], state: $0["state"], code: $0["code"],
@@ -227,16 +255,37 @@ extension SQLiteStore {
         }
     }
 
+    public func jobOutcomes(since: Date) async throws -> [OutcomeCounts] {
+        try await pool.read { db in
+            let rows = try Row.fetchAll(
+                db,
+                cached: """
+                    SELECT provider, model, CASE status WHEN 'completed' THEN 'succeeded' ELSE 'failed' END AS state,
+                        json_extract(error, '$.code') AS code, COUNT(*) AS count
+                    FROM generations INDEXED BY generations_ended
+                    WHERE status IN ('completed', 'failed') AND updated_at >= ?
+                    GROUP BY 1, 2, 3, 4
+                    """, arguments: [since.timeIntervalSince1970])
+            return OutcomeCounts.tally(
+                rows.map {
+                    .init(
+                        provider: $0["provider"], model: $0["model"], state: $0["state"], code: $0["code"],
+                        count: $0["count"], flagged: 0)
+                })
+        }
+    }
+
     public func retriedJobs(moreThan attempts: Int, since: Date, limit: Int) async throws -> [RetriedJob] {
         try await pool.read { db in
+            // SQLite gives the bare columns of the row holding MAX(number): the latest attempt's.
             try Row.fetchAll(
                 db,
                 cached: """
-                    SELECT a.generation_id, g.provider, g.model, MAX(a.number) AS attempts,
+                    SELECT a.generation_id, a.provider, COALESCE(a.model, 'unknown') AS model, MAX(a.number) AS attempts,
                         (SELECT json_extract(b.error, '$.code') FROM attempts b
                          WHERE b.generation_id = a.generation_id AND b.error IS NOT NULL
                          ORDER BY b.number DESC LIMIT 1) AS last_error
-                    FROM attempts a INDEXED BY attempts_created JOIN generations g ON g.id = a.generation_id
+                    FROM attempts a INDEXED BY attempts_created
                     WHERE a.created_at >= ? AND a.number > ?
                     GROUP BY a.generation_id ORDER BY attempts DESC, a.generation_id LIMIT ?
                     """, arguments: [since.timeIntervalSince1970, attempts, limit]
@@ -249,7 +298,7 @@ extension SQLiteStore {
     }
 }
 
-extension AttemptOutcomes {
+extension OutcomeCounts {
     /// One group of attempts as both stores count them.
     public struct Row: Sendable {
         var provider: String
@@ -270,13 +319,13 @@ extension AttemptOutcomes {
     }
 
     /// Outcomes from groups of attempts by provider, model, state and error code.
-    public static func tally(_ rows: [Row]) -> [AttemptOutcomes] {
-        var byKey: [String: AttemptOutcomes] = [:]
+    public static func tally(_ rows: [Row]) -> [OutcomeCounts] {
+        var byKey: [String: OutcomeCounts] = [:]
         for row in rows {
             let key = row.provider + "\u{0}" + row.model
             var outcome =
                 byKey[key]
-                ?? AttemptOutcomes(provider: row.provider, model: row.model, succeeded: 0, failed: 0, failures: [:])
+                ?? OutcomeCounts(provider: row.provider, model: row.model, succeeded: 0, failed: 0, failures: [:])
             switch row.state {
             case Attempt.State.succeeded.rawValue:
                 outcome.succeeded += row.count
@@ -294,16 +343,34 @@ extension AttemptOutcomes {
 }
 
 extension AlertDeliveryRecord {
-    /// The record after one more attempt (`error` nil: it was sent).
-    public static func after(_ record: AlertDeliveryRecord?, error: String?, at: Date) -> AlertDeliveryRecord {
+    /// The record after one more attempt (`error` nil: it was sent, the alert being at `level`).
+    public static func after(_ record: AlertDeliveryRecord?, error: String?, at: Date, level: Int)
+        -> AlertDeliveryRecord
+    {
         var record = record ?? AlertDeliveryRecord(attempts: 0, sentAt: nil, lastError: nil)
         record.attempts += 1
         if let error {
             record.lastError = error
         } else {
             record.sentAt = at
+            record.sentLevel = level
             record.lastError = nil
+            record.claimedBy = nil
+            record.claimedUntil = nil
         }
+        return record
+    }
+
+    /// The record claimed by `owner` until `until`, or nil if there is nothing to send (sent at
+    /// `level` already) or another owner's claim still holds.
+    public static func claim(_ record: AlertDeliveryRecord?, owner: String, until: Date, now: Date, level: Int)
+        -> AlertDeliveryRecord?
+    {
+        var record = record ?? AlertDeliveryRecord(attempts: 0, sentAt: nil, lastError: nil)
+        guard record.due(level: level) else { return nil }
+        if let holder = record.claimedBy, holder != owner, let until = record.claimedUntil, until > now { return nil }
+        record.claimedBy = owner
+        record.claimedUntil = until
         return record
     }
 }

@@ -287,6 +287,7 @@ enum SQLiteSchema {
             created_at REAL NOT NULL,
             last_seen_at REAL NOT NULL,
             occurrences INTEGER NOT NULL,
+            level INTEGER NOT NULL,
             resolved_at REAL,
             acknowledged_at REAL,
             acknowledged_by TEXT,
@@ -310,5 +311,6 @@ enum SQLiteSchema {
         CREATE INDEX error_log_generation ON error_log(generation_id, id) WHERE generation_id IS NOT NULL;
         CREATE INDEX attempts_finished ON attempts(finished_at) WHERE finished_at IS NOT NULL;
         CREATE INDEX attempts_created ON attempts(created_at);
+        CREATE INDEX generations_ended ON generations(updated_at) WHERE status IN ('completed', 'failed');
         """
 }

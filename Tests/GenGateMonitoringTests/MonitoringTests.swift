@@ -58,16 +58,19 @@ final class EventWindowTests: XCTestCase {
         XCTAssertTrue((200...500).contains(median), "\(median)")
         XCTAssertEqual(sim.latency.percentile(1.0), 1_000)
 
-        // A window of one minute holds the last minute's bucket only.
+        // A window is whole minutes, the one it starts in included: 60 s back from 61 s after
+        // the start reaches into the start's minute.
         let lastMinute = windows.figures(now: start.addingTimeInterval(61), window: 60)
-        XCTAssertEqual(lastMinute.map(\.provider), ["kling"])
+        XCTAssertEqual(lastMinute.map(\.provider), ["kling", "sim"])
+        let thisMinute = windows.figures(now: start.addingTimeInterval(100), window: 30)
+        XCTAssertEqual(thisMinute.map(\.provider), ["kling"])
         // An hour later everything has slid out.
-        windows.record(call("kling", ok: true), now: start.addingTimeInterval(3_700))
-        let later = windows.figures(now: start.addingTimeInterval(3_700))
+        windows.record(call("kling", ok: true), now: start.addingTimeInterval(3_800))
+        let later = windows.figures(now: start.addingTimeInterval(3_800))
         XCTAssertEqual(later.map(\.provider), ["kling"])
         XCTAssertEqual(later.first?.figures.calls, 1)
 
-        let timeline = windows.timeline(provider: "kling", now: start.addingTimeInterval(3_700))
+        let timeline = windows.timeline(provider: "kling", now: start.addingTimeInterval(3_800))
         XCTAssertEqual(timeline.count, 60)
         XCTAssertEqual(timeline.last?.calls, 1)
         XCTAssertEqual(timeline.dropLast().map(\.calls).reduce(0, +), 0)
@@ -88,30 +91,38 @@ final class EventWindowTests: XCTestCase {
         XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 40, now: start), 0)
         XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 41, now: start), 0)
         XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 45, now: start), 3)
-        // Reordered or repeated messages are no gap.
-        XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 44, now: start), 0)
+        // A lower number is a new process under the same name, counting again: no gap, and
+        // its own losses count from there.
+        XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 1, now: start), 0)
+        XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 2, now: start), 0)
+        XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: UInt64.max, now: start), 1 << 40)
+        XCTAssertEqual(gaps.saw(source: "poller-1@a", service: "poller", seq: 1, now: start), 0)
         XCTAssertEqual(gaps.saw(source: "poller-2@b", service: "poller", seq: 1, now: start), 0)
         XCTAssertEqual(gaps.saw(source: "poller-2@b", service: "poller", seq: 3, now: start), 1)
         XCTAssertEqual(gaps.saw(source: "old", service: "old", seq: nil, now: start), 0)
-        XCTAssertEqual(gaps.missed(now: start), ["poller": 4])
+        XCTAssertEqual(gaps.missed(now: start.addingTimeInterval(1)).count, 1)
         XCTAssertEqual(gaps.missed(now: start.addingTimeInterval(3_700)), [:])
     }
 }
 
 final class AlertRuleTests: XCTestCase {
-    func outcomes(_ provider: String, succeeded: Int, failed: [String: Int], charged: Int = 0) -> AttemptOutcomes {
-        AttemptOutcomes(
-            provider: provider, model: "\(provider)/image", succeeded: succeeded, failed: failed.values.reduce(0, +),
-            failures: failed, possibleDoubleCharges: charged)
+    func outcomes(_ provider: String, model: String? = nil, succeeded: Int, failed: [String: Int], charged: Int = 0)
+        -> OutcomeCounts
+    {
+        OutcomeCounts(
+            provider: provider, model: model ?? "\(provider)/image", succeeded: succeeded,
+            failed: failed.values.reduce(0, +), failures: failed, possibleDoubleCharges: charged)
     }
 
     func inputs(
-        _ outcomes: [AttemptOutcomes], retried: [RetriedJob] = [], services: [(String, Double?)]? = nil,
+        _ attempts: [OutcomeCounts], recent: [OutcomeCounts]? = nil, jobs: [OutcomeCounts] = [],
+        totals: [String: Int] = [:], retried: [RetriedJob] = [], services: [(String, Double?)]? = nil,
         storeError: String? = nil
     ) -> AlertInputs {
         AlertInputs(
-            outcomes: [3_600: outcomes], retried: retried,
-            services: services?.map { (service: $0.0, heartbeatAge: $0.1) }, staleAfter: 10, storeError: storeError)
+            attempts: [3_600: attempts, 300: recent ?? attempts], jobs: [3_600: jobs], doubleChargeTotals: totals,
+            retried: retried, services: services?.map { (service: $0.0, heartbeatAge: $0.1) }, staleAfter: 10,
+            storeError: storeError)
     }
 
     func testTheSeedsRulesFireOverTheirThresholdsOnly() {
@@ -119,20 +130,28 @@ final class AlertRuleTests: XCTestCase {
         let verdict = rules.evaluate(
             inputs(
                 [
-                    // 6 of 10 failed (over 50%), 3 of 10 timed out (over 20%).
-                    outcomes("kling", succeeded: 4, failed: ["task_timeout": 3, "provider_error": 3]),
-                    // 5 of 10 failed: not over 50%; 2 of 10 timed out: not over 20%.
-                    outcomes("flux", succeeded: 5, failed: ["task_timeout": 2, "provider_error": 3]),
+                    // 6 of 10 failed: over 50%.
+                    outcomes("kling", succeeded: 4, failed: ["provider_timeout": 3, "provider_error": 3]),
+                    // 5 of 10 failed: not over 50%.
+                    outcomes("flux", succeeded: 5, failed: ["provider_error": 5]),
                     // All failed, but too few to judge.
                     outcomes("pollo", succeeded: 0, failed: ["provider_error": 9]),
+                    // 8 of 10 failed, all for what the requests asked: not the provider's fault.
+                    outcomes("openai", succeeded: 2, failed: ["content_policy": 6, "invalid_request": 2]),
                     outcomes("sim", succeeded: 30, failed: [:], charged: 2),
                 ],
+                jobs: [
+                    // 3 of 10 jobs ran past their deadline: over 20%; 2 of 10: not.
+                    outcomes("kling", succeeded: 7, failed: ["task_timeout": 3]),
+                    outcomes("flux", succeeded: 8, failed: ["task_timeout": 2]),
+                ],
+                totals: ["sim": 5],
                 retried: [
                     RetriedJob(
                         generationID: "gen_1", provider: "sim", model: "sim/image", attempts: 5,
                         lastErrorCode: "provider_error")
                 ],
-                services: [("poller", 3), ("uploader", 11), ("dispatcher", nil)]))
+                services: [("poller", 3), ("uploader", 11), ("dispatcher", nil), ("monitor", 1)]))
         XCTAssertEqual(
             verdict.raised.map(\.fingerprint).sorted(),
             [
@@ -145,8 +164,31 @@ final class AlertRuleTests: XCTestCase {
         XCTAssertEqual(failure.severity, .high)
         XCTAssertEqual(failure.details["rate"], .number(0.6))
         XCTAssertEqual(failure.message, "kling: 6 of 10 attempts failed in the last 60 min (60%, over 50%)")
+        let timeouts = verdict.raised.first { $0.fingerprint == "task_timeout_rate:kling" }!
+        XCTAssertEqual(
+            timeouts.message, "kling: 3 of 10 jobs ran past their deadline in the last 60 min (30%, over 20%)")
         let down = verdict.raised.first { $0.fingerprint == "service_down:uploader" }!
         XCTAssertEqual(down.severity, .critical)
+        let charged = verdict.raised.first { $0.type == "possible_double_charge" }!
+        XCTAssertEqual(charged.level, 5, "sent again whenever the provider's count grows")
+    }
+
+    func testAProviderThatStopsWorkingIsSeenInTheShortWindowAndAModelThatFailsAloneToo() {
+        let rules = AlertRules(settings: AlertRuleSettings())
+        // An hour of success, then five minutes of nothing but failures.
+        let hour = [outcomes("kling", succeeded: 200, failed: ["provider_unavailable": 12])]
+        let recent = [outcomes("kling", succeeded: 0, failed: ["provider_unavailable": 12])]
+        var verdict = rules.evaluate(inputs(hour, recent: recent))
+        XCTAssertEqual(verdict.raised.map(\.fingerprint), ["provider_failure_rate:kling"])
+        XCTAssertTrue(verdict.raised[0].message.contains("in the last 5 min (100%"), verdict.raised[0].message)
+
+        // One model of several failing: its own incident; the provider as a whole is fine.
+        let models = [
+            outcomes("flux", model: "flux/pro", succeeded: 100, failed: [:]),
+            outcomes("flux", model: "flux/kontext", succeeded: 1, failed: ["provider_error": 11]),
+        ]
+        verdict = rules.evaluate(inputs(models))
+        XCTAssertEqual(verdict.raised.map(\.fingerprint), ["provider_failure_rate:flux/flux/kontext"])
     }
 
     func testRulesWithoutTheirFiguresAreNeitherRaisedNorResolvedAndDisabledOnesNever() {
@@ -155,7 +197,7 @@ final class AlertRuleTests: XCTestCase {
         let rules = AlertRules(settings: settings)
         let verdict = rules.evaluate(
             AlertInputs(
-                outcomes: nil,
+                attempts: nil,
                 retried: [RetriedJob(generationID: "g", provider: "sim", model: "m", attempts: 9, lastErrorCode: nil)],
                 services: nil, staleAfter: 10, storeError: "connection refused"))
         XCTAssertEqual(verdict.raised.map(\.fingerprint), ["store_unreachable"])
@@ -185,23 +227,53 @@ final class AlertNotifierTests: XCTestCase {
         let name: String
         let lock = NSLock()
         var failures: Int
-        var sent: [String] = []
-        var tries = 0
+        private var sentIDs: [String] = []
+        private var triesCount = 0
 
         init(name: String, failures: Int) {
             self.name = name
             self.failures = failures
         }
 
+        var sent: [String] { lock.withLock { sentIDs } }
+        var tries: Int { lock.withLock { triesCount } }
+
         func send(_ alert: Alert) async throws {
             try lock.withLock {
-                tries += 1
+                triesCount += 1
                 if failures > 0 {
                     failures -= 1
                     throw AlertDeliveryError(description: "HTTP 503")
                 }
-                sent.append(alert.id)
+                sentIDs.append(alert.id)
             }
+        }
+    }
+
+    /// A store's delivery records in memory, with its claims.
+    final class Ledger: Sendable {
+        let records = Locked<[String: AlertDeliveryRecord]>([:])
+        let log = Locked<[String]>([])
+
+        func make(owner: String) -> AlertNotifier.Ledger {
+            AlertNotifier.Ledger(
+                claim: { id, channel, until in
+                    self.records.withLock { records in
+                        guard
+                            let claimed = AlertDeliveryRecord.claim(
+                                records["\(id) \(channel)"], owner: owner, until: until, now: Date(), level: 0)
+                        else { return false }
+                        records["\(id) \(channel)"] = claimed
+                        return true
+                    }
+                },
+                record: { id, channel, error in
+                    self.records.withLock {
+                        $0["\(id) \(channel)"] = AlertDeliveryRecord.after(
+                            $0["\(id) \(channel)"], error: error, at: Date(), level: 0)
+                    }
+                    self.log.withLock { $0.append("\(id) \(channel) \(error ?? "sent")") }
+                })
         }
     }
 
@@ -212,56 +284,57 @@ final class AlertNotifierTests: XCTestCase {
             acknowledgedBy: nil, deliveries: [:])
     }
 
+    func waitUntil(_ done: () -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(5)
+        while !done() && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+    }
+
     func testAFailingChannelIsTriedAgainWithoutHoldingUpTheOthersAndEachOutcomeRecorded() async throws {
         let flaky = FlakyChannel(name: "webhook", failures: 2)
         let dead = FlakyChannel(name: "slack", failures: 100)
         let fine = FlakyChannel(name: "email", failures: 0)
-        let records = Locked<[String]>([])
+        let ledger = Ledger()
         let notifier = AlertNotifier(
-            channels: [flaky, dead, fine], attempts: 3, firstDelay: .milliseconds(20),
-            logger: Logger(label: "test")
-        ) { id, channel, error in
-            records.withLock { $0.append("\(id) \(channel) \(error ?? "sent")") }
-        }
+            channels: [flaky, dead, fine], ledger: ledger.make(owner: "a"), giveUpAfter: .milliseconds(300),
+            firstDelay: .milliseconds(20), logger: Logger(label: "test"))
         let running = Task { await notifier.run() }
-        notifier.notify(alert("alt_1"))
-        let deadline = Date().addingTimeInterval(5)
-        while records.withLock({ $0.count }) < 7 && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
+        notifier.deliver(alert("alt_1"))
+        try await waitUntil { flaky.sent.count == 1 && fine.sent.count == 1 && dead.tries >= 3 }
+        try await Task.sleep(for: .milliseconds(400))
         notifier.finish()
         await running.value
         XCTAssertEqual(fine.sent, ["alt_1"])
         XCTAssertEqual(flaky.sent, ["alt_1"])
         XCTAssertEqual(flaky.tries, 3)
-        XCTAssertEqual(dead.tries, 3)
         XCTAssertEqual(dead.sent, [])
-        let recorded = records.withLock { $0 }
-        XCTAssertEqual(recorded.filter { $0.hasPrefix("alt_1 slack HTTP 503") }.count, 3)
+        // 20, 40, 80 ms apart, then given up: the next pause would have passed 300 ms.
+        XCTAssertTrue((3...4).contains(dead.tries), "\(dead.tries)")
+        let recorded = ledger.log.withLock { $0 }
+        XCTAssertEqual(recorded.filter { $0.hasPrefix("alt_1 slack HTTP 503") }.count, dead.tries)
         XCTAssertEqual(recorded.filter { $0 == "alt_1 webhook sent" }.count, 1)
         XCTAssertEqual(recorded.filter { $0 == "alt_1 email sent" }.count, 1)
     }
 
-    func testAResumedAlertGoesOnlyWhereItHasNotBeen() async throws {
+    func testTwoMonitorsDeliveringOneAlertSendItOnceAndASentOneIsNotSentAgain() async throws {
         let webhook = FlakyChannel(name: "webhook", failures: 0)
-        let email = FlakyChannel(name: "email", failures: 0)
-        let notifier = AlertNotifier(channels: [webhook, email], attempts: 3, logger: Logger(label: "test")) {
-            _, _, _ in
+        let ledger = Ledger()
+        let first = AlertNotifier(channels: [webhook], ledger: ledger.make(owner: "a"), logger: Logger(label: "a"))
+        let second = AlertNotifier(channels: [webhook], ledger: ledger.make(owner: "b"), logger: Logger(label: "b"))
+        let running = [Task { await first.run() }, Task { await second.run() }]
+        for _ in 0..<5 {
+            first.deliver(alert("alt_2"))
+            second.deliver(alert("alt_2"))
         }
-        var sentOnce = alert("alt_2")
+        try await waitUntil { !webhook.sent.isEmpty }
+        try await Task.sleep(for: .milliseconds(100))
+        var sentOnce = alert("alt_3")
         sentOnce.deliveries = ["webhook": AlertDeliveryRecord(attempts: 1, sentAt: Date(), lastError: nil)]
-        var givenUp = alert("alt_3")
-        givenUp.deliveries = [
-            "webhook": AlertDeliveryRecord(attempts: 3, sentAt: nil, lastError: "x"),
-            "email": AlertDeliveryRecord(attempts: 3, sentAt: nil, lastError: "x"),
-        ]
-        let running = Task { await notifier.run() }
-        notifier.resume(sentOnce)
-        notifier.resume(givenUp)
-        let deadline = Date().addingTimeInterval(5)
-        while email.sent.isEmpty && Date() < deadline { try await Task.sleep(for: .milliseconds(10)) }
-        notifier.finish()
-        await running.value
-        XCTAssertEqual(webhook.sent, [])
-        XCTAssertEqual(email.sent, ["alt_2"])
+        first.deliver(sentOnce)
+        try await Task.sleep(for: .milliseconds(100))
+        first.finish()
+        second.finish()
+        for task in running { await task.value }
+        XCTAssertEqual(webhook.sent, ["alt_2"])
     }
 }
 
@@ -287,18 +360,33 @@ final class SMTPTests: XCTestCase {
         }
     }
 
-    func testAMessageIsDotStuffedWithCRLFAndAnEncodedSubject() {
+    func testAMessageIsBase64WithCRLFAndAFoldedEncodedSubject() throws {
+        let subject = "Alarm: Kling fällt aus, " + String(repeating: "und noch mehr ", count: 30)
         let message = EmailMessage(
-            from: "gengate@example.com", to: ["a@example.com", "b@example.com"], subject: "Alarm: Kling fällt aus",
-            body: "first\n.hidden line\nlast")
+            from: "gengate@example.com", to: ["a@example.com", "b@example.com"], subject: subject,
+            body: "first\n.hidden line\rlast")
         let rendered = message.rendered(id: "m1", date: Date(timeIntervalSince1970: 0))
         XCTAssertTrue(rendered.contains("To: a@example.com, b@example.com\r\n"))
-        XCTAssertTrue(
-            rendered.contains("Subject: =?utf-8?B?\(Data("Alarm: Kling fällt aus".utf8).base64EncodedString())?=\r\n"))
         XCTAssertTrue(rendered.contains("Date: Thu, 01 Jan 1970 00:00:00 +0000\r\n"))
-        XCTAssertTrue(rendered.hasSuffix("\r\n\r\nfirst\r\n..hidden line\r\nlast\r\n"))
         XCTAssertFalse(rendered.replacingOccurrences(of: "\r\n", with: "").contains("\n"))
-        XCTAssertEqual(EmailMessage.encodedWord("a\r\nBcc: x@y"), "a  Bcc: x@y")
+        let lines = rendered.components(separatedBy: "\r\n")
+        XCTAssertTrue(lines.allSatisfy { $0.count <= 78 }, "\(lines.filter { $0.count > 78 })")
+        XCTAssertFalse(lines.contains { $0.hasPrefix(".") })
+        // The subject: encoded words, folded, that decode to its first 199 characters and "…".
+        let start = try XCTUnwrap(lines.firstIndex { $0.hasPrefix("Subject: ") })
+        var words: [String] = [String(lines[start].dropFirst("Subject: ".count))]
+        for line in lines[(start + 1)...] where line.hasPrefix(" ") { words.append(String(line.dropFirst())) }
+        let decoded = try words.map { word -> String in
+            let inner = try XCTUnwrap(word.split(separator: "?").dropFirst(3).first)
+            return String(decoding: try XCTUnwrap(Data(base64Encoded: String(inner))), as: UTF8.self)
+        }.joined()
+        XCTAssertEqual(decoded, String(subject.prefix(199)) + "…")
+        // The body: base64 of its text with CRLF line ends.
+        let body = lines[(lines.firstIndex(of: "")! + 1)...].joined()
+        XCTAssertEqual(
+            String(decoding: try XCTUnwrap(Data(base64Encoded: body)), as: UTF8.self),
+            "first\r\n.hidden line\r\nlast")
+        XCTAssertEqual(EmailMessage.encodedWords("a\r\nBcc: x@y"), "a  Bcc: x@y")
     }
 
     func testAddressesThatCouldInjectCommandsAreRefused() async {

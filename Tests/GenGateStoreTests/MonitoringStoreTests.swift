@@ -152,7 +152,7 @@ extension GenerationStoreContractTests {
         XCTAssertEqual(alerts.map(\.id), [open.id])
     }
 
-    func testAttemptOutcomesAndRetriedJobsComeFromTheAttempts() async throws {
+    func testOutcomesAndRetriedJobsComeFromTheAttemptsAndTheJobs() async throws {
         let now = Date()
         let quiet = try await inserted()
         let busy = try await inserted()
@@ -175,13 +175,16 @@ extension GenerationStoreContractTests {
                 generationID: busy.id, number: 4, from: [.submitted], to: .abandoned, possibleDoubleCharge: true,
                 at: now.addingTimeInterval(-19)))
         XCTAssertTrue(abandoned)
-        try await store.recordAttempt(attempt(busy, 5, .submitted, nil, ago: 10))
+        var fallback = attempt(busy, 5, .submitted, nil, ago: 10)
+        fallback.provider = "kling"
+        fallback.model = "kling/v2"
+        try await store.recordAttempt(fallback)
 
         let outcomes = try await store.attemptOutcomes(since: now.addingTimeInterval(-3600))
         XCTAssertEqual(
             outcomes,
             [
-                AttemptOutcomes(
+                OutcomeCounts(
                     provider: "sim", model: "sim/image", succeeded: 1, failed: 2,
                     failures: ["task_timeout": 1, "provider_error": 1], possibleDoubleCharges: 1)
             ])
@@ -190,11 +193,97 @@ extension GenerationStoreContractTests {
         XCTAssertEqual(
             retried,
             [
+                // The provider and model of its latest attempt (a fallback route's next one).
                 RetriedJob(
-                    generationID: busy.id, provider: "sim", model: "sim/image", attempts: 5,
+                    generationID: busy.id, provider: "kling", model: "kling/v2", attempts: 5,
                     lastErrorCode: "provider_error")
             ])
         retried = try await store.retriedJobs(moreThan: 5, since: now.addingTimeInterval(-3600), limit: 10)
         XCTAssertEqual(retried, [])
+
+        // Jobs that ended, by how: completed, failed past the deadline; a cancelled one is neither.
+        for (generation, status, code) in [
+            (quiet, GenerationStatus.completed, ErrorCode?.none), (busy, .failed, .taskTimeout),
+            (try await inserted(), .cancelled, .cancelled), (try await inserted(), .failed, .providerError),
+        ] {
+            var change = Transition.of(generation, to: status, at: now)
+            if let code { change.error = .some(GenGateError(code, "ended")) }
+            _ = try await XCTUnwrapAsync(try await store.transition(change))
+        }
+        let jobs = try await store.jobOutcomes(since: now.addingTimeInterval(-60))
+        XCTAssertEqual(
+            jobs,
+            [
+                OutcomeCounts(
+                    provider: "sim", model: "sim/image", succeeded: 1, failed: 2,
+                    failures: ["task_timeout": 1, "provider_error": 1])
+            ])
+        let later = try await store.jobOutcomes(since: now.addingTimeInterval(1))
+        XCTAssertEqual(later, [])
+    }
+
+    func testAGrowingIncidentIsSentAgainAndAnAlertSentWithoutTheStoreKeepsItsID() async throws {
+        let now = Date()
+        var grown = draft("possible_double_charge:sim")
+        grown.level = 1
+        let first = try await XCTUnwrapAsync(try await store.raiseAlert(grown, coolDown: 600, now: now))
+        XCTAssertEqual(first.level, 1)
+        let same = try await store.raiseAlert(grown, coolDown: 600, now: now.addingTimeInterval(1))
+        XCTAssertNil(same)
+        grown.level = 3
+        let more = try await XCTUnwrapAsync(
+            try await store.raiseAlert(grown, coolDown: 600, now: now.addingTimeInterval(2)))
+        XCTAssertEqual(more.id, first.id)
+        XCTAssertEqual(more.level, 3)
+        grown.level = 2
+        let fewer = try await store.raiseAlert(grown, coolDown: 600, now: now.addingTimeInterval(3))
+        XCTAssertNil(fewer, "a level that falls (charges leaving the window) is not news")
+
+        let given = "alt_" + String(repeating: "0", count: 26)
+        let outage = try await XCTUnwrapAsync(
+            try await store.raiseAlert(draft("store_unreachable"), coolDown: 600, now: now, id: given))
+        XCTAssertEqual(outage.id, given)
+        let stored = try await store.alert(id: given)
+        XCTAssertEqual(stored?.fingerprint, "store_unreachable")
+    }
+
+    func testADeliveryIsClaimedByOneMonitorAtATimeAndNotAfterItWasSent() async throws {
+        let now = Date()
+        var grown = draft()
+        grown.level = 1
+        let alert = try await XCTUnwrapAsync(try await store.raiseAlert(grown, coolDown: 600, now: now))
+        let second = try await makeSecondConnection()
+        func claim(_ owner: String, _ via: any GenerationStore, at offset: Double) async throws -> Bool {
+            try await via.claimAlertDelivery(
+                id: alert.id, channel: "slack", owner: owner, until: now.addingTimeInterval(offset + 60),
+                now: now.addingTimeInterval(offset))
+        }
+        var claimed = try await claim("a", store, at: 0)
+        XCTAssertTrue(claimed)
+        claimed = try await claim("b", second, at: 1)
+        XCTAssertFalse(claimed, "a's claim holds")
+        claimed = try await claim("a", store, at: 2)
+        XCTAssertTrue(claimed, "renewed by its holder")
+        try await store.recordAlertDelivery(id: alert.id, channel: "slack", error: "HTTP 500", at: now)
+        claimed = try await claim("b", second, at: 90)
+        XCTAssertTrue(claimed, "a's claim ran out")
+        try await second.recordAlertDelivery(id: alert.id, channel: "slack", error: nil, at: now.addingTimeInterval(91))
+        claimed = try await claim("a", store, at: 200)
+        XCTAssertFalse(claimed, "sent")
+        claimed = try await claim("a", store, at: 200)
+        XCTAssertFalse(claimed)
+        let missing = try await store.claimAlertDelivery(
+            id: "alt_missing", channel: "slack", owner: "a", until: now, now: now)
+        XCTAssertFalse(missing)
+
+        // Grown: due again.
+        grown.level = 2
+        _ = try await store.raiseAlert(grown, coolDown: 600, now: now.addingTimeInterval(300))
+        claimed = try await claim("a", store, at: 300)
+        XCTAssertTrue(claimed)
+        let record = try await XCTUnwrapAsync(try await store.alert(id: alert.id)).deliveries["slack"]
+        XCTAssertEqual(record?.attempts, 2)
+        XCTAssertEqual(record?.sentLevel, 1)
+        XCTAssertEqual(record?.claimedBy, "a")
     }
 }

@@ -1,0 +1,288 @@
+import Foundation
+import GenGateCore
+import GenGateStore
+import Logging
+
+/// `body`'s result, or a `DeadlinePassed` failure after `limit` (the body is cancelled, and
+/// not waited for past that: a call that ignores cancellation is left behind, not waited on).
+public func withDeadline<T: Sendable>(
+    _ limit: Duration, _ body: @escaping @Sendable () async throws -> T
+) async -> Result<T, any Error> {
+    let outcome = Locked<CheckedContinuation<Result<T, any Error>, Never>?>(nil)
+    let work = Locked<Task<Void, Never>?>(nil)
+    return await withCheckedContinuation { continuation in
+        outcome.withLock { $0 = continuation }
+        func finish(_ result: Result<T, any Error>) {
+            outcome.withLock { pending in
+                pending?.resume(returning: result)
+                pending = nil
+            }
+        }
+        let timer = Task {
+            try? await Task.sleep(for: limit)
+            guard !Task.isCancelled else { return }
+            finish(.failure(DeadlinePassed(limit: limit)))
+            work.withLock { $0?.cancel() }
+        }
+        work.withLock {
+            $0 = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                timer.cancel()
+                finish(result)
+            }
+        }
+    }
+}
+
+/// A call that did not answer in time.
+public struct DeadlinePassed: Error, CustomStringConvertible {
+    public var limit: Duration
+    public var description: String { "no answer within \(limit)" }
+}
+
+/// Checks the alert rules every `every` against the store (attempts, jobs and retries, which no
+/// lost event can hide) and the services' heartbeats, raises alerts through the store (which
+/// keeps one per incident, across monitors and restarts), resolves the ones whose condition
+/// ended, and has the notifier send new ones and any a monitor did not finish sending.
+public final class AlertLoop: Sendable {
+    let store: any MonitoringStore
+    let rules: AlertRules
+    let notifier: AlertNotifier
+    let heartbeatAges: @Sendable () async -> [(service: String, heartbeatAge: Double?)]
+    let log: @Sendable (ErrorEntry) async -> Void
+    /// Told of each alert raised (new, or grown), for metrics.
+    let onRaise: @Sendable (Alert) -> Void
+    let coolDown: TimeInterval
+    let staleAfter: Double
+    /// Each store read of an evaluation has this long; a read that takes longer counts as the
+    /// store being unreachable.
+    let readTimeout: Duration
+    let logger: Logger
+    /// Alerts not yet sent everywhere are sent again while they are younger than this.
+    let deliveryWindow: TimeInterval
+    /// Jobs with more retries listed at most: when there are more, retry alerts are not resolved.
+    static let retriedLimit = 500
+
+    /// The store's outage as this monitor saw it: when it began, the alert sent for it (held
+    /// here: the store could not take it), and when the last one ended (its cool-down).
+    struct Outage {
+        var since: Date?
+        var alert: Alert?
+        var lastEnded: Date?
+    }
+    let outage = Locked(Outage())
+
+    public init(
+        store: any MonitoringStore, rules: AlertRules, notifier: AlertNotifier, coolDown: TimeInterval,
+        staleAfter: Double, readTimeout: Duration = .seconds(10), deliveryWindow: TimeInterval = 3_600,
+        logger: Logger, heartbeatAges: @escaping @Sendable () async -> [(service: String, heartbeatAge: Double?)],
+        log: @escaping @Sendable (ErrorEntry) async -> Void, onRaise: @escaping @Sendable (Alert) -> Void = { _ in }
+    ) {
+        self.onRaise = onRaise
+        self.store = store
+        self.rules = rules
+        self.notifier = notifier
+        self.coolDown = coolDown
+        self.staleAfter = staleAfter
+        self.readTimeout = readTimeout
+        self.deliveryWindow = deliveryWindow
+        self.logger = logger
+        self.heartbeatAges = heartbeatAges
+        self.log = log
+    }
+
+    /// Evaluates every `every` until cancelled.
+    public func run(every: Duration) async {
+        while !Task.isCancelled {
+            await evaluate()
+            try? await Task.sleep(for: every)
+        }
+    }
+
+    /// A store read with the evaluation's deadline. An unreachable store (its own "unavailable",
+    /// or no answer in time) is `unreachable`; any other failure only skips the rules that need
+    /// this figure.
+    func read<T: Sendable>(
+        _ what: String, unreachable: inout String?, _ body: @escaping @Sendable () async throws -> T
+    ) async -> T? {
+        guard unreachable == nil else { return nil }
+        switch await withDeadline(readTimeout, body) {
+        case .success(let value):
+            return value
+        case .failure(let error as DeadlinePassed):
+            unreachable = "\(what): \(error)"
+        case .failure(let error as StoreError):
+            if case .unavailable = error {
+                unreachable = "\(what): \(error)"
+            } else {
+                logger.error("cannot read \(what) for the alert rules", metadata: ["error": "\(error)"])
+            }
+        case .failure(let error):
+            logger.error("cannot read \(what) for the alert rules", metadata: ["error": "\(error)"])
+        }
+        return nil
+    }
+
+    public func evaluate(now: Date = Date()) async {
+        let settings = rules.settings
+        let store = self.store
+        var unreachable: String?
+        var attempts: [TimeInterval: [OutcomeCounts]]? = [:]
+        for window in settings.attemptWindows.sorted() {
+            let since = now.addingTimeInterval(-window)
+            attempts?[window] = await read("attempts", unreachable: &unreachable) {
+                try await store.attemptOutcomes(since: since)
+            }
+            if attempts?[window] == nil { attempts = nil }
+        }
+        var jobs: [TimeInterval: [OutcomeCounts]]? = [:]
+        for window in settings.jobWindows.sorted() {
+            let since = now.addingTimeInterval(-window)
+            jobs?[window] = await read("jobs", unreachable: &unreachable) { try await store.jobOutcomes(since: since) }
+            if jobs?[window] == nil { jobs = nil }
+        }
+        let totals = await read("double charges", unreachable: &unreachable) {
+            try await store.possibleDoubleCharges()
+        }
+        let retrySince = now.addingTimeInterval(-settings.retryWindow)
+        let retried = await read("retried jobs", unreachable: &unreachable) {
+            try await store.retriedJobs(moreThan: settings.maxRetries + 1, since: retrySince, limit: Self.retriedLimit)
+        }
+        let inputs = AlertInputs(
+            attempts: attempts, jobs: jobs, doubleChargeTotals: totals, retried: retried,
+            services: await heartbeatAges(), staleAfter: staleAfter, storeError: unreachable)
+        var verdict = rules.evaluate(inputs)
+        if let unreachable {
+            await storeIsDown(verdict.raised.first { $0.type == AlertRule.storeUnreachable.rawValue }, unreachable, now)
+            return
+        }
+        await storeIsBack(now)
+        verdict.raised.removeAll { $0.type == AlertRule.storeUnreachable.rawValue }
+        // A full page of retried jobs may leave some out: their providers' alerts stay as they are.
+        if (retried?.count ?? 0) >= Self.retriedLimit { verdict.checked.remove(.jobRetries) }
+
+        var raised: Set<String> = []
+        for draft in verdict.raised {
+            raised.insert(draft.fingerprint)
+            do {
+                if let alert = try await store.raiseAlert(draft, coolDown: coolDown, now: now) {
+                    if alert.occurrences == 1 {
+                        logger.warning(
+                            "alert",
+                            metadata: ["alert": "\(alert.id)", "type": "\(alert.type)", "message": "\(alert.message)"])
+                    } else {
+                        logger.warning(
+                            "alert grew",
+                            metadata: [
+                                "alert": "\(alert.id)", "level": "\(alert.level)", "message": "\(alert.message)",
+                            ])
+                    }
+                    onRaise(alert)
+                    notifier.deliver(alert)
+                }
+            } catch {
+                // Written or not (a lost commit), the alert is found by the next evaluation's
+                // look at unsent alerts below, or raised again.
+                logger.warning(
+                    "cannot raise an alert", metadata: ["error": "\(error)", "alert": "\(draft.fingerprint)"])
+            }
+        }
+        await settle(verdict: verdict, raised: raised, now: now)
+    }
+
+    /// Resolves unresolved alerts whose condition ended (of rules checked this time, or turned
+    /// off), and hands the notifier those not sent everywhere yet.
+    func settle(verdict: AlertVerdict, raised: Set<String>, now: Date) async {
+        var open: [Alert] = []
+        var cursor: String?
+        do {
+            repeat {
+                let page = try await store.alerts(
+                    AlertFilter(states: [.open, .acknowledged], before: cursor, limit: 500))
+                open += page
+                cursor = page.count == 500 ? page.last?.id : nil
+            } while cursor != nil
+        } catch {
+            logger.warning("cannot read open alerts", metadata: ["error": "\(error)"])
+            return
+        }
+        let disabled = rules.settings.disabled
+        let ended = open.filter { alert in
+            guard let rule = AlertRule(rawValue: alert.type) else { return false }
+            if disabled.contains(rule) { return true }
+            guard verdict.checked.contains(rule), !raised.contains(alert.fingerprint) else { return false }
+            // A possible double charge stays until someone has looked at it.
+            return rule != .possibleDoubleCharge || alert.acknowledgedAt != nil
+        }
+        do {
+            if try await store.resolveAlerts(fingerprints: ended.map(\.fingerprint), at: now) > 0 {
+                logger.info("alerts resolved", metadata: ["alerts": "\(ended.map(\.id).joined(separator: ","))"])
+            }
+        } catch {
+            logger.warning("cannot resolve alerts", metadata: ["error": "\(error)"])
+        }
+        let endedIDs = Set(ended.map(\.id))
+        for alert in open where !endedIDs.contains(alert.id) && now.timeIntervalSince(alert.createdAt) < deliveryWindow
+        {
+            notifier.deliver(alert)
+        }
+    }
+
+    /// The store cannot be reached: an alert is sent (once per outage, after two evaluations in
+    /// a row failed, so one slow moment is not an incident, and not again within the cool-down
+    /// of the last outage) without the store, and the error kept for the error log.
+    func storeIsDown(_ draft: AlertDraft?, _ error: String, _ now: Date) async {
+        let send = outage.withLock { state -> Bool in
+            guard let since = state.since else {
+                state.since = now
+                return false
+            }
+            guard state.alert == nil, now > since else { return false }
+            if let ended = state.lastEnded, since.timeIntervalSince(ended) < coolDown { return false }
+            return true
+        }
+        guard send, let draft else { return }
+        let alert = Alert(
+            id: Identifier.make("alt", at: now), type: draft.type, severity: draft.severity,
+            fingerprint: draft.fingerprint, message: draft.message, details: draft.details, createdAt: now,
+            lastSeenAt: now, occurrences: 1, resolvedAt: nil, acknowledgedAt: nil, acknowledgedBy: nil,
+            deliveries: [:])
+        outage.withLock { $0.alert = alert }
+        logger.critical(
+            "alert", metadata: ["alert": "\(alert.id)", "type": "\(alert.type)", "message": "\(alert.message)"])
+        onRaise(alert)
+        notifier.deliver(alert, stored: false)
+        await log(
+            ErrorEntry(
+                level: .critical, source: "store", code: ErrorCode.unavailable.rawValue, message: error,
+                generationID: nil, at: now))
+    }
+
+    /// The store answers again: an outage that was alerted goes on record, under the id it was
+    /// sent with, as an alert that has ended (so nothing sends it again).
+    func storeIsBack(_ now: Date) async {
+        let ended = outage.withLock { state -> (since: Date, alert: Alert?)? in
+            guard let since = state.since else { return nil }
+            let alert = state.alert
+            state.since = nil
+            state.alert = nil
+            // Only an outage that was alerted starts a cool-down.
+            if alert != nil { state.lastEnded = now }
+            return (since, alert)
+        }
+        guard let ended, let alert = ended.alert else { return }
+        let draft = AlertDraft(
+            type: alert.type, severity: alert.severity, fingerprint: alert.fingerprint,
+            message: alert.message + " (from \(Timestamp.format(ended.since)) to \(Timestamp.format(now)))",
+            details: alert.details.merging(["outage_seconds": .number(now.timeIntervalSince(ended.since).rounded())]) {
+                $1
+            })
+        do {
+            _ = try await store.raiseAlert(draft, coolDown: coolDown, now: alert.createdAt, id: alert.id)
+            _ = try await store.resolveAlerts(fingerprints: [alert.fingerprint], at: now)
+        } catch {
+            logger.warning("cannot record the store's outage", metadata: ["error": "\(error)"])
+        }
+    }
+}
