@@ -9,13 +9,13 @@ import GenGateLocalPorts
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gengate-bench", abstract: "GenGate benchmarks")
 
-    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale.")
+    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale, alerts.")
     var scenarios: [String] = ["idle", "submit", "e2e", "inflight"]
 
     @Option(help: "Seconds each load phase lasts.")
     var seconds: Int = 8
 
-    @Option(help: "Provider tasks in flight for the inflight scenario.")
+    @Option(help: "Provider tasks in flight for the inflight scenario; jobs ended in the hour for alerts.")
     var tasks: Int = 100_000
 
     @Option(help: "Size of the object the s3 scenario uploads, in MB.")
@@ -59,8 +59,10 @@ struct BenchCommand: AsyncParsableCommand {
             case "idle": rows += try await runner.idle()
             case "s3": rows += try await runner.objectStorage(megabytes: s3Megabytes)
             case "scale": rows += try await runner.scale()
+            case "alerts": rows += try await runner.alerts()
             default:
-                throw ValidationError("unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale")
+                throw ValidationError(
+                    "unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale, alerts")
             }
         }
         let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))

@@ -65,14 +65,7 @@ struct AlertRoutes: Sendable {
         guard details.isEmpty else { throw APIError.invalidRequest("invalid alert query", details: details) }
         filter.before = cursor
         filter.limit = limit + 1
-        let rows = try await store.alerts(filter)
-        let page = Array(rows.prefix(limit))
-        return JSONResponse.make(
-            status: .ok,
-            [
-                "object": .string("list"), "data": .array(page.map { .object($0.json) }),
-                "next_cursor": rows.count > limit ? .string(page.last!.id) : .null,
-            ])
+        return Self.page(try await store.alerts(filter), limit: limit, id: \.id, json: \.json)
     }
 
     func show(_ context: GateContext) async throws -> Response {
@@ -141,13 +134,20 @@ struct AlertRoutes: Sendable {
         guard details.isEmpty else { throw APIError.invalidRequest("invalid error log query", details: details) }
         filter.before = cursor
         filter.limit = limit + 1
-        let rows = try await store.errors(filter)
+        return Self.page(try await store.errors(filter), limit: limit, id: \.id, json: \.json)
+    }
+
+    /// A list's answer from `limit + 1` rows: `limit` of them, and the cursor of the next page
+    /// when there is one more.
+    static func page<Row>(
+        _ rows: [Row], limit: Int, id: (Row) -> String, json: (Row) -> [String: JSONValue]
+    ) -> Response {
         let page = Array(rows.prefix(limit))
         return JSONResponse.make(
             status: .ok,
             [
-                "object": .string("list"), "data": .array(page.map { .object($0.json) }),
-                "next_cursor": rows.count > limit ? .string(page.last!.id) : .null,
+                "object": .string("list"), "data": .array(page.map { .object(json($0)) }),
+                "next_cursor": rows.count > limit ? page.last.map { .string(id($0)) } ?? .null : .null,
             ])
     }
 }

@@ -8,6 +8,9 @@ import GenGateStore
 /// latency and a chart of their last hour, the queues, open alerts with a button to acknowledge
 /// each, and recent errors.
 struct Dashboard: Sendable {
+    /// Open alerts listed at most; the rest are counted.
+    static let alertsShown = 50
+
     let health: DetailedHealth
     let state: MonitorState
     let store: any GenerationStore
@@ -18,8 +21,16 @@ struct Dashboard: Sendable {
         let providers = DetailedHealth.providerSummaries(figures)
         var timelines: [String: [WindowFigures]] = [:]
         for provider in providers { timelines[provider.name] = await state.timeline(provider: provider.name, now: now) }
-        let alerts = (try? await store.alerts(AlertFilter(states: [.open, .acknowledged], limit: 50))) ?? []
-        let errors = (try? await store.errors(ErrorFilter(minimumLevel: .error, limit: 20))) ?? []
+        let store = self.store
+        // Each read bounded: a store that does not answer leaves its section empty, not the page hanging.
+        let alerts =
+            (try? await withDeadline(.seconds(3)) {
+                try await store.alerts(AlertFilter(states: [.open, .acknowledged], limit: Self.alertsShown))
+            }.get()) ?? []
+        let errors =
+            (try? await withDeadline(.seconds(3)) {
+                try await store.errors(ErrorFilter(minimumLevel: .error, limit: 20))
+            }.get()) ?? []
         return Self.render(
             report: report, providers: providers, timelines: timelines, alerts: alerts, errors: errors, now: now)
     }
@@ -69,6 +80,15 @@ struct Dashboard: Sendable {
                     """
             }
             html += "</table>\n"
+            let open =
+                (report.json["open_alerts"].flatMap { value -> [JSONValue]? in
+                    guard case .object(let counts) = value else { return nil }
+                    return Array(counts.values)
+                } ?? []).compactMap(\.doubleValue).reduce(0, +)
+            if Int(open) > alerts.count {
+                html +=
+                    "<p class=\"muted\">And \(Int(open) - alerts.count) more: GET /v1/admin/alerts lists them all.</p>\n"
+            }
         }
 
         html += section("Services", id: "services")
@@ -172,12 +192,12 @@ struct Dashboard: Sendable {
             let total = Double(minute.calls) / peak * height
             let failed = Double(minute.callErrors) / peak * height
             bars += String(
-                format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#9aa5b1\"/>", x,
+                format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#8c9bab\"/>", x,
                 height - total,
                 max(1, step - 1), total)
             if failed > 0 {
                 bars += String(
-                    format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#c0392b\"/>", x,
+                    format: "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#e4572e\"/>", x,
                     height - failed, max(1, step - 1), failed)
             }
         }

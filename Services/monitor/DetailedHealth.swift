@@ -122,7 +122,7 @@ actor DetailedHealth {
             json["queues"] = .object(
                 Dictionary(uniqueKeysWithValues: active.map { ($0.key.rawValue, JSONValue.number(Double($0.value))) }))
         }
-        if let open = try? await store.openAlertCounts() {
+        if case .success(let open) = await withDeadline(checkTimeout, { try await store.openAlertCounts() }) {
             json["open_alerts"] = .object(open.mapValues { .number(Double($0)) })
         }
         return Report(status: status, json: json, active: active)
@@ -133,17 +133,22 @@ actor DetailedHealth {
         var name: String
         var figures: WindowFigures
         /// `up`, `degraded` (over a tenth of its calls failed) or `down` (over half), once it
-        /// made five calls in the window.
+        /// made five calls in the window; calls refused for what the request asked do not count.
         var status: String {
-            guard figures.calls >= 5, let rate = figures.callFailureRate else { return "up" }
+            guard figures.calls >= 5, let rate = failureRate else { return "up" }
             return rate > 0.5 ? "down" : (rate > 0.1 ? "degraded" : "up")
+        }
+
+        var failureRate: Double? {
+            guard figures.calls > 0 else { return nil }
+            return Double(figures.callErrors - figures.clientCallErrors) / Double(figures.calls)
         }
 
         var json: [String: JSONValue] {
             var json: [String: JSONValue] = [
                 "status": .string(status), "calls": .number(Double(figures.calls)),
                 "failed_calls": .number(Double(figures.callErrors)),
-                "failure_rate": figures.callFailureRate.map { .number(($0 * 1_000).rounded() / 1_000) } ?? .null,
+                "failure_rate": failureRate.map { .number(($0 * 1_000).rounded() / 1_000) } ?? .null,
                 "timeouts": .number(Double(figures.timeouts)), "retries": .number(Double(figures.retries)),
                 "jobs_completed": .number(Double(figures.completed)), "jobs_failed": .number(Double(figures.failed)),
                 "window_seconds": .number(DetailedHealth.providerWindow),
@@ -167,54 +172,92 @@ actor DetailedHealth {
 }
 
 /// Admin requests to the monitor: `Authorization: Bearer <admin key>`, or HTTP Basic with the
-/// admin key as the password (what a browser can send, for the dashboard).
-struct AdminGate: Sendable {
+/// admin key as the password (what a browser can send, for the dashboard). Keys found are kept
+/// by hash for a minute (and, while the store cannot be reached, for an hour: the dashboard and
+/// detailed health are most needed then); at most four look-ups run at once, so a flood of
+/// guesses cannot take the store's connections from the alert rules.
+final class AdminGate: Sendable {
     let store: any GenerationStore
+    let known = Locked<[String: (key: APIKey, checked: ContinuousClock.Instant)]>([:])
+    let lookups = Locked(0)
+    static let fresh: Duration = .seconds(60)
+    static let outage: Duration = .seconds(3_600)
+    static let concurrentLookups = 4
+
+    init(store: any GenerationStore) {
+        self.store = store
+    }
 
     enum Refusal: Error, Equatable {
-        case noCredentials, notAdmin, unavailable
+        case noCredentials, notAdmin, unavailable, busy, crossSite
+    }
+
+    /// The secret a request carries, and whether it came by Basic (what a browser remembers).
+    static func credentials(_ request: Request) -> (secret: String, basic: Bool)? {
+        guard let header = request.headers[.authorization] else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        let value = parts[1].trimmingCharacters(in: .whitespaces)
+        switch parts[0].lowercased() {
+        case "bearer":
+            return value.isEmpty ? nil : (value, false)
+        case "basic":
+            guard let decoded = Data(base64Encoded: value), let text = String(data: decoded, encoding: .utf8),
+                let colon = text.firstIndex(of: ":")
+            else { return nil }
+            let secret = String(text[text.index(after: colon)...])
+            return secret.isEmpty ? nil : (secret, true)
+        default:
+            return nil
+        }
     }
 
     func admin(_ request: Request) async -> Result<APIKey, Refusal> {
-        guard let header = request.headers[.authorization] else { return .failure(.noCredentials) }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2 else { return .failure(.noCredentials) }
-        var secret = parts[1].trimmingCharacters(in: .whitespaces)
-        switch parts[0].lowercased() {
-        case "bearer":
-            break
-        case "basic":
-            guard let decoded = Data(base64Encoded: secret), let text = String(data: decoded, encoding: .utf8),
-                let colon = text.firstIndex(of: ":")
-            else { return .failure(.noCredentials) }
-            secret = String(text[text.index(after: colon)...])
-        default:
-            return .failure(.noCredentials)
+        guard let (secret, _) = Self.credentials(request) else { return .failure(.noCredentials) }
+        let hash = Digest.sha256Hex(secret)
+        let cached = known.withLock { $0[hash] }
+        if let cached, ContinuousClock.now - cached.checked < Self.fresh { return .success(cached.key) }
+        let admitted = lookups.withLock { count -> Bool in
+            guard count < Self.concurrentLookups else { return false }
+            count += 1
+            return true
         }
-        guard !secret.isEmpty else { return .failure(.noCredentials) }
-        let key: APIKey?
-        do {
-            key = try await store.apiKey(secret: secret)
-        } catch {
+        guard admitted else { return .failure(.busy) }
+        defer { lookups.withLock { $0 -= 1 } }
+        let store = self.store
+        switch await withDeadline(.seconds(3), { try await store.apiKey(secret: secret) }) {
+        case .success(let key):
+            guard let key, key.isAdmin else {
+                known.withLock { $0[hash] = nil }
+                return .failure(.notAdmin)
+            }
+            known.withLock { known in
+                if known.count > 1_000 { known.removeAll() }
+                known[hash] = (key, .now)
+            }
+            return .success(key)
+        case .failure:
+            if let cached, ContinuousClock.now - cached.checked < Self.outage { return .success(cached.key) }
             return .failure(.unavailable)
         }
-        guard let key, key.isAdmin else { return .failure(.notAdmin) }
-        return .success(key)
     }
 
-    /// A post from a page of this monitor: its `Origin` names this host (browsers send it with
-    /// every form post), or, without one, `Sec-Fetch-Site` says same-origin. A request with
-    /// neither (curl, a script holding the key) is not a browser's, and passes.
+    /// A post a browser may have made for another site's page, with the Basic credentials it
+    /// remembers for this one: refused unless `Origin` names this host (browsers send it with
+    /// every form post) or `Sec-Fetch-Site` says same-origin. A post with a Bearer key (a script
+    /// holding it) is no browser's, and passes.
     static func isSameOrigin(_ request: Request) -> Bool {
         if let origin = request.headers[.origin] {
-            guard let host = request.head.authority,
-                let url = URL(string: origin), let originHost = url.host
+            guard let host = request.head.authority, let url = URL(string: origin), let originHost = url.host
             else { return false }
+            func normal(_ authority: String) -> String {
+                authority.lowercased().replacingOccurrences(of: "[", with: "").replacingOccurrences(of: "]", with: "")
+            }
             let originAuthority = url.port.map { "\(originHost):\($0)" } ?? originHost
-            return originAuthority.lowercased() == host.lowercased()
+            return normal(originAuthority) == normal(host)
         }
         if let site = request.headers[HTTPField.Name("Sec-Fetch-Site")!] { return site == "same-origin" }
-        return true
+        return credentials(request)?.basic == false
     }
 
     /// The answer to a refused request: a browser is asked for the key (Basic), a client told
@@ -228,7 +271,9 @@ struct AdminGate: Sendable {
                     "an admin key is needed: Authorization: Bearer <key>, or Basic with the key as password"
                 )
             case .notAdmin: (.forbidden, .forbidden, "this needs an admin key")
+            case .crossSite: (.forbidden, .forbidden, "refused: a post that did not come from this monitor's own page")
             case .unavailable: (.serviceUnavailable, .unavailable, "the store is unavailable; try again")
+            case .busy: (.serviceUnavailable, .unavailable, "too many key checks at once; try again")
             }
         let body: JSONValue = .object([
             "error": .object([

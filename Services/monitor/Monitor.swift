@@ -57,8 +57,9 @@ struct MonitorCommand: AsyncParsableCommand {
                     try await store.claimAlertDelivery(
                         id: id, channel: channel, owner: owner, until: until, now: Date())
                 },
-                record: { id, channel, error in
-                    try await store.recordAlertDelivery(id: id, channel: channel, error: error, at: Date())
+                record: { id, channel, error, level in
+                    try await store.recordAlertDelivery(
+                        id: id, channel: channel, error: error, level: level, at: Date())
                 }),
             giveUpAfter: .seconds(config.alerts.deliveryGiveUpSeconds),
             channelTimeout: .milliseconds(Int64(config.alerts.deliveryTimeoutSeconds * 1_000) + 5_000),
@@ -74,6 +75,8 @@ struct MonitorCommand: AsyncParsableCommand {
         let alerts = AlertLoop(
             store: store, rules: AlertRules(settings: config.alerts.ruleSettings), notifier: notifier,
             coolDown: config.alerts.coolDownSeconds, staleAfter: config.monitor.staleAfterSeconds,
+            // Past the store's own busy timeout: a busy store answers "unavailable" first.
+            readTimeout: .seconds(config.store.busyTimeoutSeconds + 5),
             deliveryWindow: config.alerts.deliveryGiveUpSeconds, logger: environment.logger,
             heartbeatAges: { await services.heartbeatAges() }, log: { await state.log($0) },
             onRaise: { alert in
@@ -153,15 +156,23 @@ struct MonitorCommand: AsyncParsableCommand {
             case .success(let admin): key = admin
             case .failure(let refusal): return AdminGate.answer(refusal)
             }
-            guard AdminGate.isSameOrigin(request) else {
-                return AdminGate.answer(.notAdmin)
-            }
-            guard let id = context.parameters.get("id"), id.hasPrefix("alt_"), id.count <= 64,
-                (try? await store.acknowledgeAlert(id: id, by: key.id, at: Date())) != nil
-            else {
+            guard AdminGate.isSameOrigin(request) else { return AdminGate.answer(.crossSite) }
+            guard let id = context.parameters.get("id"), id.hasPrefix("alt_"), id.count <= 64 else {
                 return Response(
                     status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
                     body: ResponseBody(byteBuffer: ByteBuffer(string: "no such alert\n")))
+            }
+            let acknowledged = await withDeadline(.seconds(10)) {
+                try await store.acknowledgeAlert(id: id, by: key.id, at: Date())
+            }
+            switch acknowledged {
+            case .success(.some): break
+            case .success(.none):
+                return Response(
+                    status: .notFound, headers: [.contentType: "text/plain; charset=utf-8"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(string: "no such alert\n")))
+            case .failure:
+                return AdminGate.answer(.unavailable)
             }
             environment.logger.notice("alert acknowledged", metadata: ["alert": "\(id)", "key": "\(key.id)"])
             return Response(status: .seeOther, headers: [.location: "/dashboard#\(id)"])
@@ -212,12 +223,14 @@ extension GenGateConfig.Alerts {
     /// The rules' settings from the configuration.
     var ruleSettings: AlertRuleSettings {
         var settings = AlertRuleSettings()
-        settings.failureRate = .init(
-            threshold: failureRate.threshold, window: failureRate.windowSeconds,
-            minimumAttempts: failureRate.minimumAttempts, shortWindow: failureRate.shortWindowSeconds)
-        settings.timeoutRate = .init(
-            threshold: timeoutRate.threshold, window: timeoutRate.windowSeconds,
-            minimumAttempts: timeoutRate.minimumAttempts, shortWindow: timeoutRate.shortWindowSeconds)
+        // A short window as long as the window is no second window.
+        func rate(_ rule: GenGateConfig.RateRule) -> AlertRuleSettings.Rate {
+            .init(
+                threshold: rule.threshold, window: rule.windowSeconds, minimumAttempts: rule.minimumAttempts,
+                shortWindow: rule.shortWindowSeconds < rule.windowSeconds ? rule.shortWindowSeconds : 0)
+        }
+        settings.failureRate = rate(failureRate)
+        settings.timeoutRate = rate(timeoutRate)
         settings.maxRetries = maxRetries
         settings.retryWindow = retryWindowSeconds
         settings.disabled = Set(disabledRules.compactMap(AlertRule.init(rawValue:)))

@@ -106,6 +106,13 @@ actor MonitorState {
 
 /// Writes the error log to the store in batches, once a second.
 struct ErrorLogWriter: Service, CustomStringConvertible {
+    func drop(_ batch: [ErrorEntry], _ error: any Error) async {
+        Counter(label: "gengate_error_log_dropped_total").increment(by: batch.count)
+        logger.error(
+            "error log entries refused by the store; dropped",
+            metadata: ["entries": "\(batch.count)", "error": "\(error)"])
+    }
+
     var description: String { "ErrorLogWriter" }
     let state: MonitorState
     let store: any GenerationStore
@@ -127,10 +134,18 @@ struct ErrorLogWriter: Service, CustomStringConvertible {
             guard !batch.isEmpty else { return }
             do {
                 try await store.appendErrors(batch)
-            } catch {
+            } catch let error as StoreError {
+                guard case .unavailable = error else {
+                    await drop(batch, error)
+                    continue
+                }
                 await state.putBack(batch)
                 logger.warning("cannot write the error log", metadata: ["error": "\(error)"])
                 return
+            } catch {
+                // Refused, not unavailable: tried again it would be refused again, and hold up
+                // every entry behind it.
+                await drop(batch, error)
             }
         }
     }

@@ -173,14 +173,16 @@ enum AlertHTTP {
 public final class AlertNotifier: Sendable {
     /// What the notifier needs of the store (the monitor passes its store's methods).
     public struct Ledger: Sendable {
-        /// Claims a delivery until a time; false: sent already, or another monitor has it.
-        public var claim: @Sendable (_ alertID: String, _ channel: String, _ until: Date) async throws -> Bool
-        /// Records an attempt (`error` nil: sent).
-        public var record: @Sendable (_ alertID: String, _ channel: String, _ error: String?) async throws -> Void
+        /// Claims a delivery until a time, and gives the alert as it is now; nil: sent already
+        /// (at its level), or another monitor has it.
+        public var claim: @Sendable (_ alertID: String, _ channel: String, _ until: Date) async throws -> Alert?
+        /// Records an attempt at the alert at a level (`error` nil: sent).
+        public var record:
+            @Sendable (_ alertID: String, _ channel: String, _ error: String?, _ level: Int) async throws -> Void
 
         public init(
-            claim: @escaping @Sendable (String, String, Date) async throws -> Bool,
-            record: @escaping @Sendable (String, String, String?) async throws -> Void
+            claim: @escaping @Sendable (String, String, Date) async throws -> Alert?,
+            record: @escaping @Sendable (String, String, String?, Int) async throws -> Void
         ) {
             self.claim = claim
             self.record = record
@@ -197,7 +199,8 @@ public final class AlertNotifier: Sendable {
     let onAttempt: @Sendable (String, Bool) -> Void
     let stream: AsyncStream<(Alert, Bool)>
     let continuation: AsyncStream<(Alert, Bool)>.Continuation
-    /// Deliveries under way here, by alert, channel and level.
+    /// Deliveries under way here, by alert and channel (a task sends the alert as it is when
+    /// it claims, so a grown alert is picked up by the one already under way).
     let underWay = Locked<Set<String>>([])
 
     public init(
@@ -231,7 +234,7 @@ public final class AlertNotifier: Sendable {
         await withDiscardingTaskGroup { group in
             for await (alert, stored) in stream {
                 for channel in channels where alert.deliveries[channel.name]?.due(level: alert.level) ?? true {
-                    let key = "\(alert.id) \(channel.name) \(alert.level)"
+                    let key = "\(alert.id) \(channel.name)"
                     let fresh = underWay.withLock { $0.insert(key).inserted }
                     guard fresh else { continue }
                     group.addTask {
@@ -245,18 +248,19 @@ public final class AlertNotifier: Sendable {
 
     public func finish() { continuation.finish() }
 
-    func send(_ alert: Alert, to channel: any AlertChannel, stored: Bool) async {
+    func send(_ snapshot: Alert, to channel: any AlertChannel, stored: Bool) async {
         let giveUp = ContinuousClock.now + giveUpAfter
         var delay = firstDelay
         var attempt = 0
+        var alert = snapshot
         while true {
             attempt += 1
             if stored {
                 // Held for one attempt and its pause; renewed before the next.
-                let until = Date().addingTimeInterval(
-                    Double((channelTimeout + .seconds(60)).components.seconds))
+                let until = Date().addingTimeInterval(Double((channelTimeout + .seconds(60)).components.seconds))
                 do {
-                    guard try await ledger.claim(alert.id, channel.name, until) else { return }
+                    guard let current = try await ledger.claim(alert.id, channel.name, until) else { return }
+                    alert = current
                 } catch {
                     // The store is out of reach: sending twice beats not sending.
                     logger.warning(
@@ -264,19 +268,21 @@ public final class AlertNotifier: Sendable {
                         metadata: ["alert": "\(alert.id)", "channel": "\(channel.name)", "error": "\(error)"])
                 }
             }
-            do {
-                try await channel.send(alert)
+            let sending = alert
+            let outcome = await withDeadline(channelTimeout) { try await channel.send(sending) }
+            switch outcome {
+            case .success:
                 onAttempt(channel.name, true)
-                if stored { try? await ledger.record(alert.id, channel.name, nil) }
+                if stored { try? await ledger.record(alert.id, channel.name, nil, alert.level) }
                 logger.info(
                     "alert sent",
                     metadata: ["alert": "\(alert.id)", "channel": "\(channel.name)", "attempt": "\(attempt)"])
                 return
-            } catch {
+            case .failure(let error):
                 if Task.isCancelled { return }
                 onAttempt(channel.name, false)
                 let said = String(String(describing: error).prefix(500))
-                if stored { try? await ledger.record(alert.id, channel.name, said) }
+                if stored { try? await ledger.record(alert.id, channel.name, said, alert.level) }
                 logger.warning(
                     "alert not sent",
                     metadata: [

@@ -3,35 +3,45 @@ import GenGateCore
 import GenGateStore
 import Logging
 
-/// `body`'s result, or a `DeadlinePassed` failure after `limit` (the body is cancelled, and
-/// not waited for past that: a call that ignores cancellation is left behind, not waited on).
+/// `body`'s result, or a `DeadlinePassed` failure after `limit`, or a `CancellationError` as
+/// soon as the caller is cancelled. The body is cancelled then, and not waited for: a call that
+/// ignores cancellation is left behind, not waited on.
 public func withDeadline<T: Sendable>(
     _ limit: Duration, _ body: @escaping @Sendable () async throws -> T
 ) async -> Result<T, any Error> {
     let outcome = Locked<CheckedContinuation<Result<T, any Error>, Never>?>(nil)
-    let work = Locked<Task<Void, Never>?>(nil)
-    return await withCheckedContinuation { continuation in
-        outcome.withLock { $0 = continuation }
-        func finish(_ result: Result<T, any Error>) {
-            outcome.withLock { pending in
-                pending?.resume(returning: result)
-                pending = nil
-            }
+    let tasks = Locked<[Task<Void, Never>]>([])
+    @Sendable func finish(_ result: Result<T, any Error>) {
+        let pending = outcome.withLock { pending -> CheckedContinuation<Result<T, any Error>, Never>? in
+            defer { pending = nil }
+            return pending
         }
-        let timer = Task {
-            try? await Task.sleep(for: limit)
-            guard !Task.isCancelled else { return }
-            finish(.failure(DeadlinePassed(limit: limit)))
-            work.withLock { $0?.cancel() }
-        }
-        work.withLock {
-            $0 = Task {
+        pending?.resume(returning: result)
+        for task in tasks.withLock({ $0 }) { task.cancel() }
+    }
+    return await withTaskCancellationHandler {
+        await withCheckedContinuation { continuation in
+            outcome.withLock { $0 = continuation }
+            let work = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await body()) } catch { result = .failure(error) }
-                timer.cancel()
                 finish(result)
             }
+            let timer = Task {
+                try? await Task.sleep(for: limit)
+                finish(.failure(DeadlinePassed(limit: limit)))
+            }
+            tasks.withLock { $0 = [work, timer] }
+            // Finished before the tasks were known (so not cancelled by it), or cancelled before
+            // the handler below could find anything to finish.
+            if outcome.withLock({ $0 == nil }) {
+                work.cancel()
+                timer.cancel()
+            }
+            if Task.isCancelled { finish(.failure(CancellationError())) }
         }
+    } onCancel: {
+        finish(.failure(CancellationError()))
     }
 }
 
@@ -72,6 +82,8 @@ public final class AlertLoop: Sendable {
         var lastEnded: Date?
     }
     let outage = Locked(Outage())
+    /// Evaluations in a row whose writes failed, and the last failure.
+    let writes = Locked<(failures: Int, last: String?)>((0, nil))
 
     public init(
         store: any MonitoringStore, rules: AlertRules, notifier: AlertNotifier, coolDown: TimeInterval,
@@ -154,19 +166,30 @@ public final class AlertLoop: Sendable {
             services: await heartbeatAges(), staleAfter: staleAfter, storeError: unreachable)
         var verdict = rules.evaluate(inputs)
         if let unreachable {
-            await storeIsDown(verdict.raised.first { $0.type == AlertRule.storeUnreachable.rawValue }, unreachable, now)
+            await storeIsDown(AlertRules.storeUnreachable(unreachable), unreachable, now)
             return
         }
-        await storeIsBack(now)
         verdict.raised.removeAll { $0.type == AlertRule.storeUnreachable.rawValue }
+        // Reads work; writes may not (a full disk, a writer lock that never comes): two
+        // evaluations in a row whose writes failed are an outage too.
+        let failingWrites = writes.withLock { $0 }
+        if failingWrites.failures >= 2, let error = failingWrites.last {
+            await storeIsDown(AlertRules.storeUnreachable(error), error, now, confirmed: true)
+        } else if failingWrites.failures == 0 {
+            await storeIsBack(now)
+        }
+        var writeError: String?
         // A full page of retried jobs may leave some out: their providers' alerts stay as they are.
         if (retried?.count ?? 0) >= Self.retriedLimit { verdict.checked.remove(.jobRetries) }
 
         var raised: Set<String> = []
         for draft in verdict.raised {
             raised.insert(draft.fingerprint)
-            do {
-                if let alert = try await store.raiseAlert(draft, coolDown: coolDown, now: now) {
+            let coolDown = self.coolDown
+            switch await withDeadline(readTimeout, { try await store.raiseAlert(draft, coolDown: coolDown, now: now) })
+            {
+            case .success(let raisedAlert):
+                if let alert = raisedAlert {
                     if alert.occurrences == 1 {
                         logger.warning(
                             "alert",
@@ -181,32 +204,45 @@ public final class AlertLoop: Sendable {
                     onRaise(alert)
                     notifier.deliver(alert)
                 }
-            } catch {
+            case .failure(let error):
                 // Written or not (a lost commit), the alert is found by the next evaluation's
                 // look at unsent alerts below, or raised again.
+                writeError = "writes fail: \(error)"
                 logger.warning(
                     "cannot raise an alert", metadata: ["error": "\(error)", "alert": "\(draft.fingerprint)"])
             }
         }
-        await settle(verdict: verdict, raised: raised, now: now)
+        if let error = await settle(verdict: verdict, raised: raised, now: now) { writeError = error }
+        writes.withLock { state in
+            if let writeError {
+                state.failures += 1
+                state.last = writeError
+            } else {
+                state.failures = 0
+            }
+        }
     }
 
     /// Resolves unresolved alerts whose condition ended (of rules checked this time, or turned
-    /// off), and hands the notifier those not sent everywhere yet.
-    func settle(verdict: AlertVerdict, raised: Set<String>, now: Date) async {
+    /// off), and hands the notifier those not sent everywhere yet. Returns why its write failed.
+    func settle(verdict: AlertVerdict, raised: Set<String>, now: Date) async -> String? {
         var open: [Alert] = []
         var cursor: String?
-        do {
-            repeat {
-                let page = try await store.alerts(
-                    AlertFilter(states: [.open, .acknowledged], before: cursor, limit: 500))
+        let store = self.store
+        repeat {
+            let before = cursor
+            let read = await withDeadline(readTimeout) {
+                try await store.alerts(AlertFilter(states: [.open, .acknowledged], before: before, limit: 500))
+            }
+            switch read {
+            case .success(let page):
                 open += page
                 cursor = page.count == 500 ? page.last?.id : nil
-            } while cursor != nil
-        } catch {
-            logger.warning("cannot read open alerts", metadata: ["error": "\(error)"])
-            return
-        }
+            case .failure(let error):
+                logger.warning("cannot read open alerts", metadata: ["error": "\(error)"])
+                return nil
+            }
+        } while cursor != nil
         let disabled = rules.settings.disabled
         let ended = open.filter { alert in
             guard let rule = AlertRule(rawValue: alert.type) else { return false }
@@ -215,11 +251,18 @@ public final class AlertLoop: Sendable {
             // A possible double charge stays until someone has looked at it.
             return rule != .possibleDoubleCharge || alert.acknowledgedAt != nil
         }
-        do {
-            if try await store.resolveAlerts(fingerprints: ended.map(\.fingerprint), at: now) > 0 {
+        var failure: String?
+        let fingerprints = ended.map(\.fingerprint)
+        let resolved = await withDeadline(readTimeout) {
+            try await store.resolveAlerts(fingerprints: fingerprints, at: now)
+        }
+        switch resolved {
+        case .success(let count):
+            if count > 0 {
                 logger.info("alerts resolved", metadata: ["alerts": "\(ended.map(\.id).joined(separator: ","))"])
             }
-        } catch {
+        case .failure(let error):
+            failure = "writes fail: \(error)"
             logger.warning("cannot resolve alerts", metadata: ["error": "\(error)"])
         }
         let endedIDs = Set(ended.map(\.id))
@@ -227,22 +270,28 @@ public final class AlertLoop: Sendable {
         {
             notifier.deliver(alert)
         }
+        return failure
     }
 
-    /// The store cannot be reached: an alert is sent (once per outage, after two evaluations in
-    /// a row failed, so one slow moment is not an incident, and not again within the cool-down
-    /// of the last outage) without the store, and the error kept for the error log.
-    func storeIsDown(_ draft: AlertDraft?, _ error: String, _ now: Date) async {
+    /// The store cannot be reached (or takes no writes): an alert is sent (once per outage,
+    /// after two evaluations in a row failed, so one slow moment is not an incident, and not
+    /// within the cool-down of the last one sent) without the store, and the error kept for the
+    /// error log.
+    /// `confirmed`: seen twice already (writes that failed in two evaluations).
+    func storeIsDown(_ draft: AlertDraft, _ error: String, _ now: Date, confirmed: Bool = false) async {
         let send = outage.withLock { state -> Bool in
             guard let since = state.since else {
                 state.since = now
-                return false
+                guard confirmed else { return false }
+                return state.lastEnded.map { now.timeIntervalSince($0) >= coolDown } ?? true
             }
             guard state.alert == nil, now > since else { return false }
-            if let ended = state.lastEnded, since.timeIntervalSince(ended) < coolDown { return false }
+            // Within the cool-down of the last alerted outage: not yet (a long one is sent once
+            // the cool-down has passed).
+            if let ended = state.lastEnded, now.timeIntervalSince(ended) < coolDown { return false }
             return true
         }
-        guard send, let draft else { return }
+        guard send else { return }
         let alert = Alert(
             id: Identifier.make("alt", at: now), type: draft.type, severity: draft.severity,
             fingerprint: draft.fingerprint, message: draft.message, details: draft.details, createdAt: now,

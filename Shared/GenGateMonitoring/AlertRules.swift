@@ -84,7 +84,7 @@ public struct AlertRules: Sendable {
 
     /// Failures that say the request was refused for what it asked, not that the provider
     /// failed: they do not count against a provider.
-    static let clientCaused: Set<String> = [
+    public static let clientCaused: Set<String> = [
         ErrorCode.invalidRequest.rawValue, ErrorCode.contentPolicy.rawValue, ErrorCode.cancelled.rawValue,
     ]
 
@@ -112,16 +112,16 @@ public struct AlertRules: Sendable {
         }
         check(.jobRetries) { inputs.retried.map(retries) }
         check(.serviceDown) { inputs.services.map { services($0, staleAfter: inputs.staleAfter) } }
-        check(.storeUnreachable) {
-            guard let error = inputs.storeError else { return [] }
-            return [
-                AlertDraft(
-                    type: AlertRule.storeUnreachable.rawValue, severity: .critical,
-                    fingerprint: AlertRule.storeUnreachable.rawValue, message: "The store cannot be reached: \(error)",
-                    details: ["error": .string(error)])
-            ]
-        }
+        check(.storeUnreachable) { inputs.storeError.map { [Self.storeUnreachable($0)] } ?? [] }
         return verdict
+    }
+
+    /// The alert for a store that cannot be reached (or written).
+    public static func storeUnreachable(_ error: String) -> AlertDraft {
+        AlertDraft(
+            type: AlertRule.storeUnreachable.rawValue, severity: .critical,
+            fingerprint: AlertRule.storeUnreachable.rawValue, message: "The store cannot be reached: \(error)",
+            details: ["error": .string(error)])
     }
 
     /// What counts against the rule in `outcome`: failures not caused by the request
@@ -257,11 +257,10 @@ public struct AlertRules: Sendable {
     public static let evaluator = "monitor"
 
     func services(_ services: [(service: String, heartbeatAge: Double?)], staleAfter: Double) -> [AlertDraft] {
-        // When not even the monitor's own heartbeat arrives, the bus is what is down: one
+        // When no heartbeat arrives, the monitor's own included, the bus is what is down: one
         // incident, not one per service.
-        if let own = services.first(where: { $0.service == Self.evaluator }), let age = own.heartbeatAge,
-            age > staleAfter
-        {
+        let silent = services.allSatisfy { ($0.heartbeatAge ?? .infinity) > staleAfter }
+        if silent, let own = services.first(where: { $0.service == Self.evaluator }), let age = own.heartbeatAge {
             return [
                 AlertDraft(
                     type: AlertRule.serviceDown.rawValue, severity: .critical,

@@ -55,6 +55,8 @@ public struct WindowFigures: Sendable, Equatable {
     /// `provider.call` events: submissions, and status, task and cancel calls that failed.
     public var calls = 0
     public var callErrors = 0
+    /// Failed calls the request caused (refused for what it asked: `AlertRules.clientCaused`).
+    public var clientCallErrors = 0
     /// Failed calls and failed jobs by error code.
     public var errors: [String: Int] = [:]
     /// Calls and tasks that ran out of time (`provider_timeout`, `task_timeout`).
@@ -72,6 +74,7 @@ public struct WindowFigures: Sendable, Equatable {
     public mutating func add(_ other: WindowFigures) {
         calls += other.calls
         callErrors += other.callErrors
+        clientCallErrors += other.clientCallErrors
         errors.merge(other.errors, uniquingKeysWith: +)
         timeouts += other.timeouts
         retries += other.retries
@@ -129,6 +132,7 @@ public struct ProviderWindows: Sendable {
                 guard call.outcome != "ok" else { return }
                 figures.callErrors += 1
                 let code = call.errorCode ?? "unknown"
+                if AlertRules.clientCaused.contains(code) { figures.clientCallErrors += 1 }
                 figures.errors[code, default: 0] += 1
                 if Self.isTimeout(code) { figures.timeouts += 1 }
             }

@@ -21,7 +21,8 @@ extension PostgresStore {
                     let level = try newest.get("level", as: Int.self)
                     try await db.run(
                         """
-                        UPDATE alerts SET last_seen_at = $1, occurrences = occurrences + 1, resolved_at = NULL,
+                        UPDATE alerts SET last_seen_at = GREATEST(last_seen_at, $1), occurrences = occurrences + 1,
+                            resolved_at = NULL,
                             message = $2, details = $3, severity = $4, level = GREATEST(level, $5)
                         WHERE id = $6
                         """,
@@ -70,34 +71,34 @@ extension PostgresStore {
         }
     }
 
-    public func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws {
+    public func recordAlertDelivery(id: String, channel: String, error: String?, level: Int, at: Date) async throws {
         try await write { db in
-            guard let row = try await db.row("SELECT deliveries, level FROM alerts WHERE id = $1 FOR UPDATE", [id])
-            else { return }
+            guard let row = try await db.row("SELECT deliveries FROM alerts WHERE id = $1 FOR UPDATE", [id]) else {
+                return
+            }
             var deliveries = StoredJSON.deliveries(try row.get("deliveries", as: String.self))
-            deliveries[channel] = AlertDeliveryRecord.after(
-                deliveries[channel], error: error, at: at, level: try row.get("level", as: Int.self))
+            deliveries[channel] = AlertDeliveryRecord.after(deliveries[channel], error: error, at: at, level: level)
             try await db.run(
                 "UPDATE alerts SET deliveries = $1 WHERE id = $2", [try StoredJSON.text(deliveries), id])
         }
     }
 
     public func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws
-        -> Bool
+        -> Alert?
     {
-        try await write { db in
-            guard let row = try await db.row("SELECT deliveries, level FROM alerts WHERE id = $1 FOR UPDATE", [id])
-            else { return false }
-            var deliveries = StoredJSON.deliveries(try row.get("deliveries", as: String.self))
+        try await write { db -> Alert? in
+            guard
+                var alert = try await db.row("SELECT * FROM alerts WHERE id = $1 FOR UPDATE", [id]).map(
+                    Self.decodeAlert)
+            else { return nil }
             guard
                 let claimed = AlertDeliveryRecord.claim(
-                    deliveries[channel], owner: owner, until: until, now: now, level: try row.get("level", as: Int.self)
-                )
-            else { return false }
-            deliveries[channel] = claimed
+                    alert.deliveries[channel], owner: owner, until: until, now: now, level: alert.level)
+            else { return nil }
+            alert.deliveries[channel] = claimed
             try await db.run(
-                "UPDATE alerts SET deliveries = $1 WHERE id = $2", [try StoredJSON.text(deliveries), id])
-            return true
+                "UPDATE alerts SET deliveries = $1 WHERE id = $2", [try StoredJSON.text(alert.deliveries), id])
+            return alert
         }
     }
 
@@ -227,7 +228,7 @@ extension PostgresStore {
             let rows = try await db.rows(
                 """
                 SELECT provider, COALESCE(model, 'unknown') AS model, state,
-                    (error::jsonb) ->> 'code' AS code, COUNT(*) AS count,
+                    (error::json) ->> 'code' AS code, COUNT(*) AS count,
                     COUNT(*) FILTER (WHERE possible_double_charge) AS flagged
                 FROM attempts
                 WHERE finished_at IS NOT NULL AND finished_at >= $1
@@ -248,7 +249,7 @@ extension PostgresStore {
             let rows = try await db.rows(
                 """
                 SELECT provider, model, CASE status WHEN 'completed' THEN 'succeeded' ELSE 'failed' END AS state,
-                    (error::jsonb) ->> 'code' AS code, COUNT(*) AS count
+                    (error::json) ->> 'code' AS code, COUNT(*) AS count
                 FROM generations
                 WHERE status IN ('completed', 'failed') AND updated_at >= $1
                 GROUP BY 1, 2, 3, 4
@@ -269,7 +270,7 @@ extension PostgresStore {
                 SELECT * FROM (
                     SELECT DISTINCT ON (a.generation_id) a.generation_id, a.provider,
                         COALESCE(a.model, 'unknown') AS model, a.number AS attempts,
-                        (SELECT (b.error::jsonb) ->> 'code' FROM attempts b
+                        (SELECT (b.error::json) ->> 'code' FROM attempts b
                          WHERE b.generation_id = a.generation_id AND b.error IS NOT NULL
                          ORDER BY b.number DESC LIMIT 1) AS last_error
                     FROM attempts a

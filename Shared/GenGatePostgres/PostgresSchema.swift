@@ -268,7 +268,7 @@ enum PostgresSchema {
             "v2-monitoring",
             """
             CREATE TABLE alerts (
-                id TEXT PRIMARY KEY,
+                id TEXT COLLATE "C" PRIMARY KEY,
                 type TEXT NOT NULL,
                 severity TEXT NOT NULL,
                 fingerprint TEXT NOT NULL,
@@ -287,7 +287,7 @@ enum PostgresSchema {
             CREATE INDEX alerts_unresolved ON alerts(type) WHERE resolved_at IS NULL;
             CREATE INDEX alerts_resolved ON alerts(resolved_at) WHERE resolved_at IS NOT NULL;
             CREATE TABLE error_log (
-                id TEXT PRIMARY KEY,
+                id TEXT COLLATE "C" PRIMARY KEY,
                 level TEXT NOT NULL,
                 source TEXT NOT NULL,
                 code TEXT,

@@ -130,9 +130,9 @@ public enum ConfigLoader {
             guard (60...86_400).contains(rule.windowSeconds) else {
                 throw ConfigError("alerts.\(name).window_seconds must be between 60 and 86400")
             }
-            guard rule.shortWindowSeconds == 0 || (60..<rule.windowSeconds).contains(rule.shortWindowSeconds) else {
-                throw ConfigError(
-                    "alerts.\(name).short_window_seconds must be 0 (none) or between 60 and window_seconds")
+            // One as long as the window (or longer) is no second window.
+            guard rule.shortWindowSeconds == 0 || rule.shortWindowSeconds >= 60 else {
+                throw ConfigError("alerts.\(name).short_window_seconds must be 0 (none) or at least 60")
             }
             guard rule.minimumAttempts >= 1 else {
                 throw ConfigError("alerts.\(name).minimum_attempts must be at least 1")

@@ -194,13 +194,18 @@ public struct ErrorEntry: Sendable, Equatable {
         id: String? = nil, level: Level, source: String, code: String?, message: String, generationID: String?,
         context: [String: JSONValue] = [:], at: Date
     ) {
+        // Text as a store can keep it (PostgreSQL refuses NUL) and bounded: a provider's or a
+        // bus's text can be long, and the log keeps many.
+        func clean(_ text: String, _ limit: Int) -> String {
+            let text = text.replacingOccurrences(of: "\u{0}", with: "")
+            return text.count > limit ? String(text.prefix(limit - 1)) + "…" : text
+        }
         self.id = id ?? Identifier.make("err", at: at)
         self.level = level
-        self.source = String(source.prefix(200))
-        self.code = code.map { String($0.prefix(200)) }
-        // Bounded: a provider's or a bus's text can be long, and the log keeps many.
-        self.message = message.count > Self.maxMessage ? String(message.prefix(Self.maxMessage - 1)) + "…" : message
-        self.generationID = generationID
+        self.source = clean(source, 200)
+        self.code = code.map { clean($0, 200) }
+        self.message = clean(message, Self.maxMessage)
+        self.generationID = generationID.map { clean($0, 200) }
         self.context = context
         self.at = at
     }
@@ -293,13 +298,15 @@ public protocol MonitoringStore: Sendable {
     /// Records the acknowledgement; nil if there is no such alert. An acknowledged alert keeps
     /// its first acknowledgement.
     func acknowledgeAlert(id: String, by keyID: String, at: Date) async throws -> Alert?
-    /// Records how delivering an alert to a channel went (`error` nil: sent, at the alert's
-    /// `level`), and ends the sender's claim.
-    func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws
-    /// Claims the delivery of an alert to a channel for `owner` until `until`: false if it was
-    /// sent already (at the alert's level) or another owner's claim holds. So two monitors never
-    /// send one alert to one channel at once.
-    func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws -> Bool
+    /// Records how delivering an alert to a channel went (`error` nil: sent, the alert as it was
+    /// at `level`), and ends the sender's claim.
+    func recordAlertDelivery(id: String, channel: String, error: String?, level: Int, at: Date) async throws
+    /// Claims the delivery of an alert to a channel for `owner` until `until`, and returns the
+    /// alert as it is now (to send that, not an older copy); nil if it was sent already at its
+    /// level, or another owner's claim holds. So two monitors never send one alert to one
+    /// channel at once.
+    func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws
+        -> Alert?
     func alert(id: String) async throws -> Alert?
     func alerts(_ filter: AlertFilter) async throws -> [Alert]
     /// Unresolved alerts by type.

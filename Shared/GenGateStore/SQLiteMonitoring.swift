@@ -19,7 +19,8 @@ extension SQLiteStore {
                     let level: Int = newest["level"]
                     try db.run(
                         sql: """
-                            UPDATE alerts SET last_seen_at = ?, occurrences = occurrences + 1, resolved_at = NULL,
+                            UPDATE alerts SET last_seen_at = MAX(last_seen_at, ?), occurrences = occurrences + 1,
+                                resolved_at = NULL,
                                 message = ?, details = ?, severity = ?, level = MAX(level, ?)
                             WHERE id = ?
                             """,
@@ -78,15 +79,14 @@ extension SQLiteStore {
         }
     }
 
-    public func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws {
+    public func recordAlertDelivery(id: String, channel: String, error: String?, level: Int, at: Date) async throws {
         try await batcher.write { db in
             guard
-                let row = try Row.fetchOne(
-                    db, cached: "SELECT deliveries, level FROM alerts WHERE id = ?", arguments: [id])
+                let text = try String.fetchOne(
+                    db, cached: "SELECT deliveries FROM alerts WHERE id = ?", arguments: [id])
             else { return }
-            var deliveries = StoredJSON.deliveries(row["deliveries"])
-            deliveries[channel] = AlertDeliveryRecord.after(
-                deliveries[channel], error: error, at: at, level: row["level"])
+            var deliveries = StoredJSON.deliveries(text)
+            deliveries[channel] = AlertDeliveryRecord.after(deliveries[channel], error: error, at: at, level: level)
             try db.run(
                 sql: "UPDATE alerts SET deliveries = ? WHERE id = ?",
                 arguments: [try StoredJSON.text(deliveries), id])
@@ -94,23 +94,22 @@ extension SQLiteStore {
     }
 
     public func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws
-        -> Bool
+        -> Alert?
     {
-        try await batcher.write { db in
+        try await batcher.write { db -> Alert? in
             guard
-                let row = try Row.fetchOne(
-                    db, cached: "SELECT deliveries, level FROM alerts WHERE id = ?", arguments: [id])
-            else { return false }
-            var deliveries = StoredJSON.deliveries(row["deliveries"])
+                var alert = try Row.fetchOne(db, cached: "SELECT * FROM alerts WHERE id = ?", arguments: [id])
+                    .map(Self.decodeAlert)
+            else { return nil }
             guard
                 let claimed = AlertDeliveryRecord.claim(
-                    deliveries[channel], owner: owner, until: until, now: now, level: row["level"])
-            else { return false }
-            deliveries[channel] = claimed
+                    alert.deliveries[channel], owner: owner, until: until, now: now, level: alert.level)
+            else { return nil }
+            alert.deliveries[channel] = claimed
             try db.run(
                 sql: "UPDATE alerts SET deliveries = ? WHERE id = ?",
-                arguments: [try StoredJSON.text(deliveries), id])
-            return true
+                arguments: [try StoredJSON.text(alert.deliveries), id])
+            return alert
         }
     }
 
@@ -353,7 +352,7 @@ extension AlertDeliveryRecord {
             record.lastError = error
         } else {
             record.sentAt = at
-            record.sentLevel = level
+            record.sentLevel = max(record.sentLevel ?? 0, level)
             record.lastError = nil
             record.claimedBy = nil
             record.claimedUntil = nil

@@ -1,4 +1,4 @@
-"""Checks a screenshot (PNG) for colours, with Pillow: each must cover at least 20 pixels.
+"""Checks a screenshot (PNG) for colours, with Pillow: each must cover at least 10 pixels.
 
     python3 screenshot_colors.py IMAGE RRGGBB [RRGGBB ...]
 
@@ -18,7 +18,7 @@ for wanted in sys.argv[2:]:
     rgb = tuple(int(wanted[i:i + 2], 16) for i in (0, 2, 4))
     seen = counts.get(rgb, 0)
     print(f"{wanted}: {seen} pixels")
-    if seen < 20:
+    if seen < 10:
         missing.append(wanted)
 print(f"{image.width}x{image.height}, {len(counts)} colours")
 sys.exit(1 if missing else 0)

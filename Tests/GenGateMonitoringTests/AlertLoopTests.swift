@@ -29,31 +29,37 @@ final class AlertLoopTests: XCTestCase {
     final class Flaky: MonitoringStore {
         let base: any MonitoringStore
         let down = Locked(false)
+        /// Reads answer, writes fail (a full disk).
+        let writesDown = Locked(false)
 
         init(_ base: any MonitoringStore) { self.base = base }
 
         func check() throws { if down.withLock({ $0 }) { throw StoreError.unavailable("connection refused") } }
+        func checkWrite() throws {
+            try check()
+            if writesDown.withLock({ $0 }) { throw StoreError.unavailable("database or disk is full") }
+        }
 
         func raiseAlert(_ draft: AlertDraft, coolDown: TimeInterval, now: Date, id: String?) async throws -> Alert? {
-            try check()
+            try checkWrite()
             return try await base.raiseAlert(draft, coolDown: coolDown, now: now, id: id)
         }
         func resolveAlerts(fingerprints: [String], at: Date) async throws -> Int {
-            try check()
+            try checkWrite()
             return try await base.resolveAlerts(fingerprints: fingerprints, at: at)
         }
         func acknowledgeAlert(id: String, by keyID: String, at: Date) async throws -> Alert? {
-            try check()
+            try checkWrite()
             return try await base.acknowledgeAlert(id: id, by: keyID, at: at)
         }
-        func recordAlertDelivery(id: String, channel: String, error: String?, at: Date) async throws {
-            try check()
-            try await base.recordAlertDelivery(id: id, channel: channel, error: error, at: at)
+        func recordAlertDelivery(id: String, channel: String, error: String?, level: Int, at: Date) async throws {
+            try checkWrite()
+            try await base.recordAlertDelivery(id: id, channel: channel, error: error, level: level, at: at)
         }
         func claimAlertDelivery(id: String, channel: String, owner: String, until: Date, now: Date) async throws
-            -> Bool
+            -> Alert?
         {
-            try check()
+            try checkWrite()
             return try await base.claimAlertDelivery(id: id, channel: channel, owner: owner, until: until, now: now)
         }
         func alert(id: String) async throws -> Alert? {
@@ -69,7 +75,7 @@ final class AlertLoopTests: XCTestCase {
             return try await base.openAlertCounts()
         }
         func appendErrors(_ entries: [ErrorEntry]) async throws {
-            try check()
+            try checkWrite()
             try await base.appendErrors(entries)
         }
         func errors(_ filter: ErrorFilter) async throws -> [ErrorEntry] {
@@ -109,8 +115,9 @@ final class AlertLoopTests: XCTestCase {
                 claim: { id, channel, until in
                     try await store.claimAlertDelivery(id: id, channel: channel, owner: name, until: until, now: Date())
                 },
-                record: { id, channel, error in
-                    try await store.recordAlertDelivery(id: id, channel: channel, error: error, at: Date())
+                record: { id, channel, error, level in
+                    try await store.recordAlertDelivery(
+                        id: id, channel: channel, error: error, level: level, at: Date())
                 }), firstDelay: .milliseconds(10), logger: Logger(label: name))
         var settings = AlertRuleSettings()
         settings.failureRate = .init(threshold: 0.5, window: 3_600, minimumAttempts: 4, shortWindow: 300)
@@ -200,7 +207,8 @@ final class AlertLoopTests: XCTestCase {
         XCTAssertEqual(recorded.state, .resolved)
         XCTAssertTrue(recorded.message.contains("(from "), recorded.message)
 
-        // Down again soon after: within the cool-down, no second alert; up: nothing re-sent.
+        // Down again soon after: within the cool-down of the first, no second alert; up:
+        // nothing re-sent.
         flaky.down.withLock { $0 = true }
         for second in 20...23 { await loop.evaluate(now: now.addingTimeInterval(Double(second))) }
         flaky.down.withLock { $0 = false }
@@ -210,6 +218,56 @@ final class AlertLoopTests: XCTestCase {
         notifier.finish()
         await running.value
         XCTAssertEqual(inbox.ids, [sent.id])
+    }
+
+    func testALongOutageSoonAfterAnotherIsSentOnceTheCoolDownHasPassed() async throws {
+        let flaky = Flaky(sqlite)
+        let inbox = Inbox()
+        let (loop, notifier) = monitor(flaky, inbox: inbox, name: "a")
+        let running = Task { await notifier.run() }
+        let now = Date()
+        flaky.down.withLock { $0 = true }
+        for second in 0...2 { await loop.evaluate(now: now.addingTimeInterval(Double(second))) }
+        flaky.down.withLock { $0 = false }
+        await loop.evaluate(now: now.addingTimeInterval(5))
+        try await waitFor(inbox, count: 1)
+        // Down again a minute later, and for long: quiet within the cool-down (600 s), then sent.
+        flaky.down.withLock { $0 = true }
+        for second in stride(from: 60, through: 600, by: 60) {
+            await loop.evaluate(now: now.addingTimeInterval(Double(second)))
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        XCTAssertEqual(inbox.ids.count, 1)
+        await loop.evaluate(now: now.addingTimeInterval(610))
+        try await waitFor(inbox, count: 2)
+        notifier.finish()
+        await running.value
+        XCTAssertEqual(inbox.received.withLock { $0.map(\.type) }, ["store_unreachable", "store_unreachable"])
+    }
+
+    func testAStoreThatTakesNoWritesIsAnOutageToo() async throws {
+        let now = Date()
+        try await failedAttempts(4, now: now)
+        let flaky = Flaky(sqlite)
+        flaky.writesDown.withLock { $0 = true }
+        let inbox = Inbox()
+        let (loop, notifier) = monitor(flaky, inbox: inbox, name: "a")
+        let running = Task { await notifier.run() }
+        for second in 0...2 { await loop.evaluate(now: now.addingTimeInterval(Double(second))) }
+        try await waitFor(inbox, count: 1)
+        let sent = try XCTUnwrap(inbox.received.withLock { $0.first })
+        XCTAssertEqual(sent.type, "store_unreachable")
+        XCTAssertTrue(sent.message.contains("disk is full"), sent.message)
+        // Writes work again: the failure rate's alert is raised and sent, the outage recorded.
+        flaky.writesDown.withLock { $0 = false }
+        await loop.evaluate(now: now.addingTimeInterval(3))
+        await loop.evaluate(now: now.addingTimeInterval(4))
+        try await waitFor(inbox, count: 2)
+        notifier.finish()
+        await running.value
+        XCTAssertEqual(inbox.received.withLock { $0.map(\.type) }, ["store_unreachable", "provider_failure_rate"])
+        let recorded = try await sqlite.alert(id: sent.id)
+        XCTAssertEqual(recorded?.state, .resolved)
     }
 
     func testAnAlertWhoseRaiseWentUnheardIsSentByTheNextEvaluation() async throws {

@@ -206,9 +206,13 @@ final class AlertRuleTests: XCTestCase {
 
     func testWhenNoHeartbeatArrivesAtAllTheBusIsOneIncident() {
         let verdict = AlertRules(settings: AlertRuleSettings()).evaluate(
-            inputs([], services: [("poller", 30), ("uploader", 30), ("monitor", 30), ("dispatcher", 2)]))
+            inputs([], services: [("poller", 30), ("uploader", 30), ("monitor", 30), ("dispatcher", nil)]))
         XCTAssertEqual(verdict.raised.map(\.fingerprint), ["service_down:bus"])
         XCTAssertTrue(verdict.checked.contains(.serviceDown))
+        // Others heard, the monitor's own heartbeat not: each silent service on its own.
+        let some = AlertRules(settings: AlertRuleSettings()).evaluate(
+            inputs([], services: [("poller", 30), ("monitor", 30), ("dispatcher", 2)]))
+        XCTAssertEqual(some.raised.map(\.fingerprint), ["service_down:poller", "service_down:monitor"])
     }
 
     func testManyRetriedJobsOfOneProviderAreOneAlert() {
@@ -235,7 +239,9 @@ final class AlertNotifierTests: XCTestCase {
             self.failures = failures
         }
 
+        private var sentMessages: [String] = []
         var sent: [String] { lock.withLock { sentIDs } }
+        var messages: [String] { lock.withLock { sentMessages } }
         var tries: Int { lock.withLock { triesCount } }
 
         func send(_ alert: Alert) async throws {
@@ -246,33 +252,38 @@ final class AlertNotifierTests: XCTestCase {
                     throw AlertDeliveryError(description: "HTTP 503")
                 }
                 sentIDs.append(alert.id)
+                sentMessages.append(alert.message)
             }
         }
     }
 
-    /// A store's delivery records in memory, with its claims.
+    /// A store's alerts in memory, with their delivery records and claims.
     final class Ledger: Sendable {
-        let records = Locked<[String: AlertDeliveryRecord]>([:])
+        let alerts = Locked<[String: Alert]>([:])
         let log = Locked<[String]>([])
+
+        func add(_ alert: Alert) { alerts.withLock { $0[alert.id] = alert } }
 
         func make(owner: String) -> AlertNotifier.Ledger {
             AlertNotifier.Ledger(
                 claim: { id, channel, until in
-                    self.records.withLock { records in
-                        guard
+                    self.alerts.withLock { alerts -> Alert? in
+                        guard var alert = alerts[id],
                             let claimed = AlertDeliveryRecord.claim(
-                                records["\(id) \(channel)"], owner: owner, until: until, now: Date(), level: 0)
-                        else { return false }
-                        records["\(id) \(channel)"] = claimed
-                        return true
+                                alert.deliveries[channel], owner: owner, until: until, now: Date(), level: alert.level)
+                        else { return nil }
+                        alert.deliveries[channel] = claimed
+                        alerts[id] = alert
+                        return alert
                     }
                 },
-                record: { id, channel, error in
-                    self.records.withLock {
-                        $0["\(id) \(channel)"] = AlertDeliveryRecord.after(
-                            $0["\(id) \(channel)"], error: error, at: Date(), level: 0)
+                record: { id, channel, error, level in
+                    self.alerts.withLock { alerts in
+                        let record = AlertDeliveryRecord.after(
+                            alerts[id]?.deliveries[channel], error: error, at: Date(), level: level)
+                        alerts[id]?.deliveries[channel] = record
                     }
-                    self.log.withLock { $0.append("\(id) \(channel) \(error ?? "sent")") }
+                    self.log.withLock { $0.append("\(id) \(channel) \(error ?? "sent") \(level)") }
                 })
         }
     }
@@ -294,30 +305,32 @@ final class AlertNotifierTests: XCTestCase {
         let dead = FlakyChannel(name: "slack", failures: 100)
         let fine = FlakyChannel(name: "email", failures: 0)
         let ledger = Ledger()
+        ledger.add(alert("alt_1"))
         let notifier = AlertNotifier(
-            channels: [flaky, dead, fine], ledger: ledger.make(owner: "a"), giveUpAfter: .milliseconds(300),
-            firstDelay: .milliseconds(20), logger: Logger(label: "test"))
+            channels: [flaky, dead, fine], ledger: ledger.make(owner: "a"), giveUpAfter: .seconds(1),
+            firstDelay: .milliseconds(50), logger: Logger(label: "test"))
         let running = Task { await notifier.run() }
         notifier.deliver(alert("alt_1"))
         try await waitUntil { flaky.sent.count == 1 && fine.sent.count == 1 && dead.tries >= 3 }
-        try await Task.sleep(for: .milliseconds(400))
+        try await Task.sleep(for: .milliseconds(1_100))
         notifier.finish()
         await running.value
         XCTAssertEqual(fine.sent, ["alt_1"])
         XCTAssertEqual(flaky.sent, ["alt_1"])
         XCTAssertEqual(flaky.tries, 3)
         XCTAssertEqual(dead.sent, [])
-        // 20, 40, 80 ms apart, then given up: the next pause would have passed 300 ms.
-        XCTAssertTrue((3...4).contains(dead.tries), "\(dead.tries)")
+        // 50, 100, 200, 400 ms apart, then given up: the next pause would pass the second.
+        XCTAssertTrue((3...5).contains(dead.tries), "\(dead.tries)")
         let recorded = ledger.log.withLock { $0 }
         XCTAssertEqual(recorded.filter { $0.hasPrefix("alt_1 slack HTTP 503") }.count, dead.tries)
-        XCTAssertEqual(recorded.filter { $0 == "alt_1 webhook sent" }.count, 1)
-        XCTAssertEqual(recorded.filter { $0 == "alt_1 email sent" }.count, 1)
+        XCTAssertEqual(recorded.filter { $0 == "alt_1 webhook sent 0" }.count, 1)
+        XCTAssertEqual(recorded.filter { $0 == "alt_1 email sent 0" }.count, 1)
     }
 
     func testTwoMonitorsDeliveringOneAlertSendItOnceAndASentOneIsNotSentAgain() async throws {
         let webhook = FlakyChannel(name: "webhook", failures: 0)
         let ledger = Ledger()
+        ledger.add(alert("alt_2"))
         let first = AlertNotifier(channels: [webhook], ledger: ledger.make(owner: "a"), logger: Logger(label: "a"))
         let second = AlertNotifier(channels: [webhook], ledger: ledger.make(owner: "b"), logger: Logger(label: "b"))
         let running = [Task { await first.run() }, Task { await second.run() }]
@@ -327,14 +340,41 @@ final class AlertNotifierTests: XCTestCase {
         }
         try await waitUntil { !webhook.sent.isEmpty }
         try await Task.sleep(for: .milliseconds(100))
-        var sentOnce = alert("alt_3")
-        sentOnce.deliveries = ["webhook": AlertDeliveryRecord(attempts: 1, sentAt: Date(), lastError: nil)]
-        first.deliver(sentOnce)
+        // Handed on again as the store had it before it was sent: the claim says it was.
+        first.deliver(alert("alt_2"))
         try await Task.sleep(for: .milliseconds(100))
         first.finish()
         second.finish()
         for task in running { await task.value }
         XCTAssertEqual(webhook.sent, ["alt_2"])
+    }
+
+    func testAGrownAlertIsSentAsItIsNowAndRecordedAtThatLevel() async throws {
+        let webhook = FlakyChannel(name: "webhook", failures: 1)
+        let ledger = Ledger()
+        var first = alert("alt_4")
+        first.level = 1
+        first.message = "1 double charge"
+        ledger.add(first)
+        let notifier = AlertNotifier(
+            channels: [webhook], ledger: ledger.make(owner: "a"), firstDelay: .milliseconds(200),
+            logger: Logger(label: "a"))
+        let running = Task { await notifier.run() }
+        notifier.deliver(first)
+        try await waitUntil { webhook.tries == 1 }
+        // It grew while the first try's pause ran: the next try sends what the store has now.
+        var grown = first
+        grown.level = 3
+        grown.message = "3 double charges"
+        ledger.add(grown)
+        notifier.deliver(grown)
+        try await waitUntil { webhook.sent.count == 1 }
+        try await Task.sleep(for: .milliseconds(100))
+        notifier.finish()
+        await running.value
+        XCTAssertEqual(webhook.tries, 2, "one task for the alert and channel, not one per level")
+        XCTAssertEqual(webhook.messages, ["3 double charges"])
+        XCTAssertEqual(ledger.alerts.withLock { $0["alt_4"]?.deliveries["webhook"]?.sentLevel }, 3)
     }
 }
 

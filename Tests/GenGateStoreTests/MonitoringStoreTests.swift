@@ -100,9 +100,10 @@ extension GenerationStoreContractTests {
         listed = try await store.alerts(AlertFilter(states: []))
         XCTAssertEqual(listed, [])
 
-        try await store.recordAlertDelivery(id: low.id, channel: "slack", error: "HTTP 500", at: now)
-        try await store.recordAlertDelivery(id: low.id, channel: "slack", error: nil, at: now.addingTimeInterval(2))
-        try await store.recordAlertDelivery(id: low.id, channel: "email", error: "refused", at: now)
+        try await store.recordAlertDelivery(id: low.id, channel: "slack", error: "HTTP 500", level: 1, at: now)
+        try await store.recordAlertDelivery(
+            id: low.id, channel: "slack", error: nil, level: 1, at: now.addingTimeInterval(2))
+        try await store.recordAlertDelivery(id: low.id, channel: "email", error: "refused", level: 1, at: now)
         let delivered = try await XCTUnwrapAsync(try await store.alert(id: low.id))
         XCTAssertEqual(delivered.deliveries["slack"]?.attempts, 2)
         XCTAssertNotNil(delivered.deliveries["slack"]?.sentAt)
@@ -256,7 +257,7 @@ extension GenerationStoreContractTests {
         func claim(_ owner: String, _ via: any GenerationStore, at offset: Double) async throws -> Bool {
             try await via.claimAlertDelivery(
                 id: alert.id, channel: "slack", owner: owner, until: now.addingTimeInterval(offset + 60),
-                now: now.addingTimeInterval(offset))
+                now: now.addingTimeInterval(offset)) != nil
         }
         var claimed = try await claim("a", store, at: 0)
         XCTAssertTrue(claimed)
@@ -264,23 +265,28 @@ extension GenerationStoreContractTests {
         XCTAssertFalse(claimed, "a's claim holds")
         claimed = try await claim("a", store, at: 2)
         XCTAssertTrue(claimed, "renewed by its holder")
-        try await store.recordAlertDelivery(id: alert.id, channel: "slack", error: "HTTP 500", at: now)
+        try await store.recordAlertDelivery(id: alert.id, channel: "slack", error: "HTTP 500", level: 1, at: now)
         claimed = try await claim("b", second, at: 90)
         XCTAssertTrue(claimed, "a's claim ran out")
-        try await second.recordAlertDelivery(id: alert.id, channel: "slack", error: nil, at: now.addingTimeInterval(91))
+        try await second.recordAlertDelivery(
+            id: alert.id, channel: "slack", error: nil, level: 1, at: now.addingTimeInterval(91))
         claimed = try await claim("a", store, at: 200)
         XCTAssertFalse(claimed, "sent")
         claimed = try await claim("a", store, at: 200)
         XCTAssertFalse(claimed)
         let missing = try await store.claimAlertDelivery(
             id: "alt_missing", channel: "slack", owner: "a", until: now, now: now)
-        XCTAssertFalse(missing)
+        XCTAssertNil(missing)
 
-        // Grown: due again.
+        // Grown: due again, and the claim hands over the alert as it is now.
         grown.level = 2
+        grown.message = "grown"
         _ = try await store.raiseAlert(grown, coolDown: 600, now: now.addingTimeInterval(300))
-        claimed = try await claim("a", store, at: 300)
-        XCTAssertTrue(claimed)
+        let current = try await store.claimAlertDelivery(
+            id: alert.id, channel: "slack", owner: "a", until: now.addingTimeInterval(360),
+            now: now.addingTimeInterval(300))
+        XCTAssertEqual(current?.message, "grown")
+        XCTAssertEqual(current?.level, 2)
         let record = try await XCTUnwrapAsync(try await store.alert(id: alert.id)).deliveries["slack"]
         XCTAssertEqual(record?.attempts, 2)
         XCTAssertEqual(record?.sentLevel, 1)

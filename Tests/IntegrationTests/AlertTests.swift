@@ -27,17 +27,7 @@ final class AlertTests: XCTestCase {
 
     /// The SMTP server on a free port: its port, and the messages it printed.
     func smtpServer(cert: String, key: String) async throws -> (Python.Running, Int) {
-        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("smtp-\(UUID().uuidString)")
-        let running = try Python.start(Self.smtpScript, arguments: [portFile.path, cert, key, "alerts", "s3cret"])
-        for _ in 0..<150 {
-            if let text = try? String(contentsOf: portFile, encoding: .utf8), let port = Int(text) {
-                try? FileManager.default.removeItem(at: portFile)
-                return (running, port)
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        running.stop()
-        throw SystemError("the SMTP server did not start: \(running.lines())")
+        try await Python.serve(Self.smtpScript, arguments: [cert, key, "alerts", "s3cret"])
     }
 
     func lines(_ running: Python.Running) -> [JSONValue] { WebhookTests.deliveries(running) }
@@ -144,10 +134,9 @@ final class AlertTests: XCTestCase {
         XCTAssertEqual(slacks.count, 2, "\(slacks)")
         XCTAssertTrue(slacks.allSatisfy { $0["path"] == .string("/services/T000/B000/XXXX") })
         let slackText = slacks.compactMap { $0["body"]?["text"]?.stringValue }.joined(separator: "\n")
-        XCTAssertTrue(
-            slackText.contains(
-                "[HIGH] GenGate provider_failure_rate: sim: \(failedThen) of \(failedThen) attempts failed in the last 10 min (100%, over 50%)"
-            ), slackText)
+        // Each channel gets the alert as it stands when it is sent (a retried one, later figures).
+        XCTAssertTrue(slackText.contains("[HIGH] GenGate provider_failure_rate: sim: "), slackText)
+        XCTAssertTrue(slackText.contains(" attempts failed in the last 10 min (100%, over 50%)"), slackText)
         XCTAssertTrue(slacks.allSatisfy { ($0["body"]?["blocks"]?.arrayValue?.count ?? 0) == 3 })
 
         let mails = lines(smtp)

@@ -166,10 +166,10 @@ enum Python {
 /// Commands tests run to their end (checkers such as `promtool`).
 enum Command {
     /// Runs `arguments` (the first found on PATH) with `input` on its standard input; its status
-    /// and all it printed.
-    static func run(_ arguments: [String], input: String = "", in directory: URL? = nil) throws -> (
-        status: Int32, output: String
-    ) {
+    /// and all it printed. One still running after `timeout` seconds is killed (status 137 then).
+    static func run(_ arguments: [String], input: String = "", in directory: URL? = nil, timeout: Double = 300)
+        throws -> (status: Int32, output: String)
+    {
         let process = Process()
         if let directory { process.currentDirectoryURL = directory }
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -185,6 +185,11 @@ enum Command {
             try? stdin.fileHandleForWriting.close()
         }
         writer.start()
+        let watchdog = DispatchWorkItem { [process] in
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
         let data = output.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         return (process.terminationStatus, String(decoding: data, as: UTF8.self))
@@ -234,5 +239,21 @@ extension Python {
         let running = Running(process, output: output)
         try process.run()
         return running
+    }
+
+    /// A script that serves on a free port it writes to the file named by its first argument
+    /// (then `arguments`): the running script and its port, once it is listening.
+    static func serve(_ script: URL, arguments: [String]) async throws -> (Running, Int) {
+        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("port-\(UUID().uuidString)")
+        let running = try start(script, arguments: [portFile.path] + arguments)
+        for _ in 0..<150 {
+            if let text = try? String(contentsOf: portFile, encoding: .utf8), let port = Int(text) {
+                try? FileManager.default.removeItem(at: portFile)
+                return (running, port)
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        running.stop()
+        throw SystemError("\(script.lastPathComponent) did not start: \(running.lines())")
     }
 }

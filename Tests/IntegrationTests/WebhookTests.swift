@@ -9,17 +9,7 @@ final class WebhookTests: XCTestCase {
 
     /// A receiver on a free port: its port, and the deliveries it printed.
     static func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
-        let portFile = FileManager.default.temporaryDirectory.appendingPathComponent("hook-\(UUID().uuidString)")
-        let running = try Python.start(Self.receiverScript, arguments: [portFile.path, "\(failFirst)"] + secrets)
-        for _ in 0..<100 {
-            if let text = try? String(contentsOf: portFile, encoding: .utf8), let port = Int(text) {
-                try? FileManager.default.removeItem(at: portFile)
-                return (running, port)
-            }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        running.stop()
-        throw SystemError("the webhook receiver did not start: \(running.lines())")
+        try await Python.serve(Self.receiverScript, arguments: ["\(failFirst)"] + secrets)
     }
 
     func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
