@@ -173,15 +173,16 @@ actor DetailedHealth {
 
 /// Admin requests to the monitor: `Authorization: Bearer <admin key>`, or HTTP Basic with the
 /// admin key as the password (what a browser can send, for the dashboard). Keys found are kept
-/// by hash for a minute (and, while the store cannot be reached, for an hour: the dashboard and
-/// detailed health are most needed then); at most four look-ups run at once, so a flood of
-/// guesses cannot take the store's connections from the alert rules.
+/// by hash for a minute (and, while the store cannot be reached, for 15 minutes: the dashboard
+/// and detailed health are most needed then; a key revoked meanwhile works that long); at most
+/// four look-ups run at once, so a flood of guesses cannot take the store's connections from the
+/// alert rules.
 final class AdminGate: Sendable {
     let store: any GenerationStore
     let known = Locked<[String: (key: APIKey, checked: ContinuousClock.Instant)]>([:])
     let lookups = Locked(0)
     static let fresh: Duration = .seconds(60)
-    static let outage: Duration = .seconds(3_600)
+    static let outage: Duration = .seconds(900)
     static let concurrentLookups = 4
 
     init(store: any GenerationStore) {
@@ -217,15 +218,26 @@ final class AdminGate: Sendable {
         let hash = Digest.sha256Hex(secret)
         let cached = known.withLock { $0[hash] }
         if let cached, ContinuousClock.now - cached.checked < Self.fresh { return .success(cached.key) }
+        /// A key checked within the outage allowance, when the store cannot say now.
+        func fallback(_ refusal: Refusal) -> Result<APIKey, Refusal> {
+            if let cached, ContinuousClock.now - cached.checked < Self.outage { return .success(cached.key) }
+            return .failure(refusal)
+        }
         let admitted = lookups.withLock { count -> Bool in
             guard count < Self.concurrentLookups else { return false }
             count += 1
             return true
         }
-        guard admitted else { return .failure(.busy) }
-        defer { lookups.withLock { $0 -= 1 } }
+        guard admitted else { return fallback(.busy) }
         let store = self.store
-        switch await withDeadline(.seconds(3), { try await store.apiKey(secret: secret) }) {
+        let lookups = self.lookups
+        // The slot is freed when the look-up ends, not when its deadline passes: a slow store is
+        // not sent more look-ups than the limit.
+        let found = await withDeadline(.seconds(3)) {
+            defer { lookups.withLock { $0 -= 1 } }
+            return try await store.apiKey(secret: secret)
+        }
+        switch found {
         case .success(let key):
             guard let key, key.isAdmin else {
                 known.withLock { $0[hash] = nil }
@@ -236,8 +248,9 @@ final class AdminGate: Sendable {
                 known[hash] = (key, .now)
             }
             return .success(key)
+        case .failure(let error) where error is DeadlinePassed || StoreError.isUnavailable(error):
+            return fallback(.unavailable)
         case .failure:
-            if let cached, ContinuousClock.now - cached.checked < Self.outage { return .success(cached.key) }
             return .failure(.unavailable)
         }
     }

@@ -134,18 +134,23 @@ struct ErrorLogWriter: Service, CustomStringConvertible {
             guard !batch.isEmpty else { return }
             do {
                 try await store.appendErrors(batch)
-            } catch let error as StoreError {
-                guard case .unavailable = error else {
-                    await drop(batch, error)
-                    continue
-                }
+            } catch  where StoreError.isUnavailable(error) {
                 await state.putBack(batch)
                 logger.warning("cannot write the error log", metadata: ["error": "\(error)"])
                 return
             } catch {
-                // Refused, not unavailable: tried again it would be refused again, and hold up
-                // every entry behind it.
-                await drop(batch, error)
+                // Refused (or its outcome unknown): one entry at a time, so that one the store
+                // will not take is dropped alone (entries are written once however often tried).
+                for (index, entry) in batch.enumerated() {
+                    do {
+                        try await store.appendErrors([entry])
+                    } catch  where StoreError.isUnavailable(error) {
+                        await state.putBack(Array(batch[index...]))
+                        return
+                    } catch {
+                        await drop([entry], error)
+                    }
+                }
             }
         }
     }

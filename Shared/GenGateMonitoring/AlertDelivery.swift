@@ -202,6 +202,10 @@ public final class AlertNotifier: Sendable {
     /// Deliveries under way here, by alert and channel (a task sends the alert as it is when
     /// it claims, so a grown alert is picked up by the one already under way).
     let underWay = Locked<Set<String>>([])
+    /// What this notifier sent, by alert and channel: the level. Consulted as well as the store,
+    /// so that an alert is not sent again when the store did not take the record of it (writes
+    /// failing), or could not be asked (`claim` failing).
+    let sent = Locked<[String: Int]>([:])
 
     public init(
         channels: [any AlertChannel], ledger: Ledger, giveUpAfter: Duration = .seconds(3_600),
@@ -235,6 +239,7 @@ public final class AlertNotifier: Sendable {
             for await (alert, stored) in stream {
                 for channel in channels where alert.deliveries[channel.name]?.due(level: alert.level) ?? true {
                     let key = "\(alert.id) \(channel.name)"
+                    if let level = sent.withLock({ $0[key] }), level >= alert.level { continue }
                     let fresh = underWay.withLock { $0.insert(key).inserted }
                     guard fresh else { continue }
                     group.addTask {
@@ -249,6 +254,7 @@ public final class AlertNotifier: Sendable {
     public func finish() { continuation.finish() }
 
     func send(_ snapshot: Alert, to channel: any AlertChannel, stored: Bool) async {
+        let key = "\(snapshot.id) \(channel.name)"
         let giveUp = ContinuousClock.now + giveUpAfter
         var delay = firstDelay
         var attempt = 0
@@ -260,9 +266,16 @@ public final class AlertNotifier: Sendable {
                 let until = Date().addingTimeInterval(Double((channelTimeout + .seconds(60)).components.seconds))
                 do {
                     guard let current = try await ledger.claim(alert.id, channel.name, until) else { return }
+                    // Sent by this notifier already, the store not told (its write failed): told now.
+                    if let level = sent.withLock({ $0[key] }), level >= current.level {
+                        try? await ledger.record(alert.id, channel.name, nil, level)
+                        return
+                    }
                     alert = current
                 } catch {
-                    // The store is out of reach: sending twice beats not sending.
+                    // The store is out of reach: sending twice beats not sending, unless this
+                    // notifier knows it sent it already.
+                    if let level = sent.withLock({ $0[key] }), level >= alert.level { return }
                     logger.warning(
                         "cannot claim an alert's delivery; sending it anyway",
                         metadata: ["alert": "\(alert.id)", "channel": "\(channel.name)", "error": "\(error)"])
@@ -273,11 +286,19 @@ public final class AlertNotifier: Sendable {
             switch outcome {
             case .success:
                 onAttempt(channel.name, true)
+                sent.withLock { sent in
+                    if sent.count > 10_000 { sent.removeAll() }
+                    sent[key] = max(sent[key] ?? 0, alert.level)
+                }
                 if stored { try? await ledger.record(alert.id, channel.name, nil, alert.level) }
                 logger.info(
                     "alert sent",
                     metadata: ["alert": "\(alert.id)", "channel": "\(channel.name)", "attempt": "\(attempt)"])
-                return
+                // It may have grown while it was being sent: the next claim says (nil: nothing new).
+                guard stored else { return }
+                attempt = 0
+                delay = firstDelay
+                continue
             case .failure(let error):
                 if Task.isCancelled { return }
                 onAttempt(channel.name, false)

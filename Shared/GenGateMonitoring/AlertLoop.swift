@@ -85,6 +85,14 @@ public final class AlertLoop: Sendable {
     /// Evaluations in a row whose writes failed, and the last failure.
     let writes = Locked<(failures: Int, last: String?)>((0, nil))
 
+    /// A failure that says the store is out of reach or busy (not a refusal of one statement).
+    static func isOutage(_ error: any Error) -> Bool {
+        error is DeadlinePassed || StoreError.isUnavailable(error)
+    }
+
+    /// Writes wait for the writer lock behind others' batches: twice a read's time.
+    var writeTimeout: Duration { readTimeout * 2 }
+
     public init(
         store: any MonitoringStore, rules: AlertRules, notifier: AlertNotifier, coolDown: TimeInterval,
         staleAfter: Double, readTimeout: Duration = .seconds(10), deliveryWindow: TimeInterval = 3_600,
@@ -122,16 +130,12 @@ public final class AlertLoop: Sendable {
         switch await withDeadline(readTimeout, body) {
         case .success(let value):
             return value
-        case .failure(let error as DeadlinePassed):
+        case .failure(let error) where Self.isOutage(error):
             unreachable = "\(what): \(error)"
-        case .failure(let error as StoreError):
-            if case .unavailable = error {
-                unreachable = "\(what): \(error)"
-            } else {
+        case .failure(let error):
+            if !(error is CancellationError) {
                 logger.error("cannot read \(what) for the alert rules", metadata: ["error": "\(error)"])
             }
-        case .failure(let error):
-            logger.error("cannot read \(what) for the alert rules", metadata: ["error": "\(error)"])
         }
         return nil
     }
@@ -165,19 +169,21 @@ public final class AlertLoop: Sendable {
             attempts: attempts, jobs: jobs, doubleChargeTotals: totals, retried: retried,
             services: await heartbeatAges(), staleAfter: staleAfter, storeError: unreachable)
         var verdict = rules.evaluate(inputs)
+        // Stopping: reads cut short by the cancellation say nothing of the store.
+        if Task.isCancelled { return }
+        let outagesAlerted = !settings.disabled.contains(.storeUnreachable)
         if let unreachable {
-            await storeIsDown(AlertRules.storeUnreachable(unreachable), unreachable, now)
+            if outagesAlerted { await storeIsDown(AlertRules.storeUnreachable(unreachable), unreachable, now) }
             return
         }
         verdict.raised.removeAll { $0.type == AlertRule.storeUnreachable.rawValue }
         // Reads work; writes may not (a full disk, a writer lock that never comes): two
         // evaluations in a row whose writes failed are an outage too.
         let failingWrites = writes.withLock { $0 }
-        if failingWrites.failures >= 2, let error = failingWrites.last {
+        if failingWrites.failures >= 2, let error = failingWrites.last, outagesAlerted {
             await storeIsDown(AlertRules.storeUnreachable(error), error, now, confirmed: true)
-        } else if failingWrites.failures == 0 {
-            await storeIsBack(now)
         }
+        var wrote = false
         var writeError: String?
         // A full page of retried jobs may leave some out: their providers' alerts stay as they are.
         if (retried?.count ?? 0) >= Self.retriedLimit { verdict.checked.remove(.jobRetries) }
@@ -186,9 +192,10 @@ public final class AlertLoop: Sendable {
         for draft in verdict.raised {
             raised.insert(draft.fingerprint)
             let coolDown = self.coolDown
-            switch await withDeadline(readTimeout, { try await store.raiseAlert(draft, coolDown: coolDown, now: now) })
+            switch await withDeadline(writeTimeout, { try await store.raiseAlert(draft, coolDown: coolDown, now: now) })
             {
             case .success(let raisedAlert):
+                wrote = true
                 if let alert = raisedAlert {
                     if alert.occurrences == 1 {
                         logger.warning(
@@ -207,25 +214,33 @@ public final class AlertLoop: Sendable {
             case .failure(let error):
                 // Written or not (a lost commit), the alert is found by the next evaluation's
                 // look at unsent alerts below, or raised again.
-                writeError = "writes fail: \(error)"
+                if Self.isOutage(error) { writeError = "writes fail: \(error)" }
                 logger.warning(
                     "cannot raise an alert", metadata: ["error": "\(error)", "alert": "\(draft.fingerprint)"])
             }
         }
-        if let error = await settle(verdict: verdict, raised: raised, now: now) { writeError = error }
-        writes.withLock { state in
+        let settled = await settle(
+            verdict: verdict, raised: raised, now: now, redeliver: failingWrites.failures == 0)
+        wrote = wrote || settled.wrote
+        if let error = settled.error { writeError = error }
+        let failures = writes.withLock { state -> Int in
             if let writeError {
                 state.failures += 1
                 state.last = writeError
-            } else {
+            } else if wrote {
                 state.failures = 0
             }
+            return state.failures
         }
+        // Back: reads work, and so do writes (or none failed): an outage ends on record.
+        if failures == 0 { await storeIsBack(now) }
     }
 
     /// Resolves unresolved alerts whose condition ended (of rules checked this time, or turned
     /// off), and hands the notifier those not sent everywhere yet. Returns why its write failed.
-    func settle(verdict: AlertVerdict, raised: Set<String>, now: Date) async -> String? {
+    func settle(verdict: AlertVerdict, raised: Set<String>, now: Date, redeliver: Bool) async -> (
+        wrote: Bool, error: String?
+    ) {
         var open: [Alert] = []
         var cursor: String?
         let store = self.store
@@ -240,7 +255,7 @@ public final class AlertLoop: Sendable {
                 cursor = page.count == 500 ? page.last?.id : nil
             case .failure(let error):
                 logger.warning("cannot read open alerts", metadata: ["error": "\(error)"])
-                return nil
+                return (false, nil)
             }
         } while cursor != nil
         let disabled = rules.settings.disabled
@@ -251,26 +266,32 @@ public final class AlertLoop: Sendable {
             // A possible double charge stays until someone has looked at it.
             return rule != .possibleDoubleCharge || alert.acknowledgedAt != nil
         }
-        var failure: String?
-        let fingerprints = ended.map(\.fingerprint)
-        let resolved = await withDeadline(readTimeout) {
-            try await store.resolveAlerts(fingerprints: fingerprints, at: now)
-        }
-        switch resolved {
-        case .success(let count):
-            if count > 0 {
-                logger.info("alerts resolved", metadata: ["alerts": "\(ended.map(\.id).joined(separator: ","))"])
+        var outcome: (wrote: Bool, error: String?) = (false, nil)
+        if !ended.isEmpty {
+            let fingerprints = ended.map(\.fingerprint)
+            let resolved = await withDeadline(writeTimeout) {
+                try await store.resolveAlerts(fingerprints: fingerprints, at: now)
             }
-        case .failure(let error):
-            failure = "writes fail: \(error)"
-            logger.warning("cannot resolve alerts", metadata: ["error": "\(error)"])
+            switch resolved {
+            case .success(let count):
+                outcome.wrote = true
+                if count > 0 {
+                    logger.info("alerts resolved", metadata: ["alerts": "\(ended.map(\.id).joined(separator: ","))"])
+                }
+            case .failure(let error):
+                if Self.isOutage(error) { outcome.error = "writes fail: \(error)" }
+                logger.warning("cannot resolve alerts", metadata: ["error": "\(error)"])
+            }
         }
+        // Handed on while the store records deliveries (when it does not, what was sent would
+        // be sent again): alerts created, or grown, within the delivery window.
+        guard redeliver else { return outcome }
         let endedIDs = Set(ended.map(\.id))
-        for alert in open where !endedIDs.contains(alert.id) && now.timeIntervalSince(alert.createdAt) < deliveryWindow
-        {
-            notifier.deliver(alert)
+        for alert in open where !endedIDs.contains(alert.id) {
+            let since = alert.level > 0 ? alert.lastSeenAt : alert.createdAt
+            if now.timeIntervalSince(since) < deliveryWindow { notifier.deliver(alert) }
         }
-        return failure
+        return outcome
     }
 
     /// The store cannot be reached (or takes no writes): an alert is sent (once per outage,
@@ -311,27 +332,36 @@ public final class AlertLoop: Sendable {
     /// The store answers again: an outage that was alerted goes on record, under the id it was
     /// sent with, as an alert that has ended (so nothing sends it again).
     func storeIsBack(_ now: Date) async {
-        let ended = outage.withLock { state -> (since: Date, alert: Alert?)? in
-            guard let since = state.since else { return nil }
-            let alert = state.alert
-            state.since = nil
-            state.alert = nil
-            // Only an outage that was alerted starts a cool-down.
-            if alert != nil { state.lastEnded = now }
-            return (since, alert)
+        let current = outage.withLock { ($0.since, $0.alert) }
+        guard let since = current.0 else { return }
+        guard let alert = current.1 else {
+            // Not alerted (one failed evaluation, or within a cool-down): nothing to record.
+            outage.withLock { $0.since = nil }
+            return
         }
-        guard let ended, let alert = ended.alert else { return }
         let draft = AlertDraft(
             type: alert.type, severity: alert.severity, fingerprint: alert.fingerprint,
-            message: alert.message + " (from \(Timestamp.format(ended.since)) to \(Timestamp.format(now)))",
-            details: alert.details.merging(["outage_seconds": .number(now.timeIntervalSince(ended.since).rounded())]) {
+            message: alert.message + " (from \(Timestamp.format(since)) to \(Timestamp.format(now)))",
+            details: alert.details.merging(["outage_seconds": .number(now.timeIntervalSince(since).rounded())]) {
                 $1
             })
-        do {
+        let store = self.store
+        let coolDown = self.coolDown
+        let recorded = await withDeadline(writeTimeout) {
             _ = try await store.raiseAlert(draft, coolDown: coolDown, now: alert.createdAt, id: alert.id)
             _ = try await store.resolveAlerts(fingerprints: [alert.fingerprint], at: now)
-        } catch {
+        }
+        if case .failure(let error) = recorded {
+            // Kept: the next evaluation tries again.
             logger.warning("cannot record the store's outage", metadata: ["error": "\(error)"])
+            return
+        }
+        // Only an outage that was alerted starts a cool-down.
+        outage.withLock { state in
+            state.since = nil
+            state.alert = nil
+            state.lastEnded = now
         }
     }
+
 }

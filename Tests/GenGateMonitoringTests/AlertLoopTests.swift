@@ -270,6 +270,50 @@ final class AlertLoopTests: XCTestCase {
         XCTAssertEqual(recorded?.state, .resolved)
     }
 
+    func testWhileWritesFailASentAlertIsNotSentAgain() async throws {
+        let now = Date()
+        try await failedAttempts(4, now: now)
+        let flaky = Flaky(sqlite)
+        let inbox = Inbox()
+        let (loop, notifier) = monitor(flaky, inbox: inbox, name: "a")
+        // Raised while writes worked; then the store stops taking writes before the notifier
+        // runs: its claim and its record of the delivery both fail.
+        await loop.evaluate(now: now)
+        flaky.writesDown.withLock { $0 = true }
+        let running = Task { await notifier.run() }
+        try await waitFor(inbox, count: 1)
+        // Evaluation after evaluation (the store still says it was never sent): only the outage
+        // is sent, once.
+        for second in 1...6 { await loop.evaluate(now: now.addingTimeInterval(Double(second))) }
+        try await Task.sleep(for: .milliseconds(300))
+        notifier.finish()
+        await running.value
+        XCTAssertEqual(inbox.received.withLock { $0.map(\.type) }, ["provider_failure_rate", "store_unreachable"])
+    }
+
+    func testATurnedOffOutageRuleSendsNothing() async throws {
+        let flaky = Flaky(sqlite)
+        let inbox = Inbox()
+        let notifier = AlertNotifier(
+            channels: [inbox], ledger: .init(claim: { _, _, _ in nil }, record: { _, _, _, _ in }),
+            logger: Logger(label: "a"))
+        var settings = AlertRuleSettings()
+        settings.disabled = [.storeUnreachable]
+        let loop = AlertLoop(
+            store: flaky, rules: AlertRules(settings: settings), notifier: notifier, coolDown: 600, staleAfter: 10,
+            logger: Logger(label: "a"), heartbeatAges: { [] }, log: { _ in })
+        let running = Task { await notifier.run() }
+        flaky.down.withLock { $0 = true }
+        for second in 0...3 { await loop.evaluate(now: Date().addingTimeInterval(Double(second))) }
+        flaky.down.withLock { $0 = false }
+        flaky.writesDown.withLock { $0 = true }
+        for second in 4...7 { await loop.evaluate(now: Date().addingTimeInterval(Double(second))) }
+        try await Task.sleep(for: .milliseconds(200))
+        notifier.finish()
+        await running.value
+        XCTAssertEqual(inbox.ids, [])
+    }
+
     func testAnAlertWhoseRaiseWentUnheardIsSentByTheNextEvaluation() async throws {
         let now = Date()
         try await failedAttempts(4, now: now)
