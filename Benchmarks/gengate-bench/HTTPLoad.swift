@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import GenGateCore
 import NIOCore
 import NIOHTTP1
 import Synchronization
@@ -113,9 +114,7 @@ enum HTTPLoad {
         return result
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
+    static func seconds(_ duration: Duration) -> Double { duration.inSeconds }
 }
 
 extension Array where Element == Double {

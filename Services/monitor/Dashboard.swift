@@ -123,11 +123,11 @@ struct Dashboard: Sendable {
                     <tr id="provider-\(escape(provider.name))"><td>\(escape(provider.name))</td>\
                     <td><span class="badge \(provider.status)">\(provider.status)</span></td>\
                     <td class="n">\(figures.calls)</td>\
-                    <td class="n">\(figures.callFailureRate.map { String(format: "%.1f%%", $0 * 100) } ?? "–")</td>\
+                    <td class="n">\(figures.providerFailureRate.map { String(format: "%.1f%%", $0 * 100) } ?? "–")</td>\
                     <td class="n">\(milliseconds(figures.latency.percentile(0.5)))</td>\
                     <td class="n">\(milliseconds(figures.latency.percentile(0.95)))</td>\
                     <td class="n">\(figures.timeouts)</td><td class="n">\(figures.retries)</td>\
-                    <td>\(escape(figures.errors.max(by: { ($0.value, $1.key) < ($1.value, $0.key) })?.key ?? "–"))</td>\
+                    <td>\(escape(figures.mostCommonError ?? "–"))</td>\
                     <td>\(callChart(timeline, provider: provider.name))</td><td>\(latencyChart(timeline, provider: provider.name))</td></tr>
 
                     """

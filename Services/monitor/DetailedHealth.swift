@@ -55,7 +55,7 @@ actor DetailedHealth {
     }
 
     static func milliseconds(_ duration: Duration) -> Double {
-        (Double(duration.components.seconds) * 1_000 + Double(duration.components.attoseconds) / 1e15).rounded()
+        (duration.inSeconds * 1_000).rounded()
     }
 
     func build() async -> Report {
@@ -135,20 +135,15 @@ actor DetailedHealth {
         /// `up`, `degraded` (over a tenth of its calls failed) or `down` (over half), once it
         /// made five calls in the window; calls refused for what the request asked do not count.
         var status: String {
-            guard figures.calls >= 5, let rate = failureRate else { return "up" }
+            guard figures.calls >= 5, let rate = figures.providerFailureRate else { return "up" }
             return rate > 0.5 ? "down" : (rate > 0.1 ? "degraded" : "up")
-        }
-
-        var failureRate: Double? {
-            guard figures.calls > 0 else { return nil }
-            return Double(figures.callErrors - figures.clientCallErrors) / Double(figures.calls)
         }
 
         var json: [String: JSONValue] {
             var json: [String: JSONValue] = [
                 "status": .string(status), "calls": .number(Double(figures.calls)),
                 "failed_calls": .number(Double(figures.callErrors)),
-                "failure_rate": failureRate.map { .number(($0 * 1_000).rounded() / 1_000) } ?? .null,
+                "failure_rate": figures.providerFailureRate.map { .number(($0 * 1_000).rounded() / 1_000) } ?? .null,
                 "timeouts": .number(Double(figures.timeouts)), "retries": .number(Double(figures.retries)),
                 "jobs_completed": .number(Double(figures.completed)), "jobs_failed": .number(Double(figures.failed)),
                 "window_seconds": .number(DetailedHealth.providerWindow),
@@ -156,9 +151,7 @@ actor DetailedHealth {
             for (name, quantile) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
                 json["latency_\(name)_ms"] = figures.latency.percentile(quantile).map { .number($0.rounded()) } ?? .null
             }
-            if let common = figures.errors.max(by: { ($0.value, $1.key) < ($1.value, $0.key) }) {
-                json["most_common_error"] = .string(common.key)
-            }
+            if let common = figures.mostCommonError { json["most_common_error"] = .string(common) }
             return json
         }
     }

@@ -40,8 +40,7 @@ actor ServiceTable {
     }
 
     private func age(_ instance: Instance) -> Double {
-        let elapsed = ContinuousClock.now - instance.lastSeen
-        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        (ContinuousClock.now - instance.lastSeen).inSeconds
     }
 
     /// Each expected service and the seconds since any of its instances beat last (since this
@@ -49,9 +48,7 @@ actor ServiceTable {
     /// service time to be heard).
     func heartbeatAges() -> [(service: String, heartbeatAge: Double?)] {
         expected.map { service in
-            let elapsed = ContinuousClock.now - (lastSeenByService[service] ?? started)
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-            return (service, seconds)
+            (service, (ContinuousClock.now - (lastSeenByService[service] ?? started)).inSeconds)
         }
     }
 

@@ -263,7 +263,7 @@ public final class AlertNotifier: Sendable {
             attempt += 1
             if stored {
                 // Held for one attempt and its pause; renewed before the next.
-                let until = Date().addingTimeInterval(Double((channelTimeout + .seconds(60)).components.seconds))
+                let until = Date().addingTimeInterval((channelTimeout + .seconds(60)).inSeconds)
                 do {
                     guard let current = try await ledger.claim(alert.id, channel.name, until) else { return }
                     // Sent by this notifier already, the store not told (its write failed): told now.
@@ -356,11 +356,9 @@ public struct AlertChannelSettings: Sendable {
             webhookKey = key
         }
         if let slack = value("GENGATE_ALERT_SLACK_URL") {
-            guard let url = URL(string: slack), ["http", "https"].contains(url.scheme?.lowercased() ?? ""),
-                url.host?.isEmpty == false
-            else {
-                // The URL is a secret: not repeated in the error.
-                throw Invalid(description: "GENGATE_ALERT_SLACK_URL must be an http or https URL")
+            // The operator's own channel: any address. The URL is a secret: not repeated in the error.
+            if let problem = OutboundURLPolicy(allowPrivate: true).problem(with: slack) {
+                throw Invalid(description: "GENGATE_ALERT_SLACK_URL \(problem)")
             }
             slackURL = slack
         }
@@ -388,8 +386,7 @@ public struct AlertChannelSettings: Sendable {
     }
 
     public func channels(client: HTTPClient, timeout: Duration) -> [any AlertChannel] {
-        let seconds = TimeAmount.nanoseconds(
-            timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000)
+        let seconds = TimeAmount(timeout)
         var channels: [any AlertChannel] = []
         if let webhookURL {
             channels.append(WebhookAlertChannel(url: webhookURL, key: webhookKey, client: client, timeout: seconds))

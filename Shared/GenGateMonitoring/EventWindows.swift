@@ -86,6 +86,14 @@ public struct WindowFigures: Sendable, Equatable {
 
     /// Failed calls of all calls; nil with none.
     public var callFailureRate: Double? { calls == 0 ? nil : Double(callErrors) / Double(calls) }
+    /// Failed calls of all calls, leaving out those the request caused: the provider's own share.
+    public var providerFailureRate: Double? {
+        calls == 0 ? nil : Double(callErrors - clientCallErrors) / Double(calls)
+    }
+    /// The error code seen most (the first by name among equals).
+    public var mostCommonError: String? {
+        errors.max(by: { ($0.value, $1.key) < ($1.value, $0.key) })?.key
+    }
     /// Failed jobs of the jobs that ended; nil with none.
     public var jobFailureRate: Double? { completed + failed == 0 ? nil : Double(failed) / Double(completed + failed) }
 }

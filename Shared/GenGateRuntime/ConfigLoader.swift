@@ -146,12 +146,9 @@ public enum ConfigLoader {
         if let unknown = alerts.disabledRules.first(where: { !rules.contains($0) }) {
             throw ConfigError("alerts.disabled_rules: no rule \(unknown); rules: \(rules.joined(separator: ", "))")
         }
-        if let url = alerts.webhookUrl {
-            guard let parsed = URL(string: url), ["http", "https"].contains(parsed.scheme?.lowercased() ?? ""),
-                parsed.host?.isEmpty == false
-            else {
-                throw ConfigError("alerts.webhook_url (GENGATE_ALERT_WEBHOOK_URL) must be an http or https URL")
-            }
+        // The operator's own channel: any address, loopback and private ones included.
+        if let url = alerts.webhookUrl, let problem = OutboundURLPolicy(allowPrivate: true).problem(with: url) {
+            throw ConfigError("alerts.webhook_url (GENGATE_ALERT_WEBHOOK_URL) \(problem)")
         }
         guard (1...300).contains(alerts.deliveryTimeoutSeconds) else {
             throw ConfigError("alerts.delivery_timeout_seconds must be between 1 and 300")
