@@ -16,16 +16,10 @@ struct AlertRoutes: Sendable {
         group.get("admin/errors") { request, context in try await errors(request, context) }
     }
 
-    func requireAdmin(_ context: GateContext) throws -> APIKey {
-        let key = try context.requireKey()
-        guard key.isAdmin else { throw APIError.forbidden }
-        return key
-    }
-
     /// `GET /v1/admin/alerts?state=open,acknowledged&severity=high&type=…&limit=…&cursor=…`,
     /// newest first.
     func list(_ request: Request, _ context: GateContext) async throws -> Response {
-        _ = try requireAdmin(context)
+        _ = try context.requireAdmin()
         let query = request.uri.queryParameters
         var details: [APIError.Detail] = []
         var filter = AlertFilter()
@@ -69,7 +63,7 @@ struct AlertRoutes: Sendable {
     }
 
     func show(_ context: GateContext) async throws -> Response {
-        _ = try requireAdmin(context)
+        _ = try context.requireAdmin()
         let id = try alertID(context)
         guard let alert = try await store.alert(id: id) else { throw APIError.notFound("no alert \(id)") }
         return JSONResponse.make(status: .ok, alert.json)
@@ -78,7 +72,7 @@ struct AlertRoutes: Sendable {
     /// Acknowledges an alert: it stays listed (open until its condition ends) with who
     /// acknowledged it and when. Acknowledging it again changes nothing and answers the same.
     func acknowledge(_ context: GateContext) async throws -> Response {
-        let key = try requireAdmin(context)
+        let key = try context.requireAdmin()
         let id = try alertID(context)
         guard let alert = try await store.acknowledgeAlert(id: id, by: key.id, at: Date()) else {
             throw APIError.notFound("no alert \(id)")
@@ -96,7 +90,7 @@ struct AlertRoutes: Sendable {
 
     /// `GET /v1/admin/errors?level=error&source=kling&code=…&generation_id=…&since=…`, newest first.
     func errors(_ request: Request, _ context: GateContext) async throws -> Response {
-        _ = try requireAdmin(context)
+        _ = try context.requireAdmin()
         let query = request.uri.queryParameters
         var details: [APIError.Detail] = []
         var filter = ErrorFilter()

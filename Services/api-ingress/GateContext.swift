@@ -19,4 +19,11 @@ struct GateContext: RequestContext {
         guard let apiKey else { throw APIError.unauthorized("missing API key") }
         return apiKey
     }
+
+    /// The caller's key, if it is an admin key.
+    func requireAdmin() throws -> APIKey {
+        let key = try requireKey()
+        guard key.isAdmin else { throw APIError.forbidden }
+        return key
+    }
 }

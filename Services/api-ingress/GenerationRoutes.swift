@@ -506,7 +506,7 @@ struct GenerationRoutes: Sendable {
 
     /// Admin only: creates an API key and shows its secret, once.
     func createKey(_ request: Request, _ context: GateContext) async throws -> Response {
-        guard try context.requireKey().isAdmin else { throw APIError.forbidden }
+        _ = try context.requireAdmin()
         let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
         guard case .object(let fields) = body else { throw APIError.invalidRequest("the body must be a JSON object") }
         var details: [APIError.Detail] = []
@@ -538,8 +538,7 @@ struct GenerationRoutes: Sendable {
     /// Admin only: revokes a key. Every api-ingress stops accepting it within a second (its
     /// key cache holds an entry that long). A key cannot revoke itself.
     func revokeKey(_ context: GateContext) async throws -> Response {
-        let caller = try context.requireKey()
-        guard caller.isAdmin else { throw APIError.forbidden }
+        let caller = try context.requireAdmin()
         guard let id = context.parameters.get("id"), id.count <= 64 else { throw APIError.notFound("no such key") }
         guard id != caller.id else {
             throw APIError.conflict("a key cannot revoke itself; revoke it with another admin key")

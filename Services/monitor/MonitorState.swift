@@ -19,10 +19,11 @@ actor MonitorState {
     static let maxPendingErrors = 10_000
 
     func record(_ received: ReceivedEvent, now: Date = Date()) {
-        let service = ServiceEnvironment.parseInstance(received.source)?.service ?? received.source
-        let missed = gaps.saw(source: received.source, service: service, seq: received.seq, now: now)
+        // The service's name is worked out only when a gap is found, not for every event.
+        func service() -> String { ServiceEnvironment.parseInstance(received.source)?.service ?? received.source }
+        let missed = gaps.saw(source: received.source, service: service(), seq: received.seq, now: now)
         if missed > 0 {
-            Counter(label: "gengate_events_missed_total", dimensions: [("service", service)]).increment(by: missed)
+            Counter(label: "gengate_events_missed_total", dimensions: [("service", service())]).increment(by: missed)
         }
         windows.record(received.event, now: now)
         // Its id from the message's: every monitor writes the same entry, which the store keeps once.

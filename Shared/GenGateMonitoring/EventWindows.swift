@@ -205,6 +205,7 @@ public struct ProviderWindows: Sendable {
 /// service, so figures built from events can say how much they may have missed.
 public struct EventGaps: Sendable {
     private var last: [String: (seq: UInt64, seen: Date)] = [:]
+    private var pruned = Date.distantPast
     private var missed: [Int64: [String: Int]] = [:]
     public let span: TimeInterval
 
@@ -215,12 +216,14 @@ public struct EventGaps: Sendable {
     /// Notes a message of `source` (a process of `service`); returns how many of its messages
     /// before this one were missed.
     @discardableResult
-    public mutating func saw(source: String, service: String, seq: UInt64?, now: Date) -> Int {
+    public mutating func saw(source: String, service: @autoclosure () -> String, seq: UInt64?, now: Date) -> Int {
         guard let seq else { return 0 }
         let previous = last[source]?.seq
         last[source] = (seq, now)
-        if last.count > 1_000 {
-            // Sources that went quiet (processes that ended) are forgotten after the span.
+        if last.count > 1_000, now.timeIntervalSince(pruned) > 60 {
+            // Sources that went quiet (processes that ended) are forgotten after the span; looked
+            // for once a minute, not at every event.
+            pruned = now
             last = last.filter { now.timeIntervalSince($0.value.seen) < span }
         }
         // Lower or equal: a new process under the same name (a container's pid 1 restarted),
@@ -228,7 +231,7 @@ public struct EventGaps: Sendable {
         guard let previous, seq > previous, seq - previous > 1 else { return 0 }
         // Capped: a gap past a trillion is a publisher's numbering gone wrong, not messages.
         let gap = Int(min(seq - previous - 1, 1 << 40))
-        missed[ProviderWindows.minute(now), default: [:]][service, default: 0] += gap
+        missed[ProviderWindows.minute(now), default: [:]][service(), default: 0] += gap
         let oldest = ProviderWindows.minute(now.addingTimeInterval(-span))
         for minute in missed.keys where minute < oldest { missed[minute] = nil }
         return gap

@@ -137,14 +137,12 @@ public enum SMTPClient {
             throw SMTPError(description: "not an email address: \(address)")
         }
         let tls = try makeTLSContext(settings)
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await converse(message, settings: settings, tls: tls, group: group) }
-            tasks.addTask {
-                try await Task.sleep(for: timeout)
-                throw SMTPError(description: "no answer from \(settings.host):\(settings.port) within \(timeout)")
-            }
-            defer { tasks.cancelAll() }
-            try await tasks.next()
+        switch await withDeadline(timeout, { try await converse(message, settings: settings, tls: tls, group: group) })
+        {
+        case .success: return
+        case .failure(is DeadlinePassed):
+            throw SMTPError(description: "no answer from \(settings.host):\(settings.port) within \(timeout)")
+        case .failure(let error): throw error
         }
     }
 
