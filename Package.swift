@@ -43,6 +43,14 @@ let package = Package(
             pkgConfig: "libzmq",
             providers: [.apt(["libzmq3-dev"])]
         ),
+        .systemLibrary(
+            name: "CVips",
+            path: "Shared/CVips",
+            pkgConfig: "vips",
+            providers: [.apt(["libvips-dev"])]
+        ),
+        // Fixed-argument wrappers over libvips' variadic C API, which Swift cannot call.
+        .target(name: "CGenGateVips", dependencies: ["CVips"], path: "Shared/CGenGateVips"),
 
         // Shared libraries
         .target(
@@ -100,7 +108,7 @@ let package = Package(
         .target(
             name: "GenGateProviderSim",
             dependencies: [
-                "GenGateCore", "GenGateProviders",
+                "GenGateCore", "GenGateProviders", "GenGateObjects",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -109,10 +117,24 @@ let package = Package(
             ],
             path: "Shared/GenGateProviderSim"
         ),
+        // Image inputs: checking them (sniffed format, header, a full decode) and preparing them
+        // for a provider (libvips), off the cooperative pool and bounded in memory.
+        .target(
+            name: "GenGateImages",
+            dependencies: [
+                "CGenGateVips", "GenGateCore", "GenGateObjects",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Shared/GenGateImages"
+        ),
         .target(
             name: "GenGateJobs",
             dependencies: [
-                "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects",
+                "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects", "GenGateImages",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -146,7 +168,7 @@ let package = Package(
             name: "GenGateRuntime",
             dependencies: [
                 "GenGateCore", "GenGateBus", "GenGateStore", "GenGatePostgres", "GenGateObjects", "GenGateProviders",
-                "GenGateJobs",
+                "GenGateJobs", "GenGateImages",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -158,7 +180,7 @@ let package = Package(
         .executableTarget(
             name: "api-ingress",
             dependencies: [
-                "GenGateRuntime",
+                "GenGateRuntime", "GenGateImages",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -252,6 +274,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "GenGateRuntimeTests", dependencies: ["GenGateRuntime", "GenGateObjects"]),
+        .testTarget(name: "GenGateImagesTests", dependencies: ["GenGateImages", "GenGateCore", "GenGateObjects"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -1,6 +1,7 @@
 import ArgumentParser
 import GenGateBus
 import GenGateCore
+import GenGateJobs
 import GenGateRuntime
 import Hummingbird
 import NIOCore
@@ -53,11 +54,17 @@ struct ApiIngressCommand: AsyncParsableCommand {
         let api = router.group("v1").add(middleware: AuthMiddleware(store: environment.store, cache: KeyCache()))
         let validator = SubmissionValidator(
             providers: environment.providers, jobs: config.jobs,
-            webhookPolicy: OutboundURLPolicy(allowPrivate: config.webhooks.allowPrivate))
-        let routes = GenerationRoutes(
-            environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs(), hub: hub)
-        routes.register(on: api)
+            webhookPolicy: OutboundURLPolicy(allowPrivate: config.webhooks.allowPrivate), images: config.images)
         let masterKey = try MasterKey.load(config: config)
+        let uploads = UploadRoutes(
+            environment: environment, processor: environment.imageProcessor, inputs: environment.inputObjects,
+            links: InputLinks(
+                box: masterKey, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds))
+        uploads.register(on: api, router: router)
+        let routes = GenerationRoutes(
+            environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs(), hub: hub,
+            uploads: uploads)
+        routes.register(on: api)
         let secrets = WebhookSecretKeeper(
             store: environment.store, box: masterKey, grace: config.webhooks.rotationGraceSeconds)
         let links = OutputLinks(

@@ -106,6 +106,10 @@ struct BatchRoutes: Sendable {
             details.append(.init(path: "requests", message: "must be an array, got \(other.typeName)"))
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid batch", details: details) }
+        for index in validated.indices where !validated[index].images.isEmpty {
+            validated[index] = try await routes.resolveImages(
+                validated[index], owner: key.id, path: "requests[\(index)].")
+        }
 
         let now = Date()
         let batch = Batch(

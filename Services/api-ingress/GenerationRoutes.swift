@@ -19,6 +19,7 @@ struct GenerationRoutes: Sendable {
     let validator: SubmissionValidator
     let jobs: JobContext
     let hub: EventHub
+    let uploads: UploadRoutes
     let fileIO = FileIO()
 
     var store: any GenerationStore { environment.store }
@@ -47,9 +48,9 @@ struct GenerationRoutes: Sendable {
         let key = try context.requireKey()
         let idempotencyKey = try Self.idempotencyKey(request)
         let wait = try Self.preferWait(request)
-        let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
+        let body = try await JSONBody.read(request, context: context, limit: Self.bodyLimit(environment.config)).value
         let cancelAfter = try Self.cancelAfter(request, max: environment.config.jobs.maxDeadlineSeconds)
-        let validated = try validator.validate(body)
+        let validated = try await resolveImages(try validator.validate(body), owner: key.id)
         let committed = try await commit(
             validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter, watching: wait != nil,
             context: context)
@@ -69,6 +70,12 @@ struct GenerationRoutes: Sendable {
         return JSONResponse.make(
             status: .accepted, ["id": .string(id), "status": .string(committed.generation.status.rawValue)],
             headers: headers)
+    }
+
+    /// The largest submission body: `http.max_body_bytes`, and room for one `data:` URL of
+    /// `images.max_data_url_bytes` (base64 is 4/3 of the bytes).
+    static func bodyLimit(_ config: GenGateConfig) -> Int {
+        config.http.maxBodyBytes + config.images.maxDataUrlBytes / 3 * 4 + 4
     }
 
     /// A job just committed, or the one an `Idempotency-Key` repeat names, and a watch on it.
@@ -91,7 +98,7 @@ struct GenerationRoutes: Sendable {
             defaultDeadline: environment.config.jobs.defaultDeadlineSeconds)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
-                key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.request)),
+                key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.hashBasis ?? validated.request)),
                 window: environment.config.http.idempotencyWindowSeconds)
         }
         let watch = watching ? hub.watch(generation.id) : nil

@@ -17,9 +17,7 @@ struct OutputLinks: Sendable {
     }
 
     func signature(_ generationID: String, _ index: Int, _ expires: Int) -> String {
-        box.authenticationCode(Data("\(generationID)/\(index)/\(expires)".utf8), purpose: "output links")
-            .base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
+        SignedLink.signature(box: box, purpose: "output links", message: "\(generationID)/\(index)/\(expires)")
     }
 
     /// Whether a link's parts are one this deployment made and it has not expired.

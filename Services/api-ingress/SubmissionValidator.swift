@@ -11,13 +11,16 @@ struct SubmissionValidator: Sendable {
     let jobs: GenGateConfig.Jobs
     /// Which webhook URLs are allowed.
     let webhookPolicy: OutboundURLPolicy
+    /// Input images: which URLs are allowed, and how large a data URL may be.
+    let images: GenGateConfig.Images
+    var imagePolicy: OutboundURLPolicy { OutboundURLPolicy(allowPrivate: images.allowPrivateUrls) }
 
     static let maxPromptCharacters = 4_000
     static let maxMetadataBytes = 16_384
     static let sizeRange = 16...1_024
     static let knownFields: Set<String> = [
         "model", "prompt", "n", "seed", "width", "height", "params", "deadline_seconds", "metadata", "webhook",
-        "webhook_events",
+        "webhook_events", "images", "preprocess",
     ]
 
     /// What a valid submission is: the request, the model it starts on, and its fallback route
@@ -26,6 +29,19 @@ struct SubmissionValidator: Sendable {
         var request: GenerationRequest
         var model: ModelInfo
         var route: [String]
+        /// The input images as given, in order: those given inline are stored (as uploads)
+        /// before the job is committed, and the request then names them.
+        var images: [GivenImage] = []
+        /// What an `Idempotency-Key` compares: the request, images given inline standing as their
+        /// hashes (each stored as a new upload, whose id differs from one try to the next).
+        var hashBasis: GenerationRequest?
+    }
+
+    /// An input image as a submission gave it.
+    enum GivenImage: Sendable {
+        case input(ImageInput)
+        /// A `data:` URL's bytes.
+        case inline(Data)
     }
 
     func validate(_ body: JSONValue) throws -> Validated {
@@ -125,6 +141,14 @@ struct SubmissionValidator: Sendable {
         }
 
         let (webhook, webhookEvents) = webhookFields(fields, details: &details)
+        let given = imageFields(fields, model: model, details: &details)
+        var preprocess: ImagePipeline?
+        if let value = fields["preprocess"], value != .null {
+            let (pipeline, problems) = ImagePipeline.parse(value, path: "preprocess")
+            details += problems.map { .init(path: $0.0, message: $0.1) }
+            preprocess = pipeline
+            if given.isEmpty { details.append(.init(path: "preprocess", message: "needs images to preprocess")) }
+        }
 
         guard details.isEmpty, let model else {
             let summary = details.map { $0.path.isEmpty ? $0.message : "\($0.path): \($0.message)" }.joined(
@@ -135,8 +159,119 @@ struct SubmissionValidator: Sendable {
             model: route.isEmpty ? model.id : name, prompt: prompt, n: n, seed: seed, width: width, height: height,
             params: params,
             deadlineSeconds: deadline ?? jobs.deadlineSeconds(model: name, kind: model.kind, route: route),
-            metadata: metadata, webhook: webhook, webhookEvents: webhookEvents)
-        return Validated(request: request, model: model, route: route)
+            metadata: metadata, webhook: webhook, webhookEvents: webhookEvents, preprocess: preprocess)
+        return Validated(request: request, model: model, route: route, images: given)
+    }
+
+    /// The most images one request may give, whatever the model.
+    static let maxImages = 16
+
+    /// `images`: each an http(s) URL, a `data:` URL (base64), an upload's id, or one of those as
+    /// `{"url": …}` / `{"upload": …}`; only for models that take images, and no more than they do.
+    private func imageFields(_ fields: [String: JSONValue], model: ModelInfo?, details: inout [APIError.Detail])
+        -> [GivenImage]
+    {
+        guard let value = fields["images"], value != .null else { return [] }
+        guard case .array(let items) = value else {
+            details.append(.init(path: "images", message: "must be an array, got \(value.typeName)"))
+            return []
+        }
+        if let model {
+            if let intake = model.images {
+                if items.count > intake.maxImages {
+                    details.append(
+                        .init(
+                            path: "images",
+                            message: "\(model.id) takes at most \(intake.maxImages) image(s), got \(items.count)"))
+                }
+            } else if !items.isEmpty {
+                let takers = providers.models.values.filter { $0.images != nil }.map(\.id).sorted()
+                details.append(
+                    .init(
+                        path: "images",
+                        message:
+                            "\(model.id) takes no input images; models that do: \(takers.isEmpty ? "none configured" : takers.joined(separator: ", "))"
+                    ))
+                return []
+            }
+        }
+        guard items.count <= Self.maxImages else {
+            details.append(.init(path: "images", message: "must hold at most \(Self.maxImages) images"))
+            return []
+        }
+        var given: [GivenImage] = []
+        for (index, item) in items.enumerated() {
+            let path = "images[\(index)]"
+            var text: String?
+            var kind: String?
+            switch item {
+            case .string(let string):
+                text = string
+            case .object(let object) where object.count == 1:
+                if let url = object["url"]?.stringValue {
+                    (text, kind) = (url, "url")
+                } else if let id = object["upload"]?.stringValue {
+                    (text, kind) = (id, "upload")
+                }
+            default:
+                break
+            }
+            guard let text else {
+                details.append(
+                    .init(
+                        path: path,
+                        message: "must be an image URL, a data: URL, an upload id, {\"url\": …} or {\"upload\": …}"))
+                continue
+            }
+            if kind != "url", text.hasPrefix("upl_") || kind == "upload" {
+                guard text.hasPrefix("upl_"), text.count <= 64 else {
+                    details.append(.init(path: path, message: "is not an upload id (upl_…)"))
+                    continue
+                }
+                given.append(.input(.upload(text)))
+            } else if kind == nil, text.hasPrefix("data:") {
+                switch Self.dataURL(text, limit: images.maxDataUrlBytes) {
+                case .success(let data): given.append(.inline(data))
+                case .failure(let problem): details.append(.init(path: path, message: problem.message))
+                }
+            } else if let problem = imagePolicy.problem(with: text) {
+                details.append(.init(path: path, message: "the image URL \(problem)"))
+            } else {
+                given.append(.input(.url(text)))
+            }
+        }
+        return given
+    }
+
+    struct Problem: Error {
+        var message: String
+    }
+
+    /// The bytes of a base64 `data:` URL (its declared type is not trusted: the bytes are sniffed).
+    static func dataURL(_ text: String, limit: Int) -> Result<Data, Problem> {
+        guard let comma = text.firstIndex(of: ",") else {
+            return .failure(Problem(message: "is not a data: URL (no comma before the data)"))
+        }
+        let header = text[text.index(text.startIndex, offsetBy: 5)..<comma].lowercased()
+        guard header.split(separator: ";").contains("base64") else {
+            return .failure(Problem(message: "a data: URL must be base64 (data:image/png;base64,…)"))
+        }
+        let encoded = text[text.index(after: comma)...]
+        guard encoded.utf8.count / 4 * 3 <= limit + 3 else {
+            return .failure(
+                Problem(
+                    message:
+                        "the data: URL holds about \(encoded.utf8.count / 4 * 3) bytes, over the limit of \(limit); upload it (POST /v1/uploads) instead"
+                ))
+        }
+        guard let data = Data(base64Encoded: String(encoded), options: .ignoreUnknownCharacters), !data.isEmpty
+        else {
+            return .failure(Problem(message: "the data: URL's base64 does not decode"))
+        }
+        guard data.count <= limit else {
+            return .failure(Problem(message: "the data: URL holds \(data.count) bytes, over the limit of \(limit)"))
+        }
+        return .success(data)
     }
 
     /// `webhook` (an http(s) URL the policy allows) and `webhook_events` (a non-empty list of

@@ -5,6 +5,8 @@
 public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     // Job classes: a generation fails with one of these (most also answer API requests).
     case invalidRequest = "invalid_request"
+    /// An input image that is not one, cannot be read whole, or breaks the model's limits.
+    case invalidImage = "invalid_image"
     case authenticationFailed = "authentication_failed"
     case quotaExceeded = "quota_exceeded"
     case contentPolicy = "content_policy"
@@ -36,7 +38,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         switch self {
         case .rateLimited, .providerError, .providerUnavailable, .providerTimeout, .uploadFailed, .unavailable:
             return true
-        case .invalidRequest, .authenticationFailed, .quotaExceeded, .contentPolicy, .taskTimeout,
+        case .invalidRequest, .invalidImage, .authenticationFailed, .quotaExceeded, .contentPolicy, .taskTimeout,
             .cancelled, .internalError, .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized,
             .forbidden, .notFound, .conflict, .idempotencyKeyReused, .payloadTooLarge,
             .rangeNotSatisfiable:
@@ -47,8 +49,9 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     /// Whether a generation can fail with this code (the rest are for requests only).
     public var isJobClass: Bool {
         switch self {
-        case .invalidRequest, .authenticationFailed, .quotaExceeded, .contentPolicy, .rateLimited, .providerError,
-            .providerUnavailable, .providerTimeout, .taskTimeout, .uploadFailed, .cancelled, .internalError:
+        case .invalidRequest, .invalidImage, .authenticationFailed, .quotaExceeded, .contentPolicy, .rateLimited,
+            .providerError, .providerUnavailable, .providerTimeout, .taskTimeout, .uploadFailed, .cancelled,
+            .internalError:
             return true
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
             .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
@@ -59,7 +62,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     /// The HTTP status the API answers a request with when it fails this way.
     public var httpStatus: Int {
         switch self {
-        case .invalidRequest, .invalidJSON, .unknownModel, .providerNotConfigured, .contentPolicy: return 400
+        case .invalidRequest, .invalidImage, .invalidJSON, .unknownModel, .providerNotConfigured, .contentPolicy:
+            return 400
         case .unauthorized, .authenticationFailed: return 401
         case .quotaExceeded: return 402
         case .forbidden: return 403

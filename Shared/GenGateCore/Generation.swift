@@ -42,6 +42,9 @@ public struct Generation: Codable, Sendable, Equatable {
     public var batchID: String?
     /// Dispatch order against other pending jobs: higher first (a batch's `priority`).
     public var priority: Int
+    /// What was done to each input image for the provider it was last sent to, recorded with
+    /// that submission's attempt.
+    public var inputs: [PreparedInput]
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
@@ -49,8 +52,9 @@ public struct Generation: Codable, Sendable, Equatable {
         leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
         updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
         checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0,
-        batchID: String? = nil, priority: Int = 0
+        batchID: String? = nil, priority: Int = 0, inputs: [PreparedInput] = []
     ) {
+        self.inputs = inputs
         self.batchID = batchID
         self.priority = priority
         self.cancelAt = cancelAt

@@ -18,12 +18,19 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
     /// Where to deliver the job's events (`webhookEvents` of them), signed.
     public var webhook: String?
     public var webhookEvents: [WebhookEvent]?
+    /// Input images, in order (nil: none).
+    public var images: [ImageInput]?
+    /// How to prepare them, instead of the provider's own preprocessing (nil: the provider's).
+    public var preprocess: ImagePipeline?
 
     public init(
         model: String, prompt: String, n: Int = 1, seed: Int? = nil, width: Int? = nil, height: Int? = nil,
         params: [String: JSONValue] = [:], deadlineSeconds: Int? = nil, metadata: [String: JSONValue] = [:],
-        webhook: String? = nil, webhookEvents: [WebhookEvent]? = nil
+        webhook: String? = nil, webhookEvents: [WebhookEvent]? = nil, images: [ImageInput]? = nil,
+        preprocess: ImagePipeline? = nil
     ) {
+        self.images = images
+        self.preprocess = preprocess
         self.webhook = webhook
         self.webhookEvents = webhookEvents
         self.model = model
@@ -38,7 +45,7 @@ public struct GenerationRequest: Codable, Sendable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case model, prompt, n, seed, width, height, params, metadata, webhook
+        case model, prompt, n, seed, width, height, params, metadata, webhook, images, preprocess
         case deadlineSeconds = "deadline_seconds"
         case webhookEvents = "webhook_events"
     }

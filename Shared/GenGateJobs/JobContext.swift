@@ -27,15 +27,18 @@ public struct JobContext: Sendable {
     /// The base of output URLs handed to clients.
     public let publicBaseURL: String
     public let publish: @Sendable ([Event]) -> Void
+    /// Prepares input images for submissions; nil in a process that submits no jobs with images.
+    public let images: ImagePreparation?
     public let notify: @Sendable (_ step: Lifecycle.Step, _ generationID: String, _ reason: String) -> Void
 
     public init(
         instance: String, store: any GenerationStore, providers: ProviderRegistry, objects: any ObjectStore,
         policy: JobPolicy, logger: Logger, failPoints: FailPoints = .none, objectPrefix: String = "outputs",
         publicBaseURL: String = "", callbackBase: String? = nil,
-        publish: @escaping @Sendable ([Event]) -> Void = { _ in },
+        publish: @escaping @Sendable ([Event]) -> Void = { _ in }, images: ImagePreparation? = nil,
         notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }
     ) {
+        self.images = images
         self.instance = instance
         self.store = store
         self.providers = providers

@@ -84,6 +84,13 @@ public struct RecoverySweep: Service, CustomStringConvertible {
                 eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
                 keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
         }
+        await each("(input objects)") {
+            // Uploads, fetched and preprocessed images past their time: the object, then its record.
+            for key in try await store.expiredInputObjects(now: now, limit: 200) {
+                try await context.objects.delete(key: key)
+                try await store.forgetInputObject(key: key)
+            }
+        }
         // A submission still `submitting` a lease period after it began has no worker left.
         let orphanedBefore = now.addingTimeInterval(-policy.leaseSeconds)
         await each("batches") { try await tendBatches(now: now) }

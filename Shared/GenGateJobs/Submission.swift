@@ -137,6 +137,21 @@ public struct Submission: Sendable {
             await hold(generation, provider: adapter.name, front: false)
             return
         }
+        // Input images are prepared before the attempt is recorded: one that fails ends the job
+        // here, before any provider is paid.
+        var prepared: (images: [ProviderImage], records: [PreparedInput])?
+        if !(generation.request.images ?? []).isEmpty {
+            do {
+                prepared = try await prepareImages(generation)
+            } catch let error as GenGateError {
+                context.logger.notice(
+                    "input images not usable", metadata: ["generation": "\(id)", "error": "\(error)"])
+                _ =
+                    try await error.retryable
+                    ? context.failOrRetry(generation, error: error) : context.fail(generation, error: error)
+                return
+            }
+        }
         let number = generation.attempts + 1
         let perCall = min(
             adapter.capabilities.maxOutputsPerCall,
@@ -145,6 +160,7 @@ public struct Submission: Sendable {
         let reference = "\(id)-a\(number)"
         var request = ProviderRequest(generation: generation, clientReference: reference, outputIndexes: outputIndexes)
         request.callback = context.callback(adapter, generationID: id, attempt: number)
+        if let prepared { request.images = prepared.images }
 
         // Rule 4: the attempt is on record before the provider hears of it, in one transaction
         // with the move to `dispatching` (and with closing an interrupted attempt, if any).
@@ -156,6 +172,7 @@ public struct Submission: Sendable {
             createdAt: Date(), finishedAt: nil, model: generation.model)
         change.attemptUpdate = abandoned
         change.routeMove = routeMove
+        change.inputs = prepared?.records
         change.events = fallbackEvent.map { [$0] } ?? []
         change.admission = ProviderAdmission(
             provider: adapter.name, limits: context.providers.limits(adapter.name),
@@ -187,6 +204,17 @@ public struct Submission: Sendable {
             try await Submission(context: context).submitAndRecord(
                 dispatching, adapter: adapter, request: request, attempt: number)
         }.value
+    }
+
+    /// The job's input images as its current model takes them, prepared while its lease is kept.
+    func prepareImages(_ generation: Generation) async throws -> (images: [ProviderImage], records: [PreparedInput]) {
+        guard let preparation = context.images else {
+            throw GenGateError(.internalError, "this process does not prepare input images", retryable: true)
+        }
+        guard let model = context.providers.model(generation.model) else {
+            throw GenGateError(.invalidImage, "\(generation.model) takes no input images", retryable: false)
+        }
+        return try await context.keepingLease(generation) { try await preparation.prepare(generation, model: model) }
     }
 
     /// Holds a job back while its provider is at its limit: unleased and due again after the

@@ -113,6 +113,20 @@ public struct LocalObjectStore: ObjectStore {
         }
     }
 
+    public func exists(key: String) async throws -> Bool {
+        let url = try path(for: key)
+        return try await Self.blocking { FileManager.default.fileExists(atPath: url.path) }
+    }
+
+    public func delete(key: String) async throws {
+        let url = try path(for: key)
+        try await Self.blocking {
+            guard unlink(url.path) == 0 || errno == ENOENT else {
+                throw GenGateError(.uploadFailed, "cannot delete \(key): errno \(errno)")
+            }
+        }
+    }
+
     public func scratchFile() throws -> URL {
         root.appendingPathComponent(".incoming/\(UUID().uuidString).part")
     }

@@ -27,6 +27,10 @@ public protocol ObjectStore: Sendable {
     func temporaryURL(key: String, now: Date) -> String?
     /// Whether objects can be stored now (for health reports and start-up).
     func check() async -> ObjectStoreCheck
+    /// Whether there is an object under `key`.
+    func exists(key: String) async throws -> Bool
+    /// Deletes the object under `key`; none there is no error.
+    func delete(key: String) async throws
 }
 
 /// What a look at object storage found.

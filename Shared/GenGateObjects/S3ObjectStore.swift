@@ -262,6 +262,20 @@ public struct S3ObjectStore: ObjectStore {
         return Data(answer.body.readableBytesView)
     }
 
+    public func exists(key: String) async throws -> Bool {
+        let answer = try await exchange("HEAD", try objectPath(key), doing: "HEAD \(key)")
+        if answer.status == .notFound { return false }
+        guard answer.status == .ok else { throw failure(answer, doing: "HEAD \(key)") }
+        return true
+    }
+
+    public func delete(key: String) async throws {
+        let answer = try await exchange("DELETE", try objectPath(key), doing: "DELETE \(key)")
+        guard answer.status == .noContent || answer.status == .ok || answer.status == .notFound else {
+            throw failure(answer, doing: "DELETE \(key)")
+        }
+    }
+
     /// Nothing here is a local file: api-ingress streams from `temporaryURL`.
     public func localFile(key: String) async throws -> (path: String, size: Int)? { nil }
 

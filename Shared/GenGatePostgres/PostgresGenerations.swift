@@ -325,6 +325,7 @@ extension PostgresStore {
             set("route_index", move.index)
             set("provider", move.provider)
         }
+        if let inputs = change.inputs { set("inputs", inputs.isEmpty ? nil : try StoredJSON.text(inputs)) }
         switch change.lease {
         case .keep:
             break
@@ -486,7 +487,10 @@ extension PostgresStore {
                 try JSONCoding.decode([String].self, from: Data($0.utf8))
             } ?? [],
             routeIndex: try row.get("route_index"), batchID: try row.get("batch_id"),
-            priority: try row.get("priority"))
+            priority: try row.get("priority"),
+            inputs: try (try row.get("inputs", as: String?.self)).map {
+                try StoredJSON.decode([PreparedInput].self, $0)
+            } ?? [])
     }
 }
 

@@ -304,5 +304,25 @@ enum PostgresSchema {
             CREATE INDEX generations_ended ON generations(updated_at) WHERE status IN ('completed', 'failed');
             """
         ),
+        (
+            "v3-images",
+            """
+            ALTER TABLE generations ADD COLUMN inputs TEXT;
+            CREATE TABLE uploads (
+                id TEXT COLLATE "C" PRIMARY KEY,
+                owner_key_id TEXT NOT NULL,
+                object_key TEXT NOT NULL,
+                info TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            );
+            CREATE INDEX uploads_object ON uploads(object_key);
+            CREATE TABLE input_objects (
+                object_key TEXT PRIMARY KEY,
+                expires_at DOUBLE PRECISION NOT NULL
+            );
+            CREATE INDEX input_objects_expiry ON input_objects(expires_at);
+            """
+        ),
     ]
 }

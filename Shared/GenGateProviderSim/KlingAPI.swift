@@ -107,11 +107,17 @@ struct KlingAPI: SimulatedAPI {
             guard let image = body["image"]?.stringValue, !image.isEmpty else {
                 return error(.badRequest, 1201, "image is required")
             }
-            if image.hasPrefix("data:") { return error(.badRequest, 1201, "image must be a URL or raw base64") }
         } else if prompt.isEmpty {
             return error(.badRequest, 1201, "prompt is required")
         }
         if prompt.count > 2_500 { return error(.badRequest, 1201, "prompt must be at most 2500 characters") }
+        // Kling takes an image as a URL or as raw base64 (a `data:` prefix is refused).
+        for field in ["image", "image_tail"] {
+            guard let image = body[field]?.stringValue else { continue }
+            if let refusal = await simulator.receiveImage(image, field: field, forms: ["base64", "url"]) {
+                return error(.badRequest, 1201, refusal)
+            }
+        }
         if let duration = body["duration"], duration.stringValue == nil {
             return error(.badRequest, 1201, "duration must be a string")
         }

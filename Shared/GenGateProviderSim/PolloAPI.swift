@@ -61,6 +61,13 @@ struct PolloAPI: KeyCheckedAPI {
         guard let prompt = input["prompt"]?.stringValue, !prompt.isEmpty else {
             return error(.badRequest, "BAD_REQUEST", "input.prompt is required")
         }
+        // Pollo takes images only as URLs, which it fetches.
+        for field in ["image", "imageTail"] {
+            guard let image = input[field]?.stringValue else { continue }
+            if let refusal = await simulator.receiveImage(image, field: field, forms: ["url"]) {
+                return error(.badRequest, "BAD_REQUEST", "input.\(refusal)")
+            }
+        }
         if Double.random(in: 0..<1) < simulator.knobs.pBalance {
             return error(.init(code: 402, reasonPhrase: "Payment Required"), "NOT_ENOUGH_CREDITS", "Not enough credits")
         }

@@ -122,6 +122,8 @@ public struct SimStats: Codable, Sendable, Equatable {
     /// The most tasks active at once, and submissions refused for `max_active`.
     public var peakActive = 0
     public var busyRefusals = 0
+    /// The input images submissions carried, the latest last (see `ReceivedImage`).
+    public var receivedImages: [ReceivedImage] = []
 
     public init() {}
 
@@ -135,6 +137,7 @@ public struct SimStats: Codable, Sendable, Equatable {
         case failedCallbacks = "failed_callbacks"
         case peakActive = "peak_active"
         case busyRefusals = "busy_refusals"
+        case receivedImages = "received_images"
     }
 }
 

@@ -9,7 +9,6 @@ public struct ProviderCapabilities: Sendable, Equatable {
     public var cancel: Bool
     /// Outputs one submission can ask for.
     public var maxOutputsPerCall: Int
-    public var inputImages: Bool
     /// The provider can find a submission by our client reference, so recovery can tell
     /// whether a crashed submission reached it before submitting again.
     public var findsSubmissionByReference: Bool
@@ -22,7 +21,7 @@ public struct ProviderCapabilities: Sendable, Equatable {
     public var limits: ProviderLimits
 
     public init(
-        asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int, inputImages: Bool,
+        asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int,
         findsSubmissionByReference: Bool, callbacks: Bool = false, referenceSettleSeconds: Double = 0,
         limits: ProviderLimits = ProviderLimits()
     ) {
@@ -31,7 +30,6 @@ public struct ProviderCapabilities: Sendable, Equatable {
         self.streaming = streaming
         self.cancel = cancel
         self.maxOutputsPerCall = maxOutputsPerCall
-        self.inputImages = inputImages
         self.findsSubmissionByReference = findsSubmissionByReference
         self.callbacks = callbacks
         self.referenceSettleSeconds = referenceSettleSeconds
@@ -53,8 +51,14 @@ public struct ModelInfo: Sendable, Equatable {
     /// Most outputs one call may ask for, where this model allows fewer than its provider
     /// (OpenAI's dall-e-3 makes one image a call).
     public var maxOutputsPerCall: Int?
+    /// What the model takes in input images; nil: none.
+    public var images: ImageIntake?
 
-    public init(id: String, provider: String, kind: Kind, maxOutputs: Int, maxOutputsPerCall: Int? = nil) {
+    public init(
+        id: String, provider: String, kind: Kind, maxOutputs: Int, maxOutputsPerCall: Int? = nil,
+        images: ImageIntake? = nil
+    ) {
+        self.images = images
         self.id = id
         self.provider = provider
         self.kind = kind
@@ -82,12 +86,19 @@ public struct ProviderRequest: Sendable, Equatable {
     /// When the job gives up: providers that can stop a task by themselves (Replicate's
     /// `Cancel-After`) are told, so a task GenGate no longer follows is not paid for past it.
     public var deadline: Date?
+    /// The input images, prepared and in the form the model's `ImageIntake` asked (given to
+    /// submissions only).
+    public var images: [ProviderImage]
+    /// How many input images the job has (also when checking status, where `images` is empty).
+    public var inputImageCount: Int
 
     public init(
         generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
         seed: Int?, width: Int?, height: Int?, params: [String: JSONValue], callback: ProviderCallback? = nil,
-        deadline: Date? = nil
+        deadline: Date? = nil, images: [ProviderImage] = [], inputImageCount: Int? = nil
     ) {
+        self.images = images
+        self.inputImageCount = inputImageCount ?? images.count
         self.generationID = generationID
         self.clientReference = clientReference
         self.model = model
@@ -114,7 +125,24 @@ public struct ProviderRequest: Sendable, Equatable {
             generationID: generation.id, clientReference: clientReference, model: generation.model,
             prompt: request.prompt,
             outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
-            params: request.params, deadline: generation.deadlineAt)
+            params: request.params, deadline: generation.deadlineAt, inputImageCount: request.images?.count ?? 0)
+    }
+}
+
+/// One input image as an adapter hands it to its provider.
+public struct ProviderImage: Sendable, Equatable {
+    public var delivery: ImageDelivery
+    public var contentType: String
+    /// Raw base64 (`base64`), a `data:` URL (`data_url`) or a URL (`url`); empty for `multipart`.
+    public var text: String
+    /// The bytes, for `multipart`.
+    public var data: Data?
+
+    public init(delivery: ImageDelivery, contentType: String, text: String, data: Data? = nil) {
+        self.delivery = delivery
+        self.contentType = contentType
+        self.text = text
+        self.data = data
     }
 }
 

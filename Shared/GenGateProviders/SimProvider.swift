@@ -43,7 +43,7 @@ public struct SimProvider: ProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: settings.maxOutputsPerCall,
-            inputImages: false, findsSubmissionByReference: settings.findsByReference)
+            findsSubmissionByReference: settings.findsByReference)
     }
     public var models: [ModelInfo] { Self.catalogue }
     public static let catalogue = [

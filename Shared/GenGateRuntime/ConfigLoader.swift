@@ -16,6 +16,9 @@ public enum ConfigLoader {
         "GENGATE_PUBLIC_URL": ["http", "public_url"],
         "GENGATE_EVENT_STREAM_KEEP_ALIVE_SECONDS": ["http", "event_stream_keep_alive_seconds"],
         "GENGATE_WEBHOOK_ALLOW_PRIVATE": ["webhooks", "allow_private"],
+        "GENGATE_IMAGES_ALLOW_PRIVATE_URLS": ["images", "allow_private_urls"],
+        "GENGATE_IMAGES_MAX_UPLOAD_BYTES": ["images", "max_upload_bytes"],
+        "GENGATE_IMAGES_CONCURRENCY": ["images", "concurrency"],
         "GENGATE_MONITOR_PORT": ["monitor", "port"],
         "GENGATE_ALERT_WEBHOOK_URL": ["alerts", "webhook_url"],
         "GENGATE_ALERT_EMAIL_FROM": ["alerts", "email_from"],
@@ -349,6 +352,18 @@ public enum ConfigLoader {
         else {
             throw ConfigError(
                 "batches: max_requests and max_concurrency must be at least 1, max_body_bytes at least 1024, default_max_concurrency from 1 to max_concurrency"
+            )
+        }
+        let images = config.images
+        guard (1...7).contains(images.keepDays) else {
+            throw ConfigError("images.keep_days must be from 1 to 7, got \(images.keepDays)")
+        }
+        guard images.maxUploadBytes >= 1_024, (1_024...(1 << 30)).contains(images.maxDataUrlBytes),
+            images.maxPixels >= 1_000_000, (1...64).contains(images.concurrency),
+            (1...600).contains(images.fetchTimeoutSeconds), (60...604_800).contains(images.linkLifetimeSeconds)
+        else {
+            throw ConfigError(
+                "images: max_upload_bytes must be at least 1024, max_data_url_bytes 1024 to 1 GiB, max_pixels at least 1000000, concurrency 1–64, fetch_timeout_seconds 1–600, link_lifetime_seconds 60–604800"
             )
         }
         let webhooks = config.webhooks

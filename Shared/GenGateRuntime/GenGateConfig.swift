@@ -20,6 +20,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public var webhooks = Webhooks()
     public var batches = Batches()
     public var openai = OpenAI()
+    public var images = Images()
     /// How each real provider is reached. Credentials are never here: they come from the
     /// environment, under the names the providers' own SDKs use (see `ProviderCredentials`).
     public var providers = Providers()
@@ -49,6 +50,31 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// the OpenAI SDKs' own 600 s, so they hear the answer before they give up and retry.
         public var waitSeconds = 540
         /// How long the image links they hand out (`url`) work.
+        public var linkLifetimeSeconds = 3_600.0
+    }
+
+    /// Input images: uploads, fetching, preprocessing (libvips) and how long their files are kept.
+    public struct Images: Codable, Sendable, Equatable {
+        /// Largest upload (`POST /v1/uploads`) and largest image fetched from a URL; beyond it, 413
+        /// (or, fetching, an `invalid_image` failure).
+        public var maxUploadBytes = 50 << 20
+        /// Largest image given inline as a `data:` URL (its decoded bytes); the request body may
+        /// grow by as much (base64 is 4/3 of it) beyond `http.max_body_bytes`.
+        public var maxDataUrlBytes = 10 << 20
+        /// Most pixels an input may have, checked from its header before decoding.
+        public var maxPixels = 100_000_000
+        /// Days uploads, fetched and preprocessed images are kept (1–7).
+        public var keepDays = 2
+        /// Images decoded at once by one process (each on a thread of its own); their memory
+        /// is what this bounds.
+        public var concurrency = 2
+        /// How long fetching one image from its URL may take.
+        public var fetchTimeoutSeconds = 30.0
+        /// Loopback, private and link-local image URLs allowed (tests, private networks); as
+        /// for webhooks, refused otherwise at submission and after DNS resolution at the fetch.
+        public var allowPrivateUrls = false
+        /// How long a signed GenGate link to a preprocessed image works (local storage hands
+        /// providers these when they take URLs).
         public var linkLifetimeSeconds = 3_600.0
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import GenGateBus
 import GenGateCore
 import GenGateJobs
+import GenGateImages
 import GenGateObjects
 import GenGateProviders
 import GenGateStore
@@ -45,6 +46,9 @@ public struct ServiceEnvironment: Sendable {
     public let startedAt: Date
     /// Test-only fail points, armed by `GENGATE_FAILPOINTS` (see `FailPoints`).
     public let failPoints: FailPoints
+    /// This process's image work (checking uploads, preparing inputs), bounded by
+    /// `images.concurrency`.
+    public let imageProcessor: ImageProcessor
 
     /// Loads configuration, sets up logging, opens the store (which must be migrated already),
     /// and connects the event publisher. Throws with a message that says what to fix.
@@ -67,7 +71,9 @@ public struct ServiceEnvironment: Sendable {
         return ServiceEnvironment(
             service: service, instance: instance, config: config, logger: logger, topology: topology,
             zmq: zmq, store: store, objects: objects, providers: Self.providers(config: config),
-            events: events, startedAt: Date(), failPoints: failPoints)
+            events: events, startedAt: Date(), failPoints: failPoints,
+            imageProcessor: ImageProcessor(
+                concurrency: config.images.concurrency, maxPixels: config.images.maxPixels))
     }
 
     public static let hostName = ProcessInfo.processInfo.hostName
@@ -153,7 +159,31 @@ public struct ServiceEnvironment: Sendable {
             logger: logger,
             failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
             callbackBase: config.http.publicUrl == nil ? nil : config.publicBaseURL,
-            publish: { [events] in for event in $0 { events.publish(event) } }, notify: notify)
+            publish: { [events] in for event in $0 { events.publish(event) } }, images: imagePreparation,
+            notify: notify)
+    }
+
+    /// Where input images are kept.
+    public var inputObjects: InputObjects {
+        InputObjects(store: store, objects: objects, keepDays: config.images.keepDays)
+    }
+
+    /// How this process prepares input images for providers. Providers that fetch images by URL
+    /// get presigned object-store URLs, or, with local storage and a public URL configured,
+    /// signed GenGate links.
+    public var imagePreparation: ImagePreparation {
+        let links =
+            config.http.publicUrl == nil
+            ? nil
+            : (try? MasterKey.load(config: config)).map {
+                InputLinks(box: $0, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds)
+            }
+        return ImagePreparation(
+            processor: imageProcessor,
+            fetcher: ImageFetcher(
+                policy: OutboundURLPolicy(allowPrivate: config.images.allowPrivateUrls),
+                timeoutSeconds: config.images.fetchTimeoutSeconds, maxBytes: config.images.maxUploadBytes),
+            inputs: inputObjects, links: links)
     }
 
     /// Publishes `events` (already committed to the store) on the event stream.

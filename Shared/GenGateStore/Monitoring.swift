@@ -337,8 +337,12 @@ extension MonitoringStore {
 
 /// JSON objects as the store keeps them in a text column.
 public enum StoredJSON {
-    public static func text(_ object: [String: JSONValue]) throws -> String {
-        String(decoding: try JSONCoding.encode(JSONValue.object(object)), as: UTF8.self)
+    public static func text(_ value: some Encodable) throws -> String {
+        String(decoding: try JSONCoding.encode(value), as: UTF8.self)
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, _ text: String) throws -> T {
+        try JSONCoding.decode(type, from: Data(text.utf8))
     }
 
     /// The object in `text`; an empty one if there is none or it does not read.
@@ -346,10 +350,6 @@ public enum StoredJSON {
         guard let text, case .object(let object)? = try? JSONCoding.decode(JSONValue.self, from: Data(text.utf8))
         else { return [:] }
         return object
-    }
-
-    public static func text(_ deliveries: [String: AlertDeliveryRecord]) throws -> String {
-        String(decoding: try JSONCoding.encode(deliveries), as: UTF8.self)
     }
 
     public static func deliveries(_ text: String?) -> [String: AlertDeliveryRecord] {

@@ -272,6 +272,26 @@ enum SQLiteSchema {
         migrator.registerMigration("v8-monitoring") { db in
             try db.execute(sql: SQLiteSchema.monitoring)
         }
+        migrator.registerMigration("v9-images") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE generations ADD COLUMN inputs TEXT;
+                    CREATE TABLE uploads (
+                        id TEXT PRIMARY KEY,
+                        owner_key_id TEXT NOT NULL,
+                        object_key TEXT NOT NULL,
+                        info TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        expires_at REAL NOT NULL
+                    );
+                    CREATE INDEX uploads_object ON uploads(object_key);
+                    CREATE TABLE input_objects (
+                        object_key TEXT PRIMARY KEY,
+                        expires_at REAL NOT NULL
+                    );
+                    CREATE INDEX input_objects_expiry ON input_objects(expires_at);
+                    """)
+        }
         return migrator
     }
 

@@ -419,6 +419,10 @@ public final class SQLiteStore: GenerationStore {
             assignments.append("route_index = ?, provider = ?")
             arguments += [move.index, move.provider]
         }
+        if let inputs = change.inputs {
+            assignments.append("inputs = ?")
+            arguments += [inputs.isEmpty ? nil : try StoredJSON.text(inputs)]
+        }
         switch change.lease {
         case .keep:
             break
@@ -859,7 +863,8 @@ public final class SQLiteStore: GenerationStore {
             checkFailures: row["check_failures"], cancelAt: date("cancel_at"),
             route: try (row["route"] as String?).map { try JSONCoding.decode([String].self, from: Data($0.utf8)) }
                 ?? [],
-            routeIndex: row["route_index"], batchID: row["batch_id"], priority: row["priority"])
+            routeIndex: row["route_index"], batchID: row["batch_id"], priority: row["priority"],
+            inputs: try (row["inputs"] as String?).map { try StoredJSON.decode([PreparedInput].self, $0) } ?? [])
     }
 }
 

@@ -42,6 +42,8 @@ public struct Transition: Sendable {
     public var admission: ProviderAdmission?
     /// A submission's outcome, adapting its provider's limits in the same transaction.
     public var limitFeedback: LimitFeedback?
+    /// What was done to the input images for this submission (replaces the recorded ones).
+    public var inputs: [PreparedInput]?
     /// The generation as last read, when known: the store then returns it changed without
     /// reading it back.
     public var base: Generation?
@@ -153,6 +155,7 @@ extension Generation {
             next.routeIndex = move.index
             next.provider = move.provider
         }
+        if let inputs = change.inputs { next.inputs = inputs }
         for output in change.newOutputs {
             if let index = next.outputs.firstIndex(where: { $0.index == output.index }) {
                 if !next.outputs[index].isStored {

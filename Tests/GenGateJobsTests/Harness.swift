@@ -42,7 +42,7 @@ final class ScriptedProvider: ProviderAdapter, Sendable {
         self.submitDelay = submitDelay
         capabilities = ProviderCapabilities(
             asynchronous: !synchronous, streaming: false, cancel: !synchronous, maxOutputsPerCall: maxOutputsPerCall,
-            inputImages: false, findsSubmissionByReference: findsByReference,
+            findsSubmissionByReference: findsByReference,
             referenceSettleSeconds: referenceSettleSeconds)
     }
 

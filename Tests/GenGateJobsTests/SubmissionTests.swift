@@ -464,6 +464,8 @@ final class FailingObjects: ObjectStore, Sendable {
     let passing: Mutex<Int>
 
     func check() async -> ObjectStoreCheck { await inner.check() }
+    func exists(key: String) async throws -> Bool { try await inner.exists(key: key) }
+    func delete(key: String) async throws { try await inner.delete(key: key) }
 
     init(inner: LocalObjectStore, failures: Int, passFirst: Int = 0) {
         self.inner = inner

@@ -29,7 +29,7 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 4, inputImages: false,
+            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 4,
             findsSubmissionByReference: false)
     }
 

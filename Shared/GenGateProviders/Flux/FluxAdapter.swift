@@ -32,7 +32,7 @@ public struct FluxAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1, inputImages: false,
+            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1,
             findsSubmissionByReference: false, callbacks: true,
             // Most models allow 24 active tasks an account (Kontext Max 6: configure it lower).
             limits: ProviderLimits(maxConcurrency: 24))

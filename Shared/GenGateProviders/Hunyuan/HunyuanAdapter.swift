@@ -45,7 +45,7 @@ public struct HunyuanAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 4, inputImages: false,
+            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 4,
             findsSubmissionByReference: false,
             // One job at a time an account, unless Tencent raised it: another waits at Tencent.
             limits: ProviderLimits(maxConcurrency: 1))

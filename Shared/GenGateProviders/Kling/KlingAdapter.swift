@@ -47,7 +47,7 @@ public struct KlingAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 9, inputImages: true,
+            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 9,
             findsSubmissionByReference: true, callbacks: true,
             // A request that timed out may still be creating its task: a minute and a half.
             referenceSettleSeconds: 90)
@@ -55,11 +55,29 @@ public struct KlingAdapter: HTTPProviderAdapter {
 
     public static let defaultModels: [ModelInfo] =
         ["kling-v1", "kling-v1-6", "kling-v2-master", "kling-v2-1", "kling-v2-1-master", "kling-v2-5-turbo"].map {
-            ModelInfo(id: "kling/\($0)", provider: "kling", kind: .video, maxOutputs: 1)
+            ModelInfo(id: "kling/\($0)", provider: "kling", kind: .video, maxOutputs: 1, images: videoImages)
         }
         + ["kling-v1", "kling-v1-5", "kling-v2", "kling-v2-1"].map {
-            ModelInfo(id: "kling/image/\($0)", provider: "kling", kind: .image, maxOutputs: 9)
+            ModelInfo(id: "kling/image/\($0)", provider: "kling", kind: .image, maxOutputs: 9, images: referenceImage)
         }
+
+    /// Kling's documented limits on an input image (10 MB, sides of 300 px at least, an aspect
+    /// ratio from 1:2.5 to 2.5:1), and how GenGate sends one: raw base64 (Kling takes no `data:`
+    /// prefix), as a JPEG within 2048 px.
+    static let imageLimits = ImageLimits(maxBytes: 10 << 20, minSide: 300, minAspect: 0.4, maxAspect: 2.5)
+    static let imagePipeline = ImagePipeline([
+        .resize(.fit, width: 2048, height: 2048), .quality(90), .format(.jpeg), .maxKilobytes(9_500),
+    ])
+
+    /// Video models: with an image, image-to-video (`image`, the first frame; a second image is
+    /// `image_tail`, the last frame).
+    public static let videoImages = ImageIntake(
+        maxImages: 2, limits: imageLimits, delivery: [.base64, .url], pipeline: imagePipeline,
+        purpose: "image-to-video: the first frame, then (optional) the last frame")
+    /// Image models: one reference image (`image`).
+    public static let referenceImage = ImageIntake(
+        maxImages: 1, limits: imageLimits, delivery: [.base64, .url], pipeline: imagePipeline,
+        purpose: "a reference image")
 
     public static let defaultBaseURL = "https://api-singapore.klingai.com"
 
@@ -125,7 +143,8 @@ public struct KlingAdapter: HTTPProviderAdapter {
     /// Where a request's tasks are created (and, under it, read).
     static func collection(of request: ProviderRequest) throws -> String {
         if try model(request.model).isImage { return "/v1/images/generations" }
-        return request.params["image"] == nil ? "/v1/videos/text2video" : "/v1/videos/image2video"
+        let image = request.params["image"] != nil || request.inputImageCount > 0
+        return image ? "/v1/videos/image2video" : "/v1/videos/text2video"
     }
 
     public func submit(_ request: ProviderRequest) async throws -> String {
@@ -137,6 +156,9 @@ public struct KlingAdapter: HTTPProviderAdapter {
             body["duration"] = .string(String(whole))  // Kling refuses a number here
         }
         if let callback = request.callback { body["callback_url"] = .string(callback.url) }
+        // Input images: raw base64 or a URL, as prepared.
+        if let first = request.images.first { body["image"] = .string(first.text) }
+        if !isImage, request.images.count > 1 { body["image_tail"] = .string(request.images[1].text) }
         if isImage {
             body["n"] = .number(Double(request.outputIndexes.count))
         } else {

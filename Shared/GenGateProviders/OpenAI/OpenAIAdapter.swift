@@ -49,7 +49,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: false, streaming: true, cancel: false, maxOutputsPerCall: 10, inputImages: false,
+            asynchronous: false, streaming: true, cancel: false, maxOutputsPerCall: 10,
             findsSubmissionByReference: false)
     }
 

@@ -12,7 +12,7 @@ import NIOHTTP1
 /// With GenGate's public URL configured, each task asks for a `webhookUrl`.
 /// Not covered: cancel (none documented), finding a task by our reference (none), Pollo's
 /// webhook signatures (their signed string is undocumented; the URL's token is the proof),
-/// image models, image inputs (first/last frame).
+/// image models. Input images go as URLs (`input.image`, `input.imageTail`).
 ///
 /// Mapping: `waiting` → queued, `processing` → running, `succeed` → the URL (none is a
 /// retryable provider error), `failed` → content policy when `failMsg` says so (sensitive,
@@ -28,13 +28,22 @@ public struct PolloAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1, inputImages: false,
+            asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1,
             findsSubmissionByReference: false, callbacks: true)
     }
 
     public static let defaultModels: [ModelInfo] = [
         "pollo/pollo-v1-6", "pollo/pollo-v2-5", "pollo/pixverse/pixverse-v4-5", "pollo/minimax/minimax-hailuo-02",
-    ].map { ModelInfo(id: $0, provider: "pollo", kind: .video, maxOutputs: 1) }
+    ].map { ModelInfo(id: $0, provider: "pollo", kind: .video, maxOutputs: 1, images: videoImages) }
+
+    /// Pollo takes images only as URLs (`input.image`, the first frame; `input.imageTail`, the
+    /// last): GenGate hands it a presigned object-store URL, or a signed GenGate link. Sent as
+    /// the seed's Pollo preprocessing says: the format kept, quality 85, at most 5000 KB.
+    public static let videoImages = ImageIntake(
+        maxImages: 2, limits: ImageLimits(maxBytes: 10 << 20, minSide: 300, minAspect: 0.4, maxAspect: 2.5),
+        delivery: [.url],
+        pipeline: ImagePipeline([.resize(.fit, width: 4096, height: 4096), .quality(85), .maxKilobytes(5_000)]),
+        purpose: "image-to-video: the first frame, then (optional) the last frame")
 
     public static let defaultBaseURL = "https://pollo.ai/api/platform"
 
@@ -63,6 +72,8 @@ public struct PolloAdapter: HTTPProviderAdapter {
         var input = request.params
         input["prompt"] = .string(request.prompt)
         if let seed = request.callSeed { input["seed"] = .number(Double(seed)) }
+        if let first = request.images.first { input["image"] = .string(first.text) }
+        if request.images.count > 1 { input["imageTail"] = .string(request.images[1].text) }
         let answer = try await http.send(
             .POST, "/generation/\(try Self.path(of: request.model))",
             headers: authorization + [("X-GenGate-Reference", request.clientReference)],

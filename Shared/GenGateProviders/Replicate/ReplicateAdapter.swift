@@ -39,7 +39,7 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
 
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
-            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 1, inputImages: false,
+            asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 1,
             findsSubmissionByReference: false, callbacks: true,
             // Creating predictions: 600 requests a minute.
             limits: ProviderLimits(maxRequestsPerSecond: 10))
