@@ -259,6 +259,7 @@ struct GenerationRoutes: Sendable {
                 "available": .bool(missing == nil),
             ]
             if let missing { fields["unavailable_because"] = .string(missing) }
+            if let intake = model.images { fields["images"] = Self.view(intake) }
             return .object(fields)
         }
         var data = providers.models.values.map { entry($0, missing: nil) }
@@ -280,6 +281,16 @@ struct GenerationRoutes: Sendable {
         }
         data.sort { ($0["id"]?.stringValue ?? "") < ($1["id"]?.stringValue ?? "") }
         return JSONResponse.make(status: .ok, ["object": .string("list"), "data": .array(data)])
+    }
+
+    /// What a model takes in images, as `GET /v1/models` says it.
+    static func view(_ intake: ImageIntake) -> JSONValue {
+        .object([
+            "max": .number(Double(intake.maxImages)), "purpose": .string(intake.purpose),
+            "limits": GenerationView.json(intake.limits),
+            "delivery": .array(intake.delivery.map { .string($0.rawValue) }),
+            "preprocess": intake.pipeline.json,
+        ])
     }
 
     func show(_ context: GateContext) async throws -> Response {

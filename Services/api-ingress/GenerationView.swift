@@ -89,11 +89,22 @@ enum GenerationView {
         }
         if generation.status == .retryWait { view["next_attempt_at"] = time(generation.nextActionAt) }
         if let batch = generation.batchID { view["batch_id"] = .string(batch) }
+        if let images = request.images, !images.isEmpty {
+            view["images"] = json(images)
+            if let preprocess = request.preprocess { view["preprocess"] = preprocess.json }
+            // What was done to each image for the provider it last went to.
+            view["inputs"] = json(generation.inputs)
+        }
         if let webhook = request.webhook {
             view["webhook"] = .string(webhook)
             view["webhook_events"] = .array((request.webhookEvents ?? []).map { .string($0.rawValue) })
         }
         return view
+    }
+
+    /// A value as its JSON.
+    static func json(_ value: some Encodable) -> JSONValue {
+        (try? JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(value))) ?? .null
     }
 
     /// A webhook delivery and its attempts, as the API shows them.

@@ -9,7 +9,7 @@ enum OpenAPIDocument {
   "info": {
     "title": "GenGate API",
     "version": "1.0.0",
-    "description": "A self-hosted gateway for AI generation jobs. Every endpoint but `/health`, `/openapi.json`, `/files/\u2026` (signed links) and provider callbacks needs `Authorization: Bearer <key>`. Errors are always `{\"error\": {code, message, retryable, details?}}`.",
+    "description": "A self-hosted gateway for AI generation jobs. Every endpoint but `/health`, `/openapi.json`, `/files/\u2026` and `/inputs/\u2026` (signed links) and provider callbacks needs `Authorization: Bearer <key>`. Errors are always `{\"error\": {code, message, retryable, details?}}`.",
     "license": {
       "name": "Apache-2.0",
       "identifier": "Apache-2.0"
@@ -52,6 +52,10 @@ enum OpenAPIDocument {
     },
     {
       "name": "providers"
+    },
+    {
+      "name": "images",
+      "description": "Input images: uploads and the links providers fetch them by."
     }
   ],
   "paths": {
@@ -614,6 +618,162 @@ enum OpenAPIDocument {
           },
           "503": {
             "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/v1/uploads": {
+      "post": {
+        "operationId": "createUpload",
+        "summary": "Upload an input image.",
+        "tags": [
+          "images"
+        ],
+        "description": "The image's bytes are the body; its type is told by its bytes (PNG, JPEG, WebP, GIF), not by `Content-Type`. Kept `images.keep_days` days; use its `id` in a submission's `images`.",
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/octet-stream": {
+              "schema": {
+                "type": "string",
+                "format": "binary"
+              }
+            },
+            "image/*": {
+              "schema": {
+                "type": "string",
+                "format": "binary"
+              }
+            }
+          }
+        },
+        "responses": {
+          "201": {
+            "description": "Stored.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Upload"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "`invalid_image`: not a whole PNG, JPEG, WebP or GIF image, or too many pixels.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No valid API key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "Larger than `images.max_upload_bytes`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "The store is busy.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
+    },
+    "/inputs/{day}/{name}": {
+      "get": {
+        "operationId": "getInputImage",
+        "summary": "A preprocessed input image through a signed, expiring link (handed to providers).",
+        "tags": [
+          "images"
+        ],
+        "security": [],
+        "parameters": [
+          {
+            "name": "day",
+            "in": "path",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "name",
+            "in": "path",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "expires",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "integer"
+            }
+          },
+          {
+            "name": "signature",
+            "in": "query",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The image.",
+            "content": {
+              "image/*": {
+                "schema": {
+                  "type": "string",
+                  "format": "binary"
+                }
+              }
+            }
+          },
+          "403": {
+            "description": "Not a valid link, or expired.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such image (it may have expired).",
             "content": {
               "application/json": {
                 "schema": {
@@ -3048,6 +3208,17 @@ enum OpenAPIDocument {
                 "completed"
               ]
             }
+          },
+          "images": {
+            "type": "array",
+            "maxItems": 16,
+            "description": "Input images, for models that take them (`GET /v1/models`, `images`): each is checked (its bytes sniffed, decoded whole) and held to the model's limits before any provider is called.",
+            "items": {
+              "$ref": "#/components/schemas/ImageInput"
+            }
+          },
+          "preprocess": {
+            "$ref": "#/components/schemas/Preprocess"
           }
         },
         "required": [
@@ -3059,6 +3230,9 @@ enum OpenAPIDocument {
         "dependentRequired": {
           "webhook_events": [
             "webhook"
+          ],
+          "preprocess": [
+            "images"
           ]
         }
       },
@@ -3426,6 +3600,24 @@ enum OpenAPIDocument {
             "items": {
               "$ref": "#/components/schemas/WebhookDelivery"
             }
+          },
+          "images": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/StoredImageInput"
+            }
+          },
+          "preprocess": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/ImageStep"
+            }
+          },
+          "inputs": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/PreparedInput"
+            }
           }
         },
         "required": [
@@ -3510,6 +3702,9 @@ enum OpenAPIDocument {
             "items": {
               "type": "string"
             }
+          },
+          "images": {
+            "$ref": "#/components/schemas/ImageIntake"
           }
         },
         "required": [
@@ -3951,6 +4146,334 @@ enum OpenAPIDocument {
           "object",
           "data",
           "next_cursor"
+        ]
+      },
+      "ImageInfo": {
+        "type": "object",
+        "description": "An image as it is: its format (told by its bytes), its size as shown (EXIF orientation applied), its bytes and their SHA-256.",
+        "properties": {
+          "format": {
+            "enum": [
+              "jpeg",
+              "png",
+              "webp",
+              "gif"
+            ]
+          },
+          "width": {
+            "type": "integer"
+          },
+          "height": {
+            "type": "integer"
+          },
+          "bytes": {
+            "type": "integer"
+          },
+          "sha256": {
+            "type": "string"
+          },
+          "frames": {
+            "type": "integer",
+            "description": "Frames of an animated image; only the first is used."
+          }
+        },
+        "required": [
+          "format",
+          "width",
+          "height",
+          "bytes",
+          "sha256",
+          "frames"
+        ]
+      },
+      "ImageStep": {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
+        "description": "One step: `format`, `resize`, `quality`, `max_kb`, `sharpen` or `auto_contrast`.",
+        "properties": {
+          "format": {
+            "enum": [
+              "jpeg",
+              "png",
+              "webp",
+              "keep"
+            ]
+          },
+          "resize": {
+            "type": "object",
+            "properties": {
+              "mode": {
+                "enum": [
+                  "fit",
+                  "fill",
+                  "cover",
+                  "contain"
+                ]
+              },
+              "width": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 8192
+              },
+              "height": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 8192
+              }
+            },
+            "required": [
+              "mode"
+            ],
+            "additionalProperties": false
+          },
+          "quality": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 100
+          },
+          "max_kb": {
+            "type": "integer",
+            "minimum": 10,
+            "maximum": 102400
+          },
+          "sharpen": {
+            "const": true
+          },
+          "auto_contrast": {
+            "const": true
+          }
+        },
+        "additionalProperties": false
+      },
+      "Preprocess": {
+        "description": "A preset's name, or a list of steps (applied in a fixed order: orient, resize, auto-contrast, sharpen, encode). The EXIF orientation is always applied and metadata stripped.",
+        "oneOf": [
+          {
+            "enum": [
+              "fast",
+              "standard",
+              "high",
+              "pollo-optimized"
+            ]
+          },
+          {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/ImageStep"
+            }
+          }
+        ]
+      },
+      "ImageInput": {
+        "description": "An input image: an upload's id, a `data:` URL (base64), an http(s) URL GenGate fetches, or one of those as an object.",
+        "oneOf": [
+          {
+            "type": "string",
+            "description": "`upl_\u2026`, `data:image/\u2026;base64,\u2026` or an http(s) URL.",
+            "minLength": 1
+          },
+          {
+            "type": "object",
+            "properties": {
+              "upload": {
+                "type": "string",
+                "pattern": "^upl_"
+              }
+            },
+            "required": [
+              "upload"
+            ],
+            "additionalProperties": false
+          },
+          {
+            "type": "object",
+            "properties": {
+              "url": {
+                "type": "string",
+                "maxLength": 2048
+              }
+            },
+            "required": [
+              "url"
+            ],
+            "additionalProperties": false
+          }
+        ]
+      },
+      "StoredImageInput": {
+        "type": "object",
+        "description": "An input image as the job keeps it.",
+        "properties": {
+          "upload": {
+            "type": "string"
+          },
+          "url": {
+            "type": "string"
+          },
+          "generation": {
+            "type": "string"
+          },
+          "output": {
+            "type": "integer"
+          }
+        }
+      },
+      "PreparedInput": {
+        "type": "object",
+        "description": "What was done to one input image for the provider it last went to.",
+        "properties": {
+          "index": {
+            "type": "integer"
+          },
+          "source": {
+            "$ref": "#/components/schemas/StoredImageInput"
+          },
+          "original": {
+            "$ref": "#/components/schemas/ImageInfo"
+          },
+          "processed": {
+            "$ref": "#/components/schemas/ImageInfo"
+          },
+          "pipeline": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/ImageStep"
+            }
+          },
+          "delivery": {
+            "enum": [
+              "base64",
+              "data_url",
+              "multipart",
+              "url"
+            ]
+          },
+          "provider": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "index",
+          "source",
+          "original",
+          "pipeline",
+          "delivery",
+          "provider"
+        ]
+      },
+      "Upload": {
+        "type": "object",
+        "description": "An uploaded input image.",
+        "properties": {
+          "id": {
+            "type": "string"
+          },
+          "format": {
+            "enum": [
+              "jpeg",
+              "png",
+              "webp",
+              "gif"
+            ]
+          },
+          "content_type": {
+            "type": "string"
+          },
+          "width": {
+            "type": "integer"
+          },
+          "height": {
+            "type": "integer"
+          },
+          "frames": {
+            "type": "integer"
+          },
+          "bytes": {
+            "type": "integer"
+          },
+          "sha256": {
+            "type": "string"
+          },
+          "created_at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "expires_at": {
+            "type": "string",
+            "format": "date-time"
+          }
+        },
+        "required": [
+          "id",
+          "format",
+          "content_type",
+          "width",
+          "height",
+          "frames",
+          "bytes",
+          "sha256",
+          "created_at",
+          "expires_at"
+        ]
+      },
+      "ImageIntake": {
+        "type": "object",
+        "description": "What a model takes in input images.",
+        "properties": {
+          "max": {
+            "type": "integer"
+          },
+          "purpose": {
+            "type": "string"
+          },
+          "limits": {
+            "type": "object",
+            "properties": {
+              "max_bytes": {
+                "type": "integer"
+              },
+              "min_side": {
+                "type": "integer"
+              },
+              "max_side": {
+                "type": "integer"
+              },
+              "min_aspect": {
+                "type": "number"
+              },
+              "max_aspect": {
+                "type": "number"
+              },
+              "max_pixels": {
+                "type": "integer"
+              }
+            }
+          },
+          "delivery": {
+            "type": "array",
+            "items": {
+              "enum": [
+                "base64",
+                "data_url",
+                "multipart",
+                "url"
+              ]
+            }
+          },
+          "preprocess": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/ImageStep"
+            }
+          }
+        },
+        "required": [
+          "max",
+          "purpose",
+          "limits",
+          "delivery",
+          "preprocess"
         ]
       }
     }

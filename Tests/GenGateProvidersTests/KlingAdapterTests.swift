@@ -53,10 +53,37 @@ final class KlingAdapterTests: XCTestCase {
     }
 
     func testImageToVideoAndImages() async throws {
-        let still = request(params: ["image": .string("https://example.com/first.png")])
+        // Input images go as raw base64 (`image`, then `image_tail`), which the simulator decodes.
+        let png = PNGImage.encodeRGB(width: 4, height: 4, pixels: Array(repeating: 200, count: 48))
+        var still = request()
+        still.images = [
+            ProviderImage(delivery: .base64, contentType: "image/png", text: png.base64EncodedString()),
+            ProviderImage(delivery: .base64, contentType: "image/png", text: png.base64EncodedString()),
+        ]
+        still.inputImageCount = 2
         let video = try await adapter.submit(still)
-        XCTAssertEqual(sim.simulator.tasks { $0.id == video }.first?.model, "videos/image2video:kling-v1-6")
-        guard case .succeeded = try await finish(adapter, video, still).state else { return XCTFail() }
+        let task = sim.simulator.tasks { $0.id == video }.first
+        XCTAssertEqual(task?.model, "videos/image2video:kling-v1-6")
+        XCTAssertEqual(task?.input["image"], .string(png.base64EncodedString()))
+        XCTAssertEqual(sim.simulator.stats.receivedImages.map(\.field), ["image", "image_tail"])
+        XCTAssertEqual(sim.simulator.stats.receivedImages.first?.sha256, Digest.sha256Hex(png))
+        // Status checks know the task is image-to-video without the images themselves.
+        var checking = request()
+        checking.inputImageCount = 2
+        guard case .succeeded = try await finish(adapter, video, checking).state else { return XCTFail() }
+        // Kling refuses a data: URL.
+        var prefixed = request()
+        prefixed.images = [
+            ProviderImage(
+                delivery: .dataURL, contentType: "image/png", text: "data:image/png;base64,\(png.base64EncodedString())"
+            )
+        ]
+        do {
+            _ = try await adapter.submit(prefixed)
+            XCTFail("a data: URL was taken")
+        } catch let error as GenGateError {
+            XCTAssertEqual(error.code, .invalidRequest)
+        }
 
         let images = request("kling/image/kling-v2", outputs: [3, 4, 5])
         let id = try await adapter.submit(images)

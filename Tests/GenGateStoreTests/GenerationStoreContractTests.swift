@@ -76,6 +76,57 @@ class GenerationStoreContractTests: XCTestCase {
         }
     }
 
+    func testUploadsInputObjectsAndWhatWasDoneToEachInputAreKept() async throws {
+        let now = Date()
+        let info = ImageInfo(format: .jpeg, width: 640, height: 480, bytes: 12_000, sha256: "ab12")
+        let upload = Upload(
+            id: Identifier.make("upl", at: now), ownerKeyID: owner.id, objectKey: "inputs/2026-12-08/ab12.jpg",
+            info: info, createdAt: now, expiresAt: now.addingTimeInterval(3_600))
+        try await store.insertUpload(upload)
+        let read = try await store.upload(id: upload.id, now: now)
+        XCTAssertEqual(read?.info, info)
+        XCTAssertEqual(read?.objectKey, upload.objectKey)
+        XCTAssertEqual(
+            read?.expiresAt.timeIntervalSince1970 ?? 0, upload.expiresAt.timeIntervalSince1970, accuracy: 0.001)
+        let later = now.addingTimeInterval(3_601)
+        let gone = try await store.upload(id: upload.id, now: later)
+        XCTAssertNil(gone, "an expired upload is no upload")
+
+        // Input objects: recorded once (a second record keeps the first expiry), listed once due,
+        // forgotten with the uploads they held.
+        try await store.recordInputObject(key: upload.objectKey, expiresAt: upload.expiresAt)
+        try await store.recordInputObject(key: upload.objectKey, expiresAt: upload.expiresAt.addingTimeInterval(99))
+        try await store.recordInputObject(
+            key: "inputs/2026-12-09/cd34.png", expiresAt: later.addingTimeInterval(86_400))
+        let due = try await store.expiredInputObjects(now: now, limit: 10)
+        XCTAssertEqual(due, [])
+        let dueLater = try await store.expiredInputObjects(now: later, limit: 10)
+        XCTAssertEqual(dueLater, [upload.objectKey])
+        try await store.forgetInputObject(key: upload.objectKey)
+        let afterwards = try await store.expiredInputObjects(now: later, limit: 10)
+        XCTAssertEqual(afterwards, [])
+        let forgotten = try await store.upload(id: upload.id, now: now)
+        XCTAssertNil(forgotten)
+
+        // What was done to each input, recorded with a transition and read back.
+        var generation = makeGeneration()
+        generation.request.images = [.upload(upload.id), .url("https://example.com/a.png")]
+        generation.request.preprocess = ImagePipeline.presets["standard"]
+        let job = try await inserted(generation)
+        var change = Transition.of(job, to: .dispatching)
+        let record = PreparedInput(
+            index: 0, source: .upload(upload.id), original: info,
+            processed: ImageInfo(format: .jpeg, width: 320, height: 240, bytes: 4_000, sha256: "ef56"),
+            pipeline: ImagePipeline.presets["standard"]!, delivery: .base64, provider: "kling")
+        change.inputs = [record]
+        let changed = try await store.transition(change)
+        XCTAssertEqual(changed?.inputs, [record])
+        let back = try await XCTUnwrapAsync(try await store.generation(id: job.id))
+        XCTAssertEqual(back.inputs, [record])
+        XCTAssertEqual(back.request.images, generation.request.images)
+        XCTAssertEqual(back.request.preprocess, ImagePipeline.presets["standard"])
+    }
+
     func testOnlyOneOfTwoClaimantsWinsAndAnExpiredLeaseCanBeTakenOver() async throws {
         let generation = try await inserted()
         let now = Date()

@@ -139,7 +139,8 @@ final class GenerationFlowTests: XCTestCase {
         expect(several, 400, "invalid_request", detail: "n")
         expect(several, 400, "invalid_request", detail: "seed")
 
-        let huge = #"{"model": "sim/image", "prompt": "\#(String(repeating: "x", count: 2_000_000))"}"#
+        // Past http.max_body_bytes (1 MiB) and the room for one data: URL of 10 MiB.
+        let huge = #"{"model": "sim/image", "prompt": "\#(String(repeating: "x", count: 16_000_000))"}"#
         expect(try await post(huge), 413, "payload_too_large")
         expect(try await system.request(.GET, "/v1/nothing-here"), 404, "not_found")
         expect(try await system.request(.DELETE, "/v1/generations"), 404, "not_found")

@@ -52,7 +52,7 @@ final class ProviderSimulatorTests: XCTestCase {
             case "replicate": credentials = ["REPLICATE_API_TOKEN": key]
             default: credentials = ["\(provider.uppercased())_API_KEY": key]
             }
-            let base = baseURL + (["dashscope": "/api/v1", "openai": "/v1"][provider] ?? "")
+            let base = baseURL + (["dashscope": "/api/v1", "openai": "/v1", "pollo": "/api/platform"][provider] ?? "")
             return credentials.merging(["GENGATE_\(provider.uppercased())_BASE_URL": base]) { $1 }
         }
 
