@@ -136,6 +136,7 @@ let package = Package(
             dependencies: [
                 "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects", "GenGateImages",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Shared/GenGateJobs"

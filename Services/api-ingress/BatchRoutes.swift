@@ -106,12 +106,15 @@ struct BatchRoutes: Sendable {
             details.append(.init(path: "requests", message: "must be an array, got \(other.typeName)"))
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid batch", details: details) }
+        let now = Date()
+        // Ids first: a request's images may name an earlier request's outputs (a chain).
+        let ids = validated.map { _ in Identifier.make("gen", at: now) }
+        let siblings = GenerationRoutes.Siblings(ids: ids, requests: validated)
         for index in validated.indices where !validated[index].images.isEmpty {
             validated[index] = try await routes.resolveImages(
-                validated[index], owner: key.id, path: "requests[\(index)].")
+                validated[index], owner: key.id, path: "requests[\(index)].", position: index, siblings: siblings)
         }
 
-        let now = Date()
         let batch = Batch(
             id: Identifier.make("bat", at: now), ownerKeyID: key.id, total: validated.count,
             maxConcurrency: window, stopOnError: stopOnError, priority: priority, metadata: metadata, createdAt: now)
@@ -119,10 +122,10 @@ struct BatchRoutes: Sendable {
         var events: [Event] = []
         generations.reserveCapacity(validated.count)
         events.reserveCapacity(validated.count)
-        for item in validated {
+        for (index, item) in validated.enumerated() {
             let (generation, event) = GenerationRoutes.make(
                 item, owner: key.id, now: now, defaultDeadline: config.jobs.defaultDeadlineSeconds,
-                batchID: batch.id, priority: priority)
+                batchID: batch.id, priority: priority, id: ids[index])
             generations.append(generation)
             events.append(event)
         }
@@ -153,7 +156,8 @@ struct BatchRoutes: Sendable {
             )
         }
         routes.environment.publish(events)
-        for generation in generations.prefix(window) {
+        let held = BatchRoom.held(generations, maxConcurrency: window)
+        for (index, generation) in generations.enumerated() where !held[index] && generation.status != .waiting {
             routes.dispatch.send(generationID: generation.id, reason: "created in a batch")
         }
         context.logger.info(
@@ -244,7 +248,8 @@ struct BatchRoutes: Sendable {
             "id": .string(batch.id), "object": .string("batch"), "status": .string(status),
             "total": .number(Double(batch.total)),
             "counts": .object([
-                "queued": .number(Double(held)), "pending": .number(Double(count([.pending]))),
+                "queued": .number(Double(held)), "waiting": .number(Double(count([.waiting]))),
+                "pending": .number(Double(count([.pending]))),
                 "running": .number(Double(count([.dispatching, .running, .uploading, .retryWait]))),
                 "completed": .number(Double(completed)), "failed": .number(Double(count([.failed]))),
                 "cancelled": .number(Double(count([.cancelled]))),

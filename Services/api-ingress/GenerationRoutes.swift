@@ -113,7 +113,12 @@ struct GenerationRoutes: Sendable {
         switch outcome {
         case .inserted:
             environment.publish([event])
-            dispatch.send(generationID: generation.id, reason: "created")
+            if generation.status == .waiting {
+                // Its input's job may have ended between the look and the commit.
+                await jobs.releaseWaiting(generation.id)
+            } else {
+                dispatch.send(generationID: generation.id, reason: "created")
+            }
             return Committed(generation: generation, replayed: false, watch: watch)
         case .replayed(let original):
             watch.map(hub.unwatch)
@@ -135,17 +140,20 @@ struct GenerationRoutes: Sendable {
     /// A new pending generation of a validated request, and its `generation.created` event.
     static func make(
         _ validated: SubmissionValidator.Validated, owner: String, now: Date, cancelAfter: Double? = nil,
-        defaultDeadline: Int, batchID: String? = nil, priority: Int = 0
+        defaultDeadline: Int, batchID: String? = nil, priority: Int = 0, id: String? = nil
     ) -> (Generation, Event) {
         let (request, model) = (validated.request, validated.model)
         let deadline = now.addingTimeInterval(Double(request.deadlineSeconds ?? defaultDeadline))
         let cancelAt = cancelAfter.map { now.addingTimeInterval($0) }
+        // A job whose input is another's output still to come waits for it, due for nothing.
+        let waiting = validated.waitsFor != nil
         let generation = Generation(
-            id: Identifier.make("gen", at: now), ownerKeyID: owner, request: request, provider: model.provider,
-            status: .pending, version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil,
-            leaseExpiresAt: nil, nextActionAt: now, deadlineAt: min(deadline, cancelAt ?? deadline),
-            createdAt: now, updatedAt: now, phaseTimes: [.pending: now], outputs: [], cancelAt: cancelAt,
-            route: validated.route, batchID: batchID, priority: priority)
+            id: id ?? Identifier.make("gen", at: now), ownerKeyID: owner, request: request, provider: model.provider,
+            status: waiting ? .waiting : .pending, version: 1, progress: 0, attempts: 0, error: nil,
+            providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil, nextActionAt: waiting ? nil : now,
+            deadlineAt: min(deadline, cancelAt ?? deadline), createdAt: now, updatedAt: now,
+            phaseTimes: [.pending: now], outputs: [], cancelAt: cancelAt, route: validated.route, batchID: batchID,
+            priority: priority, waitsFor: validated.waitsFor)
         let aliased = !validated.route.isEmpty
         let event = Event(
             .generationCreated(

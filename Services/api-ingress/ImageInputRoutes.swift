@@ -5,19 +5,30 @@ import GenGateStore
 import NIOPosix
 
 extension GenerationRoutes {
+    /// The other requests of a batch, for images that name one of their outputs: each one's id
+    /// (assigned before the batch is committed) and what was asked.
+    struct Siblings {
+        var ids: [String]
+        var requests: [SubmissionValidator.Validated]
+    }
+
     /// The request's input images made into references the job can keep: a `data:` URL's bytes
     /// checked and stored as an upload of the caller's, an upload id checked to be the caller's
-    /// and not expired. Each image whose size is known is checked against the model's limits as
-    /// its pipeline will make it (bytes are checked by the dispatcher, on the image as prepared);
-    /// errors name the image (`images[1]`) under `path`.
-    func resolveImages(_ validated: SubmissionValidator.Validated, owner: String, path: String = "") async throws
-        -> SubmissionValidator.Validated
-    {
+    /// and not expired, another job's output checked to be the caller's job's, one that makes
+    /// images, and not failed (the job then waits for it if it has not completed). Each image
+    /// whose size is known is held to the model's limits as its pipeline will make it (bytes are
+    /// checked by the dispatcher, on the image as prepared). Errors name the image
+    /// (`images[1]`) under `path`. `position`: the request's place in its batch (`siblings`).
+    func resolveImages(
+        _ validated: SubmissionValidator.Validated, owner: String, path: String = "", position: Int? = nil,
+        siblings: Siblings? = nil
+    ) async throws -> SubmissionValidator.Validated {
         guard !validated.images.isEmpty else { return validated }
         var resolved = validated
         var inputs: [ImageInput] = []
         var basis: [ImageInput] = []
         var details: [APIError.Detail] = []
+        var unavailable: [APIError.Detail] = []
         let now = Date()
         let intake = validated.model.images
         let pipeline = validated.request.preprocess ?? intake?.pipeline ?? ImagePipeline([])
@@ -43,9 +54,60 @@ extension GenerationRoutes {
                         ))
                     continue
                 }
+                // Kept past the job's deadline (and an hour more), so it is there whenever the job
+                // is prepared, retries included.
+                let deadline = now.addingTimeInterval(Double(validated.request.deadlineSeconds ?? 3_600) + 3_600)
+                guard upload.expiresAt >= deadline else {
+                    details.append(
+                        .init(
+                            path: here,
+                            message:
+                                "upload \(id) expires at \(Timestamp.format(upload.expiresAt)), before this job could end; upload the image again"
+                        ))
+                    continue
+                }
                 inputs.append(.upload(id))
                 basis.append(.upload(id))
                 info = upload.info
+            case .input(.output(let parent, let output)):
+                switch try await parentProblem(parent, output: output, owner: owner) {
+                case .none:
+                    break
+                case .invalid(let message):
+                    details.append(.init(path: here, message: message))
+                    continue
+                case .unavailable(let message):
+                    unavailable.append(.init(path: here, message: message))
+                    continue
+                case .notYet:
+                    if resolved.waitsFor == nil { resolved.waitsFor = parent }
+                }
+                inputs.append(.output(generation: parent, index: output))
+                basis.append(.output(generation: parent, index: output))
+            case .sibling(let request, let output):
+                guard let siblings, let position else {
+                    details.append(
+                        .init(path: here, message: "{\"request\": i} names another request of a batch; use it in one"))
+                    continue
+                }
+                guard request < position else {
+                    details.append(
+                        .init(
+                            path: here,
+                            message: "must name an earlier request of the batch (its position, below \(position))"))
+                    continue
+                }
+                let sibling = siblings.requests[request]
+                if let problem = Self.outputProblem(
+                    kind: sibling.model.kind, n: sibling.request.n, output: output, what: "request \(request)")
+                {
+                    details.append(.init(path: here, message: problem))
+                    continue
+                }
+                let parent = siblings.ids[request]
+                inputs.append(.output(generation: parent, index: output))
+                basis.append(.output(generation: "request \(request)", index: output))
+                if resolved.waitsFor == nil { resolved.waitsFor = parent }
             case .input(let other):
                 inputs.append(other)
                 basis.append(other)
@@ -68,10 +130,53 @@ extension GenerationRoutes {
             let summary = details.map { "\($0.path): \($0.message)" }.joined(separator: "; ")
             throw APIError(.invalidImage, "unusable input image: \(summary)", details: details)
         }
+        guard unavailable.isEmpty else {
+            let summary = unavailable.map { "\($0.path): \($0.message)" }.joined(separator: "; ")
+            throw APIError(.inputUnavailable, "input image not available: \(summary)", details: unavailable)
+        }
         resolved.request.images = inputs
         var hashed = resolved.request
         hashed.images = basis
         resolved.hashBasis = hashed
         return resolved
+    }
+
+    enum ParentProblem {
+        case none
+        case notYet
+        case invalid(String)
+        case unavailable(String)
+    }
+
+    /// Whether output `output` of the caller's job `parent` can be an input: there (`none`), to
+    /// come (`notYet`), never (`unavailable`: the job failed, was cancelled, or completed without
+    /// it), or not a job's image output at all (`invalid`).
+    func parentProblem(_ parent: String, output: Int, owner: String) async throws -> ParentProblem {
+        guard let job = try await store.generation(id: parent), job.ownerKeyID == owner else {
+            return .invalid("no generation \(parent) for this key")
+        }
+        let kind = environment.providers.knownModel(job.model)?.kind ?? .image
+        if let problem = Self.outputProblem(kind: kind, n: job.request.n, output: output, what: parent) {
+            return .invalid(problem)
+        }
+        switch job.status {
+        case .completed:
+            guard job.outputs.contains(where: { $0.index == output && $0.isStored }) else {
+                return .unavailable("\(parent) completed without output \(output)")
+            }
+            return .none
+        case .failed, .cancelled:
+            let why = job.error.map { ": \($0.code.rawValue), \($0.message)" } ?? ""
+            return .unavailable("\(parent) \(job.status.rawValue)\(why)")
+        default:
+            return .notYet
+        }
+    }
+
+    /// Why output `output` of a job of `kind` asking `n` outputs cannot be an input image, or nil.
+    static func outputProblem(kind: ModelInfo.Kind, n: Int, output: Int, what: String) -> String? {
+        guard kind == .image else { return "\(what) makes \(kind.rawValue), not images" }
+        guard output < n else { return "\(what) makes \(n) output(s); there is no output \(output)" }
+        return nil
     }
 }

@@ -271,6 +271,7 @@ enum OpenAPIDocument {
             "description": "Only jobs in this status.",
             "schema": {
               "enum": [
+                "waiting",
                 "pending",
                 "dispatching",
                 "running",
@@ -3244,6 +3245,7 @@ enum OpenAPIDocument {
           },
           "status": {
             "enum": [
+              "waiting",
               "pending",
               "dispatching",
               "running",
@@ -3450,6 +3452,7 @@ enum OpenAPIDocument {
           },
           "status": {
             "enum": [
+              "waiting",
               "pending",
               "dispatching",
               "running",
@@ -3746,6 +3749,11 @@ enum OpenAPIDocument {
                 "type": "integer",
                 "minimum": 0
               },
+              "waiting": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Jobs waiting for another job's output (a chain's later steps)."
+              },
               "pending": {
                 "type": "integer",
                 "minimum": 0
@@ -3769,6 +3777,7 @@ enum OpenAPIDocument {
             },
             "required": [
               "queued",
+              "waiting",
               "pending",
               "running",
               "completed",
@@ -4296,6 +4305,46 @@ enum OpenAPIDocument {
             },
             "required": [
               "url"
+            ],
+            "additionalProperties": false
+          },
+          {
+            "type": "object",
+            "description": "Another job's output (a chain): the job, of this key, must make images; this job waits for it and fails with `input_unavailable` if it fails.",
+            "properties": {
+              "generation": {
+                "type": "string",
+                "pattern": "^gen_"
+              },
+              "output": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 9
+              }
+            },
+            "required": [
+              "generation",
+              "output"
+            ],
+            "additionalProperties": false
+          },
+          {
+            "type": "object",
+            "description": "In a batch: an output of an earlier request of the same batch, by its position.",
+            "properties": {
+              "request": {
+                "type": "integer",
+                "minimum": 0
+              },
+              "output": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 9
+              }
+            },
+            "required": [
+              "request",
+              "output"
             ],
             "additionalProperties": false
           }

@@ -35,6 +35,8 @@ struct SubmissionValidator: Sendable {
         /// What an `Idempotency-Key` compares: the request, images given inline standing as their
         /// hashes (each stored as a new upload, whose id differs from one try to the next).
         var hashBasis: GenerationRequest?
+        /// A job whose input is another's output not there yet: the one it waits for.
+        var waitsFor: String?
     }
 
     /// An input image as a submission gave it.
@@ -42,6 +44,8 @@ struct SubmissionValidator: Sendable {
         case input(ImageInput)
         /// A `data:` URL's bytes.
         case inline(Data)
+        /// In a batch: an output of the batch's request at this position.
+        case sibling(request: Int, output: Int)
     }
 
     func validate(_ body: JSONValue) throws -> Validated {
@@ -74,6 +78,7 @@ struct SubmissionValidator: Sendable {
                 // An alias asks as much of each model as the least of them allows.
                 model = first
                 model?.maxOutputs = usable.map(\.maxOutputs).min() ?? first.maxOutputs
+                model?.images = ImageIntake.common(usable.map(\.images))
                 route = usable.map(\.id)
                 break
             }
@@ -213,6 +218,25 @@ struct SubmissionValidator: Sendable {
                 } else if let id = object["upload"]?.stringValue {
                     (text, kind) = (id, "upload")
                 }
+            case .object(let object) where object.count == 2 && object["output"] != nil:
+                // Another job's output (a chain): by id, or in a batch by the request's position.
+                guard let output = object["output"]?.intValue, (0..<10).contains(output) else {
+                    details.append(.init(path: "\(path).output", message: "must be an output index from 0 to 9"))
+                    continue
+                }
+                if let id = object["generation"]?.stringValue, id.hasPrefix("gen_"), id.count <= 64 {
+                    given.append(.input(.output(generation: id, index: output)))
+                } else if let position = object["request"]?.intValue, position >= 0 {
+                    given.append(.sibling(request: position, output: output))
+                } else {
+                    details.append(
+                        .init(
+                            path: path,
+                            message:
+                                "an output is {\"generation\": \"gen_…\", \"output\": n}, or in a batch {\"request\": i, \"output\": n}"
+                        ))
+                }
+                continue
             default:
                 break
             }
@@ -220,7 +244,9 @@ struct SubmissionValidator: Sendable {
                 details.append(
                     .init(
                         path: path,
-                        message: "must be an image URL, a data: URL, an upload id, {\"url\": …} or {\"upload\": …}"))
+                        message:
+                            "must be an image URL, a data: URL, an upload id, {\"url\": …}, {\"upload\": …} or another job's output {\"generation\": …, \"output\": n}"
+                    ))
                 continue
             }
             if kind != "url", text.hasPrefix("upl_") || kind == "upload" {

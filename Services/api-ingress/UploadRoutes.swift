@@ -70,6 +70,9 @@ struct UploadRoutes: Sendable {
         } catch let error as GenGateError {
             try? FileManager.default.removeItem(at: file)
             throw APIError(error.code, error.message, details: [.init(path: path, message: error.message)])
+        } catch {
+            try? FileManager.default.removeItem(at: file)  // cancelled (the client went away), or I/O
+            throw error
         }
         let now = Date()
         let placed: (key: String, expiresAt: Date)

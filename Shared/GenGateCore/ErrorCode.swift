@@ -7,6 +7,9 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case invalidRequest = "invalid_request"
     /// An input image that is not one, cannot be read whole, or breaks the model's limits.
     case invalidImage = "invalid_image"
+    /// An input image is another job's output, and that job failed or was cancelled (or has no
+    /// such output).
+    case inputUnavailable = "input_unavailable"
     case authenticationFailed = "authentication_failed"
     case quotaExceeded = "quota_exceeded"
     case contentPolicy = "content_policy"
@@ -38,8 +41,9 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         switch self {
         case .rateLimited, .providerError, .providerUnavailable, .providerTimeout, .uploadFailed, .unavailable:
             return true
-        case .invalidRequest, .invalidImage, .authenticationFailed, .quotaExceeded, .contentPolicy, .taskTimeout,
-            .cancelled, .internalError, .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized,
+        case .invalidRequest, .invalidImage, .inputUnavailable, .authenticationFailed, .quotaExceeded,
+            .contentPolicy, .taskTimeout, .cancelled, .internalError, .invalidJSON, .unknownModel,
+            .providerNotConfigured, .unauthorized,
             .forbidden, .notFound, .conflict, .idempotencyKeyReused, .payloadTooLarge,
             .rangeNotSatisfiable:
             return false
@@ -49,8 +53,9 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     /// Whether a generation can fail with this code (the rest are for requests only).
     public var isJobClass: Bool {
         switch self {
-        case .invalidRequest, .invalidImage, .authenticationFailed, .quotaExceeded, .contentPolicy, .rateLimited,
-            .providerError, .providerUnavailable, .providerTimeout, .taskTimeout, .uploadFailed, .cancelled,
+        case .invalidRequest, .invalidImage, .inputUnavailable, .authenticationFailed, .quotaExceeded,
+            .contentPolicy, .rateLimited, .providerError, .providerUnavailable, .providerTimeout, .taskTimeout,
+            .uploadFailed, .cancelled,
             .internalError:
             return true
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
@@ -70,6 +75,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .notFound: return 404
         case .conflict, .idempotencyKeyReused, .cancelled: return 409
         case .payloadTooLarge: return 413
+        case .inputUnavailable: return 424
         case .rangeNotSatisfiable: return 416
         case .rateLimited: return 429
         case .internalError, .uploadFailed: return 500

@@ -45,6 +45,9 @@ public struct Generation: Codable, Sendable, Equatable {
     /// What was done to each input image for the provider it was last sent to, recorded with
     /// that submission's attempt.
     public var inputs: [PreparedInput]
+    /// While `waiting`: the job whose output it waits for (the first of its inputs' jobs not
+    /// completed yet).
+    public var waitsFor: String?
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
@@ -52,9 +55,10 @@ public struct Generation: Codable, Sendable, Equatable {
         leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
         updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
         checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0,
-        batchID: String? = nil, priority: Int = 0, inputs: [PreparedInput] = []
+        batchID: String? = nil, priority: Int = 0, inputs: [PreparedInput] = [], waitsFor: String? = nil
     ) {
         self.inputs = inputs
+        self.waitsFor = waitsFor
         self.batchID = batchID
         self.priority = priority
         self.cancelAt = cancelAt
@@ -80,6 +84,13 @@ public struct Generation: Codable, Sendable, Equatable {
         self.outputs = outputs
         self.checks = checks
         self.checkFailures = checkFailures
+    }
+
+    /// The jobs whose outputs are its input images, in order, each once.
+    public var parents: [String] {
+        var seen: [String] = []
+        for case .output(let parent, _) in request.images ?? [] where !seen.contains(parent) { seen.append(parent) }
+        return seen
     }
 
     /// The model the job is on now: its route's current one, else the one asked for.

@@ -2,8 +2,12 @@
 /// are `Lifecycle` in GenGateJobs.
 ///
 /// pending → dispatching → running → uploading → completed, with `retryWait` between attempts and
-/// `failed` / `cancelled` as the other ends. Terminal states are final.
+/// `failed` / `cancelled` as the other ends; a job whose input image is another job's output
+/// starts in `waiting`, and moves to `pending` once that output is there. Terminal states are
+/// final.
 public enum GenerationStatus: String, Codable, Sendable, CaseIterable {
+    /// Waiting for another job's output (a chain): nothing held, no step works on it.
+    case waiting
     case pending
     case dispatching
     case running

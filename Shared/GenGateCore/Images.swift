@@ -428,17 +428,62 @@ public struct ImageIntake: Sendable, Equatable {
     public var pipeline: ImagePipeline
     /// What an image is for, said in `GET /v1/models` (e.g. "the first frame").
     public var purpose: String
+    /// The formats the provider takes; an image a pipeline would make in another goes in the
+    /// first of these.
+    public var formats: [ImageFormat]
 
     public init(
         maxImages: Int, limits: ImageLimits, delivery: [ImageDelivery], inlineLimitBytes: Int? = nil,
-        pipeline: ImagePipeline, purpose: String
+        pipeline: ImagePipeline, purpose: String, formats: [ImageFormat] = [.jpeg, .png, .webp]
     ) {
+        self.formats = formats
         self.maxImages = maxImages
         self.limits = limits
         self.delivery = delivery
         self.inlineLimitBytes = inlineLimitBytes
         self.pipeline = pipeline
         self.purpose = purpose
+    }
+
+    /// What every model of a fallback route takes (nil when one takes no images): the fewest
+    /// images, the tightest limits, the formats all take; the first model's delivery and
+    /// pipeline (each model's own are used when the job reaches it).
+    public static func common(_ intakes: [ImageIntake?]) -> ImageIntake? {
+        guard var common = intakes.first ?? nil else { return nil }
+        for case let intake? in intakes.dropFirst() {
+            common.maxImages = min(common.maxImages, intake.maxImages)
+            common.limits = common.limits.merged(with: intake.limits)
+            common.formats = common.formats.filter(intake.formats.contains)
+        }
+        return intakes.contains { $0 == nil } || common.formats.isEmpty ? nil : common
+    }
+
+    /// The largest side GenGate prepares an image at when the model sets none: the bound on the
+    /// memory one prepared image takes.
+    public static let largestSide = 4_096
+
+    /// `pipeline` as this model gets it: its output in a format the provider takes, and no larger
+    /// than the model's largest side (or `largestSide`). Nil, with the reason, when the pipeline
+    /// asks for a size larger than that.
+    public func fitted(_ pipeline: ImagePipeline, input: ImageInfo) -> Result<ImagePipeline, GenGateError> {
+        var steps = pipeline.steps
+        let settings = pipeline.settings
+        if !formats.contains(settings.output(for: input.format)), let first = formats.first {
+            steps.append(.format(first))
+        }
+        let side = limits.maxSide ?? Self.largestSide
+        let made = settings.size(width: input.width, height: input.height)
+        if max(made.width, made.height) > side {
+            guard settings.resize == nil else {
+                return .failure(
+                    GenGateError(
+                        .invalidImage,
+                        "the pipeline makes \(made.width)×\(made.height) px, over the largest side of \(side) px",
+                        retryable: false))
+            }
+            steps.append(.resize(.fit, width: side, height: side))
+        }
+        return .success(ImagePipeline(steps))
     }
 }
 

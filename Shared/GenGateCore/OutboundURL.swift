@@ -55,8 +55,9 @@ public struct OutboundURLPolicy: Sendable, Equatable {
         guard let first = addresses.first else {
             throw OutboundURLRefused(reason: "\(bare) does not resolve", final: false)
         }
-        if let bad = addresses.first(where: { !$0.isPublic }) {
-            throw OutboundURLRefused(reason: "\(bare) resolves to \(bad), a private, loopback or link-local address")
+        if addresses.contains(where: { !$0.isPublic }) {
+            // The address itself is not said: a caller could map the network it runs in by it.
+            throw OutboundURLRefused(reason: "\(bare) resolves to a private, loopback or link-local address")
         }
         return first
     }

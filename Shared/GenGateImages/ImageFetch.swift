@@ -56,6 +56,38 @@ public final class StreamedFile {
         return (bytes, Digest.hex(hasher.finalize()))
     }
 
+    /// Streams the object a presigned object-storage URL names into `file` (never whole in
+    /// memory), within `timeoutSeconds`. False when there is no such object.
+    public static func download(_ url: String, to file: URL, timeoutSeconds: Double) async throws -> Bool {
+        let limit = Duration.milliseconds(Int64(timeoutSeconds * 1_000))
+        let outcome = await withDeadline(limit) { () async throws -> Bool in
+            let response = try await HTTPClient.shared.execute(
+                HTTPClientRequest(url: url), timeout: .milliseconds(Int64(timeoutSeconds * 1_000)))
+            if response.status == .notFound { return false }
+            guard response.status == .ok else {
+                throw GenGateError(
+                    .uploadFailed, "object storage answered HTTP \(response.status.code) to a GET", retryable: true)
+            }
+            let writer = try StreamedFile(file: file, limit: Int.max)
+            do {
+                for try await chunk in response.body { try await writer.append(chunk) }
+                _ = try await writer.finish()
+            } catch {
+                writer.discard()
+                throw error
+            }
+            return true
+        }
+        switch outcome {
+        case .success(let found): return found
+        case .failure(let error as GenGateError): throw error
+        case .failure(is CancellationError): throw CancellationError()
+        case .failure(let error):
+            try? FileManager.default.removeItem(at: file)
+            throw GenGateError(.uploadFailed, "an input image could not be read from object storage (\(error))")
+        }
+    }
+
     /// Closes and removes the file (after a failure).
     public func discard() {
         try? handle.close()
@@ -78,9 +110,26 @@ public struct ImageFetcher: Sendable {
         self.maxBytes = maxBytes
     }
 
-    /// Fetches `url` into `file`. Throws `invalid_image` for what trying again will not mend
-    /// (a refused address, a 4xx, too large), retryable for what it may (no answer, a 5xx).
+    /// Fetches `url` into `file`, all of it (redirects, the body) within `timeoutSeconds`. Throws
+    /// `invalid_image` for what trying again will not mend (a refused address, a 4xx, too large),
+    /// retryable for what it may (no answer, a 5xx, too slow).
     public func fetch(_ url: String, to file: URL) async throws -> (bytes: Int, sha256: String) {
+        let limit = Duration.milliseconds(Int64(timeoutSeconds * 1_000))
+        switch await withDeadline(limit, { try await fetchFollowing(url, to: file) }) {
+        case .success(let fetched):
+            return fetched
+        case .failure(is DeadlinePassed):
+            try? FileManager.default.removeItem(at: file)
+            throw GenGateError(
+                .invalidImage,
+                "the image at \(Self.shown(url)) was not fetched within \(Int(timeoutSeconds)) s (images.fetch_timeout_seconds)",
+                retryable: true)
+        case .failure(let error):
+            throw error
+        }
+    }
+
+    func fetchFollowing(_ url: String, to file: URL) async throws -> (bytes: Int, sha256: String) {
         var current = url
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutSeconds * 1_000))
         for _ in 0...3 {

@@ -20,7 +20,7 @@ public final class ImageProcessor: Sendable {
     private let slots: Slots
     private let stopped = Mutex(false)
 
-    public init(concurrency: Int = 2, maxPixels: Int = 100_000_000) {
+    public init(concurrency: Int = 2, maxPixels: Int = 50_000_000) {
         self.concurrency = max(1, concurrency)
         self.maxPixels = maxPixels
         Self.startLibrary()
@@ -192,11 +192,15 @@ public final class ImageProcessor: Sendable {
         return try await pool.runIfActive(work)
     }
 
+    /// What libvips last said went wrong, without file paths: its error buffer is one for the
+    /// process, so with images processed side by side it may hold another image's words, and a
+    /// path would name another caller's file.
     static func lastError() -> String {
         guard let text = gg_vips_error() else { return "no reason given" }
         defer { gg_vips_free(text) }
         let message = String(cString: text).split(separator: "\n").map {
-            $0.trimmingCharacters(in: .whitespaces)
+            $0.split(separator: " ").map { $0.contains("/") ? "<file>" : String($0) }.joined(separator: " ")
+                .trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty }.prefix(2).joined(separator: "; ")
         return message.isEmpty ? "no reason given" : String(message.prefix(300))
     }

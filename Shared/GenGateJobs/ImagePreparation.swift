@@ -4,6 +4,7 @@ import GenGateImages
 import GenGateObjects
 import GenGateProviders
 import GenGateStore
+import NIOPosix
 
 /// Prepares a job's input images for the provider about to be called, in the process that
 /// submits: each is found (an upload, or fetched from its URL), checked (its bytes sniffed and
@@ -69,6 +70,9 @@ public struct ImagePreparation: Sendable {
     ) async throws -> (ProviderImage, PreparedInput) {
         let (file, scratch, original) = try await original(source, owner: generation.ownerKeyID, now: now)
         defer { if scratch { try? FileManager.default.removeItem(at: file) } }
+        // In a format the provider takes, and no larger than the model's largest side (the bound
+        // on what one prepared image holds in memory).
+        let pipeline = try intake.fitted(pipeline, input: original).get()
         let made = try await processor.process(file: file, input: original.format, pipeline: pipeline)
         let problems = intake.limits.problems(made.info)
         guard problems.isEmpty else {
@@ -82,19 +86,9 @@ public struct ImagePreparation: Sendable {
         let canLink =
             objects.publicURL(key: "k") != nil || objects.temporaryURL(key: "k", now: now) != nil
             || links != nil
-        var chosen: ImageDelivery?
-        for form in intake.delivery {
-            switch form {
-            case .base64, .dataURL,
-                .multipart where fitsInline || !intake.delivery.contains(.url) || !canLink:
-                chosen = form
-            case .url where canLink:
-                chosen = form
-            default:
-                continue
-            }
-            break
-        }
+        // Inline forms unless the image is over the model's inline size and a URL can be given.
+        let inline = fitsInline || !intake.delivery.contains(.url) || !canLink
+        let chosen = intake.delivery.first { $0 == .url ? canLink : inline }
         guard let delivery = chosen else {
             throw GenGateError(
                 .invalidImage,
@@ -146,9 +140,35 @@ public struct ImagePreparation: Sendable {
                 try? FileManager.default.removeItem(at: file)
                 throw error
             }
-        case .output(let generation, let index):
-            throw GenGateError(
-                .invalidImage, "output \(index) of \(generation) cannot be used as an input here", retryable: false)
+        case .output(let parentID, let index):
+            // A chain: another job's output, there once that job completed.
+            guard let parent = try await inputs.store.generation(id: parentID), parent.ownerKeyID == owner,
+                parent.status == .completed,
+                let key = parent.outputs.first(where: { $0.index == index && $0.isStored })?.objectKey
+            else {
+                throw GenGateError(
+                    .inputUnavailable, "output \(index) of \(parentID) is not there", retryable: false)
+            }
+            guard let (file, scratch) = try await inputs.localCopy(key: key) else {
+                throw GenGateError(.inputUnavailable, "output \(index) of \(parentID) is gone from object storage")
+            }
+            do {
+                let bytes = try await Self.size(of: file)
+                let sha256 = parent.outputs.first { $0.index == index }?.sha256 ?? ""
+                let info = try await processor.inspect(file: file, bytes: bytes, sha256: sha256)
+                return (file, scratch, info)
+            } catch {
+                if scratch { try? FileManager.default.removeItem(at: file) }
+                throw error
+            }
+        }
+    }
+}
+
+extension ImagePreparation {
+    static func size(of file: URL) async throws -> Int {
+        try await NIOThreadPool.singleton.runIfActive {
+            ((try FileManager.default.attributesOfItem(atPath: file.path))[.size] as? NSNumber)?.intValue ?? 0
         }
     }
 }

@@ -1,7 +1,9 @@
 import Foundation
 import GenGateCore
 import GenGateObjects
+import GenGateImages
 import GenGateStore
+import NIOPosix
 
 /// Where input images live in object storage (uploads, images fetched from URLs, preprocessed
 /// images): `inputs/<day>/<sha256>.<ext>`, `<day>` the UTC day at whose end the object is
@@ -60,9 +62,13 @@ public struct InputObjects: Sendable {
     /// scratch copy (`scratch` true: the caller removes it).
     public func localCopy(key: String) async throws -> (file: URL, scratch: Bool)? {
         if let local = try await objects.localFile(key: key) { return (URL(fileURLWithPath: local.path), false) }
-        guard let data = try await objects.get(key: key) else { return nil }
         let file = try objects.scratchFile()
-        try data.write(to: file)
+        // Streamed through a presigned URL (a 50 MB upload is never whole in memory).
+        if let url = objects.temporaryURL(key: key, now: Date()) {
+            return try await StreamedFile.download(url, to: file, timeoutSeconds: 300) ? (file, true) : nil
+        }
+        guard let data = try await objects.get(key: key) else { return nil }
+        try await NIOThreadPool.singleton.runIfActive { try data.write(to: file) }
         return (file, true)
     }
 }

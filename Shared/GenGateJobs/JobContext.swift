@@ -94,7 +94,11 @@ public struct JobContext: Sendable {
         let updated = try await store.transition(change)
         if let updated {
             publish(change.events)
-            if updated.status.isTerminal, updated.batchID != nil { await batchJobEnded(updated) }
+            if updated.status.isTerminal {
+                if updated.batchID != nil { await batchJobEnded(updated) }
+                // Jobs whose input is this one's output move on now.
+                await releaseWaiting(on: updated.id)
+            }
         }
         return updated
     }
@@ -141,11 +145,14 @@ public struct JobContext: Sendable {
     /// model's attempts together.
     public func failOrRetry(
         _ generation: Generation, error: GenGateError, attempt: AttemptUpdate? = nil,
-        limitFeedback: LimitFeedback? = nil, now: Date = Date()
+        limitFeedback: LimitFeedback? = nil, preparationFailures: Int? = nil, now: Date = Date()
     ) async throws -> Generation? {
         // Attempts that delivered (a model asked for its outputs in several calls) are not failures.
         let delivered = try await store.attempts(generationID: generation.id).filter { $0.state == .succeeded }.count
-        let failures = max(1, generation.attempts - delivered)
+        // Preparing the input images failed (`preparationFailures` times in a row, none of them
+        // an attempt): they count against the same budget, so an image URL that keeps failing
+        // ends the job instead of being fetched until its deadline.
+        let failures = preparationFailures ?? max(1, generation.attempts - delivered)
         let retry = policy.retry(for: generation.provider)
         var decision = retry.decide(after: error, attempts: failures, deadline: generation.deadlineAt, now: now)
         var fallback: RouteMove?
@@ -172,6 +179,8 @@ public struct JobContext: Sendable {
             change.nextActionAt = .some(retryAt)
             change.attemptUpdate = attempt
             change.limitFeedback = limitFeedback
+            // Kept in `check_failures` while the job waits (a submission resets it).
+            if let preparationFailures { change.checkFailures = preparationFailures }
             change.events = [
                 Event(
                     .generationRetrying(

@@ -3,9 +3,11 @@ import GenGateCore
 /// The job lifecycle in one place: which status moves are legal, and which step of the engine
 /// works on a job in each status (see docs/ARCHITECTURE.md, "Lifecycle").
 ///
-///     pending ─▶ dispatching ─▶ running ─▶ uploading ─▶ completed
-///        ▲            │            │           │
-///        └── retry_wait ◀──────────┴───────────┘        (failed / cancelled from any active state)
+///     (waiting ─▶) pending ─▶ dispatching ─▶ running ─▶ uploading ─▶ completed
+///                     ▲            │            │           │
+///                     └── retry_wait ◀──────────┴───────────┘   (failed / cancelled from any active state)
+///
+/// `waiting` (for another job's output) is left by `releaseWaiting`, not by a step.
 public enum Lifecycle {
     /// The steps of the engine. Each claims jobs in some statuses and is driven by one queue.
     public enum Step: String, Sendable, CaseIterable {
@@ -34,6 +36,7 @@ public enum Lifecycle {
     /// Every legal move. Staying in a status (progress, a new attempt, a later retry of an upload)
     /// is a move too.
     static let moves: [GenerationStatus: Set<GenerationStatus>] = [
+        .waiting: [.waiting, .pending, .failed, .cancelled],
         .pending: [.dispatching, .uploading, .failed, .cancelled],
         .retryWait: [.dispatching, .uploading, .failed, .cancelled],
         .dispatching: [.dispatching, .running, .uploading, .retryWait, .failed, .cancelled],

@@ -84,9 +84,14 @@ public struct RecoverySweep: Service, CustomStringConvertible {
                 eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
                 keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
         }
-        await each("(input objects)") {
-            // Uploads, fetched and preprocessed images past their time: the object, then its record.
-            for key in try await store.expiredInputObjects(now: now, limit: 200) {
+        for id in try await store.waitingOnEndedJobs(limit: 100) {
+            // A chain's job whose input's job ended while nobody moved it on (that process died).
+            await each(id) { try await context.releaseWaiting(id, now: now) }
+        }
+        // Uploads and preprocessed images past their time: the object, then its record; one that
+        // cannot be deleted now is tried again next time, and does not hold up the others.
+        for key in (try? await store.expiredInputObjects(now: now, limit: 200)) ?? [] {
+            await each(key) {
                 try await context.objects.delete(key: key)
                 try await store.forgetInputObject(key: key)
             }

@@ -146,9 +146,17 @@ public struct Submission: Sendable {
             } catch let error as GenGateError {
                 context.logger.notice(
                     "input images not usable", metadata: ["generation": "\(id)", "error": "\(error)"])
-                _ =
+                // An interrupted attempt being given up is closed with it (and its possible
+                // double charge kept), as a new attempt would have.
+                let moved =
                     try await error.retryable
-                    ? context.failOrRetry(generation, error: error) : context.fail(generation, error: error)
+                    ? context.failOrRetry(
+                        generation, error: error, attempt: abandoned,
+                        preparationFailures: generation.checkFailures + 1)
+                    : context.fail(generation, error: error, attempt: abandoned)
+                if moved != nil, let abandoned, abandoned.possibleDoubleCharge {
+                    reportPossibleDoubleCharge(generation, attempt: abandoned)
+                }
                 return
             }
         }

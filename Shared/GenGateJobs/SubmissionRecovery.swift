@@ -25,7 +25,8 @@ public enum SubmissionRecovery {
         switch error.code {
         case .providerTimeout, .providerUnavailable, .providerError, .internalError, .uploadFailed, .taskTimeout:
             return true
-        case .rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .invalidImage, .contentPolicy,
+        case .rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .invalidImage, .inputUnavailable,
+            .contentPolicy,
             .cancelled:
             return false
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,

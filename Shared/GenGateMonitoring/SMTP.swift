@@ -1,4 +1,5 @@
 import Foundation
+import GenGateCore
 import NIOCore
 import NIOPosix
 import NIOSSL

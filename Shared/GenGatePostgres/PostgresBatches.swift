@@ -7,6 +7,8 @@ import PostgresNIO
 /// `SQLiteStore`'s).
 extension PostgresStore {
     static let terminalList = "('completed', 'failed', 'cancelled')"
+    /// The statuses of jobs that take no room in their batch: ended, or waiting for another's output.
+    static let roomless = "('completed', 'failed', 'cancelled', 'waiting')"
 
     // MARK: Batches
 
@@ -15,10 +17,16 @@ extension PostgresStore {
     ) async throws -> InsertOutcome {
         // Held jobs have no due time, and no deadline until released (then their own, from then).
         let heldDeadline = batch.createdAt.addingTimeInterval(400 * 86_400)
+        // Jobs waiting for another's output take no room; of the rest, those past the batch's
+        // concurrency are held.
+        let heldJobs = BatchRoom.held(generations, maxConcurrency: batch.maxConcurrency)
         let rows = try generations.enumerated().map { index, generation in
             var generation = generation
-            let held = index >= batch.maxConcurrency
-            generation.status = .pending
+            let held = heldJobs[index]
+            if generation.status != .waiting {
+                generation.status = .pending
+                generation.waitsFor = nil
+            }
             generation.version = 1
             generation.progress = 0
             generation.attempts = 0
@@ -28,7 +36,7 @@ extension PostgresStore {
         }
         let encoded = try EncodedEvent.encode(events)
         let metadata = String(decoding: try JSONCoding.encode(batch.metadata), as: UTF8.self)
-        let heldCount = max(0, generations.count - batch.maxConcurrency)
+        let heldCount = heldJobs.filter { $0 }.count
         return try await write { db -> InsertOutcome in
             if let idempotency,
                 let replay = try await Self.idempotent(
@@ -46,7 +54,7 @@ extension PostgresStore {
                     batch.id, batch.ownerKeyID, batch.total, batch.maxConcurrency, batch.stopOnError, batch.priority,
                     metadata, batch.createdAt.timeIntervalSince1970, heldCount,
                 ])
-            // Many rows a statement (24 parameters each, under PostgreSQL's 65,535).
+            // Many rows a statement (25 parameters each, under PostgreSQL's 65,535).
             for chunk in rows.chunked(500) {
                 var values: [any SQLValue] = []
                 var tuples: [String] = []
@@ -116,7 +124,7 @@ extension PostgresStore {
                     SELECT b.id, b.max_concurrency FROM batches b
                     WHERE b.held_count > 0 AND b.stopped_at IS NULL
                       AND (SELECT COUNT(*) FROM generations g
-                           WHERE g.batch_id = b.id AND NOT g.held AND g.status NOT IN \(Self.terminalList))
+                           WHERE g.batch_id = b.id AND NOT g.held AND g.status NOT IN \(Self.roomless))
                           < b.max_concurrency
                     LIMIT 100
                     """)
@@ -129,7 +137,7 @@ extension PostgresStore {
                     try await db.row(
                         """
                         SELECT COUNT(*) AS count FROM generations
-                        WHERE batch_id = $1 AND NOT held AND status NOT IN \(Self.terminalList)
+                        WHERE batch_id = $1 AND NOT held AND status NOT IN \(Self.roomless)
                         """, [id])?.get("count") ?? 0
                 guard open < window else { continue }
                 let ids: [String] = try await db.rows(

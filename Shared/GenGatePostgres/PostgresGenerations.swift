@@ -65,20 +65,20 @@ extension PostgresStore {
             generation.updatedAt.timeIntervalSince1970, generation.cancelAt?.timeIntervalSince1970, route,
             generation.routeIndex, batch?.id, batch?.index, held, generation.priority, webhook,
             webhook == nil ? [] : (generation.request.webhookEvents ?? []).map(\.rawValue),
-            generation.request.deadlineSeconds.map(Double.init),
+            generation.request.deadlineSeconds.map(Double.init), generation.waitsFor,
         ]
     }
 
     static let insertColumnsSQL = """
         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
             next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, batch_id, batch_index,
-            held, priority, webhook_url, webhook_events, deadline_seconds)
+            held, priority, webhook_url, webhook_events, deadline_seconds, waits_for)
         VALUES
         """
     static let insertSQL =
         insertColumnsSQL
         + " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
-        + " $21, $22, $23, $24)"
+        + " $21, $22, $23, $24, $25)"
 
     public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws
         -> InsertOutcome
@@ -326,6 +326,7 @@ extension PostgresStore {
             set("provider", move.provider)
         }
         if let inputs = change.inputs { set("inputs", inputs.isEmpty ? nil : try StoredJSON.text(inputs)) }
+        if let waitsFor = change.waitsFor { set("waits_for", waitsFor) }
         switch change.lease {
         case .keep:
             break
@@ -490,7 +491,7 @@ extension PostgresStore {
             priority: try row.get("priority"),
             inputs: try (try row.get("inputs", as: String?.self)).map {
                 try StoredJSON.decode([PreparedInput].self, $0)
-            } ?? [])
+            } ?? [], waitsFor: try row.get("waits_for"))
     }
 }
 

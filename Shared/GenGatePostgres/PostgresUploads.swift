@@ -51,6 +51,26 @@ extension PostgresStore {
         }
     }
 
+    public func jobsWaiting(for parent: String, limit: Int) async throws -> [String] {
+        try await read { db in
+            try await db.rows(
+                "SELECT id FROM generations WHERE waits_for = $1 AND status = 'waiting' LIMIT $2", [parent, limit]
+            ).map { try $0.get("id", as: String.self) }
+        }
+    }
+
+    public func waitingOnEndedJobs(limit: Int) async throws -> [String] {
+        try await read { db in
+            try await db.rows(
+                """
+                SELECT c.id FROM generations c LEFT JOIN generations p ON p.id = c.waits_for
+                WHERE c.status = 'waiting' AND (p.id IS NULL OR p.status IN \(Self.terminalList))
+                LIMIT $1
+                """, [limit]
+            ).map { try $0.get("id", as: String.self) }
+        }
+    }
+
     public func forgetInputObject(key: String) async throws {
         _ = try await write { db in
             try await db.run("DELETE FROM uploads WHERE object_key = $1", [key])

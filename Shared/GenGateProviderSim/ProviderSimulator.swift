@@ -87,7 +87,8 @@ public final class ProviderSimulator: Sendable {
             else {
                 return SimJSON.response(.notFound, ["error": .string("no such file")])
             }
-            let bytes = isVideo ? SimFiles.mp4(seed: index) : SimFiles.png(seed: task, index: index)
+            let bytes =
+                isVideo ? SimFiles.mp4(seed: index) : SimFiles.png(seed: task, index: index, side: self.knobs.imageSide)
             var headers = HTTPFields()
             headers[.contentType] = isVideo ? "video/mp4" : "image/png"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))

@@ -1,18 +1,19 @@
 import Foundation
 import GenGateProviders
 
-/// The output files simulators serve: real PNG images (8 × 8, a colour from the task and
-/// index), and MP4 containers (an `ftyp` box of brand `isom` and an `mdat` box) that file-type
+/// The output files simulators serve: real PNG images (8 × 8 unless `image_side` says, a colour
+/// from the task and index), and MP4 containers (an `ftyp` box of brand `isom` and an `mdat` box) that file-type
 /// sniffers recognise as ISO media, without a playable stream.
 enum SimFiles {
-    static func png(seed: String, index: Int) -> Data {
+    static func png(seed: String, index: Int, side: Int = 8) -> Data {
         var hash: UInt64 = 1_469_598_103_934_665_603
         for byte in "\(seed)/\(index)".utf8 { hash = (hash ^ UInt64(byte)) &* 1_099_511_628_211 }
         let colour = [
             UInt8(truncatingIfNeeded: hash), UInt8(truncatingIfNeeded: hash >> 8),
             UInt8(truncatingIfNeeded: hash >> 16),
         ]
-        return PNGImage.encodeRGB(width: 8, height: 8, pixels: Array((0..<64).map { _ in colour }.joined()))
+        return PNGImage.encodeRGB(
+            width: side, height: side, pixels: Array((0..<side * side).map { _ in colour }.joined()))
     }
 
     static func mp4(seed: Int) -> Data {

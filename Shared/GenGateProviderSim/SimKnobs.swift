@@ -37,6 +37,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
     /// Tasks that may be active (not ended) at once; a submission over it is refused as rate
     /// limited, as providers refuse a concurrency breach. 0: no limit.
     public var maxActive = 0
+    /// The side of the square PNG images tasks make (8 by default: small and quick; larger to
+    /// feed them to a model with a minimum size, as a chain does).
+    public var imageSide = 8
 
     public init() {}
 
@@ -56,6 +59,7 @@ public struct SimKnobs: Codable, Sendable, Equatable {
         case pBalance = "p_balance"
         case pLostAnswer = "p_lost_answer"
         case maxActive = "max_active"
+        case imageSide = "image_side"
     }
 
     /// These knobs with the fields of `patch` applied; a clear error for an unknown field or a
@@ -81,6 +85,9 @@ public struct SimKnobs: Codable, Sendable, Equatable {
             case "queue_seconds":
                 guard number >= 0, number <= 86_400 else { throw SimError("queue_seconds must be 0…86400") }
                 knobs.queueSeconds = number
+            case "image_side":
+                guard number >= 1, number <= 2_048 else { throw SimError("image_side must be 1…2048") }
+                knobs.imageSide = Int(number)
             case "max_active":
                 guard number >= 0, number <= 1_000_000 else { throw SimError("max_active must be 0…1000000") }
                 knobs.maxActive = Int(number)

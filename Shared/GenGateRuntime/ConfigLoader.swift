@@ -358,12 +358,12 @@ public enum ConfigLoader {
         guard (1...7).contains(images.keepDays) else {
             throw ConfigError("images.keep_days must be from 1 to 7, got \(images.keepDays)")
         }
-        guard images.maxUploadBytes >= 1_024, (1_024...(1 << 30)).contains(images.maxDataUrlBytes),
+        guard images.maxUploadBytes >= 1_024, (1_024...(32 << 20)).contains(images.maxDataUrlBytes),
             images.maxPixels >= 1_000_000, (1...64).contains(images.concurrency),
             (1...600).contains(images.fetchTimeoutSeconds), (60...604_800).contains(images.linkLifetimeSeconds)
         else {
             throw ConfigError(
-                "images: max_upload_bytes must be at least 1024, max_data_url_bytes 1024 to 1 GiB, max_pixels at least 1000000, concurrency 1–64, fetch_timeout_seconds 1–600, link_lifetime_seconds 60–604800"
+                "images: max_upload_bytes must be at least 1024, max_data_url_bytes 1024 to 32 MiB, max_pixels at least 1000000, concurrency 1–64, fetch_timeout_seconds 1–600, link_lifetime_seconds 60–604800"
             )
         }
         let webhooks = config.webhooks

@@ -61,8 +61,10 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// Largest image given inline as a `data:` URL (its decoded bytes); the request body may
         /// grow by as much (base64 is 4/3 of it) beyond `http.max_body_bytes`.
         public var maxDataUrlBytes = 10 << 20
-        /// Most pixels an input may have, checked from its header before decoding.
-        public var maxPixels = 100_000_000
+        /// Most pixels an input may have, checked from its header before decoding. Formats
+        /// decoded whole (interlaced PNG, progressive JPEG, WebP) take about 4 bytes a pixel while
+        /// checked, so this bounds a check's memory too.
+        public var maxPixels = 50_000_000
         /// Days uploads, fetched and preprocessed images are kept (1–7).
         public var keepDays = 2
         /// Images decoded at once by one process (each on a thread of its own); their memory

@@ -63,3 +63,18 @@ extension Batch {
         return (why, GenGateError(.cancelled, message, reason: why))
     }
 }
+
+/// Which of a batch's jobs take room under its `max_concurrency`.
+public enum BatchRoom {
+    /// For each job, in order, whether it is held back at insert: jobs waiting for another's output
+    /// take no room (they start when that output is there); of the rest, those past the first
+    /// `maxConcurrency` are held.
+    public static func held(_ generations: [Generation], maxConcurrency: Int) -> [Bool] {
+        var taking = 0
+        return generations.map { generation in
+            guard generation.status != .waiting else { return false }
+            defer { taking += 1 }
+            return taking >= maxConcurrency
+        }
+    }
+}

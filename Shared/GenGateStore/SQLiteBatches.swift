@@ -5,6 +5,9 @@ import GenGateCore
 /// Batches in SQLite (see `GenerationStore`).
 extension SQLiteStore {
     static let terminalList = SQLiteSchema.terminalList
+    /// Jobs that take room in their batch: not ended, nor waiting for another's output (the
+    /// terms as `generations_batch_open` has them, so SQLite sees that the index applies).
+    static let takingRoom = "status NOT IN \(SQLiteSchema.terminalList) AND status != 'waiting'"
 
     public func insertBatch(
         _ batch: Batch, generations: [Generation], events: [Event], idempotency: IdempotencyKey?
@@ -19,7 +22,10 @@ extension SQLiteStore {
         }
         let encoded = try EncodedEvent.encode(events)
         let metadata = String(decoding: try JSONCoding.encode(batch.metadata), as: UTF8.self)
-        let heldCount = max(0, generations.count - batch.maxConcurrency)
+        // Jobs waiting for another's output take no room; of the rest, those past the batch's
+        // concurrency are held.
+        let held = BatchRoom.held(generations, maxConcurrency: batch.maxConcurrency)
+        let heldCount = held.filter { $0 }.count
         // Held jobs have no due time, and no deadline until released (then their own, from then).
         let heldDeadline = batch.createdAt.addingTimeInterval(400 * 86_400).timeIntervalSince1970
         return try await batcher.write { db -> InsertOutcome in
@@ -41,20 +47,23 @@ extension SQLiteStore {
                 ])
             for (index, row) in rows.enumerated() {
                 let (generation, request, route) = row
-                let held = index >= batch.maxConcurrency
+                let held = held[index]
+                let waiting = generation.status == .waiting
                 try db.run(
                     sql: """
                         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress,
                             attempts, next_action_at, deadline_at, created_at, updated_at, route, route_index, batch_id,
-                            batch_index, held, priority)
-                        VALUES (?, ?, ?, ?, ?, ?, 'pending', 1, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            batch_index, held, priority, waits_for)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
-                        generation.request.n, held ? nil : generation.nextActionAt?.timeIntervalSince1970,
+                        generation.request.n, waiting ? "waiting" : "pending",
+                        held || waiting ? nil : generation.nextActionAt?.timeIntervalSince1970,
                         held ? heldDeadline : generation.deadlineAt.timeIntervalSince1970,
                         generation.createdAt.timeIntervalSince1970, generation.updatedAt.timeIntervalSince1970, route,
                         generation.routeIndex, batch.id, index, held, batch.priority,
+                        waiting ? generation.waitsFor : nil,
                     ])
             }
             try Self.append(encoded, db: db)
@@ -127,7 +136,8 @@ extension SQLiteStore {
                         SELECT b.id, b.max_concurrency FROM batches b INDEXED BY batches_holding
                         WHERE b.held_count > 0 AND b.stopped_at IS NULL
                           AND (SELECT COUNT(*) FROM generations g INDEXED BY generations_batch_open
-                               WHERE g.batch_id = b.id AND g.held = 0 AND g.status NOT IN \(Self.terminalList))
+                               WHERE g.batch_id = b.id AND g.held = 0 AND g.status NOT IN \(Self.terminalList)
+                                 AND g.status != 'waiting')
                               < b.max_concurrency
                         LIMIT 100
                         """)
@@ -141,7 +151,7 @@ extension SQLiteStore {
                         db,
                         cached: """
                             SELECT COUNT(*) FROM generations INDEXED BY generations_batch_open
-                            WHERE batch_id = ? AND held = 0 AND status NOT IN \(Self.terminalList)
+                            WHERE batch_id = ? AND held = 0 AND \(Self.takingRoom)
                             """, arguments: [id]) ?? 0
                 guard open < window else { continue }
                 let ids = try String.fetchAll(

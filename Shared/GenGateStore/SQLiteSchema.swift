@@ -276,6 +276,9 @@ enum SQLiteSchema {
             try db.execute(
                 sql: """
                     ALTER TABLE generations ADD COLUMN inputs TEXT;
+                    ALTER TABLE generations ADD COLUMN waits_for TEXT;
+                    ALTER TABLE generations ADD COLUMN waiting_at REAL;
+                    CREATE INDEX generations_waiting ON generations(waits_for) WHERE status = 'waiting';
                     CREATE TABLE uploads (
                         id TEXT PRIMARY KEY,
                         owner_key_id TEXT NOT NULL,

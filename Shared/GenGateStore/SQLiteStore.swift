@@ -144,8 +144,8 @@ public final class SQLiteStore: GenerationStore {
             try db.run(
                 sql: """
                     INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
-                        next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, waits_for)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
@@ -153,7 +153,7 @@ public final class SQLiteStore: GenerationStore {
                     generation.attempts, generation.nextActionAt?.timeIntervalSince1970,
                     generation.deadlineAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970,
                     generation.updatedAt.timeIntervalSince1970, generation.cancelAt?.timeIntervalSince1970, route,
-                    generation.routeIndex,
+                    generation.routeIndex, generation.waitsFor,
                 ])
             try Self.append(events, db: db)
             return .inserted
@@ -418,6 +418,10 @@ public final class SQLiteStore: GenerationStore {
         if let move = change.routeMove {
             assignments.append("route_index = ?, provider = ?")
             arguments += [move.index, move.provider]
+        }
+        if let waitsFor = change.waitsFor {
+            assignments.append("waits_for = ?")
+            arguments += [waitsFor]
         }
         if let inputs = change.inputs {
             assignments.append("inputs = ?")
@@ -864,7 +868,8 @@ public final class SQLiteStore: GenerationStore {
             route: try (row["route"] as String?).map { try JSONCoding.decode([String].self, from: Data($0.utf8)) }
                 ?? [],
             routeIndex: row["route_index"], batchID: row["batch_id"], priority: row["priority"],
-            inputs: try (row["inputs"] as String?).map { try StoredJSON.decode([PreparedInput].self, $0) } ?? [])
+            inputs: try (row["inputs"] as String?).map { try StoredJSON.decode([PreparedInput].self, $0) } ?? [],
+            waitsFor: row["waits_for"])
     }
 }
 

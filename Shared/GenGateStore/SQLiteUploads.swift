@@ -53,6 +53,30 @@ extension SQLiteStore {
         }
     }
 
+    public func jobsWaiting(for parent: String, limit: Int) async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(
+                db,
+                cached: """
+                    SELECT id FROM generations INDEXED BY generations_waiting
+                    WHERE waits_for = ? AND status = 'waiting' LIMIT ?
+                    """, arguments: [parent, limit])
+        }
+    }
+
+    public func waitingOnEndedJobs(limit: Int) async throws -> [String] {
+        try await pool.read { db in
+            try String.fetchAll(
+                db,
+                cached: """
+                    SELECT c.id FROM generations c INDEXED BY generations_waiting
+                    LEFT JOIN generations p ON p.id = c.waits_for
+                    WHERE c.status = 'waiting' AND (p.id IS NULL OR p.status IN \(SQLiteSchema.terminalList))
+                    LIMIT ?
+                    """, arguments: [limit])
+        }
+    }
+
     public func forgetInputObject(key: String) async throws {
         try await batcher.write { db in
             try db.run(sql: "DELETE FROM uploads WHERE object_key = ?", arguments: [key])

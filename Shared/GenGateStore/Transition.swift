@@ -44,6 +44,8 @@ public struct Transition: Sendable {
     public var limitFeedback: LimitFeedback?
     /// What was done to the input images for this submission (replaces the recorded ones).
     public var inputs: [PreparedInput]?
+    /// The job a `waiting` job waits for; `.some(nil)` clears it.
+    public var waitsFor: String??
     /// The generation as last read, when known: the store then returns it changed without
     /// reading it back.
     public var base: Generation?
@@ -156,6 +158,7 @@ extension Generation {
             next.provider = move.provider
         }
         if let inputs = change.inputs { next.inputs = inputs }
+        if let waitsFor = change.waitsFor { next.waitsFor = waitsFor }
         for output in change.newOutputs {
             if let index = next.outputs.firstIndex(where: { $0.index == output.index }) {
                 if !next.outputs[index].isStored {

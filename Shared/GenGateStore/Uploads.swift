@@ -36,4 +36,9 @@ public protocol ImageStore: Sendable {
     func expiredInputObjects(now: Date, limit: Int) async throws -> [String]
     /// Forgets an input object once deleted, and the uploads it held.
     func forgetInputObject(key: String) async throws
+    /// Jobs `waiting` for `parent`'s output.
+    func jobsWaiting(for parent: String, limit: Int) async throws -> [String]
+    /// Waiting jobs whose awaited job has ended or is gone: their release was missed (the process
+    /// that ended the job died first).
+    func waitingOnEndedJobs(limit: Int) async throws -> [String]
 }

@@ -55,7 +55,7 @@ final class ImageProcessorTests: XCTestCase {
         return try JSONDecoder().decode(Seen.self, from: Data(try Self.python(["check", file.path]).utf8))
     }
 
-    let processor = ImageProcessor(concurrency: 2, maxPixels: 100_000_000)
+    let processor = ImageProcessor(concurrency: 2, maxPixels: 50_000_000)
 
     func inspect(_ name: String) async throws -> ImageInfo {
         let file = try images.appendingPathComponent(name)
@@ -80,7 +80,7 @@ final class ImageProcessorTests: XCTestCase {
     func testWhatIsNotAWholeImageIsRefusedSayingWhy() async throws {
         for (name, words) in [
             ("not-an-image.jpg", "not a PNG, JPEG, WebP or GIF"), ("truncated.jpg", "truncated or corrupt"),
-            ("bomb.png", "pixels over the limit of 100000000"),
+            ("bomb.png", "pixels over the limit of 50000000"),
         ] {
             do {
                 _ = try await inspect(name)

@@ -73,11 +73,11 @@ public struct KlingAdapter: HTTPProviderAdapter {
     /// `image_tail`, the last frame).
     public static let videoImages = ImageIntake(
         maxImages: 2, limits: imageLimits, delivery: [.base64, .url], pipeline: imagePipeline,
-        purpose: "image-to-video: the first frame, then (optional) the last frame")
+        purpose: "image-to-video: the first frame, then (optional) the last frame", formats: [.jpeg, .png])
     /// Image models: one reference image (`image`).
     public static let referenceImage = ImageIntake(
         maxImages: 1, limits: imageLimits, delivery: [.base64, .url], pipeline: imagePipeline,
-        purpose: "a reference image")
+        purpose: "a reference image", formats: [.jpeg, .png])
 
     public static let defaultBaseURL = "https://api-singapore.klingai.com"
 

@@ -43,7 +43,7 @@ public struct PolloAdapter: HTTPProviderAdapter {
         maxImages: 2, limits: ImageLimits(maxBytes: 10 << 20, minSide: 300, minAspect: 0.4, maxAspect: 2.5),
         delivery: [.url],
         pipeline: ImagePipeline([.resize(.fit, width: 4096, height: 4096), .quality(85), .maxKilobytes(5_000)]),
-        purpose: "image-to-video: the first frame, then (optional) the last frame")
+        purpose: "image-to-video: the first frame, then (optional) the last frame", formats: [.jpeg, .png])
 
     public static let defaultBaseURL = "https://pollo.ai/api/platform"
 
