@@ -234,6 +234,7 @@ let package = Package(
             dependencies: [
                 "GenGateCore",
                 "GenGateBus",
+                "GenGateImages",
                 "GenGateLocalPorts",
                 "GenGateObjects",
                 .product(name: "GRDB", package: "GRDB.swift"),

@@ -9,7 +9,7 @@ import GenGateLocalPorts
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gengate-bench", abstract: "GenGate benchmarks")
 
-    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale, alerts.")
+    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale, alerts, images.")
     var scenarios: [String] = ["idle", "submit", "e2e", "inflight"]
 
     @Option(help: "Seconds each load phase lasts.")
@@ -60,9 +60,10 @@ struct BenchCommand: AsyncParsableCommand {
             case "s3": rows += try await runner.objectStorage(megabytes: s3Megabytes)
             case "scale": rows += try await runner.scale()
             case "alerts": rows += try await runner.alerts()
+            case "images": rows += try await runner.images()
             default:
                 throw ValidationError(
-                    "unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale, alerts")
+                    "unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale, alerts, images")
             }
         }
         let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))
