@@ -37,7 +37,9 @@ extension Scenarios {
             }
             await processor.shutdown()
             let rate = Double(files.count) / seconds
-            log("images: GenGate standard, \(concurrency) at once: \(String(format: "%.1f", rate))/s, peak +\(Int(peak - baseline)) MiB")
+            log(
+                "images: GenGate standard, \(concurrency) at once: \(String(format: "%.1f", rate))/s, peak +\(Int(peak - baseline)) MiB"
+            )
             rows.append(
                 Row(
                     scenario: "image preset `standard`, 12 MP JPEG, GenGate (libvips), \(concurrency) at once",
@@ -70,7 +72,8 @@ extension Scenarios {
             log("images: Pillow \(mode): \(String(format: "%.1f", rate))/s, peak +\(Int(peak - baseline)) MiB")
             rows.append(
                 Row(
-                    scenario: "image preset `standard`, 12 MP JPEG, Pillow \(mode == "draft" ? "with `draft`" : "plain"), one process",
+                    scenario:
+                        "image preset `standard`, 12 MP JPEG, Pillow \(mode == "draft" ? "with `draft`" : "plain"), one process",
                     target: "–", measured: String(format: "%.1f images/s", rate), met: nil,
                     notes: String(
                         format: "peak memory %.0f MiB above the process's %.0f MiB (Pillow %@)", peak - baseline,

@@ -50,13 +50,20 @@ struct FluxAPI: KeyCheckedAPI {
 
     func create(_ request: Request, model: String) async throws -> Response {
         var request = request
-        let data = try await request.collectBody(upTo: 1 << 20)
+        let data = try await request.collectBody(upTo: 64 << 20)
         guard case .object(let body)? = try? JSONCoding.decode(JSONValue.self, from: Data(data.readableBytesView))
         else {
             return invalid("body", "Input should be a valid dictionary", type: "dict_type")
         }
         guard let prompt = body["prompt"]?.stringValue, !prompt.isEmpty else {
             return invalid("prompt", "Field required", type: "missing")
+        }
+        // Input images: a URL or base64, which the simulator reads as BFL would.
+        for field in ["image_prompt", "input_image"] + (2...8).map({ "input_image_\($0)" }) {
+            guard let image = body[field]?.stringValue else { continue }
+            if let refusal = await simulator.receiveImage(image, field: field, forms: ["base64", "url", "data_url"]) {
+                return invalid(field, refusal, type: "value_error")
+            }
         }
         if model.hasPrefix("flux-pro") || model == "flux-dev" {
             for field in ["width", "height"] {

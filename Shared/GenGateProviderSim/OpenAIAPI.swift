@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateProviders
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -24,6 +25,9 @@ struct OpenAIAPI: SimulatedAPI {
     func register(on router: Router<BasicRequestContext>) {
         router.post("/v1/images/generations") { request, _ in
             try await guarded(request, creates: true) { try await images(request) }
+        }
+        router.post("/v1/images/edits") { request, _ in
+            try await guarded(request, creates: true) { try await edits(request) }
         }
         router.post("/v1/chat/completions") { request, _ in
             try await guarded(request, creates: true) { try await chat(request) }
@@ -89,6 +93,48 @@ struct OpenAIAPI: SimulatedAPI {
             return error(
                 .badRequest, "We could not parse the JSON body of your request.", type: "invalid_request_error")
         }
+        return try await images(body, request)
+    }
+
+    /// `POST /v1/images/edits`: a multipart body, its images as files (`image`, or `image[]` for
+    /// several), every other field as text; read as OpenAI would, then answered as a generation.
+    func edits(_ request: Request) async throws -> Response {
+        var request = request
+        let data = try await request.collectBody(upTo: 256 << 20)
+        guard
+            let parts = Multipart.parse(
+                Data(data.readableBytesView), contentType: request.headers[.contentType] ?? "")
+        else {
+            return error(.badRequest, "The body must be multipart/form-data.", type: "invalid_request_error")
+        }
+        var body: [String: JSONValue] = [:]
+        var imageCount = 0
+        for part in parts {
+            if part.name == "image" || part.name == "image[]" {
+                imageCount += 1
+                if let refusal = simulator.receiveImage(bytes: part.data, field: part.name, form: "multipart") {
+                    return error(.badRequest, "Invalid image: \(refusal).", param: "image")
+                }
+            } else if part.name == "n", let number = Double(part.text) {
+                body["n"] = .number(number)
+            } else {
+                body[part.name] = .string(part.text)
+            }
+        }
+        guard imageCount > 0 else {
+            return error(.badRequest, "Missing required parameter: 'image'.", param: "image")
+        }
+        let model = body["model"]?.stringValue ?? "dall-e-2"
+        guard model != "dall-e-3" else {
+            return error(.badRequest, "Invalid value for 'model' = dall-e-3: it cannot edit.", param: "model")
+        }
+        if model == "dall-e-2", imageCount > 1 || parts.contains(where: { $0.name == "image[]" }) {
+            return error(.badRequest, "dall-e-2 edits one image, as 'image'.", param: "image")
+        }
+        return try await images(body, request)
+    }
+
+    func images(_ body: [String: JSONValue], _ request: Request) async throws -> Response {
         guard let prompt = body["prompt"]?.stringValue, !prompt.isEmpty else {
             return error(.badRequest, "Missing required parameter: 'prompt'.", param: "prompt")
         }

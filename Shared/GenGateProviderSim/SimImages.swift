@@ -53,6 +53,11 @@ extension ProviderSimulator {
             data = Data(base64Encoded: text)
         }
         guard let data, !data.isEmpty else { return "\(field) is not valid base64" }
+        return receiveImage(bytes: data, field: field, form: form)
+    }
+
+    /// As `receiveImage(_:field:forms:)`, for bytes that came as they are (a multipart file).
+    func receiveImage(bytes data: Data, field: String, form: String) -> String? {
         guard let type = ContentSniffer.format(of: Array(data.prefix(ContentSniffer.headLength))),
             ["image/png", "image/jpeg", "image/webp"].contains(type)
         else {

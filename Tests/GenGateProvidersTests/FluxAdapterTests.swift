@@ -28,6 +28,23 @@ final class FluxAdapterTests: XCTestCase {
             outputIndexes: [1], seed: 3, width: width, height: 768, params: ["output_format": .string("png")])
     }
 
+    func testKontextTakesItsImagesAsRawBase64InTheirFields() async throws {
+        let png = PNGImage.encodeRGB(width: 4, height: 4, pixels: Array(repeating: 90, count: 48))
+        var edit = request()
+        edit.model = "flux/flux-kontext-pro"
+        edit.images = [
+            ProviderImage(delivery: .base64, contentType: "image/png", text: png.base64EncodedString()),
+            ProviderImage(delivery: .base64, contentType: "image/png", text: png.base64EncodedString()),
+        ]
+        let id = try await adapter.submit(edit)
+        guard case .succeeded = try await finish(adapter, id, edit).state else { return XCTFail() }
+        XCTAssertEqual(sim.simulator.stats.receivedImages.map(\.field), ["input_image", "input_image_2"])
+        XCTAssertEqual(sim.simulator.stats.receivedImages.first?.sha256, Digest.sha256Hex(png))
+        XCTAssertEqual(FluxAdapter.defaultModels.first { $0.id == "flux/flux-kontext-pro" }?.images?.maxImages, 4)
+        XCTAssertNil(FluxAdapter.defaultModels.first { $0.id == "flux/flux-pro-1.1" }?.images)
+        XCTAssertEqual(FluxAdapter.imageField(model: "flux-pro-1.1-ultra", index: 0), "image_prompt")
+    }
+
     func testATaskIsPolledByItsURLToAnImage() async throws {
         let id = try await adapter.submit(request())
         XCTAssertTrue(id.hasPrefix(sim.baseURL + "/v1/get_result?id="), "the polling URL is the task id: \(id)")

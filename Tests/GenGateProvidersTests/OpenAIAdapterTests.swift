@@ -53,6 +53,42 @@ final class OpenAIAdapterTests: XCTestCase {
             prompt: prompt, outputIndexes: outputs, seed: nil, width: 1024, height: 1024, params: params)
     }
 
+    func testEditsSendTheirImagesAsMultipartFiles() async throws {
+        let png = PNGImage.encodeRGB(width: 4, height: 4, pixels: Array(repeating: 30, count: 48))
+        var edit = request("openai/gpt-image-1", outputs: [0, 1], params: ["quality": .string("low")])
+        edit.images = [
+            ProviderImage(delivery: .multipart, contentType: "image/png", text: "", data: png),
+            ProviderImage(delivery: .multipart, contentType: "image/png", text: "", data: png),
+        ]
+        let made = try await adapter.generate(edit, into: sink)
+        XCTAssertEqual(made.map(\.index), [0, 1])
+        let received = sim.simulator.stats.receivedImages
+        XCTAssertEqual(received.map(\.field), ["image[]", "image[]"])
+        XCTAssertEqual(received.map(\.form), ["multipart", "multipart"])
+        XCTAssertEqual(received.first?.sha256, Digest.sha256Hex(png))
+        let task = try XCTUnwrap(sim.simulator.tasks { _ in true }.last)
+        XCTAssertEqual(task.input["prompt"], .string("a lighthouse"))
+        XCTAssertEqual(task.input["quality"], .string("low"))
+        XCTAssertEqual(task.input["n"], .number(2))
+        // dall-e-2 edits one image, named `image`.
+        var one = request("openai/dall-e-2")
+        one.images = [ProviderImage(delivery: .multipart, contentType: "image/png", text: "", data: png)]
+        _ = try await adapter.generate(one, into: sink)
+        XCTAssertEqual(sim.simulator.stats.receivedImages.last?.field, "image")
+        for output in made { try? FileManager.default.removeItem(at: output.file) }
+    }
+
+    func testMultipartBodiesReadBackAsTheyWereWritten() throws {
+        var form = Multipart(boundary: "b0undary")
+        form.parts = [
+            .init(name: "prompt", data: Data("two\r\nlines \"quoted\"".utf8)),
+            .init(name: "image[]", filename: "a.png", contentType: "image/png", data: Data([0, 13, 10, 45, 45, 255])),
+        ]
+        let parts = try XCTUnwrap(Multipart.parse(form.body, contentType: form.contentType))
+        XCTAssertEqual(parts, form.parts)
+        XCTAssertNil(Multipart.parse(Data("not multipart".utf8), contentType: form.contentType))
+    }
+
     func testImagesComeAsBase64OrURLs() async throws {
         let made = try await adapter.generate(request("openai/gpt-image-1", outputs: [2, 3, 4]), into: sink)
         XCTAssertEqual(made.map(\.index), [2, 3, 4])

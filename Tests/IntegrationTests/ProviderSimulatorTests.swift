@@ -431,8 +431,9 @@ final class ProviderSimulatorTests: XCTestCase {
         }
     }
 
-    /// OpenAI's official Python SDK (`openai` on PyPI) makes images (base64 and URL), streams a
-    /// chat and reads it whole, lists models, and meets a wrong key and a bad `n`.
+    /// OpenAI's official Python SDK (`openai` on PyPI) makes images (base64 and URL), edits two
+    /// (multipart), streams a chat and reads it whole, lists models, and meets a wrong key and a
+    /// bad `n`.
     func testTheOfficialOpenAISDKWorksAgainstTheSimulator() async throws {
         let sim = try await SimulatorProcess(
             provider: "openai", key: "sk-openai-test", knobs: #"{"task_seconds": 0.3}"#)
@@ -443,6 +444,10 @@ final class ProviderSimulatorTests: XCTestCase {
         let seen = try JSONCoding.decode(JSONValue.self, from: Data(output.utf8))
         XCTAssertEqual(seen["b64_images"]?.intValue, 2)
         XCTAssertEqual(seen["url_images"]?.intValue, 1)
+        XCTAssertEqual(seen["edited"]?.intValue, 1)
+        let received = try await sim.stats()["received_images"]?.arrayValue ?? []
+        XCTAssertEqual(
+            received.map { $0["field"]?.stringValue }, ["image[]", "image[]"], "the SDK's edit, as it sent it")
         XCTAssertEqual(seen["streamed"]?.stringValue, "Echo: the tide comes in")
         XCTAssertEqual(seen["whole"]?.stringValue, "Echo: hello")
         XCTAssertEqual(seen["wrong_key"]?.stringValue, "invalid_api_key")

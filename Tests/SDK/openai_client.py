@@ -25,6 +25,14 @@ with urllib.request.urlopen(linked.data[0].url) as answer:
     assert answer.read()[:4] == b"\x89PNG"
 seen["url_images"] = len(linked.data)
 
+# An edit from two images, as the SDK sends it (multipart, the images as `image[]` files).
+first = base64.b64decode(images.data[0].b64_json)
+edited = client.images.edit(
+    model="gpt-image-1", prompt="the same, at night", n=1,
+    image=[("first.png", first, "image/png"), ("second.png", first, "image/png")])
+assert base64.b64decode(edited.data[0].b64_json)[:4] == b"\x89PNG"
+seen["edited"] = len(edited.data)
+
 pieces = []
 stream = client.chat.completions.create(
     model="gpt-4o-mini",

@@ -11,7 +11,8 @@ import NIOHTTP1
 /// followed, so the key never goes elsewhere) or `GET /v1/get_result?id=`; the result's
 /// `sample` URL, which expires after about ten minutes and is fetched as soon as the task is
 /// ready (the check moves the job to upload at once), without the key (signed URLs carry their
-/// own authority). One image per task.
+/// own authority). One image per task. Input images (Kontext, FLUX.2, Ultra's image prompt) go as
+/// raw base64 in `input_image`, `input_image_2`, … (`image_prompt` for Ultra).
 /// Callbacks: with GenGate's public URL configured, each task asks for a `webhook_url` with a
 /// `webhook_secret` (the URL's own token), which BFL sends back in `X-Webhook-Secret`; a delivery
 /// without it is refused.
@@ -41,7 +42,32 @@ public struct FluxAdapter: HTTPProviderAdapter {
     public static let defaultModels: [ModelInfo] = [
         "flux-pro-1.1", "flux-pro-1.1-ultra", "flux-pro", "flux-dev", "flux-kontext-pro", "flux-kontext-max",
         "flux-2-pro",
-    ].map { ModelInfo(id: "flux/\($0)", provider: "flux", kind: .image, maxOutputs: 4) }
+    ].map { ModelInfo(id: "flux/\($0)", provider: "flux", kind: .image, maxOutputs: 4, images: images(of: $0)) }
+
+    /// What a model takes in images, and the fields they go in: Kontext up to 4 and FLUX.2 up to
+    /// 8 reference images to edit from (`input_image`, `input_image_2`, …), Ultra one image
+    /// prompt (`image_prompt`). Sent as BFL takes them best: raw base64 of a JPEG within
+    /// 2048 × 2048 at quality 90.
+    static func images(of model: String) -> ImageIntake? {
+        let count: Int
+        let purpose: String
+        switch model {
+        case "flux-kontext-pro", "flux-kontext-max": (count, purpose) = (4, "images to edit or take from")
+        case "flux-2-pro": (count, purpose) = (8, "reference images")
+        case "flux-pro-1.1-ultra": (count, purpose) = (1, "an image prompt, weighed by params.image_prompt_strength")
+        default: return nil
+        }
+        return ImageIntake(
+            maxImages: count, limits: ImageLimits(maxBytes: 20 << 20, minSide: 64), delivery: [.base64, .url],
+            pipeline: ImagePipeline([.resize(.fit, width: 2048, height: 2048), .quality(90), .format(.jpeg)]),
+            purpose: purpose, formats: [.jpeg, .png, .webp])
+    }
+
+    /// The body field of a model's input image `index`.
+    static func imageField(model: String, index: Int) -> String {
+        if model == "flux-pro-1.1-ultra" { return "image_prompt" }
+        return index == 0 ? "input_image" : "input_image_\(index + 1)"
+    }
 
     public static let defaultBaseURL = "https://api.bfl.ai"
 
@@ -64,6 +90,9 @@ public struct FluxAdapter: HTTPProviderAdapter {
         if let seed = request.callSeed { body["seed"] = .number(Double(seed)) }
         if let width = request.width { body["width"] = .number(Double(width)) }
         if let height = request.height { body["height"] = .number(Double(height)) }
+        for (index, image) in request.images.enumerated() {
+            body[Self.imageField(model: model, index: index)] = .string(image.text)
+        }
         if let callback = request.callback {
             body["webhook_url"] = .string(callback.url)
             body["webhook_secret"] = .string(callback.secret)

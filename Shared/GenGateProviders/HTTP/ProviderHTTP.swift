@@ -148,8 +148,8 @@ public final class ProviderHTTP: Sendable {
     /// which writes on NIO's blocking-I/O pool), whatever its status: answers too large to read
     /// whole, such as a synchronous image call's base64. Network failures throw.
     public func exchange(
-        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue? = nil, to file: URL,
-        timeoutSeconds: Double? = nil, maxBytes: Int = 1 << 30
+        _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], json: JSONValue? = nil,
+        multipart: Multipart? = nil, to file: URL, timeoutSeconds: Double? = nil, maxBytes: Int = 1 << 30
     ) async throws -> (status: HTTPResponseStatus, headers: HTTPHeaders, bytes: Int) {
         var fields = HTTPHeaders()
         fields.add(name: "User-Agent", value: "GenGate")
@@ -160,6 +160,9 @@ public final class ProviderHTTP: Sendable {
             if let json {
                 fields.replaceOrAdd(name: "Content-Type", value: "application/json")
                 body = .bytes(try JSONCoding.encode(json))
+            } else if let multipart {
+                fields.replaceOrAdd(name: "Content-Type", value: multipart.contentType)
+                body = .bytes(multipart.body)
             }
             request = try HTTPClient.Request(url: url(path), method: method, headers: fields, body: body)
         } catch {

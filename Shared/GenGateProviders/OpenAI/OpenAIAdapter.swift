@@ -19,7 +19,9 @@ import NIOPosix
 /// `params` field (`temperature`, `max_tokens`, …) as it is; each `delta.content` of the
 /// server-sent events goes to the event stream as it arrives, and the whole text is the output
 /// (`text/plain; charset=utf-8`).
-/// Not covered: image edits and variations (image inputs), streamed partial images, tool calls,
+/// Image edits: with input images, the same call goes to `POST /images/edits` as a multipart
+/// body (the images as files, `image[]` for gpt-image-1, `image` for dall-e-2).
+/// Not covered: variations, masks given as images, streamed partial images, tool calls,
 /// several choices (`n` > 1 for chat), the Responses API, organisation and project headers.
 /// OpenAI finds no call by reference: a crash during a call is counted as a possible double
 /// charge.
@@ -38,10 +40,22 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
 
     public static let defaultBaseURL = "https://api.openai.com/v1"
 
+    /// gpt-image-1 edits from up to 16 images (PNG, JPEG or WebP, under 50 MB each), as files of
+    /// a multipart body.
+    public static let gptImageEdits = ImageIntake(
+        maxImages: 16, limits: ImageLimits(maxBytes: 50_000_000), delivery: [.multipart],
+        pipeline: ImagePipeline([.resize(.fit, width: 2048, height: 2048), .format(.png)]),
+        purpose: "images to edit (the first carries params.mask's edits, if any)", formats: [.png, .jpeg, .webp])
+    /// dall-e-2 edits one square PNG under 4 MB: made so by its pipeline (covered to 1024 × 1024).
+    public static let dallE2Edits = ImageIntake(
+        maxImages: 1, limits: ImageLimits(maxBytes: 4_000_000, minAspect: 1, maxAspect: 1), delivery: [.multipart],
+        pipeline: ImagePipeline([.resize(.cover, width: 1024, height: 1024), .format(.png), .maxKilobytes(3_900)]),
+        purpose: "the image to edit", formats: [.png])
+
     public static let defaultModels: [ModelInfo] = [
-        ModelInfo(id: "openai/gpt-image-1", provider: "openai", kind: .image, maxOutputs: 10),
+        ModelInfo(id: "openai/gpt-image-1", provider: "openai", kind: .image, maxOutputs: 10, images: gptImageEdits),
         ModelInfo(id: "openai/dall-e-3", provider: "openai", kind: .image, maxOutputs: 4, maxOutputsPerCall: 1),
-        ModelInfo(id: "openai/dall-e-2", provider: "openai", kind: .image, maxOutputs: 10),
+        ModelInfo(id: "openai/dall-e-2", provider: "openai", kind: .image, maxOutputs: 10, images: dallE2Edits),
         ModelInfo(id: "openai/gpt-4o-mini", provider: "openai", kind: .text, maxOutputs: 1),
         ModelInfo(id: "openai/gpt-4o", provider: "openai", kind: .text, maxOutputs: 1),
         ModelInfo(id: "openai/gpt-4.1-mini", provider: "openai", kind: .text, maxOutputs: 1),
@@ -86,6 +100,32 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
 
     // MARK: Images
 
+    /// An edit's multipart body: every field of `body` as text (objects and arrays as JSON), and
+    /// the images as files (`image[]` where several are taken, else `image`).
+    static func edits(_ body: [String: JSONValue], images: [ProviderImage], many: Bool) throws -> Multipart {
+        var form = Multipart()
+        for (name, value) in body.sorted(by: { $0.key < $1.key }) {
+            let text: String
+            switch value {
+            case .string(let string): text = string
+            case .null: continue
+            default: text = String(decoding: try JSONCoding.encode(value), as: UTF8.self)
+            }
+            form.parts.append(.init(name: name, data: Data(text.utf8)))
+        }
+        for (index, image) in images.enumerated() {
+            guard let data = image.data else {
+                throw GenGateError(.internalError, "openai: an image edit's image came without its bytes")
+            }
+            let ext = image.contentType.split(separator: "/").last.map(String.init) ?? "png"
+            form.parts.append(
+                .init(
+                    name: many ? "image[]" : "image", filename: "image-\(index).\(ext == "jpeg" ? "jpg" : ext)",
+                    contentType: image.contentType, data: data))
+        }
+        return form
+    }
+
     func images(_ request: ProviderRequest, sink: GenerationSink) async throws -> [GeneratedOutput] {
         let model = Self.modelName(request.model)
         var body = request.params
@@ -96,9 +136,17 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
         if model.hasPrefix("dall-e"), body["response_format"] == nil { body["response_format"] = .string("b64_json") }
         let answer = try sink.scratchFile()
         defer { try? FileManager.default.removeItem(at: answer) }
-        let head = try await http.exchange(
-            .POST, "/images/generations", headers: authorization + reference(request), json: .object(body), to: answer,
-            timeoutSeconds: http.endpoint.requestTimeoutSeconds)
+        let head: (status: HTTPResponseStatus, headers: HTTPHeaders, bytes: Int)
+        if request.images.isEmpty {
+            head = try await http.exchange(
+                .POST, "/images/generations", headers: authorization + reference(request), json: .object(body),
+                to: answer, timeoutSeconds: http.endpoint.requestTimeoutSeconds)
+        } else {
+            head = try await http.exchange(
+                .POST, "/images/edits", headers: authorization + reference(request),
+                multipart: Self.edits(body, images: request.images, many: !model.hasPrefix("dall-e")), to: answer,
+                timeoutSeconds: http.endpoint.requestTimeoutSeconds)
+        }
         guard (200..<300).contains(head.status.code) else {
             let reader = try? FileHandle(forReadingFrom: answer)
             let data = (try? reader?.read(upToCount: 1 << 20)) ?? Data()
