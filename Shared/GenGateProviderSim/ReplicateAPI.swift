@@ -81,7 +81,7 @@ struct ReplicateAPI: KeyCheckedAPI {
 
     func create(_ request: Request, model: String?, versioned: Bool) async throws -> Response {
         var request = request
-        let data = try await request.collectBody(upTo: 1 << 20)
+        let data = try await request.collectBody(upTo: 64 << 20)
         guard case .object(let body)? = try? JSONCoding.decode(JSONValue.self, from: Data(data.readableBytesView))
         else {
             return problem(.badRequest, title: "Invalid JSON", detail: "The request body is not a JSON object.")
@@ -109,6 +109,14 @@ struct ReplicateAPI: KeyCheckedAPI {
         guard let prompt = input["prompt"]?.stringValue, !prompt.isEmpty else {
             return problem(
                 .unprocessableContent, title: "Input validation failed", detail: "- input.prompt: prompt is required")
+        }
+        // File inputs: a URL Replicate fetches, or a data URL.
+        for field in ["image", "input_image", "first_frame_image"] {
+            guard let image = input[field]?.stringValue else { continue }
+            if let refusal = await simulator.receiveImage(image, field: field, forms: ["url", "data_url"]) {
+                return problem(
+                    .unprocessableContent, title: "Input validation failed", detail: "- input.\(refusal)")
+            }
         }
         let count = input["num_outputs"]?.intValue ?? 1
         guard (1...4).contains(count) else {

@@ -53,6 +53,23 @@ final class ReplicateAdapterTests: XCTestCase {
         XCTAssertEqual(stats.duplicateSubmissions, 0)
     }
 
+    func testAnImageGoesInTheModelsOwnFieldAsADataURL() async throws {
+        let png = PNGImage.encodeRGB(width: 4, height: 4, pixels: Array(repeating: 60, count: 48))
+        var video = request("replicate/minimax/video-01")
+        video.images = [
+            ProviderImage(
+                delivery: .dataURL, contentType: "image/png", text: "data:image/png;base64,\(png.base64EncodedString())"
+            )
+        ]
+        let id = try await adapter.submit(video)
+        guard case .succeeded = try await finish(adapter, id, video).state else { return XCTFail("not succeeded") }
+        XCTAssertEqual(sim.simulator.stats.receivedImages.map(\.field), ["first_frame_image"])
+        XCTAssertEqual(sim.simulator.stats.receivedImages.first?.form, "data_url")
+        XCTAssertEqual(sim.simulator.stats.receivedImages.first?.sha256, Digest.sha256Hex(png))
+        let intake = ReplicateAdapter.defaultModels.first { $0.id == "replicate/minimax/video-01" }?.images
+        XCTAssertEqual(intake?.inlineLimitBytes, 256 * 1_024, "larger images go as URLs")
+    }
+
     func testAVideoModelMakesOneMP4() async throws {
         let request = request("replicate/minimax/video-01")
         let id = try await adapter.submit(request)

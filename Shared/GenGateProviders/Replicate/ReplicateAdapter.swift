@@ -17,6 +17,8 @@ import Synchronization
 /// signature, checked with the account's signing secret (`GET /v1/webhooks/default/secret`,
 /// fetched once and kept), within five minutes of its timestamp.
 /// Each prediction carries `Cancel-After` set to the job's deadline.
+/// Input images go in the model's own field (`input_image` for Kontext, `first_frame_image` for
+/// video-01, else `image`): a data URL up to 256 KB, as Replicate advises, a URL beyond.
 /// Not covered: deployments, streaming output (`urls.stream`), training, finding a prediction by
 /// our reference (the API keeps none; recovery counts a possible double charge instead).
 ///
@@ -50,8 +52,29 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
         ModelInfo(id: "replicate/black-forest-labs/flux-schnell", provider: "replicate", kind: .image, maxOutputs: 4),
         ModelInfo(id: "replicate/black-forest-labs/flux-dev", provider: "replicate", kind: .image, maxOutputs: 4),
         ModelInfo(id: "replicate/black-forest-labs/flux-1.1-pro", provider: "replicate", kind: .image, maxOutputs: 4),
-        ModelInfo(id: "replicate/minimax/video-01", provider: "replicate", kind: .video, maxOutputs: 1),
+        ModelInfo(
+            id: "replicate/black-forest-labs/flux-kontext-pro", provider: "replicate", kind: .image, maxOutputs: 4,
+            images: image("the image to edit")),
+        ModelInfo(
+            id: "replicate/minimax/video-01", provider: "replicate", kind: .video, maxOutputs: 1,
+            images: image("image-to-video: the first frame")),
     ]
+
+    /// The input field of each model that takes an image (Replicate's models name their own).
+    static let imageFields = [
+        "black-forest-labs/flux-kontext-pro": "input_image", "black-forest-labs/flux-dev": "image",
+        "minimax/video-01": "first_frame_image",
+    ]
+
+    /// One image, as Replicate takes files: a data URL while small (Replicate advises them only up
+    /// to 256 KB), a URL it fetches beyond that.
+    static func image(_ purpose: String) -> ImageIntake {
+        ImageIntake(
+            maxImages: 1, limits: ImageLimits(maxBytes: 20 << 20), delivery: [.dataURL, .url],
+            inlineLimitBytes: 256 * 1_024,
+            pipeline: ImagePipeline([.resize(.fit, width: 1440, height: 1440), .quality(90), .format(.jpeg)]),
+            purpose: purpose)
+    }
 
     /// As Replicate's Python client takes it (`REPLICATE_BASE_URL`): the paths start with `/v1`.
     public static let defaultBaseURL = "https://api.replicate.com"
@@ -73,6 +96,10 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
         if let seed = request.callSeed { input["seed"] = .number(Double(seed)) }
         if let width = request.width { input["width"] = .number(Double(width)) }
         if let height = request.height { input["height"] = .number(Double(height)) }
+        if let image = request.images.first {
+            let name = String(request.model.dropFirst("replicate/".count))
+            input[Self.imageFields[name] ?? "image"] = .string(image.text)
+        }
         var body: [String: JSONValue] = ["input": .object(input)]
         if let callback = request.callback {
             body["webhook"] = .string(callback.url)
