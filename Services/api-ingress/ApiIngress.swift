@@ -62,7 +62,15 @@ struct ApiIngressCommand: AsyncParsableCommand {
                 box: masterKey, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds))
         uploads.register(on: api, router: router)
         let routes = GenerationRoutes(
-            environment: environment, dispatch: dispatch, validator: validator, jobs: environment.jobs(), hub: hub,
+            environment: environment, dispatch: dispatch, validator: validator,
+            jobs: environment.jobs(notify: { step, id, reason in
+                // What the engine moves here (a chain's step let go, a batch's released jobs).
+                switch step {
+                case .submit: dispatch.send(generationID: id, reason: reason)
+                case .check: poll.send(generationID: id, reason: reason)
+                case .upload: break  // the sweep hands it on
+                }
+            }), hub: hub,
             uploads: uploads)
         routes.register(on: api)
         let secrets = WebhookSecretKeeper(

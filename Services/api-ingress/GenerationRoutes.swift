@@ -143,10 +143,14 @@ struct GenerationRoutes: Sendable {
         defaultDeadline: Int, batchID: String? = nil, priority: Int = 0, id: String? = nil
     ) -> (Generation, Event) {
         let (request, model) = (validated.request, validated.model)
-        let deadline = now.addingTimeInterval(Double(request.deadlineSeconds ?? defaultDeadline))
+        let ownDeadline = now.addingTimeInterval(Double(request.deadlineSeconds ?? defaultDeadline))
         let cancelAt = cancelAfter.map { now.addingTimeInterval($0) }
-        // A job whose input is another's output still to come waits for it, due for nothing.
+        // A job whose input is another's output still to come waits for it, due for nothing; its
+        // deadline then is that job's and its own time after it (or, in a batch, none until it is
+        // let go, as for held jobs), and its own time is counted again from its release.
         let waiting = validated.waitsFor != nil
+        let deadline =
+            waiting ? (validated.waitingDeadline ?? now.addingTimeInterval(400 * 86_400)) : ownDeadline
         let generation = Generation(
             id: id ?? Identifier.make("gen", at: now), ownerKeyID: owner, request: request, provider: model.provider,
             status: waiting ? .waiting : .pending, version: 1, progress: 0, attempts: 0, error: nil,

@@ -77,7 +77,7 @@ enum GenerationView {
                     return .object(fields)
                 }),
         ]
-        for status in GenerationStatus.allCases where status != .pending {
+        for status in GenerationStatus.allCases where status != .pending && status != .waiting {
             view["\(status.rawValue)_at"] = time(generation.phaseTimes[status])
         }
         if let seed = request.seed { view["seed"] = .number(Double(seed)) }

@@ -55,8 +55,10 @@ extension GenerationRoutes {
                     continue
                 }
                 // Kept past the job's deadline (and an hour more), so it is there whenever the job
-                // is prepared, retries included.
-                let deadline = now.addingTimeInterval(Double(validated.request.deadlineSeconds ?? 3_600) + 3_600)
+                // is prepared, retries included; in a batch, whose jobs may wait their turn, a day
+                // more.
+                let waits = siblings == nil ? 3_600.0 : 86_400.0
+                let deadline = now.addingTimeInterval(Double(validated.request.deadlineSeconds ?? 3_600) + waits)
                 guard upload.expiresAt >= deadline else {
                     details.append(
                         .init(
@@ -79,8 +81,12 @@ extension GenerationRoutes {
                 case .unavailable(let message):
                     unavailable.append(.init(path: here, message: message))
                     continue
-                case .notYet:
-                    if resolved.waitsFor == nil { resolved.waitsFor = parent }
+                case .notYet(let parentDeadline):
+                    if resolved.waitsFor == nil {
+                        resolved.waitsFor = parent
+                        resolved.waitingDeadline = parentDeadline.addingTimeInterval(
+                            Double(validated.request.deadlineSeconds ?? 3_600))
+                    }
                 }
                 inputs.append(.output(generation: parent, index: output))
                 basis.append(.output(generation: parent, index: output))
@@ -126,6 +132,17 @@ extension GenerationRoutes {
                         message: "as \(validated.model.id) would get it\(made) it " + problems.joined(separator: "; ")))
             }
         }
+        // One job's outputs at most: a step waits for one job, and hears at once when it ends.
+        let parents = Set(
+            inputs.compactMap { input -> String? in
+                if case .output(let parent, _) = input { return parent }
+                return nil
+            })
+        if parents.count > 1 {
+            details.append(
+                .init(
+                    path: "\(path)images", message: "may take outputs of one other job, not \(parents.count)"))
+        }
         guard details.isEmpty else {
             let summary = details.map { "\($0.path): \($0.message)" }.joined(separator: "; ")
             throw APIError(.invalidImage, "unusable input image: \(summary)", details: details)
@@ -143,7 +160,8 @@ extension GenerationRoutes {
 
     enum ParentProblem {
         case none
-        case notYet
+        /// To come, by the job's deadline.
+        case notYet(Date)
         case invalid(String)
         case unavailable(String)
     }
@@ -169,7 +187,7 @@ extension GenerationRoutes {
             let why = job.error.map { ": \($0.code.rawValue), \($0.message)" } ?? ""
             return .unavailable("\(parent) \(job.status.rawValue)\(why)")
         default:
-            return .notYet
+            return .notYet(job.deadlineAt)
         }
     }
 

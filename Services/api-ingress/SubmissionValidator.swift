@@ -37,6 +37,9 @@ struct SubmissionValidator: Sendable {
         var hashBasis: GenerationRequest?
         /// A job whose input is another's output not there yet: the one it waits for.
         var waitsFor: String?
+        /// While it waits, its deadline: that job's, and its own time after it (nil: no deadline
+        /// until it is let go, as for a batch's held jobs).
+        var waitingDeadline: Date?
     }
 
     /// An input image as a submission gave it.

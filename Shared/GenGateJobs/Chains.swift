@@ -33,6 +33,11 @@ extension JobContext {
     /// next one not completed. Compare-and-set: a job that moved meanwhile is left as it is.
     public func releaseWaiting(_ id: String, now: Date) async throws {
         guard let job = try await store.generation(id: id), job.status == .waiting else { return }
+        // A batch stopped meanwhile takes its waiting jobs with it, cancelled as the rest.
+        if let batchID = job.batchID, let batch = try await store.batch(id: batchID), batch.stoppedAt != nil {
+            _ = try await cancel(job, reason: batch.stopReason == "client" ? .client : .batch, now: now)
+            return
+        }
         var next: String?
         for parentID in job.parents {
             guard let parent = try await store.generation(id: parentID) else {
@@ -51,6 +56,12 @@ extension JobContext {
                         now: now)
                     return
                 }
+            case .cancelled
+            where job.batchID != nil && parent.batchID == job.batchID
+                && ["client", "batch"].contains(parent.error?.reason ?? ""):
+                // Its batch's own cancel (a stop, or the client's): cancelled too, not failed.
+                _ = try await cancel(job, reason: parent.error?.reason == "client" ? .client : .batch, now: now)
+                return
             case .failed, .cancelled:
                 let why = parent.error.map { " (\($0.code.rawValue): \($0.message))" } ?? ""
                 _ = try await fail(
@@ -71,6 +82,20 @@ extension JobContext {
         }
         var change = Transition.of(job, to: .pending, at: now)
         change.waitsFor = .some(nil)
+        if let batchID = job.batchID {
+            // In a batch, it takes its turn under the batch's max_concurrency, its deadline
+            // counted from when it is let go (as every held job's).
+            change.holdInBatch = batchID
+            guard try await apply(change) != nil else { return }
+            logger.info("input ready; held for its batch's room", metadata: ["generation": "\(id)"])
+            for released in try await store.releaseBatchJobs(batchID: batchID, now: now) {
+                notify(.submit, released, "released by its batch")
+            }
+            return
+        }
+        // Its whole time from now: the wait for its input is not its own.
+        let seconds = Double(job.request.deadlineSeconds ?? Int(job.deadlineAt.timeIntervalSince(job.createdAt)))
+        change.deadlineAt = min(now.addingTimeInterval(seconds), job.cancelAt ?? .distantFuture)
         change.nextActionAt = .some(now)
         if try await apply(change) != nil {
             logger.info("input ready; dispatching", metadata: ["generation": "\(id)"])

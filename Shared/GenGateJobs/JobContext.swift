@@ -179,8 +179,9 @@ public struct JobContext: Sendable {
             change.nextActionAt = .some(retryAt)
             change.attemptUpdate = attempt
             change.limitFeedback = limitFeedback
-            // Kept in `check_failures` while the job waits (a submission resets it).
-            if let preparationFailures { change.checkFailures = preparationFailures }
+            // Failed preparations in a row, kept in `check_failures` while the job waits (a
+            // provider's failure, or a submission, starts the count again).
+            change.checkFailures = preparationFailures ?? 0
             change.events = [
                 Event(
                     .generationRetrying(

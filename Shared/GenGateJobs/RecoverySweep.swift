@@ -84,8 +84,8 @@ public struct RecoverySweep: Service, CustomStringConvertible {
                 eventsBefore: now.addingTimeInterval(-policy.eventRetentionSeconds),
                 keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
         }
-        for id in try await store.waitingOnEndedJobs(limit: 100) {
-            // A chain's job whose input's job ended while nobody moved it on (that process died).
+        // Chains' steps whose input's job ended while nobody moved them on (that process died).
+        for id in (try? await store.waitingOnEndedJobs(limit: 100)) ?? [] {
             await each(id) { try await context.releaseWaiting(id, now: now) }
         }
         // Uploads and preprocessed images past their time: the object, then its record; one that

@@ -86,6 +86,7 @@ public struct AlertRules: Sendable {
     /// failed: they do not count against a provider.
     public static let clientCaused: Set<String> = [
         ErrorCode.invalidRequest.rawValue, ErrorCode.contentPolicy.rawValue, ErrorCode.cancelled.rawValue,
+        ErrorCode.invalidImage.rawValue, ErrorCode.inputUnavailable.rawValue,
     ]
 
     public init(settings: AlertRuleSettings) {

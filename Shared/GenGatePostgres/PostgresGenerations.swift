@@ -327,6 +327,8 @@ extension PostgresStore {
         }
         if let inputs = change.inputs { set("inputs", inputs.isEmpty ? nil : try StoredJSON.text(inputs)) }
         if let waitsFor = change.waitsFor { set("waits_for", waitsFor) }
+        if let deadline = change.deadlineAt { set("deadline_at", deadline.timeIntervalSince1970) }
+        if change.holdInBatch != nil { assignments.append("held = TRUE, next_action_at = NULL") }
         switch change.lease {
         case .keep:
             break
@@ -354,6 +356,9 @@ extension PostgresStore {
         do {
             let applied = try await write { db -> Bool in
                 guard try await db.changes(sql, arguments) == 1 else { return false }
+                if let batch = change.holdInBatch {
+                    try await db.run("UPDATE batches SET held_count = held_count + 1 WHERE id = $1", [batch])
+                }
                 // Throwing `ProviderAtLimit` rolls the whole change back.
                 if let admission = change.admission {
                     try await ProviderLimitRows.admit(admission, generationID: change.id, db: db)
@@ -466,7 +471,7 @@ extension PostgresStore {
         let request = try JSONCoding.decode(
             GenerationRequest.self, from: Data(try row.get("request", as: String.self).utf8))
         var phases: [GenerationStatus: Date] = [:]
-        for status in GenerationStatus.allCases where status != .pending {
+        for status in GenerationStatus.allCases where status != .pending && status != .waiting {
             if let at = try row.date("\(status.rawValue)_at") { phases[status] = at }
         }
         phases[.pending] = try row.date("created_at")

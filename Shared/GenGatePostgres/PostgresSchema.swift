@@ -309,7 +309,6 @@ enum PostgresSchema {
             """
             ALTER TABLE generations ADD COLUMN inputs TEXT;
             ALTER TABLE generations ADD COLUMN waits_for TEXT;
-            ALTER TABLE generations ADD COLUMN waiting_at DOUBLE PRECISION;
             CREATE INDEX generations_waiting ON generations(waits_for) WHERE status = 'waiting';
             CREATE TABLE uploads (
                 id TEXT COLLATE "C" PRIMARY KEY,

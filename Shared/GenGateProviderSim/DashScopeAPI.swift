@@ -21,6 +21,9 @@ struct DashScopeAPI: KeyCheckedAPI {
         api.post("services/aigc/text2image/image-synthesis") { request, _ in
             try await guarded(request, creates: true) { try await create(request) }
         }
+        api.post("services/aigc/video-generation/video-synthesis") { request, _ in
+            try await guarded(request, creates: true) { try await create(request, video: true) }
+        }
         api.get("tasks/:id") { request, context in
             try await guarded(request) {
                 let id = context.parameters.get("id") ?? ""
@@ -65,7 +68,7 @@ struct DashScopeAPI: KeyCheckedAPI {
         error(.internalServerError, "InternalError", "An internal error has occured, please try again later.")
     }
 
-    func create(_ request: Request) async throws -> Response {
+    func create(_ request: Request, video: Bool = false) async throws -> Response {
         guard request.headers[HTTPField.Name("X-DashScope-Async")!] == "enable" else {
             return error(.forbidden, "AccessDenied", "current user api does not support synchronous calls")
         }
@@ -81,8 +84,17 @@ struct DashScopeAPI: KeyCheckedAPI {
         guard let prompt = body["input"]?["prompt"]?.stringValue, !prompt.isEmpty else {
             return error(.badRequest, "InvalidParameter", "Field required: input.prompt")
         }
+        if video {
+            // Image-to-video: the first frame, a URL the service fetches.
+            guard let image = body["input"]?["img_url"]?.stringValue, !image.isEmpty else {
+                return error(.badRequest, "InvalidParameter", "Field required: input.img_url")
+            }
+            if let refusal = await simulator.receiveImage(image, field: "img_url", forms: ["url"]) {
+                return error(.badRequest, "InvalidParameter.DataInspection", "The image is not usable: \(refusal)")
+            }
+        }
         let parameters = body["parameters"]
-        let count = parameters?["n"]?.intValue ?? 1
+        let count = video ? 1 : parameters?["n"]?.intValue ?? 1
         guard (1...4).contains(count) else {
             return error(.badRequest, "InvalidParameter", "The n parameter must be between 1 and 4.")
         }
@@ -98,7 +110,7 @@ struct DashScopeAPI: KeyCheckedAPI {
         }
         let task = simulator.submit(
             reference: request.headers[HTTPField.Name("X-GenGate-Reference")!], model: model, input: .object(body),
-            outputs: count, isVideo: false)
+            outputs: count, isVideo: video)
         if let lost = await simulator.lostAnswer() { return lost }
         return SimJSON.response(
             .ok,
@@ -134,8 +146,12 @@ struct DashScopeAPI: KeyCheckedAPI {
                 let files = task.files(base: base)
                 output["task_status"] = .string("SUCCEEDED")
                 let prompt = task.input["input"]?["prompt"] ?? .null
-                output["results"] = .array(
-                    files.map { .object(["url": .string($0), "orig_prompt": prompt, "actual_prompt": prompt]) })
+                if task.isVideo {
+                    output["video_url"] = files.first.map(JSONValue.string) ?? .null
+                } else {
+                    output["results"] = .array(
+                        files.map { .object(["url": .string($0), "orig_prompt": prompt, "actual_prompt": prompt]) })
+                }
                 output["task_metrics"] = .object([
                     "TOTAL": .number(Double(files.count)), "SUCCEEDED": .number(Double(files.count)),
                     "FAILED": .number(0),

@@ -277,7 +277,6 @@ enum SQLiteSchema {
                 sql: """
                     ALTER TABLE generations ADD COLUMN inputs TEXT;
                     ALTER TABLE generations ADD COLUMN waits_for TEXT;
-                    ALTER TABLE generations ADD COLUMN waiting_at REAL;
                     CREATE INDEX generations_waiting ON generations(waits_for) WHERE status = 'waiting';
                     CREATE TABLE uploads (
                         id TEXT PRIMARY KEY,

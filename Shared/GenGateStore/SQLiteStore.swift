@@ -423,6 +423,11 @@ public final class SQLiteStore: GenerationStore {
             assignments.append("waits_for = ?")
             arguments += [waitsFor]
         }
+        if let deadline = change.deadlineAt {
+            assignments.append("deadline_at = ?")
+            arguments += [deadline.timeIntervalSince1970]
+        }
+        if change.holdInBatch != nil { assignments.append("held = 1, next_action_at = NULL") }
         if let inputs = change.inputs {
             assignments.append("inputs = ?")
             arguments += [inputs.isEmpty ? nil : try StoredJSON.text(inputs)]
@@ -453,6 +458,9 @@ public final class SQLiteStore: GenerationStore {
             let applied = try await batcher.write { db -> Bool in
                 try db.run(sql: sql, arguments: finalArguments)
                 guard db.changesCount == 1 else { return false }
+                if let batch = change.holdInBatch {
+                    try db.run(sql: "UPDATE batches SET held_count = held_count + 1 WHERE id = ?", arguments: [batch])
+                }
                 // Throwing `ProviderAtLimit` rolls the whole change back.
                 if let admission = change.admission {
                     try ProviderLimitRows.admit(admission, generationID: change.id, db: db)
@@ -839,7 +847,7 @@ public final class SQLiteStore: GenerationStore {
             (row[column] as Double?).map(Date.init(timeIntervalSince1970:))
         }
         var phases: [GenerationStatus: Date] = [:]
-        for status in GenerationStatus.allCases where status != .pending {
+        for status in GenerationStatus.allCases where status != .pending && status != .waiting {
             if let at = date("\(status.rawValue)_at") { phases[status] = at }
         }
         phases[.pending] = date("created_at")

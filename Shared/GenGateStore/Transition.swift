@@ -46,6 +46,12 @@ public struct Transition: Sendable {
     public var inputs: [PreparedInput]?
     /// The job a `waiting` job waits for; `.some(nil)` clears it.
     public var waitsFor: String??
+    /// A new deadline (a chain's step, once its input is there, gets its whole time from then).
+    public var deadlineAt: Date?
+    /// Holds the job back in its batch, for `releaseBatchJobs` to release when there is room
+    /// (a chain's step whose input is there, in a batch): no due time, counted in the batch's
+    /// `held_count`.
+    public var holdInBatch: String?
     /// The generation as last read, when known: the store then returns it changed without
     /// reading it back.
     public var base: Generation?
@@ -159,6 +165,7 @@ extension Generation {
         }
         if let inputs = change.inputs { next.inputs = inputs }
         if let waitsFor = change.waitsFor { next.waitsFor = waitsFor }
+        if let deadline = change.deadlineAt { next.deadlineAt = deadline }
         for output in change.newOutputs {
             if let index = next.outputs.firstIndex(where: { $0.index == output.index }) {
                 if !next.outputs[index].isStored {

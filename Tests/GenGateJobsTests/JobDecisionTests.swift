@@ -130,10 +130,18 @@ final class JobDecisionTests: XCTestCase {
             for to in GenerationStatus.allCases { XCTAssertFalse(Lifecycle.allows(from: terminal, to: to)) }
             XCTAssertNil(Lifecycle.Step.working(on: terminal))
         }
-        for status in GenerationStatus.active {
+        for status in GenerationStatus.active where status != .waiting {
             XCTAssertNotNil(Lifecycle.Step.working(on: status), "every active status has a step that moves it on")
             XCTAssertTrue(Lifecycle.allows(from: status, to: .cancelled))
         }
+        // A chain's step waits for another job: no step works on it; its input's job's end moves
+        // it on (`releaseWaiting`), to pending, or to failed or cancelled.
+        XCTAssertNil(Lifecycle.Step.working(on: .waiting))
+        for to in [GenerationStatus.pending, .failed, .cancelled] {
+            XCTAssertTrue(Lifecycle.allows(from: .waiting, to: to))
+        }
+        XCTAssertFalse(Lifecycle.allows(from: .waiting, to: .dispatching))
+        XCTAssertFalse(Lifecycle.allows(from: .pending, to: .waiting))
         XCTAssertEqual(Lifecycle.Step.working(on: .running), .check)
     }
 

@@ -1,6 +1,6 @@
 import Foundation
 import GenGateCore
-import GenGateProviderSim
+@testable import GenGateProviderSim
 import XCTest
 
 @testable import GenGateProviders
@@ -35,6 +35,33 @@ final class DashScopeAdapterTests: XCTestCase {
         XCTAssertEqual(outputs.map(\.index), [0, 1])
         let (data, _) = try await adapter.fetch(outputs[1])
         XCTAssertEqual(data.prefix(4), Data([0x89, 0x50, 0x4E, 0x47]))
+    }
+
+    func testImageToVideoTakesTheFirstFrameByURL() async throws {
+        // An image the simulator made is the frame: a URL it can fetch.
+        let id = try await adapter.submit(request(indexes: [0]))
+        guard case .succeeded(let images) = try await finish(adapter, id, request(indexes: [0])).state else {
+            return XCTFail()
+        }
+        var video = request(indexes: [0], width: nil)
+        video.model = "dashscope/wan2.2-i2v-plus"
+        video.params = ["resolution": .string("480P")]
+        video.images = [ProviderImage(delivery: .url, contentType: "image/png", text: images[0].source)]
+        let task = try await adapter.submit(video)
+        guard case .succeeded(let outputs) = try await finish(adapter, task, video).state else { return XCTFail() }
+        XCTAssertEqual(outputs.map(\.contentType), ["video/mp4"])
+        XCTAssertEqual(sim.simulator.stats.receivedImages.map(\.field), ["img_url"])
+        XCTAssertEqual(sim.simulator.stats.receivedImages.first?.form, "url")
+        XCTAssertEqual(sim.simulator.tasks { $0.id == task }.first?.input["parameters"]?["n"], nil, "video takes no n")
+        // Without a frame the service refuses it.
+        var bare = video
+        bare.images = []
+        do {
+            _ = try await adapter.submit(bare)
+            XCTFail("a video without a frame was taken")
+        } catch let error as GenGateError {
+            XCTAssertEqual(error.code, .invalidRequest)
+        }
     }
 
     func testCancelWhilePendingAndAfter() async throws {

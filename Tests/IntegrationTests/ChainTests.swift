@@ -109,7 +109,7 @@ final class ChainTests: XCTestCase {
         defer { system.stop() }
 
         // Image → video for two prompts in one call, one job at a time: the chain's later steps
-        // wait without taking the batch's room.
+        // wait without taking the batch's room, then take their turn.
         var answer = try await system.request(
             .POST, "/v1/batches",
             body: """
@@ -163,5 +163,7 @@ final class ChainTests: XCTestCase {
         }
         let stats = try await kling.stats()
         XCTAssertEqual(stats["duplicate_submissions"]?.intValue, 0, "\(stats)")
+        // A chain's later step, once its input is there, waits its turn too: one task at a time.
+        XCTAssertEqual(stats["peak_active"]?.intValue, 1, "\(stats)")
     }
 }

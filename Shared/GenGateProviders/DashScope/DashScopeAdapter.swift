@@ -11,8 +11,11 @@ import NIOHTTP1
 /// `style`); status (`GET /tasks/{id}`); cancel (`POST /tasks/{id}/cancel`, which the service
 /// accepts only while the task is `PENDING`); result URLs (they live 24 hours). A partial
 /// success (fewer URLs than asked) delivers what it has; the engine asks again for the rest.
-/// Not covered: the synchronous multimodal endpoint of the newest models, image inputs
-/// (`ref_img`), the workspace header, finding a task by our reference (none).
+/// Image-to-video (the Wan `i2v` models): `POST /services/aigc/video-generation/video-synthesis`,
+/// the first frame as `input.img_url` (a URL DashScope fetches), `params` into `parameters`
+/// (`resolution`, `duration`, `prompt_extend`); the result is `output.video_url`.
+/// Not covered: the synchronous multimodal endpoint of the newest models, reference images of
+/// image models (`ref_img`), the workspace header, finding a task by our reference (none).
 ///
 /// Mapping: `PENDING` → queued, `RUNNING`/`SUSPENDED` → running, `SUCCEEDED` → outputs (none is
 /// a retryable provider error), `FAILED` → content policy for `DataInspectionFailed`, else a
@@ -33,9 +36,23 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
             findsSubmissionByReference: false)
     }
 
-    public static let defaultModels: [ModelInfo] = [
-        "wanx2.1-t2i-turbo", "wanx2.1-t2i-plus", "wan2.2-t2i-flash", "wan2.2-t2i-plus", "wanx-v1",
-    ].map { ModelInfo(id: "dashscope/\($0)", provider: "dashscope", kind: .image, maxOutputs: 4) }
+    public static let defaultModels: [ModelInfo] =
+        [
+            "wanx2.1-t2i-turbo", "wanx2.1-t2i-plus", "wan2.2-t2i-flash", "wan2.2-t2i-plus", "wanx-v1",
+        ].map { ModelInfo(id: "dashscope/\($0)", provider: "dashscope", kind: .image, maxOutputs: 4) }
+        + ["wanx2.1-i2v-turbo", "wanx2.1-i2v-plus", "wan2.2-i2v-plus"].map {
+            ModelInfo(id: "dashscope/\($0)", provider: "dashscope", kind: .video, maxOutputs: 1, images: firstFrame)
+        }
+
+    /// Wan image-to-video: one image, the first frame (`input.img_url`), as a URL DashScope
+    /// fetches; its documented limits: 10 MB, sides from 360 to 2000 px, JPEG, PNG, BMP or WebP.
+    public static let firstFrame = ImageIntake(
+        maxImages: 1, limits: ImageLimits(maxBytes: 10 << 20, minSide: 360, maxSide: 2_000), delivery: [.url],
+        pipeline: ImagePipeline([.resize(.fit, width: 2_000, height: 2_000), .quality(90), .format(.jpeg)]),
+        purpose: "image-to-video: the first frame", formats: [.jpeg, .png, .webp])
+
+    /// Whether a model makes video (`video-synthesis`), not images.
+    static func isVideo(_ model: String) -> Bool { model.contains("i2v") }
 
     /// As the SDK takes it (`DASHSCOPE_HTTP_BASE_URL`); Singapore is
     /// `https://dashscope-intl.aliyuncs.com/api/v1`.
@@ -54,11 +71,16 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
         var input: [String: JSONValue] = ["prompt": .string(request.prompt)]
         var parameters = request.params
         if let negative = parameters.removeValue(forKey: "negative_prompt") { input["negative_prompt"] = negative }
-        parameters["n"] = .number(Double(request.outputIndexes.count))
+        let video = Self.isVideo(model)
+        if !video { parameters["n"] = .number(Double(request.outputIndexes.count)) }
         if let seed = request.callSeed { parameters["seed"] = .number(Double(seed)) }
-        if let width = request.width, let height = request.height { parameters["size"] = .string("\(width)*\(height)") }
+        if !video, let width = request.width, let height = request.height {
+            parameters["size"] = .string("\(width)*\(height)")
+        }
+        if let image = request.images.first { input["img_url"] = .string(image.text) }
         let answer = try await http.send(
-            .POST, "/services/aigc/text2image/image-synthesis",
+            .POST,
+            video ? "/services/aigc/video-generation/video-synthesis" : "/services/aigc/text2image/image-synthesis",
             headers: authorization + [
                 ("X-DashScope-Async", "enable"), ("X-GenGate-Reference", request.clientReference),
             ],
@@ -90,10 +112,11 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
         case "SUCCEEDED":
             var urls: [String] = []
             if case .array(let results)? = output["results"] {
-                urls = results.compactMap { $0["url"]?.stringValue }.filter {
-                    $0.hasPrefix("https://") || $0.hasPrefix("http://")
-                }
+                urls = results.compactMap { $0["url"]?.stringValue }
+            } else if let video = output["video_url"]?.stringValue {
+                urls = [video]
             }
+            urls = urls.filter { $0.hasPrefix("https://") || $0.hasPrefix("http://") }
             guard !urls.isEmpty else {
                 return .failed(
                     GenGateError(.providerError, "dashscope: the task succeeded without images", retryable: true))

@@ -31,11 +31,11 @@ public struct Multipart: Sendable {
 
     public var contentType: String { "multipart/form-data; boundary=\(boundary)" }
 
-    /// Names and file names are quoted as browsers do: `"` and line ends escaped.
+    /// Names and file names are quoted as browsers do: `"`, backslashes and line ends escaped.
     static func quoted(_ text: String) -> String {
-        "\""
-            + text.replacingOccurrences(of: "\"", with: "%22").replacingOccurrences(of: "\r", with: "%0D")
-            .replacingOccurrences(of: "\n", with: "%0A") + "\""
+        let escaped = text.replacingOccurrences(of: "\\", with: "%5C").replacingOccurrences(of: "\"", with: "%22")
+            .replacingOccurrences(of: "\r", with: "%0D").replacingOccurrences(of: "\n", with: "%0A")
+        return "\"" + escaped + "\""
     }
 
     public var body: Data {

@@ -41,21 +41,18 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
     public static let defaultBaseURL = "https://api.openai.com/v1"
 
     /// gpt-image-1 edits from up to 16 images (PNG, JPEG or WebP, under 50 MB each), as files of
-    /// a multipart body.
+    /// a multipart body: JPEGs within 2048 px (a body of 16 is some 30 MB, built in memory).
+    /// dall-e-2 takes none here: its edits want a PNG with transparency as the mask, which a
+    /// pipeline does not make.
     public static let gptImageEdits = ImageIntake(
         maxImages: 16, limits: ImageLimits(maxBytes: 50_000_000), delivery: [.multipart],
-        pipeline: ImagePipeline([.resize(.fit, width: 2048, height: 2048), .format(.png)]),
-        purpose: "images to edit (the first carries params.mask's edits, if any)", formats: [.png, .jpeg, .webp])
-    /// dall-e-2 edits one square PNG under 4 MB: made so by its pipeline (covered to 1024 × 1024).
-    public static let dallE2Edits = ImageIntake(
-        maxImages: 1, limits: ImageLimits(maxBytes: 4_000_000, minAspect: 1, maxAspect: 1), delivery: [.multipart],
-        pipeline: ImagePipeline([.resize(.cover, width: 1024, height: 1024), .format(.png), .maxKilobytes(3_900)]),
-        purpose: "the image to edit", formats: [.png])
+        pipeline: ImagePipeline([.resize(.fit, width: 2048, height: 2048), .quality(90), .format(.jpeg)]),
+        purpose: "images to edit or take from", formats: [.png, .jpeg, .webp])
 
     public static let defaultModels: [ModelInfo] = [
         ModelInfo(id: "openai/gpt-image-1", provider: "openai", kind: .image, maxOutputs: 10, images: gptImageEdits),
         ModelInfo(id: "openai/dall-e-3", provider: "openai", kind: .image, maxOutputs: 4, maxOutputsPerCall: 1),
-        ModelInfo(id: "openai/dall-e-2", provider: "openai", kind: .image, maxOutputs: 10, images: dallE2Edits),
+        ModelInfo(id: "openai/dall-e-2", provider: "openai", kind: .image, maxOutputs: 10),
         ModelInfo(id: "openai/gpt-4o-mini", provider: "openai", kind: .text, maxOutputs: 1),
         ModelInfo(id: "openai/gpt-4o", provider: "openai", kind: .text, maxOutputs: 1),
         ModelInfo(id: "openai/gpt-4.1-mini", provider: "openai", kind: .text, maxOutputs: 1),
