@@ -85,6 +85,21 @@ final class ChainTests: XCTestCase {
         let submissionsAfter = try await kling.stats()["submissions"]?.intValue ?? 0
         XCTAssertEqual(submissionsAfter, submissionsBefore, "the failed chain's next step was never submitted")
 
+        // A chain whose first step fails (the provider refuses its content): the next fails too.
+        _ = try await GenGateSystem.rawRequest(
+            .POST, kling.baseURL + "/_sim/config", body: Data(#"{"p_policy": 1}"#.utf8), key: nil)
+        let refused = try await submit(system, #"{"model": "kling/image/kling-v2", "prompt": "a storm"}"#)
+        let refusedID = refused.json["id"]?.stringValue ?? ""
+        answer = try await submit(
+            system,
+            #"{"model": "kling/kling-v1-6", "prompt": "rain", "images": [{"generation": "\#(refusedID)", "output": 0}]}"#
+        )
+        let stranded = try await waitFor(system, answer.json["id"]?.stringValue ?? "", seconds: 30)
+        XCTAssertEqual(stranded["error"]?["code"]?.stringValue, "input_unavailable", "\(stranded)")
+        XCTAssertTrue(stranded["error"]?["message"]?.stringValue?.contains("content_policy") ?? false, "\(stranded)")
+        _ = try await GenGateSystem.rawRequest(
+            .POST, kling.baseURL + "/_sim/config", body: Data(#"{"p_policy": 0}"#.utf8), key: nil)
+
         // An input that will never be there is refused at once.
         answer = try await submit(
             system,
