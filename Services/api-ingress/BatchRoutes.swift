@@ -160,6 +160,14 @@ struct BatchRoutes: Sendable {
         for (index, generation) in generations.enumerated() where !held[index] && generation.status != .waiting {
             routes.dispatch.send(generationID: generation.id, reason: "created in a batch")
         }
+        // Steps waiting for a job outside the batch: that job may have ended between the look and
+        // the commit.
+        let batchIDs = Set(ids)
+        for generation in generations where generation.status == .waiting {
+            if let parent = generation.waitsFor, !batchIDs.contains(parent) {
+                await routes.jobs.releaseWaiting(generation.id)
+            }
+        }
         context.logger.info(
             "batch created", metadata: ["batch": "\(batch.id)", "jobs": "\(batch.total)", "window": "\(window)"])
         return JSONResponse.make(

@@ -298,7 +298,8 @@ struct GenerationRoutes: Sendable {
     /// What a model takes in images, as `GET /v1/models` says it.
     static func view(_ intake: ImageIntake) -> JSONValue {
         .object([
-            "max": .number(Double(intake.maxImages)), "purpose": .string(intake.purpose),
+            "max": .number(Double(intake.maxImages)), "min": .number(Double(intake.minImages)),
+            "purpose": .string(intake.purpose),
             "limits": GenerationView.json(intake.limits),
             "delivery": .array(intake.delivery.map { .string($0.rawValue) }),
             "preprocess": intake.pipeline.json,

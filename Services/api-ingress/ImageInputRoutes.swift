@@ -29,6 +29,7 @@ extension GenerationRoutes {
         var basis: [ImageInput] = []
         var details: [APIError.Detail] = []
         var unavailable: [APIError.Detail] = []
+        var uploadsUsed: [(String, Upload)] = []
         let now = Date()
         let intake = validated.model.images
         let pipeline = validated.request.preprocess ?? intake?.pipeline ?? ImagePipeline([])
@@ -54,20 +55,7 @@ extension GenerationRoutes {
                         ))
                     continue
                 }
-                // Kept past the job's deadline (and an hour more), so it is there whenever the job
-                // is prepared, retries included; in a batch, whose jobs may wait their turn, a day
-                // more.
-                let waits = siblings == nil ? 3_600.0 : 86_400.0
-                let deadline = now.addingTimeInterval(Double(validated.request.deadlineSeconds ?? 3_600) + waits)
-                guard upload.expiresAt >= deadline else {
-                    details.append(
-                        .init(
-                            path: here,
-                            message:
-                                "upload \(id) expires at \(Timestamp.format(upload.expiresAt)), before this job could end; upload the image again"
-                        ))
-                    continue
-                }
+                uploadsUsed.append((here, upload))
                 inputs.append(.upload(id))
                 basis.append(.upload(id))
                 info = upload.info
@@ -142,6 +130,20 @@ extension GenerationRoutes {
             details.append(
                 .init(
                     path: "\(path)images", message: "may take outputs of one other job, not \(parents.count)"))
+        }
+        // Uploads must be kept past the job's deadline (and an hour more), counted from when it
+        // can start (after the job it waits for), so they are there whenever it is prepared,
+        // retries included; in a batch, whose jobs may wait their turn, a day more.
+        let starts = resolved.waitingDeadline ?? now
+        let waits = siblings == nil ? 3_600.0 : 86_400.0
+        let needed = starts.addingTimeInterval(Double(validated.request.deadlineSeconds ?? 3_600) + waits)
+        for (here, upload) in uploadsUsed where upload.expiresAt < needed {
+            details.append(
+                .init(
+                    path: here,
+                    message:
+                        "upload \(upload.id) expires at \(Timestamp.format(upload.expiresAt)), before this job could end; upload the image again"
+                ))
         }
         guard details.isEmpty else {
             let summary = details.map { "\($0.path): \($0.message)" }.joined(separator: "; ")

@@ -4473,6 +4473,10 @@ enum OpenAPIDocument {
           "max": {
             "type": "integer"
           },
+          "min": {
+            "type": "integer",
+            "description": "Fewest images a request must give (1 for image-to-video models without a text mode)."
+          },
           "purpose": {
             "type": "string"
           },
@@ -4519,6 +4523,7 @@ enum OpenAPIDocument {
         },
         "required": [
           "max",
+          "min",
           "purpose",
           "limits",
           "delivery",

@@ -150,6 +150,9 @@ struct SubmissionValidator: Sendable {
 
         let (webhook, webhookEvents) = webhookFields(fields, details: &details)
         let given = imageFields(fields, model: model, details: &details)
+        if let model, let least = model.images?.minImages, given.count < least, details.isEmpty {
+            details.append(.init(path: "images", message: "\(model.id) needs at least \(least) image(s)"))
+        }
         var preprocess: ImagePipeline?
         if let value = fields["preprocess"], value != .null {
             let (pipeline, problems) = ImagePipeline.parse(value, path: "preprocess")

@@ -419,6 +419,8 @@ extension ImagePipeline: Codable {
 public struct ImageIntake: Sendable, Equatable {
     /// Most images a request may give.
     public var maxImages: Int
+    /// Fewest: models that work only from an image (image-to-video without a text mode) say 1.
+    public var minImages: Int
     public var limits: ImageLimits
     /// The forms the provider takes, the preferred first.
     public var delivery: [ImageDelivery]
@@ -434,8 +436,9 @@ public struct ImageIntake: Sendable, Equatable {
 
     public init(
         maxImages: Int, limits: ImageLimits, delivery: [ImageDelivery], inlineLimitBytes: Int? = nil,
-        pipeline: ImagePipeline, purpose: String, formats: [ImageFormat] = [.jpeg, .png, .webp]
+        pipeline: ImagePipeline, purpose: String, formats: [ImageFormat] = [.jpeg, .png, .webp], minImages: Int = 0
     ) {
+        self.minImages = minImages
         self.formats = formats
         self.maxImages = maxImages
         self.limits = limits
@@ -452,6 +455,7 @@ public struct ImageIntake: Sendable, Equatable {
         guard var common = intakes.first ?? nil else { return nil }
         for case let intake? in intakes.dropFirst() {
             common.maxImages = min(common.maxImages, intake.maxImages)
+            common.minImages = max(common.minImages, intake.minImages)
             common.limits = common.limits.merged(with: intake.limits)
             common.formats = common.formats.filter(intake.formats.contains)
         }

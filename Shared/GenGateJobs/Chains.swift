@@ -86,6 +86,9 @@ extension JobContext {
             // In a batch, it takes its turn under the batch's max_concurrency, its deadline
             // counted from when it is let go (as every held job's).
             change.holdInBatch = batchID
+            change.nextActionAt = .some(nil)
+            // No deadline until let go, as every held job (its own time is counted from then).
+            change.deadlineAt = min(job.createdAt.addingTimeInterval(400 * 86_400), job.cancelAt ?? .distantFuture)
             guard try await apply(change) != nil else { return }
             logger.info("input ready; held for its batch's room", metadata: ["generation": "\(id)"])
             for released in try await store.releaseBatchJobs(batchID: batchID, now: now) {

@@ -162,6 +162,7 @@ public struct OutputTransfer: Sendable {
                 change.lease = .release
                 change.nextActionAt = .some(Date())
                 change.error = .some(nil)
+                change.checkFailures = 0
                 if try await context.apply(change) != nil { context.notify(.submit, id, "more outputs to ask for") }
                 return
             }

@@ -85,8 +85,10 @@ public struct RecoverySweep: Service, CustomStringConvertible {
                 keysBefore: now.addingTimeInterval(-policy.idempotencyWindowSeconds), limit: 5_000)
         }
         // Chains' steps whose input's job ended while nobody moved them on (that process died).
-        for id in (try? await store.waitingOnEndedJobs(limit: 100)) ?? [] {
-            await each(id) { try await context.releaseWaiting(id, now: now) }
+        await each("(waiting jobs)") {
+            for id in try await store.waitingOnEndedJobs(limit: 100) {
+                await each(id) { try await context.releaseWaiting(id, now: now) }
+            }
         }
         // Uploads and preprocessed images past their time: the object, then its record; one that
         // cannot be deleted now is tried again next time, and does not hold up the others.

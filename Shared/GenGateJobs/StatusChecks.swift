@@ -163,6 +163,7 @@ public struct StatusChecks: Service, CustomStringConvertible {
             change.lease = .release
             change.nextActionAt = .some(Date())
             change.checks = machine.checks
+            change.checkFailures = 0  // the task ended: the next count (a preparation's) starts afresh
             change.attemptUpdate = try await closing(.succeeded, nil)
             if try await context.apply(change) != nil { context.notify(.upload, id, "task succeeded") }
 

@@ -328,7 +328,8 @@ extension PostgresStore {
         if let inputs = change.inputs { set("inputs", inputs.isEmpty ? nil : try StoredJSON.text(inputs)) }
         if let waitsFor = change.waitsFor { set("waits_for", waitsFor) }
         if let deadline = change.deadlineAt { set("deadline_at", deadline.timeIntervalSince1970) }
-        if change.holdInBatch != nil { assignments.append("held = TRUE, next_action_at = NULL") }
+        // Held: no due time either (the change's `nextActionAt` says so; assigned once below).
+        if change.holdInBatch != nil { assignments.append("held = TRUE") }
         switch change.lease {
         case .keep:
             break
@@ -357,7 +358,14 @@ extension PostgresStore {
             let applied = try await write { db -> Bool in
                 guard try await db.changes(sql, arguments) == 1 else { return false }
                 if let batch = change.holdInBatch {
-                    try await db.run("UPDATE batches SET held_count = held_count + 1 WHERE id = $1", [batch])
+                    // A batch stopped meanwhile holds nothing more (its stop cancels what it held):
+                    // refused, and the sweep finds the job again.
+                    guard
+                        try await db.changes(
+                            "UPDATE batches SET held_count = held_count + 1 WHERE id = $1 AND stopped_at IS NULL",
+                            [batch])
+                            == 1
+                    else { throw RefusedChange() }
                 }
                 // Throwing `ProviderAtLimit` rolls the whole change back.
                 if let admission = change.admission {

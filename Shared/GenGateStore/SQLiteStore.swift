@@ -427,7 +427,8 @@ public final class SQLiteStore: GenerationStore {
             assignments.append("deadline_at = ?")
             arguments += [deadline.timeIntervalSince1970]
         }
-        if change.holdInBatch != nil { assignments.append("held = 1, next_action_at = NULL") }
+        // Held: no due time either (the change's `nextActionAt` says so; assigned once below).
+        if change.holdInBatch != nil { assignments.append("held = 1") }
         if let inputs = change.inputs {
             assignments.append("inputs = ?")
             arguments += [inputs.isEmpty ? nil : try StoredJSON.text(inputs)]
@@ -459,7 +460,12 @@ public final class SQLiteStore: GenerationStore {
                 try db.run(sql: sql, arguments: finalArguments)
                 guard db.changesCount == 1 else { return false }
                 if let batch = change.holdInBatch {
-                    try db.run(sql: "UPDATE batches SET held_count = held_count + 1 WHERE id = ?", arguments: [batch])
+                    // A batch stopped meanwhile holds nothing more (its stop cancels what it held):
+                    // refused, and the sweep finds the job again.
+                    try db.run(
+                        sql: "UPDATE batches SET held_count = held_count + 1 WHERE id = ? AND stopped_at IS NULL",
+                        arguments: [batch])
+                    guard db.changesCount == 1 else { throw RefusedChange() }
                 }
                 // Throwing `ProviderAtLimit` rolls the whole change back.
                 if let admission = change.admission {

@@ -49,7 +49,7 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
     public static let firstFrame = ImageIntake(
         maxImages: 1, limits: ImageLimits(maxBytes: 10 << 20, minSide: 360, maxSide: 2_000), delivery: [.url],
         pipeline: ImagePipeline([.resize(.fit, width: 2_000, height: 2_000), .quality(90), .format(.jpeg)]),
-        purpose: "image-to-video: the first frame", formats: [.jpeg, .png, .webp])
+        purpose: "image-to-video: the first frame", formats: [.jpeg, .png, .webp], minImages: 1)
 
     /// Whether a model makes video (`video-synthesis`), not images.
     static func isVideo(_ model: String) -> Bool { model.contains("i2v") }
@@ -119,7 +119,7 @@ public struct DashScopeAdapter: HTTPProviderAdapter {
             urls = urls.filter { $0.hasPrefix("https://") || $0.hasPrefix("http://") }
             guard !urls.isEmpty else {
                 return .failed(
-                    GenGateError(.providerError, "dashscope: the task succeeded without images", retryable: true))
+                    GenGateError(.providerError, "dashscope: the task succeeded without outputs", retryable: true))
             }
             return .succeeded(
                 outputs: zip(request.outputIndexes, urls).map { index, url in

@@ -20,7 +20,8 @@ import NIOPosix
 /// server-sent events goes to the event stream as it arrives, and the whole text is the output
 /// (`text/plain; charset=utf-8`).
 /// Image edits: with input images, the same call goes to `POST /images/edits` as a multipart
-/// body (the images as files, `image[]` for gpt-image-1, `image` for dall-e-2).
+/// body, the images as files (`image[]`; `image` for a dall-e model, though none is offered
+/// images: dall-e-2 wants a PNG whose transparency is the mask).
 /// Not covered: variations, masks given as images, streamed partial images, tool calls,
 /// several choices (`n` > 1 for chat), the Responses API, organisation and project headers.
 /// OpenAI finds no call by reference: a crash during a call is counted as a possible double
@@ -41,12 +42,13 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
     public static let defaultBaseURL = "https://api.openai.com/v1"
 
     /// gpt-image-1 edits from up to 16 images (PNG, JPEG or WebP, under 50 MB each), as files of
-    /// a multipart body: JPEGs within 2048 px (a body of 16 is some 30 MB, built in memory).
+    /// a multipart body: within 2048 px, in their own format (a PNG keeps its transparency), the
+    /// body built in memory.
     /// dall-e-2 takes none here: its edits want a PNG with transparency as the mask, which a
     /// pipeline does not make.
     public static let gptImageEdits = ImageIntake(
         maxImages: 16, limits: ImageLimits(maxBytes: 50_000_000), delivery: [.multipart],
-        pipeline: ImagePipeline([.resize(.fit, width: 2048, height: 2048), .quality(90), .format(.jpeg)]),
+        pipeline: ImagePipeline([.resize(.fit, width: 2048, height: 2048), .quality(90), .format(nil)]),
         purpose: "images to edit or take from", formats: [.png, .jpeg, .webp])
 
     public static let defaultModels: [ModelInfo] = [
