@@ -15,7 +15,9 @@ struct BatchRoutes: Sendable {
     var config: GenGateConfig { routes.environment.config }
 
     static let priorities = ["low": -1, "normal": 0, "high": 1]
-    static let knownFields: Set<String> = ["requests", "max_concurrency", "stop_on_error", "priority", "metadata"]
+    static let knownFields: Set<String> = [
+        "requests", "max_concurrency", "stop_on_error", "priority", "metadata", "estimate_only",
+    ]
     /// Problems listed at most, of a batch that has many.
     static let maxDetails = 100
 
@@ -53,6 +55,13 @@ struct BatchRoutes: Sendable {
                         path: "max_concurrency",
                         message: "must be an integer from 1 to \(config.batches.maxConcurrency)"))
             }
+        }
+        var estimateOnly = false
+        switch fields["estimate_only"] {
+        case nil, .null?: break
+        case .bool(let flag)?: estimateOnly = flag
+        case let other?:
+            details.append(.init(path: "estimate_only", message: "must be a boolean, got \(other.typeName)"))
         }
         var stopOnError = false
         switch fields["stop_on_error"] {
@@ -106,6 +115,29 @@ struct BatchRoutes: Sendable {
             details.append(.init(path: "requests", message: "must be an array, got \(other.typeName)"))
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid batch", details: details) }
+        if estimateOnly {
+            // What the batch would cost, nothing submitted (images are checked for their form only).
+            let prices = routes.environment.config.pricing.table
+            var total = 0.0
+            var items: [JSONValue] = []
+            var unpriced: [String] = []
+            for (index, item) in validated.enumerated() {
+                let estimate = GenerationRoutes.estimate(item, prices: prices)
+                total += estimate.amount
+                if !estimate.priced, !unpriced.contains(item.model.id) { unpriced.append(item.model.id) }
+                items.append(
+                    .object([
+                        "index": .number(Double(index)), "model": .string(item.model.id), "estimate": estimate.json,
+                    ]))
+            }
+            return JSONResponse.make(
+                status: .ok,
+                [
+                    "object": .string("estimate"), "currency": .string(prices.currency),
+                    "total": .number((total * 1_000_000).rounded() / 1_000_000), "requests": .array(items),
+                    "unpriced_models": .array(unpriced.map(JSONValue.string)),
+                ])
+        }
         let now = Date()
         // Ids first: a request's images may name an earlier request's outputs (a chain).
         let ids = validated.map { _ in Identifier.make("gen", at: now) }

@@ -50,6 +50,17 @@ struct GenerationRoutes: Sendable {
         let wait = try Self.preferWait(request)
         let body = try await JSONBody.read(request, context: context, limit: Self.bodyLimit(environment.config)).value
         let cancelAfter = try Self.cancelAfter(request, max: environment.config.jobs.maxDeadlineSeconds)
+        if try Self.dryRun(request) {
+            // What it would cost, nothing submitted (images are checked for their form only).
+            let validated = try validator.validate(body)
+            let estimate = Self.estimate(validated, prices: environment.config.pricing.table)
+            var answer: [String: JSONValue] = [
+                "object": .string("estimate"), "model": .string(validated.model.id),
+                "n": .number(Double(validated.request.n)), "estimate": estimate.json,
+            ]
+            if !validated.route.isEmpty { answer["route"] = .array(validated.route.map(JSONValue.string)) }
+            return JSONResponse.make(status: .ok, answer)
+        }
         let validated = try await resolveImages(try validator.validate(body), owner: key.id)
         let committed = try await commit(
             validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter, watching: wait != nil,
@@ -70,6 +81,25 @@ struct GenerationRoutes: Sendable {
         return JSONResponse.make(
             status: .accepted, ["id": .string(id), "status": .string(committed.generation.status.rawValue)],
             headers: headers)
+    }
+
+    /// `?dry_run=true`: estimate only.
+    static func dryRun(_ request: Request) throws -> Bool {
+        switch request.uri.queryParameters.get("dry_run") {
+        case nil, "false"?: return false
+        case "true"?: return true
+        case let other?:
+            throw APIError.invalidRequest(
+                "dry_run must be true or false", details: [.init(path: "dry_run", message: "got \(other)")])
+        }
+    }
+
+    /// What a validated request is expected to cost: the model it starts on (an alias's first).
+    static func estimate(_ validated: SubmissionValidator.Validated, prices: PriceTable) -> CostEstimate {
+        let request = validated.request
+        return prices.estimate(
+            model: validated.model.id, n: request.n, width: request.width, height: request.height,
+            prompt: request.prompt, params: request.params)
     }
 
     /// The largest submission body: `http.max_body_bytes`, and room for one `data:` URL of
@@ -261,6 +291,7 @@ struct GenerationRoutes: Sendable {
     /// provider is configured (and if not, what it needs).
     func models() -> Response {
         let providers = environment.providers
+        let prices = environment.config.pricing.table
         // OpenAI's field: when the model was made; here, when this deployment started.
         let created = JSONValue.number(Double(Int(environment.startedAt.timeIntervalSince1970)))
         func entry(_ model: ModelInfo, missing: String?) -> JSONValue {
@@ -272,6 +303,11 @@ struct GenerationRoutes: Sendable {
             ]
             if let missing { fields["unavailable_because"] = .string(missing) }
             if let intake = model.images { fields["images"] = Self.view(intake) }
+            if let (price, isDefault) = prices.price(of: model.id), case .object(var shown) = price.json {
+                shown["currency"] = .string(prices.currency)
+                shown["default"] = .bool(isDefault)
+                fields["price"] = .object(shown)
+            }
             return .object(fields)
         }
         var data = providers.models.values.map { entry($0, missing: nil) }

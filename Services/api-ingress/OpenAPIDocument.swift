@@ -162,6 +162,18 @@ enum OpenAPIDocument {
               "type": "string",
               "pattern": "^wait=([1-9]|[1-5][0-9]|60)$"
             }
+          },
+          {
+            "name": "dry_run",
+            "in": "query",
+            "required": false,
+            "description": "`true`: answer what the submission would cost (200, `Estimate`), submitting nothing.",
+            "schema": {
+              "enum": [
+                "true",
+                "false"
+              ]
+            }
           }
         ],
         "requestBody": {
@@ -176,11 +188,18 @@ enum OpenAPIDocument {
         },
         "responses": {
           "200": {
-            "description": "With `Prefer: wait`: the job, ended.",
+            "description": "With `Prefer: wait`: the job, ended. With `dry_run=true`: the estimate.",
             "content": {
               "application/json": {
                 "schema": {
-                  "$ref": "#/components/schemas/Generation"
+                  "oneOf": [
+                    {
+                      "$ref": "#/components/schemas/Generation"
+                    },
+                    {
+                      "$ref": "#/components/schemas/Estimate"
+                    }
+                  ]
                 }
               }
             }
@@ -1377,6 +1396,16 @@ enum OpenAPIDocument {
               "application/json": {
                 "schema": {
                   "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "200": {
+            "description": "With `estimate_only`: the estimate.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/BatchEstimate"
                 }
               }
             }
@@ -3708,6 +3737,40 @@ enum OpenAPIDocument {
           },
           "images": {
             "$ref": "#/components/schemas/ImageIntake"
+          },
+          "price": {
+            "type": "object",
+            "description": "Its price (the configuration's, or a shipped default: `default`), in `currency`.",
+            "properties": {
+              "per_image": {
+                "type": "number"
+              },
+              "per_video_second": {
+                "type": "number"
+              },
+              "per_megapixel": {
+                "type": "number"
+              },
+              "per_thousand_input_tokens": {
+                "type": "number"
+              },
+              "per_thousand_output_tokens": {
+                "type": "number"
+              },
+              "per_call": {
+                "type": "number"
+              },
+              "currency": {
+                "type": "string"
+              },
+              "default": {
+                "type": "boolean"
+              }
+            },
+            "required": [
+              "currency",
+              "default"
+            ]
           }
         },
         "required": [
@@ -3892,6 +3955,10 @@ enum OpenAPIDocument {
           },
           "metadata": {
             "type": "object"
+          },
+          "estimate_only": {
+            "type": "boolean",
+            "description": "Answer what the batch would cost (200, `BatchEstimate`), submitting nothing."
           }
         },
         "required": [
@@ -4528,6 +4595,119 @@ enum OpenAPIDocument {
           "limits",
           "delivery",
           "preprocess"
+        ]
+      },
+      "CostEstimate": {
+        "type": "object",
+        "description": "What a request is expected to cost before it is sent.",
+        "properties": {
+          "amount": {
+            "type": "number",
+            "minimum": 0
+          },
+          "currency": {
+            "type": "string"
+          },
+          "basis": {
+            "type": "string",
+            "description": "How it was reached, e.g. `4 \u00d7 0.04 an image`."
+          },
+          "default_price": {
+            "type": "boolean",
+            "description": "The price is GenGate's shipped default (a list price when written), not the configuration's."
+          },
+          "priced": {
+            "type": "boolean",
+            "description": "False when the model has no price (the amount is then 0)."
+          }
+        },
+        "required": [
+          "amount",
+          "currency",
+          "basis",
+          "default_price",
+          "priced"
+        ]
+      },
+      "Estimate": {
+        "type": "object",
+        "description": "`dry_run=true`: what the submission would cost; nothing is submitted.",
+        "properties": {
+          "object": {
+            "const": "estimate"
+          },
+          "model": {
+            "type": "string"
+          },
+          "n": {
+            "type": "integer"
+          },
+          "route": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          },
+          "estimate": {
+            "$ref": "#/components/schemas/CostEstimate"
+          }
+        },
+        "required": [
+          "object",
+          "model",
+          "n",
+          "estimate"
+        ]
+      },
+      "BatchEstimate": {
+        "type": "object",
+        "description": "`estimate_only`: what the batch would cost; nothing is submitted.",
+        "properties": {
+          "object": {
+            "const": "estimate"
+          },
+          "currency": {
+            "type": "string"
+          },
+          "total": {
+            "type": "number",
+            "minimum": 0
+          },
+          "requests": {
+            "type": "array",
+            "items": {
+              "type": "object",
+              "properties": {
+                "index": {
+                  "type": "integer"
+                },
+                "model": {
+                  "type": "string"
+                },
+                "estimate": {
+                  "$ref": "#/components/schemas/CostEstimate"
+                }
+              },
+              "required": [
+                "index",
+                "model",
+                "estimate"
+              ]
+            }
+          },
+          "unpriced_models": {
+            "type": "array",
+            "items": {
+              "type": "string"
+            }
+          }
+        },
+        "required": [
+          "object",
+          "currency",
+          "total",
+          "requests",
+          "unpriced_models"
         ]
       }
     }

@@ -354,6 +354,12 @@ public enum ConfigLoader {
                 "batches: max_requests and max_concurrency must be at least 1, max_body_bytes at least 1024, default_max_concurrency from 1 to max_concurrency"
             )
         }
+        for (model, price) in config.pricing.models.sorted(by: { $0.key < $1.key }) {
+            if let problem = price.problem { throw ConfigError("pricing.models.\(model) \(problem)") }
+        }
+        guard !config.pricing.currency.isEmpty, config.pricing.currency.count <= 8 else {
+            throw ConfigError("pricing.currency must be a short label such as USD")
+        }
         let images = config.images
         guard (1...7).contains(images.keepDays) else {
             throw ConfigError("images.keep_days must be from 1 to 7, got \(images.keepDays)")

@@ -21,6 +21,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
     public var batches = Batches()
     public var openai = OpenAI()
     public var images = Images()
+    public var pricing = Pricing()
     /// How each real provider is reached. Credentials are never here: they come from the
     /// environment, under the names the providers' own SDKs use (see `ProviderCredentials`).
     public var providers = Providers()
@@ -51,6 +52,17 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         public var waitSeconds = 540
         /// How long the image links they hand out (`url`) work.
         public var linkLifetimeSeconds = 3_600.0
+    }
+
+    /// What models cost: `models` maps a model id to its price (`per_image`, `per_video_second`,
+    /// `per_megapixel`, `per_1k_input_tokens`, `per_1k_output_tokens`, `per_call`); models not
+    /// named use GenGate's shipped defaults (list prices when written), shown as defaults.
+    public struct Pricing: Codable, Sendable, Equatable {
+        /// The currency prices (and budgets) are in; a label, nothing is converted.
+        public var currency = "USD"
+        public var models: [String: Price] = [:]
+
+        public var table: PriceTable { PriceTable(currency: currency, configured: models) }
     }
 
     /// Input images: uploads, fetching, preprocessing (libvips) and how long their files are kept.

@@ -128,6 +128,20 @@ final class ConfigTests: XCTestCase {
                     file: try file(#"{"bus": {"endpoints": {"bogus": "ipc://x"}}}"#), environment: [:])
             }
             .contains("bus.endpoints.bogus"))
+        XCTAssertTrue(
+            message {
+                try ConfigLoader.load(
+                    file: try file(#"{"pricing": {"models": {"x/y": {"per_image": -1}}}}"#), environment: [:])
+            }
+            .contains("pricing.models.x/y has a negative price"))
+        XCTAssertTrue(
+            message {
+                try ConfigLoader.load(file: try file(#"{"pricing": {"models": {"x/y": {}}}}"#), environment: [:])
+            }
+            .contains("pricing.models.x/y names no price"))
+        XCTAssertTrue(
+            message { try ConfigLoader.load(file: try file(#"{"images": {"keep_days": 9}}"#), environment: [:]) }
+                .contains("images.keep_days"))
     }
 
     func testIPCSocketsMoveToAShortDirectoryWhenTheDataDirIsDeep() throws {

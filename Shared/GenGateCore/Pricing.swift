@@ -1,0 +1,170 @@
+import Foundation
+
+/// How a model is priced: any of these, added up (most models have one).
+public struct Price: Codable, Sendable, Equatable {
+    public var perImage: Double?
+    public var perVideoSecond: Double?
+    public var perMegapixel: Double?
+    public var perThousandInputTokens: Double?
+    public var perThousandOutputTokens: Double?
+    /// A flat price for each output's call.
+    public var perCall: Double?
+
+    public init(
+        perImage: Double? = nil, perVideoSecond: Double? = nil, perMegapixel: Double? = nil,
+        perThousandInputTokens: Double? = nil, perThousandOutputTokens: Double? = nil, perCall: Double? = nil
+    ) {
+        self.perImage = perImage
+        self.perVideoSecond = perVideoSecond
+        self.perMegapixel = perMegapixel
+        self.perThousandInputTokens = perThousandInputTokens
+        self.perThousandOutputTokens = perThousandOutputTokens
+        self.perCall = perCall
+    }
+
+    /// Its fields as the API shows them (the configuration file spells them the same).
+    public var json: JSONValue {
+        var fields: [String: JSONValue] = [:]
+        let named: [(String, Double?)] = [
+            ("per_image", perImage), ("per_video_second", perVideoSecond), ("per_megapixel", perMegapixel),
+            ("per_thousand_input_tokens", perThousandInputTokens),
+            ("per_thousand_output_tokens", perThousandOutputTokens), ("per_call", perCall),
+        ]
+        for (name, value) in named { if let value { fields[name] = .number(value) } }
+        return .object(fields)
+    }
+
+    /// What is wrong with it, or nil: prices are not negative, and a price has at least one.
+    public var problem: String? {
+        let all = [perImage, perVideoSecond, perMegapixel, perThousandInputTokens, perThousandOutputTokens, perCall]
+        if all.allSatisfy({ $0 == nil }) {
+            return
+                "names no price (per_image, per_video_second, per_megapixel, per_thousand_input_tokens, per_thousand_output_tokens, per_call)"
+        }
+        if all.contains(where: { ($0 ?? 0) < 0 || !($0 ?? 0).isFinite }) { return "has a negative price" }
+        return nil
+    }
+}
+
+/// What a request is expected to cost, before it is sent.
+public struct CostEstimate: Sendable, Equatable {
+    public var amount: Double
+    public var currency: String
+    /// How it was reached, e.g. "4 images × 0.04".
+    public var basis: String
+    /// The price is GenGate's shipped default (a list price when written, not the operator's
+    /// contract), not one the configuration set.
+    public var defaultPrice: Bool
+    /// False when the model has no price at all (the amount is then 0).
+    public var priced: Bool
+
+    public var json: JSONValue {
+        .object([
+            "amount": .number((amount * 1_000_000).rounded() / 1_000_000), "currency": .string(currency),
+            "basis": .string(basis), "default_price": .bool(defaultPrice), "priced": .bool(priced),
+        ])
+    }
+}
+
+/// The prices of models: the configuration's (`pricing.models`), else GenGate's shipped
+/// defaults, which are list prices when written and marked as defaults wherever shown.
+public struct PriceTable: Sendable, Equatable {
+    public var currency: String
+    public var configured: [String: Price]
+
+    public init(currency: String = "USD", configured: [String: Price] = [:]) {
+        self.currency = currency
+        self.configured = configured
+    }
+
+    /// A model's price, and whether it is a shipped default.
+    public func price(of model: String) -> (price: Price, isDefault: Bool)? {
+        if let price = configured[model] { return (price, false) }
+        if let price = Self.defaults[model] { return (price, true) }
+        return nil
+    }
+
+    /// What `n` outputs of `model` are expected to cost:
+    /// images by count or megapixels (`width` × `height`, 1 MP when unsaid), video by seconds
+    /// (`params.duration` or `params.length`, 5 when unsaid), text by tokens (the prompt's at
+    /// about four bytes a token, the answer's `params.max_tokens` or 1000).
+    public func estimate(
+        model: String, n: Int, width: Int?, height: Int?, prompt: String, params: [String: JSONValue]
+    ) -> CostEstimate {
+        guard let (price, isDefault) = price(of: model) else {
+            return CostEstimate(
+                amount: 0, currency: currency, basis: "no price for \(model)", defaultPrice: false, priced: false)
+        }
+        var amount = 0.0
+        var parts: [String] = []
+        func add(_ value: Double, _ text: String) {
+            amount += value
+            parts.append(text)
+        }
+        func number(_ value: JSONValue?) -> Double? {
+            value?.doubleValue ?? value?.stringValue.flatMap(Double.init)
+        }
+        let count = Double(n)
+        if let each = price.perImage { add(count * each, "\(n) × \(each) an image") }
+        if let each = price.perCall { add(count * each, "\(n) × \(each) a call") }
+        if let each = price.perMegapixel {
+            let megapixels = Double((width ?? 1_000) * (height ?? 1_000)) / 1_000_000
+            add(count * megapixels * each, "\(n) × \(Self.short(megapixels)) MP × \(each)")
+        }
+        if let each = price.perVideoSecond {
+            let seconds = number(params["duration"]) ?? number(params["length"]) ?? 5
+            add(count * seconds * each, "\(n) × \(Self.short(seconds)) s × \(each)")
+        }
+        if price.perThousandInputTokens != nil || price.perThousandOutputTokens != nil {
+            let input = Double((prompt.utf8.count + 3) / 4)
+            let output = number(params["max_tokens"]) ?? number(params["max_completion_tokens"]) ?? 1_000
+            if let each = price.perThousandInputTokens {
+                add(input / 1_000 * each, "\(Int(input)) input tokens × \(each)/1k")
+            }
+            if let each = price.perThousandOutputTokens {
+                add(count * output / 1_000 * each, "\(n) × \(Int(output)) output tokens × \(each)/1k")
+            }
+        }
+        return CostEstimate(
+            amount: amount, currency: currency, basis: parts.joined(separator: " + "), defaultPrice: isDefault,
+            priced: true)
+    }
+
+    static func short(_ value: Double) -> String { String(format: "%g", (value * 100).rounded() / 100) }
+
+    /// GenGate's shipped prices, in US dollars: the providers' public list prices for a standard
+    /// output when written (Kling and Pollo sell credits; these are their pay-as-you-go rates
+    /// turned into dollars). Defaults only: set `pricing.models` to what your contract says.
+    public static let defaults: [String: Price] = [
+        "sim/image": Price(perImage: 0), "sim/video": Price(perVideoSecond: 0),
+        "sim/text": Price(perThousandInputTokens: 0, perThousandOutputTokens: 0),
+        "flux/flux-pro-1.1": Price(perImage: 0.04), "flux/flux-pro-1.1-ultra": Price(perImage: 0.06),
+        "flux/flux-pro": Price(perImage: 0.05), "flux/flux-dev": Price(perImage: 0.025),
+        "flux/flux-kontext-pro": Price(perImage: 0.04), "flux/flux-kontext-max": Price(perImage: 0.08),
+        "flux/flux-2-pro": Price(perMegapixel: 0.03),
+        "replicate/black-forest-labs/flux-schnell": Price(perImage: 0.003),
+        "replicate/black-forest-labs/flux-dev": Price(perImage: 0.025),
+        "replicate/black-forest-labs/flux-1.1-pro": Price(perImage: 0.04),
+        "replicate/black-forest-labs/flux-kontext-pro": Price(perImage: 0.04),
+        "replicate/minimax/video-01": Price(perCall: 0.5),
+        "kling/kling-v1": Price(perVideoSecond: 0.028), "kling/kling-v1-6": Price(perVideoSecond: 0.056),
+        "kling/kling-v2-master": Price(perVideoSecond: 0.28), "kling/kling-v2-1": Price(perVideoSecond: 0.056),
+        "kling/kling-v2-1-master": Price(perVideoSecond: 0.28), "kling/kling-v2-5-turbo": Price(perVideoSecond: 0.07),
+        "kling/image/kling-v1": Price(perImage: 0.0035), "kling/image/kling-v1-5": Price(perImage: 0.014),
+        "kling/image/kling-v2": Price(perImage: 0.014), "kling/image/kling-v2-1": Price(perImage: 0.014),
+        "pollo/pollo-v1-6": Price(perVideoSecond: 0.04), "pollo/pollo-v2-5": Price(perVideoSecond: 0.05),
+        "pollo/pixverse/pixverse-v4-5": Price(perVideoSecond: 0.06),
+        "pollo/minimax/minimax-hailuo-02": Price(perVideoSecond: 0.07),
+        "openai/gpt-image-1": Price(perImage: 0.042), "openai/dall-e-3": Price(perImage: 0.04),
+        "openai/dall-e-2": Price(perImage: 0.02),
+        "openai/gpt-4o-mini": Price(perThousandInputTokens: 0.00015, perThousandOutputTokens: 0.0006),
+        "openai/gpt-4o": Price(perThousandInputTokens: 0.0025, perThousandOutputTokens: 0.01),
+        "openai/gpt-4.1-mini": Price(perThousandInputTokens: 0.0004, perThousandOutputTokens: 0.0016),
+        "dashscope/wanx2.1-t2i-turbo": Price(perImage: 0.02), "dashscope/wanx2.1-t2i-plus": Price(perImage: 0.028),
+        "dashscope/wan2.2-t2i-flash": Price(perImage: 0.02), "dashscope/wan2.2-t2i-plus": Price(perImage: 0.028),
+        "dashscope/wanx-v1": Price(perImage: 0.02), "dashscope/wanx2.1-i2v-turbo": Price(perVideoSecond: 0.034),
+        "dashscope/wanx2.1-i2v-plus": Price(perVideoSecond: 0.1),
+        "dashscope/wan2.2-i2v-plus": Price(perVideoSecond: 0.1),
+        "hunyuan/hunyuan-image": Price(perImage: 0.014),
+    ]
+}
