@@ -104,7 +104,7 @@ enum GenerationView {
 
     /// A value as its JSON.
     static func json(_ value: some Encodable) -> JSONValue {
-        (try? JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(value))) ?? .null
+        (try? JSONValue(encoding: value)) ?? .null
     }
 
     /// A webhook delivery and its attempts, as the API shows them.

@@ -268,7 +268,7 @@ struct WebhookSender: Service, CustomStringConvertible {
             "data": .object(try await render(generation)),
         ]
         if let event {
-            body["event"] = try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(event.event))
+            body["event"] = try JSONValue(encoding: event.event)
         }
         return String(decoding: try JSONCoding.encode(JSONValue.object(body)), as: UTF8.self)
     }

@@ -166,7 +166,7 @@ public struct GenGateClient: Sendable {
         priority: BatchPriority = .normal, idempotencyKey: String? = nil
     ) async throws -> BatchStatus {
         var body: [String: JSONValue] = [
-            "requests": .array(try requests.map { try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode($0)) }),
+            "requests": .array(try requests.map { try JSONValue(encoding: $0) }),
             "stop_on_error": .bool(stopOnError), "priority": .string(priority.rawValue),
         ]
         if let maxConcurrency { body["max_concurrency"] = .number(Double(maxConcurrency)) }

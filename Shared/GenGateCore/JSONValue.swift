@@ -78,3 +78,10 @@ public enum JSONValue: Codable, Sendable, Equatable, Hashable {
         }
     }
 }
+
+extension JSONValue {
+    /// `value` as JSON, as `JSONCoding` writes it.
+    public init(encoding value: some Encodable) throws {
+        self = try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(value))
+    }
+}

@@ -4,7 +4,6 @@ import GenGateImages
 import GenGateObjects
 import GenGateProviders
 import GenGateStore
-import NIOPosix
 
 /// Prepares a job's input images for the provider about to be called, in the process that
 /// submits: each is found (an upload, or fetched from its URL), checked (its bytes sniffed and
@@ -144,7 +143,8 @@ public struct ImagePreparation: Sendable {
             // A chain: another job's output, there once that job completed.
             guard let parent = try await inputs.store.generation(id: parentID), parent.ownerKeyID == owner,
                 parent.status == .completed,
-                let key = parent.outputs.first(where: { $0.index == index && $0.isStored })?.objectKey
+                let output = parent.outputs.first(where: { $0.index == index && $0.isStored }),
+                let key = output.objectKey
             else {
                 throw GenGateError(
                     .inputUnavailable, "output \(index) of \(parentID) is not there", retryable: false)
@@ -153,22 +153,14 @@ public struct ImagePreparation: Sendable {
                 throw GenGateError(.inputUnavailable, "output \(index) of \(parentID) is gone from object storage")
             }
             do {
-                let bytes = try await Self.size(of: file)
-                let sha256 = parent.outputs.first { $0.index == index }?.sha256 ?? ""
-                let info = try await processor.inspect(file: file, bytes: bytes, sha256: sha256)
+                // Its size and hash as stored with the output.
+                let info = try await processor.inspect(
+                    file: file, bytes: output.bytes ?? 0, sha256: output.sha256 ?? "")
                 return (file, scratch, info)
             } catch {
                 if scratch { try? FileManager.default.removeItem(at: file) }
                 throw error
             }
-        }
-    }
-}
-
-extension ImagePreparation {
-    static func size(of file: URL) async throws -> Int {
-        try await NIOThreadPool.singleton.runIfActive {
-            ((try FileManager.default.attributesOfItem(atPath: file.path))[.size] as? NSNumber)?.intValue ?? 0
         }
     }
 }

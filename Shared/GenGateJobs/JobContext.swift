@@ -96,8 +96,9 @@ public struct JobContext: Sendable {
             publish(change.events)
             if updated.status.isTerminal {
                 if updated.batchID != nil { await batchJobEnded(updated) }
-                // Jobs whose input is this one's output move on now.
-                await releaseWaiting(on: updated.id)
+                // Jobs whose input is this one's output move on now (only jobs that make images
+                // can be one's input: the others cost no look).
+                if providers.model(updated.model)?.kind ?? .image == .image { await releaseWaiting(on: updated.id) }
             }
         }
         return updated

@@ -71,13 +71,13 @@ public final class ProviderSimulator: Sendable {
             }
             do {
                 let knobs = try self.configure(patch)
-                return SimJSON.response(.ok, try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(knobs)))
+                return SimJSON.response(.ok, try JSONValue(encoding: knobs))
             } catch let error as SimError {
                 return SimJSON.response(.badRequest, ["error": .string(error.description)])
             }
         }
         router.get("/_sim/stats") { _, _ in
-            SimJSON.response(.ok, try JSONCoding.decode(JSONValue.self, from: JSONCoding.encode(self.stats)))
+            SimJSON.response(.ok, try JSONValue(encoding: self.stats))
         }
         router.get("/_sim/files/:task/:file") { _, context in
             let task = context.parameters.get("task") ?? ""
