@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateStore
 import Hummingbird
 
 /// An error answer of the API, always `{"error": {"code", "message", "retryable", "details"?}}`,
@@ -67,6 +68,22 @@ struct APIError: Error, HTTPResponseError {
 
     static func payloadTooLarge(limit: Int) -> APIError {
         APIError(.payloadTooLarge, "request body is larger than \(limit) bytes")
+    }
+
+    /// A submission its key's budget refuses: which budget, what is committed, what it would add.
+    static func budgetExceeded(_ refusal: BudgetExceeded, currency: String) -> APIError {
+        func money(_ amount: Double) -> String { String(format: "%.6g", Money.rounded(amount)) }
+        let left = max(0, refusal.budget - refusal.committed)
+        return APIError(
+            .budgetExceeded,
+            "this request would take the key past its \(refusal.period.rawValue) budget of \(money(refusal.budget)) \(currency): "
+                + "\(money(refusal.committed)) is committed \(refusal.period == .daily ? "today (UTC)" : "this month (UTC)"), "
+                + "\(money(left)) is left, and the request is estimated at up to \(money(refusal.requested))",
+            details: [
+                .init(path: "budget_\(refusal.period.rawValue)", message: "\(money(refusal.budget)) \(currency)"),
+                .init(path: "committed", message: "\(money(refusal.committed)) \(currency)"),
+                .init(path: "requested", message: "\(money(refusal.requested)) \(currency)"),
+            ])
     }
 
     static let internalError = APIError(

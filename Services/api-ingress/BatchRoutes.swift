@@ -134,7 +134,7 @@ struct BatchRoutes: Sendable {
                 status: .ok,
                 [
                     "object": .string("estimate"), "currency": .string(prices.currency),
-                    "total": .number((total * 1_000_000).rounded() / 1_000_000), "requests": .array(items),
+                    "total": .number(Money.rounded(total)), "requests": .array(items),
                     "unpriced_models": .array(unpriced.map(JSONValue.string)),
                 ])
         }
@@ -157,7 +157,7 @@ struct BatchRoutes: Sendable {
         for (index, item) in validated.enumerated() {
             let (generation, event) = GenerationRoutes.make(
                 item, owner: key.id, now: now, defaultDeadline: config.jobs.defaultDeadlineSeconds,
-                batchID: batch.id, priority: priority, id: ids[index])
+                prices: config.pricing.table, batchID: batch.id, priority: priority, id: ids[index])
             generations.append(generation)
             events.append(event)
         }
@@ -170,6 +170,8 @@ struct BatchRoutes: Sendable {
         do {
             outcome = try await store.insertBatch(
                 batch, generations: generations, events: events, idempotency: idempotency)
+        } catch let refusal as BudgetExceeded {
+            throw APIError.budgetExceeded(refusal, currency: config.pricing.currency)
         } catch {
             context.logger.error("could not commit a batch", metadata: ["error": "\(error)"])
             throw APIError.unavailable

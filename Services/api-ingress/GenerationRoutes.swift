@@ -32,6 +32,7 @@ struct GenerationRoutes: Sendable {
         EventStreamRoutes(routes: self, hub: hub).register(on: group)
         BatchRoutes(routes: self).register(on: group)
         AlertRoutes(routes: self).register(on: group)
+        SpendRoutes(routes: self).register(on: group)
         group.get("models") { _, _ in models() }
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
         group.get("generations/:id/outputs/:index") { request, context in try await output(request, context) }
@@ -123,9 +124,10 @@ struct GenerationRoutes: Sendable {
         _ validated: SubmissionValidator.Validated, owner: String, idempotencyKey: String?,
         cancelAfter: Double? = nil, watching: Bool, context: GateContext
     ) async throws -> Committed {
+        let prices = environment.config.pricing.table
         let (generation, event) = Self.make(
             validated, owner: owner, now: Date(), cancelAfter: cancelAfter,
-            defaultDeadline: environment.config.jobs.defaultDeadlineSeconds)
+            defaultDeadline: environment.config.jobs.defaultDeadlineSeconds, prices: prices)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
                 key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.hashBasis ?? validated.request)),
@@ -135,6 +137,9 @@ struct GenerationRoutes: Sendable {
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(generation, event: event, idempotency: idempotency)
+        } catch let refusal as BudgetExceeded {
+            watch.map(hub.unwatch)
+            throw APIError.budgetExceeded(refusal, currency: prices.currency)
         } catch {
             watch.map(hub.unwatch)
             context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
@@ -170,7 +175,7 @@ struct GenerationRoutes: Sendable {
     /// A new pending generation of a validated request, and its `generation.created` event.
     static func make(
         _ validated: SubmissionValidator.Validated, owner: String, now: Date, cancelAfter: Double? = nil,
-        defaultDeadline: Int, batchID: String? = nil, priority: Int = 0, id: String? = nil
+        defaultDeadline: Int, prices: PriceTable, batchID: String? = nil, priority: Int = 0, id: String? = nil
     ) -> (Generation, Event) {
         let (request, model) = (validated.request, validated.model)
         let ownDeadline = now.addingTimeInterval(Double(request.deadlineSeconds ?? defaultDeadline))
@@ -187,7 +192,10 @@ struct GenerationRoutes: Sendable {
             providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil, nextActionAt: waiting ? nil : now,
             deadlineAt: min(deadline, cancelAt ?? deadline), createdAt: now, updatedAt: now,
             phaseTimes: [.pending: now], outputs: [], cancelAt: cancelAt, route: validated.route, batchID: batchID,
-            priority: priority, waitsFor: validated.waitsFor)
+            priority: priority, waitsFor: validated.waitsFor,
+            reservedCost: prices.reservation(
+                models: validated.route.isEmpty ? [model.id] : validated.route, n: request.n, width: request.width,
+                height: request.height, prompt: request.prompt, params: request.params))
         let aliased = !validated.route.isEmpty
         let event = Event(
             .generationCreated(
@@ -364,6 +372,13 @@ struct GenerationRoutes: Sendable {
         var view = GenerationView.render(
             generation, link: { link(generation, $0, lasting: lasting) }, attempts: attempts)
         view["attempt_history"] = GenerationView.render(attempts)
+        // What it cost so far; while it runs, what its key's budget holds back for it.
+        var cost = JobCost(attempts, currency: environment.config.pricing.currency).json
+        if case .object(var fields) = cost, let reserved = generation.reservedCost, !generation.status.isTerminal {
+            fields["reserved"] = .number(Money.rounded(reserved))
+            cost = .object(fields)
+        }
+        view["cost"] = cost
         if generation.request.webhook != nil {
             view["webhook_deliveries"] = .array(
                 try await store.webhookDeliveries(generationID: generation.id).map(GenerationView.render))
@@ -577,7 +592,7 @@ struct GenerationRoutes: Sendable {
         let body = try await JSONBody.read(request, context: context, limit: environment.config.http.maxBodyBytes).value
         guard case .object(let fields) = body else { throw APIError.invalidRequest("the body must be a JSON object") }
         var details: [APIError.Detail] = []
-        for name in fields.keys.sorted() where !["name", "admin"].contains(name) {
+        for name in fields.keys.sorted() where !["name", "admin", "budget_daily", "budget_monthly"].contains(name) {
             details.append(.init(path: name, message: "unknown field"))
         }
         let name = fields["name"]?.stringValue ?? ""
@@ -592,13 +607,18 @@ struct GenerationRoutes: Sendable {
             }
             admin = flag
         }
+        let budgets = SpendRoutes.budgets(fields, clearing: false, details: &details)
         guard details.isEmpty else { throw APIError.invalidRequest("invalid key request", details: details) }
-        let (key, secret) = try await store.createAPIKey(name: name, isAdmin: admin)
+        let (key, secret) = try await store.createAPIKey(
+            name: name, isAdmin: admin,
+            budgets: KeyBudgets(daily: budgets.daily ?? nil, monthly: budgets.monthly ?? nil))
         return JSONResponse.make(
             status: .created,
             [
                 "id": .string(key.id), "name": .string(key.name), "admin": .bool(key.isAdmin), "key": .string(secret),
                 "created_at": .string(Timestamp.format(key.createdAt)),
+                "budget_daily": key.budgets.daily.map(JSONValue.number) ?? .null,
+                "budget_monthly": key.budgets.monthly.map(JSONValue.number) ?? .null,
             ])
     }
 

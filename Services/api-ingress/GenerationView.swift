@@ -21,6 +21,9 @@ enum GenerationView {
                     "error": error(attempt.error), "started_at": time(attempt.createdAt),
                     "ended_at": time(attempt.finishedAt),
                     "possible_double_charge": .bool(attempt.possibleDoubleCharge),
+                    "cost": attempt.cost.map { .number(Money.rounded($0)) } ?? .null,
+                    "charged": .bool(attempt.charged),
+                    "reported_charge": attempt.charge.map(\.json) ?? .null,
                 ])
             })
     }

@@ -56,6 +56,10 @@ enum OpenAPIDocument {
     {
       "name": "images",
       "description": "Input images: uploads and the links providers fetch them by."
+    },
+    {
+      "name": "usage",
+      "description": "What keys spent, by day, key, model and provider."
     }
   ],
   "paths": {
@@ -266,6 +270,16 @@ enum OpenAPIDocument {
           },
           "500": {
             "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "402": {
+            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -1409,6 +1423,16 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "402": {
+            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       },
@@ -1931,6 +1955,16 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "402": {
+            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -2163,6 +2197,16 @@ enum OpenAPIDocument {
                 }
               }
             }
+          },
+          "402": {
+            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
           }
         }
       }
@@ -2189,6 +2233,18 @@ enum OpenAPIDocument {
                   },
                   "admin": {
                     "type": "boolean"
+                  },
+                  "budget_daily": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1000000000,
+                    "description": "What the key may commit a UTC day, in the price table's currency."
+                  },
+                  "budget_monthly": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": 1000000000,
+                    "description": "What the key may commit a UTC month."
                   }
                 },
                 "required": [
@@ -2222,6 +2278,22 @@ enum OpenAPIDocument {
                     "created_at": {
                       "type": "string",
                       "format": "date-time"
+                    },
+                    "budget_daily": {
+                      "type": [
+                        "number",
+                        "null"
+                      ],
+                      "minimum": 0,
+                      "maximum": 1000000000
+                    },
+                    "budget_monthly": {
+                      "type": [
+                        "number",
+                        "null"
+                      ],
+                      "minimum": 0,
+                      "maximum": 1000000000
                     }
                   },
                   "required": [
@@ -2229,7 +2301,9 @@ enum OpenAPIDocument {
                     "name",
                     "admin",
                     "key",
-                    "created_at"
+                    "created_at",
+                    "budget_daily",
+                    "budget_monthly"
                   ]
                 }
               }
@@ -2377,6 +2451,217 @@ enum OpenAPIDocument {
           },
           "409": {
             "description": "A key cannot revoke itself.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      },
+      "get": {
+        "operationId": "showKey",
+        "summary": "Admin: a key, its budgets and what it committed today and this month.",
+        "tags": [
+          "admin"
+        ],
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The key's id.",
+            "schema": {
+              "type": "string",
+              "maxLength": 64
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/APIKey"
+                }
+              }
+            }
+          },
+          "403": {
+            "description": "Not an admin key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No key, or an unknown or revoked one.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      },
+      "patch": {
+        "operationId": "updateKey",
+        "summary": "Admin: set or remove (null) a key's budgets; fields left out keep their value.",
+        "tags": [
+          "admin"
+        ],
+        "parameters": [
+          {
+            "name": "id",
+            "in": "path",
+            "required": true,
+            "description": "The key's id.",
+            "schema": {
+              "type": "string",
+              "maxLength": 64
+            }
+          }
+        ],
+        "requestBody": {
+          "required": true,
+          "content": {
+            "application/json": {
+              "schema": {
+                "type": "object",
+                "properties": {
+                  "budget_daily": {
+                    "type": [
+                      "number",
+                      "null"
+                    ],
+                    "minimum": 0,
+                    "maximum": 1000000000
+                  },
+                  "budget_monthly": {
+                    "type": [
+                      "number",
+                      "null"
+                    ],
+                    "minimum": 0,
+                    "maximum": 1000000000
+                  }
+                },
+                "additionalProperties": false
+              }
+            }
+          }
+        },
+        "responses": {
+          "200": {
+            "description": "The key as it is now.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/APIKey"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Invalid request: every problem is listed in `details`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "403": {
+            "description": "Not an admin key.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "404": {
+            "description": "No such key, or it is revoked.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "413": {
+            "description": "The body is over the limit.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No key, or an unknown or revoked one.",
             "content": {
               "application/json": {
                 "schema": {
@@ -3079,6 +3364,118 @@ enum OpenAPIDocument {
           }
         }
       }
+    },
+    "/v1/usage": {
+      "get": {
+        "operationId": "usage",
+        "summary": "Spend over UTC days, by day, key, model and provider (an admin key: every key's; another: its own).",
+        "tags": [
+          "usage"
+        ],
+        "parameters": [
+          {
+            "name": "from",
+            "in": "query",
+            "required": false,
+            "description": "The first UTC day (default: the first of this month).",
+            "schema": {
+              "type": "string",
+              "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+            }
+          },
+          {
+            "name": "to",
+            "in": "query",
+            "required": false,
+            "description": "The last UTC day, included (default: today); at most 366 days after from.",
+            "schema": {
+              "type": "string",
+              "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+            }
+          },
+          {
+            "name": "group_by",
+            "in": "query",
+            "required": false,
+            "description": "Comma-separated dimensions to sum by (default all): day, key, model, provider.",
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "name": "key",
+            "in": "query",
+            "required": false,
+            "description": "Admin: one key's usage. Another key may name only itself.",
+            "schema": {
+              "type": "string",
+              "maxLength": 64
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "description": "The usage.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Usage"
+                }
+              }
+            }
+          },
+          "400": {
+            "description": "Invalid query: every problem is listed in `details`.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "403": {
+            "description": "Another key's usage, asked by a key that is not an admin.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "401": {
+            "description": "No key, or an unknown or revoked one.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "500": {
+            "description": "An unexpected failure.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          },
+          "503": {
+            "description": "Unavailable for now (the store is busy); try again.",
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            }
+          }
+        }
+      }
     }
   },
   "components": {
@@ -3367,6 +3764,27 @@ enum OpenAPIDocument {
           },
           "possible_double_charge": {
             "type": "boolean"
+          },
+          "cost": {
+            "type": [
+              "number",
+              "null"
+            ],
+            "description": "What this attempt costs if charged, in the price table's currency (null: recorded before costs were)."
+          },
+          "charged": {
+            "type": "boolean",
+            "description": "Counted as paid for: it delivered, the provider reported a charge, a provider that charges on acceptance took it, or a possible double charge."
+          },
+          "reported_charge": {
+            "oneOf": [
+              {
+                "$ref": "#/components/schemas/ProviderCharge"
+              },
+              {
+                "type": "null"
+              }
+            ]
           }
         },
         "required": [
@@ -3377,7 +3795,10 @@ enum OpenAPIDocument {
           "error",
           "started_at",
           "ended_at",
-          "possible_double_charge"
+          "possible_double_charge",
+          "cost",
+          "charged",
+          "reported_charge"
         ]
       },
       "WebhookDelivery": {
@@ -3650,6 +4071,9 @@ enum OpenAPIDocument {
             "items": {
               "$ref": "#/components/schemas/PreparedInput"
             }
+          },
+          "cost": {
+            "$ref": "#/components/schemas/JobCost"
           }
         },
         "required": [
@@ -4708,6 +5132,240 @@ enum OpenAPIDocument {
           "total",
           "requests",
           "unpriced_models"
+        ]
+      },
+      "ProviderCharge": {
+        "type": "object",
+        "description": "What a provider reported charging, in its own units.",
+        "properties": {
+          "credits": {
+            "type": "number"
+          },
+          "input_tokens": {
+            "type": "integer"
+          },
+          "output_tokens": {
+            "type": "integer"
+          }
+        },
+        "additionalProperties": false
+      },
+      "JobCost": {
+        "type": "object",
+        "description": "What a job cost so far: its charged attempts.",
+        "properties": {
+          "amount": {
+            "type": "number",
+            "minimum": 0
+          },
+          "currency": {
+            "type": "string"
+          },
+          "charged_attempts": {
+            "type": "integer"
+          },
+          "wasted": {
+            "type": "number",
+            "minimum": 0,
+            "description": "The part of amount paid for attempts that delivered nothing."
+          },
+          "double_charges": {
+            "type": "integer"
+          },
+          "attempts_without_cost": {
+            "type": "integer"
+          },
+          "reported": {
+            "$ref": "#/components/schemas/ProviderCharge"
+          },
+          "reserved": {
+            "type": "number",
+            "description": "While it runs: what its key's budget holds back for it."
+          }
+        },
+        "required": [
+          "amount",
+          "currency",
+          "charged_attempts",
+          "wasted",
+          "double_charges"
+        ]
+      },
+      "APIKey": {
+        "type": "object",
+        "properties": {
+          "id": {
+            "type": "string"
+          },
+          "object": {
+            "type": "string",
+            "enum": [
+              "api_key"
+            ]
+          },
+          "name": {
+            "type": "string"
+          },
+          "admin": {
+            "type": "boolean"
+          },
+          "created_at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "revoked_at": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "budget_daily": {
+            "type": [
+              "number",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 1000000000
+          },
+          "budget_monthly": {
+            "type": [
+              "number",
+              "null"
+            ],
+            "minimum": 0,
+            "maximum": 1000000000
+          },
+          "spend": {
+            "type": "object",
+            "description": "What the key committed in the current UTC day and month.",
+            "properties": {
+              "currency": {
+                "type": "string"
+              },
+              "today": {
+                "type": "number"
+              },
+              "this_month": {
+                "type": "number"
+              }
+            },
+            "required": [
+              "currency",
+              "today",
+              "this_month"
+            ]
+          }
+        },
+        "required": [
+          "id",
+          "object",
+          "name",
+          "admin",
+          "created_at",
+          "budget_daily",
+          "budget_monthly",
+          "spend"
+        ]
+      },
+      "UsageRow": {
+        "type": "object",
+        "properties": {
+          "jobs": {
+            "type": "integer",
+            "description": "Jobs with attempts in the group (a job counts once per group)."
+          },
+          "attempts": {
+            "type": "integer"
+          },
+          "charged_attempts": {
+            "type": "integer"
+          },
+          "amount": {
+            "type": "number"
+          },
+          "wasted": {
+            "type": "number"
+          },
+          "double_charges": {
+            "type": "integer"
+          },
+          "reported": {
+            "$ref": "#/components/schemas/ProviderCharge"
+          },
+          "day": {
+            "type": "string",
+            "format": "date"
+          },
+          "key": {
+            "type": "string"
+          },
+          "model": {
+            "type": "string"
+          },
+          "provider": {
+            "type": "string"
+          }
+        },
+        "required": [
+          "jobs",
+          "attempts",
+          "charged_attempts",
+          "amount",
+          "wasted",
+          "double_charges"
+        ]
+      },
+      "Usage": {
+        "type": "object",
+        "properties": {
+          "object": {
+            "type": "string",
+            "enum": [
+              "usage"
+            ]
+          },
+          "currency": {
+            "type": "string"
+          },
+          "from": {
+            "type": "string",
+            "format": "date"
+          },
+          "to": {
+            "type": "string",
+            "format": "date"
+          },
+          "group_by": {
+            "type": "array",
+            "items": {
+              "type": "string",
+              "enum": [
+                "day",
+                "key",
+                "model",
+                "provider"
+              ]
+            }
+          },
+          "data": {
+            "type": "array",
+            "items": {
+              "$ref": "#/components/schemas/UsageRow"
+            }
+          },
+          "total": {
+            "$ref": "#/components/schemas/UsageRow"
+          },
+          "key": {
+            "$ref": "#/components/schemas/APIKey"
+          }
+        },
+        "required": [
+          "object",
+          "currency",
+          "from",
+          "to",
+          "group_by",
+          "data",
+          "total"
         ]
       }
     }

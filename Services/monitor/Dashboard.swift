@@ -5,8 +5,9 @@ import GenGateStore
 
 /// The monitor's dashboard: one server-rendered HTML page (no scripts; it reloads itself every
 /// 15 s) with the services and their heartbeats, the providers with their failure rates and
-/// latency and a chart of their last hour, the queues, open alerts with a button to acknowledge
-/// each, and recent errors.
+/// latency and a chart of their last hour, the queues, what was spent today and this month (by
+/// model, and the keys that spent most), open alerts with a button to acknowledge each, and
+/// recent errors.
 struct Dashboard: Sendable {
     /// Open alerts listed at most; the rest are counted.
     static let alertsShown = 50
@@ -14,6 +15,8 @@ struct Dashboard: Sendable {
     let health: DetailedHealth
     let state: MonitorState
     let store: any GenerationStore
+    /// The price table's currency, which spend is in.
+    let currency: String
 
     func page(now: Date = Date()) async -> String {
         let report = await health.report()
@@ -31,14 +34,56 @@ struct Dashboard: Sendable {
             (try? await withDeadline(.seconds(3)) {
                 try await store.errors(ErrorFilter(minimumLevel: .error, limit: 20))
             }.get()) ?? []
+        let month = SpendPeriod.starts(of: now).month
+        let spend = try? await withDeadline(.seconds(3)) {
+            try await store.usage(from: month, to: now.addingTimeInterval(86_400), keyID: nil)
+        }.get()
         return Self.render(
-            report: report, providers: providers, timelines: timelines, alerts: alerts, errors: errors, now: now)
+            report: report, providers: providers, timelines: timelines, alerts: alerts, errors: errors,
+            spend: spend.map { Spend(rows: $0, currency: currency, now: now) }, now: now)
+    }
+
+    /// This month's spend as the page shows it: by model (today and the month), and the keys
+    /// that spent most this month.
+    struct Spend {
+        struct Line {
+            var name: String
+            var today = 0.0
+            var month = 0.0
+            var wasted = 0.0
+            var charged = 0
+        }
+
+        var models: [Line] = []
+        var keys: [Line] = []
+        var currency: String
+
+        init(rows: [UsageRow], currency: String, now: Date) {
+            self.currency = currency
+            let today = String(SpendPeriod.names(at: now).day.dropFirst("day:".count))
+            var byModel: [String: Line] = [:]
+            var byKey: [String: Line] = [:]
+            func add(_ row: UsageRow, to line: inout Line) {
+                line.month += row.amount
+                line.wasted += row.wasted
+                line.charged += row.chargedAttempts
+                if row.day == today { line.today += row.amount }
+            }
+            for row in rows {
+                let model = "\(row.model) (\(row.provider))"
+                add(row, to: &byModel[model, default: Line(name: model)])
+                add(row, to: &byKey[row.keyID, default: Line(name: row.keyID)])
+            }
+            let order = { (a: Line, b: Line) in a.month != b.month ? a.month > b.month : a.name < b.name }
+            models = byModel.values.sorted(by: order)
+            keys = Array(byKey.values.sorted(by: order).prefix(10))
+        }
     }
 
     static func render(
         report: DetailedHealth.Report, providers: [DetailedHealth.ProviderSummary],
         timelines: [String: [WindowFigures]],
-        alerts: [Alert], errors: [ErrorEntry], now: Date
+        alerts: [Alert], errors: [ErrorEntry], spend: Spend? = nil, now: Date
     ) -> String {
         var html = """
             <!doctype html>
@@ -153,6 +198,43 @@ struct Dashboard: Sendable {
                 "<p class=\"muted\">Events missed in the last hour: \(Int(total)) (figures above may be short by that much).</p>\n"
         }
 
+        html += section("Spend (UTC; this month by model, and the keys that spent most)", id: "spend")
+        if let spend {
+            if spend.models.isEmpty {
+                html += "<p class=\"muted\">Nothing spent this month.</p>\n"
+            } else {
+                let currency = escape(spend.currency)
+                html += """
+                    <table><tr><th>model</th><th>today (\(currency))</th><th>this month (\(currency))</th>\
+                    <th>of it wasted</th><th>charged attempts</th></tr>
+
+                    """
+                for line in spend.models {
+                    html += """
+                        <tr id="spend-\(escape(line.name))"><td>\(escape(line.name))</td>\
+                        <td class="n">\(money(line.today))</td><td class="n">\(money(line.month))</td>\
+                        <td class="n">\(money(line.wasted))</td><td class="n">\(line.charged)</td></tr>
+
+                        """
+                }
+                html += """
+                    </table>
+                    <table><tr><th>key</th><th>today (\(currency))</th><th>this month (\(currency))</th></tr>
+
+                    """
+                for line in spend.keys {
+                    html += """
+                        <tr><td>\(escape(line.name))</td><td class="n">\(money(line.today))</td>\
+                        <td class="n">\(money(line.month))</td></tr>
+
+                        """
+                }
+                html += "</table>\n"
+            }
+        } else {
+            html += "<p class=\"badge down\">The store cannot be read.</p>\n"
+        }
+
         html += section("Recent errors", id: "errors")
         if errors.isEmpty {
             html += "<p class=\"muted\">None.</p>\n"
@@ -172,6 +254,8 @@ struct Dashboard: Sendable {
         html += "</body></html>\n"
         return html
     }
+
+    static func money(_ amount: Double) -> String { String(format: "%.4f", Money.rounded(amount)) }
 
     static func section(_ title: String, id: String) -> String { "<h2 id=\"\(id)-title\">\(escape(title))</h2>\n" }
 

@@ -34,6 +34,10 @@ enum MetricCatalogue {
         "gengate_provider_rate_limit": "A provider's request rate limit per second now, -1 for none, by provider.",
         "gengate_possible_double_charges":
             "Attempts that may have been paid twice, by provider (from the store, never missed).",
+        "gengate_spend_total":
+            "What charged provider attempts cost, in the price table's currency, by provider and model (from the store).",
+        "gengate_spend_wasted_total":
+            "The part of gengate_spend_total paid for attempts that delivered nothing (failed after the provider charged, possible double charges).",
         "gengate_service_heartbeat_age_seconds": "Seconds since a service's last heartbeat, by service.",
         "gengate_service_up": "1 if a service's heartbeat is fresh, 0 if stale or missing, by service.",
         "gengate_events_missed_total":

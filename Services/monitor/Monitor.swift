@@ -88,9 +88,11 @@ struct MonitorCommand: AsyncParsableCommand {
         let errorLog = ErrorLogWriter(state: state, store: store, logger: environment.logger)
 
         let router = Router()
+        let spend = SpendCounter(store: store, currency: config.pricing.currency)
         router.get("metrics") { _, _ in
             await services.recordAges()
             do {
+                try await spend.refresh()
                 for (status, count) in try await environment.store.activeCounts() {
                     Gauge(label: "gengate_generations_active", dimensions: [("status", status.rawValue)]).record(count)
                 }
@@ -128,7 +130,7 @@ struct MonitorCommand: AsyncParsableCommand {
         let health = DetailedHealth(
             store: store, objects: environment.objects, services: services, state: state)
         let gate = AdminGate(store: store)
-        let dashboard = Dashboard(health: health, state: state, store: store)
+        let dashboard = Dashboard(health: health, state: state, store: store, currency: config.pricing.currency)
         router.get("health/detailed") { request, _ in
             if case .failure(let refusal) = await gate.admin(request) { return AdminGate.answer(refusal) }
             let report = await health.report()

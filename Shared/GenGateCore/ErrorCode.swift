@@ -32,6 +32,8 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case conflict
     case idempotencyKeyReused = "idempotency_key_reused"
     case payloadTooLarge = "payload_too_large"
+    /// A submission would take its API key past its daily or monthly budget.
+    case budgetExceeded = "budget_exceeded"
     case rangeNotSatisfiable = "range_not_satisfiable"
     case unavailable
 
@@ -45,7 +47,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
             .contentPolicy, .taskTimeout, .cancelled, .internalError, .invalidJSON, .unknownModel,
             .providerNotConfigured, .unauthorized,
             .forbidden, .notFound, .conflict, .idempotencyKeyReused, .payloadTooLarge,
-            .rangeNotSatisfiable:
+            .rangeNotSatisfiable, .budgetExceeded:
             return false
         }
     }
@@ -59,7 +61,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
             .internalError:
             return true
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
-            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
+            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable, .budgetExceeded:
             return false
         }
     }
@@ -70,7 +72,7 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .invalidRequest, .invalidImage, .invalidJSON, .unknownModel, .providerNotConfigured, .contentPolicy:
             return 400
         case .unauthorized, .authenticationFailed: return 401
-        case .quotaExceeded: return 402
+        case .quotaExceeded, .budgetExceeded: return 402
         case .forbidden: return 403
         case .notFound: return 404
         case .conflict, .idempotencyKeyReused, .cancelled: return 409

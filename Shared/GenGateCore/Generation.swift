@@ -48,6 +48,10 @@ public struct Generation: Codable, Sendable, Equatable {
     /// While `waiting`: the job whose output it waits for (the first of its inputs' jobs not
     /// completed yet).
     public var waitsFor: String?
+    /// What its key's budget holds back for it while it runs (the most it is expected to cost on
+    /// its route); when it ends, its charged attempts count instead. Nil: nothing held (jobs
+    /// made before budgets).
+    public var reservedCost: Double?
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
@@ -55,10 +59,12 @@ public struct Generation: Codable, Sendable, Equatable {
         leaseOwner: String?, leaseExpiresAt: Date?, nextActionAt: Date?, deadlineAt: Date, createdAt: Date,
         updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
         checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0,
-        batchID: String? = nil, priority: Int = 0, inputs: [PreparedInput] = [], waitsFor: String? = nil
+        batchID: String? = nil, priority: Int = 0, inputs: [PreparedInput] = [], waitsFor: String? = nil,
+        reservedCost: Double? = nil
     ) {
         self.inputs = inputs
         self.waitsFor = waitsFor
+        self.reservedCost = reservedCost
         self.batchID = batchID
         self.priority = priority
         self.cancelAt = cancelAt

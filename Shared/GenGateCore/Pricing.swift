@@ -46,6 +46,104 @@ public struct Price: Codable, Sendable, Equatable {
     }
 }
 
+/// What a provider reported charging for one submission, in its own units: credits (Flux's
+/// `cost`, Pollo's `credit`) or tokens (OpenAI's `usage`).
+public struct ProviderCharge: Codable, Sendable, Equatable {
+    public var credits: Double?
+    public var inputTokens: Int?
+    public var outputTokens: Int?
+
+    public init(credits: Double? = nil, inputTokens: Int? = nil, outputTokens: Int? = nil) {
+        self.credits = credits
+        self.inputTokens = inputTokens
+        self.outputTokens = outputTokens
+    }
+
+    /// Nothing reported.
+    public var isEmpty: Bool { credits == nil && inputTokens == nil && outputTokens == nil }
+
+    public var json: JSONValue {
+        var fields: [String: JSONValue] = [:]
+        if let credits { fields["credits"] = .number(credits) }
+        if let inputTokens { fields["input_tokens"] = .number(Double(inputTokens)) }
+        if let outputTokens { fields["output_tokens"] = .number(Double(outputTokens)) }
+        return .object(fields)
+    }
+
+    /// This and a later report of the same call: what the later one says wins.
+    public func merged(with later: ProviderCharge) -> ProviderCharge {
+        ProviderCharge(
+            credits: later.credits ?? credits, inputTokens: later.inputTokens ?? inputTokens,
+            outputTokens: later.outputTokens ?? outputTokens)
+    }
+}
+
+/// What a job cost so far: the sum of its charged attempts (`Attempt.charged`), those that
+/// delivered nothing (failed after the provider charged, or counted as possible double charges)
+/// included, and what the providers reported beside it.
+public struct JobCost: Sendable, Equatable {
+    public var amount: Double
+    public var currency: String
+    /// Attempts counted as paid for.
+    public var chargedAttempts: Int
+    /// The part of `amount` paid for attempts that delivered nothing.
+    public var wasted: Double
+    /// Attempts counted as possible double charges.
+    public var doubleCharges: Int
+    /// Attempts recorded before costs were (not in `amount`).
+    public var unknown: Int
+    /// The providers' own reports, summed.
+    public var reported: ProviderCharge
+
+    public init(_ attempts: [Attempt], currency: String) {
+        self.currency = currency
+        amount = 0
+        chargedAttempts = 0
+        wasted = 0
+        doubleCharges = 0
+        unknown = 0
+        reported = ProviderCharge()
+        for attempt in attempts {
+            if let charge = attempt.charge {
+                reported = ProviderCharge(
+                    credits: Self.sum(reported.credits, charge.credits),
+                    inputTokens: Self.sum(reported.inputTokens, charge.inputTokens),
+                    outputTokens: Self.sum(reported.outputTokens, charge.outputTokens))
+            }
+            if attempt.possibleDoubleCharge { doubleCharges += 1 }
+            guard attempt.charged else { continue }
+            chargedAttempts += 1
+            guard let cost = attempt.cost else {
+                unknown += 1
+                continue
+            }
+            amount += cost
+            if attempt.state != .succeeded { wasted += cost }
+        }
+    }
+
+    public static func sum<T: AdditiveArithmetic>(_ a: T?, _ b: T?) -> T? {
+        guard let b else { return a }
+        return (a ?? .zero) + b
+    }
+
+    public var json: JSONValue {
+        var fields: [String: JSONValue] = [
+            "amount": .number(Money.rounded(amount)), "currency": .string(currency),
+            "charged_attempts": .number(Double(chargedAttempts)), "wasted": .number(Money.rounded(wasted)),
+            "double_charges": .number(Double(doubleCharges)),
+        ]
+        if unknown > 0 { fields["attempts_without_cost"] = .number(Double(unknown)) }
+        if !reported.isEmpty { fields["reported"] = reported.json }
+        return .object(fields)
+    }
+}
+
+/// Amounts of money as the API shows them: to a millionth.
+public enum Money {
+    public static func rounded(_ amount: Double) -> Double { (amount * 1_000_000).rounded() / 1_000_000 }
+}
+
 /// What a request is expected to cost, before it is sent.
 public struct CostEstimate: Sendable, Equatable {
     public var amount: Double
@@ -60,7 +158,7 @@ public struct CostEstimate: Sendable, Equatable {
 
     public var json: JSONValue {
         .object([
-            "amount": .number((amount * 1_000_000).rounded() / 1_000_000), "currency": .string(currency),
+            "amount": .number(Money.rounded(amount)), "currency": .string(currency),
             "basis": .string(basis), "default_price": .bool(defaultPrice), "priced": .bool(priced),
         ])
     }
@@ -128,6 +226,28 @@ public struct PriceTable: Sendable, Equatable {
         return CostEstimate(
             amount: amount, currency: currency, basis: parts.joined(separator: " + "), defaultPrice: isDefault,
             priced: true)
+    }
+
+    /// What a call cost by what its provider reported, where the model is priced by tokens and
+    /// the provider said how many it used (its `per_call` added); nil otherwise (the estimate stands).
+    public func actual(model: String, charge: ProviderCharge?) -> Double? {
+        guard let charge, charge.inputTokens != nil || charge.outputTokens != nil,
+            let (price, _) = price(of: model),
+            price.perThousandInputTokens != nil || price.perThousandOutputTokens != nil
+        else { return nil }
+        let input = Double(charge.inputTokens ?? 0) / 1_000 * (price.perThousandInputTokens ?? 0)
+        let output = Double(charge.outputTokens ?? 0) / 1_000 * (price.perThousandOutputTokens ?? 0)
+        return input + output + (price.perCall ?? 0)
+    }
+
+    /// The most a request can be expected to cost on any model of its route (the model itself
+    /// when it has none): what a budget holds back for it.
+    public func reservation(
+        models: [String], n: Int, width: Int?, height: Int?, prompt: String, params: [String: JSONValue]
+    ) -> Double {
+        models.map {
+            estimate(model: $0, n: n, width: width, height: height, prompt: prompt, params: params).amount
+        }.max() ?? 0
     }
 
     static func short(_ value: Double) -> String { String(format: "%g", (value * 100).rounded() / 100) }

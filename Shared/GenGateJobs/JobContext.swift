@@ -30,14 +30,18 @@ public struct JobContext: Sendable {
     /// Prepares input images for submissions; nil in a process that submits no jobs with images.
     public let images: ImagePreparation?
     public let notify: @Sendable (_ step: Lifecycle.Step, _ generationID: String, _ reason: String) -> Void
+    /// What each submission costs (`Attempt.cost`).
+    public let prices: PriceTable
 
     public init(
         instance: String, store: any GenerationStore, providers: ProviderRegistry, objects: any ObjectStore,
         policy: JobPolicy, logger: Logger, failPoints: FailPoints = .none, objectPrefix: String = "outputs",
         publicBaseURL: String = "", callbackBase: String? = nil,
         publish: @escaping @Sendable ([Event]) -> Void = { _ in }, images: ImagePreparation? = nil,
-        notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in }
+        notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in },
+        prices: PriceTable = PriceTable()
     ) {
+        self.prices = prices
         self.images = images
         self.instance = instance
         self.store = store

@@ -111,6 +111,7 @@ public struct StatusChecks: Service, CustomStringConvertible {
         func closing(_ to: Attempt.State, _ error: GenGateError?) async throws -> AttemptUpdate? {
             attempt.map {
                 AttemptUpdate(generationID: id, number: $0.number, from: [.submitted], to: to, error: error)
+                    .reported(request.charges.reported, prices: context.prices, model: $0.model ?? model)
             }
         }
 

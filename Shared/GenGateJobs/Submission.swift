@@ -177,7 +177,11 @@ public struct Submission: Sendable {
         change.newAttempt = Attempt(
             generationID: id, number: number, provider: adapter.name, clientReference: reference,
             providerTaskID: nil, outputIndexes: outputIndexes, state: .submitting, error: nil,
-            createdAt: Date(), finishedAt: nil, model: generation.model)
+            createdAt: Date(), finishedAt: nil, model: generation.model,
+            cost: context.prices.estimate(
+                model: generation.model, n: outputIndexes.count, width: request.width, height: request.height,
+                prompt: request.prompt, params: request.params
+            ).amount, chargesOnAcceptance: adapter.capabilities.chargesOnAcceptance)
         change.attemptUpdate = abandoned
         change.routeMove = routeMove
         change.inputs = prepared?.records
@@ -259,8 +263,9 @@ public struct Submission: Sendable {
         }
         reportSubmission(adapter, request, started: started, error: nil)
         context.failPoints.reached(.afterSubmit)
-        let submitted = AttemptUpdate(
+        var submitted = AttemptUpdate(
             generationID: id, number: number, from: [.submitting], to: .submitted, providerTaskID: taskID)
+        submitted = submitted.reported(request.charges.reported, prices: context.prices, model: request.model)
         // The answer must reach the store: a passing store error (a busy lock) is tried again.
         if try await persistently({
             try await startChecks(
@@ -284,7 +289,8 @@ public struct Submission: Sendable {
             try await store.updateAttempt(
                 AttemptUpdate(
                     generationID: id, number: number, from: [.abandoned], to: .abandoned,
-                    providerTaskID: taskID, possibleDoubleCharge: stopped != .cancelled))
+                    providerTaskID: taskID, possibleDoubleCharge: stopped != .cancelled
+                ).reported(request.charges.reported, prices: context.prices, model: request.model))
         })
     }
 
@@ -321,7 +327,8 @@ public struct Submission: Sendable {
         let unknown = charged || SubmissionRecovery.mayHaveReachedProvider(failure)
         let closed = AttemptUpdate(
             generationID: dispatching.id, number: number, from: [.submitting], to: .failed, error: failure,
-            possibleDoubleCharge: unknown)
+            possibleDoubleCharge: unknown
+        ).reported(request.charges.reported, prices: context.prices, model: request.model)
         if unknown { reportPossibleDoubleCharge(dispatching, attempt: closed) }
         let feedback = limitFeedback(adapter, error: failure)
         if try await context.failOrRetry(dispatching, error: failure, attempt: closed, limitFeedback: feedback) == nil {
@@ -394,7 +401,8 @@ public struct Submission: Sendable {
         }
         let succeeded = AttemptUpdate(
             generationID: id, number: number, from: [.submitting], to: .succeeded,
-            providerTaskID: "\(adapter.name):generated")
+            providerTaskID: "\(adapter.name):generated"
+        ).reported(request.charges.reported, prices: context.prices, model: request.model)
         func record(_ generation: Generation) -> Transition {
             var change = Transition.of(generation, to: .uploading)
             change.progress = 90

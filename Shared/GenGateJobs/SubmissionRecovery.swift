@@ -30,7 +30,7 @@ public enum SubmissionRecovery {
             .cancelled:
             return false
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
-            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
+            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable, .budgetExceeded:
             return true  // request codes: no adapter states them, so nothing is ruled out
         }
     }

@@ -44,6 +44,11 @@ extension PostgresStore {
             {
                 return replay
             }
+            // One reservation for the whole batch: all its jobs fit its key's budgets, or none is made.
+            let reserved = generations.compactMap(\.reservedCost)
+            if !reserved.isEmpty {
+                try await Self.reserve(reserved.reduce(0, +), owner: batch.ownerKeyID, at: batch.createdAt, db: db)
+            }
             try await db.run(
                 """
                 INSERT INTO batches (id, owner_key_id, total, max_concurrency, stop_on_error, priority, metadata,
@@ -54,7 +59,7 @@ extension PostgresStore {
                     batch.id, batch.ownerKeyID, batch.total, batch.maxConcurrency, batch.stopOnError, batch.priority,
                     metadata, batch.createdAt.timeIntervalSince1970, heldCount,
                 ])
-            // Many rows a statement (25 parameters each, under PostgreSQL's 65,535).
+            // Many rows a statement (26 parameters each, under PostgreSQL's 65,535).
             for chunk in rows.chunked(500) {
                 var values: [any SQLValue] = []
                 var tuples: [String] = []

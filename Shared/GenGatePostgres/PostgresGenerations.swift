@@ -10,14 +10,22 @@ extension PostgresStore {
 
     // MARK: API keys
 
-    public func createAPIKey(name: String, isAdmin: Bool) async throws -> (key: APIKey, secret: String) {
-        let key = APIKey(id: Identifier.make("key"), name: name, isAdmin: isAdmin, createdAt: Date())
+    public func createAPIKey(name: String, isAdmin: Bool, budgets: KeyBudgets) async throws
+        -> (key: APIKey, secret: String)
+    {
+        let key = APIKey(id: Identifier.make("key"), name: name, isAdmin: isAdmin, createdAt: Date(), budgets: budgets)
         let secret = "gg_" + Identifier.randomToken(count: 40)
         let hash = Digest.sha256Hex(secret)
         try await write { db in
             try await db.run(
-                "INSERT INTO api_keys (id, name, secret_hash, is_admin, created_at) VALUES ($1, $2, $3, $4, $5)",
-                [key.id, key.name, hash, key.isAdmin, key.createdAt.timeIntervalSince1970])
+                """
+                INSERT INTO api_keys (id, name, secret_hash, is_admin, created_at, budget_daily, budget_monthly)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                """,
+                [
+                    key.id, key.name, hash, key.isAdmin, key.createdAt.timeIntervalSince1970, budgets.daily,
+                    budgets.monthly,
+                ])
         }
         return (key, secret)
     }
@@ -25,14 +33,17 @@ extension PostgresStore {
     public func apiKey(secret: String) async throws -> APIKey? {
         let hash = Digest.sha256Hex(secret)
         return try await read { db -> APIKey? in
-            guard
-                let row = try await db.row(
-                    "SELECT * FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL", [hash])
-            else { return nil }
-            return APIKey(
-                id: try row.get("id"), name: try row.get("name"), isAdmin: try row.get("is_admin"),
-                createdAt: Date(timeIntervalSince1970: try row.get("created_at")))
+            try await db.row("SELECT * FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL", [hash]).map(
+                Self.decodeKey)
         }
+    }
+
+    static func decodeKey(_ row: PostgresRandomAccessRow) throws -> APIKey {
+        APIKey(
+            id: try row.get("id"), name: try row.get("name"), isAdmin: try row.get("is_admin"),
+            createdAt: Date(timeIntervalSince1970: try row.get("created_at")),
+            budgets: KeyBudgets(daily: try row.get("budget_daily"), monthly: try row.get("budget_monthly")),
+            revokedAt: try row.date("revoked_at"))
     }
 
     public func apiKeyCount() async throws -> Int {
@@ -65,20 +76,20 @@ extension PostgresStore {
             generation.updatedAt.timeIntervalSince1970, generation.cancelAt?.timeIntervalSince1970, route,
             generation.routeIndex, batch?.id, batch?.index, held, generation.priority, webhook,
             webhook == nil ? [] : (generation.request.webhookEvents ?? []).map(\.rawValue),
-            generation.request.deadlineSeconds.map(Double.init), generation.waitsFor,
+            generation.request.deadlineSeconds.map(Double.init), generation.waitsFor, generation.reservedCost,
         ]
     }
 
     static let insertColumnsSQL = """
         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
             next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, batch_id, batch_index,
-            held, priority, webhook_url, webhook_events, deadline_seconds, waits_for)
+            held, priority, webhook_url, webhook_events, deadline_seconds, waits_for, reserved_cost)
         VALUES
         """
     static let insertSQL =
         insertColumnsSQL
         + " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
-        + " $21, $22, $23, $24, $25)"
+        + " $21, $22, $23, $24, $25, $26)"
 
     public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws
         -> InsertOutcome
@@ -91,6 +102,9 @@ extension PostgresStore {
                     idempotency, owner: generation.ownerKeyID, id: generation.id, at: generation.createdAt, db: db)
             {
                 return replay
+            }
+            if let reserved = generation.reservedCost {
+                try await Self.reserve(reserved, owner: generation.ownerKeyID, at: generation.createdAt, db: db)
             }
             // One round trip: an id taken already inserts nothing, and says so.
             guard try await db.row(Self.insertSQL + " ON CONFLICT (id) DO NOTHING RETURNING id", columns) != nil else {
@@ -504,7 +518,7 @@ extension PostgresStore {
             priority: try row.get("priority"),
             inputs: try (try row.get("inputs", as: String?.self)).map {
                 try StoredJSON.decode([PreparedInput].self, $0)
-            } ?? [], waitsFor: try row.get("waits_for"))
+            } ?? [], waitsFor: try row.get("waits_for"), reservedCost: try row.get("reserved_cost"))
     }
 }
 

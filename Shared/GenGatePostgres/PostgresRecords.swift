@@ -302,7 +302,9 @@ extension PostgresStore {
             clientReference: try row.get("client_reference"), providerTaskID: try row.get("provider_task_id"),
             indexes: try row.get("output_indexes"), state: try row.get("state"), error: try row.get("error"),
             createdAt: try row.get("created_at"), finishedAt: try row.get("finished_at"),
-            possibleDoubleCharge: try row.get("possible_double_charge"), model: try row.get("model"))
+            possibleDoubleCharge: try row.get("possible_double_charge"), model: try row.get("model"),
+            cost: try row.get("cost"), charge: try row.get("charge"),
+            chargesOnAcceptance: try row.get("charges_on_acceptance"))
     }
 }
 
@@ -311,13 +313,14 @@ extension EncodedAttempt {
         try await db.run(
             """
             INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
-                state, error, created_at, finished_at, model)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                state, error, created_at, finished_at, model, cost, charge, charges_on_acceptance)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             """,
             [
                 attempt.generationID, attempt.number, attempt.provider, attempt.clientReference,
                 attempt.providerTaskID, indexes, attempt.state.rawValue, error,
                 attempt.createdAt.timeIntervalSince1970, attempt.finishedAt?.timeIntervalSince1970, attempt.model,
+                attempt.cost, charge, attempt.chargesOnAcceptance,
             ])
     }
 }
@@ -329,12 +332,13 @@ extension EncodedAttemptUpdate {
             """
             UPDATE attempts SET state = $1, provider_task_id = COALESCE($2, provider_task_id),
                 error = COALESCE($3, error), finished_at = COALESCE($4, finished_at),
-                possible_double_charge = possible_double_charge OR $5
+                possible_double_charge = possible_double_charge OR $5, charge = COALESCE($9, charge),
+                cost = COALESCE($10, cost)
             WHERE generation_id = $6 AND number = $7 AND state = ANY($8)
             """,
             [
                 update.to.rawValue, update.providerTaskID, error, finishedAt, update.possibleDoubleCharge,
-                update.generationID, update.number, expected,
+                update.generationID, update.number, expected, charge, update.cost,
             ]) == 1
     }
 }

@@ -1,3 +1,4 @@
+import GenGateStore
 import Foundation
 
 /// The schema of the PostgreSQL store, as named migrations applied in order, each in its own
@@ -326,5 +327,64 @@ enum PostgresSchema {
             CREATE INDEX input_objects_expiry ON input_objects(expires_at);
             """
         ),
+        ("v4-costs", costs),
     ]
+
+    /// What attempts cost, keys' budgets and their running totals: as SQLite's `v10-costs`.
+    static var costs: String {
+        let paid = { (row: String) in
+            "(CASE WHEN \(ChargedSQL.charged(row, boolean: true)) THEN COALESCE(\(row).cost, 0) ELSE 0 END)"
+        }
+        let day = { (created: String) in
+            "'day:' || to_char(to_timestamp(\(created)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        }
+        let month = { (created: String) in
+            "'month:' || to_char(to_timestamp(\(created)) AT TIME ZONE 'UTC', 'YYYY-MM')"
+        }
+        return """
+            ALTER TABLE attempts ADD COLUMN cost DOUBLE PRECISION;
+            ALTER TABLE attempts ADD COLUMN charge TEXT;
+            ALTER TABLE attempts ADD COLUMN charges_on_acceptance BOOLEAN NOT NULL DEFAULT FALSE;
+            ALTER TABLE generations ADD COLUMN reserved_cost DOUBLE PRECISION;
+            ALTER TABLE api_keys ADD COLUMN budget_daily DOUBLE PRECISION;
+            ALTER TABLE api_keys ADD COLUMN budget_monthly DOUBLE PRECISION;
+            CREATE TABLE key_spend (
+                key_id TEXT NOT NULL,
+                period TEXT NOT NULL,
+                amount DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (key_id, period)
+            );
+            -- A job that ends swaps its reservation for what its charged attempts cost.
+            CREATE FUNCTION gengate_settle_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                UPDATE key_spend SET amount = amount - NEW.reserved_cost
+                    + (SELECT COALESCE(SUM(\(paid("a"))), 0) FROM attempts a WHERE a.generation_id = NEW.id)
+                WHERE key_id = NEW.owner_key_id AND period IN (\(day("NEW.created_at")), \(month("NEW.created_at")));
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER generations_settle_spend AFTER UPDATE OF status ON generations
+                FOR EACH ROW
+                WHEN (NEW.reserved_cost IS NOT NULL AND NEW.status IN ('completed', 'failed', 'cancelled')
+                      AND OLD.status NOT IN ('completed', 'failed', 'cancelled'))
+                EXECUTE FUNCTION gengate_settle_spend();
+            -- An attempt charged (or costed anew) after its job ended counts then.
+            CREATE FUNCTION gengate_charge_after_end() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                job RECORD;
+            BEGIN
+                SELECT owner_key_id, created_at INTO job FROM generations
+                WHERE id = NEW.generation_id AND reserved_cost IS NOT NULL
+                  AND status IN ('completed', 'failed', 'cancelled');
+                IF FOUND THEN
+                    UPDATE key_spend SET amount = amount + \(paid("NEW")) - \(paid("OLD"))
+                    WHERE key_id = job.owner_key_id
+                      AND period IN (\(day("job.created_at")), \(month("job.created_at")));
+                END IF;
+                RETURN NULL;
+            END $$;
+            CREATE TRIGGER attempts_charge_after_end AFTER UPDATE ON attempts
+                FOR EACH ROW WHEN (\(paid("NEW")) <> \(paid("OLD")))
+                EXECUTE FUNCTION gengate_charge_after_end();
+            """
+    }
 }

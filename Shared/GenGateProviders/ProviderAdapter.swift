@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import Synchronization
 
 /// What a provider can do; shared code adapts to it (docs/ARCHITECTURE.md).
 public struct ProviderCapabilities: Sendable, Equatable {
@@ -19,12 +20,16 @@ public struct ProviderCapabilities: Sendable, Equatable {
     public var referenceSettleSeconds: Double
     /// The limits the provider publishes for an ordinary account, used unless configured.
     public var limits: ProviderLimits
+    /// The provider charges for a task once it accepted it, however the task ends (see
+    /// `Attempt.chargesOnAcceptance`); false: it charges for what it delivers.
+    public var chargesOnAcceptance: Bool
 
     public init(
         asynchronous: Bool, streaming: Bool, cancel: Bool, maxOutputsPerCall: Int,
         findsSubmissionByReference: Bool, callbacks: Bool = false, referenceSettleSeconds: Double = 0,
-        limits: ProviderLimits = ProviderLimits()
+        limits: ProviderLimits = ProviderLimits(), chargesOnAcceptance: Bool = false
     ) {
+        self.chargesOnAcceptance = chargesOnAcceptance
         self.limits = limits
         self.asynchronous = asynchronous
         self.streaming = streaming
@@ -91,6 +96,8 @@ public struct ProviderRequest: Sendable, Equatable {
     public var images: [ProviderImage]
     /// How many input images the job has (also when checking status, where `images` is empty).
     public var inputImageCount: Int
+    /// Where the adapter says what the provider reported charging for this call, if it does.
+    public var charges = ChargeReport()
 
     public init(
         generationID: String, clientReference: String, model: String, prompt: String, outputIndexes: [Int],
@@ -127,6 +134,25 @@ public struct ProviderRequest: Sendable, Equatable {
             outputIndexes: outputIndexes, seed: request.seed, width: request.width, height: request.height,
             params: request.params, deadline: generation.deadlineAt, inputImageCount: request.images?.count ?? 0)
     }
+}
+
+/// What a provider reported charging for a call (Flux's `cost` at submission, Pollo's `credit`
+/// in its status, OpenAI's `usage`), handed back beside the call's answer. Not part of what a
+/// request is: two requests are equal whatever their reports.
+public final class ChargeReport: Sendable, Equatable {
+    private let value = Mutex<ProviderCharge?>(nil)
+
+    public init() {}
+
+    /// Says what the provider reported; a later report of the same call adds to or replaces it.
+    public func report(_ charge: ProviderCharge) {
+        guard !charge.isEmpty else { return }
+        value.withLock { $0 = $0.map { $0.merged(with: charge) } ?? charge }
+    }
+
+    public var reported: ProviderCharge? { value.withLock { $0 } }
+
+    public static func == (lhs: ChargeReport, rhs: ChargeReport) -> Bool { true }
 }
 
 /// One input image as an adapter hands it to its provider.

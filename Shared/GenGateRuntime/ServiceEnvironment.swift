@@ -160,7 +160,7 @@ public struct ServiceEnvironment: Sendable {
             failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
             callbackBase: config.http.publicUrl == nil ? nil : config.publicBaseURL,
             publish: { [events] in for event in $0 { events.publish(event) } }, images: imagePreparation,
-            notify: notify)
+            notify: notify, prices: config.pricing.table)
     }
 
     /// Where input images are kept.

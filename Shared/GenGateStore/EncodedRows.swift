@@ -28,18 +28,34 @@ public struct EncodedAttempt: Sendable {
     public var attempt: Attempt
     public var indexes: String
     public var error: String?
+    /// The reported charge as the table keeps it (`ProviderCharge.json`).
+    public var charge: String?
 
     public init(_ attempt: Attempt) throws {
         self.attempt = attempt
         indexes = String(decoding: try JSONCoding.encode(attempt.outputIndexes), as: UTF8.self)
         error = try attempt.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
+        charge = try Self.encode(attempt.charge)
+    }
+
+    /// A reported charge as the table keeps it: the API's JSON (`credits`, `input_tokens`,
+    /// `output_tokens`), which usage queries read.
+    public static func encode(_ charge: ProviderCharge?) throws -> String? {
+        try charge.map { String(decoding: try JSONCoding.encode($0.json), as: UTF8.self) }
+    }
+
+    public static func decodeCharge(_ text: String?) -> ProviderCharge? {
+        guard let text, let json = try? JSONCoding.decode(JSONValue.self, from: Data(text.utf8)) else { return nil }
+        return ProviderCharge(
+            credits: json["credits"]?.doubleValue, inputTokens: json["input_tokens"]?.intValue,
+            outputTokens: json["output_tokens"]?.intValue)
     }
 
     /// An attempt row read back (`output_indexes` and `error` as the table keeps them).
     public static func decode(
         generationID: String, number: Int, provider: String, clientReference: String, providerTaskID: String?,
         indexes: String, state: String, error: String?, createdAt: Double, finishedAt: Double?,
-        possibleDoubleCharge: Bool, model: String?
+        possibleDoubleCharge: Bool, model: String?, cost: Double?, charge: String?, chargesOnAcceptance: Bool
     ) throws -> Attempt {
         Attempt(
             generationID: generationID, number: number, provider: provider, clientReference: clientReference,
@@ -48,7 +64,8 @@ public struct EncodedAttempt: Sendable {
             error: try error.map { try JSONCoding.decode(GenGateError.self, from: Data($0.utf8)) },
             createdAt: Date(timeIntervalSince1970: createdAt),
             finishedAt: finishedAt.map(Date.init(timeIntervalSince1970:)),
-            possibleDoubleCharge: possibleDoubleCharge, model: model)
+            possibleDoubleCharge: possibleDoubleCharge, model: model, cost: cost, charge: decodeCharge(charge),
+            chargesOnAcceptance: chargesOnAcceptance)
     }
 }
 
@@ -56,6 +73,7 @@ public struct EncodedAttempt: Sendable {
 public struct EncodedAttemptUpdate: Sendable {
     public var update: AttemptUpdate
     public var error: String?
+    public var charge: String?
     /// When it finished: set once it reaches an outcome.
     public var finishedAt: Double?
     /// The states it must be in, as the table spells them.
@@ -64,6 +82,7 @@ public struct EncodedAttemptUpdate: Sendable {
     public init(_ update: AttemptUpdate) throws {
         self.update = update
         error = try update.error.map { String(decoding: try JSONCoding.encode($0), as: UTF8.self) }
+        charge = try EncodedAttempt.encode(update.charge)
         finishedAt = (update.to == .submitting || update.to == .submitted) ? nil : update.at.timeIntervalSince1970
         expected = update.from.map(\.rawValue).sorted()
     }

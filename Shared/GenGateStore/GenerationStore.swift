@@ -14,11 +14,11 @@ import GenGateCore
 /// Implementations: `SQLiteStore` (one host, shared by the services through WAL); a PostgreSQL
 /// backend implements the same protocol for several hosts. All methods are safe to call
 /// concurrently from any task.
-public protocol GenerationStore: MonitoringStore, ImageStore {
+public protocol GenerationStore: MonitoringStore, ImageStore, SpendStore {
     // MARK: API keys
 
     /// Creates a key; the secret is returned once and only its hash is kept.
-    func createAPIKey(name: String, isAdmin: Bool) async throws -> (key: APIKey, secret: String)
+    func createAPIKey(name: String, isAdmin: Bool, budgets: KeyBudgets) async throws -> (key: APIKey, secret: String)
     /// The key whose secret this is, unless unknown or revoked.
     func apiKey(secret: String) async throws -> APIKey?
     func apiKeyCount() async throws -> Int
@@ -215,6 +215,10 @@ public enum NudgeResult: Sendable, Equatable {
 }
 
 extension GenerationStore {
+    public func createAPIKey(name: String, isAdmin: Bool) async throws -> (key: APIKey, secret: String) {
+        try await createAPIKey(name: name, isAdmin: isAdmin, budgets: KeyBudgets())
+    }
+
     /// Takes a lease on a generation that is due (see the requirement).
     public func claim(id: String, statuses: Set<GenerationStatus>, owner: String, leaseUntil: Date, now: Date)
         async throws -> Generation?
@@ -274,8 +278,15 @@ public struct APIKey: Codable, Sendable, Equatable {
     public var name: String
     public var isAdmin: Bool
     public var createdAt: Date
+    public var budgets: KeyBudgets
+    public var revokedAt: Date?
 
-    public init(id: String, name: String, isAdmin: Bool, createdAt: Date) {
+    public init(
+        id: String, name: String, isAdmin: Bool, createdAt: Date, budgets: KeyBudgets = KeyBudgets(),
+        revokedAt: Date? = nil
+    ) {
+        self.budgets = budgets
+        self.revokedAt = revokedAt
         self.id = id
         self.name = name
         self.isAdmin = isAdmin

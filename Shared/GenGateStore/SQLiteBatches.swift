@@ -35,6 +35,11 @@ extension SQLiteStore {
             {
                 return replay
             }
+            // One reservation for the whole batch: all its jobs fit its key's budgets, or none is made.
+            let reserved = generations.compactMap(\.reservedCost)
+            if !reserved.isEmpty {
+                try Self.reserve(reserved.reduce(0, +), owner: batch.ownerKeyID, at: batch.createdAt, db: db)
+            }
             try db.run(
                 sql: """
                     INSERT INTO batches (id, owner_key_id, total, max_concurrency, stop_on_error, priority, metadata,
@@ -53,8 +58,8 @@ extension SQLiteStore {
                     sql: """
                         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress,
                             attempts, next_action_at, deadline_at, created_at, updated_at, route, route_index, batch_id,
-                            batch_index, held, priority, waits_for)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            batch_index, held, priority, waits_for, reserved_cost)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
@@ -63,7 +68,7 @@ extension SQLiteStore {
                         held ? heldDeadline : generation.deadlineAt.timeIntervalSince1970,
                         generation.createdAt.timeIntervalSince1970, generation.updatedAt.timeIntervalSince1970, route,
                         generation.routeIndex, batch.id, index, held, batch.priority,
-                        waiting ? generation.waitsFor : nil,
+                        waiting ? generation.waitsFor : nil, generation.reservedCost,
                     ])
             }
             try Self.append(encoded, db: db)

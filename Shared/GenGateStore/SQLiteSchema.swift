@@ -294,7 +294,63 @@ enum SQLiteSchema {
                     CREATE INDEX input_objects_expiry ON input_objects(expires_at);
                     """)
         }
+        migrator.registerMigration("v10-costs") { db in
+            try db.execute(sql: SQLiteSchema.costs)
+        }
         return migrator
+    }
+
+    /// What attempts cost, keys' budgets, and the running totals budgets are checked against
+    /// (see `SpendStore`). The triggers keep `key_spend` right on every path that ends a job or
+    /// charges an attempt, whichever statement comes first in a transaction.
+    static var costs: String {
+        let terminal = terminalList
+        let period = { (row: String) in
+            """
+            period IN ('day:' || strftime('%Y-%m-%d', \(row).created_at, 'unixepoch'),
+                       'month:' || strftime('%Y-%m', \(row).created_at, 'unixepoch'))
+            """
+        }
+        let paid = { (row: String) in
+            "(CASE WHEN \(ChargedSQL.charged(row, boolean: false)) THEN COALESCE(\(row).cost, 0) ELSE 0 END)"
+        }
+        return """
+            ALTER TABLE attempts ADD COLUMN cost REAL;
+            ALTER TABLE attempts ADD COLUMN charge TEXT;
+            ALTER TABLE attempts ADD COLUMN charges_on_acceptance INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE generations ADD COLUMN reserved_cost REAL;
+            ALTER TABLE api_keys ADD COLUMN budget_daily REAL;
+            ALTER TABLE api_keys ADD COLUMN budget_monthly REAL;
+            CREATE TABLE key_spend (
+                key_id TEXT NOT NULL,
+                period TEXT NOT NULL,
+                amount REAL NOT NULL,
+                PRIMARY KEY (key_id, period)
+            );
+            -- A job that ends swaps its reservation for what its charged attempts cost.
+            CREATE TRIGGER generations_settle_spend AFTER UPDATE OF status ON generations
+            WHEN NEW.reserved_cost IS NOT NULL AND NEW.status IN \(terminal) AND OLD.status NOT IN \(terminal)
+            BEGIN
+                UPDATE key_spend SET amount = amount - NEW.reserved_cost
+                    + (SELECT COALESCE(SUM(\(paid("a"))), 0) FROM attempts a WHERE a.generation_id = NEW.id)
+                WHERE key_id = NEW.owner_key_id AND \(period("NEW"));
+            END;
+            -- An attempt charged (or costed anew) after its job ended counts then.
+            CREATE TRIGGER attempts_charge_after_end AFTER UPDATE ON attempts
+            WHEN \(paid("NEW")) != \(paid("OLD"))
+            BEGIN
+                UPDATE key_spend SET amount = amount + \(paid("NEW")) - \(paid("OLD"))
+                WHERE key_id = (
+                    SELECT g.owner_key_id FROM generations g
+                    WHERE g.id = NEW.generation_id AND g.reserved_cost IS NOT NULL AND g.status IN \(terminal))
+                  AND period IN (
+                    SELECT 'day:' || strftime('%Y-%m-%d', g.created_at, 'unixepoch') FROM generations g
+                    WHERE g.id = NEW.generation_id
+                    UNION ALL
+                    SELECT 'month:' || strftime('%Y-%m', g.created_at, 'unixepoch') FROM generations g
+                    WHERE g.id = NEW.generation_id);
+            END;
+            """
     }
 
     /// Alerts, the error log, and the indexes alert rules read attempts by.

@@ -80,14 +80,22 @@ public final class SQLiteStore: GenerationStore {
 
     // MARK: API keys
 
-    public func createAPIKey(name: String, isAdmin: Bool) async throws -> (key: APIKey, secret: String) {
-        let key = APIKey(id: Identifier.make("key"), name: name, isAdmin: isAdmin, createdAt: Date())
+    public func createAPIKey(name: String, isAdmin: Bool, budgets: KeyBudgets) async throws
+        -> (key: APIKey, secret: String)
+    {
+        let key = APIKey(id: Identifier.make("key"), name: name, isAdmin: isAdmin, createdAt: Date(), budgets: budgets)
         let secret = "gg_" + Identifier.randomToken(count: 40)
         let hash = Digest.sha256Hex(secret)
         try await batcher.write { db in
             try db.run(
-                sql: "INSERT INTO api_keys (id, name, secret_hash, is_admin, created_at) VALUES (?, ?, ?, ?, ?)",
-                arguments: [key.id, key.name, hash, key.isAdmin, key.createdAt.timeIntervalSince1970])
+                sql: """
+                    INSERT INTO api_keys (id, name, secret_hash, is_admin, created_at, budget_daily, budget_monthly)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    key.id, key.name, hash, key.isAdmin, key.createdAt.timeIntervalSince1970, budgets.daily,
+                    budgets.monthly,
+                ])
         }
         return (key, secret)
     }
@@ -98,12 +106,16 @@ public final class SQLiteStore: GenerationStore {
             try Row.fetchOne(
                 db, cached: "SELECT * FROM api_keys WHERE secret_hash = ? AND revoked_at IS NULL", arguments: [hash]
             )
-            .map { row in
-                APIKey(
-                    id: row["id"], name: row["name"], isAdmin: row["is_admin"],
-                    createdAt: Date(timeIntervalSince1970: row["created_at"]))
-            }
+            .map(Self.decodeKey)
         }
+    }
+
+    static func decodeKey(_ row: Row) -> APIKey {
+        APIKey(
+            id: row["id"], name: row["name"], isAdmin: row["is_admin"],
+            createdAt: Date(timeIntervalSince1970: row["created_at"]),
+            budgets: KeyBudgets(daily: row["budget_daily"], monthly: row["budget_monthly"]),
+            revokedAt: (row["revoked_at"] as Double?).map(Date.init(timeIntervalSince1970:)))
     }
 
     public func apiKeyCount() async throws -> Int {
@@ -141,11 +153,15 @@ public final class SQLiteStore: GenerationStore {
             {
                 throw StoreError.duplicateID(generation.id)
             }
+            if let reserved = generation.reservedCost {
+                try Self.reserve(reserved, owner: generation.ownerKeyID, at: generation.createdAt, db: db)
+            }
             try db.run(
                 sql: """
                     INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
-                        next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, waits_for)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, waits_for,
+                        reserved_cost)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
@@ -153,7 +169,7 @@ public final class SQLiteStore: GenerationStore {
                     generation.attempts, generation.nextActionAt?.timeIntervalSince1970,
                     generation.deadlineAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970,
                     generation.updatedAt.timeIntervalSince1970, generation.cancelAt?.timeIntervalSince1970, route,
-                    generation.routeIndex, generation.waitsFor,
+                    generation.routeIndex, generation.waitsFor, generation.reservedCost,
                 ])
             try Self.append(events, db: db)
             return .inserted
@@ -830,7 +846,8 @@ public final class SQLiteStore: GenerationStore {
             clientReference: row["client_reference"], providerTaskID: row["provider_task_id"],
             indexes: row["output_indexes"], state: row["state"], error: row["error"], createdAt: row["created_at"],
             finishedAt: row["finished_at"], possibleDoubleCharge: (row["possible_double_charge"] as Bool?) ?? false,
-            model: row["model"])
+            model: row["model"], cost: row["cost"], charge: row["charge"],
+            chargesOnAcceptance: row["charges_on_acceptance"])
     }
 
     static func fetchGeneration(id: String, db: Database) throws -> Generation? {
@@ -883,7 +900,7 @@ public final class SQLiteStore: GenerationStore {
                 ?? [],
             routeIndex: row["route_index"], batchID: row["batch_id"], priority: row["priority"],
             inputs: try (row["inputs"] as String?).map { try StoredJSON.decode([PreparedInput].self, $0) } ?? [],
-            waitsFor: row["waits_for"])
+            waitsFor: row["waits_for"], reservedCost: row["reserved_cost"])
     }
 }
 
@@ -978,13 +995,14 @@ extension EncodedAttempt {
         try db.run(
             sql: """
                 INSERT INTO attempts (generation_id, number, provider, client_reference, provider_task_id, output_indexes,
-                    state, error, created_at, finished_at, model)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    state, error, created_at, finished_at, model, cost, charge, charges_on_acceptance)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
             arguments: [
                 attempt.generationID, attempt.number, attempt.provider, attempt.clientReference, attempt.providerTaskID,
                 indexes, attempt.state.rawValue, error, attempt.createdAt.timeIntervalSince1970,
-                attempt.finishedAt?.timeIntervalSince1970, attempt.model,
+                attempt.finishedAt?.timeIntervalSince1970, attempt.model, attempt.cost, charge,
+                attempt.chargesOnAcceptance,
             ])
     }
 }
@@ -993,14 +1011,15 @@ extension EncodedAttemptUpdate {
     /// False if the attempt is not in one of the expected states (nothing written).
     func apply(_ db: Database) throws -> Bool {
         var arguments: StatementArguments = [
-            update.to.rawValue, update.providerTaskID, error, finishedAt, update.possibleDoubleCharge,
-            update.generationID, update.number,
+            update.to.rawValue, update.providerTaskID, error, finishedAt, update.possibleDoubleCharge, charge,
+            update.cost, update.generationID, update.number,
         ]
         arguments += StatementArguments(expected)
         try db.run(
             sql: """
                 UPDATE attempts SET state = ?, provider_task_id = COALESCE(?, provider_task_id), error = COALESCE(?, error),
-                    finished_at = COALESCE(?, finished_at), possible_double_charge = MAX(possible_double_charge, ?)
+                    finished_at = COALESCE(?, finished_at), possible_double_charge = MAX(possible_double_charge, ?),
+                    charge = COALESCE(?, charge), cost = COALESCE(?, cost)
                 WHERE generation_id = ? AND number = ? AND state IN (\(databaseQuestionMarks(count: expected.count)))
                 """, arguments: arguments)
         return db.changesCount == 1

@@ -112,11 +112,20 @@ public struct AttemptUpdate: Sendable, Equatable {
     /// Marks a submission that may have been made twice (counted in `possibleDoubleCharges`).
     public var possibleDoubleCharge: Bool
     public var at: Date
+    /// What the provider reported charging (kept with what was recorded before: the later
+    /// report's fields win).
+    public var charge: ProviderCharge?
+    /// The attempt's cost as the reported charge makes it (a model priced by tokens), replacing
+    /// the estimate recorded with the attempt.
+    public var cost: Double?
 
     public init(
         generationID: String, number: Int, from: Set<Attempt.State>, to: Attempt.State, providerTaskID: String? = nil,
-        error: GenGateError? = nil, possibleDoubleCharge: Bool = false, at: Date = Date()
+        error: GenGateError? = nil, possibleDoubleCharge: Bool = false, at: Date = Date(),
+        charge: ProviderCharge? = nil, cost: Double? = nil
     ) {
+        self.charge = charge
+        self.cost = cost
         self.generationID = generationID
         self.number = number
         self.from = from
@@ -125,6 +134,15 @@ public struct AttemptUpdate: Sendable, Equatable {
         self.error = error
         self.possibleDoubleCharge = possibleDoubleCharge
         self.at = at
+    }
+
+    /// This update with what the provider reported charging for `model`'s call, if it did.
+    public func reported(_ charge: ProviderCharge?, prices: PriceTable, model: String) -> AttemptUpdate {
+        guard let charge else { return self }
+        var update = self
+        update.charge = charge
+        update.cost = prices.actual(model: model, charge: charge)
+        return update
     }
 }
 

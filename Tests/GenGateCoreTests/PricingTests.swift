@@ -40,6 +40,53 @@ final class PricingTests: XCTestCase {
         XCTAssertEqual(none.amount, 0)
     }
 
+    func testAJobCostsItsChargedAttemptsAndWhatTheProviderReportedStandsBeside() {
+        func attempt(
+            _ number: Int, _ state: Attempt.State, cost: Double?, task: String? = nil, onAcceptance: Bool = false,
+            double: Bool = false, charge: ProviderCharge? = nil
+        ) -> Attempt {
+            Attempt(
+                generationID: "gen_1", number: number, provider: "p", clientReference: "r\(number)",
+                providerTaskID: task, outputIndexes: [0], state: state, error: nil, createdAt: Date(), finishedAt: nil,
+                possibleDoubleCharge: double, cost: cost, charge: charge, chargesOnAcceptance: onAcceptance)
+        }
+        let attempts = [
+            attempt(1, .failed, cost: 0.1),  // refused before the provider took it: free
+            attempt(2, .failed, cost: 0.1, task: "t2", onAcceptance: true),  // taken, then failed: paid
+            attempt(3, .abandoned, cost: 0.1, double: true),  // may have been paid: counted
+            attempt(4, .failed, cost: 0.1, task: "t4"),  // taken and failed, provider bills delivery only
+            attempt(5, .succeeded, cost: 0.1, task: "t5", charge: ProviderCharge(credits: 4)),
+            attempt(6, .succeeded, cost: nil, task: "t6"),  // recorded before costs were
+        ]
+        XCTAssertEqual(attempts.map(\.charged), [false, true, true, false, true, true])
+        let cost = JobCost(attempts, currency: "USD")
+        XCTAssertEqual(cost.amount, 0.3, accuracy: 1e-9)
+        XCTAssertEqual(cost.wasted, 0.2, accuracy: 1e-9)
+        XCTAssertEqual([cost.chargedAttempts, cost.doubleCharges, cost.unknown], [4, 1, 1])
+        XCTAssertEqual(cost.reported, ProviderCharge(credits: 4))
+        XCTAssertEqual(cost.json["amount"], .number(0.3))
+        XCTAssertEqual(cost.json["reported"]?["credits"], .number(4))
+    }
+
+    func testTokensReportedPriceAModelPricedByTokensAndOthersKeepTheirEstimate() {
+        let table = PriceTable(
+            configured: ["x/chat": Price(perThousandInputTokens: 1, perThousandOutputTokens: 2, perCall: 0.5)])
+        let used = ProviderCharge(inputTokens: 1_500, outputTokens: 250)
+        XCTAssertEqual(try XCTUnwrap(table.actual(model: "x/chat", charge: used)), 1.5 + 0.5 + 0.5, accuracy: 1e-9)
+        XCTAssertNil(table.actual(model: "openai/gpt-image-1", charge: used), "priced by image: the estimate stands")
+        XCTAssertNil(table.actual(model: "x/chat", charge: ProviderCharge(credits: 3)))
+        XCTAssertNil(table.actual(model: "x/chat", charge: nil))
+        // A budget holds back the most any model of the route may cost.
+        let reservation = table.reservation(
+            models: ["flux/flux-dev", "flux/flux-pro-1.1-ultra"], n: 2, width: nil, height: nil, prompt: "",
+            params: [:])
+        XCTAssertEqual(reservation, 0.12, accuracy: 1e-9)
+        // Later reports of a call win field by field.
+        XCTAssertEqual(
+            ProviderCharge(credits: 1, inputTokens: 5).merged(with: ProviderCharge(credits: 2)),
+            ProviderCharge(credits: 2, inputTokens: 5))
+    }
+
     func testEveryShippedPriceIsValid() {
         for (model, price) in PriceTable.defaults { XCTAssertNil(price.problem, model) }
         XCTAssertNotNil(Price().problem)

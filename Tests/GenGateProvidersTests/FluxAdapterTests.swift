@@ -46,8 +46,10 @@ final class FluxAdapterTests: XCTestCase {
     }
 
     func testATaskIsPolledByItsURLToAnImage() async throws {
-        let id = try await adapter.submit(request())
+        let asked = request()
+        let id = try await adapter.submit(asked)
         XCTAssertTrue(id.hasPrefix(sim.baseURL + "/v1/get_result?id="), "the polling URL is the task id: \(id)")
+        XCTAssertEqual(asked.charges.reported, ProviderCharge(credits: 4), "the credits its answer says it took")
         let (state, sawProgress) = try await finish(adapter, id, request())
         XCTAssertTrue(sawProgress, "Pending carries progress")
         guard case .succeeded(let outputs) = state else { return XCTFail("\(state)") }

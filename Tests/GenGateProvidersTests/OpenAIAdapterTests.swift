@@ -90,8 +90,10 @@ final class OpenAIAdapterTests: XCTestCase {
     }
 
     func testImagesComeAsBase64OrURLs() async throws {
-        let made = try await adapter.generate(request("openai/gpt-image-1", outputs: [2, 3, 4]), into: sink)
+        let asked = request("openai/gpt-image-1", outputs: [2, 3, 4])
+        let made = try await adapter.generate(asked, into: sink)
         XCTAssertEqual(made.map(\.index), [2, 3, 4])
+        XCTAssertEqual(asked.charges.reported, ProviderCharge(inputTokens: 10, outputTokens: 272 * 3), "its usage")
         XCTAssertEqual(Set(made.map(\.contentType)), ["image/png"], "read from the bytes")
         for output in made {
             XCTAssertEqual(Array(try Data(contentsOf: output.file).prefix(4)), [0x89, 0x50, 0x4E, 0x47])
@@ -112,10 +114,13 @@ final class OpenAIAdapterTests: XCTestCase {
     }
 
     func testChatStreamsItsText() async throws {
-        let made = try await adapter.generate(
-            request("openai/gpt-4o-mini", prompt: "the tide comes in", params: ["temperature": .number(0.2)]),
-            into: sink)
+        let asked = request(
+            "openai/gpt-4o-mini", prompt: "the tide comes in", params: ["temperature": .number(0.2)])
+        let made = try await adapter.generate(asked, into: sink)
         XCTAssertEqual(made.count, 1)
+        // The usage chunk the stream ends with (asked for with include_usage).
+        XCTAssertEqual(asked.charges.reported?.inputTokens, 4)
+        XCTAssertGreaterThan(asked.charges.reported?.outputTokens ?? 0, 0)
         XCTAssertEqual(made[0].contentType, "text/plain; charset=utf-8")
         let text = String(decoding: try Data(contentsOf: made[0].file), as: UTF8.self)
         XCTAssertEqual(text, "Echo: the tide comes in")

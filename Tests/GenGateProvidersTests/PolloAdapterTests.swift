@@ -32,7 +32,9 @@ final class PolloAdapterTests: XCTestCase {
 
     func testAVideoIsMadeAndDownloaded() async throws {
         let id = try await adapter.submit(request("pollo/pixverse/pixverse-v4-5"))
-        guard case .succeeded(let outputs) = try await finish(adapter, id, request()).state else { return XCTFail() }
+        let checked = request()
+        guard case .succeeded(let outputs) = try await finish(adapter, id, checked).state else { return XCTFail() }
+        XCTAssertEqual(checked.charges.reported, ProviderCharge(credits: 10), "the task's credit, from its status")
         XCTAssertEqual(outputs.map(\.contentType), ["video/mp4"])
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("gg-pollo-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: file) }

@@ -128,6 +128,7 @@ final class HealthDashboardTests: XCTestCase {
         XCTAssertTrue(page.contains(#"<svg class="chart" id="calls-sim""#), page)
         XCTAssertTrue(page.contains(#"<svg class="chart" id="latency-sim""#), page)
         XCTAssertTrue(page.contains("Acknowledge</button>"), page)
+        XCTAssertTrue(page.contains(#"<tr id="spend-sim/image (sim)">"#), "this month's spend by model: \(page)")
         XCTAssertTrue(page.contains("provider_failure_rate") || page.contains("job_retries"), page)
         XCTAssertTrue(page.contains("(gave up after 4 attempts)</td>"), "the recent errors: \(page)")
         for service in ["api-ingress", "dispatcher", "poller", "uploader", "monitor"] {

@@ -36,7 +36,9 @@ public struct FluxAdapter: HTTPProviderAdapter {
             asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1,
             findsSubmissionByReference: false, callbacks: true,
             // Most models allow 24 active tasks an account (Kontext Max 6: configure it lower).
-            limits: ProviderLimits(maxConcurrency: 24))
+            limits: ProviderLimits(maxConcurrency: 24),
+            // A task's credits are taken at submission (its answer says how many).
+            chargesOnAcceptance: true)
     }
 
     public static let defaultModels: [ModelInfo] = [
@@ -104,6 +106,7 @@ public struct FluxAdapter: HTTPProviderAdapter {
         guard let id = answer.json?["id"]?.stringValue, !id.isEmpty else {
             throw GenGateError(.providerError, "flux: the submission's answer has no task id")
         }
+        if let credits = answer.json?["cost"]?.doubleValue { request.charges.report(ProviderCharge(credits: credits)) }
         if let polling = answer.json?["polling_url"]?.stringValue, isOurs(polling) { return polling }
         return id
     }

@@ -63,7 +63,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: false, streaming: true, cancel: false, maxOutputsPerCall: 10,
-            findsSubmissionByReference: false)
+            findsSubmissionByReference: false, chargesOnAcceptance: true)
     }
 
     public init(key: String, endpoint: ProviderEndpoint, models: [ModelInfo] = Self.defaultModels) {
@@ -158,6 +158,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
         let extracted = try await NIOThreadPool.singleton.runIfActive {
             try Base64Fields.extract(field: "b64_json", from: answer, maxValues: count, newFile: sink.scratchFile)
         }
+        if let usage = Self.charge(extracted.skeleton["usage"]) { request.charges.report(usage) }
         var made: [GeneratedOutput] = []
         do {
             guard case .array(let items)? = extracted.skeleton["data"] else {
@@ -240,11 +241,24 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
             try? FileManager.default.removeItem(at: file)
             throw error
         }
+        if let usage = reply.usage { request.charges.report(usage) }
         return [GeneratedOutput(index: request.outputIndexes.first ?? 0, file: file, contentType: MediaType.text)]
+    }
+
+    /// The tokens a `usage` object reports: chat's `prompt_tokens` / `completion_tokens`, or the
+    /// image API's `input_tokens` / `output_tokens`.
+    static func charge(_ usage: JSONValue?) -> ProviderCharge? {
+        guard let usage, case .object = usage else { return nil }
+        let charge = ProviderCharge(
+            inputTokens: (usage["prompt_tokens"] ?? usage["input_tokens"])?.intValue,
+            outputTokens: (usage["completion_tokens"] ?? usage["output_tokens"])?.intValue)
+        return charge.isEmpty ? nil : charge
     }
 
     /// What a streamed chat said so far, read one server-sent line at a time.
     struct ChatReply {
+        /// The tokens the stream's usage chunk (or a whole answer) reported.
+        var usage: ProviderCharge?
         var written = 0
         var finish: String?
         var done = false
@@ -273,6 +287,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
             guard let chunk = try? JSONCoding.decode(JSONValue.self, from: Data(data.utf8)) else {
                 throw GenGateError(.providerError, "openai: a streamed chunk is not JSON", retryable: true)
             }
+            if let reported = OpenAIAdapter.charge(chunk["usage"]) { usage = reported }
             if let failure = chunk["error"] {
                 let message = failure["message"]?.stringValue ?? "the stream failed"
                 throw GenGateError(.providerError, "openai: \(message.replacingOccurrences(of: key, with: "[key]"))")
@@ -294,6 +309,7 @@ public struct OpenAIAdapter: HTTPProviderAdapter {
                 case .array(let choices)? = answer["choices"], let choice = choices.first
             else { return nil }
             finish = choice["finish_reason"]?.stringValue ?? "stop"
+            if let reported = OpenAIAdapter.charge(answer["usage"]) { usage = reported }
             if let text = choice["message"]?["refusal"]?.stringValue { refusal += text }
             guard let text = choice["message"]?["content"]?.stringValue, !text.isEmpty else { return nil }
             written = text.utf8.count

@@ -29,7 +29,9 @@ public struct PolloAdapter: HTTPProviderAdapter {
     public var capabilities: ProviderCapabilities {
         ProviderCapabilities(
             asynchronous: true, streaming: false, cancel: false, maxOutputsPerCall: 1,
-            findsSubmissionByReference: false, callbacks: true)
+            findsSubmissionByReference: false, callbacks: true,
+            // Credits are taken when a task is made.
+            chargesOnAcceptance: true)
     }
 
     public static let defaultModels: [ModelInfo] = [
@@ -98,6 +100,9 @@ public struct PolloAdapter: HTTPProviderAdapter {
         guard answer.status == .ok else { throw error(answer) }
         guard let task = answer.json, case .object = task["data"] ?? task else {
             throw GenGateError(.providerError, "pollo: the status answer is not a task")
+        }
+        if let credits = (task["data"] ?? task)["credit"]?.doubleValue {
+            request.charges.report(ProviderCharge(credits: credits))
         }
         return try Self.state(of: task["data"] ?? task, request: request)
     }

@@ -44,7 +44,9 @@ public struct ReplicateAdapter: HTTPProviderAdapter {
             asynchronous: true, streaming: false, cancel: true, maxOutputsPerCall: 1,
             findsSubmissionByReference: false, callbacks: true,
             // Creating predictions: 600 requests a minute.
-            limits: ProviderLimits(maxRequestsPerSecond: 10))
+            limits: ProviderLimits(maxRequestsPerSecond: 10),
+            // A prediction is billed for the time it ran, also when it fails.
+            chargesOnAcceptance: true)
     }
 
     /// The models offered.
