@@ -89,12 +89,24 @@ struct BatchRoutes: Sendable {
                 .init(
                     path: "metadata", message: "must be at most \(SubmissionValidator.maxMetadataBytes) bytes of JSON"))
         }
+        // Ids first: a request's images may name an earlier request's outputs (a chain), and a
+        // request in an experiment is placed by its job's id when it names no subject.
+        let now = Date()
+        let count = fields["requests"]?.arrayValue?.count ?? 0
+        let ids = (0..<min(count, config.batches.maxRequests)).map { _ in Identifier.make("gen", at: now) }
         var validated: [SubmissionValidator.Validated] = []
         switch fields["requests"] {
         case .array(let items)? where !items.isEmpty && items.count <= config.batches.maxRequests:
+            let experiments = ExperimentRoutes(routes: routes)
             for (index, item) in items.enumerated() {
                 do {
-                    validated.append(try routes.validator.validate(item))
+                    // A request naming an experiment: its subject, else the batch's key and its
+                    // place (a retry repeats them), else its job's id.
+                    let (body, experiment) = try await experiments.enroll(
+                        item, fallbackSubject: idempotencyKey.map { "\($0)#\(index)" } ?? ids[index])
+                    var one = try routes.validator.validate(body)
+                    one.experiment = experiment
+                    validated.append(one)
                 } catch let error as APIError {
                     let inner =
                         error.details.isEmpty ? [APIError.Detail(path: "", message: error.message)] : error.details
@@ -138,9 +150,6 @@ struct BatchRoutes: Sendable {
                     "unpriced_models": .array(unpriced.map(JSONValue.string)),
                 ])
         }
-        let now = Date()
-        // Ids first: a request's images may name an earlier request's outputs (a chain).
-        let ids = validated.map { _ in Identifier.make("gen", at: now) }
         let siblings = GenerationRoutes.Siblings(ids: ids, requests: validated)
         for index in validated.indices where !validated[index].images.isEmpty {
             validated[index] = try await routes.resolveImages(

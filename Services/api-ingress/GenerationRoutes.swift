@@ -33,6 +33,7 @@ struct GenerationRoutes: Sendable {
         BatchRoutes(routes: self).register(on: group)
         AlertRoutes(routes: self).register(on: group)
         SpendRoutes(routes: self).register(on: group)
+        ExperimentRoutes(routes: self).register(on: group)
         group.get("models") { _, _ in models() }
         group.post("generations/:id/cancel") { _, context in try await cancel(context) }
         group.get("generations/:id/outputs/:index") { request, context in try await output(request, context) }
@@ -49,8 +50,13 @@ struct GenerationRoutes: Sendable {
         let key = try context.requireKey()
         let idempotencyKey = try Self.idempotencyKey(request)
         let wait = try Self.preferWait(request)
-        let body = try await JSONBody.read(request, context: context, limit: Self.bodyLimit(environment.config)).value
         let cancelAfter = try Self.cancelAfter(request, max: environment.config.jobs.maxDeadlineSeconds)
+        // A request naming an experiment becomes its variant's; the job's id is its subject when
+        // it gives none (and no Idempotency-Key, which a retry repeats).
+        let newID = Identifier.make("gen", at: Date())
+        let (body, experiment) = try await ExperimentRoutes(routes: self).enroll(
+            try await JSONBody.read(request, context: context, limit: Self.bodyLimit(environment.config)).value,
+            fallbackSubject: idempotencyKey ?? newID)
         if try Self.dryRun(request) {
             // What it would cost, nothing submitted (images are checked for their form only).
             let validated = try validator.validate(body)
@@ -62,10 +68,11 @@ struct GenerationRoutes: Sendable {
             if !validated.route.isEmpty { answer["route"] = .array(validated.route.map(JSONValue.string)) }
             return JSONResponse.make(status: .ok, answer)
         }
-        let validated = try await resolveImages(try validator.validate(body), owner: key.id)
+        var validated = try await resolveImages(try validator.validate(body), owner: key.id)
+        validated.experiment = experiment
         let committed = try await commit(
             validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter, watching: wait != nil,
-            context: context)
+            context: context, id: newID)
         defer { committed.watch.map(hub.unwatch) }
         let id = committed.generation.id
         if let wait, let watch = committed.watch, let ended = try await waitForEnd(id, upTo: wait, watch: watch) {
@@ -122,12 +129,12 @@ struct GenerationRoutes: Sendable {
     /// before the caller looks); the caller lets go of it.
     func commit(
         _ validated: SubmissionValidator.Validated, owner: String, idempotencyKey: String?,
-        cancelAfter: Double? = nil, watching: Bool, context: GateContext
+        cancelAfter: Double? = nil, watching: Bool, context: GateContext, id: String? = nil
     ) async throws -> Committed {
         let prices = environment.config.pricing.table
         let (generation, event) = Self.make(
             validated, owner: owner, now: Date(), cancelAfter: cancelAfter,
-            defaultDeadline: environment.config.jobs.defaultDeadlineSeconds, prices: prices)
+            defaultDeadline: environment.config.jobs.defaultDeadlineSeconds, prices: prices, id: id)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
                 key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.hashBasis ?? validated.request)),
@@ -195,7 +202,8 @@ struct GenerationRoutes: Sendable {
             priority: priority, waitsFor: validated.waitsFor,
             reservedCost: prices.reservation(
                 models: validated.route.isEmpty ? [model.id] : validated.route, n: request.n, width: request.width,
-                height: request.height, prompt: request.prompt, params: request.params))
+                height: request.height, prompt: request.prompt, params: request.params),
+            experiment: validated.experiment)
         let aliased = !validated.route.isEmpty
         let event = Event(
             .generationCreated(
@@ -379,6 +387,9 @@ struct GenerationRoutes: Sendable {
             cost = .object(fields)
         }
         view["cost"] = cost
+        if let rating = try await store.rating(generationID: generation.id) {
+            view["rating"] = .object(ExperimentRoutes.view(rating))
+        }
         if generation.request.webhook != nil {
             view["webhook_deliveries"] = .array(
                 try await store.webhookDeliveries(generationID: generation.id).map(GenerationView.render))

@@ -92,6 +92,11 @@ enum GenerationView {
         }
         if generation.status == .retryWait { view["next_attempt_at"] = time(generation.nextActionAt) }
         if let batch = generation.batchID { view["batch_id"] = .string(batch) }
+        if let experiment = generation.experiment {
+            view["experiment"] = .object([
+                "id": .string(experiment.experimentID), "variant": .string(experiment.variant),
+            ])
+        }
         if let images = request.images, !images.isEmpty {
             view["images"] = json(images)
             if let preprocess = request.preprocess { view["preprocess"] = preprocess.json }

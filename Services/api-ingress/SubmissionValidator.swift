@@ -40,6 +40,8 @@ struct SubmissionValidator: Sendable {
         /// While it waits, its deadline: that job's, and its own time after it (nil: no deadline
         /// until it is let go, as for a batch's held jobs).
         var waitingDeadline: Date?
+        /// The experiment the request was enrolled in (see `ExperimentRoutes.enroll`).
+        var experiment: ExperimentAssignment?
     }
 
     /// An input image as a submission gave it.

@@ -6,7 +6,7 @@ import GenGateStore
 /// The monitor's dashboard: one server-rendered HTML page (no scripts; it reloads itself every
 /// 15 s) with the services and their heartbeats, the providers with their failure rates and
 /// latency and a chart of their last hour, the queues, what was spent today and this month (by
-/// model, and the keys that spent most), open alerts with a button to acknowledge each, and
+/// model, and the keys that spent most), running experiments and how their variants fare, open alerts with a button to acknowledge each, and
 /// recent errors.
 struct Dashboard: Sendable {
     /// Open alerts listed at most; the rest are counted.
@@ -38,10 +38,23 @@ struct Dashboard: Sendable {
         let spend = try? await withDeadline(.seconds(3)) {
             try await store.usage(from: month, to: now.addingTimeInterval(86_400), keyID: nil)
         }.get()
+        let experiments: [ExperimentResults] =
+            (try? await withDeadline(.seconds(3)) { () async throws -> [ExperimentResults] in
+                var running: [ExperimentResults] = []
+                for experiment in try await store.experiments(after: nil, limit: 100)
+                where experiment.status == .running && running.count < Self.experimentsShown {
+                    running.append(
+                        ExperimentResults(experiment, samples: try await store.experimentSamples(id: experiment.id)))
+                }
+                return running
+            }.get()) ?? []
         return Self.render(
             report: report, providers: providers, timelines: timelines, alerts: alerts, errors: errors,
-            spend: spend.map { Spend(rows: $0, currency: currency, now: now) }, now: now)
+            spend: spend.map { Spend(rows: $0, currency: currency, now: now) }, experiments: experiments, now: now)
     }
+
+    /// Running experiments shown at most.
+    static let experimentsShown = 5
 
     /// This month's spend as the page shows it: by model (today and the month), and the keys
     /// that spent most this month.
@@ -83,7 +96,8 @@ struct Dashboard: Sendable {
     static func render(
         report: DetailedHealth.Report, providers: [DetailedHealth.ProviderSummary],
         timelines: [String: [WindowFigures]],
-        alerts: [Alert], errors: [ErrorEntry], spend: Spend? = nil, now: Date
+        alerts: [Alert], errors: [ErrorEntry], spend: Spend? = nil, experiments: [ExperimentResults] = [],
+        now: Date
     ) -> String {
         var html = """
             <!doctype html>
@@ -233,6 +247,41 @@ struct Dashboard: Sendable {
             }
         } else {
             html += "<p class=\"badge down\">The store cannot be read.</p>\n"
+        }
+
+        html += section("Running experiments", id: "experiments")
+        if experiments.isEmpty {
+            html += "<p class=\"muted\">None.</p>\n"
+        }
+        for results in experiments {
+            let experiment = results.experiment
+            guard case .object(let json) = results.json(currency: spend?.currency ?? "", now: now) else { continue }
+            html += """
+                <p id="experiment-\(escape(experiment.name))"><b>\(escape(experiment.name))</b> \
+                <span class="muted">(primary: \(escape(experiment.primaryMetric.kind.rawValue))) · \
+                \(escape(json["verdict"]?.stringValue ?? ""))\
+                \(json["recommendation"]?.stringValue.map { " · " + escape($0) } ?? "")</span></p>
+                <table><tr><th>variant</th><th>model</th><th>traffic</th><th>requests</th><th>success rate</th>\
+                <th>mean duration</th><th>cost per output</th><th>rating</th></tr>
+
+                """
+            for variant in json["variants"]?.arrayValue ?? [] {
+                func figure(_ value: JSONValue?, _ format: (Double) -> String) -> String {
+                    value?.doubleValue.map(format) ?? "–"
+                }
+                html += """
+                    <tr><td>\(escape(variant["name"]?.stringValue ?? ""))</td>\
+                    <td>\(escape(variant["model"]?.stringValue ?? ""))</td>\
+                    <td class="n">\(figure(variant["traffic"]) { String(format: "%g%%", $0) })</td>\
+                    <td class="n">\(figure(variant["requests"]) { String(Int($0)) })</td>\
+                    <td class="n">\(figure(variant["success_rate"]?["value"]) { String(format: "%.1f%%", $0 * 100) })</td>\
+                    <td class="n">\(figure(variant["duration_seconds"]?["mean"]) { String(format: "%.1f s", $0) })</td>\
+                    <td class="n">\(figure(variant["cost_per_successful_output"]?["value"]) { money($0) })</td>\
+                    <td class="n">\(figure(variant["rating"]?["mean"]) { String(format: "%.2f", $0) })</td></tr>
+
+                    """
+            }
+            html += "</table>\n"
         }
 
         html += section("Recent errors", id: "errors")

@@ -52,6 +52,8 @@ public struct Generation: Codable, Sendable, Equatable {
     /// its route); when it ends, its charged attempts count instead. Nil: nothing held (jobs
     /// made before budgets).
     public var reservedCost: Double?
+    /// The experiment it was enrolled in and the variant it got; nil: none.
+    public var experiment: ExperimentAssignment?
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,
@@ -60,11 +62,12 @@ public struct Generation: Codable, Sendable, Equatable {
         updatedAt: Date, phaseTimes: [GenerationStatus: Date], outputs: [Output], checks: Int = 0,
         checkFailures: Int = 0, cancelAt: Date? = nil, route: [String] = [], routeIndex: Int = 0,
         batchID: String? = nil, priority: Int = 0, inputs: [PreparedInput] = [], waitsFor: String? = nil,
-        reservedCost: Double? = nil
+        reservedCost: Double? = nil, experiment: ExperimentAssignment? = nil
     ) {
         self.inputs = inputs
         self.waitsFor = waitsFor
         self.reservedCost = reservedCost
+        self.experiment = experiment
         self.batchID = batchID
         self.priority = priority
         self.cancelAt = cancelAt

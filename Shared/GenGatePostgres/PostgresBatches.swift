@@ -59,7 +59,7 @@ extension PostgresStore {
                     batch.id, batch.ownerKeyID, batch.total, batch.maxConcurrency, batch.stopOnError, batch.priority,
                     metadata, batch.createdAt.timeIntervalSince1970, heldCount,
                 ])
-            // Many rows a statement (26 parameters each, under PostgreSQL's 65,535).
+            // Many rows a statement (28 parameters each, under PostgreSQL's 65,535).
             for chunk in rows.chunked(500) {
                 var values: [any SQLValue] = []
                 var tuples: [String] = []

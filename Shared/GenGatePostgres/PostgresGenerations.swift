@@ -77,19 +77,21 @@ extension PostgresStore {
             generation.routeIndex, batch?.id, batch?.index, held, generation.priority, webhook,
             webhook == nil ? [] : (generation.request.webhookEvents ?? []).map(\.rawValue),
             generation.request.deadlineSeconds.map(Double.init), generation.waitsFor, generation.reservedCost,
+            generation.experiment?.experimentID, generation.experiment?.variant,
         ]
     }
 
     static let insertColumnsSQL = """
         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
             next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, batch_id, batch_index,
-            held, priority, webhook_url, webhook_events, deadline_seconds, waits_for, reserved_cost)
+            held, priority, webhook_url, webhook_events, deadline_seconds, waits_for, reserved_cost, experiment_id,
+            experiment_variant)
         VALUES
         """
     static let insertSQL =
         insertColumnsSQL
         + " ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,"
-        + " $21, $22, $23, $24, $25, $26)"
+        + " $21, $22, $23, $24, $25, $26, $27, $28)"
 
     public func insert(_ generation: Generation, event: Event, idempotency: IdempotencyKey?) async throws
         -> InsertOutcome
@@ -518,7 +520,11 @@ extension PostgresStore {
             priority: try row.get("priority"),
             inputs: try (try row.get("inputs", as: String?.self)).map {
                 try StoredJSON.decode([PreparedInput].self, $0)
-            } ?? [], waitsFor: try row.get("waits_for"), reservedCost: try row.get("reserved_cost"))
+            } ?? [], waitsFor: try row.get("waits_for"), reservedCost: try row.get("reserved_cost"),
+            experiment: try (try row.get("experiment_id", as: String?.self)).map {
+                ExperimentAssignment(
+                    experimentID: $0, variant: try row.get("experiment_variant", as: String?.self) ?? "")
+            })
     }
 }
 

@@ -328,6 +328,33 @@ enum PostgresSchema {
             """
         ),
         ("v4-costs", costs),
+        (
+            "v5-experiments",
+            """
+            CREATE TABLE experiments (
+                id TEXT COLLATE "C" PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                description TEXT NOT NULL,
+                status TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL,
+                updated_at DOUBLE PRECISION NOT NULL,
+                started_at DOUBLE PRECISION,
+                ended_at DOUBLE PRECISION
+            );
+            ALTER TABLE generations ADD COLUMN experiment_id TEXT;
+            ALTER TABLE generations ADD COLUMN experiment_variant TEXT;
+            CREATE INDEX generations_experiment ON generations(experiment_id, experiment_variant)
+                WHERE experiment_id IS NOT NULL;
+            CREATE TABLE ratings (
+                generation_id TEXT PRIMARY KEY,
+                owner_key_id TEXT NOT NULL,
+                rating BIGINT NOT NULL,
+                feedback TEXT,
+                rated_at DOUBLE PRECISION NOT NULL
+            );
+            """
+        ),
     ]
 
     /// What attempts cost, keys' budgets and their running totals: as SQLite's `v10-costs`.

@@ -14,7 +14,7 @@ import GenGateCore
 /// Implementations: `SQLiteStore` (one host, shared by the services through WAL); a PostgreSQL
 /// backend implements the same protocol for several hosts. All methods are safe to call
 /// concurrently from any task.
-public protocol GenerationStore: MonitoringStore, ImageStore, SpendStore {
+public protocol GenerationStore: MonitoringStore, ImageStore, SpendStore, ExperimentStore {
     // MARK: API keys
 
     /// Creates a key; the secret is returned once and only its hash is kept.

@@ -58,8 +58,8 @@ extension SQLiteStore {
                     sql: """
                         INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress,
                             attempts, next_action_at, deadline_at, created_at, updated_at, route, route_index, batch_id,
-                            batch_index, held, priority, waits_for, reserved_cost)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            batch_index, held, priority, waits_for, reserved_cost, experiment_id, experiment_variant)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, 1, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                     arguments: [
                         generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
@@ -69,6 +69,7 @@ extension SQLiteStore {
                         generation.createdAt.timeIntervalSince1970, generation.updatedAt.timeIntervalSince1970, route,
                         generation.routeIndex, batch.id, index, held, batch.priority,
                         waiting ? generation.waitsFor : nil, generation.reservedCost,
+                        generation.experiment?.experimentID, generation.experiment?.variant,
                     ])
             }
             try Self.append(encoded, db: db)

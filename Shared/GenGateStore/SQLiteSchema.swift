@@ -297,6 +297,35 @@ enum SQLiteSchema {
         migrator.registerMigration("v10-costs") { db in
             try db.execute(sql: SQLiteSchema.costs)
         }
+        migrator.registerMigration("v11-experiments") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE experiments (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL UNIQUE,
+                        description TEXT NOT NULL,
+                        status TEXT NOT NULL,
+                        definition TEXT NOT NULL,
+                        created_at REAL NOT NULL,
+                        updated_at REAL NOT NULL,
+                        started_at REAL,
+                        ended_at REAL
+                    );
+                    -- The experiment a job was enrolled in, and the variant it got.
+                    ALTER TABLE generations ADD COLUMN experiment_id TEXT;
+                    ALTER TABLE generations ADD COLUMN experiment_variant TEXT;
+                    CREATE INDEX generations_experiment ON generations(experiment_id, experiment_variant)
+                        WHERE experiment_id IS NOT NULL;
+                    -- What applications said of jobs (kept apart: an ended job never changes).
+                    CREATE TABLE ratings (
+                        generation_id TEXT PRIMARY KEY,
+                        owner_key_id TEXT NOT NULL,
+                        rating INTEGER NOT NULL,
+                        feedback TEXT,
+                        rated_at REAL NOT NULL
+                    );
+                    """)
+        }
         return migrator
     }
 

@@ -160,8 +160,8 @@ public final class SQLiteStore: GenerationStore {
                 sql: """
                     INSERT INTO generations (id, owner_key_id, model, provider, request, n, status, version, progress, attempts,
                         next_action_at, deadline_at, created_at, updated_at, cancel_at, route, route_index, waits_for,
-                        reserved_cost)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                        reserved_cost, experiment_id, experiment_variant)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     generation.id, generation.ownerKeyID, generation.request.model, generation.provider, request,
@@ -170,6 +170,7 @@ public final class SQLiteStore: GenerationStore {
                     generation.deadlineAt.timeIntervalSince1970, generation.createdAt.timeIntervalSince1970,
                     generation.updatedAt.timeIntervalSince1970, generation.cancelAt?.timeIntervalSince1970, route,
                     generation.routeIndex, generation.waitsFor, generation.reservedCost,
+                    generation.experiment?.experimentID, generation.experiment?.variant,
                 ])
             try Self.append(events, db: db)
             return .inserted
@@ -900,7 +901,10 @@ public final class SQLiteStore: GenerationStore {
                 ?? [],
             routeIndex: row["route_index"], batchID: row["batch_id"], priority: row["priority"],
             inputs: try (row["inputs"] as String?).map { try StoredJSON.decode([PreparedInput].self, $0) } ?? [],
-            waitsFor: row["waits_for"], reservedCost: row["reserved_cost"])
+            waitsFor: row["waits_for"], reservedCost: row["reserved_cost"],
+            experiment: (row["experiment_id"] as String?).map {
+                ExperimentAssignment(experimentID: $0, variant: row["experiment_variant"] ?? "")
+            })
     }
 }
 

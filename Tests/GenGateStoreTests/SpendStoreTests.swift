@@ -212,3 +212,82 @@ final class SpendPeriodTests: XCTestCase {
         XCTAssertNoThrow(try SpendPeriod.check(1e9, budgets: KeyBudgets(), committed: KeySpend(day: 5, month: 50)))
     }
 }
+
+/// Experiments and ratings on the store contract.
+extension GenerationStoreContractTests {
+    func testExperimentsAreKeptMovedByCompareAndSetAndTheirJobsReadBackAsSamples() async throws {
+        let now = Date(timeIntervalSince1970: (Date().timeIntervalSince1970 * 1_000).rounded() / 1_000)
+        let experiment = Experiment(
+            id: Identifier.make("exp", at: now), name: "pro-vs-dev", description: "which?",
+            variants: [
+                Experiment.Variant(name: "pro", model: "sim/image", traffic: 50),
+                Experiment.Variant(
+                    name: "dev", model: "sim/image", params: ["steps": .number(20)], promptTemplate: "{prompt}!",
+                    traffic: 50),
+            ], metrics: Experiment.defaultMetrics, createdAt: now)
+        let created = try await store.createExperiment(experiment)
+        XCTAssertTrue(created)
+        var twin = experiment
+        twin.id = Identifier.make("exp", at: now)
+        let duplicate = try await store.createExperiment(twin)
+        XCTAssertFalse(duplicate, "names are unique")
+        let byName = try await store.experiment("pro-vs-dev")
+        let byID = try await store.experiment(experiment.id)
+        XCTAssertEqual(byName, experiment)
+        XCTAssertEqual(byID, experiment)
+        let listed = try await store.experiments(after: nil, limit: 10)
+        XCTAssertEqual(listed.map(\.id), [experiment.id])
+
+        var running = experiment
+        running.status = .running
+        running.startedAt = now
+        let moved = try await store.updateExperiment(running, from: [.draft])
+        XCTAssertEqual(moved?.status, .running)
+        let stale = try await store.updateExperiment(running, from: [.draft])
+        XCTAssertNil(stale, "a move from a status it is no longer in is refused")
+
+        // Jobs enrolled in it read back as samples, with what they cost and their rating.
+        var first = makeGeneration(n: 1, now: now)
+        first.experiment = ExperimentAssignment(experimentID: experiment.id, variant: "dev")
+        first = try await inserted(first)
+        let read = try await store.generation(id: first.id)
+        XCTAssertEqual(read?.experiment, first.experiment)
+        _ = try await run(first, cost: 0.2, state: .succeeded, taskID: "t1", status: .completed)
+        var second = makeGeneration(n: 1, now: now)
+        second.experiment = ExperimentAssignment(experimentID: experiment.id, variant: "pro")
+        second = try await inserted(second)
+        _ = try await inserted()  // not enrolled
+        let rated = try await store.rate(
+            Rating(generationID: first.id, ownerKeyID: owner.id, value: 4, feedback: "nice", ratedAt: now))
+        XCTAssertTrue(rated)
+        let stranger = try await store.rate(
+            Rating(generationID: first.id, ownerKeyID: "key_other", value: 1, feedback: nil, ratedAt: now))
+        XCTAssertFalse(stranger, "only the job's key rates it")
+        let again = try await store.rate(
+            Rating(generationID: first.id, ownerKeyID: owner.id, value: 5, feedback: nil, ratedAt: now))
+        XCTAssertTrue(again)
+        let rating = try await store.rating(generationID: first.id)
+        XCTAssertEqual(rating?.value, 5)
+        XCTAssertNil(rating?.feedback)
+
+        let samples = try await store.experimentSamples(id: experiment.id).sorted { $0.variant < $1.variant }
+        XCTAssertEqual(samples.map(\.variant), ["dev", "pro"])
+        XCTAssertEqual(samples[0].status, .completed)
+        XCTAssertEqual(samples[0].cost, 0.2, accuracy: 1e-9)
+        XCTAssertEqual(samples[0].rating, 5)
+        XCTAssertNotNil(samples[0].durationSeconds)
+        XCTAssertEqual(samples[1].status, .pending)
+        XCTAssertNil(samples[1].durationSeconds)
+
+        // Only a draft no job was sent to can be deleted.
+        let deletedRunning = try await store.deleteExperiment(id: experiment.id)
+        XCTAssertFalse(deletedRunning)
+        var draft = twin
+        draft.name = "unused"
+        _ = try await store.createExperiment(draft)
+        let deleted = try await store.deleteExperiment(id: draft.id)
+        XCTAssertTrue(deleted)
+        let gone = try await store.experiment("unused")
+        XCTAssertNil(gone)
+    }
+}
