@@ -150,6 +150,9 @@ struct BatchRoutes: Sendable {
                     "unpriced_models": .array(unpriced.map(JSONValue.string)),
                 ])
         }
+        for item in validated {
+            try GenerationRoutes.refuseUnpriced(item, key: key, prices: config.pricing.table)
+        }
         let siblings = GenerationRoutes.Siblings(ids: ids, requests: validated)
         for index in validated.indices where !validated[index].images.isEmpty {
             validated[index] = try await routes.resolveImages(

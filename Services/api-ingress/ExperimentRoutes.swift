@@ -155,8 +155,8 @@ struct ExperimentRoutes: Sendable {
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid experiment", details: details) }
         experiment.updatedAt = Date()
-        let from: Set<Experiment.Status> = changesDefinition ? [.draft] : Set(Experiment.Status.allCases)
-        guard let updated = try await store.updateExperiment(experiment, from: from) else {
+        // Only from the status read: a start, pause or completion meanwhile is never undone.
+        guard let updated = try await store.updateExperiment(experiment, from: [experiment.status]) else {
             throw APIError.conflict("experiment \(experiment.name) changed meanwhile; read it again")
         }
         return JSONResponse.make(status: .ok, view(updated))
@@ -264,11 +264,16 @@ struct ExperimentRoutes: Sendable {
         fields["experiment"] = nil
         fields["subject"] = nil
         fields["model"] = .string(variant.model)
-        if !variant.params.isEmpty {
+        // Params that are not an object are left for the validator to refuse.
+        switch fields["params"] {
+        case nil, .null?, .object?:
+            guard !variant.params.isEmpty else { break }
             var params: [String: JSONValue] = [:]
             if case .object(let given)? = fields["params"] { params = given }
             for (key, value) in variant.params { params[key] = value }
             fields["params"] = .object(params)
+        default:
+            break
         }
         if case .string(let prompt)? = fields["prompt"] { fields["prompt"] = .string(variant.prompt(for: prompt)) }
         return (.object(fields), assignment)

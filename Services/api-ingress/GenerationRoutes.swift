@@ -54,9 +54,9 @@ struct GenerationRoutes: Sendable {
         // A request naming an experiment becomes its variant's; the job's id is its subject when
         // it gives none (and no Idempotency-Key, which a retry repeats).
         let newID = Identifier.make("gen", at: Date())
+        let sent = try await JSONBody.read(request, context: context, limit: Self.bodyLimit(environment.config)).value
         let (body, experiment) = try await ExperimentRoutes(routes: self).enroll(
-            try await JSONBody.read(request, context: context, limit: Self.bodyLimit(environment.config)).value,
-            fallbackSubject: idempotencyKey ?? newID)
+            sent, fallbackSubject: idempotencyKey ?? newID)
         if try Self.dryRun(request) {
             // What it would cost, nothing submitted (images are checked for their form only).
             let validated = try validator.validate(body)
@@ -70,6 +70,7 @@ struct GenerationRoutes: Sendable {
         }
         var validated = try await resolveImages(try validator.validate(body), owner: key.id)
         validated.experiment = experiment
+        if body != sent { validated.sentBody = sent }
         let committed = try await commit(
             validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter, watching: wait != nil,
             context: context, id: newID)
@@ -132,12 +133,16 @@ struct GenerationRoutes: Sendable {
         cancelAfter: Double? = nil, watching: Bool, context: GateContext, id: String? = nil
     ) async throws -> Committed {
         let prices = environment.config.pricing.table
+        try Self.refuseUnpriced(validated, key: try context.requireKey(), prices: prices)
         let (generation, event) = Self.make(
             validated, owner: owner, now: Date(), cancelAfter: cancelAfter,
             defaultDeadline: environment.config.jobs.defaultDeadlineSeconds, prices: prices, id: id)
         let idempotency = try idempotencyKey.map {
             IdempotencyKey(
-                key: $0, requestHash: Digest.sha256Hex(try JSONCoding.encode(validated.hashBasis ?? validated.request)),
+                key: $0,
+                requestHash: Digest.sha256Hex(
+                    try validated.sentBody.map { try JSONCoding.encode($0) }
+                        ?? JSONCoding.encode(validated.hashBasis ?? validated.request)),
                 window: environment.config.http.idempotencyWindowSeconds)
         }
         let watch = watching ? hub.watch(generation.id) : nil
@@ -177,6 +182,18 @@ struct GenerationRoutes: Sendable {
                 "Idempotency-Key \(idempotencyKey ?? "") was used for a different request (generation \(original)); use a new key for a new request"
             )
         }
+    }
+
+    /// A key with a budget sends nothing to a model without a price: what it spent there could not
+    /// be counted against the budget.
+    static func refuseUnpriced(_ validated: SubmissionValidator.Validated, key: APIKey, prices: PriceTable) throws {
+        guard key.budgets.daily != nil || key.budgets.monthly != nil else { return }
+        let models = validated.route.isEmpty ? [validated.model.id] : validated.route
+        guard let unpriced = models.first(where: { prices.price(of: $0) == nil }) else { return }
+        throw APIError(
+            .budgetExceeded,
+            "\(unpriced) has no price, and this key has a budget: what it spent could not be counted; give the model a price in pricing.models",
+            details: [.init(path: "model", message: "\(unpriced) has no price")])
     }
 
     /// A new pending generation of a validated request, and its `generation.created` event.

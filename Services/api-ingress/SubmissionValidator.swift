@@ -42,6 +42,9 @@ struct SubmissionValidator: Sendable {
         var waitingDeadline: Date?
         /// The experiment the request was enrolled in (see `ExperimentRoutes.enroll`).
         var experiment: ExperimentAssignment?
+        /// What an `Idempotency-Key` compares for a request that named an experiment: the body as
+        /// sent (a retry may be sent to another variant, if the experiment was paused meanwhile).
+        var sentBody: JSONValue?
     }
 
     /// An input image as a submission gave it.

@@ -10,6 +10,9 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     /// An input image is another job's output, and that job failed or was cancelled (or has no
     /// such output).
     case inputUnavailable = "input_unavailable"
+    /// A submission would take its API key past its daily or monthly budget (refused at once), or
+    /// a job's retry would (the job fails without it).
+    case budgetExceeded = "budget_exceeded"
     case authenticationFailed = "authentication_failed"
     case quotaExceeded = "quota_exceeded"
     case contentPolicy = "content_policy"
@@ -32,8 +35,6 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
     case conflict
     case idempotencyKeyReused = "idempotency_key_reused"
     case payloadTooLarge = "payload_too_large"
-    /// A submission would take its API key past its daily or monthly budget.
-    case budgetExceeded = "budget_exceeded"
     case rangeNotSatisfiable = "range_not_satisfiable"
     case unavailable
 
@@ -58,10 +59,10 @@ public enum ErrorCode: String, Codable, Sendable, CaseIterable {
         case .invalidRequest, .invalidImage, .inputUnavailable, .authenticationFailed, .quotaExceeded,
             .contentPolicy, .rateLimited, .providerError, .providerUnavailable, .providerTimeout, .taskTimeout,
             .uploadFailed, .cancelled,
-            .internalError:
+            .internalError, .budgetExceeded:
             return true
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
-            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable, .budgetExceeded:
+            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
             return false
         }
     }

@@ -318,6 +318,7 @@ public struct ExperimentResults: Sendable {
     }
 
     static func short(_ value: Double) -> String {
+        guard value.isFinite, abs(value) < 1e15 else { return "∞" }
         let rounded = (value * 10).rounded() / 10
         return rounded == rounded.rounded() ? String(Int(rounded)) : String(rounded)
     }

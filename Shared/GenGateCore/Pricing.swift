@@ -199,8 +199,14 @@ public struct PriceTable: Sendable, Equatable {
             amount += value
             parts.append(text)
         }
+        // A request's own figures count only when they make sense (finite, not negative, within
+        // reason): a negative or infinite duration must never lower an estimate, nor a budget's
+        // reservation.
         func number(_ value: JSONValue?) -> Double? {
-            value?.doubleValue ?? value?.stringValue.flatMap(Double.init)
+            guard let given = value?.doubleValue ?? value?.stringValue.flatMap(Double.init), given.isFinite,
+                given >= 0
+            else { return nil }
+            return min(given, Self.largestQuantity)
         }
         let count = Double(n)
         if let each = price.perImage { add(count * each, "\(n) × \(each) an image") }
@@ -227,6 +233,9 @@ public struct PriceTable: Sendable, Equatable {
             amount: amount, currency: currency, basis: parts.joined(separator: " + "), defaultPrice: isDefault,
             priced: true)
     }
+
+    /// The most seconds or tokens an estimate takes from a request's params.
+    public static let largestQuantity = 10_000_000.0
 
     /// What a call cost by what its provider reported, where the model is priced by tokens and
     /// the provider said how many it used (its `per_call` added); nil otherwise (the estimate stands).

@@ -238,7 +238,7 @@ public enum Statistics {
         let zb = normalQuantile(power)
         let average = (p1 + p2) / 2
         let top = za * (2 * average * (1 - average)).squareRoot() + zb * (p1 * (1 - p1) + p2 * (1 - p2)).squareRoot()
-        return Int((top * top / ((p1 - p2) * (p1 - p2))).rounded(.up))
+        return count(top * top / ((p1 - p2) * (p1 - p2)))
     }
 
     /// Units per group a two-sided test of means at `alpha` needs to find a difference of
@@ -246,6 +246,13 @@ public enum Statistics {
     public static func sampleSize(difference: Double, sd: Double, alpha: Double, power: Double = 0.8) -> Int? {
         guard difference != 0, sd.isFinite else { return nil }
         let z = normalQuantile(1 - alpha / 2) + normalQuantile(power)
-        return Int((2 * z * z * sd * sd / (difference * difference)).rounded(.up))
+        return count(2 * z * z * sd * sd / (difference * difference))
+    }
+
+    /// A sample size as a count; nil past a billion (a difference too small to be worth finding,
+    /// or a rounding error) or when it is not a number.
+    static func count(_ size: Double) -> Int? {
+        guard size.isFinite, size <= 1e9 else { return nil }
+        return Int(size.rounded(.up))
     }
 }

@@ -196,6 +196,19 @@ public struct Submission: Sendable {
             // Nothing was written: the job waits for room (its interrupted attempt, if any, as it is).
             await hold(generation, provider: adapter.name, front: fromWaitingRoom)
             return
+        } catch let refusal as BudgetExceeded {
+            // Nothing was written: what this attempt may cost, on top of what the job's earlier
+            // attempts were charged, does not fit its key's budget. The job fails unsubmitted.
+            let error = GenGateError(
+                .budgetExceeded,
+                "another attempt may cost up to \(Money.rounded(refusal.requested)) more than the job holds back, past its key's \(refusal.period.rawValue) budget of \(refusal.budget) (\(Money.rounded(refusal.committed)) committed)",
+                retryable: false)
+            if try await context.fail(generation, error: error, attempt: abandoned) != nil, let abandoned,
+                abandoned.possibleDoubleCharge
+            {
+                reportPossibleDoubleCharge(generation, attempt: abandoned)
+            }
+            return
         }
         guard let dispatching = applied else {
             if abandoned != nil {

@@ -26,11 +26,10 @@ public enum SubmissionRecovery {
         case .providerTimeout, .providerUnavailable, .providerError, .internalError, .uploadFailed, .taskTimeout:
             return true
         case .rateLimited, .authenticationFailed, .quotaExceeded, .invalidRequest, .invalidImage, .inputUnavailable,
-            .contentPolicy,
-            .cancelled:
+            .contentPolicy, .cancelled, .budgetExceeded:
             return false
         case .invalidJSON, .unknownModel, .providerNotConfigured, .unauthorized, .forbidden, .notFound, .conflict,
-            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable, .budgetExceeded:
+            .idempotencyKeyReused, .payloadTooLarge, .rangeNotSatisfiable, .unavailable:
             return true  // request codes: no adapter states them, so nothing is ruled out
         }
     }

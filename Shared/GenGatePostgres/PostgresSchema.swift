@@ -363,10 +363,10 @@ enum PostgresSchema {
             "(CASE WHEN \(ChargedSQL.charged(row, boolean: true)) THEN COALESCE(\(row).cost, 0) ELSE 0 END)"
         }
         let day = { (created: String) in
-            "'day:' || to_char(to_timestamp(\(created)) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+            "'day:' || to_char(to_timestamp(floor(\(created))) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
         }
         let month = { (created: String) in
-            "'month:' || to_char(to_timestamp(\(created)) AT TIME ZONE 'UTC', 'YYYY-MM')"
+            "'month:' || to_char(to_timestamp(floor(\(created))) AT TIME ZONE 'UTC', 'YYYY-MM')"
         }
         return """
             ALTER TABLE attempts ADD COLUMN cost DOUBLE PRECISION;

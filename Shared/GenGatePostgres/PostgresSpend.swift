@@ -29,6 +29,30 @@ extension PostgresStore {
             [amount, owner, day, month])
     }
 
+    /// As `SQLiteStore.extendReservation`: a new attempt that takes what the job may cost past
+    /// what it holds back is held back too, within its key's budgets, or refused.
+    static func extendReservation(of id: String, db: PostgresConnection) async throws {
+        guard
+            let row = try await db.row(
+                "SELECT owner_key_id, created_at, reserved_cost FROM generations WHERE id = $1", [id]),
+            let reserved = try row.get("reserved_cost", as: Double?.self)
+        else { return }
+        let charged = ChargedSQL.charged("a", boolean: true)
+        let exposure: Double =
+            try await db.row(
+                """
+                SELECT COALESCE(SUM(COALESCE(a.cost, 0)), 0)::double precision AS exposure FROM attempts a
+                WHERE a.generation_id = $1 AND (a.state IN ('submitting', 'submitted') OR \(charged))
+                """, [id]
+            )?.get("exposure") ?? 0
+        let extra = exposure - reserved
+        guard extra > SpendPeriod.slack else { return }
+        try await reserve(
+            extra, owner: try row.get("owner_key_id"), at: Date(timeIntervalSince1970: try row.get("created_at")),
+            db: db)
+        try await db.run("UPDATE generations SET reserved_cost = reserved_cost + $1 WHERE id = $2", [extra, id])
+    }
+
     static func committed(_ owner: String, _ day: String, _ month: String, db: PostgresConnection) async throws
         -> KeySpend
     {
@@ -79,7 +103,7 @@ extension PostgresStore {
     public func usage(from: Date, to: Date, keyID: String?) async throws -> [UsageRow] {
         let charged = ChargedSQL.charged("a", boolean: true)
         var sql = """
-            SELECT to_char(to_timestamp(a.created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+            SELECT to_char(to_timestamp(floor(a.created_at)) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
                 g.owner_key_id AS key_id, COALESCE(a.model, g.model) AS model, a.provider AS provider,
                 COUNT(DISTINCT a.generation_id)::bigint AS jobs, COUNT(*)::bigint AS attempts,
                 SUM(CASE WHEN \(charged) THEN 1 ELSE 0 END)::bigint AS charged_attempts,

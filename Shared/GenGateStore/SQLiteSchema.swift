@@ -336,8 +336,8 @@ enum SQLiteSchema {
         let terminal = terminalList
         let period = { (row: String) in
             """
-            period IN ('day:' || strftime('%Y-%m-%d', \(row).created_at, 'unixepoch'),
-                       'month:' || strftime('%Y-%m', \(row).created_at, 'unixepoch'))
+            period IN ('day:' || strftime('%Y-%m-%d', CAST(\(row).created_at AS INTEGER), 'unixepoch'),
+                       'month:' || strftime('%Y-%m', CAST(\(row).created_at AS INTEGER), 'unixepoch'))
             """
         }
         let paid = { (row: String) in
@@ -373,10 +373,10 @@ enum SQLiteSchema {
                     SELECT g.owner_key_id FROM generations g
                     WHERE g.id = NEW.generation_id AND g.reserved_cost IS NOT NULL AND g.status IN \(terminal))
                   AND period IN (
-                    SELECT 'day:' || strftime('%Y-%m-%d', g.created_at, 'unixepoch') FROM generations g
+                    SELECT 'day:' || strftime('%Y-%m-%d', CAST(g.created_at AS INTEGER), 'unixepoch') FROM generations g
                     WHERE g.id = NEW.generation_id
                     UNION ALL
-                    SELECT 'month:' || strftime('%Y-%m', g.created_at, 'unixepoch') FROM generations g
+                    SELECT 'month:' || strftime('%Y-%m', CAST(g.created_at AS INTEGER), 'unixepoch') FROM generations g
                     WHERE g.id = NEW.generation_id);
             END;
             """

@@ -24,6 +24,33 @@ extension SQLiteStore {
             arguments: [amount, owner, day, month])
     }
 
+    /// Within a write that records a new attempt: when what the job's attempts may cost (those
+    /// charged, and those open, the new one among them) passes what it holds back, the rest is
+    /// held back too, within its key's budgets (on the day and month it was submitted), or
+    /// `BudgetExceeded` is thrown. So a retry after a charged failure is paid only if the budget
+    /// has room for it.
+    static func extendReservation(of id: String, db: Database) throws {
+        guard
+            let row = try Row.fetchOne(
+                db, cached: "SELECT owner_key_id, created_at, reserved_cost FROM generations WHERE id = ?",
+                arguments: [id]),
+            let reserved = row["reserved_cost"] as Double?
+        else { return }
+        let charged = ChargedSQL.charged("a", boolean: false)
+        let exposure =
+            try Double.fetchOne(
+                db,
+                cached: """
+                    SELECT COALESCE(SUM(COALESCE(a.cost, 0)), 0) FROM attempts a
+                    WHERE a.generation_id = ? AND (a.state IN ('submitting', 'submitted') OR \(charged))
+                    """, arguments: [id]) ?? 0
+        let extra = exposure - reserved
+        guard extra > SpendPeriod.slack else { return }
+        try reserve(extra, owner: row["owner_key_id"], at: Date(timeIntervalSince1970: row["created_at"]), db: db)
+        try db.run(
+            sql: "UPDATE generations SET reserved_cost = reserved_cost + ? WHERE id = ?", arguments: [extra, id])
+    }
+
     static func committed(_ owner: String, _ day: String, _ month: String, db: Database) throws -> KeySpend {
         var spend = KeySpend(day: 0, month: 0)
         for row in try Row.fetchAll(
@@ -74,7 +101,7 @@ extension SQLiteStore {
     public func usage(from: Date, to: Date, keyID: String?) async throws -> [UsageRow] {
         let charged = ChargedSQL.charged("a", boolean: false)
         var sql = """
-            SELECT strftime('%Y-%m-%d', a.created_at, 'unixepoch') AS day, g.owner_key_id AS key_id,
+            SELECT strftime('%Y-%m-%d', CAST(a.created_at AS INTEGER), 'unixepoch') AS day, g.owner_key_id AS key_id,
                 COALESCE(a.model, g.model) AS model, a.provider AS provider,
                 COUNT(DISTINCT a.generation_id) AS jobs, COUNT(*) AS attempts,
                 SUM(CASE WHEN \(charged) THEN 1 ELSE 0 END) AS charged_attempts,

@@ -492,6 +492,8 @@ public final class SQLiteStore: GenerationStore {
                 if let newAttempt { try newAttempt.insert(db) }
                 // Refusing rolls the whole change back: the job and its attempt move together.
                 if let attemptUpdate, try !attemptUpdate.apply(db) { throw RefusedChange() }
+                // Throwing `BudgetExceeded` rolls the whole change back.
+                if newAttempt != nil { try Self.extendReservation(of: change.id, db: db) }
                 for output in change.newOutputs {
                     // Outputs a synchronous provider made come already stored.
                     let storedAt = output.isStored ? (output.storedAt ?? Date()).timeIntervalSince1970 : nil

@@ -83,19 +83,23 @@ public struct BudgetExceeded: Error, Sendable, Equatable {
 /// spell them: `day:2026-12-06` and `month:2026-12`, in UTC.
 public enum SpendPeriod {
     public static func names(at date: Date) -> (day: String, month: String) {
-        let parts = Calendar.utc.dateComponents([.year, .month, .day], from: date)
+        // Whole seconds, as the stores' SQL takes them (a moment a hair before midnight is the
+        // day it ends, in every spelling).
+        let second = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
+        let parts = Calendar.utc.dateComponents([.year, .month, .day], from: second)
         let year = String(format: "%04d", parts.year ?? 1970)
         let month = String(format: "%02d", parts.month ?? 1)
         let day = String(format: "%02d", parts.day ?? 1)
         return ("day:\(year)-\(month)-\(day)", "month:\(year)-\(month)")
     }
 
+    /// A millionth: sums of floating-point amounts are not exact.
+    public static let slack = 0.000_001
+
     /// Checks `amount` more against a key's budgets and what it committed; throws
     /// `BudgetExceeded` for the first budget it would pass. A request of nothing passes a budget
     /// already used up (it cannot take the key further past it).
     public static func check(_ amount: Double, budgets: KeyBudgets, committed: KeySpend) throws {
-        // A millionth of slack: sums of floating-point amounts are not exact.
-        let slack = 0.000_001
         if let daily = budgets.daily, amount > 0, committed.day + amount > daily + slack {
             throw BudgetExceeded(period: .daily, budget: daily, committed: committed.day, requested: amount)
         }

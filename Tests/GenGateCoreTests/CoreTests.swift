@@ -28,7 +28,7 @@ final class ErrorTaxonomyTests: XCTestCase {
                 "provider_error", "provider_timeout", "provider_unavailable", "rate_limited", "unavailable",
                 "upload_failed",
             ])
-        XCTAssertEqual(ErrorCode.allCases.filter(\.isJobClass).count, 14)
+        XCTAssertEqual(ErrorCode.allCases.filter(\.isJobClass).count, 15)
     }
 
     /// docs/ERRORS.md lists every code with its HTTP status and whether it is retryable, as the

@@ -167,6 +167,9 @@ final class ExperimentTests: XCTestCase {
         XCTAssertEqual(Statistics.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
         XCTAssertEqual(Statistics.quantile([1, 2, 3, 4], 0.5), 2.5)
         XCTAssertNil(Statistics.sampleSize(proportions: 0.5, 0.5, alpha: 0.05))
+        // A difference of a rounding error needs no count that could overflow.
+        XCTAssertNil(Statistics.sampleSize(difference: 6.9e-18, sd: 0.02, alpha: 0.05))
+        XCTAssertNil(Statistics.sampleSize(difference: 0.1, sd: .infinity, alpha: 0.05))
         XCTAssertEqual(Statistics.sampleSize(proportions: 0.9, 0.95, alpha: 0.05), 435)
     }
 

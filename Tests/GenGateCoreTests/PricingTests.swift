@@ -34,6 +34,21 @@ final class PricingTests: XCTestCase {
             model: "x/chat", n: 1, width: nil, height: nil, prompt: String(repeating: "a", count: 4_000),
             params: ["max_tokens": .number(500)])
         XCTAssertEqual(chat.amount, 1 + 1, accuracy: 1e-9)
+        // A request's own figures never lower an estimate: negative, infinite or not numbers at
+        // all, they are taken as unsaid.
+        for odd: JSONValue in [.number(-1e6), .string("-inf"), .string("nan"), .string("inf"), .number(-0.5)] {
+            let video = table.estimate(
+                model: "kling/kling-v1-6", n: 1, width: nil, height: nil, prompt: "", params: ["duration": odd])
+            XCTAssertEqual(video.amount, 0.28, accuracy: 1e-9, "\(odd)")
+            let text = table.estimate(
+                model: "x/chat", n: 1, width: nil, height: nil, prompt: "", params: ["max_tokens": odd])
+            XCTAssertEqual(text.amount, 2, accuracy: 1e-9, "\(odd)")
+        }
+        XCTAssertEqual(
+            table.estimate(
+                model: "kling/kling-v1-6", n: 1, width: nil, height: nil, prompt: "",
+                params: ["duration": .number(1e300)]
+            ).amount, PriceTable.largestQuantity * 0.056, accuracy: 1e-3, "bounded")
         // A model with no price says so.
         let none = table.estimate(model: "x/unknown", n: 1, width: nil, height: nil, prompt: "", params: [:])
         XCTAssertFalse(none.priced)

@@ -138,7 +138,8 @@ final class Harness: Sendable {
 
     func context(
         _ instance: String = "worker-a", policy: JobPolicy? = nil, limits: ProviderLimits? = nil,
-        also: [ScriptedProvider] = [], aliases: [String: [String]] = [:], objects: (any ObjectStore)? = nil
+        also: [ScriptedProvider] = [], aliases: [String: [String]] = [:], objects: (any ObjectStore)? = nil,
+        prices: PriceTable = PriceTable()
     ) throws -> JobContext {
         JobContext(
             instance: instance, store: store,
@@ -147,7 +148,7 @@ final class Harness: Sendable {
             objects: try objects ?? LocalObjectStore(root: directory.appendingPathComponent("objects")),
             policy: policy ?? self.policy,
             logger: Logger(label: "test"),
-            notify: { [notices] step, id, _ in notices.list.withLock { $0.append((step, id)) } })
+            notify: { [notices] step, id, _ in notices.list.withLock { $0.append((step, id)) } }, prices: prices)
     }
 
     func noticed(_ step: Lifecycle.Step) -> [String] { notices.list.withLock { $0.filter { $0.0 == step }.map(\.1) } }
@@ -160,9 +161,10 @@ final class Harness: Sendable {
     }
 
     /// A new pending job, committed.
-    func submit(n: Int = 1, deadline: TimeInterval = 600, created: Date = Date(), route: [String] = [])
-        async throws -> Generation
-    {
+    func submit(
+        n: Int = 1, deadline: TimeInterval = 600, created: Date = Date(), route: [String] = [],
+        reserved: Double? = nil
+    ) async throws -> Generation {
         let generation = Generation(
             id: Identifier.make("gen", at: created), ownerKeyID: owner.id,
             request: GenerationRequest(model: route.isEmpty ? "scripted/image" : "alias", prompt: "a test", n: n),
@@ -171,7 +173,7 @@ final class Harness: Sendable {
             version: 1, progress: 0, attempts: 0, error: nil, providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil,
             nextActionAt: created, deadlineAt: created.addingTimeInterval(deadline), createdAt: created,
             updatedAt: created,
-            phaseTimes: [.pending: created], outputs: [], route: route)
+            phaseTimes: [.pending: created], outputs: [], route: route, reservedCost: reserved)
         try await store.insert(
             generation,
             event: Event(

@@ -141,6 +141,29 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(harness.provider.submissions.count, 3)
     }
 
+    func testARetryThatWouldPassTheKeysBudgetAfterAChargedFailureFailsTheJobUnsubmitted() async throws {
+        let harness = try await Harness(
+            policy: JobPolicy(leaseSeconds: 30, retry: RetryPolicy(maxAttempts: 4, baseSeconds: 0, maxSeconds: 0)))
+        _ = try await harness.store.updateAPIKey(id: harness.owner.id, budgets: BudgetChange(daily: .some(0.7)))
+        let prices = PriceTable(configured: ["scripted/image": Price(perImage: 0.5)])
+        // No answer: the provider may have taken (and billed) the submission.
+        harness.provider.state.withLock { $0.submitErrors = [GenGateError(.providerTimeout, "no answer")] }
+        let job = try await harness.submit(reserved: 0.5)
+        try await Submission(context: harness.context(prices: prices)).dispatch(job.id)
+        try await harness.makeCheckDue(job.id)
+        try await Submission(context: harness.context(prices: prices)).dispatch(job.id)
+
+        let failed = try await harness.job(job.id)
+        XCTAssertEqual(failed.status, .failed)
+        XCTAssertEqual(failed.error?.code, .budgetExceeded, "\(failed.error?.message ?? "")")
+        XCTAssertEqual(harness.provider.submissions.count, 1, "the retry was never sent")
+        let attempts = try await harness.store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.map(\.charged), [true])
+        XCTAssertEqual(attempts.first?.cost ?? 0, 0.5, accuracy: 1e-9)
+        let spend = try await harness.store.spend(keyID: harness.owner.id, at: Date())
+        XCTAssertEqual(spend.day, 0.5, accuracy: 1e-9, "what it may have been charged, and no more")
+    }
+
     func testAnAnswerArrivingAfterAnotherWorkerTookOverWritesNothingAndItsTaskIsCancelled() async throws {
         let harness = try await Harness(
             provider: ScriptedProvider(submitDelay: .milliseconds(600)),

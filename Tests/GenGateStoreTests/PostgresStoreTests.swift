@@ -94,7 +94,7 @@ final class PostgresStoreTests: XCTestCase {
         XCTAssertEqual(
             try server.psql("SELECT COUNT(*) FROM gengate_migrations", database: database),
             "\(PostgresSchema.migrations.count)")
-        XCTAssertEqual(PostgresSchema.migrations.count, 4)
+        XCTAssertEqual(PostgresSchema.migrations.count, 5)
         _ = try await PostgresStore(settings: settings)
         XCTAssertFalse("\(settings)".contains(LocalPostgres.password), "the password is never shown")
     }

@@ -291,3 +291,43 @@ extension GenerationStoreContractTests {
         XCTAssertNil(gone)
     }
 }
+
+/// A retry's budget.
+extension GenerationStoreContractTests {
+    func testARetryAfterAChargedFailureIsHeldToTheBudgetToo() async throws {
+        let now = Date()
+        let key = try await store.createAPIKey(name: "retry", isAdmin: false, budgets: KeyBudgets(daily: 1)).key
+        let job = try await reserving(0.6, key: key, now: now)
+        // The first attempt is taken and fails: charged (the provider charges on acceptance).
+        let version = try await run(
+            job, cost: 0.6, chargesOnAcceptance: true, state: .failed, taskID: "t1", status: nil)
+        // A second attempt may cost 0.6 more than the job holds: 1.2 committed would pass 1.
+        var retry = Transition(id: job.id, from: .retryWait, version: version, to: .dispatching)
+        retry.attempts = 2
+        retry.newAttempt = Attempt(
+            generationID: job.id, number: 2, provider: "sim", clientReference: "\(job.id)-a2", providerTaskID: nil,
+            outputIndexes: [0], state: .submitting, error: nil, createdAt: Date(), finishedAt: nil,
+            model: "sim/image", cost: 0.6, chargesOnAcceptance: true)
+        do {
+            _ = try await store.transition(retry)
+            XCTFail("a retry past the budget was recorded")
+        } catch let refusal as BudgetExceeded {
+            XCTAssertEqual(refusal.requested, 0.6, accuracy: 1e-9)
+            XCTAssertEqual(refusal.committed, 0.6, accuracy: 1e-9)
+        }
+        let attempts = try await store.attempts(generationID: job.id)
+        XCTAssertEqual(attempts.count, 1, "nothing of the refused retry was written")
+        // With room, the retry holds back the difference, and the job ends having cost both.
+        _ = try await store.updateAPIKey(id: key.id, budgets: BudgetChange(daily: .some(2)))
+        let dispatching = try await XCTUnwrapAsync(try await store.transition(retry))
+        XCTAssertEqual(dispatching.reservedCost ?? 0, 1.2, accuracy: 1e-9)
+        var spend = try await store.spend(keyID: key.id, at: now)
+        XCTAssertEqual(spend.day, 1.2, accuracy: 1e-9)
+        var end = Transition(id: job.id, from: .dispatching, version: dispatching.version, to: .completed)
+        end.attemptUpdate = AttemptUpdate(
+            generationID: job.id, number: 2, from: [.submitting], to: .succeeded, providerTaskID: "t2")
+        _ = try await XCTUnwrapAsync(try await store.transition(end))
+        spend = try await store.spend(keyID: key.id, at: now)
+        XCTAssertEqual(spend.day, 1.2, accuracy: 1e-9)
+    }
+}

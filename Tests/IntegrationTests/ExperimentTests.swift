@@ -134,8 +134,19 @@ final class ExperimentTests: XCTestCase {
             body: #"{"variants": [{"name": "x", "model": "sim/image", "traffic": 100}]}"#)
         XCTAssertEqual(answer.status, 409)
 
+        // A request with an Idempotency-Key (and no subject) is placed by the key, and its retry
+        // finds the same job, also once the experiment is paused.
+        let retried = #"{"experiment": "steady-vs-flaky", "prompt": "once only"}"#
+        let first = try await system.request(
+            .POST, "/v1/generations", body: retried, key: key, headers: [("Idempotency-Key", "order-77")])
+        XCTAssertEqual(first.status, 202)
+
         // Paused: requests go to the control, not enrolled.
         answer = try await system.request(.POST, "/v1/admin/experiments/\(id)/pause")
+        let second = try await system.request(
+            .POST, "/v1/generations", body: retried, key: key, headers: [("Idempotency-Key", "order-77")])
+        XCTAssertEqual(second.status, 202, String(decoding: second.body, as: UTF8.self))
+        XCTAssertEqual(second.json["id"], first.json["id"], "the retry is the first job")
         XCTAssertEqual(answer.json["status"]?.stringValue, "paused")
         let paused = try await system.submit(#"{"experiment": "steady-vs-flaky", "prompt": "a fox"}"#, key: key)
         let pausedJob = try await system.request(.GET, "/v1/generations/\(paused)", key: key).json
