@@ -86,6 +86,14 @@ struct APIError: Error, HTTPResponseError {
             ])
     }
 
+    /// A key with a budget sending work to a model without a price.
+    static func unpriced(_ refusal: UnpricedModel) -> APIError {
+        APIError(
+            .budgetExceeded,
+            "\(refusal.model) has no price, and this key has a budget: what it spent could not be counted; give the model a price in pricing.models",
+            details: [.init(path: "model", message: "\(refusal.model) has no price")])
+    }
+
     static let internalError = APIError(
         .internalError, "the server failed to handle this request; it has been logged")
 

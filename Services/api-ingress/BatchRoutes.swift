@@ -150,9 +150,6 @@ struct BatchRoutes: Sendable {
                     "unpriced_models": .array(unpriced.map(JSONValue.string)),
                 ])
         }
-        for item in validated {
-            try GenerationRoutes.refuseUnpriced(item, key: key, prices: config.pricing.table)
-        }
         let siblings = GenerationRoutes.Siblings(ids: ids, requests: validated)
         for index in validated.indices where !validated[index].images.isEmpty {
             validated[index] = try await routes.resolveImages(
@@ -184,6 +181,8 @@ struct BatchRoutes: Sendable {
                 batch, generations: generations, events: events, idempotency: idempotency)
         } catch let refusal as BudgetExceeded {
             throw APIError.budgetExceeded(refusal, currency: config.pricing.currency)
+        } catch let refusal as UnpricedModel {
+            throw APIError.unpriced(refusal)
         } catch {
             context.logger.error("could not commit a batch", metadata: ["error": "\(error)"])
             throw APIError.unavailable

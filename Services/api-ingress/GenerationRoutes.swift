@@ -133,7 +133,6 @@ struct GenerationRoutes: Sendable {
         cancelAfter: Double? = nil, watching: Bool, context: GateContext, id: String? = nil
     ) async throws -> Committed {
         let prices = environment.config.pricing.table
-        try Self.refuseUnpriced(validated, key: try context.requireKey(), prices: prices)
         let (generation, event) = Self.make(
             validated, owner: owner, now: Date(), cancelAfter: cancelAfter,
             defaultDeadline: environment.config.jobs.defaultDeadlineSeconds, prices: prices, id: id)
@@ -152,6 +151,9 @@ struct GenerationRoutes: Sendable {
         } catch let refusal as BudgetExceeded {
             watch.map(hub.unwatch)
             throw APIError.budgetExceeded(refusal, currency: prices.currency)
+        } catch let refusal as UnpricedModel {
+            watch.map(hub.unwatch)
+            throw APIError.unpriced(refusal)
         } catch {
             watch.map(hub.unwatch)
             context.logger.error("could not commit a generation", metadata: ["error": "\(error)"])
@@ -184,18 +186,6 @@ struct GenerationRoutes: Sendable {
         }
     }
 
-    /// A key with a budget sends nothing to a model without a price: what it spent there could not
-    /// be counted against the budget.
-    static func refuseUnpriced(_ validated: SubmissionValidator.Validated, key: APIKey, prices: PriceTable) throws {
-        guard key.budgets.daily != nil || key.budgets.monthly != nil else { return }
-        let models = validated.route.isEmpty ? [validated.model.id] : validated.route
-        guard let unpriced = models.first(where: { prices.price(of: $0) == nil }) else { return }
-        throw APIError(
-            .budgetExceeded,
-            "\(unpriced) has no price, and this key has a budget: what it spent could not be counted; give the model a price in pricing.models",
-            details: [.init(path: "model", message: "\(unpriced) has no price")])
-    }
-
     /// A new pending generation of a validated request, and its `generation.created` event.
     static func make(
         _ validated: SubmissionValidator.Validated, owner: String, now: Date, cancelAfter: Double? = nil,
@@ -210,7 +200,7 @@ struct GenerationRoutes: Sendable {
         let waiting = validated.waitsFor != nil
         let deadline =
             waiting ? (validated.waitingDeadline ?? now.addingTimeInterval(400 * 86_400)) : ownDeadline
-        let generation = Generation(
+        let made = Generation(
             id: id ?? Identifier.make("gen", at: now), ownerKeyID: owner, request: request, provider: model.provider,
             status: waiting ? .waiting : .pending, version: 1, progress: 0, attempts: 0, error: nil,
             providerTaskID: nil, leaseOwner: nil, leaseExpiresAt: nil, nextActionAt: waiting ? nil : now,
@@ -221,6 +211,10 @@ struct GenerationRoutes: Sendable {
                 models: validated.route.isEmpty ? [model.id] : validated.route, n: request.n, width: request.width,
                 height: request.height, prompt: request.prompt, params: request.params),
             experiment: validated.experiment)
+        var generation = made
+        generation.unpricedModel = (validated.route.isEmpty ? [model.id] : validated.route).first {
+            prices.price(of: $0) == nil
+        }
         let aliased = !validated.route.isEmpty
         let event = Event(
             .generationCreated(

@@ -283,7 +283,7 @@ enum OpenAPIDocument {
             }
           },
           "402": {
-            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "description": "The submission would take the key past its daily or monthly budget, or names a model without a price while the key has a budget (`budget_exceeded`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -1429,7 +1429,7 @@ enum OpenAPIDocument {
             }
           },
           "402": {
-            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "description": "The submission would take the key past its daily or monthly budget, or names a model without a price while the key has a budget (`budget_exceeded`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -1961,7 +1961,7 @@ enum OpenAPIDocument {
             }
           },
           "402": {
-            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "description": "The submission would take the key past its daily or monthly budget, or names a model without a price while the key has a budget (`budget_exceeded`).",
             "content": {
               "application/json": {
                 "schema": {
@@ -2203,7 +2203,7 @@ enum OpenAPIDocument {
             }
           },
           "402": {
-            "description": "The submission would take the key past its daily or monthly budget (`budget_exceeded`).",
+            "description": "The submission would take the key past its daily or monthly budget, or names a model without a price while the key has a budget (`budget_exceeded`).",
             "content": {
               "application/json": {
                 "schema": {

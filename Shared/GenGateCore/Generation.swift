@@ -54,6 +54,10 @@ public struct Generation: Codable, Sendable, Equatable {
     public var reservedCost: Double?
     /// The experiment it was enrolled in and the variant it got; nil: none.
     public var experiment: ExperimentAssignment?
+    /// A model of its route without a price, when it has one: a key with a budget is refused
+    /// such a job (what it spent could not be counted). Set at submission, checked by the store
+    /// after an Idempotency-Key's replay; not stored.
+    public var unpricedModel: String?
 
     public init(
         id: String, ownerKeyID: String, request: GenerationRequest, provider: String, status: GenerationStatus,

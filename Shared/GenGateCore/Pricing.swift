@@ -183,9 +183,12 @@ public struct PriceTable: Sendable, Equatable {
     }
 
     /// What `n` outputs of `model` are expected to cost:
-    /// images by count or megapixels (`width` × `height`, 1 MP when unsaid), video by seconds
-    /// (`params.duration` or `params.length`, 5 when unsaid), text by tokens (the prompt's at
-    /// about four bytes a token, the answer's `params.max_tokens` or 1000).
+    /// images by count or megapixels (`width` × `height`, or `params.width` × `params.height`
+    /// when larger; 1 MP when unsaid), video by seconds (the larger of `params.duration` and
+    /// `params.length`, 5 when unsaid), text by tokens (the prompt's at about four bytes a token
+    /// for each output's call, the answer's `params.max_tokens` or `max_completion_tokens`, else
+    /// 1000). A request's figures count when they are numbers (or numeric strings) above 0, up to
+    /// `largestQuantity`; others are taken as unsaid, so no request lowers its own estimate.
     public func estimate(
         model: String, n: Int, width: Int?, height: Int?, prompt: String, params: [String: JSONValue]
     ) -> CostEstimate {
@@ -204,26 +207,32 @@ public struct PriceTable: Sendable, Equatable {
         // reservation.
         func number(_ value: JSONValue?) -> Double? {
             guard let given = value?.doubleValue ?? value?.stringValue.flatMap(Double.init), given.isFinite,
-                given >= 0
+                given > 0
             else { return nil }
             return min(given, Self.largestQuantity)
         }
+        // Where a request may say a quantity in more than one field (adapters pass `params` on
+        // whole, and providers read one or the other), the largest is taken.
+        func largest(_ names: String...) -> Double? { names.compactMap { number(params[$0]) }.max() }
         let count = Double(n)
         if let each = price.perImage { add(count * each, "\(n) × \(each) an image") }
         if let each = price.perCall { add(count * each, "\(n) × \(each) a call") }
         if let each = price.perMegapixel {
-            let megapixels = Double((width ?? 1_000) * (height ?? 1_000)) / 1_000_000
+            let wide = max(Double(width ?? 0), largest("width") ?? 0)
+            let high = max(Double(height ?? 0), largest("height") ?? 0)
+            let megapixels = (wide > 0 ? wide : 1_000) * (high > 0 ? high : 1_000) / 1_000_000
             add(count * megapixels * each, "\(n) × \(Self.short(megapixels)) MP × \(each)")
         }
         if let each = price.perVideoSecond {
-            let seconds = number(params["duration"]) ?? number(params["length"]) ?? 5
+            let seconds = largest("duration", "length") ?? 5
             add(count * seconds * each, "\(n) × \(Self.short(seconds)) s × \(each)")
         }
         if price.perThousandInputTokens != nil || price.perThousandOutputTokens != nil {
             let input = Double((prompt.utf8.count + 3) / 4)
-            let output = number(params["max_tokens"]) ?? number(params["max_completion_tokens"]) ?? 1_000
+            let output = largest("max_tokens", "max_completion_tokens") ?? 1_000
+            // Each output's call sends the prompt.
             if let each = price.perThousandInputTokens {
-                add(input / 1_000 * each, "\(Int(input)) input tokens × \(each)/1k")
+                add(count * input / 1_000 * each, "\(n) × \(Int(input)) input tokens × \(each)/1k")
             }
             if let each = price.perThousandOutputTokens {
                 add(count * output / 1_000 * each, "\(n) × \(Int(output)) output tokens × \(each)/1k")

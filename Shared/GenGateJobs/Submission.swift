@@ -197,17 +197,22 @@ public struct Submission: Sendable {
             await hold(generation, provider: adapter.name, front: fromWaitingRoom)
             return
         } catch let refusal as BudgetExceeded {
-            // Nothing was written: what this attempt may cost, on top of what the job's earlier
-            // attempts were charged, does not fit its key's budget. The job fails unsubmitted.
+            // Nothing was written: this attempt, with what the job's attempts were charged or may
+            // be, could cost more than the job holds back, and its key's budget has no room for
+            // the difference. The job fails unsubmitted (as the store has it: a route move made
+            // here was not written).
             let error = GenGateError(
                 .budgetExceeded,
-                "another attempt may cost up to \(Money.rounded(refusal.requested)) more than the job holds back, past its key's \(refusal.period.rawValue) budget of \(refusal.budget) (\(Money.rounded(refusal.committed)) committed)",
+                "this attempt could take what the job costs \(Money.rounded(refusal.requested)) past what it holds back, and its key's \(refusal.period.rawValue) budget of \(refusal.budget) has no room for it (\(Money.rounded(refusal.committed)) committed)",
                 retryable: false)
-            if try await context.fail(generation, error: error, attempt: abandoned) != nil, let abandoned,
-                abandoned.possibleDoubleCharge
-            {
-                reportPossibleDoubleCharge(generation, attempt: abandoned)
+            let stored = try await store.generation(id: id)
+            guard let stored, stored.version == generation.version,
+                try await context.fail(stored, error: error, attempt: abandoned) != nil
+            else {
+                await context.releaseLease(stored ?? generation)
+                return
             }
+            if let abandoned, abandoned.possibleDoubleCharge { reportPossibleDoubleCharge(stored, attempt: abandoned) }
             return
         }
         guard let dispatching = applied else {

@@ -105,6 +105,9 @@ extension PostgresStore {
             {
                 return replay
             }
+            if let model = generation.unpricedModel {
+                try await Self.refuse(unpriced: model, owner: generation.ownerKeyID, db: db)
+            }
             if let reserved = generation.reservedCost {
                 try await Self.reserve(reserved, owner: generation.ownerKeyID, at: generation.createdAt, db: db)
             }

@@ -53,6 +53,15 @@ extension PostgresStore {
         try await db.run("UPDATE generations SET reserved_cost = reserved_cost + $1 WHERE id = $2", [extra, id])
     }
 
+    /// Within a write: throws `UnpricedModel` when `owner` has a budget.
+    static func refuse(unpriced model: String, owner: String, db: PostgresConnection) async throws {
+        if let row = try await db.row("SELECT budget_daily, budget_monthly FROM api_keys WHERE id = $1", [owner]),
+            try row.get("budget_daily", as: Double?.self) != nil || row.get("budget_monthly", as: Double?.self) != nil
+        {
+            throw UnpricedModel(model: model)
+        }
+    }
+
     static func committed(_ owner: String, _ day: String, _ month: String, db: PostgresConnection) async throws
         -> KeySpend
     {

@@ -51,6 +51,16 @@ extension SQLiteStore {
             sql: "UPDATE generations SET reserved_cost = reserved_cost + ? WHERE id = ?", arguments: [extra, id])
     }
 
+    /// Within a write: throws `UnpricedModel` when `owner` has a budget.
+    static func refuse(unpriced model: String, owner: String, db: Database) throws {
+        if let row = try Row.fetchOne(
+            db, cached: "SELECT budget_daily, budget_monthly FROM api_keys WHERE id = ?", arguments: [owner]),
+            row["budget_daily"] != nil || row["budget_monthly"] != nil
+        {
+            throw UnpricedModel(model: model)
+        }
+    }
+
     static func committed(_ owner: String, _ day: String, _ month: String, db: Database) throws -> KeySpend {
         var spend = KeySpend(day: 0, month: 0)
         for row in try Row.fetchAll(

@@ -153,6 +153,9 @@ public final class SQLiteStore: GenerationStore {
             {
                 throw StoreError.duplicateID(generation.id)
             }
+            if let model = generation.unpricedModel {
+                try Self.refuse(unpriced: model, owner: generation.ownerKeyID, db: db)
+            }
             if let reserved = generation.reservedCost {
                 try Self.reserve(reserved, owner: generation.ownerKeyID, at: generation.createdAt, db: db)
             }

@@ -79,6 +79,14 @@ public struct BudgetExceeded: Error, Sendable, Equatable {
     }
 }
 
+/// Refused: the job's route has a model without a price, and its key has a budget. Nothing was
+/// written.
+public struct UnpricedModel: Error, Sendable, Equatable {
+    public var model: String
+
+    public init(model: String) { self.model = model }
+}
+
 /// The names of a moment's spend periods, as `key_spend` keeps them and the stores' triggers
 /// spell them: `day:2026-12-06` and `month:2026-12`, in UTC.
 public enum SpendPeriod {

@@ -49,6 +49,18 @@ final class PricingTests: XCTestCase {
                 model: "kling/kling-v1-6", n: 1, width: nil, height: nil, prompt: "",
                 params: ["duration": .number(1e300)]
             ).amount, PriceTable.largestQuantity * 0.056, accuracy: 1e-3, "bounded")
+        // Where a quantity may be said twice, the larger counts: a zero duration beside a length
+        // does not make a video free, nor do small top-level sizes hide large ones in params.
+        XCTAssertEqual(
+            table.estimate(
+                model: "kling/kling-v1-6", n: 1, width: nil, height: nil, prompt: "",
+                params: ["duration": .number(0), "length": .number(10)]
+            ).amount, 0.56, accuracy: 1e-9)
+        XCTAssertEqual(
+            table.estimate(
+                model: "x/mp", n: 1, width: 100, height: 100, prompt: "",
+                params: ["width": .number(4_000), "height": .string("4000")]
+            ).amount, 16 * 0.02, accuracy: 1e-9)
         // A model with no price says so.
         let none = table.estimate(model: "x/unknown", n: 1, width: nil, height: nil, prompt: "", params: [:])
         XCTAssertFalse(none.priced)

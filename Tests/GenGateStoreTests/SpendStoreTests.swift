@@ -331,3 +331,36 @@ extension GenerationStoreContractTests {
         XCTAssertEqual(spend.day, 1.2, accuracy: 1e-9)
     }
 }
+
+/// Unpriced models and budgets.
+extension GenerationStoreContractTests {
+    func testAKeyWithABudgetIsRefusedAnUnpricedModelAfterItsReplaysAreAnswered() async throws {
+        let now = Date()
+        var job = makeGeneration(n: 1, now: now)
+        job.unpricedModel = "x/free"
+        job.reservedCost = 0
+        let idempotency = IdempotencyKey(key: "order-1", requestHash: "h1", window: 3_600)
+        // No budget: accepted.
+        let first = try await store.insert(
+            job, event: Event(.generationCreated(.init(model: "x/free", provider: "x", n: 1)), generationID: job.id),
+            idempotency: idempotency)
+        XCTAssertEqual(first, .inserted)
+        _ = try await store.updateAPIKey(id: owner.id, budgets: BudgetChange(monthly: .some(10)))
+        // With a budget: its replay still finds the job; a new one is refused.
+        var again = makeGeneration(n: 1, now: now)
+        again.unpricedModel = "x/free"
+        let replay = try await store.insert(
+            again,
+            event: Event(.generationCreated(.init(model: "x/free", provider: "x", n: 1)), generationID: again.id),
+            idempotency: idempotency)
+        XCTAssertEqual(replay, .replayed(generationID: job.id))
+        do {
+            _ = try await inserted(again)
+            XCTFail("a budgeted key's job on an unpriced model was made")
+        } catch let refusal as UnpricedModel {
+            XCTAssertEqual(refusal.model, "x/free")
+        }
+        let nothing = try await store.generation(id: again.id)
+        XCTAssertNil(nothing)
+    }
+}
