@@ -9,7 +9,9 @@ import GenGateLocalPorts
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gengate-bench", abstract: "GenGate benchmarks")
 
-    @Option(parsing: .upToNextOption, help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale, alerts, images.")
+    @Option(
+        parsing: .upToNextOption,
+        help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale, alerts, images, events.")
     var scenarios: [String] = ["idle", "submit", "e2e", "inflight"]
 
     @Option(help: "Seconds each load phase lasts.")
@@ -61,9 +63,11 @@ struct BenchCommand: AsyncParsableCommand {
             case "scale": rows += try await runner.scale()
             case "alerts": rows += try await runner.alerts()
             case "images": rows += try await runner.images()
+            case "events": rows += try await runner.eventStream()
             default:
                 throw ValidationError(
-                    "unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale, alerts, images")
+                    "unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale, alerts, images, events"
+                )
             }
         }
         let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))
