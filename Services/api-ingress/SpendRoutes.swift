@@ -195,13 +195,7 @@ struct SpendRoutes: Sendable {
 
     /// The sums of `rows`. `jobs` counts a job once per row it has attempts in.
     static func totals(of rows: [UsageRow]) -> JSONValue {
-        var reported = ProviderCharge()
-        for row in rows {
-            reported = ProviderCharge(
-                credits: JobCost.sum(reported.credits, row.reported.credits),
-                inputTokens: JobCost.sum(reported.inputTokens, row.reported.inputTokens),
-                outputTokens: JobCost.sum(reported.outputTokens, row.reported.outputTokens))
-        }
+        let reported = rows.reduce(ProviderCharge()) { $0.adding($1.reported) }
         var fields: [String: JSONValue] = [
             "jobs": .number(Double(rows.reduce(0) { $0 + $1.jobs })),
             "attempts": .number(Double(rows.reduce(0) { $0 + $1.attempts })),
@@ -227,6 +221,6 @@ struct SpendRoutes: Sendable {
     }
 
     static func formatDay(_ date: Date) -> String {
-        String(SpendPeriod.names(at: date).day.dropFirst("day:".count))
+        SpendPeriod.day(of: date)
     }
 }

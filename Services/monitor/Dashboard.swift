@@ -73,7 +73,7 @@ struct Dashboard: Sendable {
 
         init(rows: [UsageRow], currency: String, now: Date) {
             self.currency = currency
-            let today = String(SpendPeriod.names(at: now).day.dropFirst("day:".count))
+            let today = SpendPeriod.day(of: now)
             var byModel: [String: Line] = [:]
             var byKey: [String: Line] = [:]
             func add(_ row: UsageRow, to line: inout Line) {

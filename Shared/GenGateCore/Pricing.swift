@@ -70,6 +70,17 @@ public struct ProviderCharge: Codable, Sendable, Equatable {
         return .object(fields)
     }
 
+    /// This and another call's report, summed field by field.
+    public func adding(_ other: ProviderCharge) -> ProviderCharge {
+        func sum<T: AdditiveArithmetic>(_ a: T?, _ b: T?) -> T? {
+            guard let b else { return a }
+            return (a ?? .zero) + b
+        }
+        return ProviderCharge(
+            credits: sum(credits, other.credits), inputTokens: sum(inputTokens, other.inputTokens),
+            outputTokens: sum(outputTokens, other.outputTokens))
+    }
+
     /// This and a later report of the same call: what the later one says wins.
     public func merged(with later: ProviderCharge) -> ProviderCharge {
         ProviderCharge(
@@ -104,12 +115,7 @@ public struct JobCost: Sendable, Equatable {
         unknown = 0
         reported = ProviderCharge()
         for attempt in attempts {
-            if let charge = attempt.charge {
-                reported = ProviderCharge(
-                    credits: Self.sum(reported.credits, charge.credits),
-                    inputTokens: Self.sum(reported.inputTokens, charge.inputTokens),
-                    outputTokens: Self.sum(reported.outputTokens, charge.outputTokens))
-            }
+            if let charge = attempt.charge { reported = reported.adding(charge) }
             if attempt.possibleDoubleCharge { doubleCharges += 1 }
             guard attempt.charged else { continue }
             chargedAttempts += 1
@@ -120,11 +126,6 @@ public struct JobCost: Sendable, Equatable {
             amount += cost
             if attempt.state != .succeeded { wasted += cost }
         }
-    }
-
-    public static func sum<T: AdditiveArithmetic>(_ a: T?, _ b: T?) -> T? {
-        guard let b else { return a }
-        return (a ?? .zero) + b
     }
 
     public var json: JSONValue {

@@ -105,11 +105,10 @@ extension PostgresStore {
             {
                 return replay
             }
-            if let model = generation.unpricedModel {
-                try await Self.refuse(unpriced: model, owner: generation.ownerKeyID, db: db)
-            }
-            if let reserved = generation.reservedCost {
-                try await Self.reserve(reserved, owner: generation.ownerKeyID, at: generation.createdAt, db: db)
+            if generation.reservedCost != nil || generation.unpricedModel != nil {
+                try await Self.reserve(
+                    generation.reservedCost ?? 0, unpriced: generation.unpricedModel, owner: generation.ownerKeyID,
+                    at: generation.createdAt, db: db)
             }
             // One round trip: an id taken already inserts nothing, and says so.
             guard try await db.row(Self.insertSQL + " ON CONFLICT (id) DO NOTHING RETURNING id", columns) != nil else {

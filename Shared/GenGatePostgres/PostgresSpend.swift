@@ -7,7 +7,9 @@ import PostgresNIO
 /// `SQLiteStore`'s). Writes hold the writer lock, so a reservation's check and its update see
 /// no other writer between them.
 extension PostgresStore {
-    static func reserve(_ amount: Double, owner: String, at: Date, db: PostgresConnection) async throws {
+    static func reserve(
+        _ amount: Double, unpriced: String? = nil, owner: String, at: Date, db: PostgresConnection
+    ) async throws {
         let (day, month) = SpendPeriod.names(at: at)
         try await db.run(
             """
@@ -19,6 +21,7 @@ extension PostgresStore {
                 daily: try row.get("budget_daily", as: Double?.self),
                 monthly: try row.get("budget_monthly", as: Double?.self))
             if budgets.daily != nil || budgets.monthly != nil {
+                if let unpriced { throw UnpricedModel(model: unpriced) }
                 try SpendPeriod.check(
                     amount, budgets: budgets, committed: try await committed(owner, day, month, db: db))
             }
@@ -51,15 +54,6 @@ extension PostgresStore {
             extra, owner: try row.get("owner_key_id"), at: Date(timeIntervalSince1970: try row.get("created_at")),
             db: db)
         try await db.run("UPDATE generations SET reserved_cost = reserved_cost + $1 WHERE id = $2", [extra, id])
-    }
-
-    /// Within a write: throws `UnpricedModel` when `owner` has a budget.
-    static func refuse(unpriced model: String, owner: String, db: PostgresConnection) async throws {
-        if let row = try await db.row("SELECT budget_daily, budget_monthly FROM api_keys WHERE id = $1", [owner]),
-            try row.get("budget_daily", as: Double?.self) != nil || row.get("budget_monthly", as: Double?.self) != nil
-        {
-            throw UnpricedModel(model: model)
-        }
     }
 
     static func committed(_ owner: String, _ day: String, _ month: String, db: PostgresConnection) async throws

@@ -36,12 +36,11 @@ extension SQLiteStore {
                 return replay
             }
             // One reservation for the whole batch: all its jobs fit its key's budgets, or none is made.
-            if let model = generations.lazy.compactMap(\.unpricedModel).first {
-                try Self.refuse(unpriced: model, owner: batch.ownerKeyID, db: db)
-            }
             let reserved = generations.compactMap(\.reservedCost)
-            if !reserved.isEmpty {
-                try Self.reserve(reserved.reduce(0, +), owner: batch.ownerKeyID, at: batch.createdAt, db: db)
+            let unpriced = generations.lazy.compactMap(\.unpricedModel).first
+            if !reserved.isEmpty || unpriced != nil {
+                try Self.reserve(
+                    reserved.reduce(0, +), unpriced: unpriced, owner: batch.ownerKeyID, at: batch.createdAt, db: db)
             }
             try db.run(
                 sql: """

@@ -5,8 +5,9 @@ import GenGateCore
 /// Budgets, spend totals and usage on SQLite (see `SpendStore`).
 extension SQLiteStore {
     /// Within a write: holds `amount` back in `owner`'s totals for the day and month of `at`,
-    /// or throws `BudgetExceeded` (the caller's write is rolled back with it).
-    static func reserve(_ amount: Double, owner: String, at: Date, db: Database) throws {
+    /// or throws `BudgetExceeded` (the caller's write is rolled back with it); with an
+    /// `unpriced` model and a budget, throws `UnpricedModel`.
+    static func reserve(_ amount: Double, unpriced: String? = nil, owner: String, at: Date, db: Database) throws {
         let (day, month) = SpendPeriod.names(at: at)
         try db.run(
             sql: "INSERT OR IGNORE INTO key_spend (key_id, period, amount) VALUES (?, ?, 0), (?, ?, 0)",
@@ -15,6 +16,7 @@ extension SQLiteStore {
             db, cached: "SELECT budget_daily, budget_monthly FROM api_keys WHERE id = ?", arguments: [owner]),
             row["budget_daily"] != nil || row["budget_monthly"] != nil
         {
+            if let unpriced { throw UnpricedModel(model: unpriced) }
             let budgets = KeyBudgets(daily: row["budget_daily"], monthly: row["budget_monthly"])
             try SpendPeriod.check(amount, budgets: budgets, committed: try committed(owner, day, month, db: db))
         }
@@ -49,16 +51,6 @@ extension SQLiteStore {
         try reserve(extra, owner: row["owner_key_id"], at: Date(timeIntervalSince1970: row["created_at"]), db: db)
         try db.run(
             sql: "UPDATE generations SET reserved_cost = reserved_cost + ? WHERE id = ?", arguments: [extra, id])
-    }
-
-    /// Within a write: throws `UnpricedModel` when `owner` has a budget.
-    static func refuse(unpriced model: String, owner: String, db: Database) throws {
-        if let row = try Row.fetchOne(
-            db, cached: "SELECT budget_daily, budget_monthly FROM api_keys WHERE id = ?", arguments: [owner]),
-            row["budget_daily"] != nil || row["budget_monthly"] != nil
-        {
-            throw UnpricedModel(model: model)
-        }
     }
 
     static func committed(_ owner: String, _ day: String, _ month: String, db: Database) throws -> KeySpend {

@@ -153,11 +153,10 @@ public final class SQLiteStore: GenerationStore {
             {
                 throw StoreError.duplicateID(generation.id)
             }
-            if let model = generation.unpricedModel {
-                try Self.refuse(unpriced: model, owner: generation.ownerKeyID, db: db)
-            }
-            if let reserved = generation.reservedCost {
-                try Self.reserve(reserved, owner: generation.ownerKeyID, at: generation.createdAt, db: db)
+            if generation.reservedCost != nil || generation.unpricedModel != nil {
+                try Self.reserve(
+                    generation.reservedCost ?? 0, unpriced: generation.unpricedModel, owner: generation.ownerKeyID,
+                    at: generation.createdAt, db: db)
             }
             try db.run(
                 sql: """

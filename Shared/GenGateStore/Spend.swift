@@ -91,14 +91,16 @@ public struct UnpricedModel: Error, Sendable, Equatable {
 /// spell them: `day:2026-12-06` and `month:2026-12`, in UTC.
 public enum SpendPeriod {
     public static func names(at date: Date) -> (day: String, month: String) {
-        // Whole seconds, as the stores' SQL takes them (a moment a hair before midnight is the
-        // day it ends, in every spelling).
+        let day = day(of: date)
+        return ("day:\(day)", "month:\(day.prefix(7))")
+    }
+
+    /// The UTC day of `date` as usage reports it: `2026-12-06`. Whole seconds, as the stores'
+    /// SQL takes them (a moment a hair before midnight is the day it ends, in every spelling).
+    public static func day(of date: Date) -> String {
         let second = Date(timeIntervalSince1970: date.timeIntervalSince1970.rounded(.down))
         let parts = Calendar.utc.dateComponents([.year, .month, .day], from: second)
-        let year = String(format: "%04d", parts.year ?? 1970)
-        let month = String(format: "%02d", parts.month ?? 1)
-        let day = String(format: "%02d", parts.day ?? 1)
-        return ("day:\(year)-\(month)-\(day)", "month:\(year)-\(month)")
+        return String(format: "%04d-%02d-%02d", parts.year ?? 1970, parts.month ?? 1, parts.day ?? 1)
     }
 
     /// A millionth: sums of floating-point amounts are not exact.
