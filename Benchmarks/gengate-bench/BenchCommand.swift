@@ -9,10 +9,17 @@ import GenGateLocalPorts
 struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gengate-bench", abstract: "GenGate benchmarks")
 
+    /// Every scenario, in the order the whole suite runs them (`soak` is not among the defaults:
+    /// it lasts an hour).
+    static let suite = [
+        "idle", "submit", "e2e", "inflight", "overhead", "events", "scale", "everything", "s3", "alerts", "images",
+    ]
+    static let known = suite + ["soak"]
+
     @Option(
         parsing: .upToNextOption,
-        help: "Scenarios to run: idle, submit, e2e, inflight, s3, scale, alerts, images, events.")
-    var scenarios: [String] = ["idle", "submit", "e2e", "inflight"]
+        help: "Scenarios to run (default: all but soak): \(known.joined(separator: ", ")).")
+    var scenarios: [String] = suite
 
     @Option(help: "Seconds each load phase lasts.")
     var seconds: Int = 8
@@ -23,12 +30,29 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Size of the object the s3 scenario uploads, in MB.")
     var s3Megabytes: Int = 500
 
+    @Option(help: "How long the soak lasts, in minutes.")
+    var soakMinutes: Int = 60
+
+    @Option(help: "Jobs a second the soak offers.")
+    var soakRate: Double = 20
+
     @Option(
-        help: "The store: sqlite (default) or postgres (a private PostgreSQL server; submit, e2e, inflight, scale).")
+        help:
+            "The store: sqlite (default) or postgres (a private PostgreSQL server; submit, e2e, inflight, scale, everything)."
+    )
     var store: String = "sqlite"
 
-    @Option(help: "Where to write the results (Markdown).")
+    @Option(help: "The Markdown file whose tables this run updates (each scenario's block is replaced in place).")
     var output: String = "BENCHMARKS.md"
+
+    @Option(help: "Where the figures (their data as JSON, and the pictures) go.")
+    var figures: String = "Benchmarks/figures"
+
+    @Option(help: "The Python that draws the figures (with matplotlib).")
+    var python: String = ".build/bench-venv/bin/python"
+
+    @Option(help: "LiteLLM's proxy command, for the overhead scenario's comparison.")
+    var litellm: String = ".build/bench-venv/bin/litellm"
 
     @Option(help: "Directory of the gengate binaries (default: next to this one).")
     var binaries: String?
@@ -42,61 +66,135 @@ struct BenchCommand: AsyncParsableCommand {
             )
             .deletingLastPathComponent()
         guard ["sqlite", "postgres"].contains(store) else { throw ValidationError("--store is sqlite or postgres") }
-        if store == "postgres",
-            let other = scenarios.first(where: { !["submit", "e2e", "inflight", "scale"].contains($0) })
-        {
-            throw ValidationError(
-                "\(other) runs on SQLite only; with --store postgres run submit, e2e, inflight, scale")
+        if let unknown = scenarios.first(where: { !Self.known.contains($0) }) {
+            throw ValidationError("unknown scenario \(unknown); known: \(Self.known.joined(separator: ", "))")
         }
-        var runner = Scenarios(binaries: directory, duration: .seconds(Int64(seconds)), tasks: tasks) { line in
+        let onPostgres = ["submit", "e2e", "inflight", "scale", "everything"]
+        if store == "postgres", let other = scenarios.first(where: { !onPostgres.contains($0) }) {
+            throw ValidationError(
+                "\(other) runs on SQLite only; with --store postgres run \(onPostgres.joined(separator: ", "))")
+        }
+        var runner = Scenarios(
+            binaries: directory, duration: .seconds(Int64(seconds)), tasks: tasks, figures: Figures(),
+            litellm: litellm
+        ) { line in
             FileHandle.standardError.write(Data("\(line)\n".utf8))
         }
         if store == "postgres" { runner.postgres = try LocalPostgres() }
-        var rows: [Row] = []
+        var sections: [Report.Section] = []
         for scenario in scenarios {
+            let made = runner.figures.all.count
+            let started = Date()
+            let rows: [Row]
             switch scenario {
-            case "submit": rows += try await runner.submit()
-            case "e2e": rows += try await runner.endToEnd()
-            case "inflight": rows += try await runner.inFlight()
-            case "idle": rows += try await runner.idle()
-            case "s3": rows += try await runner.objectStorage(megabytes: s3Megabytes)
-            case "scale": rows += try await runner.scale()
-            case "alerts": rows += try await runner.alerts()
-            case "images": rows += try await runner.images()
-            case "events": rows += try await runner.eventStream()
-            default:
-                throw ValidationError(
-                    "unknown scenario \(scenario); known: submit, e2e, inflight, idle, s3, scale, alerts, images, events"
-                )
+            case "submit": rows = try await runner.submit()
+            case "e2e": rows = try await runner.endToEnd()
+            case "inflight": rows = try await runner.inFlight()
+            case "idle": rows = try await runner.idle()
+            case "s3": rows = try await runner.objectStorage(megabytes: s3Megabytes)
+            case "scale": rows = try await runner.scale()
+            case "alerts": rows = try await runner.alerts()
+            case "images": rows = try await runner.images()
+            case "events": rows = try await runner.eventStream()
+            case "overhead": rows = try await runner.overhead()
+            case "everything": rows = try await runner.everythingOn()
+            default: rows = try await runner.soak(minutes: soakMinutes, rate: soakRate)
             }
+            let name = store == "sqlite" ? scenario : "\(scenario)-\(store)"
+            sections.append(
+                Report.Section(
+                    name: name, command: commandLine(for: scenario), rows: rows,
+                    figures: Array(runner.figures.all[made...]), seconds: Date().timeIntervalSince(started)))
+            // Each scenario's block lands as soon as it is measured: a later failure keeps it.
+            try write(sections)
         }
-        let report = Report.markdown(rows: rows, command: CommandLine.arguments.joined(separator: " "))
-        print(report)
-        try report.write(toFile: output, atomically: true, encoding: .utf8)
+    }
+
+    /// The command that measures `scenario` alone with this run's settings.
+    func commandLine(for scenario: String) -> String {
+        var words = [".build/release/gengate-bench", "--scenarios", scenario]
+        if ["submit", "e2e", "scale", "overhead", "events", "everything"].contains(scenario) {
+            words += ["--seconds", "\(seconds)"]
+        }
+        if ["inflight", "alerts"].contains(scenario) { words += ["--tasks", "\(tasks)"] }
+        if scenario == "s3" { words += ["--s3-megabytes", "\(s3Megabytes)"] }
+        if scenario == "soak" { words += ["--soak-minutes", "\(soakMinutes)", "--soak-rate", "\(soakRate)"] }
+        if store != "sqlite" { words += ["--store", store] }
+        return words.joined(separator: " ")
+    }
+
+    func write(_ sections: [Report.Section]) throws {
+        let outputURL = URL(fileURLWithPath: output)
+        let figuresURL = URL(fileURLWithPath: figures)
+        let drawn = Figures.draw(
+            sections.last?.figures ?? [], into: figuresURL, python: python,
+            script: URL(fileURLWithPath: "Benchmarks/plot.py"))
+        if let problem = drawn.problem { FileHandle.standardError.write(Data("\(problem)\n".utf8)) }
+        var document = (try? String(contentsOf: outputURL, encoding: .utf8)) ?? Report.header
+        for section in sections {
+            document = Report.replacing(section, in: document, figures: figuresURL, relativeTo: outputURL)
+        }
+        print(Report.block(section: sections.last!, figures: figuresURL, relativeTo: outputURL))
+        try document.write(to: outputURL, atomically: true, encoding: .utf8)
     }
 }
 
 enum Report {
-    static func markdown(rows: [Row], command: String) -> String {
+    /// One scenario's results: its block of the document.
+    struct Section {
+        var name: String
+        var command: String
+        var rows: [Row]
+        var figures: [Figure]
+        var seconds: Double
+    }
+
+    static let header = """
+        # GenGate benchmarks
+
+        Each block below is written by `./scripts/bench` (`gengate-bench`), which replaces it in place
+        when its scenario runs again. Unless a row says otherwise: the default configuration (SQLite
+        store, `durability full`), the whole multi-process system (`gengate up`, release build)
+        started for each scenario on free ports with a fresh data directory, and the load generator
+        on the same machine, sharing its cores.
+
+        """
+
+    static func begin(_ name: String) -> String { "<!-- bench:\(name) -->" }
+    static func end(_ name: String) -> String { "<!-- /bench:\(name) -->" }
+
+    /// `section`'s block: how it was run and on what, its table, and its pictures.
+    static func block(section: Section, figures: URL, relativeTo output: URL) -> String {
         var text = """
-            # GenGate benchmarks
-
-            Produced by `./scripts/bench` (`\(command)`), on the default configuration (SQLite store,
-            `durability full`) unless a row says otherwise. Each scenario starts the whole
-            multi-process system (`gengate up`, release build) on free ports with a fresh data
-            directory; the load generator runs on the same machine and shares its cores.
-
-            \(machine())
+            \(begin(section.name))
+            `\(section.command)` (\(Int(section.seconds.rounded())) s). \(machine())
 
             | scenario | target | measured | met | notes |
             | --- | --- | --- | --- | --- |
 
             """
-        for row in rows {
+        for row in section.rows {
             let met = row.met.map { $0 ? "yes" : "**no**" } ?? "—"
             text += "| \(row.scenario) | \(row.target) | \(row.measured) | \(met) | \(row.notes) |\n"
         }
-        return text
+        let base = output.deletingLastPathComponent().standardizedFileURL.path + "/"
+        for figure in section.figures {
+            let picture = figures.appendingPathComponent("\(figure.name).png").standardizedFileURL.path
+            let link = picture.hasPrefix(base) ? String(picture.dropFirst(base.count)) : picture
+            text += "\n![\(figure.title)](\(link))\n"
+        }
+        return text + end(section.name)
+    }
+
+    /// `document` with `section`'s block replaced, or added at its end under a heading.
+    static func replacing(_ section: Section, in document: String, figures: URL, relativeTo output: URL) -> String {
+        let block = block(section: section, figures: figures, relativeTo: output)
+        if let start = document.range(of: begin(section.name)),
+            let stop = document.range(of: end(section.name), range: start.upperBound..<document.endIndex)
+        {
+            return document.replacingCharacters(in: start.lowerBound..<stop.upperBound, with: block)
+        }
+        return document + "\n## \(section.name)\n\n" + block + "\n"
     }
 
     static func machine() -> String {
@@ -121,10 +219,13 @@ enum Report {
             .split(separator: "\n").first { $0.hasPrefix("MemTotal") }.map { String($0.split(separator: " ")[1]) }
             .flatMap(Double.init).map { String(format: "%.0f GiB", $0 / 1_048_576) } ?? "?"
         let date = ISO8601DateFormatter().string(from: Date())
+        let changed =
+            run("/usr/bin/env", ["git", "status", "--porcelain", "--untracked-files=no"]).isEmpty
+            ? "" : " with uncommitted changes"
         return """
-            Machine: \(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory) memory, \
+            \(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory) memory, \
             \(run("/bin/uname", ["-sr"])); \(run("/usr/bin/env", ["swift", "--version"]).split(separator: "\n").first ?? "swift ?"); \
-            commit \(run("/usr/bin/env", ["git", "rev-parse", "--short", "HEAD"])); \(date).
+            commit \(run("/usr/bin/env", ["git", "rev-parse", "--short", "HEAD"]))\(changed); \(date).
             """
     }
 }

@@ -29,10 +29,12 @@ enum HTTPLoad {
         var rate: Double { Double(latencies.count) / max(elapsed, 1e-9) }
     }
 
-    static func submit(_ system: SystemUnderTest, body: String) async -> (ok: Bool, id: String?) {
+    /// A submission with `bearer`'s key (the admin key by default).
+    static func submit(_ system: SystemUnderTest, body: String, bearer: String? = nil) async -> (ok: Bool, id: String?)
+    {
         var request = HTTPClientRequest(url: system.baseURL + "/v1/generations")
         request.method = .POST
-        request.headers.add(name: "Authorization", value: "Bearer \(system.adminKey)")
+        request.headers.add(name: "Authorization", value: "Bearer \(bearer ?? system.adminKey)")
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(string: body))
         do {
@@ -46,10 +48,35 @@ enum HTTPLoad {
         }
     }
 
+    /// A POST of `body` (JSON) to `url`; whether it was answered 200, its body read whole.
+    static func post(_ url: String, bearer: String?, body: String) async -> Bool {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(string: body))
+        do {
+            let response = try await client.execute(request, timeout: .seconds(30))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            return response.status == .ok
+        } catch {
+            return false
+        }
+    }
+
     /// `clients` clients submitting back to back until `count` submissions or `duration`.
     static func closedLoop(
         _ system: SystemUnderTest, clients: Int, duration: Duration, count: Int = .max,
         body: @escaping @Sendable (Int) -> String
+    ) async -> Result {
+        await closedLoop(clients: clients, duration: duration, count: count) { await submit(system, body: body($0)) }
+    }
+
+    /// `clients` clients each sending its next request (`send`, given the request's number) when
+    /// the last is answered, until `count` requests or `duration`.
+    static func closedLoop(
+        clients: Int, duration: Duration, count: Int = .max,
+        send: @escaping @Sendable (Int) async -> (ok: Bool, id: String?)
     ) async -> Result {
         let taken = Counter()
         let started = ContinuousClock.now
@@ -64,7 +91,7 @@ enum HTTPLoad {
                         }
                         if number > count { break }
                         let sent = ContinuousClock.now
-                        let (ok, id) = await submit(system, body: body(number))
+                        let (ok, id) = await send(number)
                         if ok {
                             mine.latencies.append(seconds(ContinuousClock.now - sent))
                             if let id { mine.ids.append(id) }

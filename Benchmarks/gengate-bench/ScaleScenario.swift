@@ -2,13 +2,15 @@ import Foundation
 import GenGateLocalPorts
 
 extension Scenarios {
-    /// End-to-end throughput as pollers and uploaders are added: the bus on TCP, a first
-    /// `gengate up` with every service (one poller, one uploader), then `gengate up --services
-    /// poller,uploader` processes sharing its store and bus, as worker hosts would, for 1, 2 and
-    /// 4 of each. 64 clients submit for the load phase; the provider (sim) answers after 200 ms.
+    /// End-to-end throughput as dispatchers, pollers and uploaders are added: the bus on TCP, a
+    /// first `gengate up` with every service (one of each), then `gengate up --services
+    /// dispatcher,poller,uploader` processes sharing its store and bus, as worker hosts would,
+    /// for 1, 2 and 4 of each. 64 clients submit for the load phase; the provider (sim) answers
+    /// after 200 ms.
     func scale(workers counts: [Int] = [1, 2, 4]) async throws -> [Row] {
         var rows: [Row] = []
         var baseline: Double?
+        var curve = Figure.Series(label: postgres == nil ? "SQLite" : "PostgreSQL", x: [], y: [])
         for count in counts {
             let busPort = try FreePorts.consecutive(8)
             let environment = [
@@ -35,7 +37,7 @@ extension Scenarios {
                 let process = Process()
                 process.executableURL = binaries.appendingPathComponent("gengate")
                 process.arguments = [
-                    "up", "--data-dir", directory.path, "--services", "poller,uploader",
+                    "up", "--data-dir", directory.path, "--services", "dispatcher,poller,uploader",
                     "--config", system.dataDir.appendingPathComponent("bench-config.json").path,
                 ]
                 process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("GENGATE_") }
@@ -56,15 +58,22 @@ extension Scenarios {
             log("scale \(count): \(load.ids.count) submitted, \(Int(done.rate))/s completed")
             let relative = baseline.map { String(format: "%.2f× one of each", done.rate / $0) } ?? "the baseline"
             baseline = baseline ?? done.rate
+            curve.x.append(Double(count))
+            curve.y.append(done.rate)
             rows.append(
                 Row(
                     scenario:
-                        "end to end, \(count) poller\(count == 1 ? "" : "s") and \(count) uploader\(count == 1 ? "" : "s") (\(postgres == nil ? "SQLite" : "PostgreSQL"), bus on TCP)",
+                        "end to end, \(count) of each: dispatcher\(count == 1 ? "" : "s"), poller\(count == 1 ? "" : "s") and uploader\(count == 1 ? "" : "s") (\(postgres == nil ? "SQLite" : "PostgreSQL"), bus on TCP)",
                     target: "—", measured: "\(Int(done.rate)) jobs/s", met: nil,
                     notes:
                         "\(relative); \(done.latencies.count) of \(load.ids.count) completed, p50 \(ms(done.latencies.quantile(0.5))), p99 \(ms(done.latencies.quantile(0.99))); sim answers after 200 ms"
                 ))
         }
+        figures.add(
+            Figure(
+                name: "scale-\(postgres == nil ? "sqlite" : "postgres")",
+                title: "Jobs/s end to end against processes of each worker service (\(curve.label))",
+                xLabel: "dispatchers, pollers and uploaders (of each)", yLabel: "jobs/s completed", series: [curve]))
         return rows
     }
 }

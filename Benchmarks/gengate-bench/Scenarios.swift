@@ -14,13 +14,17 @@ struct Row {
 }
 
 /// The benchmark scenarios, each against its own freshly started system.
-struct Scenarios {
+struct Scenarios: Sendable {
     let binaries: URL
     let duration: Duration
     let tasks: Int
+    /// The curves drawn beside the tables.
+    let figures: Figures
+    /// LiteLLM's proxy command (the overhead scenario's comparison).
+    let litellm: String
     /// Runs the store on this PostgreSQL server instead of SQLite (submit, e2e, inflight, scale).
     var postgres: LocalPostgres? = nil
-    let log: (String) -> Void
+    let log: @Sendable (String) -> Void
 
     /// Said after a scenario's name when the store is not the default.
     var onStore: String { postgres == nil ? "" : ", PostgreSQL store" }

@@ -31,8 +31,17 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
         var touched: ContinuousClock.Instant = .now
     }
 
+    /// Which of a generation's events ring a watch's doorbell.
+    enum Wake: Sendable {
+        /// Every one (readers of its events and text chunks).
+        case everyEvent
+        /// Only the events that end it (completed, failed, cancelled): a request that answers
+        /// when the job ends, and would otherwise read the job again at each chunk of its text.
+        case end
+    }
+
     private struct State {
-        var watchers: [String: [Int: Doorbell]] = [:]
+        var watchers: [String: [Int: (doorbell: Doorbell, wake: Wake)]] = [:]
         var everyone: [Int: Doorbell] = [:]
         var chunks: [String: ChunkLog] = [:]
         var chunkBytes = 0
@@ -58,12 +67,12 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
         let doorbell: Doorbell
     }
 
-    func watch(_ generationID: String?) -> Watch {
+    func watch(_ generationID: String?, waking wake: Wake = .everyEvent) -> Watch {
         let doorbell = Doorbell()
         let token = state.withLock { state -> Int in
             state.nextToken += 1
             if let generationID {
-                state.watchers[generationID, default: [:]][state.nextToken] = doorbell
+                state.watchers[generationID, default: [:]][state.nextToken] = (doorbell, wake)
             } else {
                 state.everyone[state.nextToken] = doorbell
             }
@@ -118,7 +127,15 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
             if case .generationStreamChunk(let chunk) = event.payload {
                 keep(event, chunk: chunk, of: id, in: &state)
             }
-            return (state.watchers[id].map { Array($0.values) } ?? []) + Array(state.everyone.values)
+            let ends: Bool
+            switch event.payload {
+            case .generationCompleted, .generationFailed, .generationCancelled: ends = true
+            default: ends = false
+            }
+            let watching = (state.watchers[id]?.values).map { watchers in
+                watchers.compactMap { ends || $0.wake == .everyEvent ? $0.doorbell : nil }
+            }
+            return (watching ?? []) + Array(state.everyone.values)
         }
         for doorbell in doorbells { doorbell.ring() }
     }
@@ -159,7 +176,7 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
     func close() {
         let doorbells = state.withLock { state -> [Doorbell] in
             state.closed = true
-            return state.watchers.values.flatMap(\.values) + Array(state.everyone.values)
+            return state.watchers.values.flatMap { $0.values.map(\.doorbell) } + Array(state.everyone.values)
         }
         for doorbell in doorbells { doorbell.ring() }
     }

@@ -72,7 +72,8 @@ struct GenerationRoutes: Sendable {
         validated.experiment = experiment
         if body != sent { validated.sentBody = sent }
         let committed = try await commit(
-            validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter, watching: wait != nil,
+            validated, owner: key.id, idempotencyKey: idempotencyKey, cancelAfter: cancelAfter,
+            watching: wait == nil ? nil : .end,
             context: context, id: newID)
         defer { committed.watch.map(hub.unwatch) }
         let id = committed.generation.id
@@ -126,11 +127,11 @@ struct GenerationRoutes: Sendable {
 
     /// Commits a new job for `validated` and tells the dispatchers; with an `Idempotency-Key`
     /// used before for the same request, the first job instead (as it is now), and for another
-    /// request a 409. With `watching`, a watch on the job made before the commit (it may end
-    /// before the caller looks); the caller lets go of it.
+    /// request a 409. With `watching`, a watch on the job (woken as that says) made before the
+    /// commit (it may end before the caller looks); the caller lets go of it.
     func commit(
         _ validated: SubmissionValidator.Validated, owner: String, idempotencyKey: String?,
-        cancelAfter: Double? = nil, watching: Bool, context: GateContext, id: String? = nil
+        cancelAfter: Double? = nil, watching: EventHub.Wake?, context: GateContext, id: String? = nil
     ) async throws -> Committed {
         let prices = environment.config.pricing.table
         let (generation, event) = Self.make(
@@ -144,7 +145,7 @@ struct GenerationRoutes: Sendable {
                         ?? JSONCoding.encode(validated.hashBasis ?? validated.request)),
                 window: environment.config.http.idempotencyWindowSeconds)
         }
-        let watch = watching ? hub.watch(generation.id) : nil
+        let watch = watching.map { hub.watch(generation.id, waking: $0) }
         let outcome: InsertOutcome
         do {
             outcome = try await store.insert(generation, event: event, idempotency: idempotency)
@@ -171,7 +172,7 @@ struct GenerationRoutes: Sendable {
             return Committed(generation: generation, replayed: false, watch: watch)
         case .replayed(let original):
             watch.map(hub.unwatch)
-            let again = watching ? hub.watch(original) : nil
+            let again = watching.map { hub.watch(original, waking: $0) }
             guard let first = try await store.generation(id: original) else {
                 again.map(hub.unwatch)
                 throw APIError.unavailable

@@ -32,13 +32,15 @@ struct OpenAIRoutes: Sendable {
     }
 
     /// Validates `body` as a GenGate submission of `kind`, commits the job and tells the
-    /// dispatchers; returns the job and the watch that says when it changes.
+    /// dispatchers; returns the job and the watch that says when it changes (at each event, or
+    /// only when it ends, as `waking` says).
     ///
     /// With an `Idempotency-Key` (`extra_headers` in the SDKs), a repeat of the same call is the
     /// first call's job, so a client's retry never pays twice.
-    func submit(_ body: [String: JSONValue], kind: ModelInfo.Kind, request: Request, context: GateContext)
-        async throws -> (Generation, EventHub.Watch)
-    {
+    func submit(
+        _ body: [String: JSONValue], kind: ModelInfo.Kind, waking: EventHub.Wake, request: Request,
+        context: GateContext
+    ) async throws -> (Generation, EventHub.Watch) {
         let key = try context.requireKey()
         let idempotencyKey = try GenerationRoutes.idempotencyKey(request)
         let validated = try routes.validator.validate(.object(body))
@@ -49,7 +51,7 @@ struct OpenAIRoutes: Sendable {
                 details: [.init(path: "model", message: "not a \(kind.rawValue) model")])
         }
         let committed = try await routes.commit(
-            validated, owner: key.id, idempotencyKey: idempotencyKey, watching: true, context: context)
+            validated, owner: key.id, idempotencyKey: idempotencyKey, watching: waking, context: context)
         guard let watch = committed.watch else { throw APIError.unavailable }  // always made when watching
         return (committed.generation, watch)
     }
@@ -109,7 +111,8 @@ struct OpenAIRoutes: Sendable {
         }
         guard details.isEmpty else { throw APIError.invalidRequest("invalid image request", details: details) }
         if !params.isEmpty { body["params"] = .object(params) }
-        let (generation, watch) = try await submit(body, kind: .image, request: request, context: context)
+        let (generation, watch) = try await submit(
+            body, kind: .image, waking: .end, request: request, context: context)
         defer { hub.unwatch(watch) }
         let ended = try await routes.waitForEnd(generation.id, upTo: waitLimit, watch: watch)
         guard let ended, ended.status == .completed else { throw failure(ended, id: generation.id) }
@@ -194,7 +197,8 @@ struct OpenAIRoutes: Sendable {
         let body: [String: JSONValue] = [
             "model": fields["model"] ?? .null, "prompt": .string(prompt), "params": .object(params),
         ]
-        let (generation, watch) = try await submit(body, kind: .text, request: request, context: context)
+        let (generation, watch) = try await submit(
+            body, kind: .text, waking: stream ? .everyEvent : .end, request: request, context: context)
         let model = generation.request.model
         let created = Int(generation.createdAt.timeIntervalSince1970)
         guard stream else {

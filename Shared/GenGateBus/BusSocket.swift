@@ -147,17 +147,24 @@ extension BusSocket {
             BusStatistics.shared.dropped(name)
         }
 
+        /// Queues `frames` for the thread. Only a message that finds the outbox empty wakes it:
+        /// the thread takes the whole outbox at once after waking, so the ones queued behind a
+        /// first go with it (one pipe write per burst, not one system call per message).
         func enqueue(_ frames: [Data]) -> Bool {
             let deadline = ContinuousClock.now.advanced(by: options.handOffTimeout)
-            let accepted = state.withLock { state -> Bool in
+            let (accepted, first) = state.withLock { state -> (Bool, Bool) in
                 guard !state.closing, state.outbox.count < options.outboxLimit else {
                     state.dropped += 1
-                    return false
+                    return (false, false)
                 }
                 state.outbox.append(Pending(frames: frames, deadline: deadline))
-                return true
+                return (true, state.outbox.count == 1)
             }
-            if accepted { wake() } else { BusStatistics.shared.dropped(name) }
+            if !accepted {
+                BusStatistics.shared.dropped(name)
+            } else if first {
+                wake()
+            }
             return accepted
         }
 

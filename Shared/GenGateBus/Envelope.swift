@@ -36,21 +36,33 @@ public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
     }
 
     /// Decodes an envelope of `expectedType`; throws `BusError` for anything else.
+    ///
+    /// A message is parsed once when it is what it should be: the whole envelope is decoded, then
+    /// its version and type checked. Only one that does not decode is parsed again, for its
+    /// header, to say why (another version, another type, or not an envelope at all).
     public static func decode(_ data: Data, expectedType: String) throws -> Envelope {
+        if let envelope = try? JSONCoding.decode(Envelope.self, from: data) {
+            try check(version: envelope.v, type: envelope.type, expectedType: expectedType)
+            return envelope
+        }
         let header: EnvelopeHeader
         do {
             header = try JSONCoding.decode(EnvelopeHeader.self, from: data)
         } catch {
             throw BusError.malformedMessage("not a GenGate envelope (\(data.count) bytes)")
         }
-        guard header.v == schemaVersion else { throw BusError.unsupportedVersion(version: header.v, type: header.type) }
-        guard header.type == expectedType else {
-            throw BusError.malformedMessage("expected a \(expectedType) message, got \(header.type)")
-        }
+        try check(version: header.v, type: header.type, expectedType: expectedType)
         do {
             return try JSONCoding.decode(Envelope.self, from: data)
         } catch {
             throw BusError.malformedMessage("\(header.type) payload does not decode: \(error)")
+        }
+    }
+
+    private static func check(version: Int, type: String, expectedType: String) throws {
+        guard version == schemaVersion else { throw BusError.unsupportedVersion(version: version, type: type) }
+        guard type == expectedType else {
+            throw BusError.malformedMessage("expected a \(expectedType) message, got \(type)")
         }
     }
 }

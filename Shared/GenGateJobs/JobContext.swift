@@ -367,6 +367,25 @@ public struct JobContext: Sendable {
         }
     }
 
+    /// The move that completes `generation`, every one of its `outputs` outputs stored, with its
+    /// `generation.completed` event. The uploader makes it once it stored the last output; the
+    /// dispatcher, when a synchronous call's answer brought every output the job still lacked.
+    public func completion(of generation: Generation, outputs: Int, at now: Date = Date()) -> Transition {
+        var change = Transition.of(generation, to: .completed, at: now)
+        change.progress = 100
+        change.error = .some(nil)
+        change.events = [
+            Event(
+                .generationCompleted(
+                    .init(
+                        outputs: outputs, attempts: generation.attempts, provider: generation.provider,
+                        model: generation.model,
+                        durationMs: Int((now.timeIntervalSince(generation.createdAt) * 1_000).rounded()))),
+                generationID: generation.id)
+        ]
+        return change
+    }
+
     /// The `generation.output` event of an output stored under `stored`.
     public func outputEvent(_ generationID: String, index: Int, stored: StoredObject) -> Event {
         Event(

@@ -4,8 +4,10 @@ import GenGateCore
 /// works on a job in each status (see docs/ARCHITECTURE.md, "Lifecycle").
 ///
 ///     (waiting ─▶) pending ─▶ dispatching ─▶ running ─▶ uploading ─▶ completed
-///                     ▲            │            │           │
-///                     └── retry_wait ◀──────────┴───────────┘   (failed / cancelled from any active state)
+///                     ▲            │   │        │           │          ▲
+///                     └── retry_wait ◀─┼────────┴───────────┘          │
+///                                      └───────────────────────────────┘  (a synchronous call's answer)
+///                          (failed / cancelled from any active state)
 ///
 /// `waiting` (for another job's output) is left by `releaseWaiting`, not by a step.
 public enum Lifecycle {
@@ -39,7 +41,7 @@ public enum Lifecycle {
         .waiting: [.waiting, .pending, .failed, .cancelled],
         .pending: [.dispatching, .uploading, .failed, .cancelled],
         .retryWait: [.dispatching, .uploading, .failed, .cancelled],
-        .dispatching: [.dispatching, .running, .uploading, .retryWait, .failed, .cancelled],
+        .dispatching: [.dispatching, .running, .uploading, .completed, .retryWait, .failed, .cancelled],
         .running: [.running, .uploading, .retryWait, .failed, .cancelled],
         .uploading: [.uploading, .pending, .completed, .retryWait, .failed, .cancelled],
         .completed: [],

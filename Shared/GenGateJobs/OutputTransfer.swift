@@ -177,19 +177,7 @@ public struct OutputTransfer: Sendable {
                     "the provider returned \(generation.request.n - missing.count) of \(generation.request.n) outputs"))
             return
         }
-        var change = Transition.of(generation, to: .completed)
-        change.progress = 100
-        change.error = .some(nil)
-        change.events = [
-            Event(
-                .generationCompleted(
-                    .init(
-                        outputs: generation.outputs.count, attempts: generation.attempts,
-                        provider: generation.provider, model: generation.model,
-                        durationMs: Int((Date().timeIntervalSince(generation.createdAt) * 1_000).rounded()))),
-                generationID: id)
-        ]
-        _ = try await context.apply(change)
+        _ = try await context.apply(context.completion(of: generation, outputs: generation.outputs.count))
     }
 
     /// An output fetched from its provider, on its way to object storage.

@@ -422,19 +422,32 @@ public struct Submission: Sendable {
             providerTaskID: "\(adapter.name):generated"
         ).reported(request.charges.reported, prices: context.prices, model: request.model)
         func record(_ generation: Generation) -> Transition {
-            var change = Transition.of(generation, to: .uploading)
-            change.progress = 90
+            // With every output the job lacked in this answer, the job completes here; else the
+            // uploader takes it on (and asks for the rest).
+            let made = Set(kept.outputs.map(\.index))
+            var change: Transition
+            if generation.missingOutputIndexes.allSatisfy(made.contains) {
+                let stored = generation.outputs.filter { $0.isStored && !made.contains($0.index) }.count
+                change = context.completion(of: generation, outputs: stored + made.count)
+                change.events = kept.events + change.events
+            } else {
+                change = Transition.of(generation, to: .uploading)
+                change.progress = 90
+                change.lease = .release
+                change.nextActionAt = .some(Date())
+                change.events = kept.events
+            }
             change.newOutputs = kept.outputs
-            change.lease = .release
-            change.nextActionAt = .some(Date())
             change.attemptUpdate = succeeded
             change.limitFeedback = limitFeedback(adapter, error: nil)
-            change.events = kept.events
             return change
         }
-        if try await persistently({ try await context.apply(record(dispatching)) }) != nil {
+        func recorded(_ generation: Generation) {
+            if generation.status == .uploading { context.notify(.upload, id, "outputs made and stored") }
+        }
+        if let applied = try await persistently({ try await context.apply(record(dispatching)) }) {
             context.failPoints.reached(.afterRecord)
-            context.notify(.upload, id, "outputs made and stored")
+            recorded(applied)
             return
         }
         // The job moved on meanwhile. If only our lease lapsed (a slow store, a long call) and
@@ -448,9 +461,9 @@ public struct Submission: Sendable {
             })
         {
             if claimed.attempts == number,
-                try await persistently({ try await context.apply(record(claimed)) }) != nil
+                let applied = try await persistently({ try await context.apply(record(claimed)) })
             {
-                context.notify(.upload, id, "outputs made and stored")
+                recorded(applied)
                 return
             }
             await context.releaseLease(claimed)

@@ -278,6 +278,11 @@ final class EnvelopeTests: XCTestCase {
         XCTAssertThrowsError(try Envelope<WorkItem>.decode(Data(text.utf8), expectedType: "work.poll")) { error in
             XCTAssertEqual(error as? BusError, .unsupportedVersion(version: 2, type: "work.poll"))
         }
+        // A later version's payload this build cannot read says the same, not "malformed".
+        let later = #"{"v":2,"type":"work.poll","id":"m","at":"2026-01-01T00:00:00.000Z","source":"s","payload":[1]}"#
+        XCTAssertThrowsError(try Envelope<WorkItem>.decode(Data(later.utf8), expectedType: "work.poll")) { error in
+            XCTAssertEqual(error as? BusError, .unsupportedVersion(version: 2, type: "work.poll"))
+        }
     }
 
     func testWrongTypeAndGarbageAreRejected() {

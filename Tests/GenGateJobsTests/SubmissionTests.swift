@@ -354,22 +354,48 @@ final class SubmissionTests: XCTestCase {
     // MARK: Synchronous providers
 
     /// A synchronous call's outputs are stored, under keys that name the attempt, and recorded
-    /// with the attempt's success and the move to `uploading` in one go.
+    /// with the attempt's success in one go; with every output of the job in its answer, that
+    /// same transaction completes the job, and nothing is left for the uploader.
     func testASynchronousCallsOutputsAreStoredAndRecordedTogether() async throws {
         let harness = try await Harness(provider: ScriptedProvider(synchronous: true))
         let job = try await harness.submit(n: 2)
         try await Submission(context: try harness.context()).dispatch(job.id)
         let after = try await harness.job(job.id)
-        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.status, .completed)
+        XCTAssertEqual(after.progress, 100)
         XCTAssertNil(after.leaseOwner)
+        XCTAssertNil(after.nextActionAt)
         XCTAssertEqual(after.outputs.map(\.index), [0, 1])
         XCTAssertTrue(after.outputs.allSatisfy { $0.isStored && ($0.objectKey ?? "").hasSuffix("-a1.png") })
         let attempts = try await harness.store.attempts(generationID: job.id)
         XCTAssertEqual(attempts.map(\.state), [.succeeded])
+        XCTAssertEqual(harness.noticed(.upload), [], "nothing left for the uploader")
+        let events = try await harness.store.events(generationID: job.id).map(\.type)
+        XCTAssertEqual(events.filter { $0 == .generationOutput }.count, 2)
+        XCTAssertEqual(events.last, .generationCompleted, "\(events)")
+    }
+
+    /// A synchronous provider that makes one output a call, for a job of two: the first answer
+    /// leaves the job to the uploader, which has the rest asked for; the second answer, with the
+    /// last output the job lacked, completes it.
+    func testASynchronousCallLeavingOutputsMissingHandsTheJobToTheUploader() async throws {
+        let harness = try await Harness(provider: ScriptedProvider(maxOutputsPerCall: 1, synchronous: true))
+        let job = try await harness.submit(n: 2)
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        var after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.outputs.map(\.index), [0])
         XCTAssertEqual(harness.noticed(.upload), [job.id])
         try await OutputTransfer(context: try harness.context("uploader-a")).transfer(job.id)
-        let done = try await harness.job(job.id)
-        XCTAssertEqual(done.status, .completed)
+        after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .pending, "the rest is asked for")
+        try await Submission(context: try harness.context()).dispatch(job.id)
+        after = try await harness.job(job.id)
+        XCTAssertEqual(after.status, .completed)
+        XCTAssertEqual(after.outputs.map(\.index).sorted(), [0, 1])
+        XCTAssertEqual(harness.provider.submissions.count, 2)
+        let events = try await harness.store.events(generationID: job.id).map(\.type)
+        XCTAssertEqual(events.filter { $0 == .generationCompleted }.count, 1)
     }
 
     /// Object storage is down when a synchronous call's outputs arrive: they are stored once it
@@ -381,7 +407,7 @@ final class SubmissionTests: XCTestCase {
         let job = try await harness.submit(n: 1)
         try await Submission(context: try harness.context(objects: objects)).dispatch(job.id)
         let after = try await harness.job(job.id)
-        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.status, .completed)
         XCTAssertTrue(after.outputs.allSatisfy(\.isStored))
         XCTAssertEqual(objects.failures.withLock { $0 }, 0, "tried until storage took them")
         XCTAssertEqual(harness.provider.state.withLock { $0.submissions.count }, 1, "paid once")
@@ -397,7 +423,7 @@ final class SubmissionTests: XCTestCase {
         let job = try await harness.submit(n: 2)
         try await Submission(context: try harness.context(objects: objects)).dispatch(job.id)
         let after = try await harness.job(job.id)
-        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.status, .completed)
         XCTAssertEqual(after.outputs.count, 2)
         XCTAssertTrue(after.outputs.allSatisfy(\.isStored))
         for output in after.outputs {
@@ -435,7 +461,7 @@ final class SubmissionTests: XCTestCase {
         }
         try await Submission(context: try harness.context()).dispatch(job.id)
         let after = try await harness.job(job.id)
-        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.status, .completed)
         XCTAssertTrue(after.outputs.allSatisfy(\.isStored))
         XCTAssertEqual(provider.submissions.count, 1)
         let attempts = try await harness.store.attempts(generationID: job.id)
@@ -474,7 +500,7 @@ final class SubmissionTests: XCTestCase {
         XCTAssertEqual(charges["scripted"], 1, "the second call is counted")
         XCTAssertEqual(provider.submissions.count, 2)
         let after = try await harness.job(job.id)
-        XCTAssertEqual(after.status, .uploading)
+        XCTAssertEqual(after.status, .completed)
         XCTAssertTrue(after.outputs.allSatisfy { ($0.objectKey ?? "").hasSuffix("-a2.png") })
     }
 }
