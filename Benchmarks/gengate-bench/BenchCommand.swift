@@ -104,7 +104,8 @@ struct BenchCommand: AsyncParsableCommand {
             sections.append(
                 Report.Section(
                     name: name, command: commandLine(for: scenario), rows: rows,
-                    figures: Array(runner.figures.all[made...]), seconds: Date().timeIntervalSince(started)))
+                    figures: Array(runner.figures.all[made...]), seconds: Date().timeIntervalSince(started),
+                    machine: Report.machine()))
             // Each scenario's block lands as soon as it is measured: a later failure keeps it.
             try write(sections)
         }
@@ -147,6 +148,8 @@ enum Report {
         var rows: [Row]
         var figures: [Figure]
         var seconds: Double
+        /// The machine and the code it ran on, when it ran.
+        var machine: String
     }
 
     static let header = """
@@ -167,7 +170,7 @@ enum Report {
     static func block(section: Section, figures: URL, relativeTo output: URL) -> String {
         var text = """
             \(begin(section.name))
-            `\(section.command)` (\(Int(section.seconds.rounded())) s). \(machine())
+            `\(section.command)` (\(Int(section.seconds.rounded())) s). \(section.machine)
 
             | scenario | target | measured | met | notes |
             | --- | --- | --- | --- | --- |
@@ -220,7 +223,13 @@ enum Report {
             .flatMap(Double.init).map { String(format: "%.0f GiB", $0 / 1_048_576) } ?? "?"
         let date = ISO8601DateFormatter().string(from: Date())
         let changed =
-            run("/usr/bin/env", ["git", "status", "--porcelain", "--untracked-files=no"]).isEmpty
+            run(
+                "/usr/bin/env",
+                [
+                    "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md",
+                    ":!Benchmarks/figures",
+                ]
+            ).isEmpty
             ? "" : " with uncommitted changes"
         return """
             \(ProcessInfo.processInfo.activeProcessorCount) cores (\(cpu)), \(memory) memory, \

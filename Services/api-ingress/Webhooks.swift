@@ -94,20 +94,24 @@ struct WebhookSender: Service, CustomStringConvertible {
     let logger: Logger
     /// The body's `data`: the job as `GET /v1/generations/{id}` shows it.
     let render: @Sendable (Generation) async throws -> [String: JSONValue]
+    /// Clients kept per receiver, so that deliveries reuse their connections.
+    let clients = WebhookClients()
 
-    /// A client for one delivery: connecting to `address` (the one checked) for `host`, whatever
-    /// the name resolves to by then (TLS still checks the certificate against the name), and
-    /// following no redirects (a receiver could send the delivery on to an address it may not
-    /// reach).
+    /// A client for deliveries to `host` at `address` (the one checked): it connects there,
+    /// whatever the name resolves to by then (TLS still checks the certificate against the
+    /// name), and follows no redirects (a receiver could send the delivery on to an address it
+    /// may not reach).
     static func makeClient(timeout: Double, host: String, address: IPAddress?) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(Int64(min(timeout, 10))), read: .seconds(Int64(timeout))))
         if let address { configuration.dnsOverride = [host: address.description] }
+        configuration.connectionPool = .init(idleTimeout: .seconds(30))
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     func run() async throws {
+        defer { Task { await clients.shutdown() } }
         let watch = hub.watch(nil)
         let inFlight = InFlight()
         let doorbell = watch.doorbell
@@ -134,9 +138,13 @@ struct WebhookSender: Service, CustomStringConvertible {
                             doorbell.ring()
                         }
                     }
-                    if claimed.count < free || free == 0 {
+                    if free == 0 {
+                        // Every slot busy: the next look is when one frees (a finished delivery
+                        // rings), at once; other rings only cost a turn of this loop, no query.
                         await doorbell.wait(upTo: .seconds(1))
-                        // Every job's events ring: at most ten looks a second.
+                    } else if claimed.count < free {
+                        // Nothing more due: every job's events ring, so at most ten looks a second.
+                        await doorbell.wait(upTo: .seconds(1))
                         try? await Task.sleep(for: .milliseconds(100))
                     }
                 }
@@ -192,19 +200,17 @@ struct WebhookSender: Service, CustomStringConvertible {
                 value: keys.map { StandardWebhooks.sign(key: $0, id: delivery.id, timestamp: timestamp, body: data) }
                     .joined(separator: " "))
             request.body = .bytes(ByteBuffer(data: data))
-            let client = Self.makeClient(
-                timeout: config.timeoutSeconds, host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")),
-                address: address)
-            do {
-                // The status is the answer; its body is not read (a receiver that drips it
-                // would hold the delivery), and the connection goes with the client.
-                let response = try await client.execute(request, timeout: .seconds(Int64(config.timeoutSeconds)))
-                status = Int(response.status.code)
-            } catch {
-                try? await client.shutdown()
-                throw error
-            }
-            try? await client.shutdown()
+            let lease = clients.take(
+                host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), address: address,
+                timeout: config.timeoutSeconds)
+            defer { clients.giveBack(lease) }
+            let response = try await lease.client.execute(request, timeout: .seconds(Int64(config.timeoutSeconds)))
+            status = Int(response.status.code)
+            // The status is the answer. Up to 64 KiB of the body is read within what is left of
+            // the delivery's time (so that the connection serves the next delivery); a receiver
+            // that sends more, or drips it, only loses its connection.
+            let left = Double(config.timeoutSeconds) - (ContinuousClock.now - started).inSeconds
+            await WebhookClients.drain(response, within: .seconds(max(0.1, left)))
             if !(200..<300).contains(status ?? 0) { problem = "the receiver answered \(status ?? 0)" }
             // 410 Gone: the receiver says this endpoint is no more.
             final = status == 410
@@ -281,5 +287,83 @@ struct WebhookSender: Service, CustomStringConvertible {
             }
         }
         return "could not reach the receiver (\(String(describing: error).prefix(200)))"
+    }
+}
+
+/// The webhook sender's HTTP clients, one per receiver (host and the address it was checked at),
+/// so that a busy receiver's deliveries reuse their keep-alive connections instead of connecting
+/// anew each time. At most `limit` are kept; the least recently used one that no delivery is
+/// using goes first, and a delivery that finds every kept client in use and the cache full gets
+/// a client of its own, shut down after it.
+final class WebhookClients: Sendable {
+    struct Lease {
+        let key: String
+        let client: HTTPClient
+        let kept: Bool
+    }
+
+    private struct Entry {
+        var client: HTTPClient
+        var users = 0
+        var used: ContinuousClock.Instant
+    }
+
+    private let entries = Mutex<[String: Entry]>([:])
+    private let limit: Int
+
+    init(limit: Int = 64) { self.limit = limit }
+
+    func take(host: String, address: IPAddress?, timeout: Double) -> Lease {
+        let key = "\(host)|\(address?.description ?? "")"
+        let (lease, evicted) = entries.withLock { entries -> (Lease?, HTTPClient?) in
+            if var entry = entries[key] {
+                entry.users += 1
+                entry.used = .now
+                entries[key] = entry
+                return (Lease(key: key, client: entry.client, kept: true), nil)
+            }
+            var evicted: HTTPClient?
+            if entries.count >= limit {
+                guard let idle = entries.filter({ $0.value.users == 0 }).min(by: { $0.value.used < $1.value.used })
+                else { return (nil, nil) }
+                evicted = entries.removeValue(forKey: idle.key)?.client
+            }
+            let client = WebhookSender.makeClient(timeout: timeout, host: host, address: address)
+            entries[key] = Entry(client: client, users: 1, used: .now)
+            return (Lease(key: key, client: client, kept: true), evicted)
+        }
+        if let evicted { Task { try? await evicted.shutdown() } }
+        return lease
+            ?? Lease(
+                key: key, client: WebhookSender.makeClient(timeout: timeout, host: host, address: address),
+                kept: false)
+    }
+
+    func giveBack(_ lease: Lease) {
+        guard lease.kept else {
+            Task { try? await lease.client.shutdown() }
+            return
+        }
+        entries.withLock { entries in entries[lease.key]?.users -= 1 }
+    }
+
+    /// Shuts every kept client down (the sender is stopping).
+    func shutdown() async {
+        let clients = entries.withLock { entries -> [HTTPClient] in
+            defer { entries = [:] }
+            return entries.values.map(\.client)
+        }
+        for client in clients { try? await client.shutdown() }
+    }
+
+    /// Reads and drops up to 64 KiB of `response`'s body within `limit`; gives up quietly
+    /// (cancelling the read, which closes the connection) past either.
+    static func drain(_ response: HTTPClientResponse, within limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try? await response.body.collect(upTo: 64 * 1_024) }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }

@@ -41,9 +41,15 @@ public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
     /// its version and type checked. Only one that does not decode is parsed again, for its
     /// header, to say why (another version, another type, or not an envelope at all).
     public static func decode(_ data: Data, expectedType: String) throws -> Envelope {
-        if let envelope = try? JSONCoding.decode(Envelope.self, from: data) {
+        let failure: any Error
+        do {
+            let envelope = try JSONCoding.decode(Envelope.self, from: data)
             try check(version: envelope.v, type: envelope.type, expectedType: expectedType)
             return envelope
+        } catch let error as BusError {
+            throw error
+        } catch {
+            failure = error
         }
         let header: EnvelopeHeader
         do {
@@ -52,11 +58,7 @@ public struct Envelope<Payload: Codable & Sendable>: Codable, Sendable {
             throw BusError.malformedMessage("not a GenGate envelope (\(data.count) bytes)")
         }
         try check(version: header.v, type: header.type, expectedType: expectedType)
-        do {
-            return try JSONCoding.decode(Envelope.self, from: data)
-        } catch {
-            throw BusError.malformedMessage("\(header.type) payload does not decode: \(error)")
-        }
+        throw BusError.malformedMessage("\(header.type) payload does not decode: \(failure)")
     }
 
     private static func check(version: Int, type: String, expectedType: String) throws {

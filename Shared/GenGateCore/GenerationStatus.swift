@@ -1,7 +1,8 @@
 /// Where a generation is in its lifecycle (docs/ARCHITECTURE.md, "Lifecycle"). The legal moves
 /// are `Lifecycle` in GenGateJobs.
 ///
-/// pending → dispatching → running → uploading → completed, with `retryWait` between attempts and
+/// pending → dispatching → running → uploading → completed (dispatching → completed for a
+/// synchronous call that brought every output), with `retryWait` between attempts and
 /// `failed` / `cancelled` as the other ends; a job whose input image is another job's output
 /// starts in `waiting`, and moves to `pending` once that output is there. Terminal states are
 /// final.

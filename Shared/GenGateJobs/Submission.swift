@@ -355,8 +355,9 @@ public struct Submission: Sendable {
     }
 
     /// A synchronous provider's call: the outputs come in its answer, so they are stored here and
-    /// recorded with the attempt's success in one transaction (the job goes to `uploading` with
-    /// every output of the call already stored, and the uploader completes it). A stop during
+    /// recorded with the attempt's success in one transaction, which completes the job when the
+    /// call brought every output it lacked (else it goes to `uploading` with the call's outputs
+    /// stored, and the uploader has the rest asked for). A stop during
     /// the call or before that record leaves the attempt `submitting`: recovery submits again
     /// and counts a possible double charge (no synchronous API finds a call by reference).
     func generateAndRecord(

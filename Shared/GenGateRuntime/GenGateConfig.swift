@@ -115,7 +115,7 @@ public struct GenGateConfig: Codable, Sendable, Equatable {
         /// How long a receiver has to answer one delivery.
         public var timeoutSeconds = 10.0
         /// Deliveries one api-ingress process sends at once.
-        public var concurrency = 16
+        public var concurrency = 64
         /// After a rotation, how long deliveries are also signed with the previous secret.
         public var rotationGraceSeconds = 86_400.0
     }
