@@ -35,12 +35,7 @@ final class ServerProcess: @unchecked Sendable {
 
     /// SIGTERM, then SIGKILL after 10 s; the log file goes too.
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            let deadline = Date().addingTimeInterval(10)
-            while process.isRunning && Date() < deadline { usleep(50_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
+        process.stop(within: 10)
         try? FileManager.default.removeItem(at: log)
     }
 }

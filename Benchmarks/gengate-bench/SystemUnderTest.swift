@@ -117,13 +117,19 @@ final class SystemUnderTest: @unchecked Sendable {
     }
 
     func stop() {
-        if process.isRunning {
-            process.terminate()
-            let deadline = Date().addingTimeInterval(40)
-            while process.isRunning && Date() < deadline { usleep(50_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
+        process.stop(within: 40)
         try? FileManager.default.removeItem(at: dataDir)
+    }
+}
+
+extension Process {
+    /// SIGTERM, then SIGKILL if it has not ended within `seconds`.
+    func stop(within seconds: TimeInterval) {
+        guard isRunning else { return }
+        terminate()
+        let deadline = Date().addingTimeInterval(seconds)
+        while isRunning && Date() < deadline { usleep(50_000) }
+        if isRunning { kill(processIdentifier, SIGKILL) }
     }
 }
 

@@ -101,18 +101,26 @@ struct WebhookSender: Service, CustomStringConvertible {
     /// whatever the name resolves to by then (TLS still checks the certificate against the
     /// name), and follows no redirects (a receiver could send the delivery on to an address it
     /// may not reach).
-    static func makeClient(timeout: Double, host: String, address: IPAddress?) -> HTTPClient {
+    ///
+    /// As many connections to the receiver as deliveries may go at once (`connections`), so that
+    /// none waits in the client's queue for another's connection; one kept idle is closed after
+    /// 4 s, before common servers' keep-alive ends (a request written on a connection the server
+    /// is closing fails, and is not retried by the client).
+    static func makeClient(timeout: Double, host: String, address: IPAddress?, connections: Int) -> HTTPClient {
         var configuration = HTTPClient.Configuration(
             redirectConfiguration: .disallow,
             timeout: .init(connect: .seconds(Int64(min(timeout, 10))), read: .seconds(Int64(timeout))))
         if let address { configuration.dnsOverride = [host: address.description] }
-        configuration.connectionPool = .init(idleTimeout: .seconds(30))
+        configuration.connectionPool = .init(
+            idleTimeout: .seconds(4), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, connections))
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 
     func run() async throws {
-        defer { Task { await clients.shutdown() } }
         let watch = hub.watch(nil)
+        // Rung by each delivery that ends: what the loop waits for while every slot is busy
+        // (the hub's doorbell, rung by them too, rings at every event of every job).
+        let slots = Doorbell()
         let inFlight = InFlight()
         let doorbell = watch.doorbell
         await cancelWhenGracefulShutdown {
@@ -135,13 +143,13 @@ struct WebhookSender: Service, CustomStringConvertible {
                         group.addTask {
                             await deliver(delivery)
                             inFlight.count.withLock { $0 -= 1 }
-                            doorbell.ring()
+                            slots.ring()
+                            doorbell.ring()  // the job's next delivery may be due now
                         }
                     }
                     if free == 0 {
-                        // Every slot busy: the next look is when one frees (a finished delivery
-                        // rings), at once; other rings only cost a turn of this loop, no query.
-                        await doorbell.wait(upTo: .seconds(1))
+                        // Every slot busy: the next look is when one frees, at once.
+                        await slots.wait(upTo: .seconds(1))
                     } else if claimed.count < free {
                         // Nothing more due: every job's events ring, so at most ten looks a second.
                         await doorbell.wait(upTo: .seconds(1))
@@ -151,6 +159,7 @@ struct WebhookSender: Service, CustomStringConvertible {
             }
         }
         hub.unwatch(watch)
+        await clients.shutdown()
     }
 
     /// A failure on this side, said as it is (not as the receiver's).
@@ -202,7 +211,7 @@ struct WebhookSender: Service, CustomStringConvertible {
             request.body = .bytes(ByteBuffer(data: data))
             let lease = clients.take(
                 host: host.trimmingCharacters(in: CharacterSet(charactersIn: "[]")), address: address,
-                timeout: config.timeoutSeconds)
+                timeout: config.timeoutSeconds, connections: config.concurrency)
             defer { clients.giveBack(lease) }
             let response = try await lease.client.execute(request, timeout: .seconds(Int64(config.timeoutSeconds)))
             status = Int(response.status.code)
@@ -313,7 +322,7 @@ final class WebhookClients: Sendable {
 
     init(limit: Int = 64) { self.limit = limit }
 
-    func take(host: String, address: IPAddress?, timeout: Double) -> Lease {
+    func take(host: String, address: IPAddress?, timeout: Double, connections: Int) -> Lease {
         let key = "\(host)|\(address?.description ?? "")"
         let (lease, evicted) = entries.withLock { entries -> (Lease?, HTTPClient?) in
             if var entry = entries[key] {
@@ -328,14 +337,17 @@ final class WebhookClients: Sendable {
                 else { return (nil, nil) }
                 evicted = entries.removeValue(forKey: idle.key)?.client
             }
-            let client = WebhookSender.makeClient(timeout: timeout, host: host, address: address)
+            let client = WebhookSender.makeClient(
+                timeout: timeout, host: host, address: address, connections: connections)
             entries[key] = Entry(client: client, users: 1, used: .now)
             return (Lease(key: key, client: client, kept: true), evicted)
         }
         if let evicted { Task { try? await evicted.shutdown() } }
         return lease
             ?? Lease(
-                key: key, client: WebhookSender.makeClient(timeout: timeout, host: host, address: address),
+                key: key,
+                client: WebhookSender.makeClient(
+                    timeout: timeout, host: host, address: address, connections: connections),
                 kept: false)
     }
 

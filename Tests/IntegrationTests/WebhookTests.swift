@@ -8,12 +8,12 @@ final class WebhookTests: XCTestCase {
     static let receiverScript = EventSchemaTests.root.appendingPathComponent("Tests/Webhooks/receiver.py")
 
     /// A receiver on a free port: its port, and the deliveries it printed.
-    static func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
-        try await Python.serve(Self.receiverScript, arguments: ["\(failFirst)"] + secrets)
+    static func receiver(failFirst: Int, secrets: [String], delay: Double = 0) async throws -> (Python.Running, Int) {
+        try await Python.serve(Self.receiverScript, arguments: ["\(failFirst)", "--delay=\(delay)"] + secrets)
     }
 
-    func receiver(failFirst: Int, secrets: [String]) async throws -> (Python.Running, Int) {
-        try await Self.receiver(failFirst: failFirst, secrets: secrets)
+    func receiver(failFirst: Int, secrets: [String], delay: Double = 0) async throws -> (Python.Running, Int) {
+        try await Self.receiver(failFirst: failFirst, secrets: secrets, delay: delay)
     }
 
     /// Each line a Python helper printed, as JSON.
@@ -103,6 +103,47 @@ final class WebhookTests: XCTestCase {
         XCTAssertEqual(missing.status, 404)
         let list = try await system.request(.GET, "/v1/generations/\(id)/webhooks").json
         XCTAssertEqual(list["data"]?.arrayValue?.count, 4)
+    }
+
+    /// Many deliveries to one slow receiver at once: each goes out when its job ends, none
+    /// waits behind another for a connection (the sender keeps one client per receiver), so
+    /// every one is accepted at its first attempt, within the 2 s a receiver has to answer.
+    func testManyDeliveriesToOneSlowReceiverGoOutTogether() async throws {
+        let system = try await GenGateSystem.start(
+            environment: ["GENGATE_WEBHOOK_ALLOW_PRIVATE": "1", "GENGATE_SIM_LATENCY_MS": "0"],
+            config: #"{"webhooks": {"timeout_seconds": 2}}"#)
+        defer { system.stop() }
+        let keys = try await system.request(.GET, "/v1/webhooks/secret").json
+        let secret = try XCTUnwrap(keys["secret"]?.stringValue)
+        let (receiver, port) = try await receiver(failFirst: 0, secrets: [secret], delay: 1.2)
+        defer { receiver.stop() }
+        let count = 32
+        let ids = try await withThrowingTaskGroup(of: String.self) { group in
+            for index in 0..<count {
+                group.addTask {
+                    try await system.submit(
+                        #"{"model": "sim/image", "prompt": "many \#(index)", "webhook": "http://127.0.0.1:\#(port)/hook", "webhook_events": ["completed"]}"#
+                    )
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        let seen = try await waitFor(receiver) { $0.count >= count }
+        XCTAssertEqual(Set(seen.compactMap { $0["id"]?.stringValue }).count, count, "each delivered once")
+        for id in ids {
+            // The receiver printed before its answer was recorded: wait for the record.
+            var deliveries: [JSONValue] = []
+            for _ in 0..<50 {
+                let job = try await system.request(.GET, "/v1/generations/\(id)").json
+                deliveries = try XCTUnwrap(job["webhook_deliveries"]?.arrayValue)
+                if deliveries.allSatisfy({ $0["status"] != .string("pending") }) { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            XCTAssertEqual(deliveries.count, 1)
+            XCTAssertEqual(
+                deliveries.first?["attempt_history"]?.arrayValue?.map { $0["status_code"]?.intValue ?? 0 }, [200],
+                "accepted at its first attempt: \(deliveries)")
+        }
     }
 
     func testARotationSignsWithBothSecretsUntilTheGraceEnds() async throws {

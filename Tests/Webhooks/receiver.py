@@ -1,20 +1,23 @@
 """A webhook receiver that checks every delivery with the Standard Webhooks reference library
 (`standardwebhooks` on PyPI), independently of GenGate's own signing code.
 
-    python3 receiver.py PORT_FILE FAIL_FIRST SECRET [SECRET ...]
+    python3 receiver.py PORT_FILE FAIL_FIRST [--delay=SECONDS] SECRET [SECRET ...]
 
 Listens on 127.0.0.1 (a free port, written to PORT_FILE), answers 500 to the first FAIL_FIRST
-deliveries and 200 after, and prints one JSON line per delivery: its webhook-id, which of the
-SECRETs verified it, the status answered, and the body.
+deliveries and 200 after (each SECONDS after it arrived, with --delay), and prints one JSON line
+per delivery: its webhook-id, which of the SECRETs verified it, the status answered, and the body.
 """
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-port_file, fail_first, secrets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+port_file, fail_first = sys.argv[1], int(sys.argv[2])
+delay = sum(float(arg.split("=", 1)[1]) for arg in sys.argv[3:] if arg.startswith("--delay="))
+secrets = [arg for arg in sys.argv[3:] if not arg.startswith("--delay=")]
 seen = 0
 printing = threading.Lock()
 
@@ -34,6 +37,7 @@ class Handler(BaseHTTPRequestHandler):
         with printing:
             seen += 1
             status = 500 if seen <= fail_first else 200
+        time.sleep(delay)
         self.send_response(status)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -50,6 +54,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+# Many deliveries may connect at once: a listen backlog that takes them all.
+ThreadingHTTPServer.request_queue_size = 128
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(port_file + ".tmp", "w") as handle:
     handle.write(str(server.server_address[1]))
