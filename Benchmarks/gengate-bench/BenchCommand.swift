@@ -85,6 +85,7 @@ struct BenchCommand: AsyncParsableCommand {
         for scenario in scenarios {
             let made = runner.figures.all.count
             let started = Date()
+            let machine = Report.machine()  // the code it runs, as it starts
             let rows: [Row]
             switch scenario {
             case "submit": rows = try await runner.submit()
@@ -105,7 +106,7 @@ struct BenchCommand: AsyncParsableCommand {
                 Report.Section(
                     name: name, command: commandLine(for: scenario), rows: rows,
                     figures: Array(runner.figures.all[made...]), seconds: Date().timeIntervalSince(started),
-                    machine: Report.machine()))
+                    machine: machine))
             // Each scenario's block lands as soon as it is measured: a later failure keeps it.
             try write(sections)
         }
