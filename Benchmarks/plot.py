@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Draws gengate-bench's figures: each argument is a figure's JSON (written by the bench), and
 its picture goes next to it with the extension .png. A figure is lines of (x, y) points:
-{"name", "title", "x_label", "y_label", "x_log", "y_log", "series": [{"label", "x", "y"}]}."""
+{"name", "title", "x_label", "y_label", "x_log", "y_log", "x_percentile", "series": [{"label", "x", "y"}]}
+(a null y is a missing reading). With x_percentile, x (0-100) is drawn as -log10(1 - x/100), so
+that the tail (90, 99, 99.9, 99.99) is as wide as the rest."""
 import json
 import math
 import pathlib
@@ -21,13 +23,19 @@ def draw(path: pathlib.Path) -> pathlib.Path:
         if not points:
             continue
         xs, ys = zip(*points)
+        if figure.get("x_percentile"):
+            xs = [-math.log10(max(1e-6, 1 - x / 100)) for x in xs]
         few = len(points) <= 12
         axes.plot(xs, ys, marker="o" if few else None, linewidth=1.5, label=series["label"])
         if few:
-            for x, y in points:
+            for x, y in zip(xs, ys):
                 axes.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     if figure.get("x_log"):
         axes.set_xscale("log")
+    if figure.get("x_percentile"):
+        ticks = [0, 50, 90, 99, 99.9, 99.99]
+        axes.set_xticks([-math.log10(1 - t / 100) for t in ticks])
+        axes.set_xticklabels([f"{t:g}" for t in ticks])
     if figure.get("y_log"):
         axes.set_yscale("log")
     axes.set_title(figure["title"])

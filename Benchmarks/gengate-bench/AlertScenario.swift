@@ -19,12 +19,12 @@ extension Scenarios {
         let perEvaluation = loaded / 4
         return [
             Row(
-                scenario: "alert rules: monitor CPU, empty store", target: "–",
+                scenario: "alert rules: monitor CPU, empty store", target: "—",
                 measured: String(format: "%.1f%% of a core", idle / HTTPLoad.seconds(window) * 100), met: nil,
                 notes: "a minute of evaluations every 15 s, with the event stream's heartbeats"),
             Row(
                 scenario: "alert rules: monitor CPU, \(tasks.formatted()) jobs ended in the hour",
-                target: "–",
+                target: "—",
                 measured: String(format: "%.1f%% of a core", loaded / HTTPLoad.seconds(window) * 100), met: nil,
                 notes: String(
                     format:

@@ -12,7 +12,8 @@ struct BenchCommand: AsyncParsableCommand {
     /// Every scenario, in the order the whole suite runs them (`soak` is not among the defaults:
     /// it lasts an hour).
     static let suite = [
-        "idle", "submit", "e2e", "inflight", "overhead", "events", "scale", "everything", "s3", "alerts", "images",
+        "idle", "submit", "e2e", "inflight", "overhead", "events", "scale", "everything", "costs", "s3", "alerts",
+        "images",
     ]
     static let known = suite + ["soak"]
 
@@ -48,7 +49,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Where the figures (their data as JSON, and the pictures) go.")
     var figures: String = "Benchmarks/figures"
 
-    @Option(help: "The Python that draws the figures (with matplotlib).")
+    @Option(help: "The Python that draws the figures (with matplotlib); the s3 and images scenarios use python3.")
     var python: String = ".build/bench-venv/bin/python"
 
     @Option(help: "LiteLLM's proxy command, for the overhead scenario's comparison.")
@@ -99,14 +100,21 @@ struct BenchCommand: AsyncParsableCommand {
             case "events": rows = try await runner.eventStream()
             case "overhead": rows = try await runner.overhead()
             case "everything": rows = try await runner.everythingOn()
+            case "costs": rows = try await runner.costs()
             default: rows = try await runner.soak(minutes: soakMinutes, rate: soakRate)
             }
             let name = store == "sqlite" ? scenario : "\(scenario)-\(store)"
+            // Its pictures: the block links only those drawn now (never an older picture).
+            let drawn = Array(runner.figures.all[made...])
+            let drawing = Figures.draw(
+                drawn, into: URL(fileURLWithPath: figures), python: python,
+                script: URL(fileURLWithPath: "Benchmarks/plot.py"))
+            if let problem = drawing.problem { FileHandle.standardError.write(Data("\(problem)\n".utf8)) }
             sections.append(
                 Report.Section(
                     name: name, command: commandLine(for: scenario), rows: rows,
-                    figures: Array(runner.figures.all[made...]), seconds: Date().timeIntervalSince(started),
-                    machine: machine))
+                    figures: drawn.filter { drawing.drawn.contains($0.name) },
+                    seconds: Date().timeIntervalSince(started), machine: machine))
             // Each scenario's block lands as soon as it is measured: a later failure keeps it.
             try write(sections)
         }
@@ -128,10 +136,6 @@ struct BenchCommand: AsyncParsableCommand {
     func write(_ sections: [Report.Section]) throws {
         let outputURL = URL(fileURLWithPath: output)
         let figuresURL = URL(fileURLWithPath: figures)
-        let drawn = Figures.draw(
-            sections.last?.figures ?? [], into: figuresURL, python: python,
-            script: URL(fileURLWithPath: "Benchmarks/plot.py"))
-        if let problem = drawn.problem { FileHandle.standardError.write(Data("\(problem)\n".utf8)) }
         var document = (try? String(contentsOf: outputURL, encoding: .utf8)) ?? Report.header
         for section in sections {
             document = Report.replacing(section, in: document, figures: figuresURL, relativeTo: outputURL)
@@ -227,8 +231,8 @@ enum Report {
             run(
                 "/usr/bin/env",
                 [
-                    "git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md",
-                    ":!Benchmarks/figures",
+                    "git", "status", "--porcelain", "--untracked-files=no", "--", "Package.swift", "Shared", "Services",
+                    "Benchmarks/gengate-bench", "scripts",
                 ]
             ).isEmpty
             ? "" : " with uncommitted changes"

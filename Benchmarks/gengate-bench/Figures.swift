@@ -7,7 +7,8 @@ struct Figure: Codable, Sendable {
     struct Series: Codable, Sendable {
         var label: String
         var x: [Double]
-        var y: [Double]
+        /// Nil where there was no reading (drawn as a gap).
+        var y: [Double?]
     }
 
     var name: String
@@ -16,10 +17,12 @@ struct Figure: Codable, Sendable {
     var yLabel: String
     var xLog = false
     var yLog = false
+    /// x is a percentile (0–100), drawn on a scale of its tail (90, 99, 99.9, 99.99 evenly spaced).
+    var xPercentile = false
     var series: [Series] = []
 
     /// A latency distribution as a line: the latency (ms) at each percentile from 1 to 99.99,
-    /// denser towards the tail, so that the percentile axis can be read on a log scale of 1 − q.
+    /// denser towards the tail (drawn with `xPercentile`).
     static func distribution(_ label: String, latencies: [Double]) -> Series {
         let sorted = latencies.sorted()
         guard !sorted.isEmpty else { return Series(label: label, x: [], y: []) }

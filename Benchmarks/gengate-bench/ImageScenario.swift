@@ -43,7 +43,7 @@ extension Scenarios {
             rows.append(
                 Row(
                     scenario: "image preset `standard`, 12 MP JPEG, GenGate (libvips), \(concurrency) at once",
-                    target: "–", measured: String(format: "%.1f images/s", rate), met: nil,
+                    target: "—", measured: String(format: "%.1f images/s", rate), met: nil,
                     notes: String(
                         format: "peak memory %.0f MiB above the process's %.0f MiB; %d images of %.1f MB on average",
                         peak - baseline, baseline, files.count, averageMB)))
@@ -60,7 +60,7 @@ extension Scenarios {
         await checker.shutdown()
         rows.append(
             Row(
-                scenario: "upload check (sniff, header, every pixel decoded), 12 MP JPEG, 2 at once", target: "–",
+                scenario: "upload check (sniff, header, every pixel decoded), 12 MP JPEG, 2 at once", target: "—",
                 measured: String(format: "%.1f images/s", Double(files.count) / checkSeconds), met: nil,
                 notes: String(format: "peak memory %.0f MiB above the process's", checkPeak - checkBaseline)))
         for mode in ["plain", "draft"] {
@@ -74,7 +74,7 @@ extension Scenarios {
                 Row(
                     scenario:
                         "image preset `standard`, 12 MP JPEG, Pillow \(mode == "draft" ? "with `draft`" : "plain"), one process",
-                    target: "–", measured: String(format: "%.1f images/s", rate), met: nil,
+                    target: "—", measured: String(format: "%.1f images/s", rate), met: nil,
                     notes: String(
                         format: "peak memory %.0f MiB above the process's %.0f MiB (Pillow %@)", peak - baseline,
                         baseline, pillowVersion())))

@@ -26,8 +26,7 @@ extension Scenarios {
             var extra: [(Process, URL)] = []
             defer {
                 for (process, directory) in extra {
-                    if process.isRunning { process.terminate() }
-                    process.waitUntilExit()
+                    process.stop(within: 40)
                     try? FileManager.default.removeItem(at: directory)
                 }
             }
@@ -50,6 +49,9 @@ extension Scenarios {
                 extra.append((process, directory))
             }
             try await Task.sleep(for: .seconds(2))  // the extra workers connect
+            if let gone = extra.first(where: { !$0.0.isRunning }) {
+                throw BenchError("an extra worker (gengate up --services …) exited: \(gone.0.terminationStatus)")
+            }
             let body: @Sendable (Int) -> String = {
                 #"{"model": "sim/image", "prompt": "scale \#($0)", "width": 16, "height": 16}"#
             }
