@@ -371,11 +371,6 @@ final class WebhookClients: Sendable {
     /// Reads and drops up to 64 KiB of `response`'s body within `limit`; gives up quietly
     /// (cancelling the read, which closes the connection) past either.
     static func drain(_ response: HTTPClientResponse, within limit: Duration) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { _ = try? await response.body.collect(upTo: 64 * 1_024) }
-            group.addTask { try? await Task.sleep(for: limit) }
-            await group.next()
-            group.cancelAll()
-        }
+        _ = await withDeadline(limit) { _ = try await response.body.collect(upTo: 64 * 1_024) }
     }
 }
