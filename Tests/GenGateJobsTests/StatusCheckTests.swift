@@ -211,7 +211,10 @@ final class StatusCheckTests: XCTestCase {
             let counts = try await harness.store.activeCounts()
             return counts[.running] == 0
         }
+        // A check sends its hint just after its commit: the loop ends once every check in
+        // flight has finished, and only then is the list of hints complete.
         loop.cancel()
+        _ = await loop.result
         let counts = try await harness.store.activeCounts()
         XCTAssertEqual(counts[.uploading], 200)
         XCTAssertEqual(Set(harness.noticed(.upload)).count, 200)
