@@ -40,8 +40,14 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
         case end
     }
 
+    private struct Watcher {
+        let doorbell: Doorbell
+        let wake: Wake
+        let end: EndHeard
+    }
+
     private struct State {
-        var watchers: [String: [Int: (doorbell: Doorbell, wake: Wake)]] = [:]
+        var watchers: [String: [Int: Watcher]] = [:]
         var everyone: [Int: Doorbell] = [:]
         var chunks: [String: ChunkLog] = [:]
         var chunkBytes = 0
@@ -65,21 +71,34 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
         let token: Int
         let generationID: String?
         let doorbell: Doorbell
+        let end: EndHeard
+
+        /// Whether an event that ends its generation came over the bus since the watch began.
+        /// One publisher's messages arrive in the order it sent them, so once it has, every text
+        /// chunk streamed before the end (by the same dispatcher) is in the hub too, unless the
+        /// bus dropped it.
+        var endHeard: Bool { end.heard.load(ordering: .acquiring) }
+    }
+
+    final class EndHeard: Sendable {
+        let heard = Atomic(false)
     }
 
     func watch(_ generationID: String?, waking wake: Wake = .everyEvent) -> Watch {
         let doorbell = Doorbell()
+        let end = EndHeard()
         let token = state.withLock { state -> Int in
             state.nextToken += 1
             if let generationID {
-                state.watchers[generationID, default: [:]][state.nextToken] = (doorbell, wake)
+                state.watchers[generationID, default: [:]][state.nextToken] = Watcher(
+                    doorbell: doorbell, wake: wake, end: end)
             } else {
                 state.everyone[state.nextToken] = doorbell
             }
             return state.nextToken
         }
         if isClosed { doorbell.ring() }
-        return Watch(token: token, generationID: generationID, doorbell: doorbell)
+        return Watch(token: token, generationID: generationID, doorbell: doorbell, end: end)
     }
 
     func unwatch(_ watch: Watch) {
@@ -133,7 +152,10 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
             default: ends = false
             }
             let watching = (state.watchers[id]?.values).map { watchers in
-                watchers.compactMap { ends || $0.wake == .everyEvent ? $0.doorbell : nil }
+                watchers.compactMap { watcher -> Doorbell? in
+                    if ends { watcher.end.heard.store(true, ordering: .releasing) }
+                    return ends || watcher.wake == .everyEvent ? watcher.doorbell : nil
+                }
             }
             return (watching ?? []) + Array(state.everyone.values)
         }

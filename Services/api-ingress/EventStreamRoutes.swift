@@ -28,6 +28,8 @@ struct EventStreamRoutes: Sendable {
     static let batch = 200
     /// How often a stream looks at the store without a hint.
     static let look: Duration = .seconds(2)
+    /// How long the events that end a job wait for its last text chunks to come over the bus.
+    static let endGrace: Duration = .seconds(1)
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
 
     func register(on group: RouterGroup<GateContext>) {
@@ -215,8 +217,22 @@ struct EventStreamRoutes: Sendable {
         }
         var position: Int?
         var lastLook = ContinuousClock.now - look
+        // The store can show the job's end before the bus has brought the last text chunks
+        // streamed ahead of it: the events that end it wait (up to `endGrace`) for the bus's own
+        // end event, which comes after them, unless the job had ended when the stream began.
+        let endedBefore = generation.status.isTerminal
+        var holdUntil: ContinuousClock.Instant?
         while true {
+            let endHeard = watch.endHeard  // before the chunks are read: they are all there if it is
             let stored = try await store.events(generationID: id, after: seq, limit: batch)
+            if !endHeard, !endedBefore, !hub.isClosed, stored.contains(where: { $0.event.type.isTerminal }) {
+                let until = holdUntil ?? ContinuousClock.now + endGrace
+                holdUntil = until
+                if ContinuousClock.now < until {
+                    await watch.doorbell.wait(upTo: until - ContinuousClock.now)
+                    continue
+                }
+            }
             let chunks = marked(hub.chunks(of: id)).filter { event, chunk in
                 mark.map { chunk > $0 } ?? (event.at > chunksAfter)
             }

@@ -171,7 +171,13 @@ final class AlertLoopTests: XCTestCase {
         try await waitFor(inbox, count: 1)
         try await Task.sleep(for: .milliseconds(200))
         XCTAssertEqual(inbox.received.withLock { $0.map(\.fingerprint) }, ["provider_failure_rate:sim"])
-        let stored = try await sqlite.alerts(AlertFilter())
+        // The delivery is recorded just after the send: looked for until it is.
+        var stored = try await sqlite.alerts(AlertFilter())
+        let recorded = Date().addingTimeInterval(5)
+        while stored.first?.deliveries["webhook"]?.sentAt == nil && Date() < recorded {
+            try await Task.sleep(for: .milliseconds(20))
+            stored = try await sqlite.alerts(AlertFilter())
+        }
         XCTAssertEqual(stored.count, 1)
         XCTAssertEqual(stored.first?.occurrences, 6)
         XCTAssertNotNil(stored.first?.deliveries["webhook"]?.sentAt)

@@ -1,6 +1,7 @@
 import Foundation
 import GenGateCore
 import GenGateLocalPorts
+import Synchronization
 import XCTest
 
 @testable import GenGatePostgres
@@ -267,8 +268,16 @@ final class PostgresStoreTests: XCTestCase {
         settings.poolSize = 1
         let store = try await PostgresStore(settings: settings, migrate: true)
         defer { store.close() }
-        let busy = Task { try await store.read { _ = try await $0.run("SELECT pg_sleep(1.5)") } }
-        try await Task.sleep(for: .milliseconds(200))
+        let holding = Mutex(false)
+        let busy = Task {
+            try await store.read {
+                holding.withLock { $0 = true }
+                _ = try await $0.run("SELECT pg_sleep(1.5)")
+            }
+        }
+        // The pool's one connection is taken before the second call asks for it.
+        let taken = ContinuousClock.now + .seconds(10)
+        while !holding.withLock({ $0 }) && ContinuousClock.now < taken { try await Task.sleep(for: .milliseconds(10)) }
         let waiting = Task { try await store.read { _ = try await $0.run("SELECT 1") } }
         try await Task.sleep(for: .milliseconds(200))
         let cancelled = ContinuousClock.now

@@ -32,6 +32,16 @@ final class AlertTests: XCTestCase {
 
     func lines(_ running: Python.Running) -> [JSONValue] { WebhookTests.deliveries(running) }
 
+    /// The server's lines once it printed `count` (its output reaches this process a moment
+    /// after the server answered), or what it printed within 5 s.
+    func lines(_ running: Python.Running, atLeast count: Int) async throws -> [JSONValue] {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while lines(running).count < count && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return lines(running)
+    }
+
     func testEmailGoesOverSTARTTLSWithAuthAndAWrongPasswordIsAClearError() async throws {
         let (cert, key) = try certificate()
         let (server, port) = try await smtpServer(cert: cert, key: key)
@@ -41,7 +51,8 @@ final class AlertTests: XCTestCase {
             subject: "[GenGate HIGH] kling: 6 of 10 attempts failed", body: "first line\n.starts with a dot\nlast")
         try await SMTPClient.send(
             message, via: try SMTPSettings(url: "smtp://alerts:s3cret@localhost:\(port)?ca_file=\(cert)"))
-        let received = try XCTUnwrap(lines(server).first)
+        let printed = try await lines(server, atLeast: 1)
+        let received = try XCTUnwrap(printed.first)
         XCTAssertEqual(received["from"], .string("gengate@example.com"))
         XCTAssertEqual(received["to"], .array([.string("ops@example.com"), .string("oncall@example.com")]))
         XCTAssertEqual(received["tls"], .bool(true))

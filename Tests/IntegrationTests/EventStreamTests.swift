@@ -1,6 +1,8 @@
 import AsyncHTTPClient
 import Foundation
+import GenGateBus
 import GenGateCore
+import GenGateStore
 import NIOCore
 import XCTest
 
@@ -148,6 +150,88 @@ final class EventStreamTests: XCTestCase {
         let stranger = try await system.request(
             .GET, "/v1/generations/\(id)/events", key: .some(other["key"]!.stringValue!))
         XCTAssertEqual(stranger.status, 404, "another key's job does not exist for it")
+    }
+
+    /// The store can show a job's end before the bus brings the last text chunks streamed ahead
+    /// of it. The test plays the dispatcher (only the bus and api-ingress run): a chunk on the
+    /// bus, the end committed, a hint that wakes the stream, and only then the last chunk and the
+    /// end on the bus. The stream holds the end back until the bus's end comes, so every chunk
+    /// goes out before it; when the bus's end never comes, the stream ends a second later anyway.
+    func testAJobsEndWaitsForTheTextChunksTheBusStillCarries() async throws {
+        let system = try await GenGateSystem.start(arguments: ["--services", "bus,api-ingress"])
+        defer { system.stop() }
+        let store = try SQLiteStore(path: system.dataDir.appendingPathComponent("gengate.sqlite").path)
+        let zmq = try ZMQContext()
+        let bus = try await EventPublisher.connect(
+            context: zmq, endpoint: "ipc://\(system.dataDir.path)/run/events-in.sock", source: "dispatcher-test")
+        func chunk(_ id: String, _ index: Int, _ text: String, at: Date) -> Event {
+            Event(
+                .generationStreamChunk(.init(attempt: 1, index: index, outputIndex: 0, text: text)), generationID: id,
+                at: at)
+        }
+        func end(_ id: String) async throws -> Event {
+            let job = try await store.generation(id: id)
+            var change = Transition.of(try XCTUnwrap(job), to: .completed)
+            change.events = [
+                Event(
+                    .generationCompleted(
+                        .init(outputs: 1, attempts: 1, provider: "sim", model: "sim/image", durationMs: 10)),
+                    generationID: id)
+            ]
+            let ended = try await store.transition(change)
+            XCTAssertNotNil(ended)
+            // A hint that is not the end: the stream reads the store and finds the job ended.
+            bus.publish(Event(.generationProgress(.init(progress: 50)), generationID: id))
+            return change.events[0]
+        }
+
+        let id = try await system.submit(#"{"model": "sim/image", "prompt": "the lamp is lit"}"#)
+        let stream = try await open(system, "/v1/generations/\(id)/events")
+        let first = chunk(id, 0, "the lamp ", at: Date())
+        // A publisher's first messages are lost while it connects: sent again until the stream
+        // has it (a chunk already sent is not sent twice).
+        for _ in 0..<100 where !stream.received.contains(where: { $0.event == "generation.stream_chunk" }) {
+            bus.publish(first)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let lastAt = Date()
+        let ended = try await end(id)
+        try await Task.sleep(for: .milliseconds(400))
+        XCTAssertFalse(
+            stream.received.contains { $0.event == "generation.completed" || $0.event == "done" },
+            "the end waits for the bus: \(stream.received.map(\.event))")
+        bus.publish(chunk(id, 1, "is lit", at: lastAt))
+        bus.publish(ended)
+        try await stream.wait { $0.last?.event == "done" }
+        let frames = stream.received.filter { $0.event != "queue" }
+        XCTAssertEqual(
+            frames.map(\.event),
+            [
+                "generation.created", "generation.stream_chunk", "generation.stream_chunk", "generation.completed",
+                "done",
+            ])
+        XCTAssertEqual(
+            frames.filter { $0.event == "generation.stream_chunk" }.map {
+                $0.json["payload"]?["text"]?.stringValue ?? ""
+            }
+            .joined(), "the lamp is lit")
+
+        // The bus never brings the end: the stream ends after the grace, not never.
+        let other = try await system.submit(#"{"model": "sim/image", "prompt": "the lamp is out"}"#)
+        let quiet = try await open(system, "/v1/generations/\(other)/events")
+        try await quiet.wait { frames in frames.contains { $0.event == "generation.created" } }
+        let committed = ContinuousClock.now
+        _ = try await end(other)
+        try await quiet.wait { $0.last?.event == "done" }
+        let waited = ContinuousClock.now - committed
+        XCTAssertGreaterThanOrEqual(waited, .milliseconds(900), "held for the bus's end")
+        XCTAssertLessThan(waited, .seconds(4), "but not for long")
+        XCTAssertEqual(
+            quiet.received.filter { $0.event != "queue" }.map(\.event),
+            ["generation.created", "generation.completed", "done"])
+        stream.close()
+        quiet.close()
+        await bus.close()
     }
 
     /// A streamed chat's text chunks come in order between its other events, with ids that
