@@ -74,9 +74,10 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
         let end: EndHeard
 
         /// Whether an event that ends its generation came over the bus since the watch began.
-        /// One publisher's messages arrive in the order it sent them, so once it has, every text
-        /// chunk streamed before the end (by the same dispatcher) is in the hub too, unless the
-        /// bus dropped it.
+        /// One publisher's messages arrive in the order it sent them: once the dispatcher's
+        /// completion (or failure) has come, every text chunk it streamed before is in the hub
+        /// too, unless the bus dropped it. (An end made elsewhere, a cancellation, promises
+        /// nothing about chunks still on their way.)
         var endHeard: Bool { end.heard.load(ordering: .acquiring) }
     }
 
@@ -118,6 +119,11 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
     /// The chunks of `generationID` this process has, oldest first.
     func chunks(of generationID: String) -> [Event] {
         state.withLock { $0.chunks[generationID]?.chunks ?? [] }
+    }
+
+    /// Whether this process has chunks of `generationID`.
+    func hasChunks(of generationID: String) -> Bool {
+        state.withLock { $0.chunks[generationID] != nil }
     }
 
     /// The generations with chunks newer than `since`.
@@ -166,10 +172,14 @@ final class EventHub: Service, CustomStringConvertible, Sendable {
         // The text and what keeping it costs besides (the event, its strings, the array slot).
         let size = chunk.text.utf8.count + 256
         var log = state.chunks[id] ?? ChunkLog()
-        // A retry streams its text again: the earlier attempt's chunks are of no more use.
-        if case .generationStreamChunk(let last)? = log.chunks.last?.payload, last.attempt < chunk.attempt {
-            state.chunkBytes -= log.bytes
-            log = ChunkLog()
+        if case .generationStreamChunk(let last)? = log.chunks.last?.payload {
+            // One already kept (the bus may bring a message twice) or an older attempt's: no use.
+            if last.attempt == chunk.attempt && chunk.index <= last.index || last.attempt > chunk.attempt { return }
+            // A retry streams its text again: the earlier attempt's chunks are of no more use.
+            if last.attempt < chunk.attempt {
+                state.chunkBytes -= log.bytes
+                log = ChunkLog()
+            }
         }
         guard log.bytes + size <= Self.maxChunkBytesPerGeneration else { return }
         log.chunks.append(event)

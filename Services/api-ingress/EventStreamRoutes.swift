@@ -43,8 +43,14 @@ struct EventStreamRoutes: Sendable {
         let store = self.store
         let hub = self.hub
         let pacer = Pacer(keepAlive: keepAlive)
+        let providers = routes.environment.providers
+        let streamsText: @Sendable (Generation) -> Bool = { job in
+            job.attempts > 0 && providers.model(job.model)?.kind == .text
+        }
         return Self.response { writer in
-            try await Self.follow(generation, from: cursor, store: store, hub: hub, pacer: pacer, writer: &writer)
+            try await Self.follow(
+                generation, from: cursor, store: store, hub: hub, pacer: pacer, streamsText: streamsText,
+                writer: &writer)
         }
     }
 
@@ -151,11 +157,17 @@ struct EventStreamRoutes: Sendable {
         /// stamped after it: chunks and the events around them come from one process's clock.
         static func ordered(_ stored: [StoredEvent], _ chunks: [(Event, ChunkMark)]) -> [Item] {
             var items: [Item] = []
-            var pending = chunks[...]
+            var pending = Array(chunks)
             for event in stored {
-                while let next = pending.first, next.0.at <= event.event.at {
-                    items.append(.chunk(next.0, next.1))
-                    pending = pending.dropFirst()
+                let before = pending.prefix { $0.0.at <= event.event.at }.count
+                items += pending.prefix(before).map { Item.chunk($0.0, $0.1) }
+                pending.removeFirst(before)
+                if event.event.type.isTerminal {
+                    // A job's text never comes after its end, whatever the clocks say (times on
+                    // the bus are to the millisecond).
+                    let id = event.event.generationID
+                    items += pending.filter { $0.0.generationID == id }.map { Item.chunk($0.0, $0.1) }
+                    pending.removeAll { $0.0.generationID == id }
                 }
                 items.append(.stored(event))
             }
@@ -195,10 +207,11 @@ struct EventStreamRoutes: Sendable {
         }
     }
 
-    /// One job's stream, from `cursor` to the job's end.
+    /// One job's stream, from `cursor` to the job's end. `streamsText`: whether a job may have
+    /// streamed text (a text model's, once dispatched).
     static func follow(
         _ generation: Generation, from cursor: Cursor?, store: any GenerationStore, hub: EventHub, pacer: Pacer,
-        writer: inout any ResponseBodyWriter
+        streamsText: @Sendable (Generation) -> Bool, writer: inout any ResponseBodyWriter
     ) async throws {
         var pacer = pacer
         let id = generation.id
@@ -217,18 +230,23 @@ struct EventStreamRoutes: Sendable {
         }
         var position: Int?
         var lastLook = ContinuousClock.now - look
-        // The store can show the job's end before the bus has brought the last text chunks
-        // streamed ahead of it: the events that end it wait (up to `endGrace`) for the bus's own
-        // end event, which comes after them, unless the job had ended when the stream began.
+        // The store can show the job's end before the bus has brought the last text chunks the
+        // dispatcher streamed ahead of it: the events that end a job that may have streamed text
+        // wait (up to `endGrace`) for the bus's own end event, which comes after its chunks,
+        // unless the job had ended when the stream began.
         let endedBefore = generation.status.isTerminal
         var holdUntil: ContinuousClock.Instant?
         while true {
             let endHeard = watch.endHeard  // before the chunks are read: they are all there if it is
             let stored = try await store.events(generationID: id, after: seq, limit: batch)
-            if !endHeard, !endedBefore, !hub.isClosed, stored.contains(where: { $0.event.type.isTerminal }) {
-                let until = holdUntil ?? ContinuousClock.now + endGrace
-                holdUntil = until
-                if ContinuousClock.now < until {
+            if stored.contains(where: { $0.event.type.isTerminal }), !endHeard, !endedBefore, !hub.isClosed {
+                try Task.checkCancellation()
+                if holdUntil == nil {
+                    let job = try await store.generation(id: id)
+                    let mayHaveText = hub.hasChunks(of: id) || job.map(streamsText) == true
+                    holdUntil = ContinuousClock.now + (mayHaveText ? endGrace : .zero)
+                }
+                if let until = holdUntil, ContinuousClock.now < until {
                     await watch.doorbell.wait(upTo: until - ContinuousClock.now)
                     continue
                 }

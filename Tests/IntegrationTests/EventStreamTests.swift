@@ -156,7 +156,8 @@ final class EventStreamTests: XCTestCase {
     /// of it. The test plays the dispatcher (only the bus and api-ingress run): a chunk on the
     /// bus, the end committed, a hint that wakes the stream, and only then the last chunk and the
     /// end on the bus. The stream holds the end back until the bus's end comes, so every chunk
-    /// goes out before it; when the bus's end never comes, the stream ends a second later anyway.
+    /// goes out before it; when the bus's end never comes, the stream ends a second later anyway,
+    /// and at once for a job that cannot have streamed text.
     func testAJobsEndWaitsForTheTextChunksTheBusStillCarries() async throws {
         let system = try await GenGateSystem.start(arguments: ["--services", "bus,api-ingress"])
         defer { system.stop() }
@@ -172,10 +173,11 @@ final class EventStreamTests: XCTestCase {
         func end(_ id: String) async throws -> Event {
             let job = try await store.generation(id: id)
             var change = Transition.of(try XCTUnwrap(job), to: .completed)
+            change.attempts = 1
             change.events = [
                 Event(
                     .generationCompleted(
-                        .init(outputs: 1, attempts: 1, provider: "sim", model: "sim/image", durationMs: 10)),
+                        .init(outputs: 1, attempts: 1, provider: "sim", model: job?.model ?? "", durationMs: 10)),
                     generationID: id)
             ]
             let ended = try await store.transition(change)
@@ -185,18 +187,19 @@ final class EventStreamTests: XCTestCase {
             return change.events[0]
         }
 
-        let id = try await system.submit(#"{"model": "sim/image", "prompt": "the lamp is lit"}"#)
+        let id = try await system.submit(#"{"model": "sim/text", "prompt": "the lamp is lit"}"#)
         let stream = try await open(system, "/v1/generations/\(id)/events")
         let first = chunk(id, 0, "the lamp ", at: Date())
         // A publisher's first messages are lost while it connects: sent again until the stream
         // has it (a chunk already sent is not sent twice).
-        for _ in 0..<100 where !stream.received.contains(where: { $0.event == "generation.stream_chunk" }) {
+        for _ in 0..<200 where !stream.received.contains(where: { $0.event == "generation.stream_chunk" }) {
             bus.publish(first)
             try await Task.sleep(for: .milliseconds(50))
         }
+        XCTAssertTrue(stream.received.contains { $0.event == "generation.stream_chunk" }, "the bus carries events")
         let lastAt = Date()
         let ended = try await end(id)
-        try await Task.sleep(for: .milliseconds(400))
+        try await Task.sleep(for: .milliseconds(250))
         XCTAssertFalse(
             stream.received.contains { $0.event == "generation.completed" || $0.event == "done" },
             "the end waits for the bus: \(stream.received.map(\.event))")
@@ -217,7 +220,7 @@ final class EventStreamTests: XCTestCase {
             .joined(), "the lamp is lit")
 
         // The bus never brings the end: the stream ends after the grace, not never.
-        let other = try await system.submit(#"{"model": "sim/image", "prompt": "the lamp is out"}"#)
+        let other = try await system.submit(#"{"model": "sim/text", "prompt": "the lamp is out"}"#)
         let quiet = try await open(system, "/v1/generations/\(other)/events")
         try await quiet.wait { frames in frames.contains { $0.event == "generation.created" } }
         let committed = ContinuousClock.now
@@ -229,8 +232,18 @@ final class EventStreamTests: XCTestCase {
         XCTAssertEqual(
             quiet.received.filter { $0.event != "queue" }.map(\.event),
             ["generation.created", "generation.completed", "done"])
+
+        // An image job has no text to wait for.
+        let image = try await system.submit(#"{"model": "sim/image", "prompt": "a lamp"}"#)
+        let plain = try await open(system, "/v1/generations/\(image)/events")
+        try await plain.wait { frames in frames.contains { $0.event == "generation.created" } }
+        let imageEnded = ContinuousClock.now
+        _ = try await end(image)
+        try await plain.wait { $0.last?.event == "done" }
+        XCTAssertLessThan(ContinuousClock.now - imageEnded, .milliseconds(900), "no wait")
         stream.close()
         quiet.close()
+        plain.close()
         await bus.close()
     }
 
