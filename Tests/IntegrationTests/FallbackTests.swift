@@ -82,8 +82,13 @@ final class FallbackTests: XCTestCase {
         XCTAssertEqual(cancelled["error"]?["code"]?.stringValue, "cancelled")
         XCTAssertEqual(cancelled["error"]?["reason"]?.stringValue, "deadline")
         let history = try XCTUnwrap(cancelled["attempt_history"]?.arrayValue)
-        try await Task.sleep(for: .seconds(2))  // the sweep stops the task of the ended job
-        let closed = try await system.request(.GET, "/v1/generations/\(id)").json["attempt_history"]?.arrayValue
+        // The sweep (every second) stops the task of the ended job.
+        var closed: [JSONValue]?
+        let swept = ContinuousClock.now + .seconds(10)
+        repeat {
+            try await Task.sleep(for: .milliseconds(200))
+            closed = try await system.request(.GET, "/v1/generations/\(id)").json["attempt_history"]?.arrayValue
+        } while closed?.first?["state"]?.stringValue == "submitted" && ContinuousClock.now < swept
         XCTAssertEqual(history.count, 1)
         XCTAssertNotEqual(
             closed?.first?["state"]?.stringValue, "submitted", "the provider task was stopped: \(closed ?? [])")
