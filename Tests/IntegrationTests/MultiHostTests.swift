@@ -111,19 +111,29 @@ final class MultiHostTests: XCTestCase {
         }
 
         var sources = Set<String>()
-        for line in subscriber.lines() {
-            let parts = line.split(separator: " ", maxSplits: 2)
-            // Every event but heartbeats, which each process sends working or not (pollers send
-            // `provider.call` for their status checks, uploaders `generation.output`).
-            guard parts.count == 3, !parts[0].hasPrefix("service."),
-                let envelope = try? JSONCoding.decode(JSONValue.self, from: Data(parts[2].utf8))
-            else { continue }
-            if let source = envelope["source"]?.stringValue { sources.insert(source) }
-        }
         func worked(_ directory: URL, _ service: String) -> Bool {
             guard let pid = pid(directory, service) else { return false }
             return sources.contains { $0.hasPrefix("\(service)-\(pid)@") }
         }
+        // The events travel on through the forwarder and the subscriber's pipe: read until
+        // every worker has been heard from, or for 10 s.
+        let heard = ContinuousClock.now + .seconds(10)
+        repeat {
+            for line in subscriber.lines() {
+                let parts = line.split(separator: " ", maxSplits: 2)
+                // Every event but heartbeats, which each process sends working or not (pollers
+                // send `provider.call` for their status checks, uploaders `generation.output`).
+                guard parts.count == 3, !parts[0].hasPrefix("service."),
+                    let envelope = try? JSONCoding.decode(JSONValue.self, from: Data(parts[2].utf8))
+                else { continue }
+                if let source = envelope["source"]?.stringValue { sources.insert(source) }
+            }
+            let all = [firstDirectory, secondDirectory].allSatisfy { directory in
+                ["poller", "uploader"].allSatisfy { worked(directory, $0) }
+            }
+            if all { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while ContinuousClock.now < heard
         for service in ["poller", "uploader"] {
             XCTAssertTrue(worked(firstDirectory, service), "the first host's \(service) took no work: \(sources)")
             XCTAssertTrue(worked(secondDirectory, service), "the second host's \(service) took no work: \(sources)")
