@@ -134,7 +134,7 @@ let package = Package(
         .target(
             name: "GenGateJobs",
             dependencies: [
-                "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects", "GenGateImages",
+                "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -169,19 +169,31 @@ let package = Package(
             name: "GenGateRuntime",
             dependencies: [
                 "GenGateCore", "GenGateBus", "GenGateStore", "GenGatePostgres", "GenGateObjects", "GenGateProviders",
-                "GenGateJobs", "GenGateImages",
+                "GenGateJobs",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Shared/GenGateRuntime"
         ),
+        // Input images in the job engine (where they are kept, how a submission prepares them):
+        // apart from GenGateJobs and GenGateRuntime so that only the processes that handle
+        // images (api-ingress, the dispatcher) link libvips and the hundred libraries it loads.
+        .target(
+            name: "GenGateImageInputs",
+            dependencies: [
+                "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects", "GenGateImages", "GenGateJobs",
+                "GenGateRuntime",
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Shared/GenGateImageInputs"
+        ),
 
         // Executables
         .executableTarget(
             name: "api-ingress",
             dependencies: [
-                "GenGateRuntime", "GenGateImages",
+                "GenGateRuntime", "GenGateImages", "GenGateImageInputs",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -189,7 +201,8 @@ let package = Package(
             ],
             path: "Services/api-ingress"
         ),
-        .executableTarget(name: "dispatcher", dependencies: ["GenGateRuntime"], path: "Services/dispatcher"),
+        .executableTarget(
+            name: "dispatcher", dependencies: ["GenGateRuntime", "GenGateImageInputs"], path: "Services/dispatcher"),
         .executableTarget(name: "poller", dependencies: ["GenGateRuntime"], path: "Services/poller"),
         .executableTarget(name: "uploader", dependencies: ["GenGateRuntime"], path: "Services/uploader"),
         .executableTarget(

@@ -1,5 +1,6 @@
 import Foundation
 import GenGateCore
+import GenGateImageInputs
 import GenGateImages
 import GenGateJobs
 import GenGateObjects

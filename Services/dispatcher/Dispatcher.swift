@@ -1,5 +1,6 @@
 import ArgumentParser
 import GenGateBus
+import GenGateImageInputs
 import GenGateJobs
 import GenGateRuntime
 
@@ -17,7 +18,8 @@ struct DispatcherCommand: AsyncParsableCommand {
             context: environment.zmq, queue: .dispatch,
             endpoint: environment.topology.consumerEndpoint(.dispatch))
         let producers = try await WorkProducers.connect(environment)
-        let jobs = environment.jobs(notify: producers.notify)
+        let jobs = environment.jobs(
+            notify: producers.notify, images: environment.imagePreparation(processor: environment.imageProcessor()))
         let submission = Submission(context: jobs)
         let loop = WorkLoop(
             consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,

@@ -28,7 +28,7 @@ public struct JobContext: Sendable {
     public let publicBaseURL: String
     public let publish: @Sendable ([Event]) -> Void
     /// Prepares input images for submissions; nil in a process that submits no jobs with images.
-    public let images: ImagePreparation?
+    public let images: (any InputImagePreparer)?
     public let notify: @Sendable (_ step: Lifecycle.Step, _ generationID: String, _ reason: String) -> Void
     /// What each submission costs (`Attempt.cost`).
     public let prices: PriceTable
@@ -37,7 +37,7 @@ public struct JobContext: Sendable {
         instance: String, store: any GenerationStore, providers: ProviderRegistry, objects: any ObjectStore,
         policy: JobPolicy, logger: Logger, failPoints: FailPoints = .none, objectPrefix: String = "outputs",
         publicBaseURL: String = "", callbackBase: String? = nil,
-        publish: @escaping @Sendable ([Event]) -> Void = { _ in }, images: ImagePreparation? = nil,
+        publish: @escaping @Sendable ([Event]) -> Void = { _ in }, images: (any InputImagePreparer)? = nil,
         notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in },
         prices: PriceTable = PriceTable()
     ) {

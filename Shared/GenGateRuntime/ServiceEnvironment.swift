@@ -3,7 +3,6 @@ import Foundation
 import GenGateBus
 import GenGateCore
 import GenGateJobs
-import GenGateImages
 import GenGateObjects
 import GenGateProviders
 import GenGateStore
@@ -46,9 +45,6 @@ public struct ServiceEnvironment: Sendable {
     public let startedAt: Date
     /// Test-only fail points, armed by `GENGATE_FAILPOINTS` (see `FailPoints`).
     public let failPoints: FailPoints
-    /// This process's image work (checking uploads, preparing inputs), bounded by
-    /// `images.concurrency`.
-    public let imageProcessor: ImageProcessor
 
     /// Loads configuration, sets up logging, opens the store (which must be migrated already),
     /// and connects the event publisher. Throws with a message that says what to fix.
@@ -71,9 +67,7 @@ public struct ServiceEnvironment: Sendable {
         return ServiceEnvironment(
             service: service, instance: instance, config: config, logger: logger, topology: topology,
             zmq: zmq, store: store, objects: objects, providers: Self.providers(config: config),
-            events: events, startedAt: Date(), failPoints: failPoints,
-            imageProcessor: ImageProcessor(
-                concurrency: config.images.concurrency, maxPixels: config.images.maxPixels))
+            events: events, startedAt: Date(), failPoints: failPoints)
     }
 
     public static let hostName = ProcessInfo.processInfo.hostName
@@ -150,40 +144,19 @@ public struct ServiceEnvironment: Sendable {
     /// How long a stopping service lets its in-flight work finish.
     public var drain: Duration { .milliseconds(Int(config.jobs.drainSeconds * 1_000)) }
 
-    /// The job engine's view of this service; `notify` sends its hints to the work queues.
-    public func jobs(notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in })
-        -> JobContext
-    {
+    /// The job engine's view of this service; `notify` sends its hints to the work queues,
+    /// `images` prepares input images where jobs are submitted.
+    public func jobs(
+        notify: @escaping @Sendable (Lifecycle.Step, String, String) -> Void = { _, _, _ in },
+        images: (any InputImagePreparer)? = nil
+    ) -> JobContext {
         JobContext(
             instance: instance, store: store, providers: providers, objects: objects, policy: config.policy,
             logger: logger,
             failPoints: failPoints, objectPrefix: config.objects.prefix, publicBaseURL: config.publicBaseURL,
             callbackBase: config.http.publicUrl == nil ? nil : config.publicBaseURL,
-            publish: { [events] in for event in $0 { events.publish(event) } }, images: imagePreparation,
+            publish: { [events] in for event in $0 { events.publish(event) } }, images: images,
             notify: notify, prices: config.pricing.table)
-    }
-
-    /// Where input images are kept.
-    public var inputObjects: InputObjects {
-        InputObjects(store: store, objects: objects, keepDays: config.images.keepDays)
-    }
-
-    /// How this process prepares input images for providers. Providers that fetch images by URL
-    /// get presigned object-store URLs, or, with local storage and a public URL configured,
-    /// signed GenGate links.
-    public var imagePreparation: ImagePreparation {
-        let links =
-            config.http.publicUrl == nil
-            ? nil
-            : (try? MasterKey.load(config: config)).map {
-                InputLinks(box: $0, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds)
-            }
-        return ImagePreparation(
-            processor: imageProcessor,
-            fetcher: ImageFetcher(
-                policy: OutboundURLPolicy(allowPrivate: config.images.allowPrivateUrls),
-                timeoutSeconds: config.images.fetchTimeoutSeconds, maxBytes: config.images.maxUploadBytes),
-            inputs: inputObjects, links: links)
     }
 
     /// Publishes `events` (already committed to the store) on the event stream.

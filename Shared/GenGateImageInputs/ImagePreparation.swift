@@ -1,6 +1,7 @@
 import Foundation
 import GenGateCore
 import GenGateImages
+import GenGateJobs
 import GenGateObjects
 import GenGateProviders
 import GenGateStore
@@ -13,7 +14,7 @@ import GenGateStore
 ///
 /// A stop here costs nothing: no attempt is on record yet, so the job is prepared again by
 /// whoever takes it next (the same bytes make the same objects).
-public struct ImagePreparation: Sendable {
+public struct ImagePreparation: InputImagePreparer {
     public let processor: ImageProcessor
     public let fetcher: ImageFetcher
     public let inputs: InputObjects
@@ -30,8 +31,14 @@ public struct ImagePreparation: Sendable {
 
     var objects: any ObjectStore { inputs.objects }
 
+    public func prepare(_ generation: Generation, model: ModelInfo) async throws -> (
+        images: [ProviderImage], records: [PreparedInput]
+    ) {
+        try await prepare(generation, model: model, at: Date())
+    }
+
     /// The images of `generation` as `model` takes them, and what was done to each.
-    public func prepare(_ generation: Generation, model: ModelInfo, now: Date = Date()) async throws -> (
+    public func prepare(_ generation: Generation, model: ModelInfo, at now: Date) async throws -> (
         images: [ProviderImage], records: [PreparedInput]
     ) {
         let sources = generation.request.images ?? []
