@@ -136,7 +136,6 @@ let package = Package(
             dependencies: [
                 "GenGateCore", "GenGateStore", "GenGateProviders", "GenGateObjects",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Shared/GenGateJobs"

@@ -58,7 +58,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
             webhookPolicy: OutboundURLPolicy(allowPrivate: config.webhooks.allowPrivate), images: config.images)
         let masterKey = try MasterKey.load(config: config)
         let uploads = UploadRoutes(
-            environment: environment, processor: environment.imageProcessor(), inputs: environment.inputObjects,
+            environment: environment, processor: environment.makeImageProcessor(), inputs: environment.inputObjects,
             links: InputLinks(
                 box: masterKey, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds))
         uploads.register(on: api, router: router)

@@ -19,7 +19,8 @@ struct DispatcherCommand: AsyncParsableCommand {
             endpoint: environment.topology.consumerEndpoint(.dispatch))
         let producers = try await WorkProducers.connect(environment)
         let jobs = environment.jobs(
-            notify: producers.notify, images: environment.imagePreparation(processor: environment.imageProcessor()))
+            notify: producers.notify,
+            images: try environment.imagePreparation(processor: environment.makeImageProcessor()))
         let submission = Submission(context: jobs)
         let loop = WorkLoop(
             consumer: consumer, concurrency: environment.config.jobs.concurrency, drain: environment.drain,

@@ -38,7 +38,7 @@ public struct ImagePreparation: InputImagePreparer {
     }
 
     /// The images of `generation` as `model` takes them, and what was done to each.
-    public func prepare(_ generation: Generation, model: ModelInfo, at now: Date) async throws -> (
+    func prepare(_ generation: Generation, model: ModelInfo, at now: Date) async throws -> (
         images: [ProviderImage], records: [PreparedInput]
     ) {
         let sources = generation.request.images ?? []

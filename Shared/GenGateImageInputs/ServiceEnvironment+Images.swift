@@ -4,8 +4,9 @@ import GenGateRuntime
 
 extension ServiceEnvironment {
     /// The image work of a process that handles images (checking uploads, preparing inputs),
-    /// bounded by `images.concurrency`: made once a process and shared.
-    public func imageProcessor() -> ImageProcessor {
+    /// bounded by `images.concurrency`. Each call makes a processor with its own threads and
+    /// bound: a process makes one and shares it.
+    public func makeImageProcessor() -> ImageProcessor {
         ImageProcessor(concurrency: config.images.concurrency, maxPixels: config.images.maxPixels)
     }
 
@@ -16,14 +17,15 @@ extension ServiceEnvironment {
 
     /// How this process prepares input images for providers, with `processor`. Providers that
     /// fetch images by URL get presigned object-store URLs, or, with local storage and a public
-    /// URL configured, signed GenGate links.
-    public func imagePreparation(processor: ImageProcessor) -> ImagePreparation {
+    /// URL configured, signed GenGate links (so the master key must load, as api-ingress needs
+    /// it too: a dispatcher that cannot sign them says so at start rather than fail jobs).
+    public func imagePreparation(processor: ImageProcessor) throws -> ImagePreparation {
         let links =
             config.http.publicUrl == nil
             ? nil
-            : (try? MasterKey.load(config: config)).map {
-                InputLinks(box: $0, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds)
-            }
+            : InputLinks(
+                box: try MasterKey.load(config: config), baseURL: config.publicBaseURL,
+                lifetime: config.images.linkLifetimeSeconds)
         return ImagePreparation(
             processor: processor,
             fetcher: ImageFetcher(

@@ -51,6 +51,25 @@ final class ImageInputTests: XCTestCase {
         throw SystemError("\(id) did not end within \(seconds) s")
     }
 
+    /// libvips and the hundred libraries it loads are in the processes that handle images
+    /// (api-ingress, the dispatcher) and in no other: an idle poller needs 37 libraries, not 125.
+    func testOnlyTheProcessesThatHandleImagesLoadLibvips() async throws {
+        let system = try await GenGateSystem.start()
+        defer { system.stop() }
+        for service in ["api-ingress", "dispatcher", "poller", "uploader", "monitor"] {
+            let pidFile = system.dataDir.appendingPathComponent("run/\(service).pid")
+            let pid = try XCTUnwrap(
+                Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)),
+                service)
+            // Read to its end: a /proc file says it is empty, and reads come a page at a time.
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/\(pid)/maps"))
+            let maps = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
+            try handle.close()
+            XCTAssertTrue(maps.contains("/libswiftCore.so"), "\(service): its whole map was read")
+            XCTAssertEqual(maps.contains("libvips"), ["api-ingress", "dispatcher"].contains(service), service)
+        }
+    }
+
     func testKlingGetsUploadsAndDataURLsAsRawBase64AndBadImagesPayNothing() async throws {
         let kling = try await Sim(
             provider: "kling", key: "ak_test:\(ProviderSimulatorTests.klingSecret)", knobs: #"{"task_seconds": 0.5}"#)
