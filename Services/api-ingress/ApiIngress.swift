@@ -59,8 +59,7 @@ struct ApiIngressCommand: AsyncParsableCommand {
         let masterKey = try MasterKey.load(config: config)
         let uploads = UploadRoutes(
             environment: environment, processor: environment.makeImageProcessor(), inputs: environment.inputObjects,
-            links: InputLinks(
-                box: masterKey, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds))
+            links: environment.inputLinks(box: masterKey))
         uploads.register(on: api, router: router)
         let routes = GenerationRoutes(
             environment: environment, dispatch: dispatch, validator: validator,

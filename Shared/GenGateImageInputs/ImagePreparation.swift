@@ -31,16 +31,11 @@ public struct ImagePreparation: InputImagePreparer {
 
     var objects: any ObjectStore { inputs.objects }
 
+    /// The images of `generation` as `model` takes them, and what was done to each.
     public func prepare(_ generation: Generation, model: ModelInfo) async throws -> (
         images: [ProviderImage], records: [PreparedInput]
     ) {
-        try await prepare(generation, model: model, at: Date())
-    }
-
-    /// The images of `generation` as `model` takes them, and what was done to each.
-    func prepare(_ generation: Generation, model: ModelInfo, at now: Date) async throws -> (
-        images: [ProviderImage], records: [PreparedInput]
-    ) {
+        let now = Date()
         let sources = generation.request.images ?? []
         guard !sources.isEmpty else { return ([], []) }
         guard let intake = model.images else {

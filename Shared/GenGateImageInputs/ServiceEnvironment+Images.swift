@@ -15,6 +15,11 @@ extension ServiceEnvironment {
         InputObjects(store: store, objects: objects, keepDays: config.images.keepDays)
     }
 
+    /// Signed GenGate links to input objects, with `box` (the master key's).
+    public func inputLinks(box: SecretBox) -> InputLinks {
+        InputLinks(box: box, baseURL: config.publicBaseURL, lifetime: config.images.linkLifetimeSeconds)
+    }
+
     /// How this process prepares input images for providers, with `processor`. Providers that
     /// fetch images by URL get presigned object-store URLs, or, with local storage and a public
     /// URL configured, signed GenGate links (so the master key must load, as api-ingress needs
@@ -23,9 +28,7 @@ extension ServiceEnvironment {
         let links =
             config.http.publicUrl == nil
             ? nil
-            : InputLinks(
-                box: try MasterKey.load(config: config), baseURL: config.publicBaseURL,
-                lifetime: config.images.linkLifetimeSeconds)
+            : inputLinks(box: try MasterKey.load(config: config))
         return ImagePreparation(
             processor: processor,
             fetcher: ImageFetcher(
