@@ -157,21 +157,32 @@ struct EventStreamRoutes: Sendable {
         /// stamped after it: chunks and the events around them come from one process's clock.
         static func ordered(_ stored: [StoredEvent], _ chunks: [(Event, ChunkMark)]) -> [Item] {
             var items: [Item] = []
-            var pending = Array(chunks)
+            items.reserveCapacity(stored.count + chunks.count)
+            var sent = [Bool](repeating: false, count: chunks.count)
+            var next = 0
+            // Each job's chunks by position, made at the first end met.
+            var byJob: [String: [Int]]?
+            func send(_ index: Int) {
+                guard !sent[index] else { return }
+                sent[index] = true
+                items.append(.chunk(chunks[index].0, chunks[index].1))
+            }
             for event in stored {
-                let before = pending.prefix { $0.0.at <= event.event.at }.count
-                items += pending.prefix(before).map { Item.chunk($0.0, $0.1) }
-                pending.removeFirst(before)
-                if event.event.type.isTerminal {
+                while next < chunks.count, chunks[next].0.at <= event.event.at {
+                    send(next)
+                    next += 1
+                }
+                if event.event.type.isTerminal, let id = event.event.generationID {
                     // A job's text never comes after its end, whatever the clocks say (times on
                     // the bus are to the millisecond).
-                    let id = event.event.generationID
-                    items += pending.filter { $0.0.generationID == id }.map { Item.chunk($0.0, $0.1) }
-                    pending.removeAll { $0.0.generationID == id }
+                    if byJob == nil {
+                        byJob = Dictionary(grouping: chunks.indices) { chunks[$0].0.generationID ?? "" }
+                    }
+                    for index in byJob?[id] ?? [] where index >= next { send(index) }
                 }
                 items.append(.stored(event))
             }
-            items += pending.map { Item.chunk($0.0, $0.1) }
+            for index in next..<chunks.count { send(index) }
             return items
         }
     }
